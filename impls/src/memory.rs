@@ -1,0 +1,147 @@
+//! The in-memory reference locker: correct and fast, for one process.
+//!
+//! Per key it keeps the holders, a FIFO queue of waiters and the permit limit; fencing tokens
+//! come from one counter. Expiry is enforced by the locker on tokio's clock (so tests can
+//! pause time): an expired lease stops counting the moment its deadline passes, and a queued
+//! waiter sleeps until the earliest deadline of its key so an expiry hands the slot on
+//! without anyone calling in. A release or expiry grants the freed slot straight to the head
+//! of the queue — waiters are never polled.
+
+mod table;
+mod waiter;
+
+#[cfg(test)]
+mod tests;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::time::{Instant, sleep_until};
+
+use crate::error::LockError;
+use crate::lease::Lease;
+use crate::locker::{Capabilities, Locker};
+use crate::request::{LeaseRequest, validate_ttl, validate_wait};
+use crate::sync::Mutex;
+use table::{Enqueued, Table};
+use waiter::GrantSlot;
+
+/// The in-memory reference locker. Cheap to create; share it with an `Arc`.
+///
+/// ```
+/// use std::time::Duration;
+/// use lockcheck_impls::{LeaseRequest, Locker, MemoryLocker};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build()?.block_on(async {
+/// let locker = MemoryLocker::new();
+/// let request = LeaseRequest::lock("invoice-42", Duration::from_secs(10));
+/// let lease = locker.acquire(&request, Duration::from_secs(1)).await?;
+/// assert!(locker.try_acquire(&request).await?.is_none(), "held: a second try fails");
+/// assert!(locker.release(&lease).await?, "it was still held");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Default)]
+pub struct MemoryLocker {
+    table: Mutex<Table>,
+}
+
+impl MemoryLocker {
+    /// An empty locker.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn table(&self) -> impl std::ops::DerefMut<Target = Table> + '_ {
+        // A panic while holding the lock cannot leave the table half-updated in a way that
+        // breaks an invariant we rely on, but be loud rather than guess.
+        self.table.lock().expect("memory locker table poisoned")
+    }
+}
+
+/// A queued acquire. Dropping it (cancellation, timeout) withdraws the waiter; a grant that
+/// raced the drop is handed to the next waiter.
+struct Waiting<'a> {
+    locker: &'a MemoryLocker,
+    key: &'a str,
+    id: u64,
+    slot: GrantSlot,
+    done: bool,
+}
+
+impl Waiting<'_> {
+    /// The wait bound ran out. A grant that arrived in the meantime is still taken: it came
+    /// within the bound.
+    fn time_out(mut self, waited: Duration) -> Result<Lease, LockError> {
+        self.done = true;
+        let raced = self.locker.table().withdraw(self.key, self.id, &self.slot, true, Instant::now());
+        raced.ok_or(LockError::TimedOut { waited })
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.locker.table().withdraw(self.key, self.id, &self.slot, false, Instant::now());
+        }
+    }
+}
+
+#[async_trait]
+impl Locker for MemoryLocker {
+    fn describe(&self) -> String {
+        "memory".to_owned()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::all_in_process()
+    }
+
+    async fn try_acquire(&self, request: &LeaseRequest) -> Result<Option<Lease>, LockError> {
+        request.validate()?;
+        self.table().try_acquire(request, Instant::now())
+    }
+
+    async fn acquire(&self, request: &LeaseRequest, wait: Duration) -> Result<Lease, LockError> {
+        request.validate()?;
+        validate_wait(wait)?;
+        let started = Instant::now();
+        let deadline = started + wait;
+        let enqueued = self.table().acquire_or_enqueue(request, started)?;
+        let (id, slot) = match enqueued {
+            Enqueued::Granted(lease) => return Ok(lease),
+            Enqueued::Queued { id, slot } => (id, slot),
+        };
+        let mut waiting = Waiting { locker: self, key: request.key(), id, slot, done: false };
+        loop {
+            let next_expiry = self.table().next_expiry(request.key());
+            tokio::select! {
+                biased;
+                lease = waiting.slot.granted() => {
+                    waiting.done = true;
+                    return Ok(lease);
+                }
+                () = sleep_until(deadline) => return waiting.time_out(wait),
+                () = sleep_until(next_expiry.unwrap_or(deadline)), if next_expiry.is_some() => {
+                    // A holder's lease ended: expire it, which grants the head of the queue
+                    // (perhaps us, perhaps someone ahead of us).
+                    self.table().expire_due(request.key(), Instant::now());
+                }
+            }
+        }
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<bool, LockError> {
+        Ok(self.table().release(lease, Instant::now()))
+    }
+
+    async fn refresh(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>, LockError> {
+        validate_ttl(ttl)?;
+        Ok(self.table().refresh(lease, ttl, Instant::now()))
+    }
+
+    async fn remaining_ttl(&self, lease: &Lease) -> Result<Option<Duration>, LockError> {
+        Ok(self.table().remaining_ttl(lease, Instant::now()))
+    }
+}
