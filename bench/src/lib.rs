@@ -1,0 +1,1 @@
+//! Contention benchmarks and the report renderer (being built).

@@ -1,0 +1,2 @@
+//! The lockcheck conformance harness.
+#![deny(missing_docs)]

@@ -1,0 +1,1 @@
+//! The dflockd backend (being built).

@@ -1,0 +1,1 @@
+//! Sequential spec (being built).

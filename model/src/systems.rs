@@ -1,0 +1,1 @@
+//! Models of lock algorithms (being built).
