@@ -1,0 +1,241 @@
+//! NATS servers with JetStream for the NATS KV locker's suites and faults: one server, or a
+//! three-node JetStream cluster in containers on a private Docker network.
+//!
+//! The image is `LOCKCHECK_NATS_IMAGE` (default `lockcheck/nats:2`, built from PyPI's static
+//! `nats-server` by `scripts/setup/nats.sh`); the process runtime runs `LOCKCHECK_NATS_SERVER`
+//! (default `nats-server` from `PATH`, which `scripts/env.sh` points at the venv). JetStream
+//! stores under `data/` in the server's working directory (the container's `/data`, the
+//! process's scratch directory), so a restart keeps it: storage is lost only where a test
+//! asks for a memory bucket.
+//!
+//! The cluster needs container networking: its nodes route to each other by address, and a
+//! partition is a `docker network disconnect`. Without Docker it fails loudly (or, under
+//! `LOCKCHECK_SERVICES=skip`, skips, printed).
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{Probe, Runtime, Service, ServiceError, ServiceSpec, provision};
+
+/// The default image, built by `scripts/setup/nats.sh`.
+pub const DEFAULT_IMAGE: &str = "lockcheck/nats:2";
+
+/// The port clients connect to inside a container.
+pub const CLIENT_PORT: u16 = 4222;
+
+/// The port cluster routes use inside a container.
+pub const ROUTE_PORT: u16 = 6222;
+
+fn image() -> String {
+    std::env::var("LOCKCHECK_NATS_IMAGE").unwrap_or_else(|_| DEFAULT_IMAGE.to_owned())
+}
+
+fn binary() -> String {
+    std::env::var("LOCKCHECK_NATS_SERVER").unwrap_or_else(|_| "nats-server".to_owned())
+}
+
+fn base_args(port: u16) -> Vec<String> {
+    ["--port", &port.to_string(), "--addr", "0.0.0.0", "--jetstream", "--store_dir", "data"]
+        .into_iter()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The spec of one NATS server with JetStream.
+pub fn spec() -> ServiceSpec {
+    ServiceSpec::new("nats", image(), binary(), CLIENT_PORT)
+        .args(base_args)
+        .ready_log("Server is ready")
+        // NATS greets every client with INFO before anything is sent.
+        .probe(Probe::Exchange { send: Vec::new(), expect: b"INFO ".to_vec() })
+}
+
+/// One NATS server (see [`provision`] for the skip policy).
+pub async fn nats() -> Result<Option<Service>, ServiceError> {
+    provision(&spec()).await
+}
+
+/// The `nats://` URL of a server, with the bucket the locker should use.
+pub fn url(service: &Service, bucket: &str) -> String {
+    format!("nats://{}?bucket={bucket}", service.address())
+}
+
+/// A three-node JetStream cluster in containers on a private network of its own, removed on
+/// drop (containers first, then the network).
+pub struct NatsCluster {
+    network: String,
+    nodes: Vec<Service>,
+}
+
+impl std::fmt::Debug for NatsCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsCluster").field("network", &self.network).field("nodes", &self.nodes).finish()
+    }
+}
+
+/// How many nodes a [`NatsCluster`] has.
+pub const CLUSTER_SIZE: usize = 3;
+
+/// The server name of node `index` (what JetStream reports as a stream's leader).
+pub fn node_name(index: usize) -> String {
+    format!("n{index}")
+}
+
+async fn docker(args: &[&str]) -> Result<String, String> {
+    let output = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new("docker").args(args).kill_on_drop(true).output(),
+    )
+    .await
+    .map_err(|_| format!("docker {} took over 30 s", args.join(" ")))?
+    .map_err(|e| format!("docker: {e}"))?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).trim().to_owned())
+    }
+}
+
+impl NatsCluster {
+    /// Starts the cluster: node 0 first, then the others with a route to node 0's address
+    /// (NATS gossips the rest of the mesh). JetStream's own readiness (a meta leader) is
+    /// awaited by whoever creates the first bucket.
+    pub async fn start() -> Result<NatsCluster, ServiceError> {
+        let start_error = |message: String| ServiceError::Start {
+            name: "nats-cluster".to_owned(),
+            runtime: Runtime::Docker,
+            message,
+        };
+        if std::env::var("LOCKCHECK_SERVICE_RUNTIME").as_deref() == Ok("process") {
+            return Err(ServiceError::Unsupported { operation: "a NATS cluster", runtime: Runtime::Process });
+        }
+        let network = format!("lockcheck-nats-{}-{:08x}", std::process::id(), rand::random::<u32>());
+        docker(&["network", "create", &network]).await.map_err(start_error)?;
+        let mut cluster = NatsCluster { network: network.clone(), nodes: Vec::new() };
+        let mut seed = None::<String>;
+        for index in 0..CLUSTER_SIZE {
+            let routes = seed.clone();
+            let spec = spec()
+                .args(move |port| {
+                    let mut args = base_args(port);
+                    args.extend(["--server_name".to_owned(), node_name(index)]);
+                    args.extend(["--cluster_name".to_owned(), "lockcheck".to_owned()]);
+                    args.extend(["--cluster".to_owned(), format!("nats://0.0.0.0:{ROUTE_PORT}")]);
+                    if let Some(routes) = &routes {
+                        args.extend(["--routes".to_owned(), routes.clone()]);
+                    }
+                    args
+                })
+                .network(network.clone());
+            let node = Service::start(&spec).await?;
+            if node.runtime() != Runtime::Docker {
+                return Err(ServiceError::Unsupported { operation: "a NATS cluster", runtime: node.runtime() });
+            }
+            if seed.is_none() {
+                let id = node.container_id().expect("docker nodes have a container");
+                let template = format!("{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}");
+                let ip = docker(&["inspect", "--format", &template, id]).await.map_err(start_error)?;
+                seed = Some(format!("nats://{ip}:{ROUTE_PORT}"));
+            }
+            cluster.nodes.push(node);
+        }
+        Ok(cluster)
+    }
+
+    /// Starts the cluster, honouring `LOCKCHECK_SERVICES` like [`provision`].
+    pub async fn provision() -> Result<Option<NatsCluster>, ServiceError> {
+        match NatsCluster::start().await {
+            Ok(cluster) => Ok(Some(cluster)),
+            Err(error) if super::Policy::from_env() == super::Policy::Skip => {
+                eprintln!("SKIPPED (LOCKCHECK_SERVICES=skip): {error}");
+                Ok(None)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// The nodes, indexed like [`node_name`].
+    pub fn nodes(&self) -> &[Service] {
+        &self.nodes
+    }
+
+    /// Node `index`, mutably (to kill and restart it).
+    pub fn node_mut(&mut self, index: usize) -> &mut Service {
+        &mut self.nodes[index]
+    }
+
+    /// The index of the node called `name` (see [`node_name`]).
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        (0..self.nodes.len()).find(|&index| node_name(index) == name)
+    }
+
+    /// A `nats://` URL listing every node, so a client fails over between them.
+    pub fn url(&self, bucket: &str) -> String {
+        let hosts: Vec<String> = self.nodes.iter().map(|node| node.address().to_string()).collect();
+        format!("nats://{}?bucket={bucket}", hosts.join(","))
+    }
+
+    /// The comma-separated client addresses of every node except `excluded`.
+    pub fn addresses_except(&self, excluded: usize) -> String {
+        let hosts: Vec<String> = (0..self.nodes.len())
+            .filter(|&index| index != excluded)
+            .map(|index| format!("nats://{}", self.nodes[index].address()))
+            .collect();
+        hosts.join(",")
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        // Containers first: a network with endpoints cannot be removed.
+        self.nodes.clear();
+        let _ = std::process::Command::new("docker").args(["network", "rm", &self.network]).output();
+    }
+}
+
+/// Waits until `attempt` succeeds or `timeout` passes — for readiness only (a cluster electing
+/// its JetStream meta leader), never to paper over a failing operation under test.
+pub async fn await_ready<T, E: std::fmt::Display, F: std::future::Future<Output = Result<T, E>>>(
+    what: &str,
+    timeout: Duration,
+    mut attempt: impl FnMut() -> F,
+) -> Result<T, ServiceError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(error) if Instant::now() >= deadline => {
+                return Err(ServiceError::Start {
+                    name: "nats".to_owned(),
+                    runtime: Runtime::Docker,
+                    message: format!("{what} not ready after {timeout:?}: {error}"),
+                });
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// A locker on `service`'s bucket `bucket`.
+pub async fn locker(
+    service: &Service,
+    bucket: lockcheck_impls::nats::BucketConfig,
+) -> Result<lockcheck_impls::nats::NatsLocker, lockcheck_impls::LockError> {
+    lockcheck_impls::nats::NatsLocker::connect(&service.address().to_string(), bucket).await
+}
+
+impl NatsCluster {
+    /// A locker on an R3 bucket `bucket`, connected to every node. Waits (bounded) for the
+    /// cluster to elect its JetStream meta leader and place the bucket.
+    pub async fn locker(&self, bucket: &str) -> Result<lockcheck_impls::nats::NatsLocker, ServiceError> {
+        let hosts: Vec<String> = self.nodes.iter().map(|node| node.address().to_string()).collect();
+        let hosts = hosts.join(",");
+        await_ready("the JetStream cluster", Duration::from_secs(30), || {
+            let config = lockcheck_impls::nats::BucketConfig::new(bucket).replicas(CLUSTER_SIZE);
+            let hosts = hosts.clone();
+            async move { lockcheck_impls::nats::NatsLocker::connect(&hosts, config).await }
+        })
+        .await
+    }
+}
