@@ -1,0 +1,309 @@
+//! Running a model check: exhaustive BFS with stateright, verdicts per property, and the
+//! shortest counterexample of each violation rendered as a numbered trace a person can
+//! follow (who sent what, which timer fired, who crashed, who believed it held the lock).
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use stateright::actor::{ActorModelAction, Id};
+use stateright::{Checker, Expectation, Model};
+
+use super::actor::{Algorithm, NodeState, Phase, Setup};
+use super::properties::{LockModel, LockState};
+
+/// How to run a check.
+#[derive(Clone, Debug)]
+pub struct CheckOptions {
+    /// Checker threads.
+    pub threads: usize,
+    /// Stop exploring below this depth (the search is then incomplete).
+    pub max_depth: Option<usize>,
+}
+
+impl Default for CheckOptions {
+    fn default() -> Self {
+        CheckOptions { threads: std::thread::available_parallelism().map_or(1, |n| n.get()), max_depth: None }
+    }
+}
+
+/// A snapshot of a running check, for a progress line.
+#[derive(Clone, Copy, Debug)]
+pub struct Progress {
+    /// States generated so far.
+    pub states: usize,
+    /// Unique states so far.
+    pub unique_states: usize,
+    /// Time since the start.
+    pub elapsed: Duration,
+}
+
+/// The verdict on one property.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub enum Verdict {
+    /// The exhaustive search finished and found no violation.
+    Holds,
+    /// A violation, with the shortest run that shows it.
+    Violated {
+        /// The numbered steps of the counterexample.
+        trace: Vec<String>,
+    },
+    /// No violation found, but the search did not finish (depth bound), so nothing is proven.
+    Unknown,
+}
+
+/// One property's outcome.
+#[derive(Clone, Debug, Serialize)]
+pub struct PropertyOutcome {
+    /// The property's plain-English name.
+    pub name: &'static str,
+    /// What the check found.
+    pub verdict: Verdict,
+}
+
+/// The outcome of checking one system.
+#[derive(Clone, Debug, Serialize)]
+pub struct Outcome {
+    /// The system's name.
+    pub system: String,
+    /// Clients in the configuration.
+    pub clients: usize,
+    /// Keys in the configuration.
+    pub keys: usize,
+    /// Whether the search visited every reachable state.
+    pub complete: bool,
+    /// Unique states visited.
+    pub unique_states: usize,
+    /// States generated (with repeats).
+    pub states: usize,
+    /// The deepest path explored.
+    pub max_depth: usize,
+    /// Wall-clock time of the exhaustive search, in seconds.
+    pub seconds: f64,
+    /// Per-property verdicts.
+    pub properties: Vec<PropertyOutcome>,
+}
+
+impl Outcome {
+    /// Unique states per second.
+    pub fn states_per_second(&self) -> f64 {
+        self.unique_states as f64 / self.seconds.max(1e-9)
+    }
+
+    /// The names of the violated properties.
+    pub fn violated(&self) -> Vec<&'static str> {
+        self.properties.iter().filter(|p| matches!(p.verdict, Verdict::Violated { .. })).map(|p| p.name).collect()
+    }
+
+    /// The verdict on a property, if it was checked.
+    pub fn verdict(&self, name: &str) -> Option<&Verdict> {
+        self.properties.iter().find(|p| p.name == name).map(|p| &p.verdict)
+    }
+}
+
+/// Checks `model` exhaustively (up to `options.max_depth`), reporting progress.
+pub fn check<A: Algorithm>(
+    name: &str,
+    model: LockModel<A>,
+    options: &CheckOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Outcome {
+    let start = Instant::now();
+    let mut builder = model.clone().checker().threads(options.threads.max(1));
+    if let Some(depth) = options.max_depth {
+        builder = builder.target_max_depth(depth);
+    }
+    let checker = builder.spawn_bfs();
+    // Polling only drives the progress line; `join` below is what waits for the result.
+    while !checker.is_done() {
+        progress(Progress { states: checker.state_count(), unique_states: checker.unique_state_count(), elapsed: start.elapsed() });
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let checker = checker.join();
+    let seconds = start.elapsed().as_secs_f64();
+    let discoveries = checker.discoveries();
+    let properties = model.properties();
+    let depth_cut = options.max_depth.is_some_and(|d| checker.max_depth() + 1 >= d);
+    // The checker stops early once every property has a discovery.
+    let complete = !depth_cut && discoveries.len() < properties.len();
+    let violated: Vec<&'static str> = properties.iter().map(|p| p.name).filter(|n| discoveries.contains_key(n)).collect();
+    let mut traces = shortest_counterexamples(&model, &violated, options.max_depth);
+    let properties = properties
+        .iter()
+        .map(|p| {
+            let verdict = match traces.remove(p.name) {
+                Some(trace) => Verdict::Violated { trace },
+                None if discoveries.contains_key(p.name) => {
+                    Verdict::Violated { trace: vec!["(counterexample not reconstructed)".into()] }
+                }
+                None if complete => Verdict::Holds,
+                None => Verdict::Unknown,
+            };
+            PropertyOutcome { name: p.name, verdict }
+        })
+        .collect();
+    Outcome {
+        system: name.to_string(),
+        clients: model.cfg.setup.clients,
+        keys: model.cfg.setup.keys,
+        complete,
+        unique_states: checker.unique_state_count(),
+        states: checker.state_count(),
+        max_depth: checker.max_depth(),
+        seconds,
+        properties,
+    }
+}
+
+fn fingerprint<T: Hash>(value: &T) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    value.hash(&mut hasher);
+    hasher.finish()
+}
+
+type Action<A> = ActorModelAction<
+    <super::actor::LockActor<A> as stateright::actor::Actor>::Msg,
+    <super::actor::LockActor<A> as stateright::actor::Actor>::Timer,
+    (),
+>;
+
+/// A single-threaded breadth-first search for the shortest run violating each of `names`
+/// (stateright's parallel BFS keeps *a* counterexample, not necessarily the shortest).
+fn shortest_counterexamples<A: Algorithm>(
+    model: &LockModel<A>,
+    names: &[&'static str],
+    max_depth: Option<usize>,
+) -> HashMap<&'static str, Vec<String>> {
+    let mut found = HashMap::new();
+    if names.is_empty() {
+        return found;
+    }
+    let properties: Vec<_> = model
+        .properties()
+        .into_iter()
+        .filter(|p| names.contains(&p.name) && p.expectation == Expectation::Always)
+        .collect();
+    let mut nodes: Vec<(LockState<A>, Option<(usize, Action<A>)>, usize)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut queue = VecDeque::new();
+    for state in model.init_states() {
+        if model.within_boundary(&state) && seen.insert(fingerprint(&state)) {
+            nodes.push((state, None, 0));
+            queue.push_back(nodes.len() - 1);
+        }
+    }
+    let mut actions = Vec::new();
+    while let Some(ix) = queue.pop_front() {
+        for p in &properties {
+            if !found.contains_key(p.name) && !(p.condition)(model, &nodes[ix].0) {
+                found.insert(p.name, render_trace(model, &nodes, ix));
+            }
+        }
+        if found.len() == properties.len() {
+            break;
+        }
+        let depth = nodes[ix].2;
+        if max_depth.is_some_and(|d| depth + 1 >= d) {
+            continue;
+        }
+        model.actions(&nodes[ix].0, &mut actions);
+        for action in actions.drain(..) {
+            let Some(next) = model.next_state(&nodes[ix].0, action.clone()) else { continue };
+            if !model.within_boundary(&next) || !seen.insert(fingerprint(&next)) {
+                continue;
+            }
+            nodes.push((next, Some((ix, action)), depth + 1));
+            queue.push_back(nodes.len() - 1);
+        }
+    }
+    found
+}
+
+fn render_trace<A: Algorithm>(
+    model: &LockModel<A>,
+    nodes: &[(LockState<A>, Option<(usize, Action<A>)>, usize)],
+    last: usize,
+) -> Vec<String> {
+    let mut chain = vec![last];
+    while let Some((parent, _)) = &nodes[*chain.last().expect("non-empty")].1 {
+        chain.push(*parent);
+    }
+    chain.reverse();
+    let setup = &model.cfg.setup;
+    let mut lines = Vec::new();
+    for (step, pair) in chain.windows(2).enumerate() {
+        let (before, after) = (&nodes[pair[0]].0, &nodes[pair[1]].0);
+        let Some((_, action)) = &nodes[pair[1]].1 else { continue };
+        let mut line = format!("{:>2}. {}", step + 1, describe_action::<A>(setup, action));
+        for note in changes::<A>(setup, before, after) {
+            line.push_str("\n      ");
+            line.push_str(&note);
+        }
+        lines.push(line);
+    }
+    lines
+}
+
+fn describe_action<A: Algorithm>(setup: &Setup, action: &Action<A>) -> String {
+    let name = |id: Id| setup.name(id);
+    match action {
+        ActorModelAction::Deliver { src, dst, msg } => format!("{} → {}: {msg:?}", name(*src), name(*dst)),
+        ActorModelAction::Drop(env) => format!("the network drops {:?} from {} to {}", env.msg, name(env.src), name(env.dst)),
+        ActorModelAction::Timeout(id, timer) => format!("{}: timer {timer:?} fires", name(*id)),
+        ActorModelAction::Crash(id) => format!("{} crashes", name(*id)),
+        ActorModelAction::Recover(id) => format!("{} restarts with empty memory", name(*id)),
+        ActorModelAction::SelectRandom { actor, random, .. } => format!("{} picks {random:?}", name(*actor)),
+    }
+}
+
+/// What changed between two states, as sentences: beliefs, server tables, the resource.
+fn changes<A: Algorithm>(setup: &Setup, before: &LockState<A>, after: &LockState<A>) -> Vec<String> {
+    let mut notes = Vec::new();
+    for (ix, (b, a)) in before.actor_states.iter().zip(&after.actor_states).enumerate() {
+        let who = setup.name(Id::from(ix));
+        match (&**b, &**a) {
+            (NodeState::Client(b), NodeState::Client(a)) if b.phase != a.phase => {
+                let belief = match a.phase {
+                    Phase::Acquiring => format!("{who} is acquiring (token {:?})", a.token),
+                    Phase::Holding(Some(fence)) => format!("{who} BELIEVES IT HOLDS the lock (fence {fence})"),
+                    Phase::Holding(None) => format!("{who} BELIEVES IT HOLDS the lock"),
+                    Phase::Done => format!("{who} released and is done"),
+                    Phase::Gone => format!("{who} is gone"),
+                };
+                notes.push(belief);
+            }
+            (NodeState::Server(b), NodeState::Server(a)) if b != a => notes.push(format!("{who} now: {a:?}")),
+            (NodeState::Resource(b), NodeState::Resource(a)) if b != a => notes.push(format!("{who} now: {a:?}")),
+            _ => {}
+        }
+    }
+    let holders: Vec<String> = (0..setup.clients)
+        .filter_map(|ix| {
+            let id = usize::from(setup.client(ix));
+            match &*after.actor_states[id] {
+                NodeState::Client(c) if matches!(c.phase, Phase::Holding(_)) => {
+                    Some(format!("client{ix}{}", if after.crashed[id] { " (crashed)" } else { "" }))
+                }
+                _ => None,
+            }
+        })
+        .collect();
+    if !notes.is_empty() {
+        notes.push(format!(
+            "believed holders: {}",
+            if holders.is_empty() { "none".to_string() } else { holders.join(", ") }
+        ));
+    }
+    notes
+}
+
+/// Serves stateright's Explorer for `model` on `address` (blocks forever).
+pub fn explore<A: Algorithm>(model: LockModel<A>, address: &str) -> ! {
+    let _checker = model.checker().serve(address);
+    loop {
+        std::thread::park();
+    }
+}

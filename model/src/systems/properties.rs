@@ -1,0 +1,253 @@
+//! The properties every lock system is checked against, the timing assumptions that
+//! bound its runs, and the builder that turns an [`Algorithm`] into a stateright model.
+//!
+//! Safety properties are plain `always` properties. Liveness is checked the way a model
+//! with finite runs allows: a *quiescent* state (nothing in flight to a live actor, no
+//! timer armed) is where a run ends, and in such a state nobody may still be waiting
+//! without an excuse. That catches lost wake-ups and locks held by crashed holders
+//! without relying on stateright's `eventually`, whose check is only sound on acyclic
+//! state graphs.
+
+use std::sync::Arc;
+
+use stateright::Expectation;
+use stateright::actor::{ActorModel, ActorModelState, Network};
+
+use super::actor::{Algorithm, ClientState, Fence, LockActor, NodeState, Phase, Role, Setup, Timer};
+
+/// "Never two live clients that believe they hold the same key." (P1)
+pub const MUTUAL_EXCLUSION: &str = "mutual exclusion (believed by clients)";
+/// "The resource never accepts a write of a critical section after another one's came
+/// between its writes." (P10)
+pub const RESOURCE_EXCLUSION: &str = "mutual exclusion (seen by the resource)";
+/// "Only the holder's release or its own TTL removes a lease." (P2)
+pub const OWNERSHIP: &str = "ownership (only its holder or its TTL frees a lease)";
+/// "No fencing token is handed out twice for a key." (P3)
+pub const FENCING: &str = "fencing tokens never reused";
+/// "When a run ends, nobody still waits for a lock that is free." (P5)
+pub const NO_LOST_WAKEUP: &str = "no lost wake-up (eventual grant)";
+/// "When a run ends, nobody waits behind a crashed holder." (P9)
+pub const CRASH_LIVENESS: &str = "crash liveness (a crashed holder's lock frees)";
+/// "A client never holds the lock while one that arrived before it still waits." (P8)
+pub const FIFO: &str = "FIFO (granted in arrival order)";
+
+/// Which optional properties a system claims.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Claims {
+    /// The algorithm hands out fencing tokens.
+    pub fencing: bool,
+    /// The algorithm grants in arrival order.
+    pub fifo: bool,
+}
+
+/// What the properties need besides the state: the system's shape and its algorithm.
+pub struct Context<A> {
+    /// The system's shape.
+    pub setup: Arc<Setup>,
+    /// The algorithm (for its ghost views).
+    pub algorithm: Arc<A>,
+    /// What it claims.
+    pub claims: Claims,
+}
+
+impl<A> Clone for Context<A> {
+    fn clone(&self) -> Self {
+        Context { setup: Arc::clone(&self.setup), algorithm: Arc::clone(&self.algorithm), claims: self.claims }
+    }
+}
+
+/// A lock system as a stateright actor model.
+pub type LockModel<A> = ActorModel<LockActor<A>, Context<A>, ()>;
+/// A state of a [`LockModel`].
+pub type LockState<A> = ActorModelState<LockActor<A>, ()>;
+
+/// Builds the model of `algorithm` in `setup`, with every property that applies.
+pub fn build<A: Algorithm>(algorithm: A, setup: Setup, claims: Claims) -> LockModel<A> {
+    let setup = Arc::new(setup);
+    let algorithm = Arc::new(algorithm);
+    let cx = Context { setup: Arc::clone(&setup), algorithm: Arc::clone(&algorithm), claims };
+    let mut actors = Vec::new();
+    for ix in 0..setup.servers {
+        actors.push(LockActor { role: Role::Server(ix), algorithm: Arc::clone(&algorithm), setup: Arc::clone(&setup) });
+    }
+    for ix in 0..setup.clients {
+        actors.push(LockActor { role: Role::Client(ix), algorithm: Arc::clone(&algorithm), setup: Arc::clone(&setup) });
+    }
+    if setup.resource.is_some() {
+        actors.push(LockActor { role: Role::Resource, algorithm: Arc::clone(&algorithm), setup: Arc::clone(&setup) });
+    }
+    let crashes = setup.faults.client_crash || setup.faults.server_restart;
+    let mut model = ActorModel::new(cx, ())
+        .actors(actors)
+        .init_network(Network::new_ordered([]))
+        .max_crashes(usize::from(crashes))
+        .within_boundary(within_timing_assumptions::<A>)
+        .property(Expectation::Always, MUTUAL_EXCLUSION, mutual_exclusion::<A>)
+        .property(Expectation::Always, OWNERSHIP, ownership::<A>)
+        .property(Expectation::Always, NO_LOST_WAKEUP, no_lost_wakeup::<A>);
+    if setup.resource.is_some() {
+        model = model.property(Expectation::Always, RESOURCE_EXCLUSION, resource_exclusion::<A>);
+    }
+    if claims.fencing {
+        model = model.property(Expectation::Always, FENCING, fencing::<A>);
+    }
+    if setup.faults.client_crash {
+        model = model.property(Expectation::Always, CRASH_LIVENESS, crash_liveness::<A>);
+    }
+    if claims.fifo {
+        model = model.property(Expectation::Always, FIFO, fifo::<A>);
+    }
+    model
+}
+
+/// Every client with its index and whether it is crashed.
+pub fn clients<'a, A: Algorithm>(
+    cx: &'a Context<A>,
+    state: &'a LockState<A>,
+) -> impl Iterator<Item = (usize, &'a ClientState<A::Client>, bool)> + 'a {
+    (0..cx.setup.clients).filter_map(move |ix| {
+        let id = usize::from(cx.setup.client(ix));
+        match &*state.actor_states[id] {
+            NodeState::Client(client) => Some((ix, client, state.crashed[id])),
+            _ => None,
+        }
+    })
+}
+
+/// Every server's state.
+pub fn servers<'a, A: Algorithm>(cx: &'a Context<A>, state: &'a LockState<A>) -> impl Iterator<Item = &'a A::Server> + 'a {
+    (0..cx.setup.servers).filter_map(move |ix| match &*state.actor_states[ix] {
+        NodeState::Server(server) => Some(server),
+        _ => None,
+    })
+}
+
+fn mutual_exclusion<A: Algorithm>(model: &LockModel<A>, state: &LockState<A>) -> bool {
+    let cx = &model.cfg;
+    (0..cx.setup.keys).all(|key| {
+        clients(cx, state)
+            .filter(|(ix, c, crashed)| !crashed && cx.setup.key_of(*ix) as usize == key && matches!(c.phase, Phase::Holding(_)))
+            .count()
+            <= 1
+    })
+}
+
+fn resource_exclusion<A: Algorithm>(_: &LockModel<A>, state: &LockState<A>) -> bool {
+    state.actor_states.iter().all(|s| !matches!(&**s, NodeState::Resource(r) if r.interleaved.is_some()))
+}
+
+fn ownership<A: Algorithm>(model: &LockModel<A>, state: &LockState<A>) -> bool {
+    servers(&model.cfg, state).all(|s| !model.cfg.algorithm.foreign_release(s))
+}
+
+fn fencing<A: Algorithm>(model: &LockModel<A>, state: &LockState<A>) -> bool {
+    let cx = &model.cfg;
+    (0..cx.setup.keys).all(|key| {
+        let mut fences: Vec<Fence> = clients(cx, state)
+            .filter(|(ix, _, _)| cx.setup.key_of(*ix) as usize == key)
+            .flat_map(|(_, c, _)| c.fences.iter().copied())
+            .collect();
+        let n = fences.len();
+        fences.sort_unstable();
+        fences.dedup();
+        fences.len() == n
+    })
+}
+
+/// Nothing can happen any more except faults: no message in flight to a live actor, no
+/// timer armed at a live actor (failure-detector timers do not count).
+pub fn quiescent<A: Algorithm>(model: &LockModel<A>, state: &LockState<A>) -> bool {
+    let alg = &model.cfg.algorithm;
+    state.network.iter_deliverable().all(|env| state.crashed[usize::from(env.dst)])
+        && state.timers_set.iter().enumerate().all(|(ix, timers)| {
+            state.crashed[ix]
+                || timers.iter().all(|t| matches!(t, Timer::Lock(t) if alg.is_failure_detector(t)))
+        })
+}
+
+/// Whether a client that crashed before it was done may hold `key` (it held it, or a
+/// grant was on its way), so waiting behind it is a crash-liveness question.
+fn crashed_holder<A: Algorithm>(cx: &Context<A>, state: &LockState<A>, key: usize) -> bool {
+    clients(cx, state).any(|(ix, c, crashed)| {
+        crashed && cx.setup.key_of(ix) as usize == key && matches!(c.phase, Phase::Holding(_) | Phase::Acquiring)
+    })
+}
+
+fn waiting<'a, A: Algorithm>(cx: &'a Context<A>, state: &'a LockState<A>) -> impl Iterator<Item = usize> + 'a {
+    clients(cx, state).filter(|(_, c, crashed)| !crashed && c.phase == Phase::Acquiring).map(|(ix, _, _)| ix)
+}
+
+fn no_lost_wakeup<A: Algorithm>(model: &LockModel<A>, state: &LockState<A>) -> bool {
+    let cx = &model.cfg;
+    !quiescent(model, state) || waiting(cx, state).all(|ix| crashed_holder(cx, state, cx.setup.key_of(ix) as usize))
+}
+
+fn crash_liveness<A: Algorithm>(model: &LockModel<A>, state: &LockState<A>) -> bool {
+    let cx = &model.cfg;
+    !quiescent(model, state) || waiting(cx, state).all(|ix| !crashed_holder(cx, state, cx.setup.key_of(ix) as usize))
+}
+
+fn fifo<A: Algorithm>(model: &LockModel<A>, state: &LockState<A>) -> bool {
+    let cx = &model.cfg;
+    let alg = &cx.algorithm;
+    clients(cx, state).filter(|(_, c, crashed)| !crashed && matches!(c.phase, Phase::Holding(_))).all(|(h, holder, _)| {
+        let Some(granted) = alg.fifo_ticket(&holder.proto) else { return true };
+        clients(cx, state).all(|(w, waiter, crashed)| {
+            crashed
+                || waiter.phase != Phase::Acquiring
+                || cx.setup.key_of(w) != cx.setup.key_of(h)
+                || alg.fifo_ticket(&waiter.proto).is_none_or(|arrived| arrived > granted)
+        })
+    })
+}
+
+/// The runs a configuration contains. Outside them: a fault the configuration does not
+/// explore (a crash of an actor that may not crash, a second restart, a restarted client
+/// process), a server noticing a dropped connection of a client that is still running,
+/// and, without pauses, a server TTL ending a lease its live holder still believes in.
+fn within_timing_assumptions<A: Algorithm>(cx: &Context<A>, state: &LockState<A>) -> bool {
+    let setup = &cx.setup;
+    let alg = &cx.algorithm;
+    for (ix, crashed) in state.crashed.iter().enumerate() {
+        if !crashed {
+            continue;
+        }
+        let allowed = if setup.server_ix(ix.into()).is_some() {
+            setup.faults.server_restart
+        } else if setup.client_ix(ix.into()).is_some() {
+            setup.faults.client_crash
+        } else {
+            false
+        };
+        if !allowed {
+            return false;
+        }
+    }
+    if state.actor_storages.iter().flatten().any(|boots| boots.0 > 1) {
+        return false;
+    }
+    for (ix, client) in (0..setup.clients).filter_map(|ix| match &*state.actor_states[usize::from(setup.client(ix))] {
+        NodeState::Client(c) => Some((ix, c)),
+        _ => None,
+    }) {
+        if client.phase == Phase::Gone {
+            return false;
+        }
+        let crashed = state.crashed[usize::from(setup.client(ix))];
+        if crashed {
+            continue;
+        }
+        for server in (0..setup.servers).filter_map(|s| match &*state.actor_states[s] {
+            NodeState::Server(server) => Some(server),
+            _ => None,
+        }) {
+            if alg.dropped_connection(server, ix as u8) {
+                return false;
+            }
+            if !setup.faults.pauses && matches!(client.phase, Phase::Holding(_)) && alg.lease_expired(server, client.token) {
+                return false;
+            }
+        }
+    }
+    true
+}
