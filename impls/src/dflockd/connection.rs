@@ -1,0 +1,191 @@
+//! One client connection (TCP or TLS): one request in flight, enforced by `&mut self`.
+//!
+//! Cancellation: dropping a request's future mid-way leaves the stream out of step (a reply
+//! may still arrive), so the connection marks itself *poisoned* and refuses further requests;
+//! the caller closes it. Closing is what cancels on the server: a dflockd server drops the
+//! connection's waiters and, with auto-release on (the default), releases whatever the
+//! connection held, including a grant that raced the cancellation.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::error::DflockdError;
+use super::protocol::MAX_LINE_BYTES;
+use super::tls::ClientTls;
+
+/// The longest reply line the client accepts (a `stats` reply carries the whole table).
+pub const MAX_REPLY_BYTES: usize = 1 << 20;
+
+/// How a client reaches a server.
+#[derive(Clone, Debug)]
+pub struct ConnectOptions {
+    /// TLS, or plain TCP when `None`.
+    pub tls: Option<ClientTls>,
+    /// Bound on TCP connect plus TLS handshake.
+    pub connect_timeout: Duration,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions { tls: None, connect_timeout: Duration::from_secs(10) }
+    }
+}
+
+pub(crate) enum Stream {
+    Tcp(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// A connection to one dflockd server.
+pub struct Connection {
+    stream: BufReader<Stream>,
+    addr: String,
+    in_flight: bool,
+    request: Vec<u8>,
+    reply: Vec<u8>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection").field("addr", &self.addr).field("poisoned", &self.in_flight).finish()
+    }
+}
+
+impl Connection {
+    /// Opens a connection to `addr` (`host:port`).
+    pub async fn connect(addr: &str, options: &ConnectOptions) -> Result<Connection, DflockdError> {
+        let connect = async {
+            let tcp = TcpStream::connect(addr)
+                .await
+                .map_err(|source| DflockdError::Connect { addr: addr.to_owned(), source })?;
+            // Requests are tiny and latency-bound: never wait to coalesce them.
+            tcp.set_nodelay(true).map_err(|source| DflockdError::Connect { addr: addr.to_owned(), source })?;
+            let stream = match &options.tls {
+                None => Stream::Tcp(tcp),
+                Some(tls) => {
+                    let name = tls.server_name.clone().unwrap_or_else(|| host_of(addr).to_owned());
+                    let name = ServerName::try_from(name)
+                        .map_err(|e| DflockdError::Tls { addr: addr.to_owned(), message: e.to_string() })?;
+                    let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+                    let stream = connector
+                        .connect(name, tcp)
+                        .await
+                        .map_err(|e| DflockdError::Tls { addr: addr.to_owned(), message: e.to_string() })?;
+                    Stream::Tls(Box::new(stream))
+                }
+            };
+            Ok(stream)
+        };
+        let stream = tokio::time::timeout(options.connect_timeout, connect).await.map_err(|_| {
+            DflockdError::Connect { addr: addr.to_owned(), source: io::Error::new(io::ErrorKind::TimedOut, "connect timed out") }
+        })??;
+        Ok(Connection {
+            stream: BufReader::with_capacity(4096, stream),
+            addr: addr.to_owned(),
+            in_flight: false,
+            request: Vec::with_capacity(128),
+            reply: Vec::with_capacity(128),
+        })
+    }
+
+    /// The server address.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Whether an abandoned request left this connection out of step (it must be closed).
+    pub fn is_poisoned(&self) -> bool {
+        self.in_flight
+    }
+
+    /// Sends `<cmd>\n<key>\n<arg>\n` and returns the reply line without its newline.
+    /// `command` names the operation in errors.
+    pub async fn request(&mut self, command: &'static str, cmd: &str, key: &str, arg: &str) -> Result<String, DflockdError> {
+        if self.in_flight {
+            return Err(DflockdError::Poisoned);
+        }
+        for (what, line) in [("key", key), ("argument", arg)] {
+            if line.contains(['\n', '\r']) {
+                return Err(DflockdError::InvalidArgument(format!("the {what} contains a newline")));
+            }
+            if line.len() > MAX_LINE_BYTES {
+                return Err(DflockdError::InvalidArgument(format!(
+                    "the {what} is {} bytes; a protocol line holds at most {MAX_LINE_BYTES}",
+                    line.len()
+                )));
+            }
+        }
+        self.request.clear();
+        for line in [cmd, key, arg] {
+            self.request.extend_from_slice(line.as_bytes());
+            self.request.push(b'\n');
+        }
+        self.in_flight = true;
+        let io_err = |source| DflockdError::Io { command, source };
+        self.stream.get_mut().write_all(&self.request).await.map_err(io_err)?;
+        self.stream.get_mut().flush().await.map_err(io_err)?;
+        self.reply.clear();
+        let read = (&mut self.stream).take(MAX_REPLY_BYTES as u64 + 1).read_until(b'\n', &mut self.reply).await;
+        let n = read.map_err(io_err)?;
+        if n == 0 || self.reply.last() != Some(&b'\n') {
+            if self.reply.len() > MAX_REPLY_BYTES {
+                return Err(DflockdError::UnexpectedReply { command, reply: "reply longer than 1 MiB".into() });
+            }
+            return Err(DflockdError::Closed { command });
+        }
+        self.in_flight = false;
+        let line = self.reply.strip_suffix(b"\n").unwrap_or(&self.reply);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        String::from_utf8(line.to_vec()).map_err(|e| DflockdError::UnexpectedReply {
+            command,
+            reply: String::from_utf8_lossy(e.as_bytes()).chars().take(64).collect(),
+        })
+    }
+
+    /// Closes the connection politely (TLS close_notify). Dropping it closes it too.
+    pub async fn close(mut self) {
+        let _ = self.stream.get_mut().shutdown().await;
+    }
+}
+
+fn host_of(addr: &str) -> &str {
+    // "[::1]:6388" → "::1"; "host:6388" → "host".
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
+}

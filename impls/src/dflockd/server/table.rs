@@ -1,0 +1,412 @@
+//! The server's lock table: per key its permit limit, holders (token, connection, expiry)
+//! and FIFO queue of waiters. One mutex guards it all; every operation is a few map
+//! lookups, so contention on the mutex is far below the cost of the socket I/O around it.
+//!
+//! Hand-off happens inside the mutex: when a slot frees (release, expiry, disconnect), the
+//! first live waiter becomes the holder *before* the mutex is released and its grant is sent
+//! on a oneshot channel. A waiter that gives up (timeout, disconnect) removes itself under
+//! the same mutex; if it is no longer queued, its grant is already in its channel — so a
+//! grant is never lost between "granted" and "gave up".
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::sync::{Notify, oneshot};
+use tokio::time::Instant;
+
+use super::fence::{FenceCounter, token};
+use crate::dflockd::protocol::{Namespace, Status};
+
+pub(crate) type ConnId = u64;
+pub(crate) type KeyId = (Namespace, String);
+
+/// Leases and waits longer than this are treated as this long (an `Instant` cannot hold
+/// `MAX_PROTOCOL_SECONDS` from now on every platform).
+const MAX_TIMER: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+pub(crate) fn after(now: Instant, seconds: u64) -> Instant {
+    now + Duration::from_secs(seconds).min(MAX_TIMER)
+}
+
+/// A grant handed to a connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Grant {
+    pub(crate) token: String,
+    pub(crate) lease_s: u64,
+}
+
+pub(crate) enum Admission {
+    Granted(Grant),
+    Queued { waiter: u64, rx: oneshot::Receiver<Grant> },
+    Busy,
+}
+
+struct Holder {
+    token: String,
+    conn: ConnId,
+    expires_at: Instant,
+}
+
+struct Waiter {
+    id: u64,
+    conn: ConnId,
+    lease_s: u64,
+    tx: oneshot::Sender<Grant>,
+}
+
+struct KeyState {
+    limit: u32,
+    holders: Vec<Holder>,
+    waiters: VecDeque<Waiter>,
+    last_activity: Instant,
+}
+
+struct Books {
+    /// Per connection, how many slots it holds per key (auto-release on disconnect).
+    owned: HashMap<ConnId, HashMap<KeyId, u32>>,
+    /// Lease deadlines, lazily deleted: an entry whose holder moved on is skipped.
+    deadlines: BinaryHeap<Reverse<(Instant, KeyId)>>,
+    holders: usize,
+    fence: FenceCounter,
+    next_waiter: u64,
+    sweeper_wake: Option<Instant>,
+}
+
+struct Inner {
+    keys: HashMap<KeyId, KeyState>,
+    books: Books,
+}
+
+pub(crate) struct TableLimits {
+    pub(crate) max_locks: usize,
+    pub(crate) max_waiters: usize,
+    pub(crate) auto_release: bool,
+}
+
+pub(crate) struct Table {
+    inner: Mutex<Inner>,
+    limits: TableLimits,
+    /// Wakes the expiry sweeper when a deadline earlier than its planned wake appears.
+    pub(crate) deadline_added: Notify,
+}
+
+impl Books {
+    fn grant(&mut self, id: &KeyId, st: &mut KeyState, conn: ConnId, lease_s: u64, now: Instant) -> Result<Grant, Status> {
+        let fence = self.fence.next().map_err(|_| Status::Error)?;
+        let token = token(fence);
+        let expires_at = after(now, lease_s);
+        st.holders.push(Holder { token: token.clone(), conn, expires_at });
+        self.holders += 1;
+        *self.owned.entry(conn).or_default().entry(id.clone()).or_default() += 1;
+        self.push_deadline(expires_at, id);
+        Ok(Grant { token, lease_s })
+    }
+
+    fn push_deadline(&mut self, at: Instant, id: &KeyId) {
+        // Renewals leave stale entries behind; rebuild before they can pile up.
+        if self.deadlines.len() > 4 * self.holders + 1024 {
+            self.deadlines.clear();
+        }
+        self.deadlines.push(Reverse((at, id.clone())));
+    }
+
+    fn remove_holder(&mut self, id: &KeyId, st: &mut KeyState, index: usize) {
+        let holder = st.holders.swap_remove(index);
+        self.holders -= 1;
+        if let Some(keys) = self.owned.get_mut(&holder.conn) {
+            if let Some(n) = keys.get_mut(id) {
+                *n -= 1;
+                if *n == 0 {
+                    keys.remove(id);
+                }
+            }
+            if keys.is_empty() {
+                self.owned.remove(&holder.conn);
+            }
+        }
+    }
+
+    fn evict_expired(&mut self, id: &KeyId, st: &mut KeyState, now: Instant) {
+        let mut i = 0;
+        while i < st.holders.len() {
+            if st.holders[i].expires_at <= now {
+                self.remove_holder(id, st, i);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Fills free slots from the queue, in arrival order, skipping waiters that left.
+    fn hand_on(&mut self, id: &KeyId, st: &mut KeyState, now: Instant) {
+        while st.holders.len() < st.limit as usize {
+            let Some(waiter) = st.waiters.pop_front() else { return };
+            if waiter.tx.is_closed() {
+                continue;
+            }
+            let Ok(grant) = self.grant(id, st, waiter.conn, waiter.lease_s, now) else { return };
+            let token = grant.token.clone();
+            if waiter.tx.send(grant).is_err() {
+                let index = st.holders.iter().position(|h| h.token == token).expect("just granted");
+                self.remove_holder(id, st, index);
+            }
+        }
+    }
+}
+
+impl Table {
+    pub(crate) fn new(limits: TableLimits, fence: FenceCounter) -> Self {
+        Table {
+            inner: Mutex::new(Inner {
+                keys: HashMap::new(),
+                books: Books {
+                    owned: HashMap::new(),
+                    deadlines: BinaryHeap::new(),
+                    holders: 0,
+                    fence,
+                    next_waiter: 0,
+                    sweeper_wake: None,
+                },
+            }),
+            limits,
+            deadline_added: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the table would be a bug; the data is still consistent
+        // enough to keep serving other keys, so do not cascade the poison.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// After any change that may have added a deadline (grants made by hand-off included).
+    fn wake_sweeper_for_next(&self, books: &mut Books) {
+        if let Some(Reverse((at, _))) = books.deadlines.peek() {
+            let at = *at;
+            self.wake_sweeper_if_earlier(books, at);
+        }
+    }
+
+    fn wake_sweeper_if_earlier(&self, books: &mut Books, at: Instant) {
+        if books.sweeper_wake.is_none_or(|w| at < w) {
+            books.sweeper_wake = Some(at);
+            self.deadline_added.notify_one();
+        }
+    }
+
+    /// Takes a slot now, or queues (if `queue`), or reports the key busy.
+    pub(crate) fn admit(
+        &self,
+        id: &KeyId,
+        limit: u32,
+        lease_s: u64,
+        conn: ConnId,
+        queue: bool,
+    ) -> Result<Admission, Status> {
+        let now = Instant::now();
+        let mut guard = self.lock();
+        let Inner { keys, books } = &mut *guard;
+        if !keys.contains_key(id) {
+            if keys.len() >= self.limits.max_locks {
+                return Err(Status::ErrorMaxLocks);
+            }
+            keys.insert(
+                id.clone(),
+                KeyState { limit, holders: Vec::new(), waiters: VecDeque::new(), last_activity: now },
+            );
+        }
+        let st = keys.get_mut(id).expect("present");
+        if st.limit != limit {
+            return Err(Status::ErrorLimitMismatch);
+        }
+        st.last_activity = now;
+        books.evict_expired(id, st, now);
+        books.hand_on(id, st, now);
+        self.wake_sweeper_for_next(books);
+        if st.holders.len() < limit as usize && st.waiters.is_empty() {
+            let grant = books.grant(id, st, conn, lease_s, now)?;
+            self.wake_sweeper_if_earlier(books, after(now, lease_s));
+            return Ok(Admission::Granted(grant));
+        }
+        if !queue {
+            return Ok(Admission::Busy);
+        }
+        if self.limits.max_waiters > 0 && st.waiters.len() >= self.limits.max_waiters {
+            return Err(Status::ErrorMaxWaiters);
+        }
+        let (tx, rx) = oneshot::channel();
+        books.next_waiter += 1;
+        let waiter = books.next_waiter;
+        st.waiters.push_back(Waiter { id: waiter, conn, lease_s, tx });
+        Ok(Admission::Queued { waiter, rx })
+    }
+
+    /// Removes a waiter. `false` if it is no longer queued: it was granted (the grant is in
+    /// its channel) or it had left.
+    pub(crate) fn cancel_waiter(&self, id: &KeyId, waiter: u64) -> bool {
+        let mut guard = self.lock();
+        let Some(st) = guard.keys.get_mut(id) else { return false };
+        match st.waiters.iter().position(|w| w.id == waiter) {
+            Some(index) => {
+                st.waiters.remove(index);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub(crate) fn release(&self, id: &KeyId, token: &str) -> bool {
+        let now = Instant::now();
+        let mut guard = self.lock();
+        let Inner { keys, books } = &mut *guard;
+        let Some(st) = keys.get_mut(id) else { return false };
+        st.last_activity = now;
+        books.evict_expired(id, st, now);
+        let found = st.holders.iter().position(|h| h.token == token);
+        if let Some(index) = found {
+            books.remove_holder(id, st, index);
+        }
+        books.hand_on(id, st, now);
+        self.wake_sweeper_for_next(books);
+        found.is_some()
+    }
+
+    /// Resets the holder's expiry to now + `lease_s`. `None` if `token` does not hold the
+    /// key (an expired holder is evicted and its slot handed on).
+    pub(crate) fn renew(&self, id: &KeyId, token: &str, lease_s: u64) -> Option<u64> {
+        let now = Instant::now();
+        let mut guard = self.lock();
+        let Inner { keys, books } = &mut *guard;
+        let st = keys.get_mut(id)?;
+        st.last_activity = now;
+        books.evict_expired(id, st, now);
+        let Some(holder) = st.holders.iter_mut().find(|h| h.token == token) else {
+            books.hand_on(id, st, now);
+            self.wake_sweeper_for_next(books);
+            return None;
+        };
+        holder.expires_at = after(now, lease_s);
+        books.push_deadline(holder.expires_at, id);
+        Some(lease_s)
+    }
+
+    /// Expires due leases and hands their slots on; returns the next deadline.
+    pub(crate) fn expire_due(&self, now: Instant) -> Option<Instant> {
+        let mut guard = self.lock();
+        let Inner { keys, books } = &mut *guard;
+        while let Some(Reverse((at, _))) = books.deadlines.peek() {
+            if *at > now {
+                break;
+            }
+            let Reverse((_, id)) = books.deadlines.pop().expect("peeked");
+            if let Some(st) = keys.get_mut(&id) {
+                books.evict_expired(&id, st, now);
+                books.hand_on(&id, st, now);
+            }
+        }
+        if books.deadlines.is_empty() && books.holders > 0 {
+            // The heap was cleared to bound it: rebuild from the holders.
+            for (id, st) in keys.iter() {
+                for h in &st.holders {
+                    books.deadlines.push(Reverse((h.expires_at, id.clone())));
+                }
+            }
+        }
+        let next = books.deadlines.peek().map(|Reverse((at, _))| *at);
+        books.sweeper_wake = next;
+        next
+    }
+
+    /// Forgets keys nobody holds or waits for and nobody touched for `max_idle`.
+    pub(crate) fn collect_idle(&self, now: Instant, max_idle: Duration) -> usize {
+        let mut guard = self.lock();
+        let before = guard.keys.len();
+        guard.keys.retain(|_, st| {
+            st.waiters.retain(|w| !w.tx.is_closed());
+            !(st.holders.is_empty() && st.waiters.is_empty() && now.duration_since(st.last_activity) >= max_idle)
+        });
+        before - guard.keys.len()
+    }
+
+    /// A connection closed: its waiters leave the queues and (with auto-release) its slots
+    /// are released and handed on.
+    pub(crate) fn disconnect(&self, conn: ConnId, waiting: &[(KeyId, u64)]) {
+        let now = Instant::now();
+        let mut guard = self.lock();
+        let Inner { keys, books } = &mut *guard;
+        for (id, waiter) in waiting {
+            if let Some(st) = keys.get_mut(id) {
+                st.waiters.retain(|w| w.id != *waiter);
+            }
+        }
+        if !self.limits.auto_release {
+            return;
+        }
+        let Some(owned) = books.owned.remove(&conn) else { return };
+        for id in owned.into_keys() {
+            let Some(st) = keys.get_mut(&id) else { continue };
+            st.last_activity = now;
+            let mut i = 0;
+            while i < st.holders.len() {
+                if st.holders[i].conn == conn {
+                    // The conn's books entry is gone already; only fix the holder count.
+                    st.holders.swap_remove(i);
+                    books.holders -= 1;
+                } else {
+                    i += 1;
+                }
+            }
+            books.hand_on(&id, st, now);
+        }
+        self.wake_sweeper_for_next(books);
+    }
+
+    /// The `stats` document (Go v1.10 shape).
+    pub(crate) fn stats(&self, connections: usize) -> serde_json::Value {
+        let now = Instant::now();
+        let guard = self.lock();
+        let mut locks = Vec::new();
+        let mut semaphores = Vec::new();
+        let mut idle_locks = Vec::new();
+        let mut idle_semaphores = Vec::new();
+        let mut ids: Vec<&KeyId> = guard.keys.keys().collect();
+        ids.sort();
+        for id in ids {
+            let st = &guard.keys[id];
+            let waiters = st.waiters.iter().filter(|w| !w.tx.is_closed()).count();
+            let live: Vec<&Holder> = st.holders.iter().filter(|h| h.expires_at > now).collect();
+            let idle = live.is_empty() && waiters == 0;
+            let idle_s = now.duration_since(st.last_activity).as_secs_f64();
+            match (id.0, idle) {
+                (Namespace::Lock, false) => {
+                    let holder = live.first();
+                    locks.push(serde_json::json!({
+                        "key": id.1,
+                        "owner_conn_id": holder.map(|h| h.conn),
+                        "lease_expires_in_s": holder.map_or(0.0, |h| h.expires_at.duration_since(now).as_secs_f64()),
+                        "waiters": waiters,
+                    }));
+                }
+                (Namespace::Semaphore, false) => semaphores.push(serde_json::json!({
+                    "key": id.1, "limit": st.limit, "holders": live.len(), "waiters": waiters,
+                })),
+                (Namespace::Lock, true) => idle_locks.push(serde_json::json!({"key": id.1, "idle_s": idle_s})),
+                (Namespace::Semaphore, true) => idle_semaphores.push(serde_json::json!({"key": id.1, "idle_s": idle_s})),
+            }
+        }
+        serde_json::json!({
+            "connections": connections,
+            "locks": locks,
+            "semaphores": semaphores,
+            "idle_locks": idle_locks,
+            "idle_semaphores": idle_semaphores,
+        })
+    }
+
+    /// Number of keys in the table (tests and hostile-input checks).
+    pub(crate) fn key_count(&self) -> usize {
+        self.lock().keys.len()
+    }
+}
