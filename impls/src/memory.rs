@@ -2,10 +2,13 @@
 //!
 //! Per key it keeps the holders, a FIFO queue of waiters and the permit limit; fencing tokens
 //! come from one counter. Expiry is enforced by the locker on tokio's clock (so tests can
-//! pause time): an expired lease stops counting the moment its deadline passes, and a queued
-//! waiter sleeps until the earliest deadline of its key so an expiry hands the slot on
+//! pause time): an expired lease stops counting the moment its deadline passes, and the head
+//! of a key's queue sleeps until the key's earliest deadline so an expiry hands the slot on
 //! without anyone calling in. A release or expiry grants the freed slot straight to the head
 //! of the queue — waiters are never polled.
+//!
+//! The cost model: `try_acquire` and `release` take one mutex each; a queued acquire costs
+//! one allocation for its grant slot and, at the head of the queue only, one timer.
 
 mod table;
 mod waiter;
@@ -24,7 +27,7 @@ use crate::locker::{Capabilities, Locker};
 use crate::request::{LeaseRequest, validate_ttl, validate_wait};
 use crate::sync::Mutex;
 use table::{Enqueued, Table};
-use waiter::GrantSlot;
+use waiter::{GrantSlot, SlotEvent};
 
 /// The in-memory reference locker. Cheap to create; share it with an `Arc`.
 ///
@@ -72,10 +75,14 @@ struct Waiting<'a> {
 
 impl Waiting<'_> {
     /// The wait bound ran out. A grant that arrived in the meantime is still taken: it came
-    /// within the bound.
+    /// within the bound. So is a slot freed by a lease that ended exactly at the bound: its
+    /// expiry timer may simply not have run yet.
     fn time_out(mut self, waited: Duration) -> Result<Lease, LockError> {
         self.done = true;
-        let raced = self.locker.table().withdraw(self.key, self.id, &self.slot, true, Instant::now());
+        let now = Instant::now();
+        let mut table = self.locker.table();
+        table.expire_due(self.key, now);
+        let raced = table.withdraw(self.key, self.id, &self.slot, true, now);
         raced.ok_or(LockError::TimedOut { waited })
     }
 }
@@ -114,15 +121,22 @@ impl Locker for MemoryLocker {
             Enqueued::Queued { id, slot } => (id, slot),
         };
         let mut waiting = Waiting { locker: self, key: request.key(), id, slot, done: false };
+        let timeout = sleep_until(deadline);
+        tokio::pin!(timeout);
         loop {
-            let next_expiry = self.table().next_expiry(request.key());
+            // Only the head of the queue watches the key's expiry; the table nudges the head
+            // whenever that deadline moves earlier or the head changes.
+            let next_expiry = self.table().watch_expiry(request.key(), id);
             tokio::select! {
                 biased;
-                lease = waiting.slot.granted() => {
-                    waiting.done = true;
-                    return Ok(lease);
-                }
-                () = sleep_until(deadline) => return waiting.time_out(wait),
+                event = waiting.slot.next_event() => match event {
+                    SlotEvent::Granted(lease) => {
+                        waiting.done = true;
+                        return Ok(lease);
+                    }
+                    SlotEvent::Rearm => continue,
+                },
+                () = &mut timeout => return waiting.time_out(wait),
                 () = sleep_until(next_expiry.unwrap_or(deadline)), if next_expiry.is_some() => {
                     // A holder's lease ended: expire it, which grants the head of the queue
                     // (perhaps us, perhaps someone ahead of us).

@@ -5,6 +5,13 @@
 //! (which has no clock) can drive it with injected time, and tokio's paused clock drives it in
 //! tests. Every transition that frees a slot ends in [`KeyState::hand_off`], which grants the
 //! freed slots to the queue's head directly — there is no polling anywhere.
+//!
+//! Expiry needs one timer per key, not one per waiter: the head of the queue sleeps until the
+//! key's earliest deadline ([`Table::watch_expiry`]) and then calls [`Table::expire_due`],
+//! which grants it (and whoever else fits). Whenever that deadline moves earlier (a grant, a
+//! shortening refresh) or the head changes (a grant, a withdrawal), the new head is nudged
+//! to re-read it — otherwise a waiter that started waiting before the current holder was
+//! granted would sleep past that holder's expiry.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -59,12 +66,17 @@ impl Table {
             self.keys.insert(key.to_owned(), KeyState::new(request.limit()));
         }
         let state = self.keys.get_mut(key).expect("inserted above");
-        if state.limit != request.limit() {
-            let existing = state.limit;
-            self.forget_if_idle(key);
-            return Err(LockError::LimitMismatch { key: key.to_owned(), existing, requested: request.limit() });
-        }
+        // Expire first: a key whose leases all ended is free, whatever limit it had, exactly
+        // as if it had already been forgotten.
         state.expire_due(key, now, &mut self.last_fence);
+        if state.limit != request.limit() {
+            if state.holders.is_empty() && state.waiters.is_empty() {
+                state.limit = request.limit();
+            } else {
+                let existing = state.limit;
+                return Err(LockError::LimitMismatch { key: key.to_owned(), existing, requested: request.limit() });
+            }
+        }
         if state.holders.len() < state.limit as usize && state.waiters.is_empty() {
             Ok(Some(state.grant(key, request.ttl(), now, &mut self.last_fence)))
         } else {
@@ -95,11 +107,41 @@ impl Table {
     /// Withdraws waiter `id` of `key`. If its grant already landed in `slot`, that grant is
     /// released and handed on, so a cancelled acquire never leaves a grant behind. Returns the
     /// grant instead when `keep_grant` is set (a timeout that lost the race to a grant takes it).
-    pub(crate) fn withdraw(&mut self, key: &str, id: u64, slot: &GrantSlot, keep_grant: bool, now: Instant) -> Option<Lease> {
+    pub(crate) fn withdraw(
+        &mut self,
+        key: &str,
+        id: u64,
+        slot: &GrantSlot,
+        keep_grant: bool,
+        now: Instant,
+    ) -> Option<Lease> {
+        // Under the table lock, like every `fill`: either the grant is already in the slot, or
+        // the waiter is still queued and no grant can arrive after we remove it.
         let granted = slot.take();
+        self.withdraw_after_checking(key, id, granted, keep_grant, now)
+    }
+
+    /// The second half of [`Table::withdraw`], once the slot has been checked. Sound only
+    /// when the check happened under the same table lock; tests call it after checking the
+    /// slot *outside* the lock to show that ordering leaks grants.
+    pub(crate) fn withdraw_after_checking(
+        &mut self,
+        key: &str,
+        id: u64,
+        granted: Option<Lease>,
+        keep_grant: bool,
+        now: Instant,
+    ) -> Option<Lease> {
         if let Some(state) = self.keys.get_mut(key) {
             match &granted {
-                None => state.waiters.retain(|waiter| waiter.id != id),
+                None => {
+                    if let Some(at) = state.waiters.iter().position(|waiter| waiter.id == id) {
+                        state.waiters.remove(at);
+                        if at == 0 {
+                            state.nudge_head();
+                        }
+                    }
+                }
                 Some(lease) if !keep_grant => {
                     state.holders.retain(|holder| holder.owner != lease.owner());
                     state.hand_off(key, now, &mut self.last_fence);
@@ -134,7 +176,11 @@ impl Table {
         let state = self.keys.get_mut(key)?;
         state.expire_due(key, now, &mut self.last_fence);
         let holder = state.holders.iter_mut().find(|holder| holder.owner == lease.owner())?;
+        let shortened = now + ttl < holder.expires_at;
         holder.expires_at = now + ttl;
+        if shortened {
+            state.nudge_head();
+        }
         Some(lease.refreshed(ttl, now))
     }
 
@@ -155,20 +201,39 @@ impl Table {
         self.forget_if_idle(key);
     }
 
-    /// When the next lease of `key` ends, if any is held.
-    pub(crate) fn next_expiry(&self, key: &str) -> Option<Instant> {
-        self.keys.get(key)?.holders.iter().map(|holder| holder.expires_at).min()
+    /// The instant waiter `id` must wake to expire `key`'s earliest lease: `Some` only for the
+    /// head of the queue (the key's expiry watcher) while a lease is held. Other waiters wait
+    /// for their grant or a nudge.
+    pub(crate) fn watch_expiry(&self, key: &str, id: u64) -> Option<Instant> {
+        let state = self.keys.get(key)?;
+        if state.waiters.front()?.id != id {
+            return None;
+        }
+        state.holders.iter().map(|holder| holder.expires_at).min()
     }
 
     /// Number of keys with holders or waiters (idle keys are forgotten).
-    #[cfg(test)]
+    #[cfg(any(test, loom, shuttle))]
     pub(crate) fn live_keys(&self) -> usize {
         self.keys.len()
     }
 
+    /// Test-only: the owners of `key`'s current leases (expired ones included until they are
+    /// expired), and the ids of its waiters in queue order.
+    #[cfg(any(test, loom, shuttle))]
+    pub(crate) fn inspect(&self, key: &str) -> (Vec<OwnerToken>, Vec<u64>) {
+        match self.keys.get(key) {
+            Some(state) => (
+                state.holders.iter().map(|holder| holder.owner).collect(),
+                state.waiters.iter().map(|waiter| waiter.id).collect(),
+            ),
+            None => (Vec::new(), Vec::new()),
+        }
+    }
+
     /// Test-only: what a flawed TTL timer does (the original Go locker's `Release(key)` from
     /// an `AfterFunc`): evict the key's current holder without checking whose timer fired.
-    #[cfg(test)]
+    #[cfg(loom)]
     pub(crate) fn evict_first_holder(&mut self, key: &str, now: Instant) {
         if let Some(state) = self.keys.get_mut(key) {
             if !state.holders.is_empty() {
@@ -210,10 +275,23 @@ impl KeyState {
 
     /// Grants free slots to the queue's head, in arrival order.
     fn hand_off(&mut self, key: &str, now: Instant, last_fence: &mut u64) {
+        let mut granted = false;
         while self.holders.len() < self.limit as usize {
             let Some(waiter) = self.waiters.pop_front() else { break };
             let lease = self.grant(key, waiter.ttl, now, last_fence);
             waiter.slot.fill(lease);
+            granted = true;
+        }
+        if granted {
+            // A new head, and a new lease that may end before every other: the head must
+            // re-read the earliest deadline.
+            self.nudge_head();
+        }
+    }
+
+    fn nudge_head(&self) {
+        if let Some(head) = self.waiters.front() {
+            head.slot.nudge();
         }
     }
 }

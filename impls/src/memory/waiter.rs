@@ -1,8 +1,15 @@
 //! The slot through which a queued acquire receives its grant.
 //!
-//! The granter fills the slot while it holds the key table's lock; the waiter takes the grant
-//! out (or cancels) also under that lock, so a grant and a cancellation can never both
-//! happen — whichever comes second sees the first.
+//! The granter fills the slot while it holds the key table's lock; a cancelled waiter empties
+//! it under that lock too ([`super::table::Table::withdraw`]), so a grant and a cancellation
+//! cannot both take effect: whichever comes second sees the first. The slot's own mutex makes
+//! "check for a grant, else register the waker" atomic against `fill`, which is what rules out
+//! a lost wake-up.
+//!
+//! The slot also carries a *re-arm* signal. The head of a key's queue is that key's expiry
+//! watcher (it sleeps until the earliest lease of the key ends, then expires it, which grants
+//! the head). When the earliest deadline moves earlier, or a new waiter becomes the head, the
+//! table nudges the head so it re-reads the deadline instead of sleeping past it.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,12 +21,22 @@ use crate::sync::{Arc, Mutex};
 #[derive(Default)]
 struct SlotState {
     grant: Option<Lease>,
+    rearm: bool,
     waker: Option<Waker>,
 }
 
 /// Shared between the waiter (who awaits it) and the key table (which fills it).
 #[derive(Clone, Default)]
 pub(crate) struct GrantSlot(Arc<Mutex<SlotState>>);
+
+/// What woke a waiter.
+pub(crate) enum SlotEvent {
+    /// Its grant arrived.
+    Granted(Lease),
+    /// Its key's earliest deadline (or its place at the head of the queue) changed: re-read
+    /// it.
+    Rearm,
+}
 
 impl GrantSlot {
     /// Puts a grant in the slot and wakes the waiter.
@@ -35,33 +52,48 @@ impl GrantSlot {
         }
     }
 
+    /// Asks the waiter to re-read its key's earliest deadline.
+    pub(crate) fn nudge(&self) {
+        let waker = {
+            let mut state = self.0.lock().unwrap();
+            state.rearm = true;
+            state.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
     /// Takes the grant out of the slot, if one arrived.
     pub(crate) fn take(&self) -> Option<Lease> {
         self.0.lock().unwrap().grant.take()
     }
 
-    /// Resolves with the grant once the slot is filled.
-    pub(crate) fn granted(&self) -> Granted<'_> {
-        Granted(self)
+    /// Resolves with the grant, or with [`SlotEvent::Rearm`] after a nudge. A grant wins
+    /// over a pending nudge.
+    pub(crate) fn next_event(&self) -> NextEvent<'_> {
+        NextEvent(self)
     }
 }
 
-/// The future of [`GrantSlot::granted`].
-pub(crate) struct Granted<'a>(&'a GrantSlot);
+/// The future of [`GrantSlot::next_event`].
+pub(crate) struct NextEvent<'a>(&'a GrantSlot);
 
-impl Future for Granted<'_> {
-    type Output = Lease;
+impl Future for NextEvent<'_> {
+    type Output = SlotEvent;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Lease> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<SlotEvent> {
         let mut state = self.0.0.lock().unwrap();
-        match state.grant.take() {
-            Some(lease) => Poll::Ready(lease),
-            None => {
-                // Registered under the same lock `fill` takes: no wake-up can slip between
-                // the check and the registration.
-                state.waker = Some(cx.waker().clone());
-                Poll::Pending
-            }
+        if let Some(lease) = state.grant.take() {
+            state.rearm = false;
+            return Poll::Ready(SlotEvent::Granted(lease));
         }
+        if std::mem::take(&mut state.rearm) {
+            return Poll::Ready(SlotEvent::Rearm);
+        }
+        // Registered under the same lock `fill` and `nudge` take: no wake-up can slip between
+        // the check and the registration.
+        state.waker = Some(cx.waker().clone());
+        Poll::Pending
     }
 }
