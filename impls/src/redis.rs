@@ -1,1 +1,359 @@
-//! The redis backend (being built).
+//! Redis lockers: one server ([`RedisLocker`]), every server of a set in order
+//! ([`RedisAllLocker`]), or a majority of them ([`RedlockLocker`]).
+//!
+//! # The single-server algorithm
+//!
+//! - **Grant**: one Lua script runs `SET lock token NX PX ttl` and, only if that succeeded,
+//!   `INCR` on the key's fence counter — the grant and its fencing token are atomic. The lock
+//!   key is `lockcheck:{key}` and the counter `lockcheck:{key}:fence`: one hash tag, so both
+//!   live in one Cluster slot. The counter is never deleted, so fencing tokens keep increasing
+//!   across releases and expiries (not across a restart without persistence).
+//! - **Release, refresh, remaining TTL**: Lua scripts that act only if the stored token is
+//!   the caller's, so a holder whose lease expired can never touch its successor's lock. The
+//!   scripts are loaded at connect (a server that refuses scripts fails there, clearly) and run
+//!   by SHA; after a `NOSCRIPT` (a restarted or flushed server) they are loaded again.
+//! - **Waiting**: key-event notifications (`del`, `expired`) on the locker's own database wake
+//!   waiters; each waiter registers before its failed try, so a release in between is never
+//!   lost. The server's `notify-keyspace-events` is read at connect and completed with `Egx`
+//!   if [`RedisConfig::enable_keyspace_events`] allows; if it cannot be, a warning is logged
+//!   and waiters retry with a bounded exponential backoff ([`Wakeups::Polling`]). Either way a
+//!   waiter also retries when the holder's remaining time (returned by the failed try) runs
+//!   out, because Redis may publish `expired` late.
+//! - **Cancel safety**: a grant request in flight when its future is dropped is followed by
+//!   a token-checked release on the same connection, so a grant that raced the cancellation
+//!   is released rather than leaked until its TTL.
+//!
+//! # What it promises
+//!
+//! Server-side expiry, fencing and push wake-ups, yes. FIFO, no: whichever waiter's retry
+//! reaches Redis first wins. Leases and fencing tokens survive a server restart only with
+//! append-only persistence, which the locker cannot see, so it does not claim it. Semaphores
+//! are not offered. The multi-server lockers document their own guarantees.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use lockcheck_impls::{LeaseRequest, Locker};
+//! use lockcheck_impls::redis::RedisLocker;
+//!
+//! # tokio::runtime::Runtime::new()?.block_on(async {
+//! let locker = RedisLocker::connect("redis://127.0.0.1:6379/1").await?;
+//! let request = LeaseRequest::lock("invoice-42", Duration::from_secs(10));
+//! let lease = locker.acquire(&request, Duration::from_secs(1)).await?;
+//! assert!(locker.release(&lease).await?);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # })?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod instance;
+mod multi;
+mod wakeups;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::time::{Instant, sleep_until};
+
+use crate::error::LockError;
+use crate::lease::{FencingToken, Lease, OwnerToken};
+use crate::locker::{Capabilities, Locker};
+use crate::request::{LeaseRequest, validate_ttl, validate_wait};
+use instance::{Attempt, Instance};
+pub use multi::{RedisAllLocker, RedlockLocker};
+use wakeups::{Subscriber, Waiters};
+
+/// Connection and waiting settings shared by the Redis lockers.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct RedisConfig {
+    /// How long a request may wait for its answer before it is reported as
+    /// [`LockError::Indeterminate`] (mutations) or unavailable (reads). Default 2 s.
+    pub response_timeout: Duration,
+    /// How long opening a connection may take. Default 2 s.
+    pub connect_timeout: Duration,
+    /// Prefix of every Redis key the lockers write. Default `lockcheck:`.
+    pub key_prefix: String,
+    /// Whether the lockers may `CONFIG SET notify-keyspace-events` to add the flags they
+    /// need. Default true; with false, a server without them gets polling waiters.
+    pub enable_keyspace_events: bool,
+    /// First and longest retry delay of the polling fallback (no key events). Default
+    /// 2 ms and 100 ms: bounded, so a hand-off is never more than ~100 ms late.
+    pub fallback_backoff: (Duration, Duration),
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            response_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(2),
+            key_prefix: "lockcheck:".to_owned(),
+            enable_keyspace_events: true,
+            fallback_backoff: (Duration::from_millis(2), Duration::from_millis(100)),
+        }
+    }
+}
+
+/// How a locker's waiters learn that a lock was freed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Wakeups {
+    /// Key-event notifications push every release and expiry.
+    KeyspaceEvents,
+    /// Notifications are off and could not be enabled: waiters retry with a bounded backoff.
+    Polling {
+        /// Why (which server, what it refused).
+        reason: String,
+    },
+}
+
+/// Detects (and, if allowed, enables) key events on every instance and subscribes to them.
+async fn start_wakeups(instances: &[Arc<Instance>], config: &RedisConfig) -> (Arc<Waiters>, Vec<Subscriber>, Wakeups) {
+    let waiters = Waiters::new(instances.len());
+    let mut subscribers = Vec::new();
+    let mut problems = Vec::new();
+    for instance in instances {
+        if let Err(reason) = instance.ensure_keyspace_events(config.enable_keyspace_events).await {
+            problems.push(reason);
+        }
+        let (subscriber, first) = wakeups::subscribe(instance.client.clone(), instance.db, waiters.clone()).await;
+        subscribers.push(subscriber);
+        if let Err(reason) = first {
+            problems.push(format!("{}: {reason}", instance.display));
+        }
+    }
+    let wakeups = if problems.is_empty() {
+        Wakeups::KeyspaceEvents
+    } else {
+        let reason = problems.join("; ");
+        tracing::warn!(
+            "Redis key-event notifications unavailable ({reason}); waiters fall back to polling with a bounded backoff"
+        );
+        Wakeups::Polling { reason }
+    };
+    (waiters, subscribers, wakeups)
+}
+
+/// Releases `token`'s grant on every instance if dropped while armed: the cancel-safety net
+/// of a grant request whose answer never reached us.
+struct Rollback {
+    instances: Vec<Arc<Instance>>,
+    key: String,
+    token: OwnerToken,
+    armed: bool,
+}
+
+impl Rollback {
+    fn new(instances: &[Arc<Instance>], key: &str, token: OwnerToken) -> Self {
+        Rollback { instances: instances.to_vec(), key: key.to_owned(), token, armed: true }
+    }
+
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Rollback {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        // Without a runtime nothing can be sent; the grant (if any) ends with its TTL.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let (instances, key, token) = (std::mem::take(&mut self.instances), std::mem::take(&mut self.key), self.token);
+        runtime.spawn(async move {
+            // The release follows the grant request on the same connection, so Redis runs it
+            // after the grant if the grant ran at all. Token-checked: it frees only our grant.
+            for instance in instances {
+                let _ = instance.release(&key, token).await;
+            }
+        });
+    }
+}
+
+/// The answer of one grant attempt of a locker (single or multi-instance).
+enum Outcome {
+    Granted(Lease),
+    /// Refused. `retry_in`: when the blocking lease ends, if known. `split`: contenders
+    /// split the instances between them (Redlock) — retry after a random delay instead of
+    /// waiting for an event.
+    Refused {
+        retry_in: Option<Duration>,
+        split: bool,
+    },
+}
+
+/// The wait loop every Redis locker shares: register for wake-ups, try, sleep until a
+/// wake-up, the blocking lease's end, a fallback retry or the deadline; repeat.
+async fn wait_for_grant<F, Fut>(
+    waiters: &Arc<Waiters>,
+    redis_key: &str,
+    config: &RedisConfig,
+    wait: Duration,
+    mut attempt: F,
+) -> Result<Lease, LockError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Outcome, LockError>>,
+{
+    let started = Instant::now();
+    let deadline = started + wait;
+    let interest = waiters.interest(redis_key);
+    let (min_backoff, max_backoff) = config.fallback_backoff;
+    let mut backoff = min_backoff;
+    loop {
+        // The ticket is taken before the try: a release between the try and the sleep
+        // still wakes us.
+        let notified = interest.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let events_live = waiters.events_live();
+        let (retry_in, split) = match attempt().await? {
+            Outcome::Granted(lease) => return Ok(lease),
+            Outcome::Refused { retry_in, split } => (retry_in, split),
+        };
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(LockError::TimedOut { waited: now - started });
+        }
+        let mut retry_at = match retry_in {
+            // One millisecond past the holder's end, when a retry expires it lazily.
+            Some(left) => now + left + Duration::from_millis(1),
+            None => now + max_backoff,
+        };
+        if split {
+            retry_at = retry_at.min(now + Duration::from_micros(rand::random_range(500..=10_000)));
+        }
+        if !events_live {
+            retry_at = retry_at.min(now + backoff);
+            backoff = (backoff * 2).min(max_backoff);
+        }
+        tokio::select! {
+            () = &mut notified, if !split => backoff = min_backoff,
+            () = sleep_until(retry_at.min(deadline)) => {}
+        }
+    }
+}
+
+/// A lock on one Redis server (standalone; the algorithm is in the module docs).
+pub struct RedisLocker {
+    instance: Arc<Instance>,
+    config: RedisConfig,
+    waiters: Arc<Waiters>,
+    wakeups: Wakeups,
+    _subscriber: Vec<Subscriber>,
+}
+
+impl RedisLocker {
+    /// Connects to `url` (`redis://[user:pass@]host:port[/db]`) with the default settings.
+    pub async fn connect(url: &str) -> Result<Self, LockError> {
+        Self::connect_with(url, RedisConfig::default()).await
+    }
+
+    /// Connects with `config`: opens the connection, loads the scripts, checks (and enables,
+    /// if allowed) key events, and subscribes to them before returning.
+    pub async fn connect_with(url: &str, config: RedisConfig) -> Result<Self, LockError> {
+        let instance = Arc::new(Instance::connect(url, &config).await?);
+        let (waiters, subscriber, wakeups) = start_wakeups(std::slice::from_ref(&instance), &config).await;
+        Ok(RedisLocker { instance, config, waiters, wakeups, _subscriber: subscriber })
+    }
+
+    /// How waiters are woken.
+    pub fn wakeups(&self) -> &Wakeups {
+        &self.wakeups
+    }
+
+    /// The Redis key a lock on `key` is stored under.
+    pub fn redis_key(&self, key: &str) -> String {
+        self.instance.lock_key(key)
+    }
+
+    /// One `PING` round trip (the floor the benchmarks compare against).
+    pub async fn ping(&self) -> Result<(), LockError> {
+        self.instance.ping().await
+    }
+
+    async fn attempt(&self, request: &LeaseRequest) -> Result<Outcome, LockError> {
+        let token = OwnerToken::random();
+        // The lease counts from before the request is sent: the holder's belief ends no
+        // later than the server's expiry.
+        let sent_at = Instant::now();
+        let rollback = Rollback::new(std::slice::from_ref(&self.instance), request.key(), token);
+        let attempt = self.instance.try_grant(request.key(), token, request.ttl()).await;
+        if let Err(error) = &attempt {
+            if error.definitely_not_applied() {
+                rollback.disarm();
+            }
+            // An indeterminate grant is rolled back (the Rollback drops armed).
+        } else {
+            rollback.disarm();
+        }
+        Ok(match attempt? {
+            Attempt::Granted(fence) => {
+                Outcome::Granted(Lease::new(request.key(), token, FencingToken(fence), request.ttl(), sent_at, 1))
+            }
+            Attempt::Held(retry_in) => Outcome::Refused { retry_in, split: false },
+        })
+    }
+}
+
+fn check_lock_request(request: &LeaseRequest) -> Result<(), LockError> {
+    request.validate()?;
+    if request.limit() != 1 {
+        return Err(LockError::Unsupported { operation: "semaphores" });
+    }
+    Ok(())
+}
+
+/// What every Redis locker promises (see the module docs).
+const fn redis_capabilities(fencing: bool, push_wakeups: bool) -> Capabilities {
+    Capabilities {
+        fencing,
+        fencing_survives_restart: false,
+        fifo: false,
+        server_side_expiry: true,
+        survives_server_restart: false,
+        semaphores: false,
+        push_wakeups,
+    }
+}
+
+#[async_trait]
+impl Locker for RedisLocker {
+    fn describe(&self) -> String {
+        self.instance.display.clone()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        redis_capabilities(true, self.wakeups == Wakeups::KeyspaceEvents)
+    }
+
+    async fn try_acquire(&self, request: &LeaseRequest) -> Result<Option<Lease>, LockError> {
+        check_lock_request(request)?;
+        match self.attempt(request).await? {
+            Outcome::Granted(lease) => Ok(Some(lease)),
+            Outcome::Refused { .. } => Ok(None),
+        }
+    }
+
+    async fn acquire(&self, request: &LeaseRequest, wait: Duration) -> Result<Lease, LockError> {
+        check_lock_request(request)?;
+        validate_wait(wait)?;
+        let redis_key = self.instance.lock_key(request.key());
+        wait_for_grant(&self.waiters, &redis_key, &self.config, wait, || self.attempt(request)).await
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<bool, LockError> {
+        self.instance.release(lease.key(), lease.owner()).await
+    }
+
+    async fn refresh(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>, LockError> {
+        validate_ttl(ttl)?;
+        let sent_at = Instant::now();
+        let extended = self.instance.refresh(lease.key(), lease.owner(), ttl).await?;
+        Ok(extended.then(|| lease.refreshed(ttl, sent_at)))
+    }
+
+    async fn remaining_ttl(&self, lease: &Lease) -> Result<Option<Duration>, LockError> {
+        self.instance.remaining(lease.key(), lease.owner()).await
+    }
+}
