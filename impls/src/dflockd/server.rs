@@ -227,6 +227,13 @@ impl Server {
         *self.shared.connections.borrow()
     }
 
+    /// Waits until the number of open connections satisfies `condition` (tests: "all my
+    /// connections are gone" without polling).
+    pub async fn wait_for_connections(&self, condition: impl FnMut(&usize) -> bool) {
+        let mut connections = self.shared.connections.subscribe();
+        let _ = connections.wait_for(condition).await;
+    }
+
     /// Keys in the table (held, queued or not yet collected).
     pub fn key_count(&self) -> usize {
         self.shared.table.key_count()

@@ -120,7 +120,7 @@ impl<S: AsyncRead + AsyncWrite + Send> Session<S> {
     }
 
     /// One line, without its newline (or a trailing `\r`), within the read timeout.
-    /// While idle between requests, a drain closes the connection.
+    /// While idle between requests, a drain ends the connection with `error_draining`.
     async fn read_line(&mut self, first: bool) -> Result<Vec<u8>, End> {
         let deadline = Instant::now() + self.shared.read_timeout;
         self.line.clear();
@@ -134,7 +134,9 @@ impl<S: AsyncRead + AsyncWrite + Send> Session<S> {
                     Ok(Err(_)) => return Err(End::Gone),
                     Ok(Ok(chunk)) => chunk,
                 },
-                () = drained(draining), if watch_drain => return Err(End::Gone),
+                // Idle at a drain: say so (a request racing the drain reads it as its reply,
+                // a truly idle client on its next request), then close.
+                () = drained(draining), if watch_drain => return Err(End::Reply(Status::ErrorDraining)),
             };
             if chunk.is_empty() {
                 return Err(End::Gone);
