@@ -1,0 +1,85 @@
+//! The in-memory locker against its floor, `tokio::sync::Mutex`, in the same run (issue 2's
+//! benchmark, and the memory row of the contention suite).
+//!
+//! Both are FIFO and in-process, so the targets are tight: hand-off (release → next waiter
+//! running) within 2× of tokio's mutex and flat in the number of waiters; uncontended
+//! try-lock + release — through `dyn Locker`, with validation, a random owner token and a
+//! fencing token — within 10× of tokio's lock + unlock.
+//!
+//! `cargo bench -p lockcheck-bench --bench memory` (full) or with `LOCKCHECK_BENCH=quick`.
+
+use std::sync::Arc;
+
+use lockcheck_bench::{BenchRun, Kind, LockerContender, Role, Suite, TokioMutexFloor};
+use lockcheck_impls::MemoryLocker;
+
+/// Hand-off within this multiple of tokio's mutex.
+const HAND_OFF_TARGET: f64 = 2.0;
+/// Uncontended within this multiple of tokio's mutex.
+const UNCONTENDED_TARGET: f64 = 10.0;
+/// "Flat in waiters": the median hand-off with the most waiters within this multiple of the
+/// median with one.
+const FLATNESS_TARGET: f64 = 1.5;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut suite = Suite::new("memory")?;
+    let mut c = suite.criterion();
+    let shape = suite.shape().clone();
+    let keys = shape.clients.iter().copied().max().unwrap_or(1);
+    let floor = Arc::new(TokioMutexFloor::new(keys));
+    let memory = Arc::new(LockerContender::new(Arc::new(MemoryLocker::new()), keys));
+
+    // Floor and subject alternate figure by figure, so a burst of load on a shared machine
+    // hits both sides of a ratio alike.
+    suite.uncontended(&mut c, Role::Floor, &floor);
+    suite.uncontended(&mut c, Role::Subject, &memory);
+    for &waiters in &shape.waiters {
+        suite.hand_off(&mut c, Role::Floor, &floor, &[waiters]);
+        suite.hand_off(&mut c, Role::Subject, &memory, &[waiters]);
+    }
+    for shared_key in [true, false] {
+        for &clients in &shape.clients {
+            suite.throughput(&mut c, Role::Floor, &floor, &[clients], shared_key);
+            suite.throughput(&mut c, Role::Subject, &memory, &[clients], shared_key);
+        }
+    }
+
+    let verdicts = targets(suite.run());
+    suite.finish()?;
+    println!("{verdicts}");
+    c.final_summary();
+    Ok(())
+}
+
+/// Issue 2's targets against this run's figures.
+fn targets(run: &BenchRun) -> String {
+    let memory = |kind: Kind| run.measurements.iter().find(|m| m.role == Role::Subject && m.kind == kind);
+    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+    let mut lines = vec!["issue 2 targets (p50 ratios to tokio::sync::Mutex, this run):".to_owned()];
+    if let Some(ratio) = memory(Kind::Uncontended).and_then(|m| run.ratio_to_floor(m)) {
+        lines.push(format!(
+            "  uncontended: {ratio:.2}x (target <= {UNCONTENDED_TARGET}x) {}",
+            verdict(ratio <= UNCONTENDED_TARGET)
+        ));
+    }
+    let mut hand_offs = Vec::new();
+    for m in run.measurements.iter().filter(|m| m.role == Role::Subject) {
+        if let (Kind::HandOff { waiters }, Some(ratio)) = (m.kind, run.ratio_to_floor(m)) {
+            lines.push(format!(
+                "  hand-off, {waiters:>2} waiters: {ratio:.2}x (target <= {HAND_OFF_TARGET}x) {}",
+                verdict(ratio <= HAND_OFF_TARGET)
+            ));
+            hand_offs.push((waiters, m.latency.p50_ns));
+        }
+    }
+    if let (Some(&(few, first)), Some(&(many, last))) =
+        (hand_offs.iter().min_by_key(|h| h.0), hand_offs.iter().max_by_key(|h| h.0))
+    {
+        let growth = last / first;
+        lines.push(format!(
+            "  flat in waiters: p50 at {many} / p50 at {few} = {growth:.2} (target <= {FLATNESS_TARGET}) {}",
+            verdict(growth <= FLATNESS_TARGET)
+        ));
+    }
+    lines.join("\n")
+}

@@ -1,0 +1,209 @@
+//! The measurements: uncontended acquire+release, hand-off latency, throughput.
+//!
+//! Each function runs `iterations` of its operation on the current tokio runtime and returns
+//! the per-operation latencies (so the caller can keep a distribution) and the total measured
+//! time (what criterion's `iter_custom` wants for its mean).
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::BenchError;
+use crate::contender::Contender;
+
+/// Latencies and the total measured time of one batch.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// One entry per measured operation (or per group of operations, see [`uncontended`]).
+    pub latencies: Vec<Duration>,
+    /// What criterion should divide by the iteration count.
+    pub total: Duration,
+}
+
+/// Uncontended operations are timed in groups of this many: one clock read (~20–30 ns) is as
+/// long as an uncontended `tokio::sync::Mutex` lock+unlock, so timing each would measure the
+/// clock. Each latency sample of [`uncontended`] is a group's mean.
+pub const UNCONTENDED_GROUP: u64 = 32;
+
+/// Uncontended try-lock + unlock of key 0 by client 0, `iterations` times.
+///
+/// A try-lock that finds the key taken is an error: nobody else should hold it.
+pub async fn uncontended<C: Contender>(contender: &C, iterations: u64) -> Result<Batch, BenchError> {
+    let mut batch =
+        Batch { latencies: Vec::with_capacity((iterations / UNCONTENDED_GROUP + 1) as usize), total: Duration::ZERO };
+    let mut left = iterations;
+    while left > 0 {
+        let group = left.min(UNCONTENDED_GROUP);
+        let started = Instant::now();
+        for _ in 0..group {
+            let held = contender.try_lock(0, 0).await?.ok_or(BenchError::UnexpectedlyHeld)?;
+            contender.unlock(held).await?;
+        }
+        let took = started.elapsed();
+        batch.total += took;
+        batch.latencies.push(took / group as u32);
+        left -= group;
+    }
+    Ok(batch)
+}
+
+/// Who is where in a hand-off run; every task watches it.
+#[derive(Default, Clone, Copy)]
+struct Progress {
+    /// Tasks between "about to call lock" and "lock returned".
+    waiting: usize,
+    /// Grants so far.
+    grants: u64,
+}
+
+/// Hand-off latency with `waiters` queued: the time from the holder calling `unlock` to the
+/// next holder running with the lock in hand. `hand_offs` such latencies are measured.
+///
+/// `waiters + 1` tasks share key 0. A holder releases only once all `waiters` others have
+/// called `lock` (so the queue really is that long), and a task that just released rejoins
+/// the queue only after someone else was granted (so a backend that lets the releaser barge
+/// back in cannot fake a fast hand-off with a hand-off to itself).
+///
+/// "Called `lock`" is what the harness can see; for a network backend the request may still
+/// be on the wire when the holder releases, in which case that hand-off is an uncontended
+/// acquire — rare, and at worst flattering by one round trip.
+pub async fn hand_off<C: Contender>(contender: Arc<C>, waiters: usize, hand_offs: u64) -> Result<Batch, BenchError> {
+    assert!(waiters >= 1, "a hand-off needs a waiter");
+    let (progress, _) = watch::channel(Progress::default());
+    let progress = Arc::new(progress);
+    // The instant the current holder called unlock; taken by whoever is granted next.
+    let released_at: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let latencies: Arc<Mutex<Vec<Duration>>> = Arc::new(Mutex::new(Vec::with_capacity(hand_offs as usize)));
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for client in 0..=waiters {
+        let contender = contender.clone();
+        let progress = progress.clone();
+        let released_at = released_at.clone();
+        let latencies = latencies.clone();
+        tasks.spawn(async move {
+            let mut updates = progress.subscribe();
+            loop {
+                progress.send_modify(|p| p.waiting += 1);
+                let held = contender.lock(client, 0).await?;
+                let granted_at = Instant::now();
+                let mut grant = 0;
+                progress.send_modify(|p| {
+                    p.waiting -= 1;
+                    p.grants += 1;
+                    grant = p.grants;
+                });
+                let finished = {
+                    let mut latencies = latencies.lock().expect("latency list poisoned");
+                    if let Some(released) = released_at.lock().expect("release instant poisoned").take() {
+                        latencies.push(granted_at - released);
+                    }
+                    latencies.len() as u64 >= hand_offs
+                };
+                if finished {
+                    // Everyone still queued gets the key in turn, sees `finished` and leaves.
+                    contender.unlock(held).await?;
+                    return Ok::<(), BenchError>(());
+                }
+                let everyone_queued = updates.wait_for(|p| p.waiting >= waiters).await;
+                everyone_queued.map_err(|_| BenchError::Stuck("hand-off progress channel closed"))?;
+                *released_at.lock().expect("release instant poisoned") = Some(Instant::now());
+                contender.unlock(held).await?;
+                let handed_on = updates.wait_for(|p| p.grants > grant).await;
+                handed_on.map_err(|_| BenchError::Stuck("hand-off progress channel closed"))?;
+            }
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        joined.map_err(|e| BenchError::TaskFailed(e.to_string()))??;
+    }
+    let latencies = std::mem::take(&mut *latencies.lock().expect("latency list poisoned"));
+    let total = latencies.iter().sum();
+    Ok(Batch { latencies, total })
+}
+
+/// `clients` tasks lock+unlock keys `client % keys` until `operations` are done between them.
+/// Returns each operation's latency (lock call to unlock return) and the wall time of the
+/// whole batch; throughput is `operations / total`.
+pub async fn throughput<C: Contender>(
+    contender: Arc<C>,
+    clients: usize,
+    keys: usize,
+    operations: u64,
+) -> Result<Batch, BenchError> {
+    assert!(clients >= 1 && keys >= 1, "throughput needs clients and keys");
+    assert!(keys <= contender.keys(), "the contender was built with {} keys, asked for {keys}", contender.keys());
+    let per_client = operations.div_ceil(clients as u64);
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for client in 0..clients {
+        let contender = contender.clone();
+        tasks.spawn(async move {
+            let mut latencies = Vec::with_capacity(per_client as usize);
+            for _ in 0..per_client {
+                let began = Instant::now();
+                let held = contender.lock(client, client % keys).await?;
+                contender.unlock(held).await?;
+                latencies.push(began.elapsed());
+            }
+            Ok::<_, BenchError>(latencies)
+        });
+    }
+    let mut latencies = Vec::with_capacity((per_client * clients as u64) as usize);
+    while let Some(joined) = tasks.join_next().await {
+        latencies.extend(joined.map_err(|e| BenchError::TaskFailed(e.to_string()))??);
+    }
+    let total = started.elapsed();
+    // Criterion divides by `operations`; we ran `per_client * clients` ≥ operations.
+    let total = total.mul_f64(operations as f64 / latencies.len().max(1) as f64);
+    Ok(Batch { latencies, total })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contender::{LockerContender, TokioMutexFloor};
+    use lockcheck_impls::MemoryLocker;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap()
+    }
+
+    #[test]
+    fn hand_off_measures_exactly_the_requested_hand_offs() {
+        runtime().block_on(async {
+            for waiters in [1, 3, 8] {
+                let memory = Arc::new(LockerContender::new(Arc::new(MemoryLocker::new()), 1));
+                let batch = hand_off(memory, waiters, 200).await.unwrap();
+                assert_eq!(batch.latencies.len(), 200, "{waiters} waiters");
+                let floor = hand_off(Arc::new(TokioMutexFloor::new(1)), waiters, 200).await.unwrap();
+                assert_eq!(floor.latencies.len(), 200);
+            }
+        });
+    }
+
+    #[test]
+    fn uncontended_groups_samples_and_fails_on_a_held_key() {
+        runtime().block_on(async {
+            let memory = LockerContender::new(Arc::new(MemoryLocker::new()), 1);
+            let batch = uncontended(&memory, 100).await.unwrap();
+            assert_eq!(batch.latencies.len(), 4, "100 = 32+32+32+4");
+            let held = memory.lock(1, 0).await.unwrap();
+            assert!(matches!(uncontended(&memory, 1).await, Err(BenchError::UnexpectedlyHeld)));
+            memory.unlock(held).await.unwrap();
+        });
+    }
+
+    #[test]
+    fn throughput_runs_every_operation() {
+        runtime().block_on(async {
+            let memory = Arc::new(LockerContender::new(Arc::new(MemoryLocker::new()), 4));
+            let batch = throughput(memory, 8, 4, 1000).await.unwrap();
+            assert_eq!(batch.latencies.len(), 1000);
+            assert!(batch.total > Duration::ZERO);
+        });
+    }
+}

@@ -1,0 +1,547 @@
+//! The pictures. Each chart is one generic function drawn twice — SVG for the web, PNG for
+//! everything else — by [`both`].
+
+use std::error::Error;
+use std::path::Path;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use super::format_ns;
+use super::inputs::Figure;
+use crate::BenchError;
+use crate::results::{Kind, Role};
+
+pub(crate) type DrawResult = Result<(), Box<dyn Error>>;
+
+/// Draws `draw` into `<dir>/<stem>.svg` and `<dir>/<stem>.png`; returns both paths.
+macro_rules! both {
+    ($dir:expr, $stem:expr, $size:expr, $draw:expr) => {{
+        let svg = $dir.join(format!("{}.svg", $stem));
+        let png = $dir.join(format!("{}.png", $stem));
+        {
+            let area = SVGBackend::new(&svg, $size).into_drawing_area();
+            ($draw)(&area).map_err(|e| BenchError::Draw(svg.clone(), e.to_string()))?;
+            area.present().map_err(|e| BenchError::Draw(svg.clone(), e.to_string()))?;
+        }
+        {
+            let area = BitMapBackend::new(&png, $size).into_drawing_area();
+            ($draw)(&area).map_err(|e| BenchError::Draw(png.clone(), e.to_string()))?;
+            area.present().map_err(|e| BenchError::Draw(png.clone(), e.to_string()))?;
+        }
+        Ok::<(PathBuf, PathBuf), BenchError>((svg, png))
+    }};
+}
+pub(crate) use both;
+
+/// Distinguishable colours (Okabe–Ito, safe for colour-blind readers), then plotters' own.
+pub(crate) fn color(i: usize) -> RGBColor {
+    const OKABE_ITO: [RGBColor; 7] = [
+        RGBColor(0, 114, 178),
+        RGBColor(213, 94, 0),
+        RGBColor(0, 158, 115),
+        RGBColor(204, 121, 167),
+        RGBColor(230, 159, 0),
+        RGBColor(86, 180, 233),
+        RGBColor(90, 90, 90),
+    ];
+    OKABE_ITO.get(i).copied().unwrap_or_else(|| {
+        let c = Palette99::pick(i).to_rgba();
+        RGBColor(c.0, c.1, c.2)
+    })
+}
+
+/// How a series is labelled in a legend.
+pub(crate) fn series_label(f: &Figure) -> String {
+    match f.role {
+        Role::Subject => f.subject.clone(),
+        Role::Floor => format!("{} (floor)", f.subject),
+        Role::Peer => format!("{} (peer)", f.subject),
+    }
+}
+
+/// Groups figures into series: one per (suite, subject, role), in first-seen order.
+fn series<'a>(figures: &'a [Figure], keep: impl Fn(&Figure) -> bool) -> Vec<Vec<&'a Figure>> {
+    let mut out: Vec<Vec<&Figure>> = Vec::new();
+    for f in figures.iter().filter(|f| keep(f)) {
+        match out.iter_mut().find(|s| s[0].suite == f.suite && s[0].subject == f.subject && s[0].role == f.role) {
+            Some(s) => s.push(f),
+            None => out.push(vec![f]),
+        }
+    }
+    out
+}
+
+fn log_bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (lo, hi) =
+        values.filter(|v| v.is_finite() && *v > 0.0).fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    if lo > hi {
+        return (1.0, 10.0);
+    }
+    // Whole decades, so the log axis shows round labels.
+    (10f64.powf(lo.log10().floor()), 10f64.powf(hi.log10().ceil().max(lo.log10().floor() + 1.0)))
+}
+
+fn waiters_label(x: &f64) -> String {
+    format!("{}", x.round() as u64)
+}
+
+/// Hand-off latency (p50 dots and line, whisker to p99) against queued waiters, every
+/// backend on one log–log chart.
+pub(crate) fn hand_off_vs_waiters<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, figures: &[Figure]) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    area.fill(&WHITE)?;
+    let lines = series(figures, |f| matches!(f.kind, Kind::HandOff { .. }));
+    let (lo, hi) = log_bounds(lines.iter().flatten().flat_map(|f| [f.p50_ns, f.p99_ns]));
+    let max_waiters = lines.iter().flatten().filter_map(|f| waiters(f.kind)).max().unwrap_or(64).max(2) as f64;
+    let mut chart = ChartBuilder::on(area)
+        .caption("Hand-off latency: release → next waiter running", ("sans-serif", 26))
+        .margin(20)
+        .x_label_area_size(55)
+        .y_label_area_size(90)
+        .build_cartesian_2d((0.8f64..max_waiters * 1.25).log_scale().base(2.0), (lo..hi).log_scale())?;
+    chart
+        .configure_mesh()
+        .x_desc("waiters queued when the holder releases")
+        .y_desc("latency (dot: median, whisker: p99)")
+        .x_label_formatter(&waiters_label)
+        .y_label_formatter(&|v| format_ns(*v))
+        .label_style(("sans-serif", 16))
+        .axis_desc_style(("sans-serif", 18))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()?;
+    for (i, line) in lines.iter().enumerate() {
+        let c = color(i);
+        let points: Vec<(f64, f64)> =
+            line.iter().filter_map(|f| waiters(f.kind).map(|w| (w as f64, f.p50_ns))).collect();
+        let style = c.stroke_width(if line[0].role == Role::Floor { 2 } else { 3 });
+        let drawn = if line[0].role == Role::Floor {
+            chart.draw_series(DashedLineSeries::new(points.clone(), 8, 6, style))?
+        } else {
+            chart.draw_series(LineSeries::new(points.clone(), style))?
+        };
+        drawn
+            .label(series_label(line[0]))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], c.stroke_width(3)));
+        chart.draw_series(points.iter().map(|&p| Circle::new(p, 5, c.filled())))?;
+        chart.draw_series(line.iter().filter_map(|f| {
+            let w = waiters(f.kind)? as f64;
+            Some(PathElement::new(vec![(w, f.p50_ns), (w, f.p99_ns)], c.stroke_width(2)))
+        }))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .label_font(("sans-serif", 16))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.5))
+        .draw()?;
+    Ok(())
+}
+
+fn waiters(kind: Kind) -> Option<usize> {
+    match kind {
+        Kind::HandOff { waiters } => Some(waiters),
+        _ => None,
+    }
+}
+
+/// Throughput against clients: solid lines with one shared key, dashed with one key per
+/// client.
+pub(crate) fn throughput_vs_clients<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, figures: &[Figure]) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    area.fill(&WHITE)?;
+    let clients = |k: Kind| match k {
+        Kind::Throughput { clients, keys } => Some((clients, keys)),
+        _ => None,
+    };
+    let all: Vec<&Figure> = figures.iter().filter(|f| clients(f.kind).is_some() && f.ops_per_sec.is_some()).collect();
+    let (lo, hi) = log_bounds(all.iter().filter_map(|f| f.ops_per_sec));
+    let max_clients = all.iter().filter_map(|f| clients(f.kind).map(|c| c.0)).max().unwrap_or(64).max(2) as f64;
+    let mut chart = ChartBuilder::on(area)
+        .caption("Throughput: lock + release per second", ("sans-serif", 26))
+        .margin(20)
+        .x_label_area_size(55)
+        .y_label_area_size(90)
+        .build_cartesian_2d((0.8f64..max_clients * 1.25).log_scale().base(2.0), (lo..hi).log_scale())?;
+    chart
+        .configure_mesh()
+        .x_desc("concurrent clients")
+        .y_desc("operations per second")
+        .x_label_formatter(&waiters_label)
+        .y_label_formatter(&|v| format_rate(*v))
+        .label_style(("sans-serif", 16))
+        .axis_desc_style(("sans-serif", 18))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()?;
+    let lines = series(figures, |f| clients(f.kind).is_some() && f.ops_per_sec.is_some());
+    for (i, line) in lines.iter().enumerate() {
+        let c = color(i);
+        for shared in [true, false] {
+            let points: Vec<(f64, f64)> = line
+                .iter()
+                .filter_map(|f| {
+                    let (n, keys) = clients(f.kind)?;
+                    ((keys == 1 && n > 1) == shared || (n == 1 && shared)).then_some((n as f64, f.ops_per_sec?))
+                })
+                .collect();
+            if points.is_empty() {
+                continue;
+            }
+            let label =
+                format!("{} — {}", series_label(line[0]), if shared { "one shared key" } else { "a key per client" });
+            let drawn = if shared {
+                chart.draw_series(LineSeries::new(points.clone(), c.stroke_width(3)))?
+            } else {
+                chart.draw_series(DashedLineSeries::new(points.clone(), 8, 6, c.stroke_width(3)))?
+            };
+            drawn.label(label).legend(move |(x, y)| {
+                if shared {
+                    PathElement::new(vec![(x, y), (x + 24, y)], c.stroke_width(3))
+                } else {
+                    PathElement::new(vec![(x, y), (x + 9, y)], c.stroke_width(3))
+                }
+            });
+            chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, c.filled())))?;
+        }
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerLeft)
+        .label_font(("sans-serif", 15))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.5))
+        .draw()?;
+    Ok(())
+}
+
+/// `12.3k/s`-style rate labels.
+pub(crate) fn format_rate(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.1}M/s", v / 1e6)
+    } else if v >= 1e3 {
+        format!("{:.1}k/s", v / 1e3)
+    } else {
+        format!("{v:.0}/s")
+    }
+}
+
+/// One CDF curve: a label, whether it is a floor, its points.
+pub(crate) struct Curve {
+    pub label: String,
+    pub floor: bool,
+    pub color: usize,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// Latency CDFs on a log time axis.
+pub(crate) fn cdf_chart<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, title: &str, curves: &[Curve]) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    area.fill(&WHITE)?;
+    let (lo, hi) = log_bounds(curves.iter().flat_map(|c| c.points.iter().map(|p| p.0)));
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 26))
+        .margin(20)
+        .x_label_area_size(55)
+        .y_label_area_size(70)
+        .build_cartesian_2d((lo..hi).log_scale(), 0f64..1.0)?;
+    chart
+        .configure_mesh()
+        .x_desc("latency (log scale)")
+        .y_desc("fraction of hand-offs at most this slow")
+        .x_label_formatter(&|v| format_ns(*v))
+        .y_label_formatter(&|v| format!("{:.0}%", v * 100.0))
+        .label_style(("sans-serif", 16))
+        .axis_desc_style(("sans-serif", 18))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()?;
+    for curve in curves {
+        let c = color(curve.color);
+        // A CDF is a step function: draw it as steps.
+        let mut steps = Vec::with_capacity(curve.points.len() * 2);
+        let mut last = 0.0;
+        for &(x, y) in &curve.points {
+            steps.push((x, last));
+            steps.push((x, y));
+            last = y;
+        }
+        let drawn = if curve.floor {
+            chart.draw_series(DashedLineSeries::new(steps, 8, 5, c.stroke_width(2)))?
+        } else {
+            chart.draw_series(LineSeries::new(steps, c.stroke_width(3)))?
+        };
+        let floor = curve.floor;
+        drawn.label(&curve.label).legend(move |(x, y)| {
+            PathElement::new(vec![(x, y), (x + if floor { 9 } else { 24 }, y)], c.stroke_width(3))
+        });
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .label_font(("sans-serif", 16))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.5))
+        .draw()?;
+    Ok(())
+}
+
+/// A cell of a matrix picture.
+pub(crate) struct Cell {
+    pub text: String,
+    pub fill: RGBColor,
+}
+
+/// The colour of a normalized status word.
+pub(crate) fn status_color(status: &str) -> RGBColor {
+    match status {
+        "ok" => RGBColor(166, 219, 160),
+        "VIOLATED" => RGBColor(239, 100, 90),
+        "predicted" => RGBColor(253, 204, 138),
+        "UNKNOWN" => RGBColor(200, 170, 230),
+        "not claimed" | "not run" => RGBColor(230, 230, 230),
+        _ => RGBColor(255, 255, 255),
+    }
+}
+
+/// A rows × columns grid of coloured cells with a legend: the check and fault matrices.
+pub(crate) fn matrix<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    title: &str,
+    rows: &[String],
+    columns: &[String],
+    cells: &dyn Fn(usize, usize) -> Option<Cell>,
+    legend: &[(&str, RGBColor)],
+) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    area.fill(&WHITE)?;
+    let layout = MatrixLayout::new(rows, columns);
+    let text = |size: u32| ("sans-serif", size).into_font().color(&BLACK);
+    area.draw(&Text::new(title.to_owned(), (20, 14), text(24)))?;
+    for (r, row) in rows.iter().enumerate() {
+        let y = layout.top + r as i32 * layout.cell_h;
+        area.draw(&Text::new(row.clone(), (20, y + layout.cell_h / 2 - 8), text(16)))?;
+    }
+    for (c, column) in columns.iter().enumerate() {
+        let x = layout.left + c as i32 * layout.cell_w;
+        // Column headers are rotated so long property names fit narrow columns.
+        let style = text(16).transform(FontTransform::Rotate270);
+        area.draw(&Text::new(column.clone(), (x + layout.cell_w / 2 - 8, layout.top - 8), style))?;
+    }
+    for r in 0..rows.len() {
+        for c in 0..columns.len() {
+            let x = layout.left + c as i32 * layout.cell_w;
+            let y = layout.top + r as i32 * layout.cell_h;
+            let cell = cells(r, c).unwrap_or(Cell { text: "–".to_owned(), fill: RGBColor(255, 255, 255) });
+            area.draw(&Rectangle::new([(x, y), (x + layout.cell_w, y + layout.cell_h)], cell.fill.filled()))?;
+            area.draw(&Rectangle::new(
+                [(x, y), (x + layout.cell_w, y + layout.cell_h)],
+                BLACK.mix(0.3).stroke_width(1),
+            ))?;
+            let width = cell.text.chars().count() as i32 * 8;
+            area.draw(&Text::new(
+                cell.text,
+                (x + (layout.cell_w - width).max(4) / 2, y + layout.cell_h / 2 - 8),
+                text(15),
+            ))?;
+        }
+    }
+    let mut x = 20;
+    let y = layout.top + rows.len() as i32 * layout.cell_h + 20;
+    for (label, fill) in legend {
+        area.draw(&Rectangle::new([(x, y), (x + 18, y + 18)], fill.filled()))?;
+        area.draw(&Rectangle::new([(x, y), (x + 18, y + 18)], BLACK.mix(0.3).stroke_width(1)))?;
+        area.draw(&Text::new(label.to_string(), (x + 24, y + 1), text(15)))?;
+        x += 24 + label.chars().count() as i32 * 9 + 24;
+    }
+    Ok(())
+}
+
+/// Where a matrix's parts go, in pixels.
+pub(crate) struct MatrixLayout {
+    left: i32,
+    top: i32,
+    cell_w: i32,
+    cell_h: i32,
+    width: u32,
+    height: u32,
+}
+
+impl MatrixLayout {
+    pub(crate) fn new(rows: &[String], columns: &[String]) -> Self {
+        let left = 40 + rows.iter().map(|r| r.chars().count()).max().unwrap_or(8) as i32 * 9;
+        let top = 70 + columns.iter().map(|c| c.chars().count()).max().unwrap_or(8) as i32 * 9;
+        let (cell_w, cell_h) = (104, 36);
+        let width = (left + columns.len() as i32 * cell_w + 40).max(700) as u32;
+        let height = (top + rows.len() as i32 * cell_h + 70) as u32;
+        MatrixLayout { left, top, cell_w, cell_h, width, height }
+    }
+
+    pub(crate) fn size(&self) -> (u32, u32) {
+        (self.width, self.height)
+    }
+}
+
+/// One operation of a timeline.
+#[derive(Clone, Debug)]
+pub(crate) struct TimelineOp {
+    pub client: u32,
+    pub start_ms: f64,
+    pub end_ms: Option<f64>,
+    pub label: String,
+    pub status: &'static str,
+}
+
+/// An interval in which a client believed it held the lock.
+#[derive(Clone, Debug)]
+pub(crate) struct Holding {
+    pub client: u32,
+    pub from_ms: f64,
+    pub to_ms: f64,
+    pub label: String,
+}
+
+/// A counterexample as a picture: one row per client; operations as boxes from invocation to
+/// return (open-ended ones fade out), the intervals each client believed it held the lock as
+/// green bars, and the time two of them overlap in red — Jepsen's and Porcupine's timelines.
+pub(crate) fn timeline<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    title: &str,
+    ops: &[TimelineOp],
+    holdings: &[Holding],
+) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    area.fill(&WHITE)?;
+    let clients: Vec<u32> = {
+        let mut c: Vec<u32> = ops.iter().map(|o| o.client).chain(holdings.iter().map(|h| h.client)).collect();
+        c.sort_unstable();
+        c.dedup();
+        c
+    };
+    let row = |client: u32| clients.iter().position(|&c| c == client).unwrap_or(0) as f64;
+    let t_end = ops
+        .iter()
+        .flat_map(|o| [o.start_ms, o.end_ms.unwrap_or(o.start_ms)])
+        .chain(holdings.iter().map(|h| h.to_ms))
+        .fold(0.0f64, f64::max);
+    let t_start = ops.iter().map(|o| o.start_ms).chain(holdings.iter().map(|h| h.from_ms)).fold(t_end, f64::min);
+    let span = (t_end - t_start).max(0.001);
+    let x_range = (t_start - span * 0.02)..(t_end + span * 0.12);
+    let open_end = t_end + span * 0.1;
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 22))
+        .margin(20)
+        .x_label_area_size(50)
+        .y_label_area_size(90)
+        .build_cartesian_2d(x_range, (-0.6f64)..(clients.len() as f64 - 0.4))?;
+    chart
+        .configure_mesh()
+        .x_desc("time since the history started (ms)")
+        .y_labels(clients.len() + 1)
+        .y_label_formatter(&|y| {
+            let i = y.round();
+            if (y - i).abs() < 0.01 && i >= 0.0 {
+                clients.get(i as usize).map(|c| format!("client {c}")).unwrap_or_default()
+            } else {
+                String::new()
+            }
+        })
+        .x_label_formatter(&|x| format!("{x:.1}"))
+        .label_style(("sans-serif", 15))
+        .axis_desc_style(("sans-serif", 17))
+        .disable_y_mesh()
+        .light_line_style(WHITE.mix(0.0))
+        .draw()?;
+    // Overlapping holdings: where mutual exclusion broke.
+    for (i, a) in holdings.iter().enumerate() {
+        for b in &holdings[i + 1..] {
+            let (from, to) = (a.from_ms.max(b.from_ms), a.to_ms.min(b.to_ms));
+            if a.client != b.client && from < to {
+                chart.draw_series(std::iter::once(Rectangle::new(
+                    [(from, -0.55), (to, clients.len() as f64 - 0.45)],
+                    RGBColor(239, 60, 50).mix(0.25).filled(),
+                )))?;
+            }
+        }
+    }
+    let held = RGBColor(0, 158, 115);
+    for h in holdings {
+        let y = row(h.client);
+        chart.draw_series(std::iter::once(Rectangle::new(
+            [(h.from_ms, y + 0.12), (h.to_ms, y + 0.34)],
+            held.filled(),
+        )))?;
+        chart.draw_series(std::iter::once(Text::new(
+            h.label.clone(),
+            (h.from_ms, y + 0.5),
+            ("sans-serif", 13).into_font().color(&held),
+        )))?;
+    }
+    for op in ops {
+        let y = row(op.client);
+        let fill = status_color(op.status);
+        let end = op.end_ms.unwrap_or(open_end);
+        let style = if op.end_ms.is_some() { fill.filled() } else { fill.mix(0.5).filled() };
+        chart.draw_series(std::iter::once(Rectangle::new(
+            [(op.start_ms, y - 0.42), (end.max(op.start_ms + span * 0.004), y + 0.02)],
+            style,
+        )))?;
+        chart.draw_series(std::iter::once(Rectangle::new(
+            [(op.start_ms, y - 0.42), (end.max(op.start_ms + span * 0.004), y + 0.02)],
+            BLACK.mix(0.6).stroke_width(1),
+        )))?;
+        chart.draw_series(std::iter::once(Text::new(
+            op.label.clone(),
+            (op.start_ms, y - 0.36),
+            ("sans-serif", 13).into_font(),
+        )))?;
+    }
+    // A legend drawn as series labels.
+    for (label, fill) in [
+        ("operation returned ok", status_color("ok")),
+        ("outcome unknown (timeout / no return)", status_color("UNKNOWN")),
+        ("failed / not granted", RGBColor(255, 255, 255)),
+        ("believed held (grant → release or expiry)", held),
+        ("two clients held it at once", RGBColor(239, 60, 50).mix(0.25).to_rgba().rgb_color()),
+    ] {
+        chart
+            .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())?
+            .label(label)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 18, y + 6)], fill.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .label_font(("sans-serif", 14))
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK.mix(0.5))
+        .draw()?;
+    Ok(())
+}
+
+trait RgbaExt {
+    fn rgb_color(self) -> RGBColor;
+}
+
+impl RgbaExt for RGBAColor {
+    fn rgb_color(self) -> RGBColor {
+        // Blend onto white: legends draw opaque swatches.
+        let a = self.3;
+        let mix = |c: u8| (c as f64 * a + 255.0 * (1.0 - a)).round() as u8;
+        RGBColor(mix(self.0), mix(self.1), mix(self.2))
+    }
+}
+
+/// Makes sure `dir` exists.
+pub(crate) fn ensure_dir(dir: &Path) -> Result<(), BenchError> {
+    std::fs::create_dir_all(dir).map_err(|e| BenchError::File(dir.to_owned(), e))
+}

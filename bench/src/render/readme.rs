@@ -1,0 +1,419 @@
+//! `reports/README.md`: the tables that tie the pictures together.
+
+use std::fmt::Write;
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::charts::format_rate;
+use super::inputs::{Figure, generic_table};
+use super::{Report, check_matrix, fault_matrix, format_ns};
+use crate::results::{Kind, Role};
+
+/// A target from the issues, as a ratio to the floor of the same run.
+struct Target {
+    what: &'static str,
+    kind: fn(Kind) -> bool,
+    at_most: f64,
+}
+
+/// The targets of a suite. Memory: issue 2. Network backends: DESIGN.md's "uncontended ≈ two
+/// round trips, hand-off ≈ one or two round trips", read as at most 3× the round-trip floor
+/// (two round trips plus the server's own work).
+fn targets(suite: &str) -> Vec<Target> {
+    if suite == "memory" {
+        vec![
+            Target {
+                what: "uncontended try-lock + release ≤ 10× tokio::sync::Mutex",
+                kind: |k| k == Kind::Uncontended,
+                at_most: 10.0,
+            },
+            Target {
+                what: "hand-off ≤ 2× tokio::sync::Mutex, at every queue length",
+                kind: |k| matches!(k, Kind::HandOff { .. }),
+                at_most: 2.0,
+            },
+        ]
+    } else {
+        vec![
+            Target {
+                what: "uncontended acquire + release ≤ 3 round trips",
+                kind: |k| k == Kind::Uncontended,
+                at_most: 3.0,
+            },
+            Target {
+                what: "hand-off ≤ 3 round trips, at every queue length",
+                kind: |k| matches!(k, Kind::HandOff { .. }),
+                at_most: 3.0,
+            },
+        ]
+    }
+}
+
+/// "Flat in waiters": the median hand-off with the most waiters within this multiple of the
+/// median with the fewest.
+const FLATNESS: f64 = 1.5;
+
+fn picture(out: &mut String, report: &Report, png: &Path, alt: &str) {
+    let name = png.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let svg = name.replace(".png", ".svg");
+    let _ = writeln!(out, "![{alt}]({name})\n\n[SVG]({svg})\n");
+    let _ = report;
+}
+
+fn ratio(r: Option<f64>) -> String {
+    r.map(|r| format!("{r:.2}×")).unwrap_or_else(|| "–".to_owned())
+}
+
+fn escape(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
+}
+
+pub(crate) fn readme(report: &Report) -> String {
+    let mut out = String::new();
+    let o = &mut out;
+    let _ = writeln!(o, "# lockcheck reports\n");
+    let _ = writeln!(
+        o,
+        "Rendered by `lockcheck report` from the newest benchmark runs (medians over up to {} runs per backend; \
+         every ratio compares figures of the *same* run) and the JSON results of `lockcheck check`, `selftest` and `model`.\n",
+        report.options.runs
+    );
+    let _ = writeln!(o, "**Regenerate:**\n");
+    let _ = writeln!(o, "```sh");
+    let _ = writeln!(o, "export CARGO_TARGET_DIR=${{CARGO_TARGET_DIR:-target}}");
+    let _ = writeln!(
+        o,
+        "for run in 1 2 3; do LOCKCHECK_BENCH=quick cargo bench -p lockcheck-bench; done   # full mode: drop LOCKCHECK_BENCH"
+    );
+    let _ = writeln!(o, "cargo run --release --bin lockcheck -- check --json reports/raw/check.json");
+    let _ = writeln!(o, "cargo run --release --bin lockcheck -- selftest --json reports/raw/selftest.json");
+    let _ = writeln!(o, "cargo run --release --bin lockcheck -- model --json reports/raw/model.json");
+    let _ = writeln!(o, "cargo run --release --bin lockcheck -- report");
+    let _ = writeln!(o, "```\n");
+    let _ = writeln!(
+        o,
+        "The benchmark runs used here are kept in [`raw/bench/`](raw/bench/); `lockcheck report` renders them again as they are.\n"
+    );
+
+    // At a glance.
+    let _ = writeln!(o, "## At a glance\n");
+    if let Some((_, png)) = report.pictures.get("hand-off").and_then(|p| p.first()) {
+        picture(o, report, png, "hand-off latency against queued waiters, every backend");
+        let _ = writeln!(
+            o,
+            "Hand-off latency: the time from the holder calling release to the next waiter running with the lock, \
+             with 1 … 64 waiters queued. Dots are medians, whiskers reach the 99th percentile; dashed lines are floors \
+             (the fastest possible equivalent, measured in the same run). A good lock is close to its floor and flat.\n"
+        );
+    }
+    if !report.figures.is_empty() {
+        let _ = writeln!(
+            o,
+            "| backend | uncontended p50 | hand-off p50, fewest → most waiters | × floor (fewest → most) | best throughput | runs |"
+        );
+        let _ = writeln!(o, "|---|---|---|---|---|---|");
+        for figures in report.figures.values() {
+            for subject in subjects(figures, |r| r != Role::Floor) {
+                let mine: Vec<&Figure> =
+                    figures.iter().filter(|f| f.subject == subject.0 && f.role == subject.1).collect();
+                let unc = mine.iter().find(|f| f.kind == Kind::Uncontended);
+                let hand: Vec<&&Figure> = mine.iter().filter(|f| matches!(f.kind, Kind::HandOff { .. })).collect();
+                let (first, last) = (hand.first(), hand.last());
+                let best = mine
+                    .iter()
+                    .filter_map(|f| f.ops_per_sec)
+                    .fold(None, |a: Option<f64>, b| Some(a.map_or(b, |a| a.max(b))));
+                let name = if subject.1 == Role::Peer { format!("{} (peer)", subject.0) } else { subject.0.clone() };
+                let _ = writeln!(
+                    o,
+                    "| {} | {} ({}) | {} → {} | {} → {} | {} | {} |",
+                    escape(&name),
+                    unc.map(|f| format_ns(f.p50_ns)).unwrap_or_else(|| "–".into()),
+                    ratio(unc.and_then(|f| f.ratio)),
+                    first.map(|f| format_ns(f.p50_ns)).unwrap_or_else(|| "–".into()),
+                    last.map(|f| format_ns(f.p50_ns)).unwrap_or_else(|| "–".into()),
+                    ratio(first.and_then(|f| f.ratio)),
+                    ratio(last.and_then(|f| f.ratio)),
+                    best.map(format_rate).unwrap_or_else(|| "–".into()),
+                    mine.first().map(|f| f.runs).unwrap_or(0),
+                );
+            }
+        }
+        let _ = writeln!(o);
+    }
+
+    // Targets.
+    if !report.figures.is_empty() {
+        let _ = writeln!(o, "## Targets\n");
+        let _ = writeln!(o, "Ratios are medians over runs of (subject p50 ÷ floor p50 in the same run).\n");
+        let _ = writeln!(o, "| backend | target | measured | verdict |");
+        let _ = writeln!(o, "|---|---|---|---|");
+        for (suite, figures) in &report.figures {
+            for subject in subjects(figures, |r| r == Role::Subject) {
+                let mine: Vec<&Figure> =
+                    figures.iter().filter(|f| f.subject == subject.0 && f.role == Role::Subject).collect();
+                for t in targets(suite) {
+                    let ratios: Vec<(Kind, f64)> =
+                        mine.iter().filter(|f| (t.kind)(f.kind)).filter_map(|f| Some((f.kind, f.ratio?))).collect();
+                    if ratios.is_empty() {
+                        continue;
+                    }
+                    let worst = ratios.iter().map(|r| r.1).fold(f64::MIN, f64::max);
+                    let measured = if ratios.len() == 1 {
+                        format!("{worst:.2}×")
+                    } else {
+                        let best = ratios.iter().map(|r| r.1).fold(f64::MAX, f64::min);
+                        format!("{best:.2}× … {worst:.2}×")
+                    };
+                    let verdict = if worst <= t.at_most { "met" } else { "**missed**" };
+                    let _ = writeln!(o, "| {} | {} | {measured} | {verdict} |", escape(&subject.0), t.what);
+                }
+                let hand: Vec<(usize, f64)> = mine
+                    .iter()
+                    .filter_map(
+                        |f| if let Kind::HandOff { waiters } = f.kind { Some((waiters, f.p50_ns)) } else { None },
+                    )
+                    .collect();
+                if let (Some(few), Some(many)) = (hand.iter().min_by_key(|h| h.0), hand.iter().max_by_key(|h| h.0)) {
+                    if few.0 != many.0 {
+                        let growth = many.1 / few.1;
+                        let verdict = if growth <= FLATNESS { "met" } else { "**missed**" };
+                        let _ = writeln!(
+                            o,
+                            "| {} | hand-off flat in waiters: p50 at {} ≤ {FLATNESS}× p50 at {} | {growth:.2}× | {verdict} |",
+                            escape(&subject.0),
+                            many.0,
+                            few.0
+                        );
+                    }
+                }
+            }
+        }
+        let _ = writeln!(o);
+    }
+
+    // Machine and versions.
+    if !report.bench.runs.is_empty() {
+        let _ = writeln!(o, "## Machine and versions\n");
+        let _ = writeln!(o, "| backend | mode | runs | measured (UTC) | machine | load avg at start | versions |");
+        let _ = writeln!(o, "|---|---|---|---|---|---|---|");
+        for (suite, runs) in &report.bench.runs {
+            let newest = &runs[0].1;
+            let m = &newest.machine;
+            let loads: Vec<String> =
+                runs.iter().filter_map(|r| r.1.machine.load_average.map(|l| format!("{l:.1}"))).collect();
+            let versions: Vec<String> = newest.versions.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            let when = |t: u64| utc(t);
+            let oldest = runs.last().map(|r| r.1.started_unix).unwrap_or(newest.started_unix);
+            let _ = writeln!(
+                o,
+                "| {suite} | {:?} | {} | {} … {} | {}, {} CPUs, {} MiB, {} | {} | {} |",
+                newest.mode,
+                runs.len(),
+                when(oldest),
+                when(newest.finished_unix),
+                escape(&m.cpu),
+                m.cpus,
+                m.memory_mib.map(|x| x.to_string()).unwrap_or_else(|| "?".into()),
+                escape(&m.os),
+                loads.join(", "),
+                escape(&versions.join(", ")),
+            );
+        }
+        let _ = writeln!(
+            o,
+            "\nEach backend's newest run was produced by: {}\n",
+            report.bench.runs.values().map(|r| format!("`{}`", r[0].1.command)).collect::<Vec<_>>().join(", ")
+        );
+    }
+
+    // Per-suite tables.
+    for (suite, figures) in &report.figures {
+        let _ = writeln!(o, "## Benchmark: {suite}\n");
+        let _ = writeln!(o, "| measurement | subject | p50 | p99 | max | × floor (p50) | ops/s | runs |");
+        let _ = writeln!(o, "|---|---|---|---|---|---|---|---|");
+        let mut sorted: Vec<&Figure> = figures.iter().collect();
+        sorted.sort_by(|a, b| a.kind.cmp(&b.kind).then(a.role.cmp(&b.role)).then(a.subject.cmp(&b.subject)));
+        for f in sorted {
+            let who = match f.role {
+                Role::Subject => f.subject.clone(),
+                Role::Floor => format!("{} (floor)", f.subject),
+                Role::Peer => format!("{} (peer)", f.subject),
+            };
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                f.kind.label(),
+                escape(&who),
+                format_ns(f.p50_ns),
+                format_ns(f.p99_ns),
+                format_ns(f.max_ns),
+                if f.role == Role::Floor { "1 (floor)".to_owned() } else { ratio(f.ratio) },
+                f.ops_per_sec.map(format_rate).unwrap_or_default(),
+                f.runs
+            );
+        }
+        let _ = writeln!(o);
+        if let Some((_, png)) = report.pictures.get("cdf").and_then(|p| p.iter().find(|(s, _)| s == suite)) {
+            picture(o, report, png, &format!("{suite}: hand-off latency CDF"));
+            let _ = writeln!(
+                o,
+                "How often a hand-off is at most this slow (newest run; dashed: floor). A curve far to the right of its floor, or with a long flat tail, is a lock that makes some waiters wait much longer than others.\n"
+            );
+        }
+        let _ = writeln!(
+            o,
+            "Uncontended figures are means over groups of {} operations (one clock read costs about as much as an uncontended tokio mutex); \
+             hand-off and throughput figures are per operation.\n",
+            crate::UNCONTENDED_GROUP
+        );
+    }
+    if let Some((_, png)) = report.pictures.get("throughput").and_then(|p| p.first()) {
+        let _ = writeln!(o, "## Throughput\n");
+        picture(o, report, png, "throughput against clients");
+        let _ = writeln!(
+            o,
+            "Lock + release per second as clients grow: solid lines contend on one shared key, dashed lines give each client its own key (how the backend scales when clients do not contend).\n"
+        );
+    }
+
+    // Conformance.
+    let _ = writeln!(o, "## Conformance: `lockcheck check`\n");
+    match report.check.value().and_then(check_matrix) {
+        Some((rows, columns, cells)) => {
+            if let Some((_, png)) = report.pictures.get("check").and_then(|p| p.first()) {
+                picture(o, report, png, "backend × property verdicts");
+            }
+            let _ = writeln!(o, "| backend | {} |", columns.join(" | "));
+            let _ = writeln!(o, "|---|{}", "---|".repeat(columns.len()));
+            for (r, row) in rows.iter().enumerate() {
+                let cells: Vec<&str> = (0..columns.len()).map(|c| cells.get(&(r, c)).copied().unwrap_or("–")).collect();
+                let _ = writeln!(o, "| {} | {} |", escape(row), cells.join(" | "));
+            }
+            let _ = writeln!(o);
+        }
+        None => {
+            let _ =
+                writeln!(o, "_No check results: run `lockcheck check --json {}`._\n", report.options.check.display());
+        }
+    }
+    generic_section(
+        o,
+        "Self-test: `lockcheck selftest` (each flawed locker and what caught it)",
+        report.selftest.value(),
+        &report.options.selftest,
+        "lockcheck selftest --json",
+    );
+    generic_section(
+        o,
+        "Model checking: `lockcheck model`",
+        report.model.value(),
+        &report.options.model,
+        "lockcheck model --json",
+    );
+
+    let _ = writeln!(o, "## Faults\n");
+    let faults = [report.faults.value(), report.check.value()].into_iter().flatten().find_map(fault_matrix);
+    match faults {
+        Some((rows, columns, cells)) => {
+            if let Some((_, png)) = report.pictures.get("faults").and_then(|p| p.first()) {
+                picture(o, report, png, "backend × fault outcomes");
+            }
+            let _ = writeln!(o, "| backend | {} |", columns.join(" | "));
+            let _ = writeln!(o, "|---|{}", "---|".repeat(columns.len()));
+            for (r, row) in rows.iter().enumerate() {
+                let cells: Vec<&str> = (0..columns.len()).map(|c| cells.get(&(r, c)).copied().unwrap_or("–")).collect();
+                let _ = writeln!(o, "| {} | {} |", escape(row), cells.join(" | "));
+            }
+            let _ = writeln!(
+                o,
+                "\n`predicted`: a violation the backend's declared capabilities predict (e.g. lock loss on a restart without persistence).\n"
+            );
+        }
+        None => {
+            let _ = writeln!(o, "_No fault results: {}._\n", report.options.faults.display());
+        }
+    }
+
+    if let Some(timelines) = report.pictures.get("timeline") {
+        let _ = writeln!(o, "## Counterexample timelines\n");
+        let _ = writeln!(
+            o,
+            "One row per client. Boxes are operations from invocation to return (faded: never returned); green bars are the \
+             time a client believed it held the lock (grant → release or expiry); red bands are where two clients held it at once.\n"
+        );
+        for (title, png) in timelines {
+            let _ = writeln!(o, "### {}\n", escape(title));
+            picture(o, report, png, title);
+        }
+    }
+
+    if !report.missing.is_empty() {
+        let _ = writeln!(o, "## Missing inputs\n");
+        for m in &report.missing {
+            let _ = writeln!(o, "- {}", escape(m));
+        }
+        let _ = writeln!(o);
+    }
+    out
+}
+
+fn generic_section(o: &mut String, title: &str, value: Option<&Value>, path: &Path, command: &str) {
+    let _ = writeln!(o, "## {title}\n");
+    match value.and_then(|v| generic_table(v, 8)) {
+        Some((columns, rows)) => {
+            let _ = writeln!(o, "| {} |", columns.join(" | "));
+            let _ = writeln!(o, "|{}", "---|".repeat(columns.len()));
+            for row in rows {
+                let _ = writeln!(o, "| {} |", row.iter().map(|c| escape(c)).collect::<Vec<_>>().join(" | "));
+            }
+            let _ = writeln!(o);
+        }
+        None if value.is_some() => {
+            let _ = writeln!(o, "_{} holds no table of results._\n", path.display());
+        }
+        None => {
+            let _ = writeln!(o, "_No results: run `{command} {}`._\n", path.display());
+        }
+    }
+}
+
+/// The distinct (subject, role) pairs of `figures` whose role passes `keep`, in order.
+fn subjects(figures: &[Figure], keep: impl Fn(Role) -> bool) -> Vec<(String, Role)> {
+    let mut out: Vec<(String, Role)> = Vec::new();
+    for f in figures.iter().filter(|f| keep(f.role)) {
+        if !out.iter().any(|(s, r)| *s == f.subject && *r == f.role) {
+            out.push((f.subject.clone(), f.role));
+        }
+    }
+    out
+}
+
+/// `2026-11-24 02:40` from Unix seconds (UTC; no calendar crate needed).
+fn utc(unix: u64) -> String {
+    let days = unix / 86_400;
+    let secs = unix % 86_400;
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}", secs / 3600, secs % 3600 / 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc(0), "1970-01-01 00:00");
+        assert_eq!(utc(1_795_919_241), "2026-11-29 02:27");
+    }
+}
