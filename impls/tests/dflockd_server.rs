@@ -144,7 +144,15 @@ async fn an_expired_lease_is_handed_on_and_its_wait_reports_it() {
 async fn auth_is_required_first_and_compared_exactly() {
     let server = server(|c| c.auth_token = Some("s3cret".into())).await;
     let addr = server.local_addr();
-    for attempt in [&b"l\nk\n0\n"[..], b"stats\n_\n_\n", b"ping\n_\n_\n", b"auth\n_\ns3cre\n", b"auth\n_\ns3cret2\n", b"auth\n_\n\n", b"AUTH\n_\ns3cret\n"] {
+    for attempt in [
+        &b"l\nk\n0\n"[..],
+        b"stats\n_\n_\n",
+        b"ping\n_\n_\n",
+        b"auth\n_\ns3cre\n",
+        b"auth\n_\ns3cret2\n",
+        b"auth\n_\n\n",
+        b"AUTH\n_\ns3cret\n",
+    ] {
         let mut c = Raw::connect(addr).await;
         c.send(attempt).await;
         assert_eq!(c.line().await.as_deref(), Some("error_auth"), "{:?}", String::from_utf8_lossy(attempt));
@@ -448,7 +456,11 @@ fn parser_smoke_on_corpus_and_random_bytes() {
         for request in protocol::parse_stream(input).into_iter().flatten() {
             use protocol::Request::*;
             match request {
-                Acquire { key, .. } | Release { key, .. } | Renew { key, .. } | Enqueue { key, .. } | Wait { key, .. } => {
+                Acquire { key, .. }
+                | Release { key, .. }
+                | Renew { key, .. }
+                | Enqueue { key, .. }
+                | Wait { key, .. } => {
                     assert!(protocol::is_valid_key(&key), "accepted key {key:?} from {input:?}");
                 }
                 Auth { .. } | Stats | Ping => {}

@@ -67,9 +67,8 @@ fn parse_grant(command: &'static str, word: &str, reply: &str) -> Result<Grant, 
     let mut fields = reply.split(' ');
     match (fields.next(), fields.next(), fields.next(), fields.next()) {
         (Some(w), Some(token), Some(lease), None) if w == word && !token.is_empty() => {
-            let lease_s = super::protocol::parse_seconds(lease)
-                .filter(|&s| s > 0)
-                .ok_or_else(|| unexpected(command, reply))?;
+            let lease_s =
+                super::protocol::parse_seconds(lease).filter(|&s| s > 0).ok_or_else(|| unexpected(command, reply))?;
             Ok(Grant { token: token.to_owned(), lease_s })
         }
         _ => Err(status_or_unexpected(command, reply)),
@@ -153,7 +152,12 @@ async fn wait_in(conn: &mut Connection, ns: Namespace, key: &str, timeout: Durat
 
 /// `l`: takes the lock, waiting up to `timeout` (zero = try once). `Err(Timeout)` if the
 /// wait ran out. `lease_s` `None` = the server's default lease.
-pub async fn acquire(conn: &mut Connection, key: &str, timeout: Duration, lease_s: Option<u64>) -> Result<Grant, DflockdError> {
+pub async fn acquire(
+    conn: &mut Connection,
+    key: &str,
+    timeout: Duration,
+    lease_s: Option<u64>,
+) -> Result<Grant, DflockdError> {
     acquire_in(conn, Namespace::Lock, key, timeout, None, lease_s).await
 }
 
@@ -195,12 +199,22 @@ pub async fn sem_release(conn: &mut Connection, key: &str, token: &str) -> Resul
 }
 
 /// `sn`: renews a permit's lease.
-pub async fn sem_renew(conn: &mut Connection, key: &str, token: &str, lease_s: Option<u64>) -> Result<u64, DflockdError> {
+pub async fn sem_renew(
+    conn: &mut Connection,
+    key: &str,
+    token: &str,
+    lease_s: Option<u64>,
+) -> Result<u64, DflockdError> {
     renew_in(conn, Namespace::Semaphore, key, token, lease_s).await
 }
 
 /// `se`: joins the semaphore's queue (or takes a permit at once).
-pub async fn sem_enqueue(conn: &mut Connection, key: &str, limit: u32, lease_s: Option<u64>) -> Result<Enqueued, DflockdError> {
+pub async fn sem_enqueue(
+    conn: &mut Connection,
+    key: &str,
+    limit: u32,
+    lease_s: Option<u64>,
+) -> Result<Enqueued, DflockdError> {
     enqueue_in(conn, Namespace::Semaphore, key, Some(limit), lease_s).await
 }
 
@@ -251,7 +265,12 @@ pub async fn enqueue_ns(
 }
 
 /// Generic over the name space: `w` or `sw`.
-pub async fn wait_ns(conn: &mut Connection, ns: Namespace, key: &str, timeout: Duration) -> Result<Grant, DflockdError> {
+pub async fn wait_ns(
+    conn: &mut Connection,
+    ns: Namespace,
+    key: &str,
+    timeout: Duration,
+) -> Result<Grant, DflockdError> {
     wait_in(conn, ns, key, timeout).await
 }
 

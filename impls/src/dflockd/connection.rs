@@ -112,9 +112,11 @@ impl Connection {
             };
             Ok(stream)
         };
-        let stream = tokio::time::timeout(options.connect_timeout, connect).await.map_err(|_| {
-            DflockdError::Connect { addr: addr.to_owned(), source: io::Error::new(io::ErrorKind::TimedOut, "connect timed out") }
-        })??;
+        let stream =
+            tokio::time::timeout(options.connect_timeout, connect).await.map_err(|_| DflockdError::Connect {
+                addr: addr.to_owned(),
+                source: io::Error::new(io::ErrorKind::TimedOut, "connect timed out"),
+            })??;
         Ok(Connection {
             stream: BufReader::with_capacity(4096, stream),
             addr: addr.to_owned(),
@@ -136,7 +138,13 @@ impl Connection {
 
     /// Sends `<cmd>\n<key>\n<arg>\n` and returns the reply line without its newline.
     /// `command` names the operation in errors.
-    pub async fn request(&mut self, command: &'static str, cmd: &str, key: &str, arg: &str) -> Result<String, DflockdError> {
+    pub async fn request(
+        &mut self,
+        command: &'static str,
+        cmd: &str,
+        key: &str,
+        arg: &str,
+    ) -> Result<String, DflockdError> {
         if self.in_flight {
             return Err(DflockdError::Poisoned);
         }

@@ -344,7 +344,10 @@ macro_rules! high_level {
 
         impl std::fmt::Debug for $name {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.debug_struct(stringify!($name)).field("key", &self.0.key).field("held", &self.0.token().is_some()).finish()
+                f.debug_struct(stringify!($name))
+                    .field("key", &self.0.key)
+                    .field("held", &self.0.token().is_some())
+                    .finish()
             }
         }
     };

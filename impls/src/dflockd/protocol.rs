@@ -413,7 +413,10 @@ mod tests {
             ok("sl", "k", "0 3"),
             Request::Acquire { ns: Namespace::Semaphore, key: "k".into(), timeout_s: 0, limit: 3, lease_s: None }
         );
-        assert_eq!(ok("e", "k", ""), Request::Enqueue { ns: Namespace::Lock, key: "k".into(), limit: 1, lease_s: None });
+        assert_eq!(
+            ok("e", "k", ""),
+            Request::Enqueue { ns: Namespace::Lock, key: "k".into(), limit: 1, lease_s: None }
+        );
         assert_eq!(
             ok("se", "k", "2 7"),
             Request::Enqueue { ns: Namespace::Semaphore, key: "k".into(), limit: 2, lease_s: Some(7) }
@@ -423,7 +426,10 @@ mod tests {
             ok("n", "k", "tok 9"),
             Request::Renew { ns: Namespace::Lock, key: "k".into(), token: "tok".into(), lease_s: Some(9) }
         );
-        assert_eq!(ok("sr", "k", "tok"), Request::Release { ns: Namespace::Semaphore, key: "k".into(), token: "tok".into() });
+        assert_eq!(
+            ok("sr", "k", "tok"),
+            Request::Release { ns: Namespace::Semaphore, key: "k".into(), token: "tok".into() }
+        );
         assert_eq!(ok("auth", "_", "  s3cret \t"), Request::Auth { secret: "s3cret".into() });
         assert_eq!(ok("stats", "_", "_"), Request::Stats);
         assert_eq!(ok("ping", "", ""), Request::Ping);
@@ -453,10 +459,10 @@ mod tests {
         assert_eq!(scan_line(b"ab\r\ncd"), LineScan::Line { content_len: 2, consumed: 4 });
         assert_eq!(scan_line(b"ab"), LineScan::Incomplete);
         let max = vec![b'a'; MAX_LINE_BYTES];
-        assert_eq!(scan_line(&[max.as_slice(), b"\r\n"].concat()), LineScan::Line {
-            content_len: MAX_LINE_BYTES,
-            consumed: MAX_LINE_BYTES + 2
-        });
+        assert_eq!(
+            scan_line(&[max.as_slice(), b"\r\n"].concat()),
+            LineScan::Line { content_len: MAX_LINE_BYTES, consumed: MAX_LINE_BYTES + 2 }
+        );
         assert_eq!(scan_line(&[max.as_slice(), b"a\n"].concat()), LineScan::TooLong);
         assert_eq!(scan_line(&vec![b'a'; 10_000]), LineScan::TooLong);
     }

@@ -177,7 +177,8 @@ impl Server {
     /// Binds and starts serving in the background on the current tokio runtime.
     pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
         let addr = format!("{}:{}", config.host, config.port);
-        let listener = TcpListener::bind(&addr).await.map_err(|source| ServerError::Bind { addr: addr.clone(), source })?;
+        let listener =
+            TcpListener::bind(&addr).await.map_err(|source| ServerError::Bind { addr: addr.clone(), source })?;
         let local = listener.local_addr().map_err(|source| ServerError::Bind { addr, source })?;
         let fence = FenceCounter::new(config.fence_state_file.clone())?;
         let (drain, draining) = watch::channel(false);
@@ -271,7 +272,12 @@ impl Drop for Server {
     }
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, sessions: Arc<Mutex<JoinSet<()>>>, config: ServerConfig) {
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    sessions: Arc<Mutex<JoinSet<()>>>,
+    config: ServerConfig,
+) {
     static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
     let tls = config.tls.as_ref().map(|t| tokio_rustls::TlsAcceptor::from(t.config.clone()));
     loop {

@@ -93,7 +93,14 @@ pub(crate) struct Table {
 }
 
 impl Books {
-    fn grant(&mut self, id: &KeyId, st: &mut KeyState, conn: ConnId, lease_s: u64, now: Instant) -> Result<Grant, Status> {
+    fn grant(
+        &mut self,
+        id: &KeyId,
+        st: &mut KeyState,
+        conn: ConnId,
+        lease_s: u64,
+        now: Instant,
+    ) -> Result<Grant, Status> {
         let fence = self.fence.next().map_err(|_| Status::Error)?;
         let token = token(fence);
         let expires_at = after(now, lease_s);
@@ -393,7 +400,9 @@ impl Table {
                     "key": id.1, "limit": st.limit, "holders": live.len(), "waiters": waiters,
                 })),
                 (Namespace::Lock, true) => idle_locks.push(serde_json::json!({"key": id.1, "idle_s": idle_s})),
-                (Namespace::Semaphore, true) => idle_semaphores.push(serde_json::json!({"key": id.1, "idle_s": idle_s})),
+                (Namespace::Semaphore, true) => {
+                    idle_semaphores.push(serde_json::json!({"key": id.1, "idle_s": idle_s}))
+                }
             }
         }
         serde_json::json!({
