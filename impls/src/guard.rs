@@ -166,8 +166,13 @@ impl<L: Locker + ?Sized + 'static> Drop for LockGuard<L> {
 }
 
 async fn renew_loop<L: Locker + ?Sized>(locker: Arc<L>, shared: Arc<Shared>, policy: AutoRenew) {
-    let at_fraction = policy.at_fraction.clamp(0.05, 0.95);
-    let early_jitter = policy.early_jitter.clamp(0.0, at_fraction - 0.01);
+    // `f64::clamp` passes NaN through (and panics on a NaN bound), which would kill this
+    // task silently and let the lease expire: nonsense falls back to the defaults.
+    let default = AutoRenew::default();
+    let at_fraction = if policy.at_fraction.is_finite() { policy.at_fraction } else { default.at_fraction };
+    let at_fraction = at_fraction.clamp(0.05, 0.95);
+    let early_jitter = if policy.early_jitter.is_finite() { policy.early_jitter } else { default.early_jitter };
+    let early_jitter = early_jitter.clamp(0.0, at_fraction - 0.01);
     let mut retry_at = None;
     loop {
         let lease = shared.lease();
