@@ -176,9 +176,14 @@ impl BenchRun {
         floors().find(|f| f.kind == m.kind).or_else(|| floors().find(|f| f.kind == Kind::RoundTrip))
     }
 
-    /// `m`'s median latency as a multiple of its floor's median.
+    /// How many times slower than its floor `m` is: the ratio of median latencies, or for
+    /// throughput the floor's operations per second over `m`'s (per-operation latency under
+    /// contention is mostly queueing, which says little about the lock itself).
     pub fn ratio_to_floor(&self, m: &Measurement) -> Option<f64> {
         let floor = self.floor_for(m)?;
+        if let (Kind::Throughput { .. }, Some(ours), Some(theirs)) = (m.kind, m.ops_per_sec, floor.ops_per_sec) {
+            return (ours > 0.0).then(|| theirs / ours);
+        }
         (floor.latency.p50_ns > 0.0).then(|| m.latency.p50_ns / floor.latency.p50_ns)
     }
 

@@ -231,7 +231,7 @@ pub(crate) fn readme(report: &Report) -> String {
     // Per-suite tables.
     for (suite, figures) in &report.figures {
         let _ = writeln!(o, "## Benchmark: {suite}\n");
-        let _ = writeln!(o, "| measurement | subject | p50 | p99 | max | × floor (p50) | ops/s | runs |");
+        let _ = writeln!(o, "| measurement | subject | p50 | p99 | max | × floor | ops/s | runs |");
         let _ = writeln!(o, "|---|---|---|---|---|---|---|---|");
         let mut sorted: Vec<&Figure> = figures.iter().collect();
         sorted.sort_by(|a, b| a.kind.cmp(&b.kind).then(a.role.cmp(&b.role)).then(a.subject.cmp(&b.subject)));
@@ -254,7 +254,10 @@ pub(crate) fn readme(report: &Report) -> String {
                 f.runs
             );
         }
-        let _ = writeln!(o);
+        let _ = writeln!(
+            o,
+            "\n× floor: how many times slower than the floor of the same run — median latencies, or for throughput the floor's operations per second over the subject's.\n"
+        );
         if let Some((_, png)) = report.pictures.get("cdf").and_then(|p| p.iter().find(|(s, _)| s == suite)) {
             picture(o, report, png, &format!("{suite}: hand-off latency CDF"));
             let _ = writeln!(
