@@ -1,2 +1,111 @@
-//! The lockcheck conformance harness.
+//! The lockcheck conformance harness: tells anyone whether a lock backend is correct.
+//!
+//! - [`history`]: a recorder that wraps any [`Locker`](lockcheck_impls::Locker) and records
+//!   every operation with its invoke/return instants and outcome (ok, failed, indeterminate).
+//! - [`checkers`]: linearizability against the spec (memoizing Wing–Gong–Lowe, per key, with a
+//!   budget), real-time exclusion, fencing, bounded waits, FIFO. Each says Valid, Invalid with
+//!   a minimal counterexample, or Unknown — never a silent pass.
+//! - [`suite`]: the checks, written once: scenarios (every behaviour the original Go lockers
+//!   tested and more), a sequential model-based test with the spec as reference, and seeded
+//!   concurrent random workloads. Capability-aware: unclaimed properties are reported as
+//!   "not claimed".
+//! - [`mutants`]: deliberately broken lockers the suite must catch.
+//! - [`backends`]: backend URLs (`memory`, `redis://…`, …) to [`Backend`]s.
+//!
+//! # Plugging in a backend
+//!
+//! Implement [`Backend`] (or wrap a single-process locker in [`SharedLocker`]), then either
+//! run the whole suite and read the report:
+//!
+//! ```
+//! use lockcheck_conformance::{run_suite, SharedLocker, SuiteConfig, Status};
+//!
+//! # tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async {
+//! let backend = SharedLocker::memory();
+//! let config = SuiteConfig::with_seed(7).only(["double_try_acquire_fails", "fencing_increases"]);
+//! let report = run_suite(&backend, &config).await;
+//! println!("{report}");
+//! assert_eq!(report.status(), Status::Passed);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # })?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! or generate one `#[test]` per check in your own crate's `tests/`, the way ripgrep's
+//! `rgtest!` does — each test panics with the counterexample when its check fails, and a
+//! check your backend does not claim prints "not claimed":
+//!
+//! ```
+//! use lockcheck_conformance::{conformance_suite, SharedLocker, SuiteConfig};
+//!
+//! conformance_suite!(memory, SharedLocker::memory());
+//!
+//! // With your own configuration (seed, cases, time scales):
+//! conformance_suite!(memory_quick, SharedLocker::memory(), SuiteConfig::default().cases(1));
+//! # fn main() {}
+//! ```
+//!
+//! # Environment
+//!
+//! Every variable the suite reads:
+//!
+//! | variable | meaning |
+//! |---|---|
+//! | `LOCKCHECK_SEED` | the seed of every randomized check (default: random, printed). |
+//!
+//! The service layer (`services`, behind the `services` feature) documents its own.
 #![deny(missing_docs)]
+
+mod backend;
+pub mod backends;
+pub mod checkers;
+pub mod history;
+pub mod mutants;
+pub mod suite;
+
+#[cfg(feature = "services")]
+pub mod services;
+
+pub use backend::{Backend, SharedLocker, Timing};
+pub use checkers::{Counterexample, Verdict};
+pub use history::{History, Recorder, RecordingLocker};
+pub use lockcheck_model::spec::Property;
+pub use suite::{CHECKS, CheckInfo, CheckResult, Claim, Status, SuiteConfig, SuiteReport, run_check, run_suite};
+
+/// Expands to a module `$name` with one `#[test]` per check of the suite, run against
+/// `$backend` (an expression evaluated afresh in every test). An optional third argument is
+/// the [`SuiteConfig`].
+///
+/// A test fails on a violated property *and* on an unknown verdict (a backend error, a
+/// checker out of budget); a check whose capability the backend does not claim passes and
+/// prints "not claimed".
+#[macro_export]
+macro_rules! conformance_suite {
+    ($name:ident, $backend:expr) => {
+        $crate::conformance_suite!($name, $backend, $crate::SuiteConfig::default());
+    };
+    ($name:ident, $backend:expr, $config:expr) => {
+        $crate::conformance_suite!(@tests $name, $backend, $config,
+            double_try_acquire_fails release_by_non_holder_is_noop acquire_waits_then_wins
+            ttl_expiry_frees_lock acquire_honours_wait_bound no_lost_wakeup
+            next_holder_survives_old_ttl refresh_extends refresh_after_loss_reports_loss
+            remaining_ttl_counts_down racing_try_acquires fencing_increases
+            cancelled_acquire_leaves_nothing fifo_hand_off semaphore_admits_limit
+            crashed_holder_frees_within_ttl stale_holder_fenced_off sequential_model
+            random_workload);
+    };
+    (@tests $name:ident, $backend:expr, $config:expr, $($check:ident)*) => {
+        #[cfg(test)]
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[test]
+                fn $check() {
+                    let backend = $backend;
+                    $crate::suite::run_check_in_test(&backend, stringify!($check), $config);
+                }
+            )*
+        }
+    };
+}

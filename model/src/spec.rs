@@ -1,1 +1,617 @@
-//! Sequential spec (being built).
+//! The sequential spec of a leased lock or semaphore on one key, with logical time.
+//!
+//! [`LockSpec`] is the reference object a history of lock operations is checked against. It
+//! implements stateright's [`SequentialSpec`], so it plugs into stateright's
+//! `LinearizabilityTester` as well as into lockcheck's own memoizing checker.
+//!
+//! # State
+//!
+//! Per key: the current holders (lease, fencing token, expiry), and the last fencing token
+//! granted. Keys are independent, so a history is checked per key (linearizability is
+//! compositional: Herlihy & Wing 1990) and the spec models one key.
+//!
+//! # Time
+//!
+//! Every operation carries the [`Window`] in which it took effect: from its invocation to its
+//! return, in microseconds of one clock (the recorder's). The spec keeps the lower bound of
+//! the current logical instant (`now`): a later operation in the linearization cannot take
+//! effect before an earlier one did. A lease granted somewhere inside `[from, to]` with
+//! lease duration `ttl` expires somewhere inside `[from + ttl, to + ttl]`.
+//!
+//! # Tolerance near lease boundaries
+//!
+//! Close to a lease's end, a backend may legitimately see the lease either as still held or
+//! as expired: clocks drift, requests travel, timers fire late. Rather than guess, the spec
+//! accepts **either outcome** when the operation's window comes within `tolerance` of the
+//! lease's expiry interval. Concretely a holder is
+//! - surely alive if `to + tolerance < earliest expiry`,
+//! - surely expired if `from > latest expiry + tolerance`,
+//! - ambiguous otherwise: an operation may treat it as held (and it stays a holder) or as
+//!   expired (and it is dropped for good).
+//!
+//! When a grant needs room and only ambiguous holders stand in the way, the spec expires the
+//! ambiguous holders with the earliest latest-expiry first. That greedy choice keeps the spec
+//! deterministic per (operation, return) pair, which a memoizing checker needs.
+//!
+//! # Fencing
+//!
+//! A grant's fencing token must be strictly greater than every earlier grant's on the key
+//! (Kleppmann, "How to do distributed locking", 2016). Tokens need not be consecutive: a
+//! backend with one counter for all keys is correct.
+//!
+//! # What the spec does not decide
+//!
+//! Liveness (no lost wake-up, bounded waits), FIFO order, cancel safety and crash safety are
+//! properties of *when* things happen, not of which sequential order explains them; the
+//! conformance harness checks them with dedicated checkers and scenarios. Every property has a
+//! name in [`Property`].
+
+use std::fmt;
+
+use stateright::semantics::SequentialSpec;
+
+/// Microseconds on the recorder's clock.
+pub type Micros = u64;
+
+/// The interval in which an operation took effect: from its invocation to its return.
+/// An operation that never returned (indeterminate) has `to == Micros::MAX`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct Window {
+    /// The invocation instant.
+    pub from: Micros,
+    /// The return instant.
+    pub to: Micros,
+}
+
+impl Window {
+    /// The window `[from, to]`.
+    pub const fn new(from: Micros, to: Micros) -> Self {
+        Window { from, to }
+    }
+
+    /// An instantaneous operation at `at` (handy in tests).
+    pub const fn at(at: Micros) -> Self {
+        Window { from: at, to: at }
+    }
+}
+
+/// Names one grant in a history. Release, refresh and remaining-TTL refer to the grant they
+/// act on; an acquire names the grant it would produce.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct LeaseId(pub u32);
+
+impl fmt::Display for LeaseId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "L{}", self.0)
+    }
+}
+
+/// An operation on one key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum LockOp {
+    /// Try-acquire or acquire with a wait bound: asks for one of `limit` slots for `ttl`.
+    Acquire {
+        /// The grant this acquire produces if it succeeds.
+        lease: LeaseId,
+        /// Lease duration.
+        ttl: Micros,
+        /// Permit limit (1 for a lock).
+        limit: u32,
+        /// When it took effect.
+        at: Window,
+    },
+    /// Gives a lease back.
+    Release {
+        /// The lease.
+        lease: LeaseId,
+        /// When it took effect.
+        at: Window,
+    },
+    /// Extends a lease to `ttl` from the moment it takes effect.
+    Refresh {
+        /// The lease.
+        lease: LeaseId,
+        /// The new lease duration.
+        ttl: Micros,
+        /// When it took effect.
+        at: Window,
+    },
+    /// Asks how long a lease has left.
+    Remaining {
+        /// The lease.
+        lease: LeaseId,
+        /// When it took effect.
+        at: Window,
+    },
+}
+
+impl LockOp {
+    /// When the operation took effect.
+    pub fn window(&self) -> Window {
+        match self {
+            LockOp::Acquire { at, .. }
+            | LockOp::Release { at, .. }
+            | LockOp::Refresh { at, .. }
+            | LockOp::Remaining { at, .. } => *at,
+        }
+    }
+
+    /// The lease the operation produces or acts on.
+    pub fn lease(&self) -> LeaseId {
+        match self {
+            LockOp::Acquire { lease, .. }
+            | LockOp::Release { lease, .. }
+            | LockOp::Refresh { lease, .. }
+            | LockOp::Remaining { lease, .. } => *lease,
+        }
+    }
+}
+
+/// What an operation returned.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum LockRet {
+    /// The acquire was granted, with this fencing token.
+    Granted {
+        /// The fencing token.
+        fence: u64,
+    },
+    /// The acquire found no free slot (try-acquire's `None`, acquire's time-out).
+    NotGranted,
+    /// The release's answer: whether the lease was still held.
+    Released(bool),
+    /// The refresh's answer: whether the lease was still held.
+    Refreshed(bool),
+    /// The remaining time of the lease, `None` if it is no longer held.
+    Remaining(Option<Micros>),
+}
+
+/// One holder of a slot.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Holder {
+    lease: LeaseId,
+    fence: u64,
+    /// Earliest and latest instant the lease can end, given when it was granted or refreshed.
+    expires_between: (Micros, Micros),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Liveness {
+    Alive,
+    Ambiguous,
+    Expired,
+}
+
+/// The sequential reference object for one key of a leased lock or semaphore.
+///
+/// ```
+/// use lockcheck_model::spec::{LeaseId, LockOp, LockRet, LockSpec, Window};
+/// use stateright::semantics::SequentialSpec;
+///
+/// let mut key = LockSpec::with_tolerance(1_000);
+/// let acquire = |lease, at| LockOp::Acquire { lease: LeaseId(lease), ttl: 50_000, limit: 1, at: Window::at(at) };
+/// assert!(key.is_valid_step(&acquire(1, 0), &LockRet::Granted { fence: 1 }));
+/// // Held: a second acquire 10 ms later cannot be granted...
+/// assert!(!key.clone().is_valid_step(&acquire(2, 10_000), &LockRet::Granted { fence: 2 }));
+/// // ...but once the lease has surely expired it must be.
+/// assert!(key.is_valid_step(&acquire(2, 60_000), &LockRet::Granted { fence: 2 }));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct LockSpec {
+    tolerance: Micros,
+    now: Micros,
+    last_fence: Option<u64>,
+    holders: Vec<Holder>,
+}
+
+impl Default for LockSpec {
+    /// A free key with a tolerance of 2 ms.
+    fn default() -> Self {
+        LockSpec::with_tolerance(2_000)
+    }
+}
+
+impl LockSpec {
+    /// A free key; operations within `tolerance` µs of a lease boundary may see either outcome.
+    pub fn with_tolerance(tolerance: Micros) -> Self {
+        LockSpec { tolerance, now: 0, last_fence: None, holders: Vec::new() }
+    }
+
+    /// The tolerance near lease boundaries, in µs.
+    pub fn tolerance(&self) -> Micros {
+        self.tolerance
+    }
+
+    /// The last fencing token granted, if any.
+    pub fn last_fence(&self) -> Option<u64> {
+        self.last_fence
+    }
+
+    /// The leases currently counted as held (surely alive or ambiguous), in grant order.
+    pub fn holders(&self) -> impl Iterator<Item = LeaseId> + '_ {
+        self.holders.iter().map(|holder| holder.lease)
+    }
+
+    fn liveness(&self, holder: &Holder, from: Micros, to: Micros) -> Liveness {
+        let (earliest, latest) = holder.expires_between;
+        if to.saturating_add(self.tolerance) < earliest {
+            Liveness::Alive
+        } else if from > latest.saturating_add(self.tolerance) {
+            Liveness::Expired
+        } else {
+            Liveness::Ambiguous
+        }
+    }
+
+    /// Moves the logical clock to the operation's window and forgets surely expired holders.
+    fn enter(&mut self, at: Window) -> (Micros, Micros) {
+        let from = at.from.max(self.now);
+        let to = at.to.max(from);
+        self.now = from;
+        let holders = std::mem::take(&mut self.holders);
+        self.holders = holders.into_iter().filter(|h| self.liveness(h, from, to) != Liveness::Expired).collect();
+        (from, to)
+    }
+
+    fn position(&self, lease: LeaseId) -> Option<usize> {
+        self.holders.iter().position(|holder| holder.lease == lease)
+    }
+
+    /// "The lease is not held": true unless it is surely alive; drops it if it was ambiguous.
+    fn lease_lost(&mut self, lease: LeaseId, from: Micros, to: Micros) -> bool {
+        match self.position(lease) {
+            None => true,
+            Some(at) if self.liveness(&self.holders[at], from, to) == Liveness::Alive => false,
+            Some(at) => {
+                self.holders.remove(at);
+                true
+            }
+        }
+    }
+
+    /// Applies `op` with return `ret` if the spec allows it; `ret == None` means the return
+    /// is unknown (an indeterminate operation) and the spec picks the outcome [`invoke`]
+    /// would. On `false` the state may be partly updated: step a clone.
+    ///
+    /// [`invoke`]: SequentialSpec::invoke
+    pub fn step(&mut self, op: &LockOp, ret: Option<&LockRet>) -> bool {
+        let Some(ret) = ret else {
+            let ret = self.choose(op);
+            return self.step(op, Some(&ret));
+        };
+        let (from, to) = self.enter(op.window());
+        match (op, ret) {
+            (LockOp::Acquire { lease, ttl, limit, .. }, LockRet::Granted { fence }) => {
+                if self.last_fence.is_some_and(|last| *fence <= last) || self.position(*lease).is_some() {
+                    return false;
+                }
+                let limit = *limit as usize;
+                let alive = self.holders.iter().filter(|h| self.liveness(h, from, to) == Liveness::Alive).count();
+                if alive >= limit {
+                    return false;
+                }
+                // Expire just enough ambiguous holders, those that end earliest first.
+                let mut excess = (self.holders.len() + 1).saturating_sub(limit);
+                while excess > 0 {
+                    let victim = (0..self.holders.len())
+                        .filter(|&i| self.liveness(&self.holders[i], from, to) == Liveness::Ambiguous)
+                        .min_by_key(|&i| self.holders[i].expires_between.1)
+                        .expect("fewer alive holders than the limit");
+                    self.holders.remove(victim);
+                    excess -= 1;
+                }
+                self.holders.push(Holder {
+                    lease: *lease,
+                    fence: *fence,
+                    expires_between: (from.saturating_add(*ttl), to.saturating_add(*ttl)),
+                });
+                self.last_fence = Some(*fence);
+                true
+            }
+            (LockOp::Acquire { limit, .. }, LockRet::NotGranted) => self.holders.len() >= *limit as usize,
+            (LockOp::Release { lease, .. }, LockRet::Released(true)) => match self.position(*lease) {
+                Some(at) => {
+                    self.holders.remove(at);
+                    true
+                }
+                None => false,
+            },
+            (LockOp::Release { lease, .. }, LockRet::Released(false))
+            | (LockOp::Refresh { lease, .. }, LockRet::Refreshed(false))
+            | (LockOp::Remaining { lease, .. }, LockRet::Remaining(None)) => self.lease_lost(*lease, from, to),
+            (LockOp::Refresh { lease, ttl, .. }, LockRet::Refreshed(true)) => match self.position(*lease) {
+                Some(at) => {
+                    self.holders[at].expires_between = (from.saturating_add(*ttl), to.saturating_add(*ttl));
+                    true
+                }
+                None => false,
+            },
+            (LockOp::Remaining { lease, .. }, LockRet::Remaining(Some(left))) => match self.position(*lease) {
+                // The lease ends at some instant `t + left` with `t` in the window; that must
+                // fall in its expiry interval, give or take the tolerance.
+                Some(at) => {
+                    let (earliest, latest) = self.holders[at].expires_between;
+                    from.saturating_add(*left) <= latest.saturating_add(self.tolerance)
+                        && to.saturating_add(*left).saturating_add(self.tolerance) >= earliest
+                }
+                None => false,
+            },
+            _ => false,
+        }
+    }
+
+    /// The outcome the spec picks when it must pick one (stateright's `invoke`).
+    fn choose(&self, op: &LockOp) -> LockRet {
+        let mut probe = self.clone();
+        let (from, to) = probe.enter(op.window());
+        match op {
+            LockOp::Acquire { limit, .. } => {
+                let alive = probe.holders.iter().filter(|h| probe.liveness(h, from, to) == Liveness::Alive).count();
+                if alive < *limit as usize {
+                    LockRet::Granted { fence: probe.last_fence.map_or(1, |last| last + 1) }
+                } else {
+                    LockRet::NotGranted
+                }
+            }
+            LockOp::Release { lease, .. } => LockRet::Released(probe.position(*lease).is_some()),
+            LockOp::Refresh { lease, .. } => LockRet::Refreshed(probe.position(*lease).is_some()),
+            LockOp::Remaining { lease, .. } => LockRet::Remaining(
+                probe.position(*lease).map(|at| probe.holders[at].expires_between.0.saturating_sub(from)),
+            ),
+        }
+    }
+
+    /// Which property a rejected step breaks, for reports. `None` if the step is allowed.
+    pub fn violated_by(&self, op: &LockOp, ret: &LockRet) -> Option<Property> {
+        if self.clone().step(op, Some(ret)) {
+            return None;
+        }
+        Some(match (op, ret) {
+            (LockOp::Acquire { lease, .. }, LockRet::Granted { fence }) => {
+                if self.last_fence.is_some_and(|last| *fence <= last) || self.position(*lease).is_some() {
+                    Property::Fencing
+                } else {
+                    Property::MutualExclusion
+                }
+            }
+            // Refused although the key had room: a lease that should have expired still blocked.
+            (LockOp::Acquire { .. }, LockRet::NotGranted) => Property::Expiry,
+            // Answered "held" for a lease that was not (or the other way round).
+            (LockOp::Remaining { .. }, LockRet::Remaining(Some(_))) if self.position(op.lease()).is_some() => {
+                Property::Expiry
+            }
+            _ => Property::Ownership,
+        })
+    }
+}
+
+impl SequentialSpec for LockSpec {
+    type Op = LockOp;
+    type Ret = LockRet;
+
+    fn invoke(&mut self, op: &LockOp) -> LockRet {
+        let ret = self.choose(op);
+        let applied = self.step(op, Some(&ret));
+        debug_assert!(applied, "the spec accepts its own choice");
+        ret
+    }
+
+    fn is_valid_step(&mut self, op: &LockOp, ret: &LockRet) -> bool {
+        self.step(op, Some(ret))
+    }
+}
+
+/// The properties lockcheck checks, P1–P10, each with a plain-English name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Property {
+    /// P1: never more than `limit` unexpired grants per key.
+    MutualExclusion,
+    /// P2: release/refresh with a token that is not current changes nothing.
+    Ownership,
+    /// P3: fencing tokens strictly increase per key, in grant order.
+    Fencing,
+    /// P4: an expired lease frees its slot; no grant while an unexpired one blocks it.
+    Expiry,
+    /// P5: when a slot frees while someone waits, a waiter is granted promptly.
+    NoLostWakeup,
+    /// P6: acquire returns within its wait bound (plus a small slack).
+    BoundedWait,
+    /// P7: a cancelled acquire leaves no grant behind.
+    CancelSafety,
+    /// P8: waiters are granted in arrival order (only where claimed).
+    Fifo,
+    /// P9: a crashed holder's slot frees within its TTL (where server-side expiry is claimed).
+    CrashSafety,
+    /// P10: a resource that checks fencing tokens never accepts a stale writer.
+    ResourceSafety,
+}
+
+/// Whether a property constrains what may happen or what must eventually happen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PropertyKind {
+    /// Nothing bad happens.
+    Safety,
+    /// Something good happens (in time).
+    Liveness,
+    /// Both: the expiry property frees slots (liveness) and forbids early grants (safety).
+    SafetyAndLiveness,
+    /// An ordering promise.
+    Fairness,
+    /// Safety of the protected resource, end to end.
+    EndToEndSafety,
+}
+
+impl Property {
+    /// All properties, P1 to P10.
+    pub const ALL: [Property; 10] = [
+        Property::MutualExclusion,
+        Property::Ownership,
+        Property::Fencing,
+        Property::Expiry,
+        Property::NoLostWakeup,
+        Property::BoundedWait,
+        Property::CancelSafety,
+        Property::Fifo,
+        Property::CrashSafety,
+        Property::ResourceSafety,
+    ];
+
+    /// The number in DESIGN.md: 1 for P1.
+    pub fn number(self) -> u8 {
+        Property::ALL.iter().position(|p| *p == self).expect("listed") as u8 + 1
+    }
+
+    /// `P1`…`P10`.
+    pub fn code(self) -> String {
+        format!("P{}", self.number())
+    }
+
+    /// The plain-English name, e.g. "mutual exclusion".
+    pub fn name(self) -> &'static str {
+        match self {
+            Property::MutualExclusion => "mutual exclusion",
+            Property::Ownership => "ownership",
+            Property::Fencing => "fencing",
+            Property::Expiry => "expiry",
+            Property::NoLostWakeup => "no lost wake-up",
+            Property::BoundedWait => "bounded waits",
+            Property::CancelSafety => "cancel safety",
+            Property::Fifo => "FIFO",
+            Property::CrashSafety => "crash safety",
+            Property::ResourceSafety => "resource safety",
+        }
+    }
+
+    /// One sentence a lock user understands.
+    pub fn description(self) -> &'static str {
+        match self {
+            Property::MutualExclusion => "never more than `limit` unexpired grants per key",
+            Property::Ownership => "release/refresh with a token that is not current changes nothing",
+            Property::Fencing => "fencing tokens strictly increase per key, in grant order",
+            Property::Expiry => "an expired lease frees its slot; no grant while an unexpired one blocks it",
+            Property::NoLostWakeup => "when a slot frees while someone waits, a waiter is granted promptly",
+            Property::BoundedWait => "acquire returns within its wait bound (+ small slack)",
+            Property::CancelSafety => "a cancelled acquire leaves no grant behind",
+            Property::Fifo => "waiters are granted in arrival order (only where claimed)",
+            Property::CrashSafety => {
+                "a crashed holder's slot frees within its TTL (where server-side expiry is claimed)"
+            }
+            Property::ResourceSafety => {
+                "a resource that checks fencing tokens never accepts a stale writer, even under pauses"
+            }
+        }
+    }
+
+    /// Safety, liveness or fairness.
+    pub fn kind(self) -> PropertyKind {
+        match self {
+            Property::MutualExclusion | Property::Ownership | Property::Fencing | Property::CancelSafety => {
+                PropertyKind::Safety
+            }
+            Property::Expiry => PropertyKind::SafetyAndLiveness,
+            Property::NoLostWakeup | Property::BoundedWait | Property::CrashSafety => PropertyKind::Liveness,
+            Property::Fifo => PropertyKind::Fairness,
+            Property::ResourceSafety => PropertyKind::EndToEndSafety,
+        }
+    }
+}
+
+impl fmt::Display for Property {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.code(), self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TTL: Micros = 50_000;
+
+    fn acquire(lease: u32, from: Micros, to: Micros) -> LockOp {
+        LockOp::Acquire { lease: LeaseId(lease), ttl: TTL, limit: 1, at: Window::new(from, to) }
+    }
+
+    #[test]
+    fn a_held_lock_refuses_a_second_grant_until_released() {
+        let mut spec = LockSpec::with_tolerance(1_000);
+        assert!(spec.step(&acquire(1, 0, 10), Some(&LockRet::Granted { fence: 1 })));
+        assert!(!spec.clone().step(&acquire(2, 20, 30), Some(&LockRet::Granted { fence: 2 })));
+        assert!(spec.step(&acquire(2, 20, 30), Some(&LockRet::NotGranted)));
+        let release = LockOp::Release { lease: LeaseId(1), at: Window::new(40, 50) };
+        assert!(spec.step(&release, Some(&LockRet::Released(true))));
+        assert!(spec.step(&acquire(3, 60, 70), Some(&LockRet::Granted { fence: 5 })));
+    }
+
+    #[test]
+    fn fencing_tokens_must_increase() {
+        let mut spec = LockSpec::with_tolerance(0);
+        assert!(spec.step(&acquire(1, 0, 1), Some(&LockRet::Granted { fence: 7 })));
+        assert!(spec.step(&LockOp::Release { lease: LeaseId(1), at: Window::at(2) }, Some(&LockRet::Released(true))));
+        let stale = LockRet::Granted { fence: 7 };
+        assert_eq!(spec.violated_by(&acquire(2, 3, 4), &stale), Some(Property::Fencing));
+    }
+
+    #[test]
+    fn near_the_lease_boundary_either_outcome_is_accepted() {
+        let mut spec = LockSpec::with_tolerance(1_000);
+        assert!(spec.step(&acquire(1, 0, 0), Some(&LockRet::Granted { fence: 1 })));
+        // 0.5 ms before expiry, within the 1 ms tolerance: both answers are fine.
+        assert!(spec.clone().step(&acquire(2, TTL - 500, TTL - 500), Some(&LockRet::Granted { fence: 2 })));
+        assert!(spec.clone().step(&acquire(2, TTL - 500, TTL - 500), Some(&LockRet::NotGranted)));
+        // 2 ms before: surely held.
+        assert!(!spec.clone().step(&acquire(2, TTL - 2_000, TTL - 2_000), Some(&LockRet::Granted { fence: 2 })));
+        // 2 ms after: surely expired, so refusing is an expiry violation.
+        let late = acquire(2, TTL + 2_000, TTL + 2_000);
+        assert_eq!(spec.violated_by(&late, &LockRet::NotGranted), Some(Property::Expiry));
+    }
+
+    #[test]
+    fn a_stranger_cannot_release_and_a_lost_lease_reports_loss() {
+        let mut spec = LockSpec::with_tolerance(0);
+        assert!(spec.step(&acquire(1, 0, 1), Some(&LockRet::Granted { fence: 1 })));
+        let stranger = LockOp::Release { lease: LeaseId(9), at: Window::at(5) };
+        assert_eq!(spec.violated_by(&stranger, &LockRet::Released(true)), Some(Property::Ownership));
+        let late_refresh = LockOp::Refresh { lease: LeaseId(1), ttl: TTL, at: Window::at(TTL + 10) };
+        assert!(!spec.clone().step(&late_refresh, Some(&LockRet::Refreshed(true))));
+        assert!(spec.step(&late_refresh, Some(&LockRet::Refreshed(false))));
+    }
+
+    #[test]
+    fn a_semaphore_admits_limit_holders() {
+        let mut spec = LockSpec::with_tolerance(0);
+        let take = |lease, at| LockOp::Acquire { lease: LeaseId(lease), ttl: TTL, limit: 2, at: Window::at(at) };
+        assert!(spec.step(&take(1, 0), Some(&LockRet::Granted { fence: 1 })));
+        assert!(spec.step(&take(2, 1), Some(&LockRet::Granted { fence: 2 })));
+        assert!(!spec.clone().step(&take(3, 2), Some(&LockRet::Granted { fence: 3 })));
+        assert!(spec.step(&take(3, 2), Some(&LockRet::NotGranted)));
+    }
+
+    #[test]
+    fn invoke_agrees_with_is_valid_step() {
+        let mut spec = LockSpec::with_tolerance(100);
+        let ops = [
+            acquire(1, 0, 5),
+            acquire(2, 10, 20),
+            LockOp::Remaining { lease: LeaseId(1), at: Window::at(30) },
+            LockOp::Refresh { lease: LeaseId(1), ttl: TTL, at: Window::at(40) },
+            LockOp::Release { lease: LeaseId(1), at: Window::at(50) },
+            acquire(3, 60, 70),
+        ];
+        for op in &ops {
+            let mut before = spec.clone();
+            let ret = spec.invoke(op);
+            assert!(before.is_valid_step(op, &ret), "{op:?} -> {ret:?}");
+        }
+        assert_eq!(spec.holders().collect::<Vec<_>>(), vec![LeaseId(3)]);
+    }
+
+    #[test]
+    fn properties_are_numbered_one_to_ten() {
+        let codes: Vec<String> = Property::ALL.iter().map(|p| p.code()).collect();
+        assert_eq!(codes.first().map(String::as_str), Some("P1"));
+        assert_eq!(codes.last().map(String::as_str), Some("P10"));
+        assert_eq!(Property::NoLostWakeup.to_string(), "P5 no lost wake-up");
+    }
+}

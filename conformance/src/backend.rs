@@ -1,0 +1,197 @@
+//! What the suite runs against: a [`Backend`] hands out fresh clients of one lock service.
+//!
+//! Each simulated client of a scenario or workload gets its own [`Backend::connect`], so
+//! concurrent clients really are separate connections (the failure classes the suite hunts —
+//! lost wake-ups, double grants across nodes — live between connections). A single-process
+//! locker is a backend through [`SharedLocker`], whose clients all share one locker.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use lockcheck_impls::{LockError, Locker, MemoryLocker};
+
+/// A lock service the suite can open clients to.
+///
+/// ```
+/// use std::sync::Arc;
+/// use async_trait::async_trait;
+/// use lockcheck_conformance::{Backend, Timing};
+/// use lockcheck_impls::{LockError, Locker, MemoryLocker};
+///
+/// /// One fresh locker per client would be wrong for memory (they would not share state);
+/// /// a networked backend opens a connection here instead.
+/// struct Shared(Arc<MemoryLocker>);
+///
+/// #[async_trait]
+/// impl Backend for Shared {
+///     fn name(&self) -> String {
+///         "memory".into()
+///     }
+///     async fn connect(&self) -> Result<Arc<dyn Locker>, LockError> {
+///         Ok(self.0.clone())
+///     }
+///     fn timing(&self) -> Timing {
+///         Timing::in_process()
+///     }
+/// }
+/// ```
+#[async_trait]
+pub trait Backend: Send + Sync {
+    /// A short name for reports, e.g. `memory` or `redis://127.0.0.1:6379`.
+    fn name(&self) -> String;
+
+    /// A fresh client (a new connection where the backend has connections). Capabilities are
+    /// read from the client's [`Locker::capabilities`].
+    async fn connect(&self) -> Result<Arc<dyn Locker>, LockError>;
+
+    /// The time scales this backend needs: leases long enough for its granularity (dflockd
+    /// leases are whole seconds), hand-off bounds that include its round trips.
+    fn timing(&self) -> Timing {
+        Timing::in_process()
+    }
+}
+
+#[async_trait]
+impl<B: Backend + ?Sized> Backend for Arc<B> {
+    fn name(&self) -> String {
+        (**self).name()
+    }
+    async fn connect(&self) -> Result<Arc<dyn Locker>, LockError> {
+        (**self).connect().await
+    }
+    fn timing(&self) -> Timing {
+        (**self).timing()
+    }
+}
+
+#[async_trait]
+impl<B: Backend + ?Sized> Backend for Box<B> {
+    fn name(&self) -> String {
+        (**self).name()
+    }
+    async fn connect(&self) -> Result<Arc<dyn Locker>, LockError> {
+        (**self).connect().await
+    }
+    fn timing(&self) -> Timing {
+        (**self).timing()
+    }
+}
+
+/// A backend whose clients all share one locker: the memory locker, or any single-process
+/// locker (the built-in mutants).
+#[derive(Clone)]
+pub struct SharedLocker {
+    name: String,
+    locker: Arc<dyn Locker>,
+    timing: Timing,
+}
+
+impl SharedLocker {
+    /// Every client is `locker`; reports use `locker.describe()` as the name.
+    pub fn new(locker: Arc<dyn Locker>) -> Self {
+        SharedLocker { name: locker.describe(), locker, timing: Timing::in_process() }
+    }
+
+    /// A fresh [`MemoryLocker`].
+    pub fn memory() -> Self {
+        SharedLocker::new(Arc::new(MemoryLocker::new()))
+    }
+
+    /// The same backend reported under another name.
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// The same backend with other time scales.
+    pub fn with_timing(mut self, timing: Timing) -> Self {
+        self.timing = timing;
+        self
+    }
+}
+
+#[async_trait]
+impl Backend for SharedLocker {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+    async fn connect(&self) -> Result<Arc<dyn Locker>, LockError> {
+        Ok(self.locker.clone())
+    }
+    fn timing(&self) -> Timing {
+        self.timing
+    }
+}
+
+/// The time scales of a suite run. Every duration a scenario uses derives from these, so a
+/// slow backend scales the whole suite with one number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Timing {
+    /// The short lease that expiry scenarios wait out. Long leases are multiples of it.
+    pub base_ttl: Duration,
+    /// How far from a lease boundary either outcome is accepted (clock drift, request
+    /// latency, timer slack).
+    pub tolerance: Duration,
+    /// How soon a freed slot must reach a waiter, and how far past its wait bound an acquire
+    /// may return.
+    pub prompt: Duration,
+    /// How long after a waiter's request was sent it counts as queued, for FIFO order.
+    pub arrival_gap: Duration,
+}
+
+impl Timing {
+    /// For lockers in this process: 60 ms leases, 10 ms tolerance, 50 ms hand-off bound.
+    /// Generous next to the microseconds a memory hand-off takes, because a shared 2-core
+    /// CI machine can stall a thread for milliseconds.
+    pub const fn in_process() -> Self {
+        Timing {
+            base_ttl: Duration::from_millis(60),
+            tolerance: Duration::from_millis(10),
+            prompt: Duration::from_millis(50),
+            arrival_gap: Duration::from_millis(5),
+        }
+    }
+
+    /// For a server on loopback or a local container: 300 ms leases, 50 ms tolerance,
+    /// 250 ms hand-off bound, 30 ms for a request to be queued.
+    pub const fn networked() -> Self {
+        Timing {
+            base_ttl: Duration::from_millis(300),
+            tolerance: Duration::from_millis(50),
+            prompt: Duration::from_millis(250),
+            arrival_gap: Duration::from_millis(30),
+        }
+    }
+
+    /// For backends whose leases are whole seconds (dflockd): 2 s leases, 1 s tolerance.
+    pub const fn whole_seconds() -> Self {
+        Timing {
+            base_ttl: Duration::from_secs(2),
+            tolerance: Duration::from_millis(1_000),
+            prompt: Duration::from_millis(500),
+            arrival_gap: Duration::from_millis(50),
+        }
+    }
+
+    /// Every duration multiplied by `factor` (e.g. 2.0 on a slow CI machine).
+    pub fn scaled(self, factor: f64) -> Self {
+        Timing {
+            base_ttl: self.base_ttl.mul_f64(factor),
+            tolerance: self.tolerance.mul_f64(factor),
+            prompt: self.prompt.mul_f64(factor),
+            arrival_gap: self.arrival_gap.mul_f64(factor),
+        }
+    }
+
+    /// A lease that outlives any scenario step: 50 × `base_ttl`.
+    pub fn long_ttl(&self) -> Duration {
+        self.base_ttl * 50
+    }
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing::in_process()
+    }
+}

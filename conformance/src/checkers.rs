@@ -1,0 +1,113 @@
+//! Checkers: each reads a [`History`] and says [`Verdict::Valid`], [`Verdict::Invalid`] with a
+//! minimal counterexample, or [`Verdict::Unknown`] when it could not decide (budget exhausted)
+//! — never a silent pass. Verdicts combine as Invalid > Unknown > Valid.
+//!
+//! - [`linearizability`]: the history against the sequential spec
+//!   ([`lockcheck_model::spec::LockSpec`]), per key, with a memoizing Wing–Gong–Lowe search.
+//! - [`exclusion`]: real-time exclusion — no more than `limit` believed-held intervals overlap.
+//! - [`fencing`]: fencing tokens increase in real-time grant order, and a fenced resource
+//!   never accepts a stale writer.
+//! - [`timing`]: acquires return within their wait bound; FIFO order where claimed.
+
+pub mod exclusion;
+pub mod fencing;
+pub mod linearizability;
+pub mod timing;
+
+use std::fmt;
+
+use lockcheck_model::spec::Property;
+
+use crate::history::{History, Operation};
+
+/// A history that shows a property violated, kept as short as the checker could make it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Counterexample {
+    /// The violated property.
+    pub property: Property,
+    /// What went wrong, in a sentence.
+    pub summary: String,
+    /// The operations that show it.
+    pub history: History,
+}
+
+impl Counterexample {
+    /// A counterexample from the operations that show it.
+    pub fn new(property: Property, summary: impl Into<String>, operations: Vec<Operation>) -> Self {
+        Counterexample { property, summary: summary.into(), history: History { operations } }
+    }
+
+    /// Number of operations.
+    pub fn len(&self) -> usize {
+        self.history.operations.len()
+    }
+
+    /// Whether it has no operations (a scenario that failed before recording any).
+    pub fn is_empty(&self) -> bool {
+        self.history.operations.is_empty()
+    }
+}
+
+impl fmt::Display for Counterexample {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{} violated: {}", self.property, self.summary)?;
+        write!(f, "{}", self.history)
+    }
+}
+
+/// A checker's answer.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "verdict", rename_all = "kebab-case")]
+pub enum Verdict {
+    /// The history satisfies the property.
+    Valid,
+    /// The history violates it.
+    Invalid {
+        /// The shortest history the checker found that shows it.
+        counterexample: Box<Counterexample>,
+    },
+    /// The checker could not decide.
+    Unknown {
+        /// Why not.
+        reason: String,
+    },
+}
+
+impl Verdict {
+    /// An invalid verdict.
+    pub fn invalid(counterexample: Counterexample) -> Self {
+        Verdict::Invalid { counterexample: Box::new(counterexample) }
+    }
+
+    /// An unknown verdict.
+    pub fn unknown(reason: impl Into<String>) -> Self {
+        Verdict::Unknown { reason: reason.into() }
+    }
+
+    /// Combines two verdicts: Invalid > Unknown > Valid (the first Invalid wins).
+    pub fn and(self, other: Verdict) -> Verdict {
+        match (self, other) {
+            (invalid @ Verdict::Invalid { .. }, _) | (_, invalid @ Verdict::Invalid { .. }) => invalid,
+            (unknown @ Verdict::Unknown { .. }, _) | (_, unknown @ Verdict::Unknown { .. }) => unknown,
+            _ => Verdict::Valid,
+        }
+    }
+
+    /// Whether the verdict is [`Verdict::Valid`].
+    pub fn is_valid(&self) -> bool {
+        matches!(self, Verdict::Valid)
+    }
+
+    /// Whether the verdict is [`Verdict::Invalid`].
+    pub fn is_invalid(&self) -> bool {
+        matches!(self, Verdict::Invalid { .. })
+    }
+
+    /// The counterexample of an invalid verdict.
+    pub fn counterexample(&self) -> Option<&Counterexample> {
+        match self {
+            Verdict::Invalid { counterexample } => Some(counterexample),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! Real-time exclusion: at no instant do more than `limit` clients *believe* they hold a key.
+//!
+//! A holder believes it holds a lease from the moment its acquire returns until the first of:
+//! it invokes release (or learns of the loss), or its lease ends by its own clock
+//! (`acquired_at + ttl`, pushed out by successful refreshes). Each belief is shortened by the
+//! tolerance, so a hand-off exactly at a lease boundary is not a violation. This is the
+//! property a lock user actually relies on, checked without the spec.
+
+use std::collections::{BTreeMap, HashMap};
+
+use lockcheck_model::spec::{LeaseId, Micros, Property};
+
+use super::{Counterexample, Verdict};
+use crate::history::{Call, History, Operation, Outcome};
+
+/// One lease's believed-held interval.
+#[derive(Clone, Debug)]
+struct Belief {
+    lease: LeaseId,
+    limit: u32,
+    from: Micros,
+    until: Micros,
+}
+
+fn beliefs(ops: &[&Operation], tolerance: Micros) -> Vec<Belief> {
+    let mut by_lease: HashMap<LeaseId, Vec<&Operation>> = HashMap::new();
+    for op in ops {
+        by_lease.entry(op.call.lease()).or_default().push(op);
+    }
+    let mut beliefs = Vec::new();
+    for op in ops {
+        let (Call::TryAcquire { lease, ttl, limit } | Call::Acquire { lease, ttl, limit, .. }) = &op.call else {
+            continue;
+        };
+        let (Outcome::Granted { acquired_at, .. }, Some(from)) = (&op.outcome, op.returned) else { continue };
+        let mut until = acquired_at.saturating_add(*ttl);
+        for later in by_lease.get(lease).into_iter().flatten().filter(|later| !later.call.is_acquire()) {
+            if later.invoked >= until {
+                break;
+            }
+            match (&later.call, &later.outcome) {
+                (Call::Refresh { ttl, .. }, Outcome::Refreshed { held: true }) => {
+                    until = later.invoked.saturating_add(*ttl);
+                }
+                (Call::RemainingTtl { .. }, Outcome::Remaining { left: Some(_) })
+                | (Call::Refresh { .. }, Outcome::Indeterminate { .. } | Outcome::Pending) => {}
+                _ => {
+                    // Release, or the holder learnt the lease was lost.
+                    until = later.invoked;
+                    break;
+                }
+            }
+        }
+        let until = until.saturating_sub(tolerance);
+        if until > from {
+            beliefs.push(Belief { lease: *lease, limit: *limit, from, until });
+        }
+    }
+    beliefs
+}
+
+/// Checks every key of `history`: never more than `limit` overlapping beliefs.
+pub fn check(history: &History, tolerance: Micros) -> Verdict {
+    for (key, ops) in history.by_key() {
+        let beliefs = beliefs(&ops, tolerance);
+        // Sweep: ends sort before starts at the same instant (a hand-off is not an overlap).
+        let mut events: Vec<(Micros, u8, usize)> = Vec::new();
+        for (i, belief) in beliefs.iter().enumerate() {
+            events.push((belief.from, 1, i));
+            events.push((belief.until, 0, i));
+        }
+        events.sort_unstable();
+        let mut holding: BTreeMap<usize, ()> = BTreeMap::new();
+        for (at, kind, i) in events {
+            if kind == 0 {
+                holding.remove(&i);
+                continue;
+            }
+            holding.insert(i, ());
+            let limit = beliefs[i].limit as usize;
+            if holding.len() > limit {
+                let overlapping: Vec<LeaseId> = holding.keys().map(|&j| beliefs[j].lease).collect();
+                let shown: Vec<Operation> = ops
+                    .iter()
+                    .filter(|op| overlapping.contains(&op.call.lease()) && op.invoked <= at)
+                    .map(|op| (*op).clone())
+                    .collect();
+                let names: Vec<String> = overlapping.iter().map(ToString::to_string).collect();
+                return Verdict::invalid(Counterexample::new(
+                    Property::MutualExclusion,
+                    format!(
+                        "key {key} (limit {limit}): {} clients believed they held it at {:.1}ms ({})",
+                        holding.len(),
+                        at as f64 / 1000.0,
+                        names.join(", ")
+                    ),
+                    shown,
+                ));
+            }
+        }
+    }
+    Verdict::Valid
+}

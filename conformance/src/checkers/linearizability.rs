@@ -1,0 +1,363 @@
+//! Linearizability against a sequential spec: a memoizing Wing–Gong–Lowe search.
+//!
+//! Wing & Gong (1993) search for a linearization by repeatedly picking an operation that may
+//! go next (its call precedes every pending return) and stepping the spec. Lowe (2017) added
+//! the memo that makes it practical: a configuration is the set of linearized operations plus
+//! the spec state, and a configuration seen before need not be explored again (Porcupine and
+//! Knossos do the same). stateright's own `LinearizabilityTester` has no memo and explodes
+//! past a few dozen operations on non-linearizable histories; lockcheck keeps it as the
+//! differential oracle in tests.
+//!
+//! The search is generic over any stateright [`SequentialSpec`] whose state is `Clone + Hash +
+//! PartialEq` ([`search`]), so it also checks register histories. [`check_history`] is the lock
+//! front end: it partitions a [`History`] per key, checks each key against
+//! [`LockSpec`], and shrinks a violation to a short counterexample.
+//!
+//! Operations with an unknown outcome (indeterminate, or still running when the history was
+//! taken) may take effect at any point after their invocation, or never.
+//!
+//! # Shrinking
+//!
+//! Removing operations from a history can *create* violations (drop a release and the next
+//! grant looks like a double grant; drop a holder and a refusal looks unjustified), so the
+//! shrinker only removes what cannot: it cuts the history at an invocation (operations still
+//! running at the cut become unknown, which only adds freedom); it removes refused acquires
+//! (one constraint fewer); and once no refusal is left, it removes whole leases — an acquire
+//! with every release, refresh and remaining-TTL call on its lease (fewer holders only add
+//! room, and no other call depends on a lease but its own). What is left is still invalid by
+//! itself.
+
+use std::collections::{BTreeSet, HashSet};
+use std::hash::{Hash, Hasher};
+use std::time::{Duration, Instant};
+
+use lockcheck_model::spec::{LeaseId, LockOp, LockRet, LockSpec, Micros, Property};
+use stateright::semantics::SequentialSpec;
+
+use super::{Counterexample, Verdict};
+use crate::history::{History, Operation, Outcome};
+
+/// One operation for [`search`]: what was invoked, what it returned (`None`: unknown), and
+/// when (`returned == None`: never returned).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry<Op, Ret> {
+    /// The operation.
+    pub op: Op,
+    /// Its return value; `None` if unknown.
+    pub ret: Option<Ret>,
+    /// Invocation instant.
+    pub invoked: u64,
+    /// Return instant; `None` if it never returned.
+    pub returned: Option<u64>,
+}
+
+/// The answer of [`search`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Search {
+    /// A linearization exists.
+    Linearizable,
+    /// None exists.
+    NotLinearizable,
+    /// The deadline passed before the search finished.
+    OutOfBudget,
+}
+
+/// A configuration of the search: which operations are linearized, and the spec state.
+struct Config<S> {
+    linearized: Box<[u64]>,
+    state: S,
+}
+
+impl<S: Hash> Hash for Config<S> {
+    fn hash<H: Hasher>(&self, hasher: &mut H) {
+        self.linearized.hash(hasher);
+        self.state.hash(hasher);
+    }
+}
+
+impl<S: PartialEq> PartialEq for Config<S> {
+    fn eq(&self, other: &Self) -> bool {
+        self.linearized == other.linearized && self.state == other.state
+    }
+}
+
+// Spec states are compared structurally; equality is reflexive for every spec lockcheck uses
+// (stateright's `Register` only derives `PartialEq`).
+impl<S: PartialEq> Eq for Config<S> {}
+
+const NIL: usize = usize::MAX;
+
+/// Whether `entries` can be linearized against `init`. Memoizing Wing–Gong–Lowe search;
+/// gives up with [`Search::OutOfBudget`] at `deadline`.
+pub fn search<S>(init: &S, entries: &[Entry<S::Op, S::Ret>], deadline: Instant) -> Search
+where
+    S: SequentialSpec + Clone + Hash + PartialEq,
+{
+    let n = entries.len();
+    if n == 0 {
+        return Search::Linearizable;
+    }
+    // Node 0 is the head; node 1 + 2i is the call of entry i, node 2 + 2i its return.
+    let mut events: Vec<(u64, u8, usize)> = Vec::with_capacity(2 * n);
+    for (i, entry) in entries.iter().enumerate() {
+        events.push((entry.invoked, 0, 1 + 2 * i));
+        // Calls sort before returns at the same instant: equal instants count as concurrent.
+        events.push((entry.returned.unwrap_or(u64::MAX), 1, 2 + 2 * i));
+    }
+    events.sort_unstable();
+    let mut prev = vec![NIL; 2 * n + 1];
+    let mut next = vec![NIL; 2 * n + 1];
+    let mut last = 0;
+    for &(_, _, node) in &events {
+        next[last] = node;
+        prev[node] = last;
+        last = node;
+    }
+    let is_call = |node: usize| node % 2 == 1;
+    let entry_of = |node: usize| (node - 1) / 2;
+    let return_of = |call: usize| call + 1;
+
+    let words = n.div_ceil(64);
+    let mut linearized = vec![0u64; words].into_boxed_slice();
+    let mut seen: HashSet<Config<S>> = HashSet::new();
+    let mut stack: Vec<(usize, S)> = Vec::new();
+    let mut state = init.clone();
+    let mut node = next[0];
+    let mut steps: u64 = 0;
+    loop {
+        steps += 1;
+        if steps % 1024 == 0 && Instant::now() >= deadline {
+            return Search::OutOfBudget;
+        }
+        if node == NIL {
+            return Search::Linearizable;
+        }
+        if is_call(node) {
+            let i = entry_of(node);
+            let entry = &entries[i];
+            let mut stepped = state.clone();
+            let ok = match &entry.ret {
+                Some(ret) => stepped.is_valid_step(&entry.op, ret),
+                None => {
+                    stepped.invoke(&entry.op);
+                    true
+                }
+            };
+            if ok {
+                linearized[i / 64] |= 1 << (i % 64);
+                let config = Config { linearized: linearized.clone(), state: stepped };
+                if !seen.contains(&config) {
+                    let Config { state: stepped, .. } = config;
+                    seen.insert(Config { linearized: linearized.clone(), state: stepped.clone() });
+                    stack.push((node, std::mem::replace(&mut state, stepped)));
+                    // Lift the call and its return out of the list.
+                    for lifted in [node, return_of(node)] {
+                        next[prev[lifted]] = next[lifted];
+                        if next[lifted] != NIL {
+                            prev[next[lifted]] = prev[lifted];
+                        }
+                    }
+                    node = next[0];
+                    continue;
+                }
+                linearized[i / 64] &= !(1 << (i % 64));
+            }
+            node = next[node];
+        } else {
+            // A return whose call is not linearized. If it never returned, every operation
+            // that did return is linearized: done (the rest may simply not take effect).
+            if entries[entry_of(node)].returned.is_none() {
+                return Search::Linearizable;
+            }
+            let Some((call, earlier)) = stack.pop() else { return Search::NotLinearizable };
+            state = earlier;
+            let i = entry_of(call);
+            linearized[i / 64] &= !(1 << (i % 64));
+            for unlifted in [return_of(call), call] {
+                next[prev[unlifted]] = unlifted;
+                if next[unlifted] != NIL {
+                    prev[next[unlifted]] = unlifted;
+                }
+            }
+            node = next[call];
+        }
+    }
+}
+
+/// The lock spec's entries of some operations of one key.
+fn entries_of(ops: &[Operation]) -> Vec<Entry<LockOp, LockRet>> {
+    ops.iter()
+        .filter_map(|op| {
+            let (spec_op, ret) = op.to_spec()?;
+            let returned = if ret.is_some() { op.returned } else { None };
+            Some(Entry { op: spec_op, ret, invoked: op.invoked, returned })
+        })
+        .collect()
+}
+
+fn search_ops(ops: &[Operation], tolerance: Micros, deadline: Instant) -> Search {
+    search(&LockSpec::with_tolerance(tolerance), &entries_of(ops), deadline)
+}
+
+/// Checks every key of `history` against [`LockSpec`] with `tolerance` µs near lease
+/// boundaries; `budget` bounds the whole check including shrinking.
+pub fn check_history(history: &History, tolerance: Micros, budget: Duration) -> Verdict {
+    let deadline = Instant::now() + budget;
+    let mut verdict = Verdict::Valid;
+    for (key, ops) in history.by_key() {
+        let ops: Vec<Operation> = ops.into_iter().cloned().collect();
+        match search_ops(&ops, tolerance, deadline) {
+            Search::Linearizable => {}
+            Search::OutOfBudget => {
+                verdict = verdict.and(Verdict::unknown(format!(
+                    "the linearizability search for key {key} ({} operations) ran out of its {budget:?} budget",
+                    ops.len()
+                )))
+            }
+            Search::NotLinearizable => {
+                // Shrinking gets its own budget: a counterexample is worth waiting a little for.
+                let minimal = shrink(ops, tolerance, Instant::now() + budget.max(Duration::from_secs(1)));
+                let (property, summary) = explain(&minimal, tolerance);
+                return Verdict::invalid(Counterexample::new(property, summary, minimal));
+            }
+        }
+    }
+    verdict
+}
+
+/// Shrinks a non-linearizable history of one key, keeping it non-linearizable (see the
+/// module docs for why these removals are sound).
+pub fn shrink(mut ops: Vec<Operation>, tolerance: Micros, deadline: Instant) -> Vec<Operation> {
+    let invalid = |ops: &[Operation]| search_ops(ops, tolerance, deadline) == Search::NotLinearizable;
+    // 1. The shortest invalid prefix by invocation order.
+    ops.sort_by_key(|op| op.invoked);
+    let (mut low, mut high) = (1, ops.len());
+    while low < high {
+        let mid = (low + high) / 2;
+        if invalid(&prefix(&ops, mid)) {
+            high = mid;
+        } else {
+            low = mid + 1;
+        }
+        if Instant::now() >= deadline {
+            return ops;
+        }
+    }
+    let mut ops = prefix(&ops, high);
+    // 2. Refused acquires only ever constrain: drop them all if the rest stays invalid.
+    let granted_only: Vec<Operation> = ops.iter().filter(|op| !refused(op)).cloned().collect();
+    if granted_only.len() < ops.len() && invalid(&granted_only) {
+        ops = granted_only;
+    }
+    // 3. Remove units in halving chunks while the rest stays invalid. A unit is a whole lease
+    //    (its acquire and every call on it) when no refusal is left that its holding might
+    //    have justified; otherwise only refused acquires are units.
+    let whole_leases = !ops.iter().any(refused);
+    let unit = |op: &Operation| -> Option<LeaseId> { (whole_leases || refused(op)).then(|| op.call.lease()) };
+    let mut units: Vec<LeaseId> = ops.iter().filter_map(unit).collect::<BTreeSet<_>>().into_iter().collect();
+    let mut chunk = units.len().div_ceil(2).max(1);
+    loop {
+        let mut start = 0;
+        while start < units.len() {
+            if Instant::now() >= deadline {
+                return ops;
+            }
+            let removed: BTreeSet<LeaseId> = units[start..(start + chunk).min(units.len())].iter().copied().collect();
+            let candidate: Vec<Operation> =
+                ops.iter().filter(|op| unit(op).is_none_or(|lease| !removed.contains(&lease))).cloned().collect();
+            if !candidate.is_empty() && invalid(&candidate) {
+                ops = candidate;
+                units.retain(|lease| !removed.contains(lease));
+            } else {
+                start += chunk;
+            }
+        }
+        if chunk == 1 {
+            return ops;
+        }
+        chunk = chunk.div_ceil(2);
+    }
+}
+
+/// An acquire that returned "not granted" or timed out.
+fn refused(op: &Operation) -> bool {
+    op.call.is_acquire() && matches!(op.outcome, Outcome::NotGranted | Outcome::TimedOut)
+}
+
+/// The first `n` operations; those still running at the `n`-th invocation lose their
+/// outcome (it did not matter yet).
+fn prefix(ops: &[Operation], n: usize) -> Vec<Operation> {
+    let cut = ops[n - 1].invoked;
+    ops[..n]
+        .iter()
+        .map(|op| {
+            let mut op = op.clone();
+            if op.returned.is_none_or(|returned| returned > cut) && !matches!(op.outcome, Outcome::Failed { .. }) {
+                if !(op.call.is_acquire() && op.outcome == Outcome::Cancelled) {
+                    op.returned = None;
+                    op.outcome = Outcome::Pending;
+                }
+            }
+            op
+        })
+        .collect()
+}
+
+/// Which property a minimal non-linearizable history breaks, and a sentence saying how:
+/// replayed in invocation order (which respects real time), the first step the spec refuses.
+fn explain(ops: &[Operation], tolerance: Micros) -> (Property, String) {
+    let mut spec = LockSpec::with_tolerance(tolerance);
+    for (number, op) in ops.iter().enumerate() {
+        let Some((spec_op, ret)) = op.to_spec() else { continue };
+        if let Some(ret) = &ret {
+            if let Some(property) = spec.violated_by(&spec_op, ret) {
+                let summary = format!(
+                    "no order of these {} operations explains them; replayed in invocation order, operation {} ({}) is impossible",
+                    ops.len(),
+                    number + 1,
+                    property.name()
+                );
+                return (property, summary);
+            }
+        }
+        spec.step(&spec_op, ret.as_ref());
+    }
+    (Property::MutualExclusion, format!("no order of these {} operations explains them", ops.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stateright::semantics::register::{Register, RegisterOp, RegisterRet};
+
+    fn far() -> Instant {
+        Instant::now() + Duration::from_secs(10)
+    }
+
+    #[test]
+    fn a_stale_register_read_is_not_linearizable() {
+        let entries = vec![
+            Entry { op: RegisterOp::Write(1), ret: Some(RegisterRet::WriteOk), invoked: 0, returned: Some(1) },
+            Entry { op: RegisterOp::Read, ret: Some(RegisterRet::ReadOk(0)), invoked: 2, returned: Some(3) },
+        ];
+        assert_eq!(search(&Register(0), &entries, far()), Search::NotLinearizable);
+        let concurrent = vec![
+            Entry { op: RegisterOp::Write(1), ret: Some(RegisterRet::WriteOk), invoked: 0, returned: Some(5) },
+            Entry { op: RegisterOp::Read, ret: Some(RegisterRet::ReadOk(0)), invoked: 2, returned: Some(3) },
+        ];
+        assert_eq!(search(&Register(0), &concurrent, far()), Search::Linearizable);
+    }
+
+    #[test]
+    fn an_unreturned_write_may_or_may_not_have_happened() {
+        let entries = |read| {
+            vec![
+                Entry { op: RegisterOp::Write(1), ret: None, invoked: 0, returned: None },
+                Entry { op: RegisterOp::Read, ret: Some(RegisterRet::ReadOk(read)), invoked: 2, returned: Some(3) },
+            ]
+        };
+        assert_eq!(search(&Register(0), &entries(0), far()), Search::Linearizable);
+        assert_eq!(search(&Register(0), &entries(1), far()), Search::Linearizable);
+        assert_eq!(search(&Register(0), &entries(2), far()), Search::NotLinearizable);
+    }
+}

@@ -1,0 +1,493 @@
+//! Histories: every lock operation a client performed, with the instants it was invoked and
+//! returned and what came back.
+//!
+//! An outcome is *ok* (granted, refused, released…), *failed* (the operation definitely did
+//! not happen: invalid input, backend unreachable, or an acquire that was cancelled — the
+//! cancel-safety contract says a cancelled acquire holds nothing) or *indeterminate* (a timeout
+//! or a dropped connection: it may or may not have happened). Checkers treat indeterminate
+//! operations as possibly taking effect at any time after their invocation, as Jepsen does.
+//!
+//! A [`Recorder`] wraps any [`Locker`]: [`Recorder::client`] returns a [`RecordingLocker`]
+//! that forwards every call and records it. Histories serialize to JSON for reports and
+//! reruns.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use lockcheck_impls::{Capabilities, Lease, LeaseRequest, LockError, Locker};
+use lockcheck_model::spec::{LeaseId, LockOp, LockRet, Micros, Window};
+use tokio::time::Instant;
+
+/// What a client asked for.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "call", rename_all = "kebab-case")]
+pub enum Call {
+    /// `try_acquire`: no waiting. `lease` names the grant it would produce.
+    TryAcquire {
+        /// The grant it would produce.
+        lease: LeaseId,
+        /// Lease duration, µs.
+        ttl: Micros,
+        /// Permit limit.
+        limit: u32,
+    },
+    /// `acquire` with a wait bound.
+    Acquire {
+        /// The grant it would produce.
+        lease: LeaseId,
+        /// Lease duration, µs.
+        ttl: Micros,
+        /// Permit limit.
+        limit: u32,
+        /// Wait bound, µs.
+        wait: Micros,
+    },
+    /// `release`.
+    Release {
+        /// The lease given back.
+        lease: LeaseId,
+    },
+    /// `refresh`.
+    Refresh {
+        /// The lease extended.
+        lease: LeaseId,
+        /// New lease duration, µs.
+        ttl: Micros,
+    },
+    /// `remaining_ttl`.
+    RemainingTtl {
+        /// The lease asked about.
+        lease: LeaseId,
+    },
+}
+
+impl Call {
+    /// The lease the call produces or acts on.
+    pub fn lease(&self) -> LeaseId {
+        match self {
+            Call::TryAcquire { lease, .. }
+            | Call::Acquire { lease, .. }
+            | Call::Release { lease }
+            | Call::Refresh { lease, .. }
+            | Call::RemainingTtl { lease } => *lease,
+        }
+    }
+
+    /// Whether the call asks for a grant.
+    pub fn is_acquire(&self) -> bool {
+        matches!(self, Call::TryAcquire { .. } | Call::Acquire { .. })
+    }
+}
+
+/// What came back.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Not returned yet (or never: the client was abandoned). Indeterminate.
+    Pending,
+    /// Granted with this fencing token; the lease counts from `acquired_at` (µs).
+    Granted {
+        /// The fencing token.
+        fence: u64,
+        /// The lease's `acquired_at` on the recorder's clock.
+        acquired_at: Micros,
+    },
+    /// `try_acquire` found the key at its limit.
+    NotGranted,
+    /// `acquire` ran out of its wait bound.
+    TimedOut,
+    /// `release` answered whether the lease was still held.
+    Released {
+        /// Whether it was still held.
+        held: bool,
+    },
+    /// `refresh` answered whether the lease was still held.
+    Refreshed {
+        /// Whether it was still held.
+        held: bool,
+    },
+    /// `remaining_ttl` answered (µs), `None` if the lease is no longer held.
+    Remaining {
+        /// Time left, µs.
+        left: Option<Micros>,
+    },
+    /// The operation definitely did not take effect.
+    Failed {
+        /// The error.
+        error: String,
+    },
+    /// An acquire was cancelled (its future dropped): by contract nothing is held.
+    Cancelled,
+    /// The operation may or may not have taken effect.
+    Indeterminate {
+        /// The error, or why the outcome is unknown.
+        error: String,
+    },
+}
+
+impl Outcome {
+    /// Whether the outcome is unknown (pending or indeterminate).
+    pub fn is_indeterminate(&self) -> bool {
+        matches!(self, Outcome::Pending | Outcome::Indeterminate { .. })
+    }
+}
+
+/// One recorded operation.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Operation {
+    /// The client that performed it (0-based).
+    pub client: u32,
+    /// The key.
+    pub key: String,
+    /// What was asked.
+    #[serde(flatten)]
+    pub call: Call,
+    /// Invocation instant, µs since the recorder started.
+    pub invoked: Micros,
+    /// Return instant; `None` if it never returned.
+    pub returned: Option<Micros>,
+    /// What came back.
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+impl Operation {
+    /// The operation as the spec sees it: `None` when it definitely did not take effect;
+    /// a `None` return means the outcome is unknown.
+    pub fn to_spec(&self) -> Option<(LockOp, Option<LockRet>)> {
+        let ret = match &self.outcome {
+            Outcome::Failed { .. } => return None,
+            Outcome::Cancelled if self.call.is_acquire() => return None,
+            Outcome::Cancelled | Outcome::Pending | Outcome::Indeterminate { .. } => None,
+            Outcome::Granted { fence, .. } => Some(LockRet::Granted { fence: *fence }),
+            Outcome::NotGranted | Outcome::TimedOut => Some(LockRet::NotGranted),
+            Outcome::Released { held } => Some(LockRet::Released(*held)),
+            Outcome::Refreshed { held } => Some(LockRet::Refreshed(*held)),
+            Outcome::Remaining { left } => Some(LockRet::Remaining(*left)),
+        };
+        let to = match (&ret, self.returned) {
+            (Some(_), Some(returned)) => returned,
+            _ => Micros::MAX,
+        };
+        let at = Window::new(self.invoked, to);
+        let op = match &self.call {
+            Call::TryAcquire { lease, ttl, limit } | Call::Acquire { lease, ttl, limit, .. } => {
+                LockOp::Acquire { lease: *lease, ttl: *ttl, limit: *limit, at }
+            }
+            Call::Release { lease } => LockOp::Release { lease: *lease, at },
+            Call::Refresh { lease, ttl } => LockOp::Refresh { lease: *lease, ttl: *ttl, at },
+            Call::RemainingTtl { lease } => LockOp::Remaining { lease: *lease, at },
+        };
+        Some((op, ret))
+    }
+}
+
+fn micros(duration: Duration) -> Micros {
+    duration.as_micros().min(u128::from(Micros::MAX)) as Micros
+}
+
+fn ms(us: Micros) -> String {
+    format!("{:.1}ms", us as f64 / 1000.0)
+}
+
+impl fmt::Display for Operation {
+    /// `client 1  k  acquire(ttl 60.0ms, wait 5.0ms) → L3  [0.1ms → 2.3ms]  granted fence 7`
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let call = match &self.call {
+            Call::TryAcquire { lease, ttl, limit } => {
+                let of = if *limit > 1 { format!(", limit {limit}") } else { String::new() };
+                format!("try_acquire(ttl {}{of}) as {lease}", ms(*ttl))
+            }
+            Call::Acquire { lease, ttl, limit, wait } => {
+                let of = if *limit > 1 { format!(", limit {limit}") } else { String::new() };
+                format!("acquire(ttl {}, wait {}{of}) as {lease}", ms(*ttl), ms(*wait))
+            }
+            Call::Release { lease } => format!("release({lease})"),
+            Call::Refresh { lease, ttl } => format!("refresh({lease}, ttl {})", ms(*ttl)),
+            Call::RemainingTtl { lease } => format!("remaining_ttl({lease})"),
+        };
+        let returned = self.returned.map_or_else(|| "…".to_owned(), ms);
+        let outcome = match &self.outcome {
+            Outcome::Pending => "no return".to_owned(),
+            Outcome::Granted { fence, .. } => format!("granted, fence {fence}"),
+            Outcome::NotGranted => "not granted".to_owned(),
+            Outcome::TimedOut => "timed out".to_owned(),
+            Outcome::Released { held } => format!("released: {}", if *held { "was held" } else { "was not held" }),
+            Outcome::Refreshed { held } => format!("refreshed: {}", if *held { "was held" } else { "was not held" }),
+            Outcome::Remaining { left: Some(left) } => format!("{} left", ms(*left)),
+            Outcome::Remaining { left: None } => "not held".to_owned(),
+            Outcome::Failed { error } => format!("failed: {error}"),
+            Outcome::Cancelled => "cancelled".to_owned(),
+            Outcome::Indeterminate { error } => format!("indeterminate: {error}"),
+        };
+        write!(f, "client {} {} {call} [{} → {returned}] {outcome}", self.client, self.key, ms(self.invoked))
+    }
+}
+
+/// A recorded history.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct History {
+    /// The operations, in invocation order.
+    pub operations: Vec<Operation>,
+}
+
+impl History {
+    /// The operations of each key, in invocation order.
+    pub fn by_key(&self) -> BTreeMap<&str, Vec<&Operation>> {
+        let mut keys: BTreeMap<&str, Vec<&Operation>> = BTreeMap::new();
+        for op in &self.operations {
+            keys.entry(op.key.as_str()).or_default().push(op);
+        }
+        keys
+    }
+
+    /// The history as JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a history always serializes")
+    }
+
+    /// A history read back from [`History::to_json`].
+    pub fn from_json(json: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(json)
+    }
+
+    /// Numbered lines, one per operation, for a person to read.
+    pub fn numbered(&self) -> Vec<String> {
+        self.operations.iter().enumerate().map(|(i, op)| format!("{:>3}. {op}", i + 1)).collect()
+    }
+}
+
+impl fmt::Display for History {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for line in self.numbered() {
+            writeln!(f, "{line}")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct Log {
+    operations: Vec<Operation>,
+    leases: HashMap<u128, LeaseId>,
+    next_lease: u32,
+}
+
+impl Log {
+    fn fresh_lease(&mut self) -> LeaseId {
+        self.next_lease += 1;
+        LeaseId(self.next_lease)
+    }
+
+    fn lease_of(&mut self, lease: &Lease) -> LeaseId {
+        let bits = lease.owner().bits();
+        if let Some(id) = self.leases.get(&bits) {
+            return *id;
+        }
+        let id = self.fresh_lease();
+        self.leases.insert(bits, id);
+        id
+    }
+}
+
+/// Records the operations of every client it wraps, on one clock.
+pub struct Recorder {
+    started: Instant,
+    log: Mutex<Log>,
+}
+
+impl Recorder {
+    /// An empty recorder; its clock starts now.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Recorder { started: Instant::now(), log: Mutex::new(Log::default()) })
+    }
+
+    /// `locker` as client number `client`: every call is recorded.
+    pub fn client(self: &Arc<Self>, client: u32, locker: Arc<dyn Locker>) -> RecordingLocker {
+        RecordingLocker { recorder: self.clone(), client, inner: locker }
+    }
+
+    /// µs since the recorder started.
+    pub fn now(&self) -> Micros {
+        self.at(Instant::now())
+    }
+
+    fn at(&self, instant: Instant) -> Micros {
+        micros(instant.saturating_duration_since(self.started))
+    }
+
+    fn log(&self) -> std::sync::MutexGuard<'_, Log> {
+        // A panicking client thread must not hide the history from the report.
+        self.log.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The history so far (operations still running show as pending).
+    pub fn history(&self) -> History {
+        let mut operations = self.log().operations.clone();
+        operations.sort_by_key(|op| op.invoked);
+        History { operations }
+    }
+
+    fn invoke(&self, client: u32, key: &str, call: impl FnOnce(&mut Log) -> Call) -> InFlight<'_> {
+        let mut log = self.log();
+        let call = call(&mut log);
+        let cancelled = if call.is_acquire() {
+            Outcome::Cancelled
+        } else {
+            Outcome::Indeterminate { error: "cancelled while in flight".into() }
+        };
+        log.operations.push(Operation {
+            client,
+            key: key.to_owned(),
+            call,
+            invoked: self.now(),
+            returned: None,
+            outcome: Outcome::Pending,
+        });
+        InFlight { recorder: self, index: log.operations.len() - 1, cancelled: Some(cancelled) }
+    }
+}
+
+/// An operation between invocation and return; if dropped unfinished (the caller's future
+/// was cancelled) it records the cancellation.
+struct InFlight<'a> {
+    recorder: &'a Recorder,
+    index: usize,
+    cancelled: Option<Outcome>,
+}
+
+impl InFlight<'_> {
+    fn finish(mut self, outcome: impl FnOnce(&mut Log) -> Outcome) {
+        self.cancelled = None;
+        let returned = self.recorder.now();
+        let mut log = self.recorder.log();
+        let outcome = outcome(&mut log);
+        let op = &mut log.operations[self.index];
+        op.returned = Some(returned);
+        op.outcome = outcome;
+    }
+
+    fn finish_err(self, error: &LockError) {
+        let outcome = if error.is_timeout() {
+            Outcome::TimedOut
+        } else if error.definitely_not_applied() {
+            Outcome::Failed { error: error.to_string() }
+        } else {
+            Outcome::Indeterminate { error: error.to_string() }
+        };
+        self.finish(|_| outcome);
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Some(outcome) = self.cancelled.take() {
+            let returned = self.recorder.now();
+            let mut log = self.recorder.log();
+            let op = &mut log.operations[self.index];
+            op.returned = Some(returned);
+            op.outcome = outcome;
+        }
+    }
+}
+
+/// A [`Locker`] that records every call of one client into its [`Recorder`].
+#[derive(Clone)]
+pub struct RecordingLocker {
+    recorder: Arc<Recorder>,
+    client: u32,
+    inner: Arc<dyn Locker>,
+}
+
+impl RecordingLocker {
+    /// The client number.
+    pub fn client_id(&self) -> u32 {
+        self.client
+    }
+
+    /// The recorder.
+    pub fn recorder(&self) -> &Arc<Recorder> {
+        &self.recorder
+    }
+
+    fn granted(&self, log: &mut Log, lease: &Lease, id: LeaseId) -> Outcome {
+        log.leases.insert(lease.owner().bits(), id);
+        Outcome::Granted { fence: lease.fence().0, acquired_at: self.recorder.at(lease.acquired_at()) }
+    }
+}
+
+#[async_trait]
+impl Locker for RecordingLocker {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
+    async fn try_acquire(&self, request: &LeaseRequest) -> Result<Option<Lease>, LockError> {
+        let mut id = LeaseId(0);
+        let flight = self.recorder.invoke(self.client, request.key(), |log| {
+            id = log.fresh_lease();
+            Call::TryAcquire { lease: id, ttl: micros(request.ttl()), limit: request.limit() }
+        });
+        let result = self.inner.try_acquire(request).await;
+        match &result {
+            Ok(Some(lease)) => flight.finish(|log| self.granted(log, lease, id)),
+            Ok(None) => flight.finish(|_| Outcome::NotGranted),
+            Err(error) => flight.finish_err(error),
+        }
+        result
+    }
+
+    async fn acquire(&self, request: &LeaseRequest, wait: Duration) -> Result<Lease, LockError> {
+        let mut id = LeaseId(0);
+        let flight = self.recorder.invoke(self.client, request.key(), |log| {
+            id = log.fresh_lease();
+            Call::Acquire { lease: id, ttl: micros(request.ttl()), limit: request.limit(), wait: micros(wait) }
+        });
+        let result = self.inner.acquire(request, wait).await;
+        match &result {
+            Ok(lease) => flight.finish(|log| self.granted(log, lease, id)),
+            Err(error) => flight.finish_err(error),
+        }
+        result
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<bool, LockError> {
+        let flight = self.recorder.invoke(self.client, lease.key(), |log| Call::Release { lease: log.lease_of(lease) });
+        let result = self.inner.release(lease).await;
+        match &result {
+            Ok(held) => flight.finish(|_| Outcome::Released { held: *held }),
+            Err(error) => flight.finish_err(error),
+        }
+        result
+    }
+
+    async fn refresh(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>, LockError> {
+        let flight = self
+            .recorder
+            .invoke(self.client, lease.key(), |log| Call::Refresh { lease: log.lease_of(lease), ttl: micros(ttl) });
+        let result = self.inner.refresh(lease, ttl).await;
+        match &result {
+            Ok(renewed) => flight.finish(|_| Outcome::Refreshed { held: renewed.is_some() }),
+            Err(error) => flight.finish_err(error),
+        }
+        result
+    }
+
+    async fn remaining_ttl(&self, lease: &Lease) -> Result<Option<Duration>, LockError> {
+        let flight =
+            self.recorder.invoke(self.client, lease.key(), |log| Call::RemainingTtl { lease: log.lease_of(lease) });
+        let result = self.inner.remaining_ttl(lease).await;
+        match &result {
+            Ok(left) => flight.finish(|_| Outcome::Remaining { left: left.map(micros) }),
+            Err(error) => flight.finish_err(error),
+        }
+        result
+    }
+}

@@ -1,0 +1,387 @@
+//! The built-in mutants: the correct memory locker with one flaw each.
+//!
+//! Each flaw is the shape the bug takes in real lockers (most of them in the original Go
+//! lockers lockcheck started from): a release that deletes the key without comparing tokens;
+//! a TTL timer that releases "the key" rather than its own grant; a waiter that subscribes
+//! to release notifications only after its failed try; two nodes that each grant from their
+//! own state; a fencing counter that restarts when a key goes idle; a waiter that ignores its
+//! deadline; an acquire that keeps running after its caller gave up; a LIFO queue behind a
+//! FIFO claim; and expiry kept only in the holder's process.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use lockcheck_impls::{
+    Capabilities, FencingToken, Lease, LeaseRequest, LockError, Locker, MAX_TTL, MAX_WAIT, MemoryLocker,
+};
+use lockcheck_model::spec::Property;
+use tokio::sync::Notify;
+use tokio::time::{Instant, sleep, sleep_until};
+
+use super::Mutant;
+use crate::backend::{Backend, SharedLocker};
+
+/// The one thing a [`Flawed`] locker gets wrong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flaw {
+    ReleaseWithoutOwnershipCheck,
+    StaleExpiryTimer,
+    SubscribeAfterTry,
+    NonMonotonicFencing,
+    IgnoresWaitBound,
+    LeaksGrantOnCancel,
+    LifoQueue,
+    ExpiryNeverEnforced,
+}
+
+impl Flaw {
+    fn name(self) -> &'static str {
+        match self {
+            Flaw::ReleaseWithoutOwnershipCheck => "release-without-ownership-check",
+            Flaw::StaleExpiryTimer => "stale-expiry-timer",
+            Flaw::SubscribeAfterTry => "subscribe-after-try",
+            Flaw::NonMonotonicFencing => "non-monotonic-fencing",
+            Flaw::IgnoresWaitBound => "ignores-wait-bound",
+            Flaw::LeaksGrantOnCancel => "leaks-grant-on-cancel",
+            Flaw::LifoQueue => "lifo-queue-claiming-fifo",
+            Flaw::ExpiryNeverEnforced => "expiry-never-enforced",
+        }
+    }
+}
+
+/// Per-key bookkeeping the flaws need.
+#[derive(Default)]
+struct Book {
+    /// Grants this locker handed out and has not seen released, per key.
+    held: HashMap<String, Vec<Lease>>,
+    /// The restarting fence counter of [`Flaw::NonMonotonicFencing`].
+    fences: HashMap<String, u64>,
+    /// The waiter stacks of [`Flaw::LifoQueue`]: (waiter id, its wake-up).
+    stacks: HashMap<String, Vec<(usize, Arc<Notify>)>>,
+}
+
+/// The memory locker with one flaw.
+struct Flawed {
+    flaw: Flaw,
+    inner: Arc<MemoryLocker>,
+    book: Arc<Mutex<Book>>,
+    released: Notify,
+    next_waiter: AtomicUsize,
+}
+
+impl Flawed {
+    fn new(flaw: Flaw) -> Self {
+        Flawed {
+            flaw,
+            inner: Arc::new(MemoryLocker::new()),
+            book: Arc::default(),
+            released: Notify::new(),
+            next_waiter: AtomicUsize::new(0),
+        }
+    }
+
+    fn book(&self) -> std::sync::MutexGuard<'_, Book> {
+        self.book.lock().expect("mutant bookkeeping")
+    }
+
+    /// What the caller gets for an inner grant.
+    fn granted(&self, request: &LeaseRequest, lease: Lease) -> Lease {
+        let lease = match self.flaw {
+            Flaw::NonMonotonicFencing => {
+                let mut book = self.book();
+                let counter = book.fences.entry(lease.key().to_owned()).or_insert(0);
+                *counter += 1;
+                Lease::new(
+                    lease.key(),
+                    lease.owner(),
+                    FencingToken(*counter),
+                    lease.ttl(),
+                    lease.acquired_at(),
+                    lease.limit(),
+                )
+            }
+            Flaw::ExpiryNeverEnforced => {
+                Lease::new(lease.key(), lease.owner(), lease.fence(), request.ttl(), lease.acquired_at(), lease.limit())
+            }
+            _ => lease,
+        };
+        self.book().held.entry(lease.key().to_owned()).or_default().push(lease.clone());
+        if self.flaw == Flaw::StaleExpiryTimer {
+            // The Go locker's `time.AfterFunc(ttl, func() { l.Release(key) })`: when it fires
+            // it releases whoever holds the key by then, and nobody stops it on release or
+            // refresh.
+            let (inner, book, key, ttl) = (self.inner.clone(), self.book.clone(), lease.key().to_owned(), lease.ttl());
+            tokio::spawn(async move {
+                sleep(ttl).await;
+                let victim =
+                    book.lock().expect("mutant bookkeeping").held.get(&key).and_then(|held| held.last().cloned());
+                if let Some(victim) = victim {
+                    let _ = inner.release(&victim).await;
+                }
+            });
+        }
+        lease
+    }
+
+    fn inner_request(&self, request: &LeaseRequest) -> LeaseRequest {
+        match self.flaw {
+            // The server never expires anything; only the holder knows its TTL.
+            Flaw::ExpiryNeverEnforced => LeaseRequest::semaphore(request.key(), request.limit(), MAX_TTL),
+            _ => request.clone(),
+        }
+    }
+
+    fn forget(&self, lease: &Lease) {
+        let mut book = self.book();
+        if let Some(held) = book.held.get_mut(lease.key()) {
+            held.retain(|other| other.owner() != lease.owner());
+            if held.is_empty() {
+                book.held.remove(lease.key());
+                // The restarting counter: an idle key starts over at 1.
+                book.fences.remove(lease.key());
+            }
+        }
+    }
+
+    /// When the latest lease this locker knows of on `key` ends (for waiters' timers).
+    fn next_expiry(&self, key: &str) -> Option<Instant> {
+        self.book().held.get(key)?.iter().map(Lease::expires_at).min()
+    }
+
+    async fn try_inner(&self, request: &LeaseRequest) -> Result<Option<Lease>, LockError> {
+        Ok(self.inner.try_acquire(&self.inner_request(request)).await?.map(|lease| self.granted(request, lease)))
+    }
+
+    /// Waiting by notification, with the subscription taken *after* the failed try.
+    async fn acquire_subscribing_late(&self, request: &LeaseRequest, wait: Duration) -> Result<Lease, LockError> {
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Some(lease) = self.try_inner(request).await? {
+                return Ok(lease);
+            }
+            // The window: a release that lands here notifies nobody.
+            tokio::task::yield_now().await;
+            let notified = self.released.notified();
+            let expiry = self.next_expiry(request.key()).unwrap_or(deadline);
+            tokio::select! {
+                () = notified => {}
+                () = sleep_until(expiry.min(deadline)) => {
+                    if Instant::now() >= deadline {
+                        return Err(LockError::TimedOut { waited: wait });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waiting on a per-key stack: the newest waiter is served first.
+    async fn acquire_lifo(&self, request: &LeaseRequest, wait: Duration) -> Result<Lease, LockError> {
+        let deadline = Instant::now() + wait;
+        let key = request.key().to_owned();
+        {
+            let idle = self.book().stacks.get(&key).is_none_or(Vec::is_empty);
+            if idle {
+                if let Some(lease) = self.try_inner(request).await? {
+                    return Ok(lease);
+                }
+            }
+        }
+        let id = self.next_waiter.fetch_add(1, Ordering::Relaxed);
+        let wake = Arc::new(Notify::new());
+        self.book().stacks.entry(key.clone()).or_default().push((id, wake.clone()));
+        let _leave = LeaveStack { book: &self.book, key: &key, id };
+        loop {
+            let on_top = self.book().stacks.get(&key).and_then(|stack| stack.last()).is_some_and(|(top, _)| *top == id);
+            if on_top {
+                if let Some(lease) = self.try_inner(request).await? {
+                    return Ok(lease);
+                }
+            }
+            let expiry = self.next_expiry(&key).unwrap_or(deadline);
+            tokio::select! {
+                () = wake.notified() => {}
+                () = sleep_until(expiry.min(deadline)) => {
+                    if Instant::now() >= deadline {
+                        return Err(LockError::TimedOut { waited: wait });
+                    }
+                }
+            }
+        }
+    }
+
+    fn wake_top(&self, key: &str) {
+        if let Some((_, wake)) = self.book().stacks.get(key).and_then(|stack| stack.last()) {
+            wake.notify_one();
+        }
+    }
+}
+
+/// Takes a LIFO waiter off its stack when it stops waiting (granted, timed out, cancelled)
+/// and wakes the new top.
+struct LeaveStack<'a> {
+    book: &'a Mutex<Book>,
+    key: &'a str,
+    id: usize,
+}
+
+impl Drop for LeaveStack<'_> {
+    fn drop(&mut self) {
+        let mut book = self.book.lock().expect("mutant bookkeeping");
+        if let Some(stack) = book.stacks.get_mut(self.key) {
+            stack.retain(|(id, _)| *id != self.id);
+            if let Some((_, wake)) = stack.last() {
+                wake.notify_one();
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Locker for Flawed {
+    fn describe(&self) -> String {
+        format!("mutant:{}", self.flaw.name())
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let mut capabilities = Capabilities::all_in_process();
+        if self.flaw == Flaw::SubscribeAfterTry {
+            // It never claimed an order; only its wake-ups are broken.
+            capabilities.fifo = false;
+        }
+        capabilities
+    }
+
+    async fn try_acquire(&self, request: &LeaseRequest) -> Result<Option<Lease>, LockError> {
+        request.validate()?;
+        if self.flaw == Flaw::LifoQueue && self.book().stacks.get(request.key()).is_some_and(|stack| !stack.is_empty())
+        {
+            return Ok(None);
+        }
+        self.try_inner(request).await
+    }
+
+    async fn acquire(&self, request: &LeaseRequest, wait: Duration) -> Result<Lease, LockError> {
+        request.validate()?;
+        match self.flaw {
+            Flaw::SubscribeAfterTry => self.acquire_subscribing_late(request, wait).await,
+            Flaw::LifoQueue => self.acquire_lifo(request, wait).await,
+            // Waits for the grant however long it takes.
+            Flaw::IgnoresWaitBound => {
+                let lease = self.inner.acquire(&self.inner_request(request), MAX_WAIT).await?;
+                Ok(self.granted(request, lease))
+            }
+            // The acquire runs in a task of its own; dropping the caller's future does not
+            // stop it, and its grant is never released.
+            Flaw::LeaksGrantOnCancel => {
+                let (inner, inner_request) = (self.inner.clone(), self.inner_request(request));
+                let task = tokio::spawn(async move { inner.acquire(&inner_request, wait).await });
+                let lease = task.await.map_err(|error| LockError::unavailable(error.to_string()))??;
+                Ok(self.granted(request, lease))
+            }
+            _ => {
+                let lease = self.inner.acquire(&self.inner_request(request), wait).await?;
+                Ok(self.granted(request, lease))
+            }
+        }
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<bool, LockError> {
+        let target = match self.flaw {
+            // Deletes "the key": whatever grant is current, whoever asks.
+            Flaw::ReleaseWithoutOwnershipCheck => {
+                self.book().held.get(lease.key()).and_then(|held| held.last().cloned()).unwrap_or_else(|| lease.clone())
+            }
+            _ => lease.clone(),
+        };
+        let released = self.inner.release(&target).await?;
+        self.forget(&target);
+        self.released.notify_waiters();
+        if self.flaw == Flaw::LifoQueue {
+            self.wake_top(lease.key());
+        }
+        Ok(released)
+    }
+
+    async fn refresh(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>, LockError> {
+        let inner_ttl = if self.flaw == Flaw::ExpiryNeverEnforced { MAX_TTL } else { ttl };
+        let renewed = self.inner.refresh(lease, inner_ttl).await?;
+        Ok(renewed.map(|_| lease.refreshed(ttl, Instant::now())))
+    }
+
+    async fn remaining_ttl(&self, lease: &Lease) -> Result<Option<Duration>, LockError> {
+        let left = self.inner.remaining_ttl(lease).await?;
+        Ok(match self.flaw {
+            Flaw::ExpiryNeverEnforced => left.map(|_| lease.locally_remaining()),
+            _ => left,
+        })
+    }
+}
+
+/// Two lock nodes that each grant from their own state and tell each other nothing — the
+/// event-bus-coordinated lockers' double grant. Clients connect to the nodes in turn.
+struct TwoNodes {
+    nodes: [Arc<MemoryLocker>; 2],
+    next: AtomicUsize,
+}
+
+#[async_trait]
+impl Backend for TwoNodes {
+    fn name(&self) -> String {
+        "mutant:double-grant".to_owned()
+    }
+
+    async fn connect(&self) -> Result<Arc<dyn Locker>, LockError> {
+        let node = self.next.fetch_add(1, Ordering::Relaxed) % 2;
+        Ok(self.nodes[node].clone())
+    }
+}
+
+fn flawed(flaw: Flaw, failure_class: &'static str, expected_to_violate: Property) -> Mutant {
+    let locker = Arc::new(Flawed::new(flaw));
+    Mutant { name: flaw.name(), failure_class, expected_to_violate, backend: Box::new(SharedLocker::new(locker)) }
+}
+
+pub(super) fn mutants() -> Vec<Mutant> {
+    vec![
+        flawed(
+            Flaw::ReleaseWithoutOwnershipCheck,
+            "release by a non-owner: the key is deleted without comparing owner tokens",
+            Property::Ownership,
+        ),
+        flawed(Flaw::StaleExpiryTimer, "a stale TTL timer releases the next holder's lock", Property::MutualExclusion),
+        flawed(
+            Flaw::SubscribeAfterTry,
+            "lost wake-up: the waiter subscribes to releases only after its failed try",
+            Property::NoLostWakeup,
+        ),
+        Mutant {
+            name: "double-grant",
+            failure_class: "two nodes coordinating without consensus both grant the same key",
+            expected_to_violate: Property::MutualExclusion,
+            backend: Box::new(TwoNodes {
+                nodes: [Arc::new(MemoryLocker::new()), Arc::new(MemoryLocker::new())],
+                next: AtomicUsize::new(0),
+            }),
+        },
+        flawed(
+            Flaw::NonMonotonicFencing,
+            "non-monotonic fencing tokens: the counter restarts when a key goes idle",
+            Property::Fencing,
+        ),
+        flawed(Flaw::IgnoresWaitBound, "a waiter that never honours its deadline", Property::BoundedWait),
+        flawed(
+            Flaw::LeaksGrantOnCancel,
+            "a grant leaked to a cancelled caller: the acquire keeps running after its caller gave up",
+            Property::CancelSafety,
+        ),
+        flawed(Flaw::LifoQueue, "unfair LIFO hand-off where FIFO is promised", Property::Fifo),
+        flawed(
+            Flaw::ExpiryNeverEnforced,
+            "a lock held forever after its holder crashed: expiry kept only in the holder's process",
+            Property::Expiry,
+        ),
+    ]
+}

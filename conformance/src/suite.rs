@@ -1,0 +1,690 @@
+//! The conformance suite: checks written once, run against any [`Backend`].
+//!
+//! Each check is a scenario (a fixed story such as "the holder releases while someone waits"),
+//! the sequential model-based test (proptest-state-machine with the spec as reference), or a
+//! seeded concurrent random workload. Every check records its operations; after the
+//! check's own assertions pass, its history also goes through the history checkers
+//! (linearizability against the spec, real-time exclusion, fencing order, bounded waits, FIFO
+//! where claimed), so a scenario can fail for a reason it did not set out to test.
+//!
+//! Checks that need a capability (fencing, FIFO, server-side expiry, semaphores) run only
+//! where the backend claims it; elsewhere they are reported as *not claimed* — never silently
+//! dropped.
+//!
+//! Keys are prefixed with a random run id, so runs against a shared server never collide.
+
+mod scenarios;
+mod sequential;
+mod workload;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lockcheck_impls::{Capabilities, LockError};
+use lockcheck_model::spec::Property;
+
+use crate::backend::{Backend, Timing};
+use crate::checkers::{self, Counterexample, Verdict};
+use crate::history::{Recorder, RecordingLocker};
+
+/// How a suite run is set up.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct SuiteConfig {
+    /// The seed of every randomized check. Printed in every report; rerun with it to replay
+    /// the same operations (the interleaving of real concurrency cannot be replayed).
+    pub seed: u64,
+    /// How many random cases the sequential model test and the concurrent workload run.
+    pub cases: u32,
+    /// Time scales; `None` uses the backend's own ([`Backend::timing`]).
+    pub timing: Option<Timing>,
+    /// The time budget of each linearizability check. Running out gives Unknown, never a pass.
+    pub checker_budget: Duration,
+    /// How many times the lost wake-up race is run (the Go original ran 200).
+    pub wakeup_iterations: u32,
+    /// Clients of the concurrent workload.
+    pub clients: u32,
+    /// Operations per client per workload case.
+    pub ops_per_client: u32,
+    /// Run only the checks with these names (all if empty).
+    pub only: Vec<String>,
+}
+
+impl Default for SuiteConfig {
+    fn default() -> Self {
+        SuiteConfig {
+            seed: seed_from_env().unwrap_or_else(rand::random),
+            cases: 4,
+            timing: None,
+            checker_budget: Duration::from_secs(10),
+            wakeup_iterations: 200,
+            clients: 4,
+            ops_per_client: 25,
+            only: Vec::new(),
+        }
+    }
+}
+
+/// `LOCKCHECK_SEED`, if set: replays a printed seed in every suite run, tests included.
+pub fn seed_from_env() -> Option<u64> {
+    std::env::var("LOCKCHECK_SEED").ok()?.trim().parse().ok()
+}
+
+impl SuiteConfig {
+    /// The default configuration with this seed.
+    pub fn with_seed(seed: u64) -> Self {
+        SuiteConfig { seed, ..SuiteConfig::default() }
+    }
+
+    /// Sets the number of random cases.
+    pub fn cases(mut self, cases: u32) -> Self {
+        self.cases = cases;
+        self
+    }
+
+    /// Overrides the backend's time scales.
+    pub fn timing(mut self, timing: Timing) -> Self {
+        self.timing = Some(timing);
+        self
+    }
+
+    /// Runs only the named checks.
+    pub fn only(mut self, checks: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.only = checks.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets how often the lost wake-up race runs.
+    pub fn wakeup_iterations(mut self, iterations: u32) -> Self {
+        self.wakeup_iterations = iterations;
+        self
+    }
+}
+
+/// A capability a check needs the backend to claim.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Claim {
+    /// Fencing tokens strictly increase per key.
+    Fencing,
+    /// Waiters are granted in arrival order.
+    Fifo,
+    /// Leases expire on the backend itself.
+    ServerSideExpiry,
+    /// Permit limits above 1.
+    Semaphores,
+}
+
+impl Claim {
+    /// Whether `capabilities` claims it.
+    pub fn claimed_by(self, capabilities: &Capabilities) -> bool {
+        match self {
+            Claim::Fencing => capabilities.fencing,
+            Claim::Fifo => capabilities.fifo,
+            Claim::ServerSideExpiry => capabilities.server_side_expiry,
+            Claim::Semaphores => capabilities.semaphores,
+        }
+    }
+
+    /// The claim a property depends on, if any.
+    pub fn for_property(property: Property) -> Option<Claim> {
+        match property {
+            Property::Fencing | Property::ResourceSafety => Some(Claim::Fencing),
+            Property::Fifo => Some(Claim::Fifo),
+            Property::CrashSafety => Some(Claim::ServerSideExpiry),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Claim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Claim::Fencing => "fencing",
+            Claim::Fifo => "FIFO",
+            Claim::ServerSideExpiry => "server-side expiry",
+            Claim::Semaphores => "semaphores",
+        })
+    }
+}
+
+/// One check of the suite.
+#[derive(Clone, Copy, Debug)]
+pub struct CheckInfo {
+    /// Its name (also the test name the [`conformance_suite!`](crate::conformance_suite) macro
+    /// generates).
+    pub name: &'static str,
+    /// The properties it checks; the first is the one it is about.
+    pub covers: &'static [Property],
+    /// The capability it needs, if any.
+    pub requires: Option<Claim>,
+    /// What it does, in a sentence.
+    pub about: &'static str,
+}
+
+use Property::*;
+
+/// Every check, in the order a suite run performs them.
+pub const CHECKS: &[CheckInfo] = &[
+    CheckInfo {
+        name: "double_try_acquire_fails",
+        covers: &[MutualExclusion],
+        requires: None,
+        about: "try-acquire, a second try-acquire fails, release, try-acquire succeeds again (Go: TestTryLock_basic)",
+    },
+    CheckInfo {
+        name: "release_by_non_holder_is_noop",
+        covers: &[Ownership],
+        requires: None,
+        about: "a release or refresh with a forged or stale token changes nothing (Go: TestRelease_ownershipCheck)",
+    },
+    CheckInfo {
+        name: "acquire_waits_then_wins",
+        covers: &[NoLostWakeup],
+        requires: None,
+        about: "acquire blocks while the lock is held and wins promptly after release (Go: TestAcquire_waits)",
+    },
+    CheckInfo {
+        name: "ttl_expiry_frees_lock",
+        covers: &[Expiry],
+        requires: None,
+        about: "an expired lease frees the key for try-acquire and for a waiter (Go: TestTTL_expiry)",
+    },
+    CheckInfo {
+        name: "acquire_honours_wait_bound",
+        covers: &[BoundedWait],
+        requires: None,
+        about: "acquire on a held key times out at its wait bound, not later (Go: TestInMemoryAcquireTimeout)",
+    },
+    CheckInfo {
+        name: "no_lost_wakeup",
+        covers: &[NoLostWakeup],
+        requires: None,
+        about: "a release racing a waiter's subscription never strands it (Go: TestInMemoryAcquireNoLostWakeup)",
+    },
+    CheckInfo {
+        name: "next_holder_survives_old_ttl",
+        covers: &[MutualExclusion],
+        requires: None,
+        about: "a lease released early leaves no timer behind that frees the next holder at the old TTL",
+    },
+    CheckInfo {
+        name: "refresh_extends",
+        covers: &[Expiry],
+        requires: None,
+        about: "a refreshed lease outlives its original TTL",
+    },
+    CheckInfo {
+        name: "refresh_after_loss_reports_loss",
+        covers: &[Ownership],
+        requires: None,
+        about: "refresh and release of an expired lease report the loss and do not touch the next holder",
+    },
+    CheckInfo {
+        name: "remaining_ttl_counts_down",
+        covers: &[Expiry],
+        requires: None,
+        about: "remaining TTL is at most the TTL and decreases with time",
+    },
+    CheckInfo {
+        name: "racing_try_acquires",
+        covers: &[MutualExclusion],
+        requires: None,
+        about: "clients racing for a free key: exactly one wins",
+    },
+    CheckInfo {
+        name: "fencing_increases",
+        covers: &[Fencing],
+        requires: Some(Claim::Fencing),
+        about: "successive grants of a key carry strictly increasing fencing tokens",
+    },
+    CheckInfo {
+        name: "cancelled_acquire_leaves_nothing",
+        covers: &[CancelSafety],
+        requires: None,
+        about: "an acquire dropped while a grant races to it leaves the key free",
+    },
+    CheckInfo {
+        name: "fifo_hand_off",
+        covers: &[Fifo],
+        requires: Some(Claim::Fifo),
+        about: "queued waiters are granted in arrival order",
+    },
+    CheckInfo {
+        name: "semaphore_admits_limit",
+        covers: &[MutualExclusion],
+        requires: Some(Claim::Semaphores),
+        about: "a semaphore of limit 3 admits three holders, refuses a fourth, admits it after a release",
+    },
+    CheckInfo {
+        name: "crashed_holder_frees_within_ttl",
+        covers: &[CrashSafety],
+        requires: Some(Claim::ServerSideExpiry),
+        about: "a client that vanishes while holding frees the key within its TTL",
+    },
+    CheckInfo {
+        name: "stale_holder_fenced_off",
+        covers: &[ResourceSafety],
+        requires: Some(Claim::Fencing),
+        about: "a holder paused past its lease cannot write to a fenced resource after the next holder did",
+    },
+    CheckInfo {
+        name: "sequential_model",
+        covers: &[MutualExclusion, Ownership, Fencing],
+        requires: None,
+        about: "random operation sequences agree with the spec (proptest-state-machine, shrunk on failure)",
+    },
+    CheckInfo {
+        name: "random_workload",
+        covers: &[MutualExclusion, Ownership, Fencing, Expiry, BoundedWait, Fifo],
+        requires: None,
+        about: "seeded concurrent clients with cancellations, checked for linearizability, exclusion, fencing, waits, FIFO",
+    },
+];
+
+/// The check named `name`.
+pub fn check_info(name: &str) -> Option<&'static CheckInfo> {
+    CHECKS.iter().find(|check| check.name == name)
+}
+
+/// The outcome of one property in one check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    /// The backend does not claim the capability the property needs: informational.
+    NotClaimed,
+    /// Checked and held.
+    Passed,
+    /// Could not be decided (a backend error, a checker out of budget): not a pass.
+    Unknown,
+    /// Violated: there is a counterexample.
+    Violated,
+}
+
+impl Status {
+    /// Combines two statuses: Violated > Unknown > Passed > NotClaimed.
+    pub fn and(self, other: Status) -> Status {
+        self.max(other)
+    }
+
+    /// Whether this status should fail a CI gate.
+    pub fn is_failure(self) -> bool {
+        matches!(self, Status::Violated | Status::Unknown)
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Status::NotClaimed => "not claimed",
+            Status::Passed => "ok",
+            Status::Unknown => "UNKNOWN",
+            Status::Violated => "VIOLATED",
+        })
+    }
+}
+
+/// The result of one check.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct CheckResult {
+    /// The check's name.
+    pub check: String,
+    /// The status of every property it covers.
+    pub properties: BTreeMap<Property, Status>,
+    /// The counterexamples it found.
+    pub counterexamples: Vec<Counterexample>,
+    /// Why something is unknown or not claimed.
+    pub notes: Vec<String>,
+    /// How long it took.
+    pub elapsed: Duration,
+    /// The operations it performed.
+    pub operations: usize,
+}
+
+impl CheckResult {
+    /// The combined status.
+    pub fn status(&self) -> Status {
+        self.properties.values().copied().fold(Status::NotClaimed, Status::and)
+    }
+
+    /// The first property it found violated.
+    pub fn violated(&self) -> Option<Property> {
+        self.counterexamples.first().map(|counterexample| counterexample.property)
+    }
+}
+
+/// The result of a suite run against one backend.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct SuiteReport {
+    /// The backend's name.
+    pub backend: String,
+    /// What it claimed (`None` if no client could connect).
+    pub capabilities: Option<Capabilities>,
+    /// The seed (rerun with `--seed` / `LOCKCHECK_SEED`).
+    pub seed: u64,
+    /// The time scales used.
+    pub timing: Timing,
+    /// Every check's result.
+    pub checks: Vec<CheckResult>,
+    /// How long the run took.
+    pub elapsed: Duration,
+}
+
+impl SuiteReport {
+    /// Property × status, combined over checks (Violated > Unknown > Passed > NotClaimed).
+    pub fn by_property(&self) -> BTreeMap<Property, Status> {
+        let mut table: BTreeMap<Property, Status> = BTreeMap::new();
+        for check in &self.checks {
+            for (property, status) in &check.properties {
+                let entry = table.entry(*property).or_insert(*status);
+                *entry = entry.and(*status);
+            }
+        }
+        table
+    }
+
+    /// The combined status of the whole run.
+    pub fn status(&self) -> Status {
+        if self.checks.is_empty() {
+            // Nothing tested is not a pass.
+            return Status::Unknown;
+        }
+        self.checks.iter().map(CheckResult::status).fold(Status::NotClaimed, Status::and)
+    }
+
+    /// Every counterexample, in check order.
+    pub fn counterexamples(&self) -> impl Iterator<Item = (&str, &Counterexample)> {
+        self.checks.iter().flat_map(|check| check.counterexamples.iter().map(move |c| (check.check.as_str(), c)))
+    }
+}
+
+impl fmt::Display for SuiteReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "backend {} (seed {}, {:.1}s)", self.backend, self.seed, self.elapsed.as_secs_f64())?;
+        for check in &self.checks {
+            writeln!(
+                f,
+                "  {:<34} {:<12} {:>7.0}ms",
+                check.check,
+                check.status().to_string(),
+                check.elapsed.as_secs_f64() * 1e3
+            )?;
+            for note in &check.notes {
+                writeln!(f, "      note: {note}")?;
+            }
+        }
+        for (check, counterexample) in self.counterexamples() {
+            writeln!(f, "\n[{check}] {counterexample}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a check stopped early.
+#[derive(Debug)]
+pub(crate) enum Stop {
+    /// A property was violated.
+    Violated(Counterexample),
+    /// The backend failed in a way that decides nothing.
+    Error(String),
+}
+
+impl From<LockError> for Stop {
+    fn from(error: LockError) -> Self {
+        Stop::Error(format!("backend error: {error}"))
+    }
+}
+
+/// What a check runs with: the backend, the time scales, a recorder and a key namespace.
+pub(crate) struct Ctx<'a> {
+    backend: &'a dyn Backend,
+    pub(crate) config: &'a SuiteConfig,
+    pub(crate) timing: Timing,
+    pub(crate) capabilities: Capabilities,
+    pub(crate) recorder: Arc<Recorder>,
+    check: &'static CheckInfo,
+    namespace: String,
+    clients: u32,
+}
+
+impl Ctx<'_> {
+    /// A fresh recorded client.
+    pub(crate) async fn client(&mut self) -> Result<RecordingLocker, Stop> {
+        let locker = self.backend.connect().await.map_err(|error| Stop::Error(format!("connect failed: {error}")))?;
+        self.clients += 1;
+        Ok(self.recorder.client(self.clients - 1, locker))
+    }
+
+    /// A key unique to this run and check.
+    pub(crate) fn key(&self, name: &str) -> String {
+        format!("{}-{name}", self.namespace)
+    }
+
+    /// The check's main property is violated; the history so far is the counterexample.
+    pub(crate) fn violated(&self, summary: impl Into<String>) -> Stop {
+        self.violated_as(self.check.covers[0], summary)
+    }
+
+    /// `property` is violated; the history so far of the key last operated on is the
+    /// counterexample (scenarios fail right after the operation that showed the violation).
+    pub(crate) fn violated_as(&self, property: Property, summary: impl Into<String>) -> Stop {
+        let mut operations = self.recorder.history().operations;
+        if let Some(key) = operations.iter().max_by_key(|op| op.invoked).map(|op| op.key.clone()) {
+            operations.retain(|op| op.key == key);
+        }
+        Stop::Violated(Counterexample::new(property, summary, operations))
+    }
+
+    /// The seed of this check (the suite seed mixed with the check's name, so checks do not
+    /// share random streams).
+    pub(crate) fn seed(&self) -> u64 {
+        let mut seed = self.config.seed;
+        for byte in self.check.name.bytes() {
+            seed = seed.rotate_left(5) ^ u64::from(byte);
+            seed = seed.wrapping_mul(0x100_0000_01b3);
+        }
+        seed
+    }
+}
+
+/// Runs the history checkers over a recorded history; the verdicts per property.
+pub(crate) fn check_recorded(
+    history: &crate::history::History,
+    timing: &Timing,
+    capabilities: &Capabilities,
+    budget: Duration,
+) -> Vec<(Property, Verdict)> {
+    let tolerance = timing.tolerance.as_micros() as u64;
+    let mut verdicts = Vec::new();
+    let linearizable = checkers::linearizability::check_history(history, tolerance, budget);
+    let linearizable_property = linearizable.counterexample().map_or(MutualExclusion, |c| c.property);
+    verdicts.push((linearizable_property, linearizable));
+    verdicts.push((MutualExclusion, checkers::exclusion::check(history, tolerance)));
+    if capabilities.fencing {
+        verdicts.push((Fencing, checkers::fencing::check_order(history)));
+    }
+    verdicts.push((BoundedWait, checkers::timing::check_bounded_waits(history, timing.prompt.as_micros() as u64)));
+    if capabilities.fifo {
+        verdicts.push((Fifo, checkers::timing::check_fifo(history, timing.arrival_gap.as_micros() as u64)));
+    }
+    verdicts
+}
+
+/// Runs one check against `backend`.
+pub async fn run_check(backend: &dyn Backend, check: &'static CheckInfo, config: &SuiteConfig) -> CheckResult {
+    let started = Instant::now();
+    let timing = config.timing.unwrap_or_else(|| backend.timing());
+    let mut result = CheckResult {
+        check: check.name.to_owned(),
+        properties: BTreeMap::new(),
+        counterexamples: Vec::new(),
+        notes: Vec::new(),
+        elapsed: Duration::ZERO,
+        operations: 0,
+    };
+    let unknown = |mut result: CheckResult, note: String| {
+        for property in check.covers {
+            result.properties.insert(*property, Status::Unknown);
+        }
+        result.notes.push(note);
+        result.elapsed = started.elapsed();
+        result
+    };
+    let capabilities = match backend.connect().await {
+        Ok(client) => client.capabilities(),
+        Err(error) => return unknown(result, format!("could not connect to {}: {error}", backend.name())),
+    };
+    if let Some(claim) = check.requires {
+        if !claim.claimed_by(&capabilities) {
+            for property in check.covers {
+                result.properties.insert(*property, Status::NotClaimed);
+            }
+            result.notes.push(format!("{} does not claim {claim}", backend.name()));
+            result.elapsed = started.elapsed();
+            return result;
+        }
+    }
+    let mut ctx = Ctx {
+        backend,
+        config,
+        timing,
+        capabilities,
+        recorder: Recorder::new(),
+        check,
+        namespace: format!("lc-{:08x}-{}", rand::random::<u32>(), check.name),
+        clients: 0,
+    };
+    let outcome = match check.name {
+        "sequential_model" => sequential::run(&mut ctx).await,
+        "random_workload" => workload::run(&mut ctx).await,
+        name => scenarios::run(name, &mut ctx).await,
+    };
+    let history = ctx.recorder.history();
+    result.operations = history.operations.len();
+    for property in check.covers {
+        let claimed = Claim::for_property(*property).is_none_or(|claim| claim.claimed_by(&capabilities));
+        result.properties.insert(*property, if claimed { Status::Passed } else { Status::NotClaimed });
+    }
+    match outcome {
+        Ok(notes) => result.notes.extend(notes),
+        Err(Stop::Violated(counterexample)) => {
+            result.properties.insert(counterexample.property, Status::Violated);
+            result.counterexamples.push(counterexample);
+        }
+        Err(Stop::Error(message)) => return unknown(result, message),
+    }
+    if result.counterexamples.is_empty() && check.name != "random_workload" {
+        // The workload checks its own histories case by case.
+        for (property, verdict) in check_recorded(&history, &timing, &capabilities, config.checker_budget) {
+            match verdict {
+                Verdict::Valid => {}
+                Verdict::Invalid { counterexample } => {
+                    result.properties.insert(counterexample.property, Status::Violated);
+                    result.counterexamples.push(*counterexample);
+                }
+                Verdict::Unknown { reason } => {
+                    let status = result.properties.entry(property).or_insert(Status::Unknown);
+                    *status = status.and(Status::Unknown);
+                    result.notes.push(reason);
+                }
+            }
+        }
+    }
+    result.elapsed = started.elapsed();
+    result
+}
+
+/// Runs every check of the suite (or those in `config.only`) against `backend`.
+pub async fn run_suite(backend: &dyn Backend, config: &SuiteConfig) -> SuiteReport {
+    run_suite_observed(backend, config, &mut |_, _| {}).await
+}
+
+/// [`run_suite`], calling `observe(check, Some(result))` after each check and
+/// `observe(check, None)` before it (for progress bars).
+pub async fn run_suite_observed(
+    backend: &dyn Backend,
+    config: &SuiteConfig,
+    observe: &mut (dyn FnMut(&CheckInfo, Option<&CheckResult>) + Send),
+) -> SuiteReport {
+    let started = Instant::now();
+    let capabilities = backend.connect().await.ok().map(|client| client.capabilities());
+    let mut checks = Vec::new();
+    for check in selected(config) {
+        observe(check, None);
+        let result = run_check(backend, check, config).await;
+        observe(check, Some(&result));
+        checks.push(result);
+    }
+    SuiteReport {
+        backend: backend.name(),
+        capabilities,
+        seed: config.seed,
+        timing: config.timing.unwrap_or_else(|| backend.timing()),
+        checks,
+        elapsed: started.elapsed(),
+    }
+}
+
+/// The checks `config` selects, in suite order.
+pub fn selected(config: &SuiteConfig) -> impl Iterator<Item = &'static CheckInfo> + '_ {
+    CHECKS.iter().filter(|check| config.only.is_empty() || config.only.iter().any(|name| name == check.name))
+}
+
+/// What the [`conformance_suite!`](crate::conformance_suite) tests call: runs one check on a
+/// fresh multi-threaded runtime and panics with the report unless it passed or is not
+/// claimed.
+#[doc(hidden)]
+pub fn run_check_in_test(backend: &dyn Backend, name: &str, config: SuiteConfig) {
+    let check = check_info(name).unwrap_or_else(|| panic!("no conformance check named {name}"));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime for the conformance test");
+    eprintln!(
+        "lockcheck: {name} on {} with seed {} (LOCKCHECK_SEED={} to replay)",
+        backend.name(),
+        config.seed,
+        config.seed
+    );
+    let result = runtime.block_on(run_check(backend, check, &config));
+    match result.status() {
+        Status::Passed => {}
+        Status::NotClaimed => eprintln!("lockcheck: {name} not claimed by {}: skipped, not passed", backend.name()),
+        status => {
+            let mut message = format!("{name} on {}: {status} (seed {})\n", backend.name(), config.seed);
+            for note in &result.notes {
+                message.push_str(&format!("note: {note}\n"));
+            }
+            for counterexample in &result.counterexamples {
+                message.push_str(&format!("{counterexample}\n"));
+            }
+            panic!("{message}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_test_macro_lists_every_check_in_suite_order() {
+        let source = include_str!("lib.rs");
+        let start = source.find("@tests $name, $backend, $config,").expect("the macro's check list");
+        let end = start + source[start..].find(");").expect("end of the list");
+        let listed: Vec<&str> = source[start..end].split_whitespace().skip(4).collect();
+        let names: Vec<&str> = CHECKS.iter().map(|check| check.name).collect();
+        assert_eq!(listed, names);
+    }
+
+    #[test]
+    fn statuses_combine_worst_first() {
+        assert_eq!(Status::Passed.and(Status::Violated), Status::Violated);
+        assert_eq!(Status::Unknown.and(Status::Passed), Status::Unknown);
+        assert_eq!(Status::NotClaimed.and(Status::Passed), Status::Passed);
+        assert!(Status::Unknown.is_failure());
+    }
+}

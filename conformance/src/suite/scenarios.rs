@@ -1,0 +1,613 @@
+//! The scenarios: fixed stories, each about one property, including every behaviour the
+//! original Go lockers' tests checked (go-warp's `TestTryLock_basic`,
+//! `TestRelease_ownershipCheck`, `TestAcquire_waits`, `TestTTL_expiry`,
+//! `TestInMemoryAcquireNoLostWakeup`, `TestInMemoryAcquireTimeout`, `TestNATSAcquireTimeout`).
+//!
+//! Scenarios never sleep to synchronize: a waiter counts as queued once its acquire future
+//! has been polled (and, for networked backends, the backend's `arrival_gap` has passed so the
+//! request reached the server). They do sleep where the story needs time to pass — a lease
+//! running out, a holder paused past its TTL.
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use std::time::Duration;
+
+use lockcheck_impls::{FencingToken, Lease, LeaseRequest, LockError, Locker, OwnerToken};
+use lockcheck_model::spec::Property;
+use rand::{Rng, SeedableRng};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, sleep, timeout};
+
+use super::{Ctx, Stop};
+use crate::checkers::fencing::FencedResource;
+use crate::history::RecordingLocker;
+
+type Notes = Vec<String>;
+
+pub(crate) async fn run(name: &str, ctx: &mut Ctx<'_>) -> Result<Notes, Stop> {
+    match name {
+        "double_try_acquire_fails" => double_try_acquire_fails(ctx).await,
+        "release_by_non_holder_is_noop" => release_by_non_holder_is_noop(ctx).await,
+        "acquire_waits_then_wins" => acquire_waits_then_wins(ctx).await,
+        "ttl_expiry_frees_lock" => ttl_expiry_frees_lock(ctx).await,
+        "acquire_honours_wait_bound" => acquire_honours_wait_bound(ctx).await,
+        "no_lost_wakeup" => no_lost_wakeup(ctx).await,
+        "next_holder_survives_old_ttl" => next_holder_survives_old_ttl(ctx).await,
+        "refresh_extends" => refresh_extends(ctx).await,
+        "refresh_after_loss_reports_loss" => refresh_after_loss_reports_loss(ctx).await,
+        "remaining_ttl_counts_down" => remaining_ttl_counts_down(ctx).await,
+        "racing_try_acquires" => racing_try_acquires(ctx).await,
+        "fencing_increases" => fencing_increases(ctx).await,
+        "cancelled_acquire_leaves_nothing" => cancelled_acquire_leaves_nothing(ctx).await,
+        "fifo_hand_off" => fifo_hand_off(ctx).await,
+        "semaphore_admits_limit" => semaphore_admits_limit(ctx).await,
+        "crashed_holder_frees_within_ttl" => crashed_holder_frees_within_ttl(ctx).await,
+        "stale_holder_fenced_off" => stale_holder_fenced_off(ctx).await,
+        other => Err(Stop::Error(format!("no scenario named {other}"))),
+    }
+}
+
+fn ms(duration: Duration) -> String {
+    format!("{:.1}ms", duration.as_secs_f64() * 1e3)
+}
+
+/// Acquires that must succeed: a refusal of a key the scenario knows is free is an expiry
+/// (P4) violation unless the caller says otherwise.
+async fn must_try(ctx: &Ctx<'_>, client: &RecordingLocker, request: &LeaseRequest, why: &str) -> Result<Lease, Stop> {
+    match client.try_acquire(request).await? {
+        Some(lease) => Ok(lease),
+        None => Err(ctx.violated_as(Property::Expiry, format!("try_acquire was refused although {why}"))),
+    }
+}
+
+/// An acquire running in its own task, already queued at the backend when this returns: its
+/// future has been polled once and the backend's arrival gap has passed.
+struct Waiter {
+    task: JoinHandle<(Result<Lease, LockError>, Instant)>,
+}
+
+impl Waiter {
+    async fn start(ctx: &Ctx<'_>, client: &RecordingLocker, request: &LeaseRequest, wait: Duration) -> Self {
+        Self::start_then(ctx, client, request, wait, |_| async {}).await
+    }
+
+    /// Like [`Waiter::start`]; `then` runs in the waiter's task right after a grant.
+    async fn start_then<F, Fut>(
+        ctx: &Ctx<'_>,
+        client: &RecordingLocker,
+        request: &LeaseRequest,
+        wait: Duration,
+        then: F,
+    ) -> Self
+    where
+        F: FnOnce(Lease) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send,
+    {
+        let (polled_tx, polled) = oneshot::channel();
+        let (client, request) = (client.clone(), request.clone());
+        let task = tokio::spawn(async move {
+            let mut acquire = pin!(client.acquire(&request, wait));
+            let mut polled_tx = Some(polled_tx);
+            let result = std::future::poll_fn(|cx| {
+                let poll = acquire.as_mut().poll(cx);
+                if let Some(tx) = polled_tx.take() {
+                    let _ = tx.send(());
+                }
+                poll
+            })
+            .await;
+            let at = Instant::now();
+            if let Ok(lease) = &result {
+                then(lease.clone()).await;
+            }
+            (result, at)
+        });
+        let _ = polled.await;
+        sleep(ctx.timing.arrival_gap).await;
+        Waiter { task }
+    }
+
+    async fn outcome(self) -> Result<(Result<Lease, LockError>, Instant), Stop> {
+        self.task.await.map_err(|error| Stop::Error(format!("waiter task failed: {error}")))
+    }
+}
+
+async fn double_try_acquire_fails(ctx: &mut Ctx<'_>) -> Result<Notes, Stop> {
+    let (a, b) = (ctx.client().await?, ctx.client().await?);
+    let request = LeaseRequest::lock(ctx.key("k"), ctx.timing.long_ttl());
+    let lease = must_try(ctx, &a, &request, "the key was never locked").await?;
+    if b.try_acquire(&request).await?.is_some() {
+        return Err(ctx.violated("a second client's try_acquire succeeded while the lock was held"));
+    }
+    if a.try_acquire(&request).await?.is_some() {
+        return Err(ctx.violated("the holder's own second try_acquire succeeded: locks are not reentrant"));
+    }
+    if !a.release(&lease).await? {
+        return Err(ctx.violated_as(Property::Ownership, "release of a held lease said it was not held"));
+    }
+    let again = must_try(ctx, &b, &request, "its holder released it").await?;
+    b.release(&again).await?;
+    Ok(vec![])
+}
+
+async fn release_by_non_holder_is_noop(ctx: &mut Ctx<'_>) -> Result<Notes, Stop> {
+    let (a, b) = (ctx.client().await?, ctx.client().await?);
+    let request = LeaseRequest::lock(ctx.key("k"), ctx.timing.long_ttl());
+    let first = must_try(ctx, &a, &request, "the key was never locked").await?;
+    // A lease with the right key and fence but a token nobody was granted.
+    let forged = Lease::new(request.key(), OwnerToken::random(), first.fence(), request.ttl(), Instant::now(), 1);
+    if b.release(&forged).await? {
+        return Err(ctx.violated("a release with a forged owner token said it released the lock"));
+    }
+    if b.refresh(&forged, request.ttl()).await?.is_some() {
+        return Err(ctx.violated("a refresh with a forged owner token said it refreshed the lock"));
+    }
+    if b.try_acquire(&request).await?.is_some() {
+        return Err(ctx.violated("after a stranger's release, a stranger could take the lock"));
+    }
+    // A stale lease: released, then the key went to someone else.
+    a.release(&first).await?;
+    let second = must_try(ctx, &b, &request, "its holder released it").await?;
+    if a.release(&first).await? {
+        return Err(ctx.violated("releasing an already released lease said it was held"));
+    }
+    if a.try_acquire(&request).await?.is_some() {
+        return Err(ctx.violated("a stale lease's release freed the next holder's lock"));
+    }
+    if !b.release(&second).await? {
+        return Err(ctx.violated("the holder's release said its lease was not held"));
+    }
+    Ok(vec![])
+}
+
+async fn acquire_waits_then_wins(ctx: &mut Ctx<'_>) -> Result<Notes, Stop> {
+    let (a, b) = (ctx.client().await?, ctx.client().await?);
+    let request = LeaseRequest::lock(ctx.key("k"), ctx.timing.long_ttl());
+    let held = must_try(ctx, &a, &request, "the key was never locked").await?;
+    let wait = ctx.timing.prompt * 20;
+    let waiter = Waiter::start_then(ctx, &b, &request, wait, {
+        let b = b.clone();
+        move |lease| async move {
+            let _ = b.release(&lease).await;
+        }
+    })
+    .await;
+    if waiter.task.is_finished() {
+        return Err(ctx.violated_as(Property::MutualExclusion, "acquire returned while the lock was held"));
+    }
+    a.release(&held).await?;
+    let released = Instant::now();
+    let (result, at) = waiter.outcome().await?;
+    match result {
+        Ok(_) if at.duration_since(released) <= ctx.timing.prompt => {
+            Ok(vec![format!("hand-off took {}", ms(at.duration_since(released)))])
+        }
+        Ok(_) => Err(ctx.violated(format!(
+            "the waiter was granted {} after the release; the bound is {}",
+            ms(at.duration_since(released)),
+            ms(ctx.timing.prompt)
+        ))),
+        Err(error) if error.is_timeout() => {
+            Err(ctx.violated(format!("the waiter was never woken after the release; it timed out after {}", ms(wait))))
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+async fn ttl_expiry_frees_lock(ctx: &mut Ctx<'_>) -> Result<Notes, Stop> {
+    let (a, b, c) = (ctx.client().await?, ctx.client().await?, ctx.client().await?);
+    let ttl = ctx.timing.base_ttl;
+    let request = LeaseRequest::lock(ctx.key("k"), ttl);
+    // Try-acquire after the lease ran out.
+    must_try(ctx, &a, &request, "the key was never locked").await?;
+    sleep(ttl + ctx.timing.tolerance * 2).await;
+    let second = must_try(ctx, &b, &request, "the previous lease had expired").await?;
+    // A waiter on an expiring lease is granted when it expires, without anyone releasing.
+    let wait = ttl * 4 + ctx.timing.prompt * 4;
+    let waiter = Waiter::start(ctx, &c, &request, wait).await;
+    let (result, at) = waiter.outcome().await?;
+    let expiry = second.expires_at();
+    match result {
+        Ok(lease) => {
+            if at + ctx.timing.tolerance < expiry {
+                return Err(ctx.violated_as(
+                    Property::MutualExclusion,
+                    format!("a waiter was granted {} before the holder's lease ended", ms(expiry - at)),
+                ));
+            }
+            let late = at.saturating_duration_since(expiry);
+            if late > ctx.timing.prompt + ctx.timing.tolerance {
+                return Err(ctx.violated(format!(
+                    "a waiter was granted {} after the holder's lease ended; the bound is {}",
+                    ms(late),
+                    ms(ctx.timing.prompt + ctx.timing.tolerance)
+                )));
+            }
+            c.release(&lease).await?;
+            Ok(vec![])
+        }
+        Err(error) if error.is_timeout() => {
+            Err(ctx.violated(format!("the holder's lease ended but a waiter was not granted within {}", ms(wait))))
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+async fn acquire_honours_wait_bound(ctx: &mut Ctx<'_>) -> Result<Notes, Stop> {
+    let (a, b) = (ctx.client().await?, ctx.client().await?);
+    let request = LeaseRequest::lock(ctx.key("k"), ctx.timing.long_ttl());
+    let held = must_try(ctx, &a, &request, "the key was never locked").await?;
+    let wait = ctx.timing.prompt;
+    let started = Instant::now();
+    let guard = wait + ctx.timing.prompt * 3;
+    let outcome = timeout(guard, b.acquire(&request, wait)).await;
+    let took = started.elapsed();
+    a.release(&held).await?;
+    match outcome {
+        Err(_) => {
+            Err(ctx.violated(format!("acquire with a {} wait bound was still waiting after {}", ms(wait), ms(guard))))
+        }
+        Ok(Ok(_)) => Err(ctx.violated_as(Property::MutualExclusion, "acquire was granted while the lock was held")),
+        Ok(Err(error)) if error.is_timeout() => {
+            if took > wait + ctx.timing.prompt {
+                Err(ctx.violated(format!("acquire with a {} wait bound returned after {}", ms(wait), ms(took))))
+            } else if took + ctx.timing.tolerance < wait {
+                Err(ctx.violated(format!("acquire with a {} wait bound gave up after only {}", ms(wait), ms(took))))
+            } else {
+                Ok(vec![])
+            }
+        }
+        Ok(Err(error)) => Err(error.into()),
+    }
+}
+
+async fn no_lost_wakeup(ctx: &mut Ctx<'_>) -> Result<Notes, Stop> {
+    let (a, b) = (ctx.client().await?, ctx.client().await?);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(ctx.seed());
+    let wait = ctx.timing.prompt * 4;
+    for iteration in 0..ctx.config.wakeup_iterations {
+        let request = LeaseRequest::lock(ctx.key(&format!("k{iteration}")), ctx.timing.long_ttl());
+        let held = must_try(ctx, &a, &request, "the key was never locked").await?;
+        let waiter = {
+            let (b, request) = (b.clone(), request.clone());
+            tokio::spawn(async move { (b.acquire(&request, wait).await, Instant::now()) })
+        };
+        // Release right away, racing the waiter's subscription; vary the race a little.
+        for _ in 0..rng.random_range(0..3) {
+            tokio::task::yield_now().await;
+        }
+        a.release(&held).await?;
+        let released = Instant::now();
+        let (result, at) = waiter.await.map_err(|error| Stop::Error(format!("waiter task failed: {error}")))?;
+        match result {
+            Ok(lease) => {
+                b.release(&lease).await?;
+                let late = at.saturating_duration_since(released);
+                if late > ctx.timing.prompt {
+                    return Err(ctx.violated(format!(
+                        "iteration {iteration}: the waiter was granted {} after the release (bound {})",
+                        ms(late),
+                        ms(ctx.timing.prompt)
+                    )));
+                }
+            }
+            Err(error) if error.is_timeout() => {
+                return Err(ctx.violated(format!(
+                    "iteration {iteration}: the release raced the waiter's subscription and the wake-up was lost; it timed out after {}",
+                    ms(wait)
+                )));
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(vec![format!("{} racing iterations", ctx.config.wakeup_iterations)])
+}
+
+async fn next_holder_survives_old_ttl(ctx: &mut Ctx<'_>) -> Result<Notes, Stop> {
+    let (a, b, c) = (ctx.client().await?, ctx.client().await?, ctx.client().await?);
+    let short = LeaseRequest::lock(ctx.key("k"), ctx.timing.base_ttl);
+    let first = must_try(ctx, &a, &short, "the key was never locked").await?;
+    a.release(&first).await?;
+    let long = LeaseRequest::lock(short.key(), ctx.timing.long_ttl());
+    let holder = must_try(ctx, &b, &long, "its holder released it").await?;
+    sleep(ctx.timing.base_ttl + ctx.timing.tolerance * 2).await;
+    if let Some(intruder) = c.try_acquire(&long).await? {
+        c.release(&intruder).await?;
+        return Err(ctx
+            .violated("the first lease's TTL ran out after it was released, and the next holder's lock went with it"));
+    }
+    if !b.release(&holder).await? {
+        return Err(
+            ctx.violated_as(Property::Ownership, "the next holder's lease was gone at the first lease's old TTL")
+        );
+    }
+    Ok(vec![])
+}
+
+async fn refresh_extends(ctx: &mut Ctx<'_>) -> Result<Notes, Stop> {
+    let (a, b) = (ctx.client().await?, ctx.client().await?);
+    let ttl = ctx.timing.base_ttl;
+    let request = LeaseRequest::lock(ctx.key("k"), ttl);
+    let lease = must_try(ctx, &a, &request, "the key was never locked").await?;
+    sleep(ttl / 3).await;
+    let Some(renewed) = a.refresh(&lease, ttl * 5).await? else {
+        return Err(ctx.violated_as(Property::Ownership, "refresh of a held lease said it was lost"));
+    };
+    sleep(ttl + ctx.timing.tolerance * 2).await;
+    if b.try_acquire(&request).await?.is_some() {
+        return Err(ctx.violated("the lock expired at its original TTL although it was refreshed"));
+    }
+    if a.remaining_ttl(&renewed).await?.is_none() {
+        return Err(ctx.violated("a refreshed lease reported no remaining TTL before its new end"));
+    }
+    if !a.release(&renewed).await? {
+        return Err(ctx.violated("a refreshed lease was not held before its new end"));
+    }
+    Ok(vec![])
+}
+
+async fn refresh_after_loss_reports_loss(ctx: &mut Ctx<'_>) -> Result<Notes, Stop> {
+    let (a, b) = (ctx.client().await?, ctx.client().await?);
+    let ttl = ctx.timing.base_ttl;
+    let request = LeaseRequest::lock(ctx.key("k"), ttl);
+    let lost = must_try(ctx, &a, &request, "the key was never locked").await?;
+    sleep(ttl + ctx.timing.tolerance * 2).await;
+    let next = LeaseRequest::lock(request.key(), ctx.timing.long_ttl());
+    let holder = must_try(ctx, &b, &next, "the previous lease had expired").await?;
+    if a.refresh(&lost, ttl).await?.is_some() {
+        return Err(ctx.violated("refresh of an expired lease said it was still held"));
+    }
+    if a.remaining_ttl(&lost).await?.is_some() {
+        return Err(ctx.violated("an expired lease reported remaining TTL"));
+    }
+    if a.release(&lost).await? {
+        return Err(ctx.violated("release of an expired lease said it was held"));
+    }
+    if a.try_acquire(&next).await?.is_some() {
+        return Err(ctx.violated("the expired holder's calls freed the next holder's lock"));
+    }
+    if !b.release(&holder).await? {
+        return Err(ctx.violated("the next holder's lease was gone after the expired holder's calls"));
+    }
+    Ok(vec![])
+}
+
+async fn remaining_ttl_counts_down(ctx: &mut Ctx<'_>) -> Result<Notes, Stop> {
+    let a = ctx.client().await?;
+    let ttl = ctx.timing.base_ttl * 4;
+    let request = LeaseRequest::lock(ctx.key("k"), ttl);
+    let lease = must_try(ctx, &a, &request, "the key was never locked").await?;
+    let Some(first) = a.remaining_ttl(&lease).await? else {
+        return Err(ctx.violated("a lease just granted reported no remaining TTL"));
+    };
+    if first > ttl + ctx.timing.tolerance {
+        return Err(ctx.violated(format!("remaining TTL {} exceeds the lease's TTL {}", ms(first), ms(ttl))));
+    }
+    let pause = ctx.timing.base_ttl;
+    sleep(pause).await;
+    let Some(second) = a.remaining_ttl(&lease).await? else {
+        return Err(ctx.violated("a lease reported no remaining TTL before its end"));
+    };
+    if second + pause > first + ctx.timing.tolerance {
+        return Err(ctx.violated(format!(
+            "remaining TTL went from {} to {} over {}: it does not count down",
+            ms(first),
+            ms(second),
+            ms(pause)
+        )));
+    }
+    a.release(&lease).await?;
+    Ok(vec![])
+}
+
+async fn racing_try_acquires(ctx: &mut Ctx<'_>) -> Result<Notes, Stop> {
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        clients.push(ctx.client().await?);
+    }
+    for round in 0..25 {
+        let request = LeaseRequest::lock(ctx.key(&format!("k{round}")), ctx.timing.long_ttl());
+        let tasks: Vec<_> = clients
+            .iter()
+            .map(|client| {
+                let (client, request) = (client.clone(), request.clone());
+                tokio::spawn(async move { client.try_acquire(&request).await.map(|lease| (client, lease)) })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for task in tasks {
+            let (client, lease) = task.await.map_err(|error| Stop::Error(format!("client task failed: {error}")))??;
+            if let Some(lease) = lease {
+                winners.push((client, lease));
+            }
+        }
+        if winners.len() > 1 {
+            return Err(
+                ctx.violated(format!("round {round}: {} racing clients all won the same free lock", winners.len()))
+            );
+        }
+        if winners.is_empty() {
+            return Err(ctx.violated_as(Property::Expiry, format!("round {round}: no racing client won a free lock")));
+        }
+        for (client, lease) in winners {
+            client.release(&lease).await?;
+        }
+    }
+    Ok(vec![])
+}
+
+async fn fencing_increases(ctx: &mut Ctx<'_>) -> Result<Notes, Stop> {
+    let (a, b) = (ctx.client().await?, ctx.client().await?);
+    let request = LeaseRequest::lock(ctx.key("k"), ctx.timing.long_ttl());
+    let other = LeaseRequest::lock(ctx.key("other"), ctx.timing.long_ttl());
+    let mut last: Option<FencingToken> = None;
+    for round in 0..10 {
+        let client = if round % 2 == 0 { &a } else { &b };
+        let lease = must_try(ctx, client, &request, "its holder released it").await?;
+        if let Some(previous) = last {
+            if lease.fence() <= previous {
+                return Err(ctx.violated(format!(
+                    "grant {round} of the key carries fencing token {} after token {previous}",
+                    lease.fence()
+                )));
+            }
+        }
+        last = Some(lease.fence());
+        client.release(&lease).await?;
+        // Traffic on another key must not disturb this key's order.
+        if let Some(unrelated) = b.try_acquire(&other).await? {
+            b.release(&unrelated).await?;
+        }
+    }
+    Ok(vec![])
+}
+
+async fn cancelled_acquire_leaves_nothing(ctx: &mut Ctx<'_>) -> Result<Notes, Stop> {
+    let (a, b, c) = (ctx.client().await?, ctx.client().await?, ctx.client().await?);
+    let request = LeaseRequest::lock(ctx.key("k"), ctx.timing.long_ttl());
+    let held = must_try(ctx, &a, &request, "the key was never locked").await?;
+    {
+        let mut acquire = pin!(b.acquire(&request, ctx.timing.long_ttl()));
+        let first = std::future::poll_fn(|cx| Poll::Ready(acquire.as_mut().poll(cx))).await;
+        if let Poll::Ready(result) = first {
+            result?;
+            return Err(ctx.violated_as(Property::MutualExclusion, "acquire was granted while the lock was held"));
+        }
+        // Let the request reach the backend, then free the lock so a grant races the
+        // cancellation below.
+        sleep(ctx.timing.arrival_gap).await;
+        a.release(&held).await?;
+        // The acquire future is dropped here, unpolled since the release.
+    }
+    let wait = ctx.timing.prompt * 2;
+    match c.acquire(&request, wait).await {
+        Ok(lease) => {
+            c.release(&lease).await?;
+            Ok(vec![])
+        }
+        Err(error) if error.is_timeout() => Err(ctx.violated(format!(
+            "after an acquire was cancelled while the lock was handed to it, the key stayed locked: another acquire timed out after {}",
+            ms(wait)
+        ))),
+        Err(error) => Err(error.into()),
+    }
+}
+
+async fn fifo_hand_off(ctx: &mut Ctx<'_>) -> Result<Notes, Stop> {
+    let holder = ctx.client().await?;
+    let request = LeaseRequest::lock(ctx.key("k"), ctx.timing.long_ttl());
+    let held = must_try(ctx, &holder, &request, "the key was never locked").await?;
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let mut waiters = Vec::new();
+    for _ in 0..4 {
+        let client = ctx.client().await?;
+        let (order, id, releaser) = (order.clone(), client.client_id(), client.clone());
+        let wait = ctx.timing.prompt * 40;
+        waiters.push(
+            Waiter::start_then(ctx, &client, &request, wait, move |lease| async move {
+                order.lock().expect("order").push(id);
+                let _ = releaser.release(&lease).await;
+            })
+            .await,
+        );
+    }
+    holder.release(&held).await?;
+    let mut arrival = Vec::new();
+    for waiter in waiters {
+        let (result, _) = waiter.outcome().await?;
+        result?;
+    }
+    arrival.extend(1..=4);
+    let granted = order.lock().expect("order").clone();
+    if granted != arrival {
+        return Err(ctx.violated(format!("waiters arrived as clients {arrival:?} but were granted as {granted:?}")));
+    }
+    Ok(vec![])
+}
+
+async fn semaphore_admits_limit(ctx: &mut Ctx<'_>) -> Result<Notes, Stop> {
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        clients.push(ctx.client().await?);
+    }
+    let request = LeaseRequest::semaphore(ctx.key("s"), 3, ctx.timing.long_ttl());
+    let mut permits = Vec::new();
+    for client in &clients[..3] {
+        permits.push(must_try(ctx, client, &request, "the semaphore had a free permit").await?);
+    }
+    if clients[3].try_acquire(&request).await?.is_some() {
+        return Err(ctx.violated("a fourth permit of a semaphore of limit 3 was granted"));
+    }
+    clients[0].release(&permits[0]).await?;
+    let fourth = must_try(ctx, &clients[3], &request, "a permit was released").await?;
+    clients[3].release(&fourth).await?;
+    for (client, permit) in clients[1..3].iter().zip(&permits[1..]) {
+        client.release(permit).await?;
+    }
+    Ok(vec![])
+}
+
+async fn crashed_holder_frees_within_ttl(ctx: &mut Ctx<'_>) -> Result<Notes, Stop> {
+    let ttl = ctx.timing.base_ttl;
+    let request = LeaseRequest::lock(ctx.key("k"), ttl);
+    let crashed_at;
+    {
+        let doomed = ctx.client().await?;
+        must_try(ctx, &doomed, &request, "the key was never locked").await?;
+        crashed_at = Instant::now();
+        // The client vanishes without releasing: its connection (where there is one) closes.
+    }
+    let survivor = ctx.client().await?;
+    let wait = ttl * 4 + ctx.timing.prompt * 4;
+    match survivor.acquire(&request, wait).await {
+        Ok(lease) => {
+            let took = crashed_at.elapsed();
+            survivor.release(&lease).await?;
+            if took > ttl + ctx.timing.prompt + ctx.timing.tolerance {
+                return Err(ctx.violated(format!(
+                    "the crashed holder's {} lease blocked the key for {}",
+                    ms(ttl),
+                    ms(took)
+                )));
+            }
+            Ok(vec![])
+        }
+        Err(error) if error.is_timeout() => {
+            Err(ctx.violated(format!("a crashed holder's {} lease still blocked the key after {}", ms(ttl), ms(wait))))
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+async fn stale_holder_fenced_off(ctx: &mut Ctx<'_>) -> Result<Notes, Stop> {
+    let (a, b) = (ctx.client().await?, ctx.client().await?);
+    let resource = FencedResource::new();
+    let ttl = ctx.timing.base_ttl;
+    let request = LeaseRequest::lock(ctx.key("k"), ttl);
+    let paused = must_try(ctx, &a, &request, "the key was never locked").await?;
+    if !resource.write(a.client_id(), request.key(), paused.fence().0) {
+        return Err(ctx.violated("the first holder's write was refused"));
+    }
+    // The holder pauses (GC, VM migration) past its lease; someone else takes the lock.
+    sleep(ttl + ctx.timing.tolerance * 2).await;
+    let next = b.acquire(&request, ctx.timing.prompt * 4).await?;
+    if !resource.write(b.client_id(), request.key(), next.fence().0) {
+        return Err(ctx.violated(format!(
+            "the current holder's write with token {} was refused after the paused holder's token {}",
+            next.fence(),
+            paused.fence()
+        )));
+    }
+    if resource.write(a.client_id(), request.key(), paused.fence().0) {
+        return Err(ctx.violated(format!(
+            "the paused holder's stale write with token {} was accepted after the current holder wrote with {}",
+            paused.fence(),
+            next.fence()
+        )));
+    }
+    b.release(&next).await?;
+    Ok(vec![])
+}
