@@ -154,15 +154,25 @@ impl NatsLocker {
     /// Connects to `url` (`nats://host:port`, comma-separated for a cluster) and opens or
     /// creates the bucket.
     pub async fn connect(url: &str, bucket: BucketConfig) -> Result<Self, LockError> {
+        let servers = url
+            .split(',')
+            .map(|host| {
+                let host = host.trim();
+                let with_scheme = if host.contains("://") { host.to_owned() } else { format!("nats://{host}") };
+                with_scheme.parse::<async_nats::ServerAddr>().map_err(|e| {
+                    LockError::from(InvalidInput::Backend(format!("bad NATS server address {host:?}: {e}")))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let client = async_nats::ConnectOptions::new()
             .retry_on_initial_connect()
             .max_reconnects(None)
             .connection_timeout(Duration::from_secs(2))
-            .connect(url)
+            .connect(servers.as_slice())
             .await
             .map_err(|e| unavailable(format!("cannot connect to NATS at {url}"), e))?;
-        let hosts = url.strip_prefix("nats://").unwrap_or(url);
-        let describe = format!("nats://{hosts}?bucket={}", bucket.name);
+        let hosts: Vec<&str> = url.split(',').map(|host| host.trim().trim_start_matches("nats://")).collect();
+        let describe = format!("nats://{}?bucket={}", hosts.join(","), bucket.name);
         Self::with_client(client, &describe, bucket).await
     }
 
@@ -296,6 +306,12 @@ fn unavailable(message: impl Into<String>, source: impl std::error::Error + Send
     LockError::Unavailable { message: message.into(), source: Some(Box::new(source)) }
 }
 
+fn is_clustered_wrong_last_sequence(error: &jetstream::context::PublishError) -> bool {
+    std::error::Error::source(error)
+        .and_then(|source| source.downcast_ref::<jetstream::Error>())
+        .is_some_and(|error| error.error_code() == jetstream::ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT)
+}
+
 /// The outcome of one conditional publish.
 enum Published {
     Stored(u64),
@@ -328,6 +344,9 @@ impl Inner {
             Ok(ack) => Ok(Published::Stored(ack.sequence)),
             Err(e) => match e.kind() {
                 PublishErrorKind::WrongLastSequence => Ok(Published::Conflict),
+                // A clustered stream's leader reports the same refusal under another code
+                // (10164, "wrong last sequence" without the number).
+                PublishErrorKind::Other if is_clustered_wrong_last_sequence(&e) => Ok(Published::Conflict),
                 PublishErrorKind::StreamNotFound => {
                     Err(unavailable(format!("{operation}: no JetStream stream answers"), e))
                 }

@@ -99,7 +99,8 @@ async fn docker(args: &[&str]) -> Result<String, String> {
 
 impl NatsCluster {
     /// Starts the cluster: node 0 first, then the others with a route to node 0's address
-    /// (NATS gossips the rest of the mesh). JetStream's own readiness (a meta leader) is
+    /// (NATS gossips the rest of the mesh; container addresses are only known once a
+    /// container runs, and the generic service layer does not name containers). JetStream's own readiness (a meta leader) is
     /// awaited by whoever creates the first bucket.
     pub async fn start() -> Result<NatsCluster, ServiceError> {
         let start_error = |message: String| ServiceError::Start {
@@ -118,13 +119,16 @@ impl NatsCluster {
             let routes = seed.clone();
             let spec = spec()
                 .args(move |port| {
-                    let mut args = base_args(port);
+                    // The image's config: dead routes detected in seconds, not minutes.
+                    let mut args = vec!["--config".to_owned(), "/etc/nats/lockcheck.conf".to_owned()];
+                    args.extend(base_args(port));
                     args.extend(["--server_name".to_owned(), node_name(index)]);
                     args.extend(["--cluster_name".to_owned(), "lockcheck".to_owned()]);
                     args.extend(["--cluster".to_owned(), format!("nats://0.0.0.0:{ROUTE_PORT}")]);
-                    if let Some(routes) = &routes {
-                        args.extend(["--routes".to_owned(), routes.clone()]);
-                    }
+                    // JetStream refuses to cluster without configured routes; node 0 routes to
+                    // itself (NATS drops a route to self) until the others route to it.
+                    let routes = routes.clone().unwrap_or_else(|| format!("nats://127.0.0.1:{ROUTE_PORT}"));
+                    args.extend(["--routes".to_owned(), routes]);
                     args
                 })
                 .network(network.clone());
@@ -180,7 +184,7 @@ impl NatsCluster {
     pub fn addresses_except(&self, excluded: usize) -> String {
         let hosts: Vec<String> = (0..self.nodes.len())
             .filter(|&index| index != excluded)
-            .map(|index| format!("nats://{}", self.nodes[index].address()))
+            .map(|index| self.nodes[index].address().to_string())
             .collect();
         hosts.join(",")
     }
@@ -237,5 +241,27 @@ impl NatsCluster {
             async move { lockcheck_impls::nats::NatsLocker::connect(&hosts, config).await }
         })
         .await
+    }
+}
+
+impl NatsCluster {
+    /// The index of the node that currently leads the stream of KV bucket `bucket`, asked of
+    /// any node that answers. `None` while the stream has no leader (an election).
+    pub async fn stream_leader(&self, bucket: &str) -> Result<Option<usize>, String> {
+        let servers: Vec<async_nats::ServerAddr> = self
+            .nodes
+            .iter()
+            .map(|node| format!("nats://{}", node.address()).parse())
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("{e}"))?;
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_secs(2))
+            .connect(servers.as_slice())
+            .await
+            .map_err(|e| e.to_string())?;
+        let js = async_nats::jetstream::new(client);
+        let mut stream = js.get_stream(format!("KV_{bucket}")).await.map_err(|e| e.to_string())?;
+        let info = stream.info().await.map_err(|e| e.to_string())?;
+        Ok(info.cluster.as_ref().and_then(|cluster| cluster.leader.as_deref()).and_then(|leader| self.index_of(leader)))
     }
 }

@@ -1,0 +1,145 @@
+//! The NATS JetStream KV locker on a three-node JetStream cluster (containers on a private
+//! Docker network, an R3 bucket), with the cluster faults of issue 6 and their outcomes
+//! asserted:
+//!
+//! * **stream leader killed** — safe: a held lease survives the failover (replicated by
+//!   Raft before the create was acknowledged), nobody else is granted it, the survivors keep
+//!   enforcing the TTL of a short lease, and fencing stays monotonic;
+//! * **node partitioned away** (the stream leader, cut off by `docker network disconnect`) —
+//!   safe: the majority elects a new leader and keeps the lease held; the isolated node
+//!   cannot grant anything (it has no quorum), and after healing the cluster still agrees.
+//!
+//! Each test prints `REAL-SERVER nats-cluster: <test>` and its outcome.
+#![cfg(feature = "nats")]
+
+use std::time::Duration;
+
+use lockcheck_conformance::services::nats::NatsCluster;
+use lockcheck_impls::nats::{BucketConfig, NatsLocker};
+use lockcheck_impls::{Lease, LeaseRequest, LockError, Locker};
+use tokio::time::Instant;
+
+const LONG: Duration = Duration::from_secs(60);
+
+async fn fixture(test: &str) -> Option<(NatsCluster, NatsLocker)> {
+    let cluster =
+        NatsCluster::provision().await.expect("a three-node NATS cluster (Docker and scripts/setup/nats.sh)")?;
+    let locker = cluster.locker(test).await.expect("the R3 bucket is placed");
+    println!("REAL-SERVER nats-cluster: {test} against {}", locker.describe());
+    Some((cluster, locker))
+}
+
+/// Asks `locker` to take `key` until the cluster answers (bounded: elections take seconds).
+/// Every answer must be a refusal: a grant while `held` is unexpired is a double grant.
+async fn assert_still_held(locker: &NatsLocker, held: &Lease, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        match locker.try_acquire(&LeaseRequest::lock(held.key(), LONG)).await {
+            Ok(None) => return,
+            Ok(Some(lease)) => {
+                panic!("double grant: {:?} granted fence {} while {} held it", held.key(), lease.fence(), held.fence())
+            }
+            // Unavailable or indeterminate while the cluster elects: not a grant we know of.
+            Err(error) if Instant::now() < deadline && !error.is_invalid_input() => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(error) => panic!("the cluster did not answer within {within:?}: {error}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_grants_releases_and_wakes_waiters() {
+    let Some((_cluster, locker)) = fixture("basics").await else { return };
+    let request = LeaseRequest::lock("k", LONG);
+    let first = locker.try_acquire(&request).await.unwrap().expect("free key");
+    assert!(locker.try_acquire(&request).await.unwrap().is_none());
+    let waiter = {
+        let locker = locker.clone();
+        let request = request.clone();
+        tokio::spawn(async move { locker.acquire(&request, Duration::from_secs(5)).await })
+    };
+    assert!(locker.release(&first).await.unwrap());
+    let second = waiter.await.unwrap().expect("the waiter is woken by the release");
+    assert!(second.fence() > first.fence());
+    let refreshed = locker.refresh(&second, LONG).await.unwrap().expect("held");
+    assert!(locker.release(&refreshed).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_stream_leader_loses_no_lease_and_keeps_expiry() {
+    let Some((mut cluster, locker)) = fixture("leader_killed").await else { return };
+    let long = locker.try_acquire(&LeaseRequest::lock("long", LONG)).await.unwrap().unwrap();
+    let short = locker.try_acquire(&LeaseRequest::lock("short", Duration::from_secs(3))).await.unwrap().unwrap();
+    let leader = cluster.stream_leader("leader_killed").await.unwrap().expect("the stream has a leader");
+    // A client of the survivors only (opened before the fault: opening reads the bucket).
+    let survivors =
+        NatsLocker::connect(&cluster.addresses_except(leader), BucketConfig::new("leader_killed").replicas(3))
+            .await
+            .expect("the survivors answer");
+    println!("killing stream leader n{leader}");
+    cluster.node_mut(leader).kill().await.expect("kill the leader");
+    let killed_at = Instant::now();
+    assert_still_held(&survivors, &long, Duration::from_secs(20)).await;
+    // The short lease must still expire, now on the new leader's timers.
+    let next = survivors.acquire(&LeaseRequest::lock("short", LONG), Duration::from_secs(20)).await.unwrap();
+    assert!(Instant::now() >= short.expires_at(), "granted before the short lease ended");
+    assert!(next.fence() > short.fence() && next.fence() > long.fence(), "fencing stays monotonic across failover");
+    println!("short lease re-granted {:?} after the kill", killed_at.elapsed());
+    // The original holder (its client fails over) still owns its lease.
+    assert!(locker.release(&long).await.unwrap(), "the holder's lease survived the failover");
+    cluster.node_mut(leader).start_again().await.expect("the old leader rejoins");
+    println!("OUTCOME leader killed: safe (lease kept, expiry kept, fencing monotonic)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_leader_cannot_grant_and_the_majority_keeps_the_lease() {
+    let Some((cluster, locker)) = fixture("partition").await else { return };
+    let held = locker.try_acquire(&LeaseRequest::lock("k", LONG)).await.unwrap().unwrap();
+    let leader = cluster.stream_leader("partition").await.unwrap().expect("the stream has a leader");
+    // A client that can only reach the node about to be isolated: it must not learn the
+    // other nodes' addresses from the cluster's gossip and fail over to the majority.
+    let isolated_address = cluster.nodes()[leader].address();
+    let isolated_connection = async_nats::ConnectOptions::new()
+        .ignore_discovered_servers()
+        .connect(format!("nats://{isolated_address}"))
+        .await
+        .expect("connects before the partition");
+    let isolated_client = NatsLocker::with_client(
+        isolated_connection,
+        &format!("nats://{isolated_address}"),
+        BucketConfig::new("partition").replicas(3),
+    )
+    .await
+    .expect("opens the bucket before the partition");
+    let majority = NatsLocker::connect(&cluster.addresses_except(leader), BucketConfig::new("partition").replicas(3))
+        .await
+        .expect("the majority answers");
+    println!("partitioning stream leader n{leader} away");
+    cluster.nodes()[leader].disconnect().await.expect("docker network disconnect");
+    assert_still_held(&majority, &held, Duration::from_secs(20)).await;
+    let free = majority.try_acquire(&LeaseRequest::lock("other", LONG)).await.unwrap();
+    assert!(free.is_some(), "the majority still grants free keys");
+
+    // Whatever the isolated side answers, it is never a grant.
+    let isolated =
+        tokio::time::timeout(Duration::from_secs(10), isolated_client.try_acquire(&LeaseRequest::lock("k2", LONG)))
+            .await;
+    match isolated {
+        Ok(Ok(Some(lease))) => panic!("the isolated node granted fence {} without a quorum", lease.fence()),
+        Ok(Ok(None)) => println!("isolated client: refused"),
+        Ok(Err(error)) => {
+            assert!(matches!(error, LockError::Unavailable { .. } | LockError::Indeterminate { .. }), "{error}");
+            println!("isolated client: {error}");
+        }
+        Err(_) => println!("isolated client: no answer within 10 s"),
+    }
+
+    cluster.nodes()[leader].reconnect().await.expect("heal the partition");
+    assert_still_held(&majority, &held, Duration::from_secs(20)).await;
+    assert!(locker.release(&held).await.unwrap(), "the holder still owns its lease after healing");
+    // `k2`: if the isolated attempt was stored after all (it cannot have been acknowledged),
+    // it would be a lease nobody knows; it must be free or expire — here it must be free.
+    assert!(majority.try_acquire(&LeaseRequest::lock("k2", LONG)).await.unwrap().is_some(), "no ghost grant of k2");
+    println!("OUTCOME leader partitioned away: safe (no grant without quorum, lease kept)");
+}
