@@ -1,11 +1,166 @@
-//! `lockcheck check` (being built).
+//! `lockcheck check`: runs the conformance suite against backends and prints a property ×
+//! backend table and the minimal counterexamples; exit 1 on any violated or undecided
+//! property.
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use lockcheck_conformance::suite::selected;
+use lockcheck_conformance::{Backend, Property, Status, SuiteConfig, SuiteReport, Timing, backends};
 
 /// Arguments of `lockcheck check`.
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// A backend URL; repeatable. Default: the embedded backends (`memory`, …). Schemes:
+    /// memory, redis://host:port[/db], redis+all://h1,h2, redis+quorum://h1,h2,h3,
+    /// nats://host:port[?bucket=B], dflockd://host:port[,host2...].
+    #[arg(long = "backend", value_name = "URL")]
+    backends: Vec<String>,
+    /// Seed of the randomized checks (default: random, printed; also `LOCKCHECK_SEED`).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Random cases of the sequential model test and the concurrent workload.
+    #[arg(long)]
+    cases: Option<u32>,
+    /// Write the full results as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Run only this check; repeatable (see `--list`).
+    #[arg(long = "only", value_name = "CHECK")]
+    only: Vec<String>,
+    /// Multiply every time bound of the backends' own time scales (slow machines).
+    #[arg(long, value_name = "FACTOR")]
+    time_scale: Option<f64>,
+    /// List the checks and exit.
+    #[arg(long)]
+    list: bool,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`lockcheck check` is not built yet")
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.list {
+        for check in lockcheck_conformance::CHECKS {
+            let covers: Vec<String> = check.covers.iter().map(|p| p.code()).collect();
+            println!("{:<34} {:<22} {}", check.name, covers.join(","), check.about);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let urls = if args.backends.is_empty() {
+        backends::default_urls().into_iter().map(str::to_owned).collect()
+    } else {
+        args.backends.clone()
+    };
+    let backends: Vec<Box<dyn Backend>> = urls
+        .iter()
+        .map(|url| backends::from_url(url).with_context(|| format!("--backend {url}")))
+        .collect::<anyhow::Result<_>>()?;
+    if backends.is_empty() {
+        anyhow::bail!("no backend to check: nothing tested is not a pass");
+    }
+    let mut config = SuiteConfig::default();
+    if let Some(seed) = args.seed {
+        config.seed = seed;
+    }
+    if let Some(cases) = args.cases {
+        config.cases = cases;
+    }
+    for name in &args.only {
+        anyhow::ensure!(lockcheck_conformance::suite::check_info(name).is_some(), "no check named {name} (see --list)");
+    }
+    config.only = args.only.clone();
+    eprintln!("lockcheck check: seed {} (rerun with --seed {})", config.seed, config.seed);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let checks = selected(&config).count() as u64;
+    let progress = ProgressBar::new(checks * backends.len() as u64);
+    progress.set_style(
+        ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} {msg}")
+            .expect("a valid progress template")
+            .progress_chars("=> "),
+    );
+    let mut reports = Vec::new();
+    for backend in &backends {
+        let mut backend_config = config.clone();
+        if let Some(factor) = args.time_scale {
+            backend_config.timing = Some(backend.timing().scaled(factor));
+        }
+        let name = backend.name();
+        let report = runtime.block_on(lockcheck_conformance::suite::run_suite_observed(
+            backend.as_ref(),
+            &backend_config,
+            &mut |check, result| match result {
+                None => progress.set_message(format!("{name}: {}", check.name)),
+                Some(result) => {
+                    if result.status() == Status::Violated {
+                        progress.println(format!("{name}: {} VIOLATED", check.name));
+                    }
+                    progress.inc(1);
+                }
+            },
+        ));
+        reports.push(report);
+    }
+    progress.finish_and_clear();
+
+    print_table(&reports);
+    print_counterexamples(&reports);
+    if let Some(path) = &args.json {
+        let table: BTreeMap<&str, BTreeMap<Property, Status>> =
+            reports.iter().map(|report| (report.backend.as_str(), report.by_property())).collect();
+        let json = serde_json::json!({ "seed": config.seed, "table": table, "backends": reports });
+        std::fs::write(path, serde_json::to_string_pretty(&json)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    let failed = reports.iter().any(|report| report.status().is_failure());
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+fn print_table(reports: &[SuiteReport]) {
+    let width = reports.iter().map(|r| r.backend.len()).max().unwrap_or(0).max(12);
+    print!("{:<28}", "property");
+    for report in reports {
+        print!(" {:<width$}", report.backend);
+    }
+    println!();
+    let tables: Vec<_> = reports.iter().map(SuiteReport::by_property).collect();
+    for property in Property::ALL {
+        print!("{:<28}", property.to_string());
+        for table in &tables {
+            let cell = table.get(&property).map_or("-".to_owned(), ToString::to_string);
+            print!(" {cell:<width$}");
+        }
+        println!();
+    }
+    for report in reports {
+        let checks = report.checks.len();
+        let operations: usize = report.checks.iter().map(|c| c.operations).sum();
+        println!(
+            "{}: {checks} checks, {operations} operations, {:.1}s, {}",
+            report.backend,
+            report.elapsed.as_secs_f64(),
+            timing_note(&report.timing)
+        );
+        for check in &report.checks {
+            if check.status().is_failure() {
+                for note in &check.notes {
+                    println!("  {}: {note}", check.check);
+                }
+            }
+        }
+    }
+}
+
+fn timing_note(timing: &Timing) -> String {
+    format!("leases {:?}, tolerance {:?}, hand-off bound {:?}", timing.base_ttl, timing.tolerance, timing.prompt)
+}
+
+fn print_counterexamples(reports: &[SuiteReport]) {
+    for report in reports {
+        for (check, counterexample) in report.counterexamples() {
+            println!("\n{} / {check}: {counterexample}", report.backend);
+        }
+    }
 }

@@ -1,11 +1,159 @@
-//! `lockcheck selftest` (being built).
+//! `lockcheck selftest`: runs the suite against every mutant (deliberately broken locker)
+//! and shows each one caught — by which property, with how short a counterexample, in how
+//! long. Exit 1 if any mutant survives: a harness that cannot fail proves nothing.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use lockcheck_conformance::mutants::{self, Mutant};
+use lockcheck_conformance::suite::selected;
+use lockcheck_conformance::{Counterexample, Property, Status, SuiteConfig, run_check};
 
 /// Arguments of `lockcheck selftest`.
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Seed of the randomized checks (default: random, printed; also `LOCKCHECK_SEED`).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Only the mutant with this name; repeatable (see `--list`).
+    #[arg(long = "mutant", value_name = "NAME")]
+    only: Vec<String>,
+    /// Write the results as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// List the mutants and exit.
+    #[arg(long)]
+    list: bool,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`lockcheck selftest` is not built yet")
+/// How one mutant fared.
+#[derive(serde::Serialize)]
+struct Outcome {
+    mutant: String,
+    failure_class: String,
+    expected: Property,
+    /// `caught`, `caught-other` (by another property than expected) or `survived`.
+    status: &'static str,
+    caught_by: Option<Property>,
+    check: Option<String>,
+    counterexample_operations: Option<usize>,
+    time_to_catch: Duration,
+    counterexample: Option<Counterexample>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let all = mutants::all();
+    if args.list {
+        for mutant in &all {
+            println!("{:<34} {:<22} {}", mutant.name, mutant.expected_to_violate.to_string(), mutant.failure_class);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    for name in &args.only {
+        anyhow::ensure!(all.iter().any(|m| m.name == name), "no mutant named {name} (see --list)");
+    }
+    let chosen: Vec<Mutant> =
+        all.into_iter().filter(|m| args.only.is_empty() || args.only.iter().any(|name| name == m.name)).collect();
+    let mut config = SuiteConfig::default();
+    if let Some(seed) = args.seed {
+        config.seed = seed;
+    }
+    eprintln!("lockcheck selftest: seed {} (rerun with --seed {})", config.seed, config.seed);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let progress = ProgressBar::new(chosen.len() as u64);
+    progress.set_style(
+        ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} {msg}").expect("template").progress_chars("=> "),
+    );
+    let mut outcomes = Vec::new();
+    for mutant in &chosen {
+        progress.set_message(mutant.name);
+        outcomes.push(runtime.block_on(hunt(mutant, &config)));
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+
+    println!("{:<34} {:<20} {:<20} {:>5} {:>9}  {}", "mutant", "expected", "caught by", "ops", "time", "check");
+    for outcome in &outcomes {
+        let caught = outcome.caught_by.map_or("SURVIVED".to_owned(), |p| p.to_string());
+        println!(
+            "{:<34} {:<20} {:<20} {:>5} {:>8.2}s  {}",
+            outcome.mutant,
+            outcome.expected.to_string(),
+            caught,
+            outcome.counterexample_operations.map_or("-".to_owned(), |n| n.to_string()),
+            outcome.time_to_catch.as_secs_f64(),
+            outcome.check.as_deref().unwrap_or("-")
+        );
+    }
+    for outcome in &outcomes {
+        if let Some(counterexample) = &outcome.counterexample {
+            println!("\n{} — {}\n{counterexample}", outcome.mutant, outcome.failure_class);
+        }
+    }
+    let survivors: Vec<&str> = outcomes.iter().filter(|o| o.caught_by.is_none()).map(|o| o.mutant.as_str()).collect();
+    let other: Vec<&str> = outcomes.iter().filter(|o| o.status == "caught-other").map(|o| o.mutant.as_str()).collect();
+    println!(
+        "\n{} of {} mutants caught{}",
+        outcomes.len() - survivors.len(),
+        outcomes.len(),
+        if other.is_empty() {
+            String::new()
+        } else {
+            format!(" ({} by another property than expected: {})", other.len(), other.join(", "))
+        }
+    );
+    if let Some(path) = &args.json {
+        let json = serde_json::json!({ "seed": config.seed, "mutants": outcomes });
+        std::fs::write(path, serde_json::to_string_pretty(&json)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    if !survivors.is_empty() {
+        println!("SURVIVED: {}", survivors.join(", "));
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs the suite's checks in order against `mutant` until one reports a violation.
+async fn hunt(mutant: &Mutant, config: &SuiteConfig) -> Outcome {
+    let mut elapsed = Duration::ZERO;
+    for check in selected(config) {
+        let result = run_check(mutant.backend.as_ref(), check, config).await;
+        elapsed += result.elapsed;
+        if result.status() == Status::Violated {
+            let counterexample = result
+                .counterexamples
+                .iter()
+                .find(|c| c.property == mutant.expected_to_violate)
+                .or(result.counterexamples.first())
+                .cloned();
+            let caught_by = counterexample.as_ref().map(|c| c.property);
+            return Outcome {
+                mutant: mutant.name.to_owned(),
+                failure_class: mutant.failure_class.to_owned(),
+                expected: mutant.expected_to_violate,
+                status: if caught_by == Some(mutant.expected_to_violate) { "caught" } else { "caught-other" },
+                caught_by,
+                check: Some(result.check.clone()),
+                counterexample_operations: counterexample.as_ref().map(Counterexample::len),
+                time_to_catch: elapsed,
+                counterexample,
+            };
+        }
+    }
+    Outcome {
+        mutant: mutant.name.to_owned(),
+        failure_class: mutant.failure_class.to_owned(),
+        expected: mutant.expected_to_violate,
+        status: "survived",
+        caught_by: None,
+        check: None,
+        counterexample_operations: None,
+        time_to_catch: elapsed,
+        counterexample: None,
+    }
 }
