@@ -55,6 +55,14 @@ pub fn known_schemes() -> Vec<&'static str> {
     schemes
 }
 
+/// What `lockcheck check` runs without `--backend`: the backends that need no server
+/// (memory; backend modules add embedded servers, such as the reference dflockd server).
+pub fn default_urls() -> Vec<&'static str> {
+    #[allow(unused_mut)]
+    let mut urls = vec!["memory"];
+    urls
+}
+
 /// The backend a URL names.
 pub fn from_url(url: &str) -> Result<Box<dyn Backend>, BadBackendUrl> {
     let scheme = url.split_once("://").map_or(url, |(scheme, _)| scheme);
