@@ -7,8 +7,10 @@
 //! without anyone calling in. A release or expiry grants the freed slot straight to the head
 //! of the queue — waiters are never polled.
 //!
-//! The cost model: `try_acquire` and `release` take one mutex each; a queued acquire costs
-//! one allocation for its grant slot and, at the head of the queue only, one timer.
+//! The cost model: `try_acquire` and `release` take one mutex each and allocate nothing but
+//! the lease (a key stays in the table while idle); a queued acquire costs one allocation for
+//! its grant slot and one timer, and a hand-off wakes exactly the waiter it grants (the
+//! table's module doc explains when the next head must be nudged too).
 
 mod table;
 mod waiter;
@@ -115,18 +117,17 @@ impl Locker for MemoryLocker {
         validate_wait(wait)?;
         let started = Instant::now();
         let deadline = started + wait;
-        let enqueued = self.table().acquire_or_enqueue(request, started)?;
-        let (id, slot) = match enqueued {
+        let enqueued = self.table().acquire_or_enqueue(request, started, deadline)?;
+        let (id, slot, wake_at) = match enqueued {
             Enqueued::Granted(lease) => return Ok(lease),
-            Enqueued::Queued { id, slot } => (id, slot),
+            Enqueued::Queued { id, slot, wake_at } => (id, slot, wake_at),
         };
         let mut waiting = Waiting { locker: self, key: request.key(), id, slot, done: false };
-        let timeout = sleep_until(deadline);
-        tokio::pin!(timeout);
+        // One timer, at the earlier of the wait bound and the key's earliest lease end; the
+        // table nudges us (`Rearm`) if we become the head and it would fire too late.
+        let timer = sleep_until(wake_at);
+        tokio::pin!(timer);
         loop {
-            // Only the head of the queue watches the key's expiry; the table nudges the head
-            // whenever that deadline moves earlier or the head changes.
-            let next_expiry = self.table().watch_expiry(request.key(), id);
             tokio::select! {
                 biased;
                 event = waiting.slot.next_event() => match event {
@@ -134,13 +135,23 @@ impl Locker for MemoryLocker {
                         waiting.done = true;
                         return Ok(lease);
                     }
-                    SlotEvent::Rearm => continue,
+                    SlotEvent::Rearm => {
+                        let wake_at = self.table().arm(request.key(), &waiting.slot, deadline);
+                        timer.as_mut().reset(wake_at);
+                    }
                 },
-                () = &mut timeout => return waiting.time_out(wait),
-                () = sleep_until(next_expiry.unwrap_or(deadline)), if next_expiry.is_some() => {
-                    // A holder's lease ended: expire it, which grants the head of the queue
-                    // (perhaps us, perhaps someone ahead of us).
-                    self.table().expire_due(request.key(), Instant::now());
+                () = &mut timer => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return waiting.time_out(wait);
+                    }
+                    // A lease ended: expire it, which grants the head of the queue (perhaps
+                    // us, perhaps someone ahead of us), then re-arm for what is left.
+                    let mut table = self.table();
+                    table.expire_due(request.key(), now);
+                    let wake_at = table.arm(request.key(), &waiting.slot, deadline);
+                    drop(table);
+                    timer.as_mut().reset(wake_at);
                 }
             }
         }

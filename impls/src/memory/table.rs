@@ -6,12 +6,21 @@
 //! tests. Every transition that frees a slot ends in [`KeyState::hand_off`], which grants the
 //! freed slots to the queue's head directly — there is no polling anywhere.
 //!
-//! Expiry needs one timer per key, not one per waiter: the head of the queue sleeps until the
-//! key's earliest deadline ([`Table::watch_expiry`]) and then calls [`Table::expire_due`],
-//! which grants it (and whoever else fits). Whenever that deadline moves earlier (a grant, a
-//! shortening refresh) or the head changes (a grant, a withdrawal), the new head is nudged
-//! to re-read it — otherwise a waiter that started waiting before the current holder was
-//! granted would sleep past that holder's expiry.
+//! # Expiry without a timer per lease
+//!
+//! Each waiter keeps one timer, armed at the earlier of its wait bound and the key's earliest
+//! lease end ([`Table::arm`]); when it fires, the waiter calls [`Table::expire_due`], which
+//! grants the head of the queue (and whoever else fits). Only the head's timer matters for
+//! liveness, so the table keeps one invariant: **the head's timer is armed no later than the
+//! key's earliest lease end.** When a grant, a shortening refresh or a withdrawal would break
+//! it, the head is nudged to re-arm. A grant of the same TTL ends after the lease it
+//! replaces, so the common hand-off nudges nobody and wakes exactly one task.
+//!
+//! # Idle keys
+//!
+//! A key nobody holds or waits for is kept (re-locking it allocates nothing) until the
+//! table grows past twice the number of keys in use; then idle keys are swept, so memory
+//! stays proportional to the keys in use at a constant amortized cost per new key.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -22,6 +31,9 @@ use super::waiter::GrantSlot;
 use crate::error::LockError;
 use crate::lease::{FencingToken, Lease, OwnerToken};
 use crate::request::LeaseRequest;
+
+/// Below this many remembered keys, idle keys are never swept.
+const SWEEP_FLOOR: usize = 64;
 
 struct Holder {
     owner: OwnerToken,
@@ -44,18 +56,25 @@ struct KeyState {
 pub(crate) enum Enqueued {
     /// A slot was free: here is the lease.
     Granted(Lease),
-    /// The caller is queued as waiter `id`; its grant will arrive in `slot`.
-    Queued { id: u64, slot: GrantSlot },
+    /// The caller is queued as waiter `id`; its grant will arrive in `slot`. Its timer must
+    /// be armed at `wake_at` (see [`Table::arm`]).
+    Queued { id: u64, slot: GrantSlot, wake_at: Instant },
 }
 
 /// All keys of one memory locker.
-#[derive(Default)]
 pub(crate) struct Table {
     keys: HashMap<String, KeyState>,
     // One counter for all keys keeps fences strictly increasing per key even though idle keys
     // are forgotten.
     last_fence: u64,
     last_waiter: u64,
+    sweep_at: usize,
+}
+
+impl Default for Table {
+    fn default() -> Self {
+        Table { keys: HashMap::new(), last_fence: 0, last_waiter: 0, sweep_at: SWEEP_FLOOR }
+    }
 }
 
 impl Table {
@@ -63,19 +82,18 @@ impl Table {
     pub(crate) fn try_acquire(&mut self, request: &LeaseRequest, now: Instant) -> Result<Option<Lease>, LockError> {
         let key = request.key();
         if !self.keys.contains_key(key) {
-            self.keys.insert(key.to_owned(), KeyState::new(request.limit()));
+            self.remember(key, request.limit(), now);
         }
-        let state = self.keys.get_mut(key).expect("inserted above");
+        let state = self.keys.get_mut(key).expect("remembered above");
         // Expire first: a key whose leases all ended is free, whatever limit it had, exactly
         // as if it had already been forgotten.
         state.expire_due(key, now, &mut self.last_fence);
         if state.limit != request.limit() {
-            if state.holders.is_empty() && state.waiters.is_empty() {
-                state.limit = request.limit();
-            } else {
+            if !state.is_idle() {
                 let existing = state.limit;
                 return Err(LockError::LimitMismatch { key: key.to_owned(), existing, requested: request.limit() });
             }
+            state.limit = request.limit();
         }
         if state.holders.len() < state.limit as usize && state.waiters.is_empty() {
             Ok(Some(state.grant(key, request.ttl(), now, &mut self.last_fence)))
@@ -85,23 +103,40 @@ impl Table {
     }
 
     /// Grants `request` now, or queues the caller — under one lock, so a release between a
-    /// failed try and the registration cannot be missed.
-    pub(crate) fn acquire_or_enqueue(&mut self, request: &LeaseRequest, now: Instant) -> Result<Enqueued, LockError> {
+    /// failed try and the registration cannot be missed. `deadline` is the end of the
+    /// caller's wait bound.
+    pub(crate) fn acquire_or_enqueue(
+        &mut self,
+        request: &LeaseRequest,
+        now: Instant,
+        deadline: Instant,
+    ) -> Result<Enqueued, LockError> {
         if let Some(lease) = self.try_acquire(request, now)? {
             return Ok(Enqueued::Granted(lease));
         }
-        Ok(self.enqueue(request))
+        Ok(self.enqueue(request, deadline))
     }
 
-    /// Appends a waiter to the key's queue. Only sound right after a failed
-    /// [`Table::try_acquire`] under the same lock.
-    pub(crate) fn enqueue(&mut self, request: &LeaseRequest) -> Enqueued {
+    /// Appends a waiter to the key's queue, its timer armed (see [`Table::arm`]). Only sound
+    /// right after a failed [`Table::try_acquire`] under the same lock.
+    pub(crate) fn enqueue(&mut self, request: &LeaseRequest, deadline: Instant) -> Enqueued {
         self.last_waiter += 1;
         let id = self.last_waiter;
         let slot = GrantSlot::default();
         let state = self.keys.entry(request.key().to_owned()).or_insert_with(|| KeyState::new(request.limit()));
+        let wake_at = state.wake_at(deadline);
+        slot.arm(wake_at);
         state.waiters.push_back(Waiter { id, ttl: request.ttl(), slot: slot.clone() });
-        Enqueued::Queued { id, slot }
+        Enqueued::Queued { id, slot, wake_at }
+    }
+
+    /// The instant a waiter on `key` whose wait bound ends at `deadline` must wake: the
+    /// earlier of `deadline` and the key's earliest lease end. Records it in the waiter's
+    /// `slot`, so the table knows when the head's timer would be late.
+    pub(crate) fn arm(&self, key: &str, slot: &GrantSlot, deadline: Instant) -> Instant {
+        let wake_at = self.keys.get(key).map_or(deadline, |state| state.wake_at(deadline));
+        slot.arm(wake_at);
+        wake_at
     }
 
     /// Withdraws waiter `id` of `key`. If its grant already landed in `slot`, that grant is
@@ -138,7 +173,7 @@ impl Table {
                     if let Some(at) = state.waiters.iter().position(|waiter| waiter.id == id) {
                         state.waiters.remove(at);
                         if at == 0 {
-                            state.nudge_head();
+                            state.keep_head_on_time();
                         }
                     }
                 }
@@ -149,7 +184,6 @@ impl Table {
                 Some(_) => {}
             }
         }
-        self.forget_if_idle(key);
         if keep_grant { granted } else { None }
     }
 
@@ -166,7 +200,6 @@ impl Table {
         };
         state.expire_due(key, now, &mut self.last_fence);
         state.hand_off(key, now, &mut self.last_fence);
-        self.forget_if_idle(key);
         held
     }
 
@@ -179,7 +212,7 @@ impl Table {
         let shortened = now + ttl < holder.expires_at;
         holder.expires_at = now + ttl;
         if shortened {
-            state.nudge_head();
+            state.keep_head_on_time();
         }
         Some(lease.refreshed(ttl, now))
     }
@@ -198,23 +231,17 @@ impl Table {
         if let Some(state) = self.keys.get_mut(key) {
             state.expire_due(key, now, &mut self.last_fence);
         }
-        self.forget_if_idle(key);
     }
 
-    /// The instant waiter `id` must wake to expire `key`'s earliest lease: `Some` only for the
-    /// head of the queue (the key's expiry watcher) while a lease is held. Other waiters wait
-    /// for their grant or a nudge.
-    pub(crate) fn watch_expiry(&self, key: &str, id: u64) -> Option<Instant> {
-        let state = self.keys.get(key)?;
-        if state.waiters.front()?.id != id {
-            return None;
-        }
-        state.holders.iter().map(|holder| holder.expires_at).min()
+    /// Number of keys with unexpired holders or waiters.
+    #[cfg(all(test, not(any(loom, shuttle))))]
+    pub(crate) fn live_keys(&self, now: Instant) -> usize {
+        self.keys.values().filter(|state| !state.is_idle_at(now)).count()
     }
 
-    /// Number of keys with holders or waiters (idle keys are forgotten).
-    #[cfg(any(test, loom, shuttle))]
-    pub(crate) fn live_keys(&self) -> usize {
+    /// Number of keys remembered, idle ones included.
+    #[cfg(all(test, not(any(loom, shuttle))))]
+    pub(crate) fn remembered_keys(&self) -> usize {
         self.keys.len()
     }
 
@@ -241,19 +268,39 @@ impl Table {
             }
             state.hand_off(key, now, &mut self.last_fence);
         }
-        self.forget_if_idle(key);
     }
 
-    fn forget_if_idle(&mut self, key: &str) {
-        if self.keys.get(key).is_some_and(|state| state.holders.is_empty() && state.waiters.is_empty()) {
-            self.keys.remove(key);
+    /// Adds `key`, sweeping idle keys first once the table has doubled since the last sweep.
+    fn remember(&mut self, key: &str, limit: u32, now: Instant) {
+        if self.keys.len() >= self.sweep_at {
+            // A key whose every lease ended and that nobody waits for is idle: forgetting it
+            // is the same as expiring its leases (nobody is queued to hand them to).
+            self.keys.retain(|_, state| !state.is_idle_at(now));
+            self.sweep_at = (2 * self.keys.len()).max(SWEEP_FLOOR);
         }
+        self.keys.insert(key.to_owned(), KeyState::new(limit));
     }
 }
 
 impl KeyState {
     fn new(limit: u32) -> Self {
         KeyState { limit, holders: Vec::with_capacity(1), waiters: VecDeque::new() }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.holders.is_empty() && self.waiters.is_empty()
+    }
+
+    fn is_idle_at(&self, now: Instant) -> bool {
+        self.waiters.is_empty() && self.holders.iter().all(|holder| holder.expires_at <= now)
+    }
+
+    fn earliest_end(&self) -> Option<Instant> {
+        self.holders.iter().map(|holder| holder.expires_at).min()
+    }
+
+    fn wake_at(&self, deadline: Instant) -> Instant {
+        self.earliest_end().map_or(deadline, |end| end.min(deadline))
     }
 
     fn grant(&mut self, key: &str, ttl: Duration, now: Instant, last_fence: &mut u64) -> Lease {
@@ -283,15 +330,16 @@ impl KeyState {
             granted = true;
         }
         if granted {
-            // A new head, and a new lease that may end before every other: the head must
-            // re-read the earliest deadline.
-            self.nudge_head();
+            // A new head, and a new lease that may end before the head's timer fires.
+            self.keep_head_on_time();
         }
     }
 
-    fn nudge_head(&self) {
-        if let Some(head) = self.waiters.front() {
-            head.slot.nudge();
+    /// Nudges the head of the queue if its timer would fire after the key's earliest lease
+    /// end (the invariant in the module doc).
+    fn keep_head_on_time(&self) {
+        if let (Some(head), Some(end)) = (self.waiters.front(), self.earliest_end()) {
+            head.slot.nudge_if_armed_after(end);
         }
     }
 }

@@ -6,14 +6,15 @@
 //! "check for a grant, else register the waker" atomic against `fill`, which is what rules out
 //! a lost wake-up.
 //!
-//! The slot also carries a *re-arm* signal. The head of a key's queue is that key's expiry
-//! watcher (it sleeps until the earliest lease of the key ends, then expires it, which grants
-//! the head). When the earliest deadline moves earlier, or a new waiter becomes the head, the
-//! table nudges the head so it re-reads the deadline instead of sleeping past it.
+//! The slot also records when the waiter's timer is armed, and carries a *re-arm* signal: the
+//! table nudges the head of a key's queue when its timer would fire after the key's earliest
+//! lease end (see the table's module doc), so it re-arms instead of sleeping past it.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
+
+use tokio::time::Instant;
 
 use crate::lease::Lease;
 use crate::sync::{Arc, Mutex};
@@ -21,6 +22,7 @@ use crate::sync::{Arc, Mutex};
 #[derive(Default)]
 struct SlotState {
     grant: Option<Lease>,
+    armed_at: Option<Instant>,
     rearm: bool,
     waker: Option<Waker>,
 }
@@ -52,10 +54,18 @@ impl GrantSlot {
         }
     }
 
-    /// Asks the waiter to re-read its key's earliest deadline.
-    pub(crate) fn nudge(&self) {
+    /// Records that the waiter's timer fires at `at`. Called under the table lock.
+    pub(crate) fn arm(&self, at: Instant) {
+        self.0.lock().unwrap().armed_at = Some(at);
+    }
+
+    /// Asks the waiter to re-arm if its timer fires after `end`. Called under the table lock.
+    pub(crate) fn nudge_if_armed_after(&self, end: Instant) {
         let waker = {
             let mut state = self.0.lock().unwrap();
+            if state.armed_at.is_some_and(|armed_at| armed_at <= end) {
+                return;
+            }
             state.rearm = true;
             state.waker.take()
         };

@@ -9,7 +9,7 @@
 use loom::thread;
 use tokio::time::Instant;
 
-use super::support::{KEY, await_grant, lock};
+use super::support::{KEY, NO_DEADLINE, await_grant, lock};
 use crate::memory::table::{Enqueued, Table};
 use crate::sync::{Arc, Mutex};
 
@@ -21,10 +21,12 @@ fn cancellation_racing_grant(check_slot_outside_lock: bool) {
         let (holder, cancelled, next) = {
             let mut table = table.lock().unwrap();
             let holder = table.try_acquire(&request, t0).unwrap().expect("the key starts free");
-            let Enqueued::Queued { id, slot } = table.acquire_or_enqueue(&request, t0).unwrap() else {
+            let Enqueued::Queued { id, slot, .. } = table.acquire_or_enqueue(&request, t0, t0 + NO_DEADLINE).unwrap()
+            else {
                 panic!("the key is held: the first waiter queues")
             };
-            let Enqueued::Queued { slot: next, .. } = table.acquire_or_enqueue(&request, t0).unwrap() else {
+            let Enqueued::Queued { slot: next, .. } = table.acquire_or_enqueue(&request, t0, t0 + NO_DEADLINE).unwrap()
+            else {
                 panic!("the key is held: the second waiter queues")
             };
             (holder, (id, slot), next)

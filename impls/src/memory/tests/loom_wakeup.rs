@@ -10,7 +10,7 @@
 use loom::thread;
 use tokio::time::Instant;
 
-use super::support::{KEY, await_grant, lock};
+use super::support::{KEY, NO_DEADLINE, await_grant, lock};
 use crate::memory::table::{Enqueued, Table};
 use crate::sync::{Arc, Mutex};
 
@@ -31,14 +31,14 @@ fn release_racing_registration(split_try_and_register: bool) {
             let granted = table.lock().unwrap().try_acquire(&request, t0).unwrap();
             match granted {
                 Some(lease) => Enqueued::Granted(lease),
-                None => table.lock().unwrap().enqueue(&request),
+                None => table.lock().unwrap().enqueue(&request, t0 + NO_DEADLINE),
             }
         } else {
-            table.lock().unwrap().acquire_or_enqueue(&request, t0).unwrap()
+            table.lock().unwrap().acquire_or_enqueue(&request, t0, t0 + NO_DEADLINE).unwrap()
         };
         let lease = match enqueued {
             Enqueued::Granted(lease) => lease,
-            Enqueued::Queued { id, slot } => {
+            Enqueued::Queued { id, slot, .. } => {
                 let (holders, waiters) = table.lock().unwrap().inspect(KEY);
                 assert!(
                     !(holders.is_empty() && waiters.contains(&id)),

@@ -17,7 +17,7 @@ use shuttle::sync::atomic::{AtomicU64, Ordering};
 use shuttle::thread;
 use tokio::time::Instant;
 
-use super::support::{KEY, await_grant};
+use super::support::{KEY, NO_DEADLINE, await_grant};
 use crate::lease::Lease;
 use crate::memory::table::{Enqueued, Table};
 use crate::request::LeaseRequest;
@@ -88,14 +88,14 @@ fn client(world: &World, who: usize, variant: Variant) {
             let tried = world.table.lock().unwrap().try_acquire(&request(), now).unwrap();
             match tried {
                 Some(lease) => Enqueued::Granted(lease),
-                None => world.table.lock().unwrap().enqueue(&request()),
+                None => world.table.lock().unwrap().enqueue(&request(), now + NO_DEADLINE),
             }
         } else {
-            world.table.lock().unwrap().acquire_or_enqueue(&request(), now).unwrap()
+            world.table.lock().unwrap().acquire_or_enqueue(&request(), now, now + NO_DEADLINE).unwrap()
         };
         let lease = match enqueued {
             Enqueued::Granted(lease) => Some(lease),
-            Enqueued::Queued { id, slot } if cancel => {
+            Enqueued::Queued { id, slot, .. } if cancel => {
                 if variant == Variant::SlotCheckedOutsideLock {
                     let granted = slot.take();
                     let mut table = world.table.lock().unwrap();

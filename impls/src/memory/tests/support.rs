@@ -5,11 +5,16 @@ use std::time::Duration;
 
 use crate::lease::Lease;
 use crate::memory::waiter::{GrantSlot, SlotEvent};
+#[cfg(loom)]
 use crate::request::LeaseRequest;
 
 pub(super) const KEY: &str = "checked-key";
 
+/// A wait bound that never runs out during a check (waiters here never time out).
+pub(super) const NO_DEADLINE: Duration = Duration::from_secs(3600);
+
 /// A lock request on [`KEY`] with a TTL long enough not to expire unless a test says so.
+#[cfg(loom)]
 pub(super) fn lock(ttl_secs: u64) -> LeaseRequest {
     LeaseRequest::lock(KEY, Duration::from_secs(ttl_secs))
 }
