@@ -2,10 +2,13 @@
 //!
 //! Per key it keeps the holders, a FIFO queue of waiters and the permit limit; fencing tokens
 //! come from one counter. Expiry is enforced by the locker on tokio's clock (so tests can
-//! pause time): an expired lease stops counting the moment its deadline passes, and the head
-//! of a key's queue sleeps until the key's earliest deadline so an expiry hands the slot on
-//! without anyone calling in. A release or expiry grants the freed slot straight to the head
-//! of the queue — waiters are never polled.
+//! pause time): an expired lease stops counting the moment its deadline passes, and queued
+//! waiters wake at the key's earliest lease end (the head of the queue always in time) so an
+//! expiry hands the slot on without anyone calling in. A release or expiry grants the freed
+//! slot straight to the head of the queue — waiters are never polled.
+//!
+//! `acquire` is cancel-safe: dropping its future withdraws the waiter under the table lock;
+//! if a grant raced the drop, it is released and handed to the next waiter on the spot.
 //!
 //! The cost model: `try_acquire` and `release` take one mutex each and allocate nothing but
 //! the lease (a key stays in the table while idle); a queued acquire costs one allocation for
