@@ -281,12 +281,16 @@ async fn fencing_tokens_strictly_increase_across_releases_expiries_and_forgotten
         let lease = locker.try_acquire(&lock(secs(1))).await.unwrap().unwrap();
         check(lease.fence());
         if round % 2 == 0 {
-            assert!(locker.release(&lease).await.unwrap()); // the key is forgotten while idle
+            assert!(locker.release(&lease).await.unwrap());
         } else {
             advance(secs(1)).await; // expiry
         }
-        // Other keys take fences in between.
-        locker.try_acquire(&LeaseRequest::lock(format!("other-{round}"), secs(1))).await.unwrap().unwrap();
+        // Other keys take fences in between, and enough of them come and go that the locker
+        // sweeps its idle keys (this one included): a forgotten key must not restart its fences.
+        for other in 0..200 {
+            let lease = locker.try_acquire(&LeaseRequest::lock(format!("other-{round}-{other}"), secs(1))).await;
+            assert!(locker.release(&lease.unwrap().unwrap()).await.unwrap());
+        }
     }
     let holder = locker.try_acquire(&lock(secs(1))).await.unwrap().unwrap();
     check(holder.fence());

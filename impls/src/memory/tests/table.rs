@@ -152,6 +152,15 @@ fn idle_keys_are_kept_then_swept_and_fences_keep_increasing() {
     assert_eq!(table.live_keys(t0 + secs(1)), 0);
     let third = table.try_acquire(&request, t0 + secs(1)).unwrap().unwrap();
     assert!(third.fence() > second.fence());
+    assert!(table.release(&third, t0 + secs(1)));
+    let before = table.remembered_keys();
+    for n in 0..200 {
+        let lease = table.try_acquire(&LeaseRequest::lock(format!("j{n}"), secs(1)), t0).unwrap().unwrap();
+        assert!(table.release(&lease, t0));
+    }
+    assert!(table.remembered_keys() < before + 200, "a sweep ran");
+    let fourth = table.try_acquire(&request, t0 + secs(1)).unwrap().unwrap();
+    assert!(fourth.fence() > third.fence(), "the counter outlives forgotten keys");
 }
 
 #[test]
