@@ -151,7 +151,7 @@ pub async fn throughput<C: Contender>(
                 latencies.push(began.elapsed());
                 // Let the other clients in: on one thread a client whose lock never has to
                 // wait would otherwise run all its operations before anyone else contends.
-                tokio::task::yield_now().await;
+                YieldToOthers(false).await;
             }
             Ok::<_, BenchError>(latencies)
         });
@@ -164,6 +164,24 @@ pub async fn throughput<C: Contender>(
     // Criterion divides by `operations`; we ran `per_client * clients` ≥ operations.
     let total = total.mul_f64(operations as f64 / latencies.len().max(1) as f64);
     Ok(Batch { latencies, total })
+}
+
+/// Goes to the back of the run queue once. Unlike `tokio::task::yield_now`, which defers its
+/// wake-up until the runtime has polled its I/O driver (a system call per yield), this costs
+/// one trip through the scheduler — so throughput measures the lock, not `epoll_wait`.
+struct YieldToOthers(bool);
+
+impl std::future::Future for YieldToOthers {
+    type Output = ();
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
 }
 
 #[cfg(test)]

@@ -290,7 +290,7 @@ fn cdf_curves(run: &crate::BenchRun) -> Vec<Curve> {
         }
     }
     let mut curves = Vec::new();
-    for (si, (subject, role)) in subjects.iter().enumerate() {
+    for (subject, role) in &subjects {
         for &w in &picked {
             if let Some(m) = run
                 .measurements
@@ -305,8 +305,11 @@ fn cdf_curves(run: &crate::BenchRun) -> Vec<Curve> {
                 curves.push(Curve {
                     label: format!("{who}, {w} waiter{}", if w == 1 { "" } else { "s" }),
                     floor: *role == Role::Floor,
-                    color: si * picked.len() + picked.iter().position(|&p| p == w).unwrap_or(0),
+                    thin: *role == Role::Peer,
+                    // One colour per queue length; floors dashed, peers thin, subjects thick.
+                    color: picked.iter().position(|&p| p == w).unwrap_or(0),
                     points: m.latency.cdf.clone(),
+                    p999: m.latency.p999_ns,
                 });
             }
         }
@@ -498,18 +501,26 @@ fn timeline_of(context: &str, counterexample: &Value) -> Option<(String, Vec<Tim
     Some((title, ops, holdings))
 }
 
-/// A latency for humans: `850 ns`, `12.34 µs`, `4.56 ms`, `1.20 s`.
+/// A latency for humans: `850 ns`, `12.3 µs`, `4.56 ms`, `1.2 s`.
 pub fn format_ns(ns: f64) -> String {
     if !ns.is_finite() {
         return "–".to_owned();
     }
-    if ns < 1e3 {
-        format!("{ns:.0} ns")
-    } else if ns < 1e6 {
-        format!("{:.2} µs", ns / 1e3)
-    } else if ns < 1e9 {
-        format!("{:.2} ms", ns / 1e6)
+    // Three significant digits, no trailing zeros: `1 µs`, `12.3 µs`, `456 µs`.
+    let (value, unit) = match ns {
+        _ if ns < 1e3 => return format!("{ns:.0} ns"),
+        _ if ns < 1e6 => (ns / 1e3, "µs"),
+        _ if ns < 1e9 => (ns / 1e6, "ms"),
+        _ => (ns / 1e9, "s"),
+    };
+    let decimals = if value >= 100.0 {
+        0
+    } else if value >= 10.0 {
+        1
     } else {
-        format!("{:.2} s", ns / 1e9)
-    }
+        2
+    };
+    let text = format!("{value:.decimals$}");
+    let text = if text.contains('.') { text.trim_end_matches('0').trim_end_matches('.') } else { &text };
+    format!("{text} {unit}")
 }

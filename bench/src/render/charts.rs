@@ -114,8 +114,10 @@ where
         .draw()?;
     for (i, line) in lines.iter().enumerate() {
         let c = color(i);
+        // Series side by side around each queue length, so whiskers do not hide each other.
+        let dodge = 2f64.powf((i as f64 - (lines.len() as f64 - 1.0) / 2.0) * 0.05);
         let points: Vec<(f64, f64)> =
-            line.iter().filter_map(|f| waiters(f.kind).map(|w| (w as f64, f.p50_ns))).collect();
+            line.iter().filter_map(|f| waiters(f.kind).map(|w| (w as f64 * dodge, f.p50_ns))).collect();
         let style = c.stroke_width(if line[0].role == Role::Floor { 2 } else { 3 });
         let drawn = if line[0].role == Role::Floor {
             chart.draw_series(DashedLineSeries::new(points.clone(), 8, 6, style))?
@@ -127,7 +129,7 @@ where
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], c.stroke_width(3)));
         chart.draw_series(points.iter().map(|&p| Circle::new(p, 5, c.filled())))?;
         chart.draw_series(line.iter().filter_map(|f| {
-            let w = waiters(f.kind)? as f64;
+            let w = waiters(f.kind)? as f64 * dodge;
             Some(PathElement::new(vec![(w, f.p50_ns), (w, f.p99_ns)], c.stroke_width(2)))
         }))?;
     }
@@ -182,13 +184,17 @@ where
     for (i, line) in lines.iter().enumerate() {
         let c = color(i);
         for shared in [true, false] {
-            let points: Vec<(f64, f64)> = line
+            // One client is both "one shared key" and "a key per client": both lines start there.
+            let mut points: Vec<(f64, f64)> = line
                 .iter()
                 .filter_map(|f| {
                     let (n, keys) = clients(f.kind)?;
-                    ((keys == 1 && n > 1) == shared || (n == 1 && shared)).then_some((n as f64, f.ops_per_sec?))
+                    let mine = if shared { keys == 1 } else { keys == n };
+                    mine.then_some((n as f64, f.ops_per_sec?))
                 })
                 .collect();
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            points.dedup_by(|a, b| a.0 == b.0);
             if points.is_empty() {
                 continue;
             }
@@ -234,8 +240,10 @@ pub(crate) fn format_rate(v: f64) -> String {
 pub(crate) struct Curve {
     pub label: String,
     pub floor: bool,
+    pub thin: bool,
     pub color: usize,
     pub points: Vec<(f64, f64)>,
+    pub p999: f64,
 }
 
 /// Latency CDFs on a log time axis.
@@ -244,16 +252,20 @@ where
     DB::ErrorType: 'static,
 {
     area.fill(&WHITE)?;
-    let (lo, hi) = log_bounds(curves.iter().flat_map(|c| c.points.iter().map(|p| p.0)));
+    // The axis ends just past the slowest p99.9: a single scheduler hiccup of milliseconds
+    // would otherwise squeeze every curve into the left edge. The max is in the tables.
+    let (lo, _) = log_bounds(curves.iter().flat_map(|c| c.points.iter().map(|p| p.0)));
+    let (_, hi) = log_bounds(curves.iter().map(|c| c.p999 * 1.5));
     let mut chart = ChartBuilder::on(area)
         .caption(title, ("sans-serif", 26))
         .margin(20)
+        .margin_right(45)
         .x_label_area_size(55)
         .y_label_area_size(70)
         .build_cartesian_2d((lo..hi).log_scale(), 0f64..1.0)?;
     chart
         .configure_mesh()
-        .x_desc("latency (log scale)")
+        .x_desc("latency (log scale; cut just past the slowest p99.9 — the max is in the tables)")
         .y_desc("fraction of hand-offs at most this slow")
         .x_label_formatter(&|v| format_ns(*v))
         .y_label_formatter(&|v| format!("{:.0}%", v * 100.0))
@@ -266,19 +278,25 @@ where
         // A CDF is a step function: draw it as steps.
         let mut steps = Vec::with_capacity(curve.points.len() * 2);
         let mut last = 0.0;
-        for &(x, y) in &curve.points {
+        for &(x, y) in curve.points.iter().filter(|p| p.0 <= hi) {
             steps.push((x, last));
             steps.push((x, y));
             last = y;
         }
+        steps.push((hi, last));
+        let width = if curve.thin { 1 } else { 3 };
         let drawn = if curve.floor {
             chart.draw_series(DashedLineSeries::new(steps, 8, 5, c.stroke_width(2)))?
         } else {
-            chart.draw_series(LineSeries::new(steps, c.stroke_width(3)))?
+            chart.draw_series(LineSeries::new(steps, c.stroke_width(width)))?
         };
         let floor = curve.floor;
         drawn.label(&curve.label).legend(move |(x, y)| {
-            PathElement::new(vec![(x, y), (x + if floor { 9 } else { 24 }, y)], c.stroke_width(3))
+            if floor {
+                PathElement::new(vec![(x, y), (x + 8, y)], c.stroke_width(3))
+            } else {
+                PathElement::new(vec![(x, y), (x + 24, y)], c.stroke_width(width))
+            }
         });
     }
     chart
@@ -437,7 +455,9 @@ where
     let span = (t_end - t_start).max(0.001);
     let x_range = (t_start - span * 0.02)..(t_end + span * 0.12);
     let open_end = t_end + span * 0.1;
-    let mut chart = ChartBuilder::on(area)
+    // The legend gets a strip of its own under the chart, where it cannot cover operations.
+    let (plot, legend_strip) = area.split_vertically(area.dim_in_pixel().1.saturating_sub(44));
+    let mut chart = ChartBuilder::on(&plot)
         .caption(title, ("sans-serif", 22))
         .margin(20)
         .x_label_area_size(50)
@@ -501,30 +521,23 @@ where
         )))?;
         chart.draw_series(std::iter::once(Text::new(
             op.label.clone(),
-            (op.start_ms, y - 0.36),
+            (op.start_ms + span * 0.003, y - 0.04),
             ("sans-serif", 13).into_font(),
         )))?;
     }
-    // A legend drawn as series labels.
+    let mut x = 20;
     for (label, fill) in [
-        ("operation returned ok", status_color("ok")),
-        ("outcome unknown (timeout / no return)", status_color("UNKNOWN")),
+        ("operation (invoke → return)", status_color("ok")),
+        ("outcome unknown", status_color("UNKNOWN")),
         ("failed / not granted", RGBColor(255, 255, 255)),
-        ("believed held (grant → release or expiry)", held),
-        ("two clients held it at once", RGBColor(239, 60, 50).mix(0.25).to_rgba().rgb_color()),
+        ("believed held (grant → release / expiry)", held),
+        ("held by two at once", RGBColor(239, 60, 50).mix(0.25).to_rgba().rgb_color()),
     ] {
-        chart
-            .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())?
-            .label(label)
-            .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 18, y + 6)], fill.filled()));
+        legend_strip.draw(&Rectangle::new([(x, 8), (x + 18, 24)], fill.filled()))?;
+        legend_strip.draw(&Rectangle::new([(x, 8), (x + 18, 24)], BLACK.mix(0.4).stroke_width(1)))?;
+        legend_strip.draw(&Text::new(label.to_owned(), (x + 24, 9), ("sans-serif", 14).into_font()))?;
+        x += 24 + label.chars().count() as i32 * 8 + 18;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .label_font(("sans-serif", 14))
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK.mix(0.5))
-        .draw()?;
     Ok(())
 }
 
