@@ -123,7 +123,11 @@ impl Table {
         self.last_waiter += 1;
         let id = self.last_waiter;
         let slot = GrantSlot::default();
-        let state = self.keys.entry(request.key().to_owned()).or_insert_with(|| KeyState::new(request.limit()));
+        // The failed try left the key in the table; `entry` would allocate its name anyway.
+        if !self.keys.contains_key(request.key()) {
+            self.keys.insert(request.key().to_owned(), KeyState::new(request.limit()));
+        }
+        let state = self.keys.get_mut(request.key()).expect("inserted above");
         let wake_at = state.wake_at(deadline);
         slot.arm(wake_at);
         state.waiters.push_back(Waiter { id, ttl: request.ttl(), slot: slot.clone() });
