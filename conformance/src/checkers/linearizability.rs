@@ -294,8 +294,9 @@ fn prefix(ops: &[Operation], n: usize) -> Vec<Operation> {
             let mut op = op.clone();
             if op.returned.is_none_or(|returned| returned > cut) && !matches!(op.outcome, Outcome::Failed { .. }) {
                 if !(op.call.is_acquire() && op.outcome == Outcome::Cancelled) {
-                    op.returned = None;
-                    op.outcome = Outcome::Pending;
+                    op.outcome = Outcome::Indeterminate {
+                        error: "outcome left open: it returned after the last invocation shown".into(),
+                    };
                 }
             }
             op
