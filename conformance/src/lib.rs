@@ -66,6 +66,9 @@ pub mod suite;
 #[cfg(feature = "services")]
 pub mod services;
 
+#[cfg(feature = "services")]
+pub mod faults;
+
 pub use backend::{Backend, SharedLocker, Timing};
 pub use checkers::{Counterexample, Verdict};
 pub use history::{History, Recorder, RecordingLocker};

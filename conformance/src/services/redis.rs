@@ -19,7 +19,8 @@ pub struct RedisOptions {
     /// `rename-command` pairs, e.g. `("CONFIG", "")` to disable `CONFIG` (a locked-down
     /// managed Redis).
     pub renamed_commands: Vec<(String, String)>,
-    /// Append-only persistence (`--appendonly yes`): locks survive a restart.
+    /// Append-only persistence fsynced on every write (`--appendonly yes --appendfsync
+    /// always`): locks and fence counters survive a restart.
     pub append_only: bool,
 }
 
@@ -36,6 +37,10 @@ pub fn spec(options: &RedisOptions) -> ServiceSpec {
                 .collect();
             args.extend(["--save".to_owned(), String::new()]);
             args.extend(["--appendonly".to_owned(), if options.append_only { "yes" } else { "no" }.to_owned()]);
+            if options.append_only {
+                // Every write on disk before the reply: a kill loses nothing acknowledged.
+                args.extend(["--appendfsync".to_owned(), "always".to_owned()]);
+            }
             if let Some(events) = &options.keyspace_events {
                 args.extend(["--notify-keyspace-events".to_owned(), events.clone()]);
             }
@@ -61,4 +66,149 @@ pub async fn redis_many(options: &RedisOptions, count: usize) -> Result<Option<V
 /// The `redis://` URL of a server, database `db`.
 pub fn url(service: &Service, db: u32) -> String {
     format!("redis://{}/{db}", service.address())
+}
+
+/// Which Redis locker a [`RedisBackend`] builds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RedisMode {
+    /// [`RedisLocker`](lockcheck_impls::redis::RedisLocker) on one server (`redis://`).
+    Single,
+    /// [`RedisAllLocker`](lockcheck_impls::redis::RedisAllLocker): every server, in order
+    /// (`redis+all://`).
+    All,
+    /// [`RedlockLocker`](lockcheck_impls::redis::RedlockLocker): a majority
+    /// (`redis+quorum://`).
+    Quorum,
+}
+
+impl RedisMode {
+    /// The URL scheme.
+    pub fn scheme(self) -> &'static str {
+        match self {
+            RedisMode::Single => "redis",
+            RedisMode::All => "redis+all",
+            RedisMode::Quorum => "redis+quorum",
+        }
+    }
+}
+
+/// Redis servers as a conformance [`Backend`](crate::Backend): every client is a new locker
+/// with its own connections (and its own key-event subscriber), so clients really are
+/// separate processes as far as Redis can tell.
+#[derive(Clone, Debug)]
+pub struct RedisBackend {
+    mode: RedisMode,
+    urls: Vec<String>,
+    config: lockcheck_impls::redis::RedisConfig,
+}
+
+impl RedisBackend {
+    /// A backend on `redis://` URLs (one for [`RedisMode::Single`]).
+    pub fn new(mode: RedisMode, urls: Vec<String>) -> Self {
+        RedisBackend { mode, urls, config: lockcheck_impls::redis::RedisConfig::default() }
+    }
+
+    /// A backend on running servers, database `db`.
+    pub fn on(mode: RedisMode, servers: &[Service], db: u32) -> Self {
+        Self::new(mode, servers.iter().map(|server| url(server, db)).collect())
+    }
+
+    /// The same backend with other locker settings.
+    pub fn with_config(mut self, config: lockcheck_impls::redis::RedisConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Parses `redis://host:port[/db]`, `redis+all://h1:p1,h2:p2[/db]` or
+    /// `redis+quorum://h1,h2,h3[/db]` (a host without a port uses 6379; the database applies
+    /// to every host).
+    pub fn from_url(url: &str) -> Result<Self, String> {
+        let (scheme, rest) = url.split_once("://").ok_or("no scheme")?;
+        let mode = match scheme {
+            "redis" => RedisMode::Single,
+            "redis+all" => RedisMode::All,
+            "redis+quorum" => RedisMode::Quorum,
+            other => return Err(format!("{other} is not a Redis scheme")),
+        };
+        if mode == RedisMode::Single {
+            return Ok(Self::new(mode, vec![url.to_owned()]));
+        }
+        let (hosts, db) = match rest.split_once('/') {
+            Some((hosts, db)) => {
+                let db: u32 = db.parse().map_err(|_| format!("database {db:?} is not a number"))?;
+                (hosts, db)
+            }
+            None => (rest, 0),
+        };
+        let urls: Vec<String> =
+            hosts
+                .split(',')
+                .map(str::trim)
+                .filter(|host| !host.is_empty())
+                .map(|host| {
+                    if host.contains(':') {
+                        format!("redis://{host}/{db}")
+                    } else {
+                        format!("redis://{host}:6379/{db}")
+                    }
+                })
+                .collect();
+        if urls.is_empty() {
+            return Err("no hosts".to_owned());
+        }
+        Ok(Self::new(mode, urls))
+    }
+
+    /// Connects a fresh locker of the backend's mode.
+    pub async fn locker(&self) -> Result<std::sync::Arc<dyn lockcheck_impls::Locker>, lockcheck_impls::LockError> {
+        use lockcheck_impls::redis::{RedisAllLocker, RedisLocker, RedlockLocker};
+        let config = self.config.clone();
+        Ok(match self.mode {
+            RedisMode::Single => std::sync::Arc::new(RedisLocker::connect_with(&self.urls[0], config).await?),
+            RedisMode::All => std::sync::Arc::new(RedisAllLocker::connect(&self.urls, config).await?),
+            RedisMode::Quorum => std::sync::Arc::new(RedlockLocker::connect(&self.urls, config).await?),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::Backend for RedisBackend {
+    fn name(&self) -> String {
+        match self.mode {
+            RedisMode::Single => self.urls[0].clone(),
+            mode => {
+                let hosts: Vec<&str> = self.urls.iter().map(|url| url.trim_start_matches("redis://")).collect();
+                format!("{}://{}", mode.scheme(), hosts.join(","))
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<std::sync::Arc<dyn lockcheck_impls::Locker>, lockcheck_impls::LockError> {
+        self.locker().await
+    }
+
+    fn timing(&self) -> crate::Timing {
+        crate::Timing::networked()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_of_every_mode_parse() {
+        let single = RedisBackend::from_url("redis://127.0.0.1:6379/1").unwrap();
+        assert_eq!((single.mode, single.urls), (RedisMode::Single, vec!["redis://127.0.0.1:6379/1".to_owned()]));
+        let all = RedisBackend::from_url("redis+all://a:1,b/2").unwrap();
+        assert_eq!(
+            (all.mode, all.urls),
+            (RedisMode::All, vec!["redis://a:1/2".to_owned(), "redis://b:6379/2".to_owned()])
+        );
+        let quorum = RedisBackend::from_url("redis+quorum://a,b,c").unwrap();
+        assert_eq!(quorum.mode, RedisMode::Quorum);
+        assert_eq!(quorum.urls.len(), 3);
+        assert!(RedisBackend::from_url("redis+all://").is_err());
+        assert!(RedisBackend::from_url("redis+all://a/x").is_err());
+    }
 }

@@ -44,6 +44,19 @@ end
 return 0
 ";
 
+/// Raises the fence counter to at least ARGV[2], only while the caller's token holds the lock
+/// (Redlock's fencing write-back; see `multi.rs`).
+const RAISE_FENCE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  local current = tonumber(redis.call('GET', KEYS[2]) or '0')
+  if current < tonumber(ARGV[2]) then
+    redis.call('SET', KEYS[2], ARGV[2])
+  end
+  return 1
+end
+return 0
+";
+
 /// The remaining time of the caller's lock; -2 if the token does not hold it.
 const REMAINING: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -73,6 +86,7 @@ pub(crate) struct Instance {
     release: Script,
     refresh: Script,
     remaining: Script,
+    raise_fence: Script,
 }
 
 /// Milliseconds for `PX`/`PEXPIRE`, rounded *up*: the server must never expire a lease before
@@ -112,8 +126,11 @@ impl Instance {
             release: Script::new(RELEASE),
             refresh: Script::new(REFRESH),
             remaining: Script::new(REMAINING),
+            raise_fence: Script::new(RAISE_FENCE),
         };
-        for script in [&instance.acquire, &instance.release, &instance.refresh, &instance.remaining] {
+        for script in
+            [&instance.acquire, &instance.release, &instance.refresh, &instance.remaining, &instance.raise_fence]
+        {
             script.prepare_invoke().load_async(&mut instance.connection.clone()).await.map_err(|e| {
                 LockError::Unavailable {
                     message: format!(
@@ -191,6 +208,21 @@ impl Instance {
             .await
             .map_err(|e| self.error("remaining_ttl", false, e))?;
         Ok((pttl >= 0).then(|| Duration::from_millis(pttl as u64)))
+    }
+
+    /// Raises the key's fence counter to at least `floor` while `token` holds the lock;
+    /// `false` if it no longer does.
+    pub(crate) async fn raise_fence(&self, key: &str, token: OwnerToken, floor: u64) -> Result<bool, LockError> {
+        let raised: i64 = self
+            .raise_fence
+            .key(self.lock_key(key))
+            .key(self.fence_key(key))
+            .arg(token.to_string())
+            .arg(floor)
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(|e| self.error("acquire", true, e))?;
+        Ok(raised == 1)
     }
 
     /// Makes sure the server publishes `del` and `expired` key-event notifications, enabling

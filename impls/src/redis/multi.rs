@@ -9,9 +9,14 @@
 //!   `TTL − elapsed − drift` (drift = 1 % of the TTL + 2 ms); otherwise it is released
 //!   everywhere and retried after a random delay. It survives a minority of servers failing,
 //!   but not a restarted server that forgets its locks while another majority forms
-//!   (Kleppmann 2016), and it has **no monotonic fencing token**: two majorities share a server
-//!   but not a counter. It declares `fencing: false`; the token it returns is the largest of
-//!   the majority's, for information.
+//!   (Kleppmann 2016).
+//!
+//!   Plain Redlock has no monotonic fencing token: two majorities share a server but not a
+//!   counter. This one adds a second round: the grant's token is the largest counter `M` of
+//!   its majority, and before the lease is handed out `M` is written back (as a floor) to the
+//!   fence counter of every server the grant holds — a majority must take it, or the grant
+//!   fails. The next grant's majority shares one of those servers, whose counter it can only
+//!   increment after our lock there is gone, so after our write-back: its token exceeds `M`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -169,6 +174,9 @@ impl Locker for RedisAllLocker {
     }
 }
 
+/// How many rounds `try_acquire` gives a split vote.
+const SPLIT_ROUNDS: usize = 4;
+
 /// A lock held on a majority of servers (Redlock; see the module docs).
 pub struct RedlockLocker {
     servers: Servers,
@@ -201,12 +209,15 @@ impl RedlockLocker {
         let rollback = Rollback::new(instances, request.key(), token);
         let answers =
             join_all(instances.iter().map(|instance| instance.try_grant(request.key(), token, request.ttl()))).await;
-        let elapsed = sent_at.elapsed();
         let drift = Self::drift(request.ttl());
-        let (mut fences, mut retry_in, mut errors) = (Vec::new(), None::<Duration>, Vec::new());
-        for answer in answers {
+        let (mut fences, mut granted, mut retry_in, mut errors) =
+            (Vec::new(), Vec::new(), None::<Duration>, Vec::new());
+        for (instance, answer) in instances.iter().zip(answers) {
             match answer {
-                Ok(Attempt::Granted(fence)) => fences.push(fence),
+                Ok(Attempt::Granted(fence)) => {
+                    fences.push(fence);
+                    granted.push(instance.clone());
+                }
                 Ok(Attempt::Held(left)) => {
                     if let Some(left) = left {
                         retry_in = Some(retry_in.map_or(left, |r| r.min(left)));
@@ -215,10 +226,22 @@ impl RedlockLocker {
                 Err(error) => errors.push(error),
             }
         }
+        let highest = fences.iter().copied().max();
+        let mut holding = fences.len();
+        if holding >= self.quorum() {
+            // The fencing write-back (module docs): a majority must take the floor while we
+            // still hold the lock there.
+            let fence = highest.expect("a quorum is not empty");
+            let floors =
+                join_all(granted.iter().map(|instance| instance.raise_fence(request.key(), token, fence))).await;
+            let raised = floors.iter().filter(|floor| matches!(floor, Ok(true))).count();
+            holding = raised;
+        }
+        let elapsed = sent_at.elapsed();
         let valid = request.ttl().checked_sub(elapsed + drift).is_some_and(|validity| !validity.is_zero());
-        if fences.len() >= self.quorum() && valid {
+        if holding >= self.quorum() && valid {
             rollback.disarm();
-            let fence = FencingToken(fences.into_iter().max().expect("a quorum is not empty"));
+            let fence = FencingToken(highest.expect("a quorum is not empty"));
             // Counting the lease from `sent_at − drift` makes the holder's belief end at
             // `sent_at + TTL − drift`: Redlock's validity.
             let acquired_at = sent_at.checked_sub(drift).unwrap_or(sent_at);
@@ -250,15 +273,24 @@ impl Locker for RedlockLocker {
     }
 
     fn capabilities(&self) -> Capabilities {
-        redis_capabilities(false, self.servers.wakeups == Wakeups::KeyspaceEvents)
+        redis_capabilities(true, self.servers.wakeups == Wakeups::KeyspaceEvents)
     }
 
+    /// Refused only when someone else holds it: when racing contenders split the servers so
+    /// that nobody has a majority (the key is free, nobody won), everyone backs off for a
+    /// random moment and tries again, a few rounds at most.
     async fn try_acquire(&self, request: &LeaseRequest) -> Result<Option<Lease>, LockError> {
         check_lock_request(request)?;
-        match self.attempt(request).await? {
-            Outcome::Granted(lease) => Ok(Some(lease)),
-            Outcome::Refused { .. } => Ok(None),
+        for _ in 0..SPLIT_ROUNDS {
+            match self.attempt(request).await? {
+                Outcome::Granted(lease) => return Ok(Some(lease)),
+                Outcome::Refused { split: true, .. } => {
+                    tokio::time::sleep(Duration::from_micros(rand::random_range(200..=5_000))).await;
+                }
+                Outcome::Refused { split: false, .. } => return Ok(None),
+            }
         }
+        Ok(None)
     }
 
     async fn acquire(&self, request: &LeaseRequest, wait: Duration) -> Result<Lease, LockError> {
@@ -288,13 +320,13 @@ impl Locker for RedlockLocker {
         Ok((held.is_some() && valid).then(|| lease.refreshed(ttl, sent_at.checked_sub(drift).unwrap_or(sent_at))))
     }
 
-    /// The time a majority still holds it for, less the drift allowance.
+    /// The time a majority of servers still holds it for, by their clocks (the holder's own
+    /// belief, [`Lease::expires_at`], already subtracts the drift allowance).
     async fn remaining_ttl(&self, lease: &Lease) -> Result<Option<Duration>, LockError> {
         let answers =
             join_all(self.servers.instances.iter().map(|instance| instance.remaining(lease.key(), lease.owner())))
                 .await;
-        let drift = Self::drift(lease.ttl());
-        Ok(self.majority(answers)?.map(|left| left.saturating_sub(drift)))
+        self.majority(answers)
     }
 }
 

@@ -1,0 +1,202 @@
+//! Fault injection: what becomes of a lock when its server or its client misbehaves.
+//!
+//! A fault run injects one [`Fault`] through a [`Service`](crate::services::Service) (pause,
+//! kill, restart, network disconnect) or through the client itself (a holder that stalls past
+//! its lease), observes the lock from several clients, and judges the result as a
+//! [`FaultOutcome`]:
+//!
+//! - **safe**: no property was broken;
+//! - **violation**: a property was broken that the backend claims;
+//! - **predicted violation**: a property was broken, but the backend's declared
+//!   [`Capabilities`] say it would be — a Redis server restarted without persistence forgets
+//!   its locks, and a locker that claims `survives_server_restart: false` has said so. The
+//!   report shows it as predicted rather than hiding it.
+//!
+//! Backends add their fault runs in `faults/<backend>.rs` behind their feature.
+
+#[cfg(feature = "redis")]
+pub mod redis;
+
+use std::fmt;
+
+use lockcheck_impls::Capabilities;
+use lockcheck_model::spec::Property;
+
+/// The faults lockcheck injects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Fault {
+    /// The server is frozen for longer than the lease, then resumes.
+    ServerPausedPastTtl,
+    /// The server is killed and started again, empty, while a lock is held.
+    ServerRestartedWithoutPersistence,
+    /// The same, with append-only persistence fsynced on every write.
+    ServerRestartedWithPersistence,
+    /// One server of a multi-server lock is killed while a lock is held.
+    OneInstanceKilled,
+    /// One server of a multi-server lock is killed and started again, empty.
+    OneInstanceRestarted,
+    /// The holder stalls (a GC pause) past its lease and then writes to a resource that
+    /// checks fencing tokens.
+    ClientPausedPastLease,
+    /// The server is cut off from its clients (Docker network disconnect), then reconnected.
+    NetworkPartition,
+}
+
+impl Fault {
+    /// A short name for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::ServerPausedPastTtl => "server paused past the TTL",
+            Fault::ServerRestartedWithoutPersistence => "server restarted without persistence",
+            Fault::ServerRestartedWithPersistence => "server restarted with AOF persistence",
+            Fault::OneInstanceKilled => "one instance killed",
+            Fault::OneInstanceRestarted => "one instance restarted empty",
+            Fault::ClientPausedPastLease => "client paused past its lease, fenced resource",
+            Fault::NetworkPartition => "network partition between client and server",
+        }
+    }
+
+    /// The capability whose absence predicts a violation of `property` under this fault,
+    /// if any.
+    pub fn predicted_by(self, property: Property, capabilities: Capabilities) -> Option<&'static str> {
+        let restart = matches!(self, Fault::ServerRestartedWithoutPersistence);
+        match property {
+            Property::MutualExclusion | Property::Expiry if restart && !capabilities.survives_server_restart => {
+                Some("survives_server_restart: false")
+            }
+            Property::Fencing | Property::ResourceSafety if restart && !capabilities.fencing_survives_restart => {
+                Some("fencing_survives_restart: false")
+            }
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The verdict of one fault run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FaultOutcome {
+    /// Nothing the backend claims was broken.
+    Safe,
+    /// A claimed property was broken.
+    Violation {
+        /// The broken property.
+        property: Property,
+        /// What happened, with instants.
+        evidence: String,
+    },
+    /// A property was broken that the backend's declared capabilities say it cannot keep.
+    PredictedViolation {
+        /// The broken property.
+        property: Property,
+        /// What happened, with instants.
+        evidence: String,
+        /// The declaration that predicts it, e.g. `survives_server_restart: false`.
+        predicted_by: &'static str,
+    },
+}
+
+impl FaultOutcome {
+    /// Judges an observation: `broken` is the property the run saw broken (with evidence),
+    /// or `None`.
+    pub fn judge(fault: Fault, capabilities: Capabilities, broken: Option<(Property, String)>) -> FaultOutcome {
+        match broken {
+            None => FaultOutcome::Safe,
+            Some((property, evidence)) => match fault.predicted_by(property, capabilities) {
+                Some(predicted_by) => FaultOutcome::PredictedViolation { property, evidence, predicted_by },
+                None => FaultOutcome::Violation { property, evidence },
+            },
+        }
+    }
+
+    /// Whether the run broke a claimed property.
+    pub fn is_violation(&self) -> bool {
+        matches!(self, FaultOutcome::Violation { .. })
+    }
+}
+
+impl fmt::Display for FaultOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FaultOutcome::Safe => f.write_str("safe"),
+            FaultOutcome::Violation { property, evidence } => write!(f, "VIOLATION of {property:?}: {evidence}"),
+            FaultOutcome::PredictedViolation { property, evidence, predicted_by } => {
+                write!(f, "predicted violation of {property:?} ({predicted_by}): {evidence}")
+            }
+        }
+    }
+}
+
+/// One backend × fault result.
+#[derive(Clone, Debug)]
+pub struct FaultReport {
+    /// The backend (its URL).
+    pub backend: String,
+    /// The fault injected.
+    pub fault: Fault,
+    /// The verdict.
+    pub outcome: FaultOutcome,
+    /// What the run observed on the way (errors during the fault, timings).
+    pub notes: Vec<String>,
+}
+
+impl fmt::Display for FaultReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{} × {}: {}", self.backend, self.fault, self.outcome)?;
+        for note in &self.notes {
+            writeln!(f, "    note: {note}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a fault run could not produce a verdict.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FaultError {
+    /// The fault could not be injected (or is impossible on this runtime).
+    #[error(transparent)]
+    Service(#[from] crate::services::ServiceError),
+    /// A lock operation failed where the run needed an answer.
+    #[error("{step}: {source}")]
+    Lock {
+        /// What the run was doing.
+        step: &'static str,
+        /// The error.
+        #[source]
+        source: lockcheck_impls::LockError,
+    },
+}
+
+impl FaultError {
+    /// Wraps a lock error with the step it interrupted.
+    pub fn lock(step: &'static str) -> impl FnOnce(lockcheck_impls::LockError) -> FaultError {
+        move |source| FaultError::Lock { step, source }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_violations_are_predicted_only_by_an_unclaimed_capability() {
+        let mut claims = Capabilities::all_in_process();
+        let broken = || Some((Property::MutualExclusion, "double grant".to_owned()));
+        claims.survives_server_restart = false;
+        let outcome = FaultOutcome::judge(Fault::ServerRestartedWithoutPersistence, claims, broken());
+        assert!(matches!(outcome, FaultOutcome::PredictedViolation { .. }), "{outcome}");
+        claims.survives_server_restart = true;
+        let outcome = FaultOutcome::judge(Fault::ServerRestartedWithoutPersistence, claims, broken());
+        assert!(outcome.is_violation(), "{outcome}");
+        let outcome = FaultOutcome::judge(Fault::NetworkPartition, claims, broken());
+        assert!(outcome.is_violation(), "{outcome}");
+        assert_eq!(FaultOutcome::judge(Fault::NetworkPartition, claims, None), FaultOutcome::Safe);
+    }
+}
