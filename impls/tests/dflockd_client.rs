@@ -293,3 +293,38 @@ async fn locker_wait_is_woken_by_release_without_polling() {
     assert!(released_at.elapsed() < Duration::from_millis(200), "hand-off took {:?}", released_at.elapsed());
     assert!(next.fence() > held.fence());
 }
+
+/// A grant that races the cancellation of an acquire is given back even when the server
+/// keeps locks of closed connections (auto-release off): the dropped acquire half-closes its
+/// connection, reads the grant that was already on its way, and releases it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_racing_a_cancelled_acquire_is_released_without_auto_release() {
+    let server = server(|c| c.auto_release_on_disconnect = false).await;
+    let config = DflockdLockerConfig::new([server.local_addr().to_string()]);
+    let (a, b, c) = (
+        DflockdLocker::connect(config.clone()).await.unwrap(),
+        DflockdLocker::connect(config.clone()).await.unwrap(),
+        DflockdLocker::connect(config).await.unwrap(),
+    );
+    let request = LeaseRequest::lock("race", Duration::from_secs(100));
+    let held = a.try_acquire(&request).await.unwrap().unwrap();
+    {
+        let mut acquire = std::pin::pin!(b.acquire(&request, Duration::from_secs(100)));
+        // Drive b's acquire until it is queued on the server.
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut acquire => panic!("granted while held"),
+                () = tokio::task::yield_now() => {}
+            }
+            if server.stats()["locks"][0]["waiters"] == 1 {
+                break;
+            }
+        }
+        // The release hands the lock to b's queued request; b's future is then dropped
+        // without reading the grant.
+        assert!(a.release(&held).await.unwrap());
+    }
+    let lease = c.acquire(&request, Duration::from_secs(3)).await.expect("the raced grant was given back");
+    assert!(c.release(&lease).await.unwrap());
+}

@@ -77,6 +77,8 @@ pub struct Connection {
     stream: BufReader<Stream>,
     addr: String,
     in_flight: bool,
+    /// The in-flight request was written completely: its reply may still come.
+    written: bool,
     request: Vec<u8>,
     reply: Vec<u8>,
 }
@@ -121,6 +123,7 @@ impl Connection {
             stream: BufReader::with_capacity(4096, stream),
             addr: addr.to_owned(),
             in_flight: false,
+            written: false,
             request: Vec::with_capacity(128),
             reply: Vec::with_capacity(128),
         })
@@ -165,9 +168,11 @@ impl Connection {
             self.request.push(b'\n');
         }
         self.in_flight = true;
+        self.written = false;
         let io_err = |source| DflockdError::Io { command, source };
         self.stream.get_mut().write_all(&self.request).await.map_err(io_err)?;
         self.stream.get_mut().flush().await.map_err(io_err)?;
+        self.written = true;
         self.reply.clear();
         let read = (&mut self.stream).take(MAX_REPLY_BYTES as u64 + 1).read_until(b'\n', &mut self.reply).await;
         let n = read.map_err(io_err)?;
@@ -178,12 +183,40 @@ impl Connection {
             return Err(DflockdError::Closed { command });
         }
         self.in_flight = false;
+        self.written = false;
         let line = self.reply.strip_suffix(b"\n").unwrap_or(&self.reply);
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         String::from_utf8(line.to_vec()).map_err(|e| DflockdError::UnexpectedReply {
             command,
             reply: String::from_utf8_lossy(e.as_bytes()).chars().take(64).collect(),
         })
+    }
+
+    /// Whether a request was written in full and then abandoned before its reply was read:
+    /// the server may have acted on it.
+    pub fn reply_pending(&self) -> bool {
+        self.in_flight && self.written
+    }
+
+    /// For a connection whose request was abandoned after it was written: stops sending
+    /// (a half-close, which a dflockd server treats as the client leaving: it drops the
+    /// connection's waiters) and reads the reply that may still arrive, for up to `patience`.
+    /// The caller can then give back a grant nobody will use.
+    pub async fn abandon(mut self, patience: Duration) -> Option<String> {
+        if !self.reply_pending() {
+            return None;
+        }
+        let _ = self.stream.get_mut().shutdown().await;
+        // Part of the reply may have been read before the request was abandoned: carry on
+        // from there.
+        let reply = tokio::time::timeout(patience, async {
+            let limit = MAX_LINE_BYTES as u64 * 2;
+            let n = (&mut self.stream).take(limit).read_until(b'\n', &mut self.reply).await.ok()?;
+            (n > 0 || !self.reply.is_empty()).then_some(())?;
+            self.reply.ends_with(b"\n").then(|| String::from_utf8_lossy(&self.reply).trim_end().to_owned())
+        })
+        .await;
+        reply.ok().flatten()
     }
 
     /// Closes the connection politely (TLS close_notify). Dropping it closes it too.

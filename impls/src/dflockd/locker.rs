@@ -106,10 +106,63 @@ impl DflockdLockerConfig {
     }
 }
 
+/// An acquire on the wire. If its future is dropped after the request was written, the
+/// server may grant it anyway (the grant races the cancellation); `Drop` then hands the
+/// connection to a background task that half-closes it (the server drops the waiter) and
+/// reads the reply for as long as the server might still grant, releasing any grant on a
+/// fresh connection. This is what keeps a cancelled acquire from leaving a lock behind when
+/// the server does not release on disconnect.
+struct PendingAcquire {
+    conn: Option<Connection>,
+    ns: Namespace,
+    key: String,
+    patience: Duration,
+    config: DflockdLockerConfig,
+    server: usize,
+}
+
+impl Drop for PendingAcquire {
+    fn drop(&mut self) {
+        let Some(conn) = self.conn.take() else { return };
+        if !conn.reply_pending() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let (ns, key, patience) = (self.ns, std::mem::take(&mut self.key), self.patience);
+        let addr = self.config.servers[self.server].clone();
+        let (connect, auth) = (self.config.connect.clone(), self.config.auth_token.clone());
+        runtime.spawn(async move {
+            let Some(reply) = conn.abandon(patience).await else { return };
+            let mut fields = reply.split(' ');
+            if let (Some("ok"), Some(token), Some(_), None) =
+                (fields.next(), fields.next(), fields.next(), fields.next())
+            {
+                if let Ok(mut conn) = open(&addr, &connect, auth.as_deref()).await {
+                    let _ = commands::release_ns(&mut conn, ns, &key, token).await;
+                }
+            }
+        });
+    }
+}
+
+/// A held lease's connection, and which locker opened it.
 struct Held {
     conn: Arc<AsyncMutex<Connection>>,
     ns: Namespace,
-    server: usize,
+    owner: u64,
+}
+
+/// (server address, key, token bits).
+type HeldKey = (String, String, u128);
+
+/// Every lease held through any [`DflockdLocker`] of this process, so that a lease acquired
+/// by one locker can be refreshed, released or inspected through another (the server itself
+/// only checks the token). A locker's entries go when it is dropped, closing their
+/// connections, which is what a crashed process looks like to the server.
+static HELD: std::sync::LazyLock<std::sync::Mutex<HashMap<HeldKey, Held>>> = std::sync::LazyLock::new(Default::default);
+
+fn held_table() -> std::sync::MutexGuard<'static, HashMap<HeldKey, Held>> {
+    HELD.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A [`Locker`] over one or more dflockd servers (keys sharded by CRC-32).
@@ -118,8 +171,14 @@ pub struct DflockdLocker {
     kind: ServerKind,
     /// Connections holding nothing, per server, with the instant they were last used.
     idle: Vec<std::sync::Mutex<Vec<(Connection, Instant)>>>,
-    /// The connection of each held lease, by (key, token).
-    held: std::sync::Mutex<HashMap<(String, u128), Held>>,
+    /// This locker's id in the process-wide table of held leases.
+    id: u64,
+}
+
+impl Drop for DflockdLocker {
+    fn drop(&mut self) {
+        held_table().retain(|_, held| held.owner != self.id);
+    }
 }
 
 impl std::fmt::Debug for DflockdLocker {
@@ -154,7 +213,9 @@ impl DflockdLocker {
             }
         };
         let idle = config.servers.iter().map(|_| std::sync::Mutex::new(Vec::new())).collect();
-        Ok(DflockdLocker { config, kind, idle, held: std::sync::Mutex::new(HashMap::new()) })
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(DflockdLocker { config, kind, idle, id })
     }
 
     /// The detected (or configured) server generation.
@@ -186,10 +247,16 @@ impl DflockdLocker {
         }
     }
 
-    fn put_conn(&self, server: usize, conn: Connection) {
+    fn put_conn(&self, conn: Connection) {
+        let Some(server) = self.config.servers.iter().position(|s| s == conn.addr()) else { return };
         if !conn.is_poisoned() {
             self.idle[server].lock().unwrap_or_else(|e| e.into_inner()).push((conn, Instant::now()));
         }
+    }
+
+    fn held_key(&self, lease: &Lease) -> HeldKey {
+        let server = self.server_of(lease.key());
+        (self.config.servers[server].clone(), lease.key().to_owned(), lease.owner().bits())
     }
 
     fn namespace(&self, request: &LeaseRequest) -> Result<Namespace, LockError> {
@@ -213,16 +280,13 @@ impl DflockdLocker {
         Ok(Lease::new(request.key(), owner, fence, Duration::from_secs(grant.lease_s), sent_at, request.limit()))
     }
 
-    fn hold(&self, lease: &Lease, conn: Connection, ns: Namespace, server: usize) {
-        let held = Held { conn: Arc::new(AsyncMutex::new(conn)), ns, server };
-        self.held
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert((lease.key().to_owned(), lease.owner().bits()), held);
+    fn hold(&self, lease: &Lease, conn: Connection, ns: Namespace) {
+        let held = Held { conn: Arc::new(AsyncMutex::new(conn)), ns, owner: self.id };
+        held_table().insert(self.held_key(lease), held);
     }
 
     fn take_held(&self, lease: &Lease) -> Option<Held> {
-        self.held.lock().unwrap_or_else(|e| e.into_inner()).remove(&(lease.key().to_owned(), lease.owner().bits()))
+        held_table().remove(&self.held_key(lease))
     }
 
     fn map_acquire_error(&self, request: &LeaseRequest, error: DflockdError) -> LockError {
@@ -244,13 +308,32 @@ impl DflockdLocker {
         validate_wait(wait)?;
         let ns = self.namespace(request)?;
         let server = self.server_of(request.key());
-        let mut conn = self.take_conn(server).await?;
+        let conn = self.take_conn(server).await?;
         let lease_s = whole_seconds(request.ttl());
+        let mut pending = PendingAcquire {
+            conn: Some(conn),
+            ns,
+            key: request.key().to_owned(),
+            // The server may grant until its own (whole-second) wait bound runs out.
+            patience: Duration::from_secs(whole_seconds(wait)) + Duration::from_secs(2),
+            config: self.config.clone(),
+            server,
+        };
         let sent_at = Instant::now();
-        match commands::acquire_ns(&mut conn, ns, request.key(), wait, request.limit(), Some(lease_s)).await {
+        let outcome = commands::acquire_ns(
+            pending.conn.as_mut().expect("armed"),
+            ns,
+            request.key(),
+            wait,
+            request.limit(),
+            Some(lease_s),
+        )
+        .await;
+        let conn = pending.conn.take().expect("armed");
+        match outcome {
             Ok(grant) => {
                 let lease = self.lease_from(request, &grant, sent_at)?;
-                self.hold(&lease, conn, ns, server);
+                self.hold(&lease, conn, ns);
                 Ok(Ok(lease))
             }
             Err(e) if e.status().is_some() => Ok(Err((e, Some(conn), server))),
@@ -282,8 +365,8 @@ impl Locker for DflockdLocker {
     async fn try_acquire(&self, request: &LeaseRequest) -> Result<Option<Lease>, LockError> {
         match self.acquire_on(request, Duration::ZERO).await? {
             Ok(lease) => Ok(Some(lease)),
-            Err((DflockdError::Timeout, Some(conn), server)) => {
-                self.put_conn(server, conn);
+            Err((DflockdError::Timeout, Some(conn), _)) => {
+                self.put_conn(conn);
                 Ok(None)
             }
             Err((e, _, _)) => Err(self.map_acquire_error(request, e)),
@@ -298,8 +381,8 @@ impl Locker for DflockdLocker {
             Err(_) => Err(LockError::TimedOut { waited: started.elapsed() }),
             Ok(result) => match result? {
                 Ok(lease) => Ok(lease),
-                Err((DflockdError::Timeout, Some(conn), server)) => {
-                    self.put_conn(server, conn);
+                Err((DflockdError::Timeout, Some(conn), _)) => {
+                    self.put_conn(conn);
                     Err(LockError::TimedOut { waited: started.elapsed() })
                 }
                 Err((e, _, _)) => Err(self.map_acquire_error(request, e)),
@@ -309,39 +392,26 @@ impl Locker for DflockdLocker {
 
     async fn release(&self, lease: &Lease) -> Result<bool, LockError> {
         let token = lease.owner().to_string();
-        match self.take_held(lease) {
-            Some(held) => {
-                let conn = Arc::try_unwrap(held.conn).map(AsyncMutex::into_inner);
-                let mut conn = match conn {
-                    Ok(conn) => conn,
-                    // A refresh is using it concurrently; release on a fresh connection. The
-                    // shared one closes when the refresh finishes.
-                    Err(_) => self.take_conn(held.server).await?,
-                };
-                match commands::release_ns(&mut conn, held.ns, lease.key(), &token).await {
-                    Ok(()) => {
-                        self.put_conn(held.server, conn);
-                        Ok(true)
-                    }
-                    Err(DflockdError::Server { .. }) => Ok(false),
-                    Err(e) => Err(e.into_lock_error("release")),
-                }
+        let held = self.take_held(lease);
+        let ns = match &held {
+            Some(held) => held.ns,
+            None if lease.limit() == 1 => Namespace::Lock,
+            None => Namespace::Semaphore,
+        };
+        // The lease's own connection if nothing else is using it; otherwise (a concurrent
+        // refresh, or a lease not held through any locker here) any connection will do:
+        // the server decides by token alone. The lease's connection closes when dropped.
+        let mut conn = match held.map(|h| Arc::try_unwrap(h.conn)) {
+            Some(Ok(conn)) => conn.into_inner(),
+            _ => self.take_conn(self.server_of(lease.key())).await?,
+        };
+        match commands::release_ns(&mut conn, ns, lease.key(), &token).await {
+            Ok(()) => {
+                self.put_conn(conn);
+                Ok(true)
             }
-            // Not held through this locker (already released, lost, or never ours): the
-            // server decides by token alone.
-            None => {
-                let ns = if lease.limit() == 1 { Namespace::Lock } else { Namespace::Semaphore };
-                let server = self.server_of(lease.key());
-                let mut conn = self.take_conn(server).await?;
-                match commands::release_ns(&mut conn, ns, lease.key(), &token).await {
-                    Ok(()) => {
-                        self.put_conn(server, conn);
-                        Ok(true)
-                    }
-                    Err(DflockdError::Server { .. }) => Ok(false),
-                    Err(e) => Err(e.into_lock_error("release")),
-                }
-            }
+            Err(DflockdError::Server { .. }) => Ok(false),
+            Err(e) => Err(e.into_lock_error("release")),
         }
     }
 
@@ -349,18 +419,23 @@ impl Locker for DflockdLocker {
         crate::request::validate_ttl(ttl)?;
         let token = lease.owner().to_string();
         let lease_s = whole_seconds(ttl);
-        let entry = {
-            let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-            held.get(&(lease.key().to_owned(), lease.owner().bits())).map(|h| (h.conn.clone(), h.ns))
-        };
-        let Some((conn, ns)) = entry else {
-            // Released or lost through this locker, or never ours: not renewable here.
-            return Ok(None);
-        };
+        let entry = held_table().get(&self.held_key(lease)).map(|h| (h.conn.clone(), h.ns));
         let sent_at = Instant::now();
-        let outcome = {
-            let mut conn = conn.lock().await;
-            commands::renew_ns(&mut conn, ns, lease.key(), &token, Some(lease_s)).await
+        let outcome = match entry {
+            Some((conn, ns)) => {
+                let mut conn = conn.lock().await;
+                commands::renew_ns(&mut conn, ns, lease.key(), &token, Some(lease_s)).await
+            }
+            // Not held through a locker of this process: the server decides by token.
+            None => {
+                let ns = if lease.limit() == 1 { Namespace::Lock } else { Namespace::Semaphore };
+                let mut conn = self.take_conn(self.server_of(lease.key())).await?;
+                let outcome = commands::renew_ns(&mut conn, ns, lease.key(), &token, Some(lease_s)).await;
+                if outcome.is_ok() {
+                    self.put_conn(conn);
+                }
+                outcome
+            }
         };
         match outcome {
             Ok(_) => Ok(Some(lease.refreshed(Duration::from_secs(lease_s), sent_at))),
@@ -373,11 +448,7 @@ impl Locker for DflockdLocker {
     }
 
     async fn remaining_ttl(&self, lease: &Lease) -> Result<Option<Duration>, LockError> {
-        let held = self
-            .held
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains_key(&(lease.key().to_owned(), lease.owner().bits()));
+        let held = held_table().contains_key(&self.held_key(lease));
         let remaining = lease.locally_remaining();
         Ok((held && !remaining.is_zero()).then_some(remaining))
     }

@@ -1,0 +1,277 @@
+//! dflockd servers for the suites: the real Python server (`dflockd` 0.5 from PyPI, run as a
+//! process from the venv `scripts/setup/python.sh` makes) and lockcheck's reference server
+//! started in-process ([`EmbeddedDflockd`]), plus the [`DflockdBackend`] the suite runs.
+//!
+//! | variable | meaning |
+//! |---|---|
+//! | `LOCKCHECK_DFLOCKD_SERVER` | the Python `dflockd` console script (default: `$LOCKCHECK_VENV/bin/dflockd`, else `dflockd` on `PATH`). |
+//! | `LOCKCHECK_VENV` | the venv holding the Python server and client (default `~/.cache/lockcheck/venv`). |
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use lockcheck_impls::dflockd::{DflockdLocker, DflockdLockerConfig, Server, ServerConfig, ServerError, ServerKind};
+use lockcheck_impls::{LockError, Locker};
+use tokio::sync::OnceCell;
+
+use super::{Probe, Service, ServiceError, ServiceSpec, provision};
+use crate::backend::{Backend, Timing};
+
+/// The venv of the Python peers.
+pub fn venv() -> PathBuf {
+    if let Some(venv) = std::env::var_os("LOCKCHECK_VENV") {
+        return PathBuf::from(venv);
+    }
+    let home = std::env::var_os("LOCKCHECK_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/lockcheck"));
+    home.join("venv")
+}
+
+/// The venv's Python (for the Python client's scripts).
+pub fn venv_python() -> PathBuf {
+    venv().join("bin/python")
+}
+
+fn python_server_binary() -> String {
+    if let Ok(binary) = std::env::var("LOCKCHECK_DFLOCKD_SERVER") {
+        return binary;
+    }
+    let in_venv = venv().join("bin/dflockd");
+    if in_venv.is_file() { in_venv.to_string_lossy().into_owned() } else { "dflockd".to_owned() }
+}
+
+/// Settings of the Python server, passed as flags (its `DFLOCKD_*` variables are mostly
+/// overridden by flag defaults).
+#[derive(Clone, Debug)]
+pub struct PythonDflockdOptions {
+    /// `--default-lease-ttl` (default 33).
+    pub default_lease_ttl_s: u64,
+    /// `--read-timeout` (default 23).
+    pub read_timeout_s: u64,
+    /// `--max-locks` (default 1024).
+    pub max_locks: u64,
+    /// `--[no-]auto-release-on-disconnect` (default on).
+    pub auto_release_on_disconnect: bool,
+}
+
+impl Default for PythonDflockdOptions {
+    fn default() -> Self {
+        PythonDflockdOptions {
+            default_lease_ttl_s: 33,
+            read_timeout_s: 23,
+            max_locks: 1024,
+            auto_release_on_disconnect: true,
+        }
+    }
+}
+
+/// How to run the Python server: a process only (there is no image of it); ready when it
+/// logs `listening on` and accepts a connection. It has no `ping`, so the probe only connects.
+pub fn python_spec(options: &PythonDflockdOptions) -> ServiceSpec {
+    let options = options.clone();
+    ServiceSpec::new("dflockd-python", "lockcheck/dflockd-python:0.5", python_server_binary(), 6388)
+        .args(move |port| {
+            let auto_release = if options.auto_release_on_disconnect {
+                "--auto-release-on-disconnect"
+            } else {
+                "--no-auto-release-on-disconnect"
+            };
+            [
+                auto_release,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--default-lease-ttl",
+                &options.default_lease_ttl_s.to_string(),
+                "--read-timeout",
+                &options.read_timeout_s.to_string(),
+                "--max-locks",
+                &options.max_locks.to_string(),
+            ]
+            .map(str::to_owned)
+            .to_vec()
+        })
+        .ready_log("listening on")
+        .probe(Probe::Connect)
+}
+
+/// Starts the Python server (`Ok(None)`, printed, only under `LOCKCHECK_SERVICES=skip`).
+pub async fn python_dflockd(options: &PythonDflockdOptions) -> Result<Option<Service>, ServiceError> {
+    provision(&python_spec(options)).await
+}
+
+/// The reference server running in-process on a thread of its own (with its own tokio
+/// runtime), so it can be started from synchronous code such as a backend URL and outlives
+/// the runtime of any one test. Stopped (connections closed, state gone) on drop.
+pub struct EmbeddedDflockd {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for EmbeddedDflockd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedDflockd").field("addr", &self.addr).finish()
+    }
+}
+
+impl EmbeddedDflockd {
+    /// Starts the reference server with `config` (use [`ServerConfig::ephemeral`] for a
+    /// free loopback port).
+    pub fn start(config: ServerConfig) -> Result<Self, ServerError> {
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("dflockd-embedded".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a tokio runtime for the embedded server");
+                runtime.block_on(async move {
+                    match Server::start(config).await {
+                        Ok(server) => {
+                            let _ = started_tx.send(Ok(server.local_addr()));
+                            let _ = stopped.await;
+                            drop(server);
+                        }
+                        Err(error) => {
+                            let _ = started_tx.send(Err(error));
+                        }
+                    }
+                });
+            })
+            .expect("spawn the embedded server's thread");
+        let addr = started_rx.recv().expect("the embedded server's thread reports its start")?;
+        Ok(EmbeddedDflockd { addr, stop: Some(stop), thread: Some(thread) })
+    }
+
+    /// Where clients connect.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for EmbeddedDflockd {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The reference server's configuration for conformance runs: the defaults, with
+/// auto-release on disconnect *off*.
+///
+/// Why: with auto-release on, a server frees a lock the moment the holder's connection closes,
+/// before its lease ends. For a crashed holder that is welcome, but the server cannot tell a
+/// crash from a connection that broke under a live holder, which keeps believing it holds the
+/// lock until its lease ends — two believed holders at once. The suite's crashed-holder check
+/// sees exactly that history and reports it as a mutual-exclusion violation
+/// (`conformance/tests/dflockd_suite.rs` asserts that it does). Off, every lease ends by
+/// release or expiry, which is what the lock API promises; a crashed holder's slot still frees
+/// within its TTL (server-side expiry).
+pub fn suite_server_config() -> ServerConfig {
+    let mut config = ServerConfig::ephemeral();
+    config.auto_release_on_disconnect = false;
+    config
+}
+
+/// What keeps a backend's server alive as long as the backend (held for its `Drop`).
+#[derive(Clone)]
+#[allow(dead_code)]
+enum Owned {
+    Nothing,
+    Embedded(Arc<EmbeddedDflockd>),
+    Service(Arc<Service>),
+}
+
+/// dflockd servers as a suite backend: each client is a fresh [`DflockdLocker`] (its own
+/// connections). The server generation is detected once (`ping`) and then reused.
+#[derive(Clone)]
+pub struct DflockdBackend {
+    name: String,
+    config: DflockdLockerConfig,
+    kind: Arc<OnceCell<ServerKind>>,
+    owned: Owned,
+}
+
+impl DflockdBackend {
+    /// Servers that are already running.
+    pub fn new(config: DflockdLockerConfig) -> Self {
+        let name = format!("dflockd://{}", config.servers.join(","));
+        DflockdBackend { name, config, kind: Arc::new(OnceCell::new()), owned: Owned::Nothing }
+    }
+
+    /// From `dflockd://host:port[,host:port...][?auth=SECRET]`.
+    pub fn from_url(url: &str) -> Result<Self, String> {
+        DflockdLockerConfig::from_url(url).map(DflockdBackend::new).map_err(|e| e.to_string())
+    }
+
+    /// The reference server, started in-process on a free port for the suite
+    /// (`dflockd-embedded`, part of `lockcheck check`'s embedded defaults): the Go server's
+    /// defaults except auto-release on disconnect, which is off — see [`suite_server_config`].
+    pub fn embedded() -> Result<Self, ServerError> {
+        Self::embedded_with(suite_server_config())
+    }
+
+    /// The reference server, started in-process with `config`.
+    pub fn embedded_with(config: ServerConfig) -> Result<Self, ServerError> {
+        let server = EmbeddedDflockd::start(config)?;
+        let mut backend = DflockdBackend::new(DflockdLockerConfig::new([server.addr().to_string()]));
+        backend.name = "dflockd-embedded".into();
+        backend.owned = Owned::Embedded(Arc::new(server));
+        Ok(backend)
+    }
+
+    /// A running Python server (owned by the backend from now on).
+    pub fn python(service: Service) -> Self {
+        let mut backend = DflockdBackend::new(DflockdLockerConfig::new([service.address().to_string()]));
+        backend.name = "dflockd-python-0.5".into();
+        backend.owned = Owned::Service(Arc::new(service));
+        backend
+    }
+
+    /// The client configuration (servers, TLS, auth).
+    pub fn config(&self) -> &DflockdLockerConfig {
+        &self.config
+    }
+
+    /// A client of these servers.
+    pub async fn locker(&self) -> Result<DflockdLocker, LockError> {
+        let mut config = self.config.clone();
+        if config.kind.is_none() {
+            let detected = self
+                .kind
+                .get_or_try_init(|| async {
+                    DflockdLocker::connect(self.config.clone()).await.map(|l| l.server_kind())
+                })
+                .await?;
+            config.kind = Some(*detected);
+        }
+        DflockdLocker::connect(config).await
+    }
+}
+
+#[async_trait]
+impl Backend for DflockdBackend {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    async fn connect(&self) -> Result<Arc<dyn Locker>, LockError> {
+        Ok(Arc::new(self.locker().await?))
+    }
+
+    /// dflockd leases are whole seconds.
+    fn timing(&self) -> Timing {
+        Timing::whole_seconds()
+    }
+}
