@@ -125,10 +125,11 @@ pub async fn hand_off<C: Contender>(contender: Arc<C>, waiters: usize, hand_offs
     Ok(Batch { latencies, total })
 }
 
-/// `clients` tasks lock+unlock keys `client % keys` until `operations` are done between them,
-/// each yielding to the others after every operation (as a client doing any work between
-/// its locks would). Returns each operation's latency (lock call to unlock return) and the
-/// wall time of the whole batch; throughput is `operations / total`.
+/// `clients` tasks lock+unlock keys `client % keys` until `operations` are done between them.
+/// Each holds its lock across one yield to the scheduler (a minimal critical section) and
+/// yields again after unlocking, so clients sharing a key contend for it. Returns each
+/// operation's latency (lock call to unlock return, queueing included) and the wall time of
+/// the whole batch; throughput is `operations / total`.
 pub async fn throughput<C: Contender>(
     contender: Arc<C>,
     clients: usize,
@@ -147,10 +148,12 @@ pub async fn throughput<C: Contender>(
             for _ in 0..per_client {
                 let began = Instant::now();
                 let held = contender.lock(client, client % keys).await?;
+                // The critical section: one turn of the scheduler, so clients sharing a key
+                // really queue for it (on one thread, a lock never held across an await
+                // point is never contended).
+                YieldToOthers(false).await;
                 contender.unlock(held).await?;
                 latencies.push(began.elapsed());
-                // Let the other clients in: on one thread a client whose lock never has to
-                // wait would otherwise run all its operations before anyone else contends.
                 YieldToOthers(false).await;
             }
             Ok::<_, BenchError>(latencies)

@@ -61,7 +61,7 @@ pub enum Kind {
         /// Waiters queued when the holder releases.
         waiters: usize,
     },
-    /// Lock + release by `clients` tasks over `keys` keys.
+    /// Lock, one scheduler turn holding it, release — by `clients` tasks over `keys` keys.
     Throughput {
         /// Concurrent clients.
         clients: usize,

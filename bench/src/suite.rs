@@ -243,13 +243,19 @@ impl Suite {
     }
 
     /// Writes the run to [`results::results_dir`], prints a summary with ratios to the floors,
-    /// and returns the file's path.
-    pub fn finish(mut self) -> Result<PathBuf, BenchError> {
+    /// and returns the file's path — or `None` when nothing was measured (criterion's
+    /// `--test` and `--list` modes, or a filter that matched nothing), so such runs never
+    /// stand in for real ones in a report.
+    pub fn finish(mut self) -> Result<Option<PathBuf>, BenchError> {
         self.run.finished_unix = results::unix_now();
+        if self.run.measurements.is_empty() {
+            println!("lockcheck-bench: suite {:?} measured nothing; no results written", self.run.suite);
+            return Ok(None);
+        }
         let path = self.run.write_to(&results::results_dir())?;
         println!("\n{}", crate::summary_table(&self.run));
         println!("lockcheck-bench: results of suite {:?} written to {}", self.run.suite, path.display());
-        Ok(path)
+        Ok(Some(path))
     }
 }
 

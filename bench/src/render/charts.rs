@@ -165,7 +165,7 @@ where
     let (lo, hi) = log_bounds(all.iter().filter_map(|f| f.ops_per_sec));
     let max_clients = all.iter().filter_map(|f| clients(f.kind).map(|c| c.0)).max().unwrap_or(64).max(2) as f64;
     let mut chart = ChartBuilder::on(area)
-        .caption("Throughput: lock + release per second", ("sans-serif", 26))
+        .caption("Throughput: lock, hold one scheduler turn, release — per second", ("sans-serif", 24))
         .margin(20)
         .x_label_area_size(55)
         .y_label_area_size(90)

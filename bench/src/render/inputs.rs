@@ -265,13 +265,17 @@ pub fn generic_table(value: &Value, max_columns: usize) -> Option<(Vec<String>, 
     let mut columns: Vec<String> = Vec::new();
     for row in rows {
         for (k, v) in row.as_object().into_iter().flatten() {
-            if !columns.contains(k) && cell(v).is_some() {
+            // A column is worth showing when some row has a value (not just null) for it.
+            if !columns.contains(k) && !v.is_null() && cell(v).is_some() {
                 columns.push(k.clone());
             }
         }
     }
     // JSON objects come back with sorted keys; put the naming columns first.
-    const FIRST: [&str; 8] = ["mutant", "system", "backend", "name", "check", "property", "fault", "caught"];
+    const FIRST: [&str; 12] = [
+        "mutant", "system", "backend", "name", "failure", "expected", "status", "caught", "check", "property", "fault",
+        "time",
+    ];
     columns.sort_by_key(|c| FIRST.iter().position(|f| c.starts_with(f)).unwrap_or(FIRST.len()));
     columns.truncate(max_columns);
     let table = rows

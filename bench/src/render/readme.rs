@@ -277,7 +277,7 @@ pub(crate) fn readme(report: &Report) -> String {
         picture(o, report, png, "throughput against clients");
         let _ = writeln!(
             o,
-            "Lock + release per second as clients grow: solid lines contend on one shared key, dashed lines give each client its own key (how the backend scales when clients do not contend).\n"
+            "Operations per second as clients grow (each: lock, hold it for one turn of the scheduler, release): solid lines contend on one shared key, dashed lines give each client its own key (how the backend scales when clients do not contend).\n"
         );
     }
 
