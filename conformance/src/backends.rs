@@ -74,6 +74,11 @@ pub fn from_url(url: &str) -> Result<Box<dyn Backend>, BadBackendUrl> {
             .map_err(|reason| BadBackendUrl::Malformed { url: url.to_owned(), reason }),
         #[cfg(not(feature = "redis"))]
         "redis" | "redis+all" | "redis+quorum" => not_built_in(url, "redis"),
+        #[cfg(feature = "nats")]
+        "nats" => crate::services::nats::NatsBackend::from_url(url)
+            .map(|backend| Box::new(backend) as Box<dyn Backend>)
+            .map_err(|reason| BadBackendUrl::Malformed { url: url.to_owned(), reason }),
+        #[cfg(not(feature = "nats"))]
         "nats" => not_built_in(url, "nats"),
         #[cfg(feature = "dflockd")]
         "dflockd" => crate::services::dflockd::DflockdBackend::from_url(url)

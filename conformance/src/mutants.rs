@@ -8,6 +8,8 @@
 //! …) in [`service_mutants`] behind their cargo features; [`all`] is both lists.
 
 mod builtin;
+#[cfg(feature = "nats")]
+pub mod nats;
 #[cfg(feature = "redis")]
 pub mod redis;
 
@@ -49,6 +51,8 @@ pub fn service_mutants() -> Vec<Mutant> {
     let mut mutants: Vec<Mutant> = Vec::new();
     #[cfg(feature = "redis")]
     mutants.extend(redis::mutants());
+    #[cfg(feature = "nats")]
+    mutants.extend(nats::mutants());
     mutants
 }
 

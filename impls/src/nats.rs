@@ -57,7 +57,8 @@
 //! and such requests fail with [`LockError::Unsupported`]. Waiters are not granted in FIFO
 //! order: after a release every waiter's create races, and JetStream picks one.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_nats::HeaderMap;
@@ -148,7 +149,24 @@ struct Inner {
     marker_ttl: Duration,
     /// Whether the bucket's stream lives in memory (leases and fencing die with the server).
     memory_storage: bool,
+    /// The entry revision of every live lease this locker granted or refreshed, by key and
+    /// owner token. Lets release and refresh of those leases skip reading the entry (one
+    /// round trip instead of two). Keyed by the *secret* owner token: the fencing token is
+    /// public (resources see it), so a lease that merely names the right fence must still
+    /// prove ownership by a read.
+    revisions: Mutex<HashMap<(String, OwnerToken), Known>>,
 }
+
+/// What [`Inner::revisions`] remembers of a lease.
+#[derive(Clone, Copy)]
+struct Known {
+    revision: u64,
+    /// The server's expiry, by the local clock; past it the entry is useless.
+    expires_at: Instant,
+}
+
+/// Past this many remembered leases, forget the expired ones.
+const REMEMBERED_LEASES: usize = 4096;
 
 impl NatsLocker {
     /// Connects to `url` (`nats://host:port`, comma-separated for a cluster) and opens or
@@ -245,6 +263,7 @@ impl NatsLocker {
                 describe: describe.to_owned(),
                 marker_ttl: bucket.marker_ttl,
                 memory_storage: config.storage == jetstream::stream::StorageType::Memory,
+                revisions: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -320,6 +339,29 @@ enum Published {
 }
 
 impl Inner {
+    fn revisions(&self) -> std::sync::MutexGuard<'_, HashMap<(String, OwnerToken), Known>> {
+        // Only plain inserts and removes happen under this lock: poisoning cannot leave it
+        // inconsistent.
+        self.revisions.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn remember(&self, key: &str, owner: OwnerToken, revision: u64, expires_at: Instant) {
+        let mut revisions = self.revisions();
+        if revisions.len() >= REMEMBERED_LEASES {
+            let now = Instant::now();
+            revisions.retain(|_, known| known.expires_at > now);
+        }
+        revisions.insert((key.to_owned(), owner), Known { revision, expires_at });
+    }
+
+    fn forget(&self, key: &str, owner: OwnerToken) {
+        self.revisions().remove(&(key.to_owned(), owner));
+    }
+
+    fn known_revision(&self, key: &str, owner: OwnerToken) -> Option<u64> {
+        self.revisions().get(&(key.to_owned(), owner)).map(|known| known.revision)
+    }
+
     fn subject(&self, encoded_key: &str) -> String {
         format!("{}{encoded_key}", self.subject_prefix)
     }
@@ -363,11 +405,36 @@ impl Inner {
         }
     }
 
+    /// The key's last entry, read from the stream's *leader*. Not `kv.entry`: KV buckets
+    /// allow direct gets, which any replica of a clustered stream may answer — possibly one
+    /// that has not applied the latest create or purge yet. A stale read here would make a
+    /// holder's release report "not held", or a waiter believe a freed key is still taken.
     async fn entry(&self, operation: &'static str, encoded_key: &str) -> Result<Option<kv::Entry>, LockError> {
-        self.kv
-            .entry(encoded_key)
-            .await
-            .map_err(|e| unavailable(format!("{operation}: cannot read the key's entry"), e))
+        use jetstream::stream::LastRawMessageErrorKind;
+        let message = match self.kv.stream.get_last_raw_message_by_subject(&self.subject(encoded_key)).await {
+            Ok(message) => message,
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(None),
+            Err(e) => return Err(unavailable(format!("{operation}: cannot read the key's entry"), e)),
+        };
+        let operation =
+            match (message.headers.get("KV-Operation"), message.headers.get(async_nats::header::NATS_MARKER_REASON)) {
+                (Some(op), _) if op.as_str() == "DEL" => kv::Operation::Delete,
+                (Some(op), _) if op.as_str() == "PURGE" => kv::Operation::Purge,
+                // A marker the server wrote when a lease's TTL ran out ("MaxAge"), or a removal.
+                (None, Some(reason)) if reason.as_str() == "Remove" => kv::Operation::Delete,
+                (None, Some(_)) => kv::Operation::Purge,
+                _ => kv::Operation::Put,
+            };
+        Ok(Some(kv::Entry {
+            bucket: self.kv.name.clone(),
+            key: encoded_key.to_owned(),
+            value: message.payload,
+            revision: message.sequence,
+            delta: 0,
+            created: message.time,
+            operation,
+            seen_current: false,
+        }))
     }
 
     /// One attempt to take a free key: `Ok(None)` if someone holds it.
@@ -384,6 +451,7 @@ impl Inner {
             let sent_at = Instant::now();
             match self.publish_expecting("acquire", &encoded, expected, headers, entry_value(owner, ttl)).await? {
                 Published::Stored(revision) => {
+                    self.remember(request.key(), owner, revision, sent_at + server_ttl(ttl));
                     return Ok(Some(Lease::new(request.key(), owner, FencingToken(revision), ttl, sent_at, 1)));
                 }
                 Published::Conflict => match self.entry("acquire", &encoded).await? {
@@ -415,8 +483,25 @@ impl Inner {
         self.publish_expecting("release", encoded_key, expected, headers, String::new()).await
     }
 
+    /// Rewrites `lease`'s entry with a fresh TTL if its last revision is still `revision`.
+    async fn rewrite(&self, lease: &Lease, ttl: Duration, revision: u64) -> Result<Option<Lease>, LockError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(async_nats::header::NATS_MESSAGE_TTL, server_ttl(ttl).as_secs().to_string().as_str());
+        let sent_at = Instant::now();
+        let encoded = encode_key(lease.key());
+        let value = entry_value(lease.owner(), ttl);
+        Ok(match self.publish_expecting("refresh", &encoded, revision, headers, value).await? {
+            Published::Stored(new_revision) => {
+                self.remember(lease.key(), lease.owner(), new_revision, sent_at + server_ttl(ttl));
+                Some(lease.refreshed(ttl, sent_at))
+            }
+            Published::Conflict => None,
+        })
+    }
+
     /// Releases whatever `owner` holds on `key` (cleanup of a grant nobody will use).
     async fn release_owner(&self, key: &str, owner: OwnerToken) -> Result<bool, LockError> {
+        self.forget(key, owner);
         let encoded = encode_key(key);
         let Some(entry) = self.entry("release", &encoded).await? else { return Ok(false) };
         if entry.operation != kv::Operation::Put || parse_entry(&entry.value).is_none_or(|(held, _)| held != owner) {
@@ -562,9 +647,15 @@ impl Locker for NatsLocker {
 
     async fn release(&self, lease: &Lease) -> Result<bool, LockError> {
         let encoded = encode_key(lease.key());
-        // Unrefreshed leases still sit at their grant revision: one round trip.
-        if let Published::Stored(_) = self.inner.purge(&encoded, lease.fence().0).await? {
-            return Ok(true);
+        // A lease this locker granted: its owner token is proof enough, purge at the
+        // remembered revision (one round trip). A conflict means the entry changed (expired,
+        // taken over, or refreshed by another client of the same lease): read it.
+        if let Some(revision) = self.inner.known_revision(lease.key(), lease.owner()) {
+            let purged = self.inner.purge(&encoded, revision).await?;
+            self.inner.forget(lease.key(), lease.owner());
+            if let Published::Stored(_) = purged {
+                return Ok(true);
+            }
         }
         let Some(entry) = self.inner.held_revision("release", lease).await? else { return Ok(false) };
         Ok(matches!(self.inner.purge(&encoded, entry.revision).await?, Published::Stored(_)))
@@ -572,19 +663,15 @@ impl Locker for NatsLocker {
 
     async fn refresh(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>, LockError> {
         validate_ttl(ttl)?;
-        let Some(entry) = self.inner.held_revision("refresh", lease).await? else { return Ok(None) };
-        let mut headers = HeaderMap::new();
-        headers.insert(async_nats::header::NATS_MESSAGE_TTL, server_ttl(ttl).as_secs().to_string().as_str());
-        let sent_at = Instant::now();
-        let encoded = encode_key(lease.key());
-        match self
-            .inner
-            .publish_expecting("refresh", &encoded, entry.revision, headers, entry_value(lease.owner(), ttl))
-            .await?
-        {
-            Published::Stored(_) => Ok(Some(lease.refreshed(ttl, sent_at))),
-            Published::Conflict => Ok(None),
+        // As in release: a remembered revision saves the read.
+        if let Some(revision) = self.inner.known_revision(lease.key(), lease.owner()) {
+            if let Some(refreshed) = self.inner.rewrite(lease, ttl, revision).await? {
+                return Ok(Some(refreshed));
+            }
+            self.inner.forget(lease.key(), lease.owner());
         }
+        let Some(entry) = self.inner.held_revision("refresh", lease).await? else { return Ok(None) };
+        self.inner.rewrite(lease, ttl, entry.revision).await
     }
 
     async fn remaining_ttl(&self, lease: &Lease) -> Result<Option<Duration>, LockError> {

@@ -265,3 +265,88 @@ impl NatsCluster {
         Ok(info.cluster.as_ref().and_then(|cluster| cluster.leader.as_deref()).and_then(|leader| self.index_of(leader)))
     }
 }
+
+/// NATS as a conformance [`Backend`](crate::Backend): every client is a new locker on its own
+/// connection, on one bucket of one server or cluster.
+#[derive(Clone, Debug)]
+pub struct NatsBackend {
+    /// Comma-separated `host:port` list.
+    hosts: String,
+    bucket: lockcheck_impls::nats::BucketConfig,
+}
+
+impl NatsBackend {
+    /// A backend on `hosts` (`host:port[,host:port…]`) and `bucket`.
+    pub fn new(hosts: impl Into<String>, bucket: lockcheck_impls::nats::BucketConfig) -> Self {
+        NatsBackend { hosts: hosts.into(), bucket }
+    }
+
+    /// A backend on a running server.
+    pub fn on(service: &Service, bucket: lockcheck_impls::nats::BucketConfig) -> Self {
+        Self::new(service.address().to_string(), bucket)
+    }
+
+    /// A backend on every node of a cluster, with an R3 bucket.
+    pub fn on_cluster(cluster: &NatsCluster, bucket: &str) -> Self {
+        let hosts: Vec<String> = cluster.nodes.iter().map(|node| node.address().to_string()).collect();
+        Self::new(hosts.join(","), lockcheck_impls::nats::BucketConfig::new(bucket).replicas(CLUSTER_SIZE))
+    }
+
+    /// Parses `nats://host:port[,host:port…][?bucket=B][&replicas=N][&storage=memory]`.
+    pub fn from_url(url: &str) -> Result<Self, String> {
+        let rest = url.strip_prefix("nats://").ok_or("not a nats:// URL")?;
+        let (hosts, query) = rest.split_once('?').unwrap_or((rest, ""));
+        if hosts.split(',').all(|host| host.trim().is_empty()) {
+            return Err("no hosts".to_owned());
+        }
+        let mut bucket = lockcheck_impls::nats::BucketConfig::default();
+        for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+            match pair.split_once('=') {
+                Some(("bucket", name)) if !name.is_empty() => bucket.name = name.to_owned(),
+                Some(("replicas", n)) => {
+                    bucket.replicas = n.parse().map_err(|_| format!("replicas {n:?} is not a number"))?
+                }
+                Some(("storage", "memory")) => bucket.memory_storage = true,
+                Some(("storage", "file")) => bucket.memory_storage = false,
+                _ => return Err(format!("unknown parameter {pair:?} (bucket, replicas, storage=memory|file)")),
+            }
+        }
+        Ok(Self::new(hosts, bucket))
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::Backend for NatsBackend {
+    fn name(&self) -> String {
+        format!("nats://{}?bucket={}", self.hosts, self.bucket.name)
+    }
+
+    async fn connect(&self) -> Result<std::sync::Arc<dyn lockcheck_impls::Locker>, lockcheck_impls::LockError> {
+        Ok(std::sync::Arc::new(lockcheck_impls::nats::NatsLocker::connect(&self.hosts, self.bucket.clone()).await?))
+    }
+
+    /// NATS per-message TTLs are whole seconds: the suite's leases must be too.
+    fn timing(&self) -> crate::Timing {
+        crate::Timing::whole_seconds()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_parse_hosts_bucket_and_options() {
+        let backend = NatsBackend::from_url("nats://a:1,b:2?bucket=locks&replicas=3&storage=memory").unwrap();
+        assert_eq!(backend.hosts, "a:1,b:2");
+        assert_eq!(
+            (backend.bucket.name.as_str(), backend.bucket.replicas, backend.bucket.memory_storage),
+            ("locks", 3, true)
+        );
+        let plain = NatsBackend::from_url("nats://127.0.0.1:4222").unwrap();
+        assert_eq!(plain.bucket.name, lockcheck_impls::nats::DEFAULT_BUCKET);
+        assert!(NatsBackend::from_url("nats://").is_err());
+        assert!(NatsBackend::from_url("nats://a:1?colour=red").is_err());
+        assert!(NatsBackend::from_url("redis://a:1").is_err());
+    }
+}
