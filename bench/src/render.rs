@@ -103,7 +103,7 @@ pub fn render(options: &RenderOptions) -> Result<Rendered, BenchError> {
     if bench.runs.is_empty() {
         missing.push(format!(
             "no benchmark runs in {}: run `cargo bench -p lockcheck-bench` (or with LOCKCHECK_BENCH=quick)",
-            dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(" or ")
+            dirs.iter().map(|d| shown(d)).collect::<Vec<_>>().join(" or ")
         ));
     }
 
@@ -133,18 +133,18 @@ pub fn render(options: &RenderOptions) -> Result<Rendered, BenchError> {
     let model = JsonInput::load(&options.model);
     let faults = JsonInput::load(&options.faults);
     for (what, input, command) in [
-        ("check results", &check, "lockcheck check --json reports/raw/check.json"),
-        ("selftest results", &selftest, "lockcheck selftest --json reports/raw/selftest.json"),
-        ("model results", &model, "lockcheck model --json reports/raw/model.json"),
-        ("fault results", &faults, "the fault runs' --json reports/raw/faults.json"),
+        ("check results", &check, "produce it with `lockcheck check --json reports/raw/check.json`"),
+        ("selftest results", &selftest, "produce it with `lockcheck selftest --json reports/raw/selftest.json`"),
+        ("model results", &model, "produce it with `lockcheck model --json reports/raw/model.json`"),
+        (
+            "fault results",
+            &faults,
+            "a JSON array of {backend, fault, outcome: safe | violation | predicted-violation}; no command writes it yet",
+        ),
     ] {
         match input {
-            JsonInput::Missing(path) => {
-                missing.push(format!("{what}: no {} (produce it with `{command}`)", path.display()))
-            }
-            JsonInput::Unreadable(path, why) => {
-                missing.push(format!("{what}: {} is unreadable: {why}", path.display()))
-            }
+            JsonInput::Missing(path) => missing.push(format!("{what}: no {} ({command})", shown(path))),
+            JsonInput::Unreadable(path, why) => missing.push(format!("{what}: {} is unreadable: {why}", shown(path))),
             JsonInput::Loaded(..) => {}
         }
     }
@@ -173,7 +173,7 @@ pub fn render(options: &RenderOptions) -> Result<Rendered, BenchError> {
         } else {
             missing.push(format!(
                 "check results: {} holds no backend reports (objects with `backend` and `checks`)",
-                options.check.display()
+                shown(&options.check)
             ));
         }
     }
@@ -202,7 +202,7 @@ pub fn render(options: &RenderOptions) -> Result<Rendered, BenchError> {
     } else if faults.value().is_some() {
         missing.push(format!(
             "fault results: {} holds no fault outcomes (objects with `fault` and an outcome)",
-            options.faults.display()
+            shown(&options.faults)
         ));
     }
     let counterexamples: Vec<(String, &Value)> = [check.value(), selftest.value(), faults.value()]
@@ -499,6 +499,13 @@ fn timeline_of(context: &str, counterexample: &Value) -> Option<(String, Vec<Tim
     let title =
         if title.chars().count() > 110 { format!("{}…", title.chars().take(109).collect::<String>()) } else { title };
     Some((title, ops, holdings))
+}
+
+/// A path as the report shows it: relative to the workspace when inside it, so a committed
+/// report does not name one machine's folders.
+pub(crate) fn shown(path: &Path) -> String {
+    let root = crate::workspace_root();
+    path.strip_prefix(&root).unwrap_or(path).display().to_string()
 }
 
 /// A latency for humans: `850 ns`, `12.3 µs`, `4.56 ms`, `1.2 s`.

@@ -184,6 +184,11 @@ impl Suite {
         let mut recorded = Vec::new();
         for &n in clients {
             let keys = if shared_key { 1 } else { n.min(contender.keys()) };
+            let kind = Kind::Throughput { clients: n, keys };
+            // One client on one key is both shapes: measured once.
+            if self.run.measurements.iter().any(|m| m.subject == name && m.role == role && m.kind == kind) {
+                continue;
+            }
             let mut recorder = Recorder::default();
             group.bench_function(BenchmarkId::new(&name, n), |b| {
                 b.iter_custom(|iters| {
@@ -237,6 +242,9 @@ impl Suite {
     fn record(&mut self, recorder: Recorder, subject: String, role: Role, kind: Kind) {
         // A measurement criterion filtered out was never called: nothing to record.
         let Some(latency) = recorder.samples.summary() else { return };
+        if self.run.measurements.iter().any(|m| m.subject == subject && m.role == role && m.kind == kind) {
+            return;
+        }
         let ops_per_sec = matches!(kind, Kind::Throughput { .. })
             .then(|| recorder.operations as f64 / recorder.wall.as_secs_f64().max(f64::MIN_POSITIVE));
         self.run.measurements.push(Measurement { subject, role, kind, latency, ops_per_sec });

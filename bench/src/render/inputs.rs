@@ -79,8 +79,11 @@ pub struct Figure {
 /// Every figure of `runs` (one suite), in the order the newest run measured them.
 pub fn figures(suite: &str, runs: &[(PathBuf, BenchRun)]) -> Vec<Figure> {
     let Some((_, newest)) = runs.first() else { return Vec::new() };
-    let mut out = Vec::new();
+    let mut out: Vec<Figure> = Vec::new();
     for m in &newest.measurements {
+        if out.iter().any(|f| f.subject == m.subject && f.role == m.role && f.kind == m.kind) {
+            continue;
+        }
         let same: Vec<(&BenchRun, &crate::Measurement)> = runs
             .iter()
             .filter_map(|(_, run)| {

@@ -203,7 +203,11 @@ pub(crate) fn readme(report: &Report) -> String {
             let m = &newest.machine;
             let loads: Vec<String> =
                 runs.iter().filter_map(|r| r.1.machine.load_average.map(|l| format!("{l:.1}"))).collect();
-            let versions: Vec<String> = newest.versions.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            let versions: Vec<String> = newest
+                .versions
+                .iter()
+                .map(|(k, v)| if v.starts_with(k.as_str()) { v.clone() } else { format!("{k} {v}") })
+                .collect();
             let when = |t: u64| utc(t);
             let oldest = runs.last().map(|r| r.1.started_unix).unwrap_or(newest.started_unix);
             let _ = writeln!(
@@ -297,8 +301,11 @@ pub(crate) fn readme(report: &Report) -> String {
             let _ = writeln!(o);
         }
         None => {
-            let _ =
-                writeln!(o, "_No check results: run `lockcheck check --json {}`._\n", report.options.check.display());
+            let _ = writeln!(
+                o,
+                "_No check results: run `lockcheck check --json {}`._\n",
+                super::shown(&report.options.check)
+            );
         }
     }
     generic_section(
@@ -335,7 +342,7 @@ pub(crate) fn readme(report: &Report) -> String {
             );
         }
         None => {
-            let _ = writeln!(o, "_No fault results: {}._\n", report.options.faults.display());
+            let _ = writeln!(o, "_No fault results: {}._\n", super::shown(&report.options.faults));
         }
     }
 
@@ -374,10 +381,10 @@ fn generic_section(o: &mut String, title: &str, value: Option<&Value>, path: &Pa
             let _ = writeln!(o);
         }
         None if value.is_some() => {
-            let _ = writeln!(o, "_{} holds no table of results._\n", path.display());
+            let _ = writeln!(o, "_{} holds no table of results._\n", super::shown(path));
         }
         None => {
-            let _ = writeln!(o, "_No results: run `{command} {}`._\n", path.display());
+            let _ = writeln!(o, "_No results: run `{command} {}`._\n", super::shown(path));
         }
     }
 }
