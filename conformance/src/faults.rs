@@ -14,6 +14,8 @@
 //!
 //! Backends add their fault runs in `faults/<backend>.rs` behind their feature.
 
+#[cfg(feature = "nats")]
+pub mod nats;
 #[cfg(feature = "redis")]
 pub mod redis;
 
@@ -41,6 +43,12 @@ pub enum Fault {
     ClientPausedPastLease,
     /// The server is cut off from its clients (Docker network disconnect), then reconnected.
     NetworkPartition,
+    /// The holder's process dies while holding (its connection closes, nothing is released).
+    ClientCrashedWhileHolding,
+    /// The leader of a replicated lock (a JetStream stream's Raft leader) is killed.
+    LeaderKilled,
+    /// One node of a cluster, the leader, is cut off from the others and from its clients.
+    NodePartitioned,
 }
 
 impl Fault {
@@ -49,11 +57,14 @@ impl Fault {
         match self {
             Fault::ServerPausedPastTtl => "server paused past the TTL",
             Fault::ServerRestartedWithoutPersistence => "server restarted without persistence",
-            Fault::ServerRestartedWithPersistence => "server restarted with AOF persistence",
+            Fault::ServerRestartedWithPersistence => "server restarted with persistence (AOF, JetStream file storage)",
             Fault::OneInstanceKilled => "one instance killed",
             Fault::OneInstanceRestarted => "one instance restarted empty",
             Fault::ClientPausedPastLease => "client paused past its lease, fenced resource",
             Fault::NetworkPartition => "network partition between client and server",
+            Fault::ClientCrashedWhileHolding => "client crashed while holding",
+            Fault::LeaderKilled => "leader killed",
+            Fault::NodePartitioned => "leader partitioned away from the cluster",
         }
     }
 
