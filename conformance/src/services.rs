@@ -43,6 +43,8 @@
 //! # }
 //! ```
 
+#[cfg(feature = "dflockd")]
+pub mod dflockd;
 mod docker;
 #[cfg(feature = "nats")]
 pub mod nats;
