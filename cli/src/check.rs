@@ -37,6 +37,11 @@ pub struct Args {
     /// List the checks and exit.
     #[arg(long)]
     list: bool,
+    /// Re-check a recorded history (JSON, as in `--json` output's counterexamples or
+    /// `History::to_json`) with every history checker instead of running backends. Timing
+    /// is the in-process default times `--time-scale`.
+    #[arg(long, value_name = "FILE", conflicts_with = "backends")]
+    recheck: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -46,6 +51,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             println!("{:<34} {:<22} {}", check.name, covers.join(","), check.about);
         }
         return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(path) = &args.recheck {
+        return recheck(path, args.time_scale.unwrap_or(1.0));
     }
     let urls = if args.backends.is_empty() {
         backends::default_urls().into_iter().map(str::to_owned).collect()
@@ -163,4 +171,36 @@ fn print_counterexamples(reports: &[SuiteReport]) {
             println!("\n{} / {check}: {counterexample}", report.backend);
         }
     }
+}
+
+/// `--recheck FILE`: every history checker over a saved history.
+fn recheck(path: &std::path::Path, time_scale: f64) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let history =
+        lockcheck_conformance::History::from_json(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let timing = Timing::in_process().scaled(time_scale);
+    let capabilities = lockcheck_impls::Capabilities::all_in_process();
+    let verdicts = lockcheck_conformance::checkers::check_all(
+        &history,
+        &timing,
+        &capabilities,
+        std::time::Duration::from_secs(60),
+    );
+    let mut failed = false;
+    println!("{} operations, tolerance {:?}", history.operations.len(), timing.tolerance);
+    for (property, verdict) in verdicts {
+        let property = property.to_string();
+        match verdict {
+            lockcheck_conformance::Verdict::Valid => println!("{property:<28} ok"),
+            lockcheck_conformance::Verdict::Unknown { reason } => {
+                failed = true;
+                println!("{property:<28} UNKNOWN: {reason}");
+            }
+            lockcheck_conformance::Verdict::Invalid { counterexample } => {
+                failed = true;
+                println!("{property:<28} VIOLATED\n{counterexample}");
+            }
+        }
+    }
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }

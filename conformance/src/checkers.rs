@@ -16,9 +16,39 @@ pub mod timing;
 
 use std::fmt;
 
+use std::time::Duration;
+
+use lockcheck_impls::Capabilities;
 use lockcheck_model::spec::Property;
 
+use crate::backend::Timing;
 use crate::history::{History, Operation};
+
+/// Every history checker that applies to a backend with `capabilities`, with the
+/// tolerance, hand-off bound and arrival gap of `scales`; `budget` bounds the linearizability search.
+/// One verdict per checker, labelled with the property it is about (for an invalid verdict,
+/// the property its counterexample breaks). Use it to re-check a history saved as JSON.
+pub fn check_all(
+    history: &History,
+    scales: &Timing,
+    capabilities: &Capabilities,
+    budget: Duration,
+) -> Vec<(Property, Verdict)> {
+    let tolerance = scales.tolerance.as_micros() as u64;
+    let mut verdicts = Vec::new();
+    let linearizable = linearizability::check_history(history, tolerance, budget);
+    let linearizable_property = linearizable.counterexample().map_or(Property::MutualExclusion, |c| c.property);
+    verdicts.push((linearizable_property, linearizable));
+    verdicts.push((Property::MutualExclusion, exclusion::check(history, tolerance)));
+    if capabilities.fencing {
+        verdicts.push((Property::Fencing, fencing::check_order(history)));
+    }
+    verdicts.push((Property::BoundedWait, timing::check_bounded_waits(history, scales.prompt.as_micros() as u64)));
+    if capabilities.fifo {
+        verdicts.push((Property::Fifo, timing::check_fifo(history, scales.arrival_gap.as_micros() as u64)));
+    }
+    verdicts
+}
 
 /// A history that shows a property violated, kept as short as the checker could make it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -96,6 +96,19 @@ impl SuiteConfig {
         self
     }
 
+    /// Sets the time budget of each linearizability check.
+    pub fn checker_budget(mut self, budget: Duration) -> Self {
+        self.checker_budget = budget;
+        self
+    }
+
+    /// Sets the concurrent workload's size: clients, and operations per client per case.
+    pub fn workload(mut self, clients: u32, ops_per_client: u32) -> Self {
+        self.clients = clients;
+        self.ops_per_client = ops_per_client;
+        self
+    }
+
     /// Sets how often the lost wake-up race runs.
     pub fn wakeup_iterations(mut self, iterations: u32) -> Self {
         self.wakeup_iterations = iterations;
@@ -489,28 +502,7 @@ impl Ctx<'_> {
     }
 }
 
-/// Runs the history checkers over a recorded history; the verdicts per property.
-pub(crate) fn check_recorded(
-    history: &crate::history::History,
-    timing: &Timing,
-    capabilities: &Capabilities,
-    budget: Duration,
-) -> Vec<(Property, Verdict)> {
-    let tolerance = timing.tolerance.as_micros() as u64;
-    let mut verdicts = Vec::new();
-    let linearizable = checkers::linearizability::check_history(history, tolerance, budget);
-    let linearizable_property = linearizable.counterexample().map_or(MutualExclusion, |c| c.property);
-    verdicts.push((linearizable_property, linearizable));
-    verdicts.push((MutualExclusion, checkers::exclusion::check(history, tolerance)));
-    if capabilities.fencing {
-        verdicts.push((Fencing, checkers::fencing::check_order(history)));
-    }
-    verdicts.push((BoundedWait, checkers::timing::check_bounded_waits(history, timing.prompt.as_micros() as u64)));
-    if capabilities.fifo {
-        verdicts.push((Fifo, checkers::timing::check_fifo(history, timing.arrival_gap.as_micros() as u64)));
-    }
-    verdicts
-}
+pub(crate) use checkers::check_all as check_recorded;
 
 /// Runs one check against `backend`.
 pub async fn run_check(backend: &dyn Backend, check: &'static CheckInfo, config: &SuiteConfig) -> CheckResult {

@@ -162,8 +162,9 @@ impl Flawed {
             if let Some(lease) = self.try_inner(request).await? {
                 return Ok(lease);
             }
-            // The window: a release that lands here notifies nobody.
-            tokio::task::yield_now().await;
+            // The window: the subscription's round trip to the server (1 ms here). A release
+            // that lands in it notifies nobody.
+            sleep(Duration::from_millis(1)).await;
             let notified = self.released.notified();
             let expiry = self.next_expiry(request.key()).unwrap_or(deadline);
             tokio::select! {

@@ -1,0 +1,198 @@
+//! The linearizability checker on big histories: 8 clients × 10,000 operations, linearizable
+//! and not, through `lockcheck_conformance::checkers::linearizability::check_history` (per-key
+//! memoizing Wing–Gong–Lowe search, and shrinking when invalid); and 3 clients × 50
+//! operations, not linearizable, through both lockcheck's search and stateright's
+//! `LinearizabilityTester` for the ratio.
+//!
+//! Histories come from a discrete-event simulation of a correct lock (every operation takes
+//! effect at an instant inside its window), so the linearizable ones are linearizable by
+//! construction; the broken ones get one double grant late in the run.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use lockcheck_conformance::checkers::linearizability::{Entry, Search, check_history, search};
+use lockcheck_conformance::history::{Call, History, Operation, Outcome};
+use lockcheck_model::spec::{LeaseId, LockOp, LockRet, LockSpec};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use stateright::semantics::{ConsistencyTester, LinearizabilityTester};
+
+const TTL: u64 = 1_000_000_000_000;
+
+enum Event {
+    Invoke(usize),
+    TakeEffect(usize),
+    Return(usize),
+}
+
+/// `clients` clients doing `ops` operations each on `keys` keys; if `double_grant`, the
+/// lock grants once while held, about 90% into the run.
+fn simulate(clients: usize, ops: usize, keys: usize, double_grant: bool, seed: u64) -> History {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut queue: BinaryHeap<Reverse<(u64, usize, usize)>> = BinaryHeap::new();
+    let mut events: Vec<Event> = Vec::new();
+    let schedule = |queue: &mut BinaryHeap<_>, events: &mut Vec<Event>, at: u64, event: Event| {
+        events.push(event);
+        queue.push(Reverse((at, events.len() - 1, 0)));
+    };
+    let mut operations: Vec<Operation> = Vec::new();
+    let mut holding: Vec<Option<(String, LeaseId)>> = vec![None; clients];
+    let mut done = vec![0; clients];
+    let mut holder: Vec<Option<LeaseId>> = vec![None; keys];
+    let mut fence = vec![0u64; keys];
+    let mut next_lease = 0;
+    let total = clients * ops;
+    let mut effects = 0;
+    let mut bug_pending = double_grant;
+    for client in 0..clients {
+        schedule(&mut queue, &mut events, rng.random_range(0..10), Event::Invoke(client));
+    }
+    let mut current: Vec<usize> = vec![0; clients];
+    while let Some(Reverse((at, event, _))) = queue.pop() {
+        match events[event] {
+            Event::Invoke(client) => {
+                let call = match &holding[client] {
+                    Some((_, lease)) if rng.random_bool(0.8) => Call::Release { lease: *lease },
+                    Some((_, lease)) => Call::Refresh { lease: *lease, ttl: TTL },
+                    None => {
+                        next_lease += 1;
+                        Call::TryAcquire { lease: LeaseId(next_lease), ttl: TTL, limit: 1 }
+                    }
+                };
+                let key = match &holding[client] {
+                    Some((key, _)) => key.clone(),
+                    None => format!("k{}", rng.random_range(0..keys)),
+                };
+                operations.push(Operation {
+                    client: client as u32,
+                    key,
+                    call,
+                    invoked: at,
+                    returned: None,
+                    outcome: Outcome::Pending,
+                });
+                current[client] = operations.len() - 1;
+                let effect = at + rng.random_range(1..20);
+                schedule(&mut queue, &mut events, effect, Event::TakeEffect(client));
+            }
+            Event::TakeEffect(client) => {
+                effects += 1;
+                let op = &mut operations[current[client]];
+                let key: usize = op.key[1..].parse().expect("k<number>");
+                op.outcome = match op.call {
+                    Call::TryAcquire { lease, .. } => {
+                        let bug = bug_pending && holder[key].is_some() && effects > total * 9 / 10;
+                        if holder[key].is_none() || bug {
+                            bug_pending &= !bug;
+                            fence[key] += 1;
+                            holder[key] = Some(lease);
+                            holding[client] = Some((op.key.clone(), lease));
+                            Outcome::Granted { fence: fence[key], acquired_at: at }
+                        } else {
+                            Outcome::NotGranted
+                        }
+                    }
+                    Call::Release { lease } => {
+                        let held = holder[key] == Some(lease);
+                        if held {
+                            holder[key] = None;
+                        }
+                        holding[client] = None;
+                        Outcome::Released { held }
+                    }
+                    Call::Refresh { lease, .. } => Outcome::Refreshed { held: holder[key] == Some(lease) },
+                    _ => unreachable!("the simulation does not ask remaining TTLs"),
+                };
+                let returned = at + rng.random_range(1..20);
+                schedule(&mut queue, &mut events, returned, Event::Return(client));
+            }
+            Event::Return(client) => {
+                operations[current[client]].returned = Some(at);
+                done[client] += 1;
+                if done[client] < ops {
+                    let next = at + rng.random_range(0..10);
+                    schedule(&mut queue, &mut events, next, Event::Invoke(client));
+                }
+            }
+        }
+    }
+    operations.sort_by_key(|op| op.invoked);
+    History { operations }
+}
+
+fn entries(history: &History) -> Vec<Entry<LockOp, LockRet>> {
+    history
+        .operations
+        .iter()
+        .filter_map(|op| {
+            let (spec_op, ret) = op.to_spec()?;
+            Some(Entry { returned: ret.as_ref().and(op.returned), op: spec_op, ret, invoked: op.invoked })
+        })
+        .collect()
+}
+
+fn stateright_consistent(history: &History) -> bool {
+    let mut events: Vec<(u64, bool, usize)> = Vec::new();
+    for (i, op) in history.operations.iter().enumerate() {
+        events.push((op.invoked, true, i));
+        events.push((op.returned.expect("complete"), false, i));
+    }
+    events.sort();
+    let mut tester = LinearizabilityTester::new(LockSpec::with_tolerance(0));
+    for (_, invoke, i) in events {
+        let op = &history.operations[i];
+        let (spec_op, ret) = op.to_spec().expect("recorded");
+        if invoke {
+            tester.on_invoke(op.client, spec_op).expect("well formed");
+        } else {
+            tester.on_return(op.client, ret.expect("returned")).expect("well formed");
+        }
+    }
+    tester.is_consistent()
+}
+
+fn checker(c: &mut Criterion) {
+    let budget = Duration::from_secs(120);
+    let valid = simulate(8, 10_000, 8, false, 1);
+    let broken = simulate(8, 10_000, 8, true, 2);
+    let started = Instant::now();
+    assert!(check_history(&valid, 0, budget).is_valid(), "the simulated correct lock is linearizable");
+    eprintln!("8 × 10,000 linearizable: {:?} once", started.elapsed());
+    let started = Instant::now();
+    let verdict = check_history(&broken, 0, budget);
+    let counterexample = verdict.counterexample().expect("the double grant is found");
+    eprintln!(
+        "8 × 10,000 with a double grant: {:?} once, counterexample of {} operations",
+        started.elapsed(),
+        counterexample.len()
+    );
+
+    let mut group = c.benchmark_group("checker");
+    group.sample_size(10);
+    group.bench_function("lockcheck 8x10000 linearizable", |b| b.iter(|| check_history(&valid, 0, budget)));
+    group.bench_function("lockcheck 8x10000 double grant", |b| b.iter(|| check_history(&broken, 0, budget)));
+
+    // One key, 3 clients × 50 operations, not linearizable: both checkers.
+    let small = simulate(3, 50, 1, true, 3);
+    let far = || Instant::now() + budget;
+    assert_eq!(search(&LockSpec::with_tolerance(0), &entries(&small), far()), Search::NotLinearizable);
+    let started = Instant::now();
+    assert!(!stateright_consistent(&small));
+    eprintln!("3 × 50 with a double grant, stateright's tester: {:?} once", started.elapsed());
+    group.bench_function("lockcheck 3x50 double grant", |b| {
+        b.iter(|| search(&LockSpec::with_tolerance(0), &entries(&small), far()))
+    });
+    group.bench_function("stateright 3x50 double grant", |b| b.iter(|| stateright_consistent(&small)));
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    // No plots: plotters' PDF/SVG text needs system fonts this machine lacks.
+    config = Criterion::default().without_plots();
+    targets = checker
+}
+criterion_main!(benches);
