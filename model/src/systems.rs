@@ -28,6 +28,10 @@ mod actor;
 mod check;
 mod lease_table;
 pub mod properties;
+pub mod bus;
+pub mod dflockd;
+pub mod kv_watch;
+pub mod multi;
 pub mod redis_single;
 mod resource;
 
@@ -41,7 +45,11 @@ pub use properties::{Claims, LockModel, LockState, build};
 pub use resource::{ResourceState, Write};
 
 
-use properties::{CRASH_LIVENESS, OWNERSHIP};
+use bus::Bus;
+use dflockd::Dflockd;
+use kv_watch::KvWatch;
+use multi::{Combine, MultiInstance};
+use properties::{CRASH_LIVENESS, FENCING, MUTUAL_EXCLUSION, NO_LOST_WAKEUP, OWNERSHIP, RESOURCE_EXCLUSION};
 use redis_single::SingleServer;
 
 /// The knobs a user turns: how many clients and keys.
@@ -120,13 +128,39 @@ fn setup(options: &Options, servers: usize, faults: Faults, resource: Option<Fen
     Setup { servers, clients: options.clients, keys: options.keys.max(1), cycles: 1, faults, resource }
 }
 
-const CLIENT_CRASH: Faults = Faults { client_crash: true, server_restart: false, pauses: false };
+const NO_FAULTS: Faults = Faults { client_crash: false, server_restart: false, pauses: false };
+const CLIENT_CRASH: Faults = Faults { client_crash: true, ..NO_FAULTS };
+const SERVER_RESTART: Faults = Faults { server_restart: true, ..NO_FAULTS };
+const PAUSES: Faults = Faults { pauses: true, ..NO_FAULTS };
+const FENCED: Claims = Claims { fencing: true, fifo: false };
+const UNFENCED: Claims = Claims { fencing: false, fifo: false };
+
+fn kv_watch(options: &Options, watch_first: bool) -> LockModel<KvWatch> {
+    build(KvWatch { watch_first }, setup(options, 1, CLIENT_CRASH, Some(Fencing::Checked)), FENCED)
+}
+
+fn bus(options: &Options) -> LockModel<Bus> {
+    build(Bus, setup(options, 2, NO_FAULTS, Some(Fencing::Unchecked)), UNFENCED)
+}
+
+fn multi(options: &Options, combine: Combine, faults: Faults, resource: Option<Fencing>) -> LockModel<MultiInstance> {
+    let instances = match combine {
+        Combine::AllInOrder => 2,
+        Combine::Majority => 3,
+    };
+    let claims = if resource == Some(Fencing::Checked) { FENCED } else { UNFENCED };
+    build(MultiInstance { combine, ttl: faults.pauses }, setup(options, instances, faults, resource), claims)
+}
+
+fn dflockd(options: &Options) -> LockModel<Dflockd> {
+    build(Dflockd, setup(options, 1, CLIENT_CRASH, Some(Fencing::Checked)), Claims { fencing: true, fifo: true })
+}
 
 fn single_server(options: &Options, release: redis_single::Release, server_ttl: bool) -> LockModel<SingleServer> {
     build(
         SingleServer { release, server_ttl },
         setup(options, 1, CLIENT_CRASH, Some(Fencing::Checked)),
-        Claims { fencing: true, fifo: false },
+        FENCED,
     )
 }
 
@@ -144,6 +178,56 @@ const HOLDER_TIMER_DOC: &str = "A lock server without server-side expiry: the le
     holder's own process, which releases when it fires. A holder that crashes never releases, so its waiters wait \
     forever. Source: the original Go in-memory locker and FluxaORM's locker, whose expiry lives in the client.";
 
+const KV_BEFORE_DOC: &str = "A lock on a key-value store with revisions and watches (NATS JetStream KV): create the \
+    key if absent with a TTL (its revision is the fencing token), delete it checked against that revision, and \
+    wait by watching the key for a delete or purge — with the watch started before the create is tried. Source: \
+    the NATS KV Create/Delete(LastRevision) API and the NATS locker in impls.";
+
+const KV_AFTER_DOC: &str = "The same KV lock with the watch started only after the create failed, as the original \
+    Go NATS locker does. A delete that lands between the failed create and the watch is never seen: the waiter \
+    sleeps forever although the key is free (a lost wake-up). Source: the seeds' Go NATS locker.";
+
+const BUS_DOC: &str = "In-memory lockers on two nodes that coordinate by broadcasting lock and unlock events on a \
+    bus: each node grants from its own table when it believes the key free and then tells its peer. Two nodes \
+    that grant before hearing from each other both hand out the lock. Source: the original Go InMemory locker \
+    (go-warp) with its event bus.";
+
+const MULTI_ALL_DOC: &str = "Two independent Redis instances, acquired one after the other with SET NX PX and rolled \
+    back on the first busy one (waiting for it to free); the lock is held only when every instance granted. The \
+    fencing token is the maximum of the instances' counters. Checked with one instance restarting without \
+    persistence: holding every instance means two holders always meet on the other one. Source: the seeds' Go \
+    multi-Redis package.";
+
+const REDLOCK_DOC: &str = "Redlock: three independent Redis instances asked in parallel with SET NX PX; a majority \
+    of grants is the lock, otherwise roll back and wait for a wake-up. Without faults and with the timing \
+    assumption (a holder stops before its validity time runs out) it is safe. Source: the Redis documentation's \
+    Redlock algorithm.";
+
+const REDLOCK_RESTART_DOC: &str = "Redlock with one instance that crashes and restarts without persistence \
+    (Kleppmann, 'How to do distributed locking', 2016): the restarted instance forgets the lease and grants it \
+    again, so a second client assembles a majority while the first still holds. The resource does not check \
+    fencing tokens, so it sees the two critical sections interleave.";
+
+const REDLOCK_RESTART_FENCED_DOC: &str = "Redlock with an instance restarting without persistence and a resource that \
+    checks fencing tokens (the maximum of the majority's counters). The restarted instance's counter starts \
+    over, so the second holder gets the same token as the first, and the fenced resource accepts both: \
+    Redlock cannot produce safe fencing tokens (Kleppmann 2016).";
+
+const REDLOCK_PAUSE_DOC: &str = "Redlock with a client that pauses past its lease (a GC pause, a stopped VM): the \
+    instances expire the lease, another client acquires, and the paused client wakes up still believing it \
+    holds the lock and writes to an unfenced resource (Kleppmann 2016).";
+
+const REDLOCK_PAUSE_FENCED_DOC: &str = "Redlock with a client pausing past its lease, writing to a resource that \
+    checks fencing tokens (the maximum of the majority's counters; without restarts every majority shares an \
+    instance whose counter grew, so tokens grow). Two clients still believe they hold the lock, but the \
+    resource rejects the stale writer: fencing is what makes a lease lock safe (Kleppmann 2016).";
+
+const DFLOCKD_DOC: &str = "A FIFO lease server in the dflockd design: per key a holder and a queue; acquiring is \
+    two-phase (enqueue, which grants at once or returns a place in line, then wait, which collects the grant even \
+    if it was made while the wait was in flight); grants strictly in queue order; a server-side TTL; and when a \
+    client's connection drops, the server releases what it held and removes it from the queues. Source: the \
+    dflockd protocol (reference/dflockd-protocol.md) and the reference server in impls.";
+
 /// Every registered system.
 pub const SYSTEMS: &[System] = &[
     system!("redis-single", "SET NX PX + token-checked release (correct)", REDIS_SINGLE_DOC, correct: true, expected: &[],
@@ -154,6 +238,31 @@ pub const SYSTEMS: &[System] = &[
     system!("holder-timer", "expiry only in the holder's process (flawed: crashed holder keeps the lock)",
         HOLDER_TIMER_DOC, correct: false, expected: &[CRASH_LIVENESS],
         |o: &Options| single_server(o, redis_single::Release::TokenChecked, false)),
+    system!("kv-watch-before", "KV create + revision-checked delete, watch before the try (correct)", KV_BEFORE_DOC,
+        correct: true, expected: &[], |o: &Options| kv_watch(o, true)),
+    system!("kv-watch-after", "KV create + revision-checked delete, watch after the try (flawed: lost wake-up)",
+        KV_AFTER_DOC, correct: false, expected: &[NO_LOST_WAKEUP], |o: &Options| kv_watch(o, false)),
+    system!("bus", "in-memory lockers on two nodes syncing over an event bus (flawed: double grant)", BUS_DOC,
+        correct: false, expected: &[MUTUAL_EXCLUSION, RESOURCE_EXCLUSION], bus),
+    system!("multi-all", "all instances in order with rollback, one instance restarts (correct)", MULTI_ALL_DOC,
+        correct: true, expected: &[],
+        |o: &Options| multi(o, Combine::AllInOrder, SERVER_RESTART, Some(Fencing::Checked))),
+    system!("redlock", "majority of 3 instances, no faults (correct)", REDLOCK_DOC, correct: true, expected: &[],
+        |o: &Options| multi(o, Combine::Majority, NO_FAULTS, None)),
+    system!("redlock-restart", "majority of 3, an instance restarts without persistence (flawed)",
+        REDLOCK_RESTART_DOC, correct: false, expected: &[MUTUAL_EXCLUSION, RESOURCE_EXCLUSION],
+        |o: &Options| multi(o, Combine::Majority, SERVER_RESTART, Some(Fencing::Unchecked))),
+    system!("redlock-restart-fenced", "majority of 3, restart without persistence, fenced resource (flawed)",
+        REDLOCK_RESTART_FENCED_DOC, correct: false, expected: &[MUTUAL_EXCLUSION, FENCING, RESOURCE_EXCLUSION],
+        |o: &Options| multi(o, Combine::Majority, SERVER_RESTART, Some(Fencing::Checked))),
+    system!("redlock-pause", "majority of 3, a client pauses past its lease (flawed)", REDLOCK_PAUSE_DOC,
+        correct: false, expected: &[MUTUAL_EXCLUSION, RESOURCE_EXCLUSION],
+        |o: &Options| multi(o, Combine::Majority, PAUSES, Some(Fencing::Unchecked))),
+    system!("redlock-pause-fenced", "majority of 3, a client pauses past its lease, fenced resource (clients \
+        disagree, the resource stays safe)", REDLOCK_PAUSE_FENCED_DOC, correct: false, expected: &[MUTUAL_EXCLUSION],
+        |o: &Options| multi(o, Combine::Majority, PAUSES, Some(Fencing::Checked))),
+    system!("dflockd", "FIFO lease server, two-phase enqueue/wait, disconnect release (correct)", DFLOCKD_DOC,
+        correct: true, expected: &[], dflockd),
 ];
 
 /// The registered system called `name`.

@@ -163,6 +163,9 @@ pub enum Wire<M> {
     Lock(M),
     /// A write of a critical section to the resource.
     Write(Write),
+    /// The resource processed the last write of a critical section (accepted or not);
+    /// only then does the client release, so no write of it is still in flight.
+    WriteDone,
 }
 
 impl<M: Debug> Debug for Wire<M> {
@@ -170,6 +173,7 @@ impl<M: Debug> Debug for Wire<M> {
         match self {
             Wire::Lock(m) => m.fmt(f),
             Wire::Write(w) => w.fmt(f),
+            Wire::WriteDone => f.write_str("WriteDone"),
         }
     }
 }
@@ -215,6 +219,8 @@ pub struct ClientState<C> {
     /// The fencing tokens of every grant this client received (a ghost record for the
     /// fencing property).
     pub fences: Vec<Fence>,
+    /// Sent its last write; waiting for the resource before releasing.
+    pub finishing: bool,
     /// The algorithm's client-side state.
     pub proto: C,
 }
@@ -346,6 +352,9 @@ pub trait Algorithm: Debug + Send + Sync + Sized + 'static {
         false
     }
 
+    /// Ghost: this server's records show `token` holding a lease (granted, not yet freed).
+    fn holds(&self, state: &Self::Server, token: Token) -> bool;
+
     /// Ghost: this server dropped client `client`'s connection (and what it held).
     fn dropped_connection(&self, state: &Self::Server, client: u8) -> bool {
         let _ = (state, client);
@@ -364,11 +373,12 @@ pub trait Algorithm: Debug + Send + Sync + Sized + 'static {
         None
     }
 
-    /// A timer that stands for the environment (a failure detector noticing a dropped
-    /// connection), not for progress the system makes on its own; liveness ignores it.
-    fn is_failure_detector(&self, timer: &Self::Timer) -> bool {
+    /// A timer that stands for the environment — a failure detector noticing that client
+    /// `client` dropped its connection — rather than for progress the system makes on its
+    /// own. Liveness counts it as pending only once that client has crashed.
+    fn failure_detector_of(&self, timer: &Self::Timer) -> Option<u8> {
         let _ = timer;
-        false
+        None
     }
 }
 
@@ -404,6 +414,21 @@ type State<A> = NodeState<<A as Algorithm>::Server, <A as Algorithm>::Client>;
 impl<A: Algorithm> LockActor<A> {
     fn me(&self, ix: usize, token: Token) -> Me {
         Me { id: self.setup.client(ix), key: self.setup.key_of(ix), token }
+    }
+
+    fn release(&self, ix: usize, client: &mut ClientState<A::Client>, o: &mut Out<Self>) {
+        client.finishing = false;
+        let me = self.me(ix, client.token);
+        self.algorithm.client_release(&self.setup, me, &mut client.proto, &mut Outbox(o));
+        let next_cycle = client.token.cycle + 1;
+        if next_cycle < self.setup.cycles {
+            client.token = Token { client: ix as u8, cycle: next_cycle };
+            client.phase = Phase::Acquiring;
+            let me = self.me(ix, client.token);
+            self.algorithm.client_acquire(&self.setup, me, &mut client.proto, &mut Outbox(o));
+        } else {
+            client.phase = Phase::Done;
+        }
     }
 
     fn on_event(&self, ix: usize, client: &mut ClientState<A::Client>, event: Event, o: &mut Out<Self>) {
@@ -442,6 +467,7 @@ impl<A: Algorithm> Actor for LockActor<A> {
                     phase: if boots == 0 { Phase::Acquiring } else { Phase::Gone },
                     token,
                     fences: Vec::new(),
+                    finishing: false,
                     proto: A::Client::default(),
                 };
                 if boots == 0 {
@@ -476,6 +502,15 @@ impl<A: Algorithm> Actor for LockActor<A> {
             (NodeState::Resource(resource), Wire::Write(write)) => {
                 let fencing = self.setup.resource.unwrap_or(Fencing::Unchecked);
                 resource.write(write, fencing);
+                if write.last {
+                    o.send(src, Wire::WriteDone);
+                }
+            }
+            (NodeState::Client(client), Wire::WriteDone) => {
+                let Role::Client(ix) = self.role else { return };
+                if client.finishing {
+                    self.release(ix, client, o);
+                }
             }
             _ => {}
         }
@@ -495,19 +530,12 @@ impl<A: Algorithm> Actor for LockActor<A> {
             (NodeState::Client(client), Timer::FinishWork) => {
                 let Role::Client(ix) = self.role else { return };
                 let Phase::Holding(fence) = client.phase else { return };
-                if let Some(resource) = self.setup.resource_id() {
-                    o.send(resource, Wire::Write(Write { token: client.token, fence, last: true }));
-                }
-                let me = self.me(ix, client.token);
-                self.algorithm.client_release(&self.setup, me, &mut client.proto, &mut Outbox(o));
-                let next_cycle = client.token.cycle + 1;
-                if next_cycle < self.setup.cycles {
-                    client.token = Token { client: ix as u8, cycle: next_cycle };
-                    client.phase = Phase::Acquiring;
-                    let me = self.me(ix, client.token);
-                    self.algorithm.client_acquire(&self.setup, me, &mut client.proto, &mut Outbox(o));
-                } else {
-                    client.phase = Phase::Done;
+                match self.setup.resource_id() {
+                    Some(resource) => {
+                        o.send(resource, Wire::Write(Write { token: client.token, fence, last: true }));
+                        client.finishing = true;
+                    }
+                    None => self.release(ix, client, o),
                 }
             }
             _ => {}

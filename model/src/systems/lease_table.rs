@@ -101,6 +101,8 @@ impl LeaseTable {
                 slot.last_fence += 1;
                 let lease = Lease { token, fence: slot.last_fence };
                 slot.holder = Some(lease);
+                // The ghost speaks of the token's latest lease only.
+                self.expired.remove(&token);
                 Some(lease)
             }
         }

@@ -154,22 +154,34 @@ fn fencing<A: Algorithm>(model: &LockModel<A>, state: &LockState<A>) -> bool {
     })
 }
 
-/// Nothing can happen any more except faults: no message in flight to a live actor, no
-/// timer armed at a live actor (failure-detector timers do not count).
+/// Nothing can happen any more except faults: no server down (a crashed server always
+/// comes back), no message in flight to a live actor, no timer armed at a live actor (a
+/// failure detector's timer counts only once the client it watches has crashed).
 pub fn quiescent<A: Algorithm>(model: &LockModel<A>, state: &LockState<A>) -> bool {
-    let alg = &model.cfg.algorithm;
-    state.network.iter_deliverable().all(|env| state.crashed[usize::from(env.dst)])
+    let cx = &model.cfg;
+    (0..cx.setup.servers).all(|ix| !state.crashed[ix])
+        && state.network.iter_deliverable().all(|env| state.crashed[usize::from(env.dst)])
         && state.timers_set.iter().enumerate().all(|(ix, timers)| {
             state.crashed[ix]
-                || timers.iter().all(|t| matches!(t, Timer::Lock(t) if alg.is_failure_detector(t)))
+                || timers.iter().all(|t| match t {
+                    Timer::Lock(t) => cx
+                        .algorithm
+                        .failure_detector_of(t)
+                        .is_some_and(|c| !state.crashed[usize::from(cx.setup.client(c as usize))]),
+                    Timer::FinishWork => false,
+                })
         })
 }
 
-/// Whether a client that crashed before it was done may hold `key` (it held it, or a
-/// grant was on its way), so waiting behind it is a crash-liveness question.
+/// Whether a client that crashed before it was done still holds `key` at some server
+/// (it held it, or its grant was on its way), so waiting behind it is a crash-liveness
+/// question rather than a lost wake-up.
 fn crashed_holder<A: Algorithm>(cx: &Context<A>, state: &LockState<A>, key: usize) -> bool {
     clients(cx, state).any(|(ix, c, crashed)| {
-        crashed && cx.setup.key_of(ix) as usize == key && matches!(c.phase, Phase::Holding(_) | Phase::Acquiring)
+        crashed
+            && cx.setup.key_of(ix) as usize == key
+            && matches!(c.phase, Phase::Holding(_) | Phase::Acquiring)
+            && servers(cx, state).any(|s| cx.algorithm.holds(s, c.token))
     })
 }
 
@@ -223,7 +235,11 @@ fn within_timing_assumptions<A: Algorithm>(cx: &Context<A>, state: &LockState<A>
             return false;
         }
     }
-    if state.actor_storages.iter().flatten().any(|boots| boots.0 > 1) {
+    // One restart in the whole run: a server that restarted or is down counts.
+    let restarted = (0..setup.servers)
+        .filter(|&ix| state.crashed[ix] || state.actor_storages[ix].is_some_and(|boots| boots.0 > 0))
+        .count();
+    if restarted > 1 {
         return false;
     }
     for (ix, client) in (0..setup.clients).filter_map(|ix| match &*state.actor_states[usize::from(setup.client(ix))] {

@@ -144,6 +144,10 @@ impl Algorithm for SingleServer {
         out.send(setup.server(0), Msg::Release(me.key, me.token));
     }
 
+    fn holds(&self, table: &LeaseTable, token: Token) -> bool {
+        table.slots.values().any(|slot| slot.holder.is_some_and(|l| l.token == token))
+    }
+
     fn lease_expired(&self, table: &LeaseTable, token: Token) -> bool {
         table.expired.contains(&token)
     }
