@@ -215,16 +215,21 @@ pub fn render(options: &RenderOptions) -> Result<Rendered, BenchError> {
         })
         .map(|(context, v)| (context.join(", "), v))
         .collect();
-    for (i, (context, counterexample)) in counterexamples.iter().take(3).enumerate() {
+    // A few pictures, one per violated property, mutual exclusion first: it is the one a
+    // timeline shows best (two green bars over one red band).
+    let mut chosen: Vec<&(String, &Value)> = Vec::new();
+    let property = |c: &(String, &Value)| c.1.get("property").and_then(Value::as_str).unwrap_or("").to_owned();
+    let mut ordered: Vec<&(String, &Value)> = counterexamples.iter().collect();
+    ordered.sort_by_key(|c| property(c) != "mutual-exclusion");
+    for c in ordered {
+        if chosen.len() < 4 && !chosen.iter().any(|d| property(d) == property(c)) {
+            chosen.push(c);
+        }
+    }
+    for (i, (context, counterexample)) in chosen.into_iter().enumerate() {
         let Some((title, ops, holdings)) = timeline_of(context, counterexample) else { continue };
-        let height = 240
-            + 90 * ops
-                .iter()
-                .map(|o| o.client)
-                .chain(holdings.iter().map(|h| h.client))
-                .collect::<std::collections::BTreeSet<_>>()
-                .len() as u32;
-        let (svg, png) = both!(out, format!("timeline-{}", i + 1), (1200, height.max(420)), |a| charts::timeline(
+        let height = charts::TimelineLayout::new(&ops, &holdings, 1200).pixel_height().max(360);
+        let (svg, png) = both!(out, format!("timeline-{}", i + 1), (1200, height), |a| charts::timeline(
             a, &title, &ops, &holdings
         ))?;
         pictures.entry("timeline").or_default().push((title.clone(), png.clone()));

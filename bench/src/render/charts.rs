@@ -426,9 +426,13 @@ pub(crate) struct Holding {
     pub label: String,
 }
 
-/// A counterexample as a picture: one row per client; operations as boxes from invocation to
-/// return (open-ended ones fade out), the intervals each client believed it held the lock as
-/// green bars, and the time two of them overlap in red — Jepsen's and Porcupine's timelines.
+/// A counterexample as a picture: one band per client; operations as boxes from invocation to
+/// return (open-ended ones fade out), stacked in lanes so their labels never overlap; the
+/// intervals each client believed it held the lock as green bars; the time two of them overlap
+/// in red — Jepsen's and Porcupine's timelines.
+///
+/// The time axis ends shortly after the last operation: a lease that runs on for seconds is
+/// cut there and labelled with its end.
 pub(crate) fn timeline<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     title: &str,
@@ -439,91 +443,76 @@ where
     DB::ErrorType: 'static,
 {
     area.fill(&WHITE)?;
-    let clients: Vec<u32> = {
-        let mut c: Vec<u32> = ops.iter().map(|o| o.client).chain(holdings.iter().map(|h| h.client)).collect();
-        c.sort_unstable();
-        c.dedup();
-        c
-    };
-    let row = |client: u32| clients.iter().position(|&c| c == client).unwrap_or(0) as f64;
-    let t_end = ops
-        .iter()
-        .flat_map(|o| [o.start_ms, o.end_ms.unwrap_or(o.start_ms)])
-        .chain(holdings.iter().map(|h| h.to_ms))
-        .fold(0.0f64, f64::max);
-    let t_start = ops.iter().map(|o| o.start_ms).chain(holdings.iter().map(|h| h.from_ms)).fold(t_end, f64::min);
-    let span = (t_end - t_start).max(0.001);
-    let x_range = (t_start - span * 0.02)..(t_end + span * 0.12);
-    let open_end = t_end + span * 0.1;
-    // The legend gets a strip of its own under the chart, where it cannot cover operations.
+    let layout = TimelineLayout::new(ops, holdings, area.dim_in_pixel().0);
     let (plot, legend_strip) = area.split_vertically(area.dim_in_pixel().1.saturating_sub(44));
     let mut chart = ChartBuilder::on(&plot)
-        .caption(title, ("sans-serif", 22))
+        .caption(title, ("sans-serif", 20))
         .margin(20)
         .x_label_area_size(50)
         .y_label_area_size(90)
-        .build_cartesian_2d(x_range, (-0.6f64)..(clients.len() as f64 - 0.4))?;
+        .build_cartesian_2d(layout.x_from..layout.x_to, 0f64..layout.height)?;
     chart
         .configure_mesh()
         .x_desc("time since the history started (ms)")
-        .y_labels(clients.len() + 1)
-        .y_label_formatter(&|y| {
-            let i = y.round();
-            if (y - i).abs() < 0.01 && i >= 0.0 {
-                clients.get(i as usize).map(|c| format!("client {c}")).unwrap_or_default()
-            } else {
-                String::new()
-            }
-        })
+        .y_labels(0)
         .x_label_formatter(&|x| format!("{x:.1}"))
         .label_style(("sans-serif", 15))
         .axis_desc_style(("sans-serif", 17))
         .disable_y_mesh()
         .light_line_style(WHITE.mix(0.0))
         .draw()?;
-    // Overlapping holdings: where mutual exclusion broke.
+    let cut = layout.x_to;
+    // Overlapping holdings of different clients: where mutual exclusion broke.
     for (i, a) in holdings.iter().enumerate() {
         for b in &holdings[i + 1..] {
-            let (from, to) = (a.from_ms.max(b.from_ms), a.to_ms.min(b.to_ms));
+            let (from, to) = (a.from_ms.max(b.from_ms), a.to_ms.min(b.to_ms).min(cut));
             if a.client != b.client && from < to {
+                let width = (to - from).max(layout.min_width);
                 chart.draw_series(std::iter::once(Rectangle::new(
-                    [(from, -0.55), (to, clients.len() as f64 - 0.45)],
-                    RGBColor(239, 60, 50).mix(0.25).filled(),
+                    [(from, 0.0), (from + width, layout.height)],
+                    RGBColor(239, 60, 50).mix(0.3).filled(),
                 )))?;
             }
         }
     }
     let held = RGBColor(0, 158, 115);
     for h in holdings {
-        let y = row(h.client);
-        chart.draw_series(std::iter::once(Rectangle::new(
-            [(h.from_ms, y + 0.12), (h.to_ms, y + 0.34)],
-            held.filled(),
-        )))?;
+        let y = layout.holding_y(h.client);
+        let to = h.to_ms.min(cut);
+        let to = to.max(h.from_ms + layout.min_width);
+        chart.draw_series(std::iter::once(Rectangle::new([(h.from_ms, y - 0.15), (to, y + 0.15)], held.filled())))?;
+        let label = if h.to_ms > cut { format!("{} (until {:.0} ms)", h.label, h.to_ms) } else { h.label.clone() };
         chart.draw_series(std::iter::once(Text::new(
-            h.label.clone(),
-            (h.from_ms, y + 0.5),
+            label,
+            (h.from_ms, y + 0.45),
             ("sans-serif", 13).into_font().color(&held),
         )))?;
     }
-    for op in ops {
-        let y = row(op.client);
+    for (op, lane) in ops.iter().zip(&layout.lanes) {
+        let y = layout.op_y(op.client, *lane);
         let fill = status_color(op.status);
-        let end = op.end_ms.unwrap_or(open_end);
-        let style = if op.end_ms.is_some() { fill.filled() } else { fill.mix(0.5).filled() };
-        chart.draw_series(std::iter::once(Rectangle::new(
-            [(op.start_ms, y - 0.42), (end.max(op.start_ms + span * 0.004), y + 0.02)],
-            style,
-        )))?;
-        chart.draw_series(std::iter::once(Rectangle::new(
-            [(op.start_ms, y - 0.42), (end.max(op.start_ms + span * 0.004), y + 0.02)],
-            BLACK.mix(0.6).stroke_width(1),
-        )))?;
+        let end = op.end_ms.unwrap_or(cut).max(op.start_ms + layout.min_width);
+        let style = if op.end_ms.is_some() { fill.filled() } else { fill.mix(0.45).filled() };
+        let corners = [(op.start_ms, y - 0.4), (end, y + 0.4)];
+        chart.draw_series(std::iter::once(Rectangle::new(corners, style)))?;
+        chart.draw_series(std::iter::once(Rectangle::new(corners, BLACK.mix(0.6).stroke_width(1))))?;
         chart.draw_series(std::iter::once(Text::new(
             op.label.clone(),
-            (op.start_ms + span * 0.003, y - 0.04),
+            (end + layout.min_width, y + 0.3),
             ("sans-serif", 13).into_font(),
         )))?;
+    }
+    // Client names, centred on their bands, in the label area left of the plot.
+    for (client, centre) in layout.client_centres() {
+        let (px, py) = chart.backend_coord(&(layout.x_from, centre));
+        let (ox, oy) = plot.get_base_pixel();
+        area.draw(&Text::new(format!("client {client}"), (px - ox - 85, py - oy - 8), ("sans-serif", 15).into_font()))?;
+        let (_, top) = chart.backend_coord(&(layout.x_from, layout.band_top(client)));
+        chart.plotting_area().draw(&PathElement::new(
+            vec![(layout.x_from, layout.band_top(client)), (layout.x_to, layout.band_top(client))],
+            BLACK.mix(0.15).stroke_width(1),
+        ))?;
+        let _ = top;
     }
     let mut x = 20;
     for (label, fill) in [
@@ -531,7 +520,7 @@ where
         ("outcome unknown", status_color("UNKNOWN")),
         ("failed / not granted", RGBColor(255, 255, 255)),
         ("believed held (grant → release / expiry)", held),
-        ("held by two at once", RGBColor(239, 60, 50).mix(0.25).to_rgba().rgb_color()),
+        ("held by two at once", RGBColor(239, 60, 50).mix(0.3).to_rgba().rgb_color()),
     ] {
         legend_strip.draw(&Rectangle::new([(x, 8), (x + 18, 24)], fill.filled()))?;
         legend_strip.draw(&Rectangle::new([(x, 8), (x + 18, 24)], BLACK.mix(0.4).stroke_width(1)))?;
@@ -539,6 +528,93 @@ where
         x += 24 + label.chars().count() as i32 * 8 + 18;
     }
     Ok(())
+}
+
+/// Where a timeline's parts go. Y grows upwards; each client has a band made of one track
+/// for its holdings and one lane per level of overlapping operation labels.
+pub(crate) struct TimelineLayout {
+    x_from: f64,
+    x_to: f64,
+    /// The narrowest drawn width, in ms (so an instant operation is still visible).
+    min_width: f64,
+    /// The lane of each operation, in order.
+    lanes: Vec<usize>,
+    /// Per client (sorted): (client, lanes, bottom y of its band).
+    bands: Vec<(u32, usize, f64)>,
+    height: f64,
+}
+
+impl TimelineLayout {
+    pub(crate) fn new(ops: &[TimelineOp], holdings: &[Holding], width_px: u32) -> Self {
+        let last_op = ops.iter().map(|o| o.end_ms.unwrap_or(o.start_ms)).fold(0.0f64, f64::max);
+        let first = ops.iter().map(|o| o.start_ms).chain(holdings.iter().map(|h| h.from_ms)).fold(last_op, f64::min);
+        let span = (last_op - first).max(0.001);
+        // Room on the right for the last labels.
+        let x_from = first - span * 0.02;
+        let x_to = last_op + span * 0.35;
+        let ms_per_px = (x_to - x_from) / f64::from(width_px.saturating_sub(150).max(100));
+        let mut clients: Vec<u32> = ops.iter().map(|o| o.client).chain(holdings.iter().map(|h| h.client)).collect();
+        clients.sort_unstable();
+        clients.dedup();
+        // Greedy lanes per client: an operation goes to the first lane whose previous label
+        // has ended (labels are about 7 px per character at 13 px).
+        let mut lane_ends: Vec<Vec<f64>> = vec![Vec::new(); clients.len()];
+        let mut lanes = Vec::with_capacity(ops.len());
+        for op in ops {
+            let c = clients.iter().position(|&c| c == op.client).unwrap_or(0);
+            let end =
+                op.end_ms.unwrap_or(x_to).max(op.start_ms) + (op.label.chars().count() as f64 * 7.0 + 12.0) * ms_per_px;
+            let lane = match lane_ends[c].iter().position(|&e| e <= op.start_ms) {
+                Some(l) => l,
+                None => {
+                    lane_ends[c].push(0.0);
+                    lane_ends[c].len() - 1
+                }
+            };
+            lane_ends[c][lane] = end;
+            lanes.push(lane);
+        }
+        let mut bands = Vec::new();
+        let mut y = 0.3;
+        // First client on top: build bottom-up from the last one.
+        for (c, client) in clients.iter().enumerate().rev() {
+            let n = lane_ends[c].len().max(1);
+            bands.push((*client, n, y));
+            y += n as f64 + 1.2;
+        }
+        bands.reverse();
+        TimelineLayout { x_from, x_to, min_width: 3.0 * ms_per_px, lanes, bands, height: y }
+    }
+
+    fn band(&self, client: u32) -> (usize, f64) {
+        self.bands.iter().find(|b| b.0 == client).map(|b| (b.1, b.2)).unwrap_or((1, 0.0))
+    }
+
+    /// The centre of lane `lane` of `client` (lane 0 on top, under the holding track).
+    fn op_y(&self, client: u32, lane: usize) -> f64 {
+        let (lanes, bottom) = self.band(client);
+        bottom + (lanes - 1 - lane.min(lanes - 1)) as f64 + 0.5
+    }
+
+    /// The centre of the holding track of `client`, above its operations.
+    fn holding_y(&self, client: u32) -> f64 {
+        let (lanes, bottom) = self.band(client);
+        bottom + lanes as f64 + 0.35
+    }
+
+    fn band_top(&self, client: u32) -> f64 {
+        let (lanes, bottom) = self.band(client);
+        bottom + lanes as f64 + 0.95
+    }
+
+    fn client_centres(&self) -> Vec<(u32, f64)> {
+        self.bands.iter().map(|&(client, lanes, bottom)| (client, bottom + (lanes as f64 + 0.9) / 2.0)).collect()
+    }
+
+    /// A picture height that gives every lane room.
+    pub(crate) fn pixel_height(&self) -> u32 {
+        (200.0 + self.height * 34.0).round() as u32
+    }
 }
 
 trait RgbaExt {
