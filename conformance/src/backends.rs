@@ -94,6 +94,8 @@ pub fn from_url(url: &str) -> Result<Box<dyn Backend>, BadBackendUrl> {
     }
 }
 
+// Unused when every backend feature is on.
+#[cfg_attr(all(feature = "redis", feature = "nats", feature = "dflockd"), allow(dead_code))]
 fn not_built_in(url: &str, feature: &'static str) -> Result<Box<dyn Backend>, BadBackendUrl> {
     Err(BadBackendUrl::NotBuiltIn { url: url.to_owned(), feature })
 }

@@ -9,17 +9,25 @@
 //!   safe: the majority elects a new leader and keeps the lease held; the isolated node
 //!   cannot grant anything (it has no quorum), and after healing the cluster still agrees.
 //!
-//! Each test prints `REAL-SERVER nats-cluster: <test>` and its outcome.
+//! Each test prints `REAL-SERVER nats-cluster: <test>` and its fault report.
 #![cfg(feature = "nats")]
 
 use std::time::Duration;
 
+use lockcheck_conformance::faults::{Fault, FaultOutcome, FaultReport};
 use lockcheck_conformance::services::nats::NatsCluster;
 use lockcheck_impls::nats::{BucketConfig, NatsLocker};
 use lockcheck_impls::{Lease, LeaseRequest, LockError, Locker};
 use tokio::time::Instant;
 
 const LONG: Duration = Duration::from_secs(60);
+
+/// Prints the fault's report. Every way the run could break a property panics before this,
+/// with the evidence, so a run that gets here is safe.
+fn report(fault: Fault, locker: &NatsLocker, notes: Vec<String>) {
+    let report = FaultReport { backend: locker.describe(), fault, outcome: FaultOutcome::Safe, notes };
+    print!("REAL NATS: fault {report}");
+}
 
 async fn fixture(test: &str) -> Option<(NatsCluster, NatsLocker)> {
     let cluster =
@@ -89,7 +97,20 @@ async fn killing_the_stream_leader_loses_no_lease_and_keeps_expiry() {
     // The original holder (its client fails over) still owns its lease.
     assert!(locker.release(&long).await.unwrap(), "the holder's lease survived the failover");
     cluster.node_mut(leader).start_again().await.expect("the old leader rejoins");
-    println!("OUTCOME leader killed: safe (lease kept, expiry kept, fencing monotonic)");
+    report(
+        Fault::LeaderKilled,
+        &survivors,
+        vec![
+            format!("killed stream leader n{leader}"),
+            format!(
+                "short lease re-granted {:?} after the kill, fence {} > {}",
+                killed_at.elapsed(),
+                next.fence(),
+                long.fence()
+            ),
+            "long lease kept and released by its holder".to_owned(),
+        ],
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -125,15 +146,15 @@ async fn a_partitioned_leader_cannot_grant_and_the_majority_keeps_the_lease() {
     let isolated =
         tokio::time::timeout(Duration::from_secs(10), isolated_client.try_acquire(&LeaseRequest::lock("k2", LONG)))
             .await;
-    match isolated {
+    let isolated_outcome = match isolated {
         Ok(Ok(Some(lease))) => panic!("the isolated node granted fence {} without a quorum", lease.fence()),
-        Ok(Ok(None)) => println!("isolated client: refused"),
+        Ok(Ok(None)) => "refused".to_owned(),
         Ok(Err(error)) => {
             assert!(matches!(error, LockError::Unavailable { .. } | LockError::Indeterminate { .. }), "{error}");
-            println!("isolated client: {error}");
+            error.to_string()
         }
-        Err(_) => println!("isolated client: no answer within 10 s"),
-    }
+        Err(_) => "no answer within 10 s".to_owned(),
+    };
 
     cluster.nodes()[leader].reconnect().await.expect("heal the partition");
     assert_still_held(&majority, &held, Duration::from_secs(20)).await;
@@ -141,5 +162,13 @@ async fn a_partitioned_leader_cannot_grant_and_the_majority_keeps_the_lease() {
     // `k2`: if the isolated attempt was stored after all (it cannot have been acknowledged),
     // it would be a lease nobody knows; it must be free or expire — here it must be free.
     assert!(majority.try_acquire(&LeaseRequest::lock("k2", LONG)).await.unwrap().is_some(), "no ghost grant of k2");
-    println!("OUTCOME leader partitioned away: safe (no grant without quorum, lease kept)");
+    report(
+        Fault::NodePartitioned,
+        &majority,
+        vec![
+            format!("partitioned stream leader n{leader} away"),
+            format!("isolated client: {isolated_outcome}"),
+            "lease kept by the majority and released by its holder after healing".to_owned(),
+        ],
+    );
 }
