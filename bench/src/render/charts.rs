@@ -445,6 +445,17 @@ where
     area.fill(&WHITE)?;
     let layout = TimelineLayout::new(ops, holdings, area.dim_in_pixel().0);
     let (plot, legend_strip) = area.split_vertically(area.dim_in_pixel().1.saturating_sub(44));
+    // Enough decimals that neighbouring tick labels differ.
+    let span = layout.x_to - layout.x_from;
+    let decimals = if span < 1.0 {
+        3
+    } else if span < 10.0 {
+        2
+    } else if span < 100.0 {
+        1
+    } else {
+        0
+    };
     let mut chart = ChartBuilder::on(&plot)
         .caption(title, ("sans-serif", 20))
         .margin(20)
@@ -455,7 +466,7 @@ where
         .configure_mesh()
         .x_desc("time since the history started (ms)")
         .y_labels(0)
-        .x_label_formatter(&|x| format!("{x:.1}"))
+        .x_label_formatter(&|x| format!("{x:.decimals$}"))
         .label_style(("sans-serif", 15))
         .axis_desc_style(("sans-serif", 17))
         .disable_y_mesh()
