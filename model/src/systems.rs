@@ -25,13 +25,13 @@
 //! and add a [`System`] entry to [`SYSTEMS`] that builds it.
 
 mod actor;
-mod check;
-mod lease_table;
-pub mod properties;
 pub mod bus;
+mod check;
 pub mod dflockd;
 pub mod kv_watch;
+mod lease_table;
 pub mod multi;
+pub mod properties;
 pub mod redis_single;
 mod resource;
 
@@ -43,7 +43,6 @@ pub use check::{CheckOptions, Outcome, Progress, PropertyOutcome, Verdict, check
 pub use lease_table::{Lease, LeaseTable, ReleaseCheck, Slot};
 pub use properties::{Claims, LockModel, LockState, build};
 pub use resource::{ResourceState, Write};
-
 
 use bus::Bus;
 use dflockd::Dflockd;
@@ -157,11 +156,7 @@ fn dflockd(options: &Options) -> LockModel<Dflockd> {
 }
 
 fn single_server(options: &Options, release: redis_single::Release, server_ttl: bool) -> LockModel<SingleServer> {
-    build(
-        SingleServer { release, server_ttl },
-        setup(options, 1, CLIENT_CRASH, Some(Fencing::Checked)),
-        FENCED,
-    )
+    build(SingleServer { release, server_ttl }, setup(options, 1, CLIENT_CRASH, Some(Fencing::Checked)), FENCED)
 }
 
 const REDIS_SINGLE_DOC: &str = "One Redis server: SET key token NX PX ttl to acquire, a keyspace notification \

@@ -290,8 +290,7 @@ pub trait Algorithm: Debug + Send + Sync + Sized + 'static {
 
     /// A server starts; `restarts` is 0 on first start, more after a restart without
     /// persistence.
-    fn server_start(&self, setup: &Setup, me: Id, restarts: u8, out: &mut Outbox<Self>)
-    -> Self::Server;
+    fn server_start(&self, setup: &Setup, me: Id, restarts: u8, out: &mut Outbox<Self>) -> Self::Server;
 
     /// A server receives a message.
     fn server_msg(
@@ -471,12 +470,7 @@ impl<A: Algorithm> Actor for LockActor<A> {
                     proto: A::Client::default(),
                 };
                 if boots == 0 {
-                    self.algorithm.client_acquire(
-                        &self.setup,
-                        self.me(ix, token),
-                        &mut client.proto,
-                        &mut Outbox(o),
-                    );
+                    self.algorithm.client_acquire(&self.setup, self.me(ix, token), &mut client.proto, &mut Outbox(o));
                 }
                 NodeState::Client(client)
             }
@@ -495,8 +489,7 @@ impl<A: Algorithm> Actor for LockActor<A> {
                     return;
                 }
                 let me = self.me(ix, client.token);
-                let event =
-                    self.algorithm.client_msg(&self.setup, me, &mut client.proto, src, msg, &mut Outbox(o));
+                let event = self.algorithm.client_msg(&self.setup, me, &mut client.proto, src, msg, &mut Outbox(o));
                 self.on_event(ix, client, event, o);
             }
             (NodeState::Resource(resource), Wire::Write(write)) => {

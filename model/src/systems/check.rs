@@ -118,9 +118,17 @@ pub fn check<A: Algorithm>(
     }
     let checker = builder.spawn_bfs();
     // Polling only drives the progress line; `join` below is what waits for the result.
+    let mut last_report = Instant::now();
     while !checker.is_done() {
-        progress(Progress { states: checker.state_count(), unique_states: checker.unique_state_count(), elapsed: start.elapsed() });
-        std::thread::sleep(Duration::from_millis(250));
+        if last_report.elapsed() >= Duration::from_millis(250) {
+            last_report = Instant::now();
+            progress(Progress {
+                states: checker.state_count(),
+                unique_states: checker.unique_state_count(),
+                elapsed: start.elapsed(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
     let checker = checker.join();
     let seconds = start.elapsed().as_secs_f64();
@@ -129,7 +137,8 @@ pub fn check<A: Algorithm>(
     let depth_cut = options.max_depth.is_some_and(|d| checker.max_depth() + 1 >= d);
     // The checker stops early once every property has a discovery.
     let complete = !depth_cut && discoveries.len() < properties.len();
-    let violated: Vec<&'static str> = properties.iter().map(|p| p.name).filter(|n| discoveries.contains_key(n)).collect();
+    let violated: Vec<&'static str> =
+        properties.iter().map(|p| p.name).filter(|n| discoveries.contains_key(n)).collect();
     let mut traces = shortest_counterexamples(&model, &violated, options.max_depth);
     let properties = properties
         .iter()
@@ -251,7 +260,9 @@ fn describe_action<A: Algorithm>(setup: &Setup, action: &Action<A>) -> String {
     let name = |id: Id| setup.name(id);
     match action {
         ActorModelAction::Deliver { src, dst, msg } => format!("{} → {}: {msg:?}", name(*src), name(*dst)),
-        ActorModelAction::Drop(env) => format!("the network drops {:?} from {} to {}", env.msg, name(env.src), name(env.dst)),
+        ActorModelAction::Drop(env) => {
+            format!("the network drops {:?} from {} to {}", env.msg, name(env.src), name(env.dst))
+        }
         ActorModelAction::Timeout(id, timer) => format!("{}: timer {timer:?} fires", name(*id)),
         ActorModelAction::Crash(id) => format!("{} crashes", name(*id)),
         ActorModelAction::Recover(id) => format!("{} restarts with empty memory", name(*id)),

@@ -186,7 +186,15 @@ impl Algorithm for MultiInstance {
         self.start_attempt(setup, me, client, out);
     }
 
-    fn client_msg(&self, setup: &Setup, me: Me, client: &mut Client, src: Id, msg: Msg, out: &mut Outbox<Self>) -> Event {
+    fn client_msg(
+        &self,
+        setup: &Setup,
+        me: Me,
+        client: &mut Client,
+        src: Id,
+        msg: Msg,
+        out: &mut Outbox<Self>,
+    ) -> Event {
         if !client.active {
             return Event::Nothing;
         }

@@ -115,7 +115,10 @@ pub fn clients<'a, A: Algorithm>(
 }
 
 /// Every server's state.
-pub fn servers<'a, A: Algorithm>(cx: &'a Context<A>, state: &'a LockState<A>) -> impl Iterator<Item = &'a A::Server> + 'a {
+pub fn servers<'a, A: Algorithm>(
+    cx: &'a Context<A>,
+    state: &'a LockState<A>,
+) -> impl Iterator<Item = &'a A::Server> + 'a {
     (0..cx.setup.servers).filter_map(move |ix| match &*state.actor_states[ix] {
         NodeState::Server(server) => Some(server),
         _ => None,
@@ -126,7 +129,9 @@ fn mutual_exclusion<A: Algorithm>(model: &LockModel<A>, state: &LockState<A>) ->
     let cx = &model.cfg;
     (0..cx.setup.keys).all(|key| {
         clients(cx, state)
-            .filter(|(ix, c, crashed)| !crashed && cx.setup.key_of(*ix) as usize == key && matches!(c.phase, Phase::Holding(_)))
+            .filter(|(ix, c, crashed)| {
+                !crashed && cx.setup.key_of(*ix) as usize == key && matches!(c.phase, Phase::Holding(_))
+            })
             .count()
             <= 1
     })
@@ -202,15 +207,17 @@ fn crash_liveness<A: Algorithm>(model: &LockModel<A>, state: &LockState<A>) -> b
 fn fifo<A: Algorithm>(model: &LockModel<A>, state: &LockState<A>) -> bool {
     let cx = &model.cfg;
     let alg = &cx.algorithm;
-    clients(cx, state).filter(|(_, c, crashed)| !crashed && matches!(c.phase, Phase::Holding(_))).all(|(h, holder, _)| {
-        let Some(granted) = alg.fifo_ticket(&holder.proto) else { return true };
-        clients(cx, state).all(|(w, waiter, crashed)| {
-            crashed
-                || waiter.phase != Phase::Acquiring
-                || cx.setup.key_of(w) != cx.setup.key_of(h)
-                || alg.fifo_ticket(&waiter.proto).is_none_or(|arrived| arrived > granted)
-        })
-    })
+    clients(cx, state).filter(|(_, c, crashed)| !crashed && matches!(c.phase, Phase::Holding(_))).all(
+        |(h, holder, _)| {
+            let Some(granted) = alg.fifo_ticket(&holder.proto) else { return true };
+            clients(cx, state).all(|(w, waiter, crashed)| {
+                crashed
+                    || waiter.phase != Phase::Acquiring
+                    || cx.setup.key_of(w) != cx.setup.key_of(h)
+                    || alg.fifo_ticket(&waiter.proto).is_none_or(|arrived| arrived > granted)
+            })
+        },
+    )
 }
 
 /// The runs a configuration contains. Outside them: a fault the configuration does not
@@ -260,7 +267,10 @@ fn within_timing_assumptions<A: Algorithm>(cx: &Context<A>, state: &LockState<A>
             if alg.dropped_connection(server, ix as u8) {
                 return false;
             }
-            if !setup.faults.pauses && matches!(client.phase, Phase::Holding(_)) && alg.lease_expired(server, client.token) {
+            if !setup.faults.pauses
+                && matches!(client.phase, Phase::Holding(_))
+                && alg.lease_expired(server, client.token)
+            {
                 return false;
             }
         }

@@ -50,7 +50,11 @@ pub struct ResourceState {
 
 impl fmt::Debug for ResourceState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Resource {{ current: {:?}, max_fence: {:?}, rejected: {}", self.current, self.max_fence, self.rejected)?;
+        write!(
+            f,
+            "Resource {{ current: {:?}, max_fence: {:?}, rejected: {}",
+            self.current, self.max_fence, self.rejected
+        )?;
         if let Some((a, b)) = self.interleaved {
             write!(f, ", INTERLEAVED: {a:?} wrote after {b:?}")?;
         }
