@@ -228,6 +228,27 @@ async fn shutdown_drains_waiters_with_error_draining() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keys_are_collected() {
+    let server = server(|c| {
+        c.gc_interval = Duration::from_millis(20);
+        c.gc_max_idle = Duration::from_millis(50);
+    })
+    .await;
+    let mut a = Raw::connect(server.local_addr()).await;
+    let held = a.grant("l", "held", "0").await;
+    let idle = a.grant("l", "idle", "0").await;
+    assert_eq!(a.req("r", "idle", &idle).await, "ok");
+    // Collection is periodic: wait (bounded) for the idle key to go; the held one stays.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.key_count() > 1 {
+        assert!(Instant::now() < deadline, "the idle key was never collected");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(server.stats()["locks"][0]["key"], "held");
+    assert_eq!(a.req("r", "held", &held).await, "ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fencing_survives_a_restart_with_a_state_file() {
     let dir = std::env::temp_dir().join(format!("lockcheck-dflockd-{}", rand::random::<u64>()));
     std::fs::create_dir_all(&dir).unwrap();
