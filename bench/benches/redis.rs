@@ -1,0 +1,195 @@
+//! Redis: our lockers against the floor (`PING` on the same server) and two peers on the same
+//! server in the same run — the Go original's strategy ported faithfully (key events on
+//! database 0 only, so on any other database it polls with an exponential backoff of
+//! 5 ms → 500 ms), and the `rslock` crate (Redlock with a random retry delay below 200 ms).
+//!
+//! Issue 5's targets: uncontended acquire + release ≤ 2.5× PING; hand-off p50 ≤ 4× PING and
+//! flat in the number of waiters; ≥ 10× faster hand-off than both peers at 8 waiters.
+//!
+//! The server comes from the conformance services (a `lockcheck/redis` container, or a
+//! `redis-server` process without Docker). Every contending client has its own connection,
+//! as separate processes would. `cargo bench -p lockcheck-bench --bench redis`, or with
+//! `LOCKCHECK_BENCH=quick`.
+
+use std::sync::Arc;
+
+use lockcheck_bench::{BENCH_TTL, BenchError, BenchRun, Contender, Kind, LockerContender, Role, RoundTrip, Suite};
+use lockcheck_conformance::mutants::redis::PortedRedisLocker;
+use lockcheck_conformance::services::Service;
+use lockcheck_conformance::services::redis::{RedisOptions, spec, url};
+use lockcheck_impls::Locker;
+use lockcheck_impls::redis::RedisLocker;
+
+const UNCONTENDED_TARGET: f64 = 2.5;
+const HAND_OFF_TARGET: f64 = 4.0;
+const FLATNESS_TARGET: f64 = 1.5;
+const PEER_SPEEDUP_TARGET: f64 = 10.0;
+/// Queue lengths: our locker at all three; the polling peers at 1 and 8 (at 64 a polling
+/// peer drains its queue at up to 500 ms per waiter per sample: minutes, and the 8-waiter
+/// figure already decides the target).
+const WAITERS: [usize; 3] = [1, 8, 64];
+const PEER_WAITERS: [usize; 2] = [1, 8];
+
+/// Redis `PING` on its own connection: the floor.
+struct Ping(RedisLocker);
+
+impl RoundTrip for Ping {
+    fn name(&self) -> String {
+        "redis PING".to_owned()
+    }
+
+    async fn round_trip(&self) -> Result<(), BenchError> {
+        Ok(self.0.ping().await?)
+    }
+}
+
+/// `rslock` as a contender: one `LockManager` (connection) per client; `lock` is its own
+/// blocking `acquire_no_guard` loop, `try_lock` a single attempt.
+struct Rslock {
+    blocking: Vec<rslock::LockManager>,
+    single_try: Vec<rslock::LockManager>,
+    key: String,
+}
+
+impl Rslock {
+    fn new(url: &str, clients: usize) -> Self {
+        let single_try = (0..clients)
+            .map(|_| {
+                let mut manager = rslock::LockManager::new(vec![url.to_owned()]);
+                manager.set_retry(1, std::time::Duration::from_millis(1));
+                manager
+            })
+            .collect();
+        let blocking = (0..clients).map(|_| rslock::LockManager::new(vec![url.to_owned()])).collect();
+        Rslock { blocking, single_try, key: format!("lockcheck-bench/rslock/{}", std::process::id()) }
+    }
+}
+
+fn rslock_error(error: rslock::LockError) -> BenchError {
+    BenchError::TaskFailed(format!("rslock: {error}"))
+}
+
+impl Contender for Rslock {
+    type Held = (usize, rslock::Lock);
+
+    fn name(&self) -> String {
+        "rslock 0.10".to_owned()
+    }
+
+    fn keys(&self) -> usize {
+        1
+    }
+
+    async fn try_lock(&self, client: usize, _key: usize) -> Result<Option<Self::Held>, BenchError> {
+        let manager = &self.single_try[client % self.single_try.len()];
+        match manager.lock(self.key.as_str(), BENCH_TTL).await {
+            Ok(lock) => Ok(Some((client, lock))),
+            Err(rslock::LockError::Unavailable) => Ok(None),
+            Err(error) => Err(rslock_error(error)),
+        }
+    }
+
+    async fn lock(&self, client: usize, _key: usize) -> Result<Self::Held, BenchError> {
+        let manager = &self.blocking[client % self.blocking.len()];
+        manager.acquire_no_guard(self.key.as_str(), BENCH_TTL).await.map(|lock| (client, lock)).map_err(rslock_error)
+    }
+
+    async fn unlock(&self, (client, lock): Self::Held) -> Result<(), BenchError> {
+        self.blocking[client % self.blocking.len()].unlock(&lock).await;
+        Ok(())
+    }
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut suite = Suite::new("redis")?;
+    let mut c = suite.criterion();
+    let server: Service = suite.block_on(Service::start(&spec(&RedisOptions::default())))?;
+    println!("redis server: {} at {}", server.runtime(), server.address());
+    suite.add_version("redis-server", "7 (Debian's redis-server 7.0.x unless LOCKCHECK_REDIS_IMAGE says otherwise)");
+    let clients = WAITERS.iter().max().copied().unwrap_or(1) + 1;
+    // Ours and the floor on database 1; the Go port on database 2, where its hard-coded
+    // database-0 subscription hears nothing, as on a default server: it polls.
+    let (ping, ours, go) = suite.block_on(async {
+        let ping = Ping(RedisLocker::connect(&url(&server, 1)).await?);
+        let mut ours: Vec<Arc<dyn Locker>> = Vec::new();
+        let mut go: Vec<Arc<dyn Locker>> = Vec::new();
+        for _ in 0..clients {
+            ours.push(Arc::new(RedisLocker::connect(&url(&server, 1)).await?));
+        }
+        for _ in 0..=PEER_WAITERS.iter().max().copied().unwrap_or(1) {
+            go.push(Arc::new(PortedRedisLocker::go_original(&url(&server, 2)).await?));
+        }
+        Ok::<_, lockcheck_impls::LockError>((ping, ours, go))
+    })?;
+    let ping = Arc::new(ping);
+    let ours = Arc::new(LockerContender::per_client(ours, 1).named("lockcheck RedisLocker"));
+    let go = Arc::new(LockerContender::per_client(go, 1).named("Go original (5→500 ms backoff)"));
+    let rslock = Arc::new(Rslock::new(&url(&server, 3), PEER_WAITERS.iter().max().copied().unwrap_or(1) + 1));
+
+    suite.round_trip(&mut c, &ping);
+    suite.uncontended(&mut c, Role::Subject, &ours);
+    suite.uncontended(&mut c, Role::Peer, &go);
+    suite.uncontended(&mut c, Role::Peer, &rslock);
+    suite.hand_off(&mut c, Role::Subject, &ours, &WAITERS);
+    suite.hand_off(&mut c, Role::Peer, &go, &PEER_WAITERS);
+    suite.hand_off(&mut c, Role::Peer, &rslock, &PEER_WAITERS);
+
+    let verdicts = targets(suite.run());
+    suite.finish()?;
+    println!("{verdicts}");
+    c.final_summary();
+    drop(server);
+    Ok(())
+}
+
+/// Issue 5's targets against this run's figures.
+fn targets(run: &BenchRun) -> String {
+    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+    let p50 = |name: &str, kind: Kind| {
+        run.measurements.iter().find(|m| m.subject.starts_with(name) && m.kind == kind).map(|m| m.latency.p50_ns)
+    };
+    let Some(floor) = p50("redis PING", Kind::RoundTrip) else { return "no PING floor measured".to_owned() };
+    let mut lines = vec![format!("issue 5 targets (p50, this run; PING = {:.1} µs):", floor / 1e3)];
+    if let Some(ours) = p50("lockcheck", Kind::Uncontended) {
+        let ratio = ours / floor;
+        lines.push(format!(
+            "  uncontended acquire+release: {:.1} µs = {ratio:.2}x PING (target <= {UNCONTENDED_TARGET}x) {}",
+            ours / 1e3,
+            verdict(ratio <= UNCONTENDED_TARGET)
+        ));
+    }
+    for waiters in WAITERS {
+        let kind = Kind::HandOff { waiters };
+        if let Some(ours) = p50("lockcheck", kind) {
+            let ratio = ours / floor;
+            lines.push(format!(
+                "  hand-off, {waiters:>2} waiters: {:.1} µs = {ratio:.2}x PING (target <= {HAND_OFF_TARGET}x) {}",
+                ours / 1e3,
+                verdict(ratio <= HAND_OFF_TARGET)
+            ));
+        }
+    }
+    if let (Some(one), Some(many)) =
+        (p50("lockcheck", Kind::HandOff { waiters: 1 }), p50("lockcheck", Kind::HandOff { waiters: 64 }))
+    {
+        let growth = many / one;
+        lines.push(format!(
+            "  flat in waiters: p50 at 64 / p50 at 1 = {growth:.2} (target <= {FLATNESS_TARGET}) {}",
+            verdict(growth <= FLATNESS_TARGET)
+        ));
+    }
+    if let Some(ours) = p50("lockcheck", Kind::HandOff { waiters: 8 }) {
+        for peer in ["Go original", "rslock"] {
+            if let Some(theirs) = p50(peer, Kind::HandOff { waiters: 8 }) {
+                let speedup = theirs / ours;
+                lines.push(format!(
+                    "  hand-off at 8 waiters vs {peer}: {:.1} ms vs {:.3} ms = {speedup:.0}x faster (target >= {PEER_SPEEDUP_TARGET}x) {}",
+                    theirs / 1e6,
+                    ours / 1e6,
+                    verdict(speedup >= PEER_SPEEDUP_TARGET)
+                ));
+            }
+        }
+    }
+    lines.join("\n")
+}
