@@ -32,12 +32,12 @@ fn pin(name: &str, unique_states: usize) {
 
 #[test]
 fn redis_single_token_checked_release_is_correct() {
-    pin("redis-single", 735);
+    pin("redis-single", 641);
 }
 
 #[test]
 fn redis_unconditional_del_releases_someone_elses_lock() {
-    pin("redis-del", 783);
+    pin("redis-del", 689);
 }
 
 #[test]
@@ -47,12 +47,12 @@ fn expiry_only_in_the_holder_keeps_a_crashed_holders_lock_forever() {
 
 #[test]
 fn kv_watch_before_the_try_is_correct() {
-    pin("kv-watch-before", 888);
+    pin("kv-watch-before", 758);
 }
 
 #[test]
 fn kv_watch_after_the_try_loses_a_wake_up() {
-    pin("kv-watch-after", 845);
+    pin("kv-watch-after", 743);
 }
 
 #[test]
@@ -62,7 +62,7 @@ fn lockers_syncing_over_a_bus_grant_twice() {
 
 #[test]
 fn dflockd_fifo_lease_server_is_correct() {
-    pin("dflockd", 1753);
+    pin("dflockd", 1479);
 }
 
 #[test]

@@ -121,7 +121,11 @@ impl Algorithm for Dflockd {
         Server::default()
     }
 
-    fn server_msg(&self, _: &Setup, _: Id, server: &mut Server, src: Id, msg: Msg, out: &mut Outbox<Self>) {
+    fn server_msg(&self, setup: &Setup, _: Id, server: &mut Server, src: Id, msg: Msg, out: &mut Outbox<Self>) {
+        // Nothing more arrives on a connection the server has seen drop.
+        if setup.client_ix(src).is_some_and(|c| server.dropped.contains(&(c as u8))) {
+            return;
+        }
         match msg {
             Msg::Enqueue(key, token) => {
                 let queue = server.keys.entry(key).or_default();

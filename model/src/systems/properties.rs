@@ -223,7 +223,8 @@ fn fifo<A: Algorithm>(model: &LockModel<A>, state: &LockState<A>) -> bool {
 /// The runs a configuration contains. Outside them: a fault the configuration does not
 /// explore (a crash of an actor that may not crash, a second restart, a restarted client
 /// process), a server noticing a dropped connection of a client that is still running,
-/// and, without pauses, a server TTL ending a lease its live holder still believes in.
+/// and, without pauses, a server TTL ending a lease its live holder still believes in or
+/// has yet to receive (a grant that arrives after its lease ran out is a pause too).
 fn within_timing_assumptions<A: Algorithm>(cx: &Context<A>, state: &LockState<A>) -> bool {
     let setup = &cx.setup;
     let alg = &cx.algorithm;
@@ -268,7 +269,7 @@ fn within_timing_assumptions<A: Algorithm>(cx: &Context<A>, state: &LockState<A>
                 return false;
             }
             if !setup.faults.pauses
-                && matches!(client.phase, Phase::Holding(_))
+                && matches!(client.phase, Phase::Holding(_) | Phase::Acquiring)
                 && alg.lease_expired(server, client.token)
             {
                 return false;
