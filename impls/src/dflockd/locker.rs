@@ -136,10 +136,9 @@ impl Drop for PendingAcquire {
             let mut fields = reply.split(' ');
             if let (Some("ok"), Some(token), Some(_), None) =
                 (fields.next(), fields.next(), fields.next(), fields.next())
+                && let Ok(mut conn) = open(&addr, &connect, auth.as_deref()).await
             {
-                if let Ok(mut conn) = open(&addr, &connect, auth.as_deref()).await {
-                    let _ = commands::release_ns(&mut conn, ns, &key, token).await;
-                }
+                let _ = commands::release_ns(&mut conn, ns, &key, token).await;
             }
         });
     }

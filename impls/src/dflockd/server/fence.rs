@@ -34,10 +34,10 @@ impl FenceCounter {
     pub(crate) fn new(state_file: Option<PathBuf>) -> Result<Self, FenceStateError> {
         let clock = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
         let mut next = clock.max(1);
-        if let Some(path) = &state_file {
-            if let Some(stored) = read_ceiling(path)? {
-                next = next.max(stored.saturating_add(1));
-            }
+        if let Some(path) = &state_file
+            && let Some(stored) = read_ceiling(path)?
+        {
+            next = next.max(stored.saturating_add(1));
         }
         let mut counter = FenceCounter { next, ceiling: next, state_file };
         counter.reserve()?;
