@@ -7,8 +7,9 @@
 
 use lockcheck_model::systems::{self, CheckOptions, Options, Verdict};
 
-/// Checks one system and asserts its verdicts and its pinned unique state count.
-fn pin(name: &str, unique_states: usize) {
+/// Checks one system and asserts its verdicts and, where given, its pinned unique state
+/// count (the ignored large models are not pinned yet: their counts were not measured).
+fn pin(name: &str, unique_states: Option<usize>) {
     let system = systems::find(name).unwrap_or_else(|| panic!("{name} is not registered"));
     let outcome = system.check(&Options { clients: 2, keys: 1 }, &CheckOptions::default(), &mut |_| {});
     assert!(outcome.complete, "{name}: the exhaustive search did not finish: {outcome:#?}");
@@ -27,77 +28,79 @@ fn pin(name: &str, unique_states: usize) {
         assert!(outcome.verdict(expected).is_some(), "{name}: expected property \"{expected}\" is not checked");
     }
     assert_eq!(system.correct, system.expected.is_empty(), "{name}: a correct system expects no violation");
-    assert_eq!(outcome.unique_states, unique_states, "{name}: the state space changed");
+    if let Some(unique_states) = unique_states {
+        assert_eq!(outcome.unique_states, unique_states, "{name}: the state space changed");
+    }
 }
 
 #[test]
 fn redis_single_token_checked_release_is_correct() {
-    pin("redis-single", 641);
+    pin("redis-single", Some(641));
 }
 
 #[test]
 fn redis_unconditional_del_releases_someone_elses_lock() {
-    pin("redis-del", 689);
+    pin("redis-del", Some(689));
 }
 
 #[test]
 fn expiry_only_in_the_holder_keeps_a_crashed_holders_lock_forever() {
-    pin("holder-timer", 201);
+    pin("holder-timer", Some(201));
 }
 
 #[test]
 fn kv_watch_before_the_try_is_correct() {
-    pin("kv-watch-before", 758);
+    pin("kv-watch-before", Some(758));
 }
 
 #[test]
 fn kv_watch_after_the_try_loses_a_wake_up() {
-    pin("kv-watch-after", 743);
+    pin("kv-watch-after", Some(743));
 }
 
 #[test]
 fn lockers_syncing_over_a_bus_grant_twice() {
-    pin("bus", 566);
+    pin("bus", Some(566));
 }
 
 #[test]
 fn dflockd_fifo_lease_server_is_correct() {
-    pin("dflockd", 1479);
+    pin("dflockd", Some(1479));
 }
 
 #[test]
 fn redlock_without_faults_is_correct() {
-    pin("redlock", 104232);
+    pin("redlock", Some(104232));
 }
 
 #[test]
 #[ignore = "large: minutes in a debug build"]
 fn all_instances_in_order_survives_one_restart() {
-    pin("multi-all", 0);
+    pin("multi-all", None);
 }
 
 #[test]
 #[ignore = "large: minutes in a debug build"]
 fn redlock_instance_restart_grants_twice() {
-    pin("redlock-restart", 0);
+    pin("redlock-restart", None);
 }
 
 #[test]
 #[ignore = "large: minutes in a debug build"]
 fn redlock_restart_repeats_fencing_tokens() {
-    pin("redlock-restart-fenced", 0);
+    pin("redlock-restart-fenced", None);
 }
 
 #[test]
 #[ignore = "large: minutes in a debug build"]
 fn redlock_pause_breaks_exclusion_without_fencing() {
-    pin("redlock-pause", 0);
+    pin("redlock-pause", None);
 }
 
 #[test]
 #[ignore = "large: minutes in a debug build"]
 fn redlock_pause_is_stopped_by_a_fenced_resource() {
-    pin("redlock-pause-fenced", 0);
+    pin("redlock-pause-fenced", None);
 }
 
 #[test]
