@@ -275,9 +275,16 @@ async fn no_lost_wakeup(ctx: &mut Ctx<'_>) -> Result<Notes, Stop> {
             let (b, request) = (b.clone(), request.clone());
             tokio::spawn(async move { (b.acquire(&request, wait).await, Instant::now()) })
         };
-        // Release right away, racing the waiter's subscription; vary the race a little.
-        for _ in 0..rng.random_range(0..3) {
-            tokio::task::yield_now().await;
+        // Release racing the waiter's subscription. Where the race window lies depends on the
+        // backend (a subscription's round trip), so spread the release over the first
+        // milliseconds: half the iterations release within a few scheduler turns, half after
+        // 1–2 ms, so a window of either size is hit in many iterations, not by luck.
+        if iteration % 2 == 0 {
+            for _ in 0..rng.random_range(0..3) {
+                tokio::task::yield_now().await;
+            }
+        } else {
+            tokio::time::sleep(Duration::from_micros(rng.random_range(500..2500))).await;
         }
         a.release(&held).await?;
         let released = Instant::now();
