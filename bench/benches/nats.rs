@@ -91,12 +91,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     suite.uncontended(&mut c, Role::Peer, &go);
     for waiters in WAITERS {
         suite.hand_off(&mut c, Role::Subject, &ours, &[waiters]);
-        // With a single waiter the Go strategy's lost wake-up (a release between its failed
-        // try and its watch) has nobody to rescue it: the waiter sleeps until the benchmark's
-        // wait bound and the run fails. With more waiters another one takes the key.
-        if waiters > 1 {
-            suite.hand_off(&mut c, Role::Peer, &go, &[waiters]);
-        }
+        // The Go strategy's hand-off is not measured: its lost wake-up (a release between its
+        // failed try and its updates-only watch) stranded its waiters until the benchmark's
+        // 60 s wait bound at 1 and at 8 waiters in this harness (observed 2026-11-24), so a
+        // run would only measure the bound. The conformance mutant shows the same flaw.
     }
 
     let verdicts = targets(suite.run());
