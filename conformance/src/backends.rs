@@ -60,6 +60,8 @@ pub fn known_schemes() -> Vec<&'static str> {
 pub fn default_urls() -> Vec<&'static str> {
     #[allow(unused_mut)]
     let mut urls = vec!["memory"];
+    #[cfg(feature = "dflockd")]
+    urls.push("dflockd-embedded");
     urls
 }
 
