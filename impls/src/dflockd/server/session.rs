@@ -289,7 +289,17 @@ impl<S: AsyncRead + AsyncWrite + Send> Session<S> {
             let rd = &mut self.rd;
             let draining = &mut self.draining;
             let outcome = tokio::select! {
-                granted = &mut *rx => return Ok(granted.ok()),
+                granted = &mut *rx => {
+                    // A slot freed by the drain itself (a holder told to go) is not handed to
+                    // a waiter the drain is also telling to go: give it back, answer the drain.
+                    if *draining.borrow() {
+                        if let Ok(grant) = &granted {
+                            self.shared.table.release(id, &grant.token);
+                        }
+                        return Err(End::Reply(Status::ErrorDraining));
+                    }
+                    return Ok(granted.ok());
+                }
                 () = sleep_until(deadline) => None,
                 read = rd.fill_buf(), if watch_peer => match read {
                     Ok(chunk) if !chunk.is_empty() => { watch_peer = false; continue; }
