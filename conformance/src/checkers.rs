@@ -19,7 +19,7 @@ use std::fmt;
 use std::time::Duration;
 
 use lockcheck_impls::Capabilities;
-use lockcheck_model::spec::Property;
+use lockcheck_model::spec::{LockSpec, Property};
 
 use crate::backend::Timing;
 use crate::history::{History, Operation};
@@ -36,7 +36,8 @@ pub fn check_all(
 ) -> Vec<(Property, Verdict)> {
     let tolerance = scales.tolerance.as_micros() as u64;
     let mut verdicts = Vec::new();
-    let linearizable = linearizability::check_history(history, tolerance, budget);
+    let initial = LockSpec::with_tolerance(tolerance).with_fencing_claimed(capabilities.fencing);
+    let linearizable = linearizability::check_history_against(history, &initial, budget);
     let linearizable_property = linearizable.counterexample().map_or(Property::MutualExclusion, |c| c.property);
     verdicts.push((linearizable_property, linearizable));
     verdicts.push((Property::MutualExclusion, exclusion::check(history, tolerance)));

@@ -201,6 +201,9 @@ pub struct LockSpec {
     now: Micros,
     last_fence: Option<u64>,
     holders: Vec<Holder>,
+    /// Whether grants must carry strictly increasing fencing tokens (P3). A backend that does
+    /// not claim fencing (random tokens) is checked for everything else.
+    fencing_claimed: bool,
 }
 
 impl Default for LockSpec {
@@ -213,7 +216,18 @@ impl Default for LockSpec {
 impl LockSpec {
     /// A free key; operations within `tolerance` µs of a lease boundary may see either outcome.
     pub fn with_tolerance(tolerance: Micros) -> Self {
-        LockSpec { tolerance, now: 0, last_fence: None, holders: Vec::new() }
+        LockSpec { tolerance, now: 0, last_fence: None, holders: Vec::new(), fencing_claimed: true }
+    }
+
+    /// The same spec with fencing (P3) checked or not: a backend that does not claim fencing
+    /// may grant any tokens.
+    pub fn with_fencing_claimed(mut self, claimed: bool) -> Self {
+        self.fencing_claimed = claimed;
+        self
+    }
+
+    fn fence_goes_backwards(&self, fence: u64) -> bool {
+        self.fencing_claimed && self.last_fence.is_some_and(|last| fence <= last)
     }
 
     /// The tolerance near lease boundaries, in µs.
@@ -281,7 +295,7 @@ impl LockSpec {
         let (from, to) = self.enter(op.window());
         match (op, ret) {
             (LockOp::Acquire { lease, ttl, limit, .. }, LockRet::Granted { fence }) => {
-                if self.last_fence.is_some_and(|last| *fence <= last) || self.position(*lease).is_some() {
+                if self.fence_goes_backwards(*fence) || self.position(*lease).is_some() {
                     return false;
                 }
                 let limit = *limit as usize;
@@ -367,7 +381,7 @@ impl LockSpec {
         }
         Some(match (op, ret) {
             (LockOp::Acquire { lease, .. }, LockRet::Granted { fence }) => {
-                if self.last_fence.is_some_and(|last| *fence <= last) || self.position(*lease).is_some() {
+                if self.fence_goes_backwards(*fence) || self.position(*lease).is_some() {
                     Property::Fencing
                 } else {
                     Property::MutualExclusion
@@ -551,6 +565,15 @@ mod tests {
         assert!(spec.step(&LockOp::Release { lease: LeaseId(1), at: Window::at(2) }, Some(&LockRet::Released(true))));
         let stale = LockRet::Granted { fence: 7 };
         assert_eq!(spec.violated_by(&acquire(2, 3, 4), &stale), Some(Property::Fencing));
+    }
+
+    #[test]
+    fn unclaimed_fencing_accepts_any_token_but_not_a_double_grant() {
+        let mut spec = LockSpec::with_tolerance(0).with_fencing_claimed(false);
+        assert!(spec.step(&acquire(1, 0, 1), Some(&LockRet::Granted { fence: 7 })));
+        assert!(spec.step(&LockOp::Release { lease: LeaseId(1), at: Window::at(2) }, Some(&LockRet::Released(true))));
+        assert!(spec.step(&acquire(2, 3, 4), Some(&LockRet::Granted { fence: 3 })), "a smaller token is fine");
+        assert!(!spec.clone().step(&acquire(3, 5, 6), Some(&LockRet::Granted { fence: 9 })), "still held by lease 2");
     }
 
     #[test]

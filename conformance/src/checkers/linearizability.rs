@@ -195,18 +195,24 @@ fn entries_of(ops: &[Operation]) -> Vec<Entry<LockOp, LockRet>> {
         .collect()
 }
 
-fn search_ops(ops: &[Operation], tolerance: Micros, deadline: Instant) -> Search {
-    search(&LockSpec::with_tolerance(tolerance), &entries_of(ops), deadline)
+fn search_ops(ops: &[Operation], initial: &LockSpec, deadline: Instant) -> Search {
+    search(initial, &entries_of(ops), deadline)
 }
 
 /// Checks every key of `history` against [`LockSpec`] with `tolerance` µs near lease
 /// boundaries; `budget` bounds the whole check including shrinking.
 pub fn check_history(history: &History, tolerance: Micros, budget: Duration) -> Verdict {
+    check_history_against(history, &LockSpec::with_tolerance(tolerance), budget)
+}
+
+/// [`check_history`] against `initial`, the spec of a free key (its tolerance, and whether
+/// fencing is claimed).
+pub fn check_history_against(history: &History, initial: &LockSpec, budget: Duration) -> Verdict {
     let deadline = Instant::now() + budget;
     let mut verdict = Verdict::Valid;
     for (key, ops) in history.by_key() {
         let ops: Vec<Operation> = ops.into_iter().cloned().collect();
-        match search_ops(&ops, tolerance, deadline) {
+        match search_ops(&ops, initial, deadline) {
             Search::Linearizable => {}
             Search::OutOfBudget => {
                 verdict = verdict.and(Verdict::unknown(format!(
@@ -216,8 +222,8 @@ pub fn check_history(history: &History, tolerance: Micros, budget: Duration) -> 
             }
             Search::NotLinearizable => {
                 // Shrinking gets its own budget: a counterexample is worth waiting a little for.
-                let minimal = shrink(ops, tolerance, Instant::now() + budget.max(Duration::from_secs(1)));
-                let (property, summary) = explain(&minimal, tolerance);
+                let minimal = shrink(ops, initial, Instant::now() + budget.max(Duration::from_secs(1)));
+                let (property, summary) = explain(&minimal, initial);
                 return Verdict::invalid(Counterexample::new(property, summary, minimal));
             }
         }
@@ -227,8 +233,8 @@ pub fn check_history(history: &History, tolerance: Micros, budget: Duration) -> 
 
 /// Shrinks a non-linearizable history of one key, keeping it non-linearizable (see the
 /// module docs for why these removals are sound).
-pub fn shrink(mut ops: Vec<Operation>, tolerance: Micros, deadline: Instant) -> Vec<Operation> {
-    let invalid = |ops: &[Operation]| search_ops(ops, tolerance, deadline) == Search::NotLinearizable;
+pub fn shrink(mut ops: Vec<Operation>, initial: &LockSpec, deadline: Instant) -> Vec<Operation> {
+    let invalid = |ops: &[Operation]| search_ops(ops, initial, deadline) == Search::NotLinearizable;
     // 1. The shortest invalid prefix by invocation order.
     ops.sort_by_key(|op| op.invoked);
     let (mut low, mut high) = (1, ops.len());
@@ -306,8 +312,8 @@ fn prefix(ops: &[Operation], n: usize) -> Vec<Operation> {
 
 /// Which property a minimal non-linearizable history breaks, and a sentence saying how:
 /// replayed in invocation order (which respects real time), the first step the spec refuses.
-fn explain(ops: &[Operation], tolerance: Micros) -> (Property, String) {
-    let mut spec = LockSpec::with_tolerance(tolerance);
+fn explain(ops: &[Operation], initial: &LockSpec) -> (Property, String) {
+    let mut spec = initial.clone();
     for (number, op) in ops.iter().enumerate() {
         let Some((spec_op, ret)) = op.to_spec() else { continue };
         if let Some(ret) = &ret {
