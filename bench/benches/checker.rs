@@ -90,7 +90,7 @@ fn simulate(clients: usize, ops: usize, keys: usize, double_grant: bool, seed: u
                             fence[key] += 1;
                             holder[key] = Some(lease);
                             holding[client] = Some((op.key.clone(), lease));
-                            Outcome::Granted { fence: fence[key], acquired_at: at }
+                            Outcome::Granted { fence: fence[key], acquired_at: at, ttl: None }
                         } else {
                             Outcome::NotGranted
                         }
@@ -103,7 +103,7 @@ fn simulate(clients: usize, ops: usize, keys: usize, double_grant: bool, seed: u
                         holding[client] = None;
                         Outcome::Released { held }
                     }
-                    Call::Refresh { lease, .. } => Outcome::Refreshed { held: holder[key] == Some(lease) },
+                    Call::Refresh { lease, .. } => Outcome::Refreshed { held: holder[key] == Some(lease), ttl: None },
                     _ => unreachable!("the simulation does not ask remaining TTLs"),
                 };
                 let returned = at + rng.random_range(1..20);

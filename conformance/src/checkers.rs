@@ -36,8 +36,11 @@ pub fn check_all(
 ) -> Vec<(Property, Verdict)> {
     let tolerance = scales.tolerance.as_micros() as u64;
     let mut verdicts = Vec::new();
-    let initial = LockSpec::with_tolerance(tolerance).with_fencing_claimed(capabilities.fencing);
-    let linearizable = linearizability::check_history_against(history, &initial, budget);
+    let reference = linearizability::Reference {
+        initial: LockSpec::with_tolerance(tolerance).with_fencing_claimed(capabilities.fencing),
+        cancel_cleanup: scales.prompt.as_micros() as u64,
+    };
+    let linearizable = linearizability::check_history_against(history, &reference, budget);
     let linearizable_property = linearizable.counterexample().map_or(Property::MutualExclusion, |c| c.property);
     verdicts.push((linearizable_property, linearizable));
     verdicts.push((Property::MutualExclusion, exclusion::check(history, tolerance)));

@@ -2,8 +2,9 @@
 //! returned and what came back.
 //!
 //! An outcome is *ok* (granted, refused, released…), *failed* (the operation definitely did
-//! not happen: invalid input, backend unreachable, or an acquire that was cancelled — the
-//! cancel-safety contract says a cancelled acquire holds nothing) or *indeterminate* (a timeout
+//! not happen: invalid input, backend unreachable), *cancelled* (an acquire whose future was
+//! dropped: it may have been granted while its request was in flight, but the cancel-safety
+//! contract says its clean-up gives the grant back promptly) or *indeterminate* (a timeout
 //! or a dropped connection: it may or may not have happened). Checkers treat indeterminate
 //! operations as possibly taking effect at any time after their invocation, as Jepsen does.
 //!
@@ -94,6 +95,10 @@ pub enum Outcome {
         fence: u64,
         /// The lease's `acquired_at` on the recorder's clock.
         acquired_at: Micros,
+        /// The granted lease's duration (µs) where the backend changed the one asked for
+        /// (dflockd and NATS round up to whole seconds); `None`: as asked.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ttl: Option<Micros>,
     },
     /// `try_acquire` found the key at its limit.
     NotGranted,
@@ -108,6 +113,10 @@ pub enum Outcome {
     Refreshed {
         /// Whether it was still held.
         held: bool,
+        /// The renewed lease's duration (µs) where the backend changed the one asked for;
+        /// `None`: as asked.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ttl: Option<Micros>,
     },
     /// `remaining_ttl` answered (µs), `None` if the lease is no longer held.
     Remaining {
@@ -119,7 +128,8 @@ pub enum Outcome {
         /// The error.
         error: String,
     },
-    /// An acquire was cancelled (its future dropped): by contract nothing is held.
+    /// An acquire was cancelled (its future dropped) at the return instant: by contract its
+    /// clean-up leaves nothing held soon after.
     Cancelled,
     /// The operation may or may not have taken effect.
     Indeterminate {
@@ -156,8 +166,28 @@ pub struct Operation {
 
 impl Operation {
     /// The operation as the spec sees it: `None` when it definitely did not take effect;
-    /// a `None` return means the outcome is unknown.
+    /// a `None` return means the outcome is unknown. A cancelled acquire gives `None` here:
+    /// the linearizability checker models it with its clean-up
+    /// ([`Reference`](crate::checkers::linearizability::Reference)).
     pub fn to_spec(&self) -> Option<(LockOp, Option<LockRet>)> {
+        self.spec_op()
+    }
+
+    /// The lease duration (µs) an acquire or refresh asked for, or the one granted where the
+    /// backend changed it (a whole-seconds backend rounds up). `None` for other calls.
+    pub fn lease_ttl(&self) -> Option<Micros> {
+        let granted = match &self.outcome {
+            Outcome::Granted { ttl, .. } | Outcome::Refreshed { ttl, .. } => *ttl,
+            _ => None,
+        };
+        let asked = match &self.call {
+            Call::TryAcquire { ttl, .. } | Call::Acquire { ttl, .. } | Call::Refresh { ttl, .. } => Some(*ttl),
+            Call::Release { .. } | Call::RemainingTtl { .. } => None,
+        };
+        granted.or(asked)
+    }
+
+    fn spec_op(&self) -> Option<(LockOp, Option<LockRet>)> {
         let ret = match &self.outcome {
             Outcome::Failed { .. } => return None,
             Outcome::Cancelled if self.call.is_acquire() => return None,
@@ -165,7 +195,7 @@ impl Operation {
             Outcome::Granted { fence, .. } => Some(LockRet::Granted { fence: *fence }),
             Outcome::NotGranted | Outcome::TimedOut => Some(LockRet::NotGranted),
             Outcome::Released { held } => Some(LockRet::Released(*held)),
-            Outcome::Refreshed { held } => Some(LockRet::Refreshed(*held)),
+            Outcome::Refreshed { held, .. } => Some(LockRet::Refreshed(*held)),
             Outcome::Remaining { left } => Some(LockRet::Remaining(*left)),
         };
         let to = match (&ret, self.returned) {
@@ -174,11 +204,13 @@ impl Operation {
         };
         let at = Window::new(self.invoked, to);
         let op = match &self.call {
-            Call::TryAcquire { lease, ttl, limit } | Call::Acquire { lease, ttl, limit, .. } => {
-                LockOp::Acquire { lease: *lease, ttl: *ttl, limit: *limit, at }
+            Call::TryAcquire { lease, limit, .. } | Call::Acquire { lease, limit, .. } => {
+                LockOp::Acquire { lease: *lease, ttl: self.lease_ttl().unwrap_or_default(), limit: *limit, at }
             }
             Call::Release { lease } => LockOp::Release { lease: *lease, at },
-            Call::Refresh { lease, ttl } => LockOp::Refresh { lease: *lease, ttl: *ttl, at },
+            Call::Refresh { lease, .. } => {
+                LockOp::Refresh { lease: *lease, ttl: self.lease_ttl().unwrap_or_default(), at }
+            }
             Call::RemainingTtl { lease } => LockOp::Remaining { lease: *lease, at },
         };
         Some((op, ret))
@@ -212,11 +244,14 @@ impl fmt::Display for Operation {
         let returned = self.returned.map_or_else(|| "…".to_owned(), ms);
         let outcome = match &self.outcome {
             Outcome::Pending => "no return".to_owned(),
-            Outcome::Granted { fence, .. } => format!("granted, fence {fence}"),
+            Outcome::Granted { fence, ttl: None, .. } => format!("granted, fence {fence}"),
+            Outcome::Granted { fence, ttl: Some(ttl), .. } => format!("granted, fence {fence}, lease {}", ms(*ttl)),
             Outcome::NotGranted => "not granted".to_owned(),
             Outcome::TimedOut => "timed out".to_owned(),
             Outcome::Released { held } => format!("released: {}", if *held { "was held" } else { "was not held" }),
-            Outcome::Refreshed { held } => format!("refreshed: {}", if *held { "was held" } else { "was not held" }),
+            Outcome::Refreshed { held: false, .. } => "refreshed: was not held".to_owned(),
+            Outcome::Refreshed { held: true, ttl: None } => "refreshed: was held".to_owned(),
+            Outcome::Refreshed { held: true, ttl: Some(ttl) } => format!("refreshed: was held, lease {}", ms(*ttl)),
             Outcome::Remaining { left: Some(left) } => format!("{} left", ms(*left)),
             Outcome::Remaining { left: None } => "not held".to_owned(),
             Outcome::Failed { error } => format!("failed: {error}"),
@@ -413,9 +448,11 @@ impl RecordingLocker {
         &self.recorder
     }
 
-    fn granted(&self, log: &mut Log, lease: &Lease, id: LeaseId) -> Outcome {
+    /// A grant of `request` as lease `id`; its duration is recorded where the backend changed it.
+    fn granted(&self, log: &mut Log, request: &LeaseRequest, lease: &Lease, id: LeaseId) -> Outcome {
         log.leases.insert(lease.owner().bits(), id);
-        Outcome::Granted { fence: lease.fence().0, acquired_at: self.recorder.at(lease.acquired_at()) }
+        let ttl = (lease.ttl() != request.ttl()).then(|| micros(lease.ttl()));
+        Outcome::Granted { fence: lease.fence().0, acquired_at: self.recorder.at(lease.acquired_at()), ttl }
     }
 }
 
@@ -437,7 +474,7 @@ impl Locker for RecordingLocker {
         });
         let result = self.inner.try_acquire(request).await;
         match &result {
-            Ok(Some(lease)) => flight.finish(|log| self.granted(log, lease, id)),
+            Ok(Some(lease)) => flight.finish(|log| self.granted(log, request, lease, id)),
             Ok(None) => flight.finish(|_| Outcome::NotGranted),
             Err(error) => flight.finish_err(error),
         }
@@ -452,7 +489,7 @@ impl Locker for RecordingLocker {
         });
         let result = self.inner.acquire(request, wait).await;
         match &result {
-            Ok(lease) => flight.finish(|log| self.granted(log, lease, id)),
+            Ok(lease) => flight.finish(|log| self.granted(log, request, lease, id)),
             Err(error) => flight.finish_err(error),
         }
         result
@@ -474,7 +511,10 @@ impl Locker for RecordingLocker {
             .invoke(self.client, lease.key(), |log| Call::Refresh { lease: log.lease_of(lease), ttl: micros(ttl) });
         let result = self.inner.refresh(lease, ttl).await;
         match &result {
-            Ok(renewed) => flight.finish(|_| Outcome::Refreshed { held: renewed.is_some() }),
+            Ok(renewed) => flight.finish(|_| Outcome::Refreshed {
+                held: renewed.is_some(),
+                ttl: renewed.as_ref().filter(|renewed| renewed.ttl() != ttl).map(|renewed| micros(renewed.ttl())),
+            }),
             Err(error) => flight.finish_err(error),
         }
         result

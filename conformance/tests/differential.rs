@@ -53,6 +53,7 @@ fn random_history(rng: &mut StdRng) -> Vec<Entry<LockOp, LockRet>> {
                         LockOp::Remaining { .. } => {
                             LockRet::Remaining(rng.random_bool(0.6).then(|| rng.random_range(0..10)))
                         }
+                        LockOp::Withdraw { .. } => LockRet::Withdrawn,
                     }
                 });
                 in_flight[thread] = None;
@@ -61,13 +62,15 @@ fn random_history(rng: &mut StdRng) -> Vec<Entry<LockOp, LockRet>> {
                 remaining[thread] -= 1;
                 let at = Window::new(time, u64::MAX);
                 let lease = LeaseId(rng.random_range(1..next_lease.max(2)));
-                let op = match rng.random_range(0..10) {
+                let op = match rng.random_range(0..11) {
                     0..=4 => {
                         next_lease += 1;
                         LockOp::Acquire { lease: LeaseId(next_lease - 1), ttl: rng.random_range(3..12), limit, at }
                     }
                     5..=6 => LockOp::Release { lease, at },
                     7..=8 => LockOp::Refresh { lease, ttl: rng.random_range(3..12), at },
+                    // A cancelled acquire's clean-up (whether or not its acquire was granted).
+                    9 => LockOp::Withdraw { lease, at },
                     _ => LockOp::Remaining { lease, at },
                 };
                 entries.push(Entry { op, ret: None, invoked: time, returned: None });
@@ -83,7 +86,8 @@ fn set_window(op: &mut LockOp, window: Window) {
         LockOp::Acquire { at, .. }
         | LockOp::Release { at, .. }
         | LockOp::Refresh { at, .. }
-        | LockOp::Remaining { at, .. } => *at = window,
+        | LockOp::Remaining { at, .. }
+        | LockOp::Withdraw { at, .. } => *at = window,
     }
 }
 

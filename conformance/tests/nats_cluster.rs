@@ -89,6 +89,13 @@ async fn killing_the_stream_leader_loses_no_lease_and_keeps_expiry() {
     cluster.node_mut(leader).kill().await.expect("kill the leader");
     let killed_at = Instant::now();
     assert_still_held(&survivors, &long, Duration::from_secs(20)).await;
+    // The survivors answer refusals before the stream has a new leader that can host a
+    // watch: the waiter below starts once the election is over.
+    let new_leader = cluster
+        .await_stream_settled("leader_killed", Some(leader), Duration::from_secs(30))
+        .await
+        .expect("the survivors elect a new stream leader");
+    println!("n{new_leader} leads the stream {:?} after the kill", killed_at.elapsed());
     // The short lease must still expire, now on the new leader's timers.
     let next = survivors.acquire(&LeaseRequest::lock("short", LONG), Duration::from_secs(20)).await.unwrap();
     assert!(Instant::now() >= short.expires_at(), "granted before the short lease ended");
@@ -158,6 +165,12 @@ async fn a_partitioned_leader_cannot_grant_and_the_majority_keeps_the_lease() {
 
     cluster.nodes()[leader].reconnect().await.expect("heal the partition");
     assert_still_held(&majority, &held, Duration::from_secs(20)).await;
+    // The holder's client may sit on the node that was cut off: its release is answered
+    // once that node has caught up with the leader.
+    cluster
+        .await_stream_settled("partition", None, Duration::from_secs(30))
+        .await
+        .expect("the healed node catches up");
     assert!(locker.release(&held).await.unwrap(), "the holder still owns its lease after healing");
     // `k2`: if the isolated attempt was stored after all (it cannot have been acknowledged),
     // it would be a lease nobody knows; it must be free or expire — here it must be free.

@@ -10,11 +10,7 @@ use lockcheck_impls::nats::BucketConfig;
 
 async fn suite(backend: &NatsBackend, runtime: &str) {
     println!("REAL NATS: conformance suite against {} ({runtime})", backend.name());
-    // The concurrent random workload is left out on networked backends until the open finding
-    // on cancelled acquires is settled (see conformance/tests/dflockd_suite.rs): it has been
-    // reported non-linearizable intermittently, on Redis all-instances and on dflockd.
-    let checks = lockcheck_conformance::CHECKS.iter().map(|check| check.name).filter(|name| *name != "random_workload");
-    let config = SuiteConfig::default().only(checks);
+    let config = SuiteConfig::default();
     let report = run_suite(backend, &config).await;
     println!("{report}");
     assert_eq!(report.status(), Status::Passed, "{report}");

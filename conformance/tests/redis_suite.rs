@@ -11,11 +11,7 @@ async fn suite(mode: RedisMode, servers: usize, db: u32) {
     let Some(redis) = redis_many(&RedisOptions::default(), servers).await.expect("Redis servers") else { return };
     let backend = RedisBackend::on(mode, &redis, db);
     println!("REAL REDIS: conformance suite against {} ({})", backend.name(), redis[0].runtime());
-    // The concurrent random workload is left out on networked backends until the open finding
-    // on cancelled acquires is settled (see conformance/tests/dflockd_suite.rs): it has been
-    // reported non-linearizable intermittently, on Redis all-instances and on dflockd.
-    let checks = lockcheck_conformance::CHECKS.iter().map(|check| check.name).filter(|name| *name != "random_workload");
-    let config = SuiteConfig::default().only(checks);
+    let config = SuiteConfig::default();
     let report = run_suite(&backend, &config).await;
     println!("{report}");
     assert_eq!(report.status(), Status::Passed, "{report}");

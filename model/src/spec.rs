@@ -123,6 +123,16 @@ pub enum LockOp {
         /// When it took effect.
         at: Window,
     },
+    /// The clean-up of a cancelled acquire: if the acquire was granted after all (its request
+    /// was in flight when the caller gave up), the lease is given back here, and from here on
+    /// it can no longer be granted. The cancel-safety contract (P7) bounds `at`: the clean-up
+    /// is over soon after the cancellation.
+    Withdraw {
+        /// The lease the cancelled acquire would have produced.
+        lease: LeaseId,
+        /// When it took effect.
+        at: Window,
+    },
 }
 
 impl LockOp {
@@ -132,7 +142,8 @@ impl LockOp {
             LockOp::Acquire { at, .. }
             | LockOp::Release { at, .. }
             | LockOp::Refresh { at, .. }
-            | LockOp::Remaining { at, .. } => *at,
+            | LockOp::Remaining { at, .. }
+            | LockOp::Withdraw { at, .. } => *at,
         }
     }
 
@@ -142,7 +153,8 @@ impl LockOp {
             LockOp::Acquire { lease, .. }
             | LockOp::Release { lease, .. }
             | LockOp::Refresh { lease, .. }
-            | LockOp::Remaining { lease, .. } => *lease,
+            | LockOp::Remaining { lease, .. }
+            | LockOp::Withdraw { lease, .. } => *lease,
         }
     }
 }
@@ -163,13 +175,14 @@ pub enum LockRet {
     Refreshed(bool),
     /// The remaining time of the lease, `None` if it is no longer held.
     Remaining(Option<Micros>),
+    /// A cancelled acquire's clean-up is done.
+    Withdrawn,
 }
 
 /// One holder of a slot.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Holder {
     lease: LeaseId,
-    fence: u64,
     /// Earliest and latest instant the lease can end, given when it was granted or refreshed.
     expires_between: (Micros, Micros),
 }
@@ -204,6 +217,8 @@ pub struct LockSpec {
     /// Whether grants must carry strictly increasing fencing tokens (P3). A backend that does
     /// not claim fencing (random tokens) is checked for everything else.
     fencing_claimed: bool,
+    /// Leases of cancelled acquires whose clean-up has happened: they can no longer be granted.
+    withdrawn: Vec<LeaseId>,
 }
 
 impl Default for LockSpec {
@@ -216,7 +231,7 @@ impl Default for LockSpec {
 impl LockSpec {
     /// A free key; operations within `tolerance` µs of a lease boundary may see either outcome.
     pub fn with_tolerance(tolerance: Micros) -> Self {
-        LockSpec { tolerance, now: 0, last_fence: None, holders: Vec::new(), fencing_claimed: true }
+        LockSpec { tolerance, now: 0, last_fence: None, holders: Vec::new(), fencing_claimed: true, withdrawn: Vec::new() }
     }
 
     /// The same spec with fencing (P3) checked or not: a backend that does not claim fencing
@@ -294,6 +309,16 @@ impl LockSpec {
         };
         let (from, to) = self.enter(op.window());
         match (op, ret) {
+            // A cancelled acquire that reaches the locker after its clean-up changes nothing.
+            (LockOp::Acquire { lease, .. }, LockRet::NotGranted) if self.withdrawn.contains(lease) => true,
+            (LockOp::Acquire { lease, .. }, LockRet::Granted { .. }) if self.withdrawn.contains(lease) => false,
+            (LockOp::Withdraw { lease, .. }, LockRet::Withdrawn) => {
+                if let Some(at) = self.position(*lease) {
+                    self.holders.remove(at);
+                }
+                self.withdrawn.push(*lease);
+                true
+            }
             (LockOp::Acquire { lease, ttl, limit, .. }, LockRet::Granted { fence }) => {
                 if self.fence_goes_backwards(*fence) || self.position(*lease).is_some() {
                     return false;
@@ -315,10 +340,13 @@ impl LockSpec {
                 }
                 self.holders.push(Holder {
                     lease: *lease,
-                    fence: *fence,
                     expires_between: (from.saturating_add(*ttl), to.saturating_add(*ttl)),
                 });
-                self.last_fence = Some(*fence);
+                // Unclaimed fencing: tokens mean nothing, and remembering the last one would
+                // only tell apart states the checker's memo should treat as one.
+                if self.fencing_claimed {
+                    self.last_fence = Some(*fence);
+                }
                 true
             }
             (LockOp::Acquire { limit, .. }, LockRet::NotGranted) => self.holders.len() >= *limit as usize,
@@ -358,6 +386,8 @@ impl LockSpec {
         let mut probe = self.clone();
         let (from, to) = probe.enter(op.window());
         match op {
+            LockOp::Acquire { lease, .. } if probe.withdrawn.contains(lease) => LockRet::NotGranted,
+            LockOp::Withdraw { .. } => LockRet::Withdrawn,
             LockOp::Acquire { limit, .. } => {
                 let alive = probe.holders.iter().filter(|h| probe.liveness(h, from, to) == Liveness::Alive).count();
                 if alive < *limit as usize {
@@ -565,6 +595,23 @@ mod tests {
         assert!(spec.step(&LockOp::Release { lease: LeaseId(1), at: Window::at(2) }, Some(&LockRet::Released(true))));
         let stale = LockRet::Granted { fence: 7 };
         assert_eq!(spec.violated_by(&acquire(2, 3, 4), &stale), Some(Property::Fencing));
+    }
+
+    #[test]
+    fn a_cancelled_acquire_may_hold_until_its_clean_up_and_never_after() {
+        let withdraw = LockOp::Withdraw { lease: LeaseId(1), at: Window::new(10, 20) };
+        // Granted before the clean-up: the slot is taken until the withdrawal, then free.
+        let mut spec = LockSpec::with_tolerance(0);
+        assert!(spec.step(&acquire(1, 0, Micros::MAX), None));
+        assert!(spec.clone().step(&acquire(2, 5, 6), Some(&LockRet::NotGranted)));
+        assert!(spec.step(&withdraw, Some(&LockRet::Withdrawn)));
+        assert!(spec.step(&acquire(2, 30, 31), Some(&LockRet::Granted { fence: 2 })));
+        // Reaching the locker after the clean-up: no grant, however free the key.
+        let mut spec = LockSpec::with_tolerance(0);
+        assert!(spec.step(&withdraw, Some(&LockRet::Withdrawn)));
+        assert!(!spec.clone().step(&acquire(1, 0, Micros::MAX), Some(&LockRet::Granted { fence: 1 })));
+        assert!(spec.step(&acquire(1, 0, Micros::MAX), None));
+        assert_eq!(spec.holders().count(), 0, "a late cancelled acquire leaves no grant behind");
     }
 
     #[test]

@@ -29,18 +29,18 @@ fn beliefs(ops: &[&Operation], tolerance: Micros) -> Vec<Belief> {
     }
     let mut beliefs = Vec::new();
     for op in ops {
-        let (Call::TryAcquire { lease, ttl, limit } | Call::Acquire { lease, ttl, limit, .. }) = &op.call else {
+        let (Call::TryAcquire { lease, limit, .. } | Call::Acquire { lease, limit, .. }) = &op.call else {
             continue;
         };
         let (Outcome::Granted { acquired_at, .. }, Some(from)) = (&op.outcome, op.returned) else { continue };
-        let mut until = acquired_at.saturating_add(*ttl);
+        let mut until = acquired_at.saturating_add(op.lease_ttl().unwrap_or_default());
         for later in by_lease.get(lease).into_iter().flatten().filter(|later| !later.call.is_acquire()) {
             if later.invoked >= until {
                 break;
             }
             match (&later.call, &later.outcome) {
-                (Call::Refresh { ttl, .. }, Outcome::Refreshed { held: true }) => {
-                    until = later.invoked.saturating_add(*ttl);
+                (Call::Refresh { .. }, Outcome::Refreshed { held: true, .. }) => {
+                    until = later.invoked.saturating_add(later.lease_ttl().unwrap_or_default());
                 }
                 (Call::RemainingTtl { .. }, Outcome::Remaining { left: Some(_) })
                 | (Call::Refresh { .. }, Outcome::Indeterminate { .. } | Outcome::Pending) => {}

@@ -14,7 +14,8 @@
 //! [`LockSpec`], and shrinks a violation to a short counterexample.
 //!
 //! Operations with an unknown outcome (indeterminate, or still running when the history was
-//! taken) may take effect at any point after their invocation, or never.
+//! taken) may take effect at any point after their invocation, or never. A cancelled acquire
+//! may have been granted, but must have been given back by its clean-up ([`Reference`]).
 //!
 //! # Shrinking
 //!
@@ -31,11 +32,11 @@ use std::collections::{BTreeSet, HashSet};
 use std::hash::{Hash, Hasher};
 use std::time::{Duration, Instant};
 
-use lockcheck_model::spec::{LeaseId, LockOp, LockRet, LockSpec, Micros, Property};
+use lockcheck_model::spec::{LeaseId, LockOp, LockRet, LockSpec, Micros, Property, Window};
 use stateright::semantics::SequentialSpec;
 
 use super::{Counterexample, Verdict};
-use crate::history::{History, Operation, Outcome};
+use crate::history::{Call, History, Operation, Outcome};
 
 /// One operation for [`search`]: what was invoked, what it returned (`None`: unknown), and
 /// when (`returned == None`: never returned).
@@ -184,35 +185,85 @@ where
     }
 }
 
-/// The lock spec's entries of some operations of one key.
-fn entries_of(ops: &[Operation]) -> Vec<Entry<LockOp, LockRet>> {
-    ops.iter()
-        .filter_map(|op| {
-            let (spec_op, ret) = op.to_spec()?;
-            let returned = if ret.is_some() { op.returned } else { None };
-            Some(Entry { op: spec_op, ret, invoked: op.invoked, returned })
-        })
-        .collect()
+/// What the operations on one key are checked against: the spec of a free key, and how long
+/// a cancelled acquire's clean-up may take.
+///
+/// A cancelled acquire is not simply "nothing happened": over a network its request may be
+/// in flight when the caller gives up, be granted, and be given back by the clean-up the
+/// cancel-safety contract promises (a background release, a closed connection). So it
+/// becomes two spec operations that must both take effect within `cancel_cleanup` of the
+/// cancellation: an acquire with an open outcome (granted if there is room, or a no-op if it
+/// comes after the withdrawal) and a [`LockOp::Withdraw`] — so a grant left behind after
+/// that is a violation.
+#[derive(Clone, Debug)]
+pub struct Reference {
+    /// The spec of a free key (its tolerance, whether fencing is claimed).
+    pub initial: LockSpec,
+    /// How long after the cancellation a cancelled acquire's grant may still hold, in µs.
+    pub cancel_cleanup: Micros,
 }
 
-fn search_ops(ops: &[Operation], initial: &LockSpec, deadline: Instant) -> Search {
-    search(initial, &entries_of(ops), deadline)
+impl Reference {
+    /// A free key with `tolerance` µs near lease boundaries, fencing claimed, and clean-up
+    /// of cancelled acquires within the same tolerance.
+    pub fn with_tolerance(tolerance: Micros) -> Self {
+        Reference { initial: LockSpec::with_tolerance(tolerance), cancel_cleanup: tolerance }
+    }
+
+    /// The spec's entries of some operations of one key.
+    fn entries_of(&self, ops: &[Operation]) -> Vec<Entry<LockOp, LockRet>> {
+        let mut entries = Vec::with_capacity(ops.len());
+        for op in ops {
+            match (&op.call, &op.outcome, op.returned) {
+                (
+                    Call::TryAcquire { lease, ttl, limit } | Call::Acquire { lease, ttl, limit, .. },
+                    Outcome::Cancelled,
+                    Some(cancelled),
+                ) => {
+                    // Both must take effect by the time the clean-up is due (an acquire that
+                    // arrives after its withdrawal takes effect as a no-op), which keeps the
+                    // search from carrying every old cancellation along as an open choice.
+                    let cleaned_up = cancelled.saturating_add(self.cancel_cleanup);
+                    let at = Window::new(op.invoked, cleaned_up);
+                    let acquire = LockOp::Acquire { lease: *lease, ttl: *ttl, limit: *limit, at };
+                    entries.push(Entry { op: acquire, ret: None, invoked: op.invoked, returned: Some(cleaned_up) });
+                    let withdraw = LockOp::Withdraw { lease: *lease, at: Window::new(cancelled, cleaned_up) };
+                    entries.push(Entry {
+                        op: withdraw,
+                        ret: Some(LockRet::Withdrawn),
+                        invoked: cancelled,
+                        returned: Some(cleaned_up),
+                    });
+                }
+                _ => {
+                    let Some((spec_op, ret)) = op.to_spec() else { continue };
+                    let returned = if ret.is_some() { op.returned } else { None };
+                    entries.push(Entry { op: spec_op, ret, invoked: op.invoked, returned });
+                }
+            }
+        }
+        entries
+    }
+
+    fn search(&self, ops: &[Operation], deadline: Instant) -> Search {
+        search(&self.initial, &self.entries_of(ops), deadline)
+    }
 }
 
 /// Checks every key of `history` against [`LockSpec`] with `tolerance` µs near lease
 /// boundaries; `budget` bounds the whole check including shrinking.
 pub fn check_history(history: &History, tolerance: Micros, budget: Duration) -> Verdict {
-    check_history_against(history, &LockSpec::with_tolerance(tolerance), budget)
+    check_history_against(history, &Reference::with_tolerance(tolerance), budget)
 }
 
-/// [`check_history`] against `initial`, the spec of a free key (its tolerance, and whether
-/// fencing is claimed).
-pub fn check_history_against(history: &History, initial: &LockSpec, budget: Duration) -> Verdict {
+/// [`check_history`] against `reference` (the spec of a free key, how long a cancelled
+/// acquire's clean-up may take).
+pub fn check_history_against(history: &History, reference: &Reference, budget: Duration) -> Verdict {
     let deadline = Instant::now() + budget;
     let mut verdict = Verdict::Valid;
     for (key, ops) in history.by_key() {
         let ops: Vec<Operation> = ops.into_iter().cloned().collect();
-        match search_ops(&ops, initial, deadline) {
+        match reference.search(&ops, deadline) {
             Search::Linearizable => {}
             Search::OutOfBudget => {
                 verdict = verdict.and(Verdict::unknown(format!(
@@ -222,8 +273,8 @@ pub fn check_history_against(history: &History, initial: &LockSpec, budget: Dura
             }
             Search::NotLinearizable => {
                 // Shrinking gets its own budget: a counterexample is worth waiting a little for.
-                let minimal = shrink(ops, initial, Instant::now() + budget.max(Duration::from_secs(1)));
-                let (property, summary) = explain(&minimal, initial);
+                let minimal = shrink(ops, reference, Instant::now() + budget.max(Duration::from_secs(1)));
+                let (property, summary) = explain(&minimal, reference);
                 return Verdict::invalid(Counterexample::new(property, summary, minimal));
             }
         }
@@ -233,8 +284,8 @@ pub fn check_history_against(history: &History, initial: &LockSpec, budget: Dura
 
 /// Shrinks a non-linearizable history of one key, keeping it non-linearizable (see the
 /// module docs for why these removals are sound).
-pub fn shrink(mut ops: Vec<Operation>, initial: &LockSpec, deadline: Instant) -> Vec<Operation> {
-    let invalid = |ops: &[Operation]| search_ops(ops, initial, deadline) == Search::NotLinearizable;
+pub fn shrink(mut ops: Vec<Operation>, reference: &Reference, deadline: Instant) -> Vec<Operation> {
+    let invalid = |ops: &[Operation]| reference.search(ops, deadline) == Search::NotLinearizable;
     // 1. The shortest invalid prefix by invocation order.
     ops.sort_by_key(|op| op.invoked);
     let (mut low, mut high) = (1, ops.len());
@@ -299,11 +350,9 @@ fn prefix(ops: &[Operation], n: usize) -> Vec<Operation> {
         .map(|op| {
             let mut op = op.clone();
             if op.returned.is_none_or(|returned| returned > cut) && !matches!(op.outcome, Outcome::Failed { .. }) {
-                if !(op.call.is_acquire() && op.outcome == Outcome::Cancelled) {
-                    op.outcome = Outcome::Indeterminate {
-                        error: "outcome left open: it returned after the last invocation shown".into(),
-                    };
-                }
+                op.outcome = Outcome::Indeterminate {
+                    error: "outcome left open: it returned after the last invocation shown".into(),
+                };
             }
             op
         })
@@ -312,22 +361,23 @@ fn prefix(ops: &[Operation], n: usize) -> Vec<Operation> {
 
 /// Which property a minimal non-linearizable history breaks, and a sentence saying how:
 /// replayed in invocation order (which respects real time), the first step the spec refuses.
-fn explain(ops: &[Operation], initial: &LockSpec) -> (Property, String) {
-    let mut spec = initial.clone();
+fn explain(ops: &[Operation], reference: &Reference) -> (Property, String) {
+    let mut spec = reference.initial.clone();
     for (number, op) in ops.iter().enumerate() {
-        let Some((spec_op, ret)) = op.to_spec() else { continue };
-        if let Some(ret) = &ret {
-            if let Some(property) = spec.violated_by(&spec_op, ret) {
-                let summary = format!(
-                    "no order of these {} operations explains them; replayed in invocation order, operation {} ({}) is impossible",
-                    ops.len(),
-                    number + 1,
-                    property.name()
-                );
-                return (property, summary);
+        for entry in reference.entries_of(std::slice::from_ref(op)) {
+            if let Some(ret) = &entry.ret {
+                if let Some(property) = spec.violated_by(&entry.op, ret) {
+                    let summary = format!(
+                        "no order of these {} operations explains them; replayed in invocation order, operation {} ({}) is impossible",
+                        ops.len(),
+                        number + 1,
+                        property.name()
+                    );
+                    return (property, summary);
+                }
             }
+            spec.step(&entry.op, entry.ret.as_ref());
         }
-        spec.step(&spec_op, ret.as_ref());
     }
     (Property::MutualExclusion, format!("no order of these {} operations explains them", ops.len()))
 }
@@ -366,5 +416,33 @@ mod tests {
         assert_eq!(search(&Register(0), &entries(0), far()), Search::Linearizable);
         assert_eq!(search(&Register(0), &entries(1), far()), Search::Linearizable);
         assert_eq!(search(&Register(0), &entries(2), far()), Search::NotLinearizable);
+    }
+
+    fn op(client: u32, call: Call, invoked: Micros, returned: Micros, outcome: Outcome) -> Operation {
+        Operation { client, key: "k".into(), call, invoked, returned: Some(returned), outcome }
+    }
+
+    /// Client 0's acquire is cancelled at 10 ms; client 1 tries at `tried` and is refused.
+    fn refused_after_a_cancellation(tried: Micros) -> History {
+        let acquire = Call::Acquire { lease: LeaseId(1), ttl: 1_000_000, limit: 1, wait: 50_000 };
+        let try_acquire = Call::TryAcquire { lease: LeaseId(2), ttl: 1_000_000, limit: 1 };
+        History {
+            operations: vec![
+                op(0, acquire, 0, 10_000, Outcome::Cancelled),
+                op(1, try_acquire, tried, tried + 500, Outcome::NotGranted),
+            ],
+        }
+    }
+
+    #[test]
+    fn a_cancelled_acquire_may_hold_until_its_clean_up_is_due_and_not_after() {
+        let reference = Reference { initial: LockSpec::with_tolerance(0), cancel_cleanup: 5_000 };
+        let budget = Duration::from_secs(5);
+        // Refused while the clean-up may still be under way: the grant raced the cancellation.
+        let during = check_history_against(&refused_after_a_cancellation(12_000), &reference, budget);
+        assert!(during.is_valid(), "{during:?}");
+        // Refused after the clean-up was due: the cancelled acquire left a grant behind.
+        let after = check_history_against(&refused_after_a_cancellation(20_000), &reference, budget);
+        assert!(after.counterexample().is_some(), "a leaked grant must be reported: {after:?}");
     }
 }

@@ -248,6 +248,33 @@ impl NatsCluster {
     /// The index of the node that currently leads the stream of KV bucket `bucket`, asked of
     /// any node that answers. `None` while the stream has no leader (an election).
     pub async fn stream_leader(&self, bucket: &str) -> Result<Option<usize>, String> {
+        Ok(self.stream_state(bucket).await?.leader)
+    }
+
+    /// Waits (bounded by `timeout`) until the stream of bucket `bucket` has a leader other
+    /// than `excluded` and every replica except `excluded` is current — the state after an
+    /// election or a healed partition in which the cluster answers again. Returns the leader.
+    /// A fault test awaits this instead of sleeping; it never retries the operation under test.
+    pub async fn await_stream_settled(
+        &self,
+        bucket: &str,
+        excluded: Option<usize>,
+        timeout: Duration,
+    ) -> Result<usize, ServiceError> {
+        await_ready("the stream's leader and replicas", timeout, || async {
+            let state = self.stream_state(bucket).await?;
+            match state.leader {
+                Some(leader) if Some(leader) != excluded && state.lagging.iter().all(|&node| Some(node) == excluded) => {
+                    Ok(leader)
+                }
+                _ => Err(format!("leader {:?}, replicas not current {:?}", state.leader, state.lagging)),
+            }
+        })
+        .await
+    }
+
+    /// The stream's leader and its replicas that are not current, asked of any node.
+    async fn stream_state(&self, bucket: &str) -> Result<StreamState, String> {
         let servers: Vec<async_nats::ServerAddr> = self
             .nodes
             .iter()
@@ -262,8 +289,23 @@ impl NatsCluster {
         let js = async_nats::jetstream::new(client);
         let mut stream = js.get_stream(format!("KV_{bucket}")).await.map_err(|e| e.to_string())?;
         let info = stream.info().await.map_err(|e| e.to_string())?;
-        Ok(info.cluster.as_ref().and_then(|cluster| cluster.leader.as_deref()).and_then(|leader| self.index_of(leader)))
+        let Some(cluster) = info.cluster.as_ref() else { return Ok(StreamState { leader: None, lagging: Vec::new() }) };
+        let leader = cluster.leader.as_deref().and_then(|leader| self.index_of(leader));
+        let lagging = cluster
+            .replicas
+            .iter()
+            .filter(|replica| !replica.current || replica.offline)
+            .filter_map(|replica| self.index_of(&replica.name))
+            .collect();
+        Ok(StreamState { leader, lagging })
     }
+}
+
+/// What [`NatsCluster::stream_state`] reads off a stream: its leader and the replicas that
+/// are behind or offline (node indexes).
+struct StreamState {
+    leader: Option<usize>,
+    lagging: Vec<usize>,
 }
 
 /// NATS as a conformance [`Backend`](crate::Backend): every client is a new locker on its own

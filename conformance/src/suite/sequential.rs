@@ -129,14 +129,17 @@ fn shape(ret: &LockRet) -> String {
         LockRet::Released(held) => format!("released (held: {held})"),
         LockRet::Refreshed(held) => format!("refreshed (held: {held})"),
         LockRet::Remaining(left) => format!("remaining (held: {})", left.is_some()),
+        LockRet::Withdrawn => "withdrawn".into(),
     }
 }
 
 /// Runs `steps` against the backend; `Err((property, what))` at the first disagreement.
+/// Fencing tokens must increase only where the backend claims fencing (`fencing_claimed`).
 async fn execute(
     clients: &[RecordingLocker],
     namespace: &str,
     ttl: Duration,
+    fencing_claimed: bool,
     steps: &[Step],
 ) -> Result<(), (Property, String)> {
     let mut model = fresh_model();
@@ -197,7 +200,7 @@ async fn execute(
             ));
         }
         if let (Some(lease), LockRet::Granted { fence }) = (granted, &actual) {
-            if last_fence[key].is_some_and(|last| *fence <= last) {
+            if fencing_claimed && last_fence[key].is_some_and(|last| *fence <= last) {
                 return Err((
                     Property::Fencing,
                     format!("step {}: fencing token {fence} after token {}", number + 1, last_fence[key].unwrap_or(0)),
@@ -228,6 +231,7 @@ pub(crate) async fn run(ctx: &mut Ctx<'_>) -> Result<Vec<String>, Stop> {
     let namespace = ctx.key("seq");
     let seed = ctx.seed();
     let cases = ctx.config.cases.max(1) * 16;
+    let fencing_claimed = ctx.capabilities.fencing;
     let handle = Handle::current();
     let (runner_clients, runner_namespace) = (clients.clone(), namespace.clone());
     let outcome = tokio::task::spawn_blocking(move || {
@@ -240,7 +244,7 @@ pub(crate) async fn run(ctx: &mut Ctx<'_>) -> Result<Vec<String>, Stop> {
             let case = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let namespace = format!("{runner_namespace}{case}");
             handle
-                .block_on(execute(&runner_clients, &namespace, ttl, &steps))
+                .block_on(execute(&runner_clients, &namespace, ttl, fencing_claimed, &steps))
                 .map_err(|(property, what)| TestCaseError::fail(format!("{}|{what}", property.code())))
         })
     })
@@ -257,7 +261,7 @@ pub(crate) async fn run(ctx: &mut Ctx<'_>) -> Result<Vec<String>, Stop> {
                 let inner: std::sync::Arc<dyn Locker> = std::sync::Arc::new(client.clone());
                 replay.push(recorder.client(id as u32, inner));
             }
-            let replayed = execute(&replay, &format!("{namespace}-shrunk"), ttl, &steps).await;
+            let replayed = execute(&replay, &format!("{namespace}-shrunk"), ttl, fencing_claimed, &steps).await;
             let reason = reason.to_string();
             let (code, what) = reason.split_once('|').unwrap_or(("P1", &reason));
             let property = Property::ALL.into_iter().find(|p| p.code() == code).unwrap_or(Property::MutualExclusion);

@@ -47,6 +47,9 @@ pub(crate) async fn run(ctx: &mut Ctx<'_>) -> Result<Vec<String>, Stop> {
     for (_, found) in check_recorded(&history, &timing, &ctx.capabilities, ctx.config.checker_budget) {
         verdict = verdict.and(found);
     }
+    if !verdict.is_valid() {
+        keep_history(&history, ctx.config.seed);
+    }
     match verdict {
         Verdict::Valid => Ok(vec![format!(
             "{} cases × {} clients × {} operations, {} recorded (seed {})",
@@ -61,6 +64,19 @@ pub(crate) async fn run(ctx: &mut Ctx<'_>) -> Result<Vec<String>, Stop> {
             Err(Stop::Violated(*counterexample))
         }
         Verdict::Unknown { reason } => Err(Stop::Error(reason)),
+    }
+}
+
+/// Writes a history the checkers did not pass to `$LOCKCHECK_HISTORY_DIR/random_workload-<seed>.json`
+/// (when set), for `lockcheck check --recheck` and for reading. Best effort: the verdict is
+/// reported either way.
+fn keep_history(history: &crate::history::History, seed: u64) {
+    let Some(dir) = std::env::var_os("LOCKCHECK_HISTORY_DIR") else { return };
+    let path = std::path::Path::new(&dir).join(format!("random_workload-{seed}.json"));
+    let written = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, history.to_json()));
+    match written {
+        Ok(()) => eprintln!("lockcheck: history kept in {}", path.display()),
+        Err(error) => eprintln!("lockcheck: could not keep the history in {}: {error}", path.display()),
     }
 }
 
