@@ -12,7 +12,8 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
+use lockcheck_bench::Mode;
 use lockcheck_conformance::checkers::linearizability::{Entry, Search, check_history, search};
 use lockcheck_conformance::history::{Call, History, Operation, Outcome};
 use lockcheck_model::spec::{LeaseId, LockOp, LockRet, LockSpec};
@@ -154,8 +155,47 @@ fn stateright_consistent(history: &History) -> bool {
     tester.is_consistent()
 }
 
+/// stateright's tester on `simulate(3, ops, 1, true, 3)` in a child process (this bench binary
+/// again, told by `STATERIGHT_ONLY`), killed after `cap`: the tester has no memo, cannot be
+/// interrupted, and a thread left running would load the machine during later measurements.
+/// `Some(time)` if it finished (and agreed the history is not linearizable).
+fn stateright_in_child(ops: usize, cap: Duration) -> Option<Duration> {
+    let mut child = std::process::Command::new(std::env::current_exe().expect("the bench binary"))
+        .env(STATERIGHT_ONLY, ops.to_string())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("the bench binary runs again");
+    let started = Instant::now();
+    while started.elapsed() < cap {
+        if let Some(status) = child.try_wait().expect("child status") {
+            let mut out = String::new();
+            std::io::Read::read_to_string(&mut child.stdout.take().expect("piped"), &mut out).expect("child output");
+            assert!(status.success(), "stateright's run failed: {out}");
+            let nanos: u64 = out.trim().parse().expect("the child prints nanoseconds");
+            return Some(Duration::from_nanos(nanos));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+const STATERIGHT_ONLY: &str = "LOCKCHECK_BENCH_STATERIGHT_ONLY";
+
+/// The child's side of [`stateright_in_child`]: prints the tester's time in nanoseconds.
+fn stateright_child(ops: usize) {
+    let history = simulate(3, ops, 1, true, 3);
+    let started = Instant::now();
+    let consistent = stateright_consistent(&history);
+    let took = started.elapsed();
+    assert!(!consistent, "stateright agrees the history is not linearizable");
+    println!("{}", took.as_nanos());
+}
+
 fn checker(c: &mut Criterion) {
     let budget = Duration::from_secs(120);
+    let far = || Instant::now() + budget;
     let valid = simulate(8, 10_000, 8, false, 1);
     let broken = simulate(8, 10_000, 8, true, 2);
     let started = Instant::now();
@@ -169,47 +209,52 @@ fn checker(c: &mut Criterion) {
         started.elapsed(),
         counterexample.len()
     );
+    // One key, 3 clients × 50 operations, not linearizable.
+    let small = simulate(3, 50, 1, true, 3);
+    assert_eq!(search(&LockSpec::with_tolerance(0), &entries(&small), far()), Search::NotLinearizable);
 
     let mut group = c.benchmark_group("checker");
     group.sample_size(10);
     group.bench_function("lockcheck 8x10000 linearizable", |b| b.iter(|| check_history(&valid, 0, budget)));
     group.bench_function("lockcheck 8x10000 double grant", |b| b.iter(|| check_history(&broken, 0, budget)));
-
-    // One key, 3 clients × 50 operations, not linearizable: both checkers.
-    let small = simulate(3, 50, 1, true, 3);
-    let far = || Instant::now() + budget;
-    assert_eq!(search(&LockSpec::with_tolerance(0), &entries(&small), far()), Search::NotLinearizable);
-    let started = Instant::now();
-    let ours = search(&LockSpec::with_tolerance(0), &entries(&small), far());
-    let ours_took = started.elapsed();
-    assert_eq!(ours, Search::NotLinearizable);
-    // stateright's tester has no memo and cannot be interrupted: run it once on a thread of
-    // its own and stop waiting after a minute (the thread dies with the process).
-    let cap = Duration::from_secs(60);
-    let (done, finished) = std::sync::mpsc::channel();
-    let theirs = small.clone();
-    std::thread::spawn(move || {
-        let started = Instant::now();
-        let consistent = stateright_consistent(&theirs);
-        let _ = done.send((consistent, started.elapsed()));
-    });
-    match finished.recv_timeout(cap) {
-        Ok((consistent, took)) => {
-            assert!(!consistent);
-            eprintln!(
-                "3 × 50 with a double grant: lockcheck {ours_took:?}, stateright {took:?} (ratio {:.0})",
-                took.as_secs_f64() / ours_took.as_secs_f64()
-            );
-        }
-        Err(_) => eprintln!(
-            "3 × 50 with a double grant: lockcheck {ours_took:?}, stateright did not finish in {cap:?} (ratio > {:.0})",
-            cap.as_secs_f64() / ours_took.as_secs_f64()
-        ),
-    }
     group.bench_function("lockcheck 3x50 double grant", |b| {
         b.iter(|| search(&LockSpec::with_tolerance(0), &entries(&small), far()))
     });
     group.finish();
+
+    // The same kind of history through both checkers, 3 clients × n operations, as n grows
+    // until stateright's tester needs more than `cap` (single runs: the tester can take
+    // seconds; lockcheck's time is the best of 10).
+    let cap = Duration::from_secs(if Mode::from_env() == Mode::Quick { 20 } else { 60 });
+    eprintln!("3 clients × n operations with a double grant — n, lockcheck, stateright, ratio:");
+    for ops in (4..=48).step_by(4).chain([50]) {
+        let history = simulate(3, ops, 1, true, 3);
+        let entries = entries(&history);
+        if search(&LockSpec::with_tolerance(0), &entries, far()) != Search::NotLinearizable {
+            continue; // the double grant fell after the last operation: nothing to compare
+        }
+        let ours = (0..10)
+            .map(|_| {
+                let started = Instant::now();
+                search(&LockSpec::with_tolerance(0), &entries, far());
+                started.elapsed()
+            })
+            .min()
+            .expect("ten runs");
+        match stateright_in_child(ops, cap) {
+            Some(theirs) => eprintln!(
+                "  3 × {ops:>2}: {ours:>12.3?} {theirs:>12.3?} {:>10.0}×",
+                theirs.as_secs_f64() / ours.as_secs_f64()
+            ),
+            None => {
+                eprintln!(
+                    "  3 × {ops:>2}: {ours:>12.3?} > {cap:>10.0?} > {:>8.0}× (stateright's run stopped at the cap)",
+                    cap.as_secs_f64() / ours.as_secs_f64()
+                );
+                break;
+            }
+        }
+    }
 }
 
 criterion_group! {
@@ -218,4 +263,12 @@ criterion_group! {
     config = Criterion::default().without_plots();
     targets = checker
 }
-criterion_main!(benches);
+
+fn main() {
+    if let Some(ops) = std::env::var(STATERIGHT_ONLY).ok().and_then(|ops| ops.parse().ok()) {
+        stateright_child(ops);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -25,6 +25,10 @@ pub struct Args {
     /// Stop exploring at this depth (the search is then incomplete: no "holds" verdicts).
     #[arg(long)]
     depth: Option<usize>,
+    /// For a flawed system: stop once its expected violations are found (the rest of its
+    /// properties are then unknown). For state spaces too large to exhaust.
+    #[arg(long)]
+    until_expected: bool,
     /// Checker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
@@ -63,11 +67,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         eprintln!("serving stateright's Explorer for {} on http://{address}/", system.name);
         system.explore(&options, address);
     }
-    let check =
-        CheckOptions { threads: args.threads.unwrap_or(CheckOptions::default().threads), max_depth: args.depth };
     let mut outcomes = Vec::new();
     let mut as_expected = true;
     for system in &selected {
+        let check = CheckOptions {
+            threads: args.threads.unwrap_or(CheckOptions::default().threads),
+            max_depth: args.depth,
+            until_violated: if args.until_expected { system.expected.to_vec() } else { Vec::new() },
+        };
         let outcome = system.check(&options, &check, &mut |p: Progress| {
             eprint!(
                 "\r{}: {} unique states ({} generated), {:.0} states/s, {:.1}s   ",

@@ -157,6 +157,57 @@ pub struct FaultReport {
     pub notes: Vec<String>,
 }
 
+/// Where [`FaultReport::record`] collects fault results for `lockcheck report`'s fault matrix.
+pub const FAULTS_OUT: &str = "LOCKCHECK_FAULTS_OUT";
+
+impl FaultReport {
+    /// The backend as a row of the fault matrix: its URL scheme, and how many servers
+    /// (`nats (3 servers)`), without the run's ports.
+    pub fn backend_kind(&self) -> String {
+        let (scheme, rest) = self.backend.split_once("://").unwrap_or(("?", &self.backend));
+        let hosts = rest.split(['/', '?']).next().unwrap_or_default();
+        match hosts.split(',').count() {
+            1 => scheme.to_owned(),
+            n => format!("{scheme} ({n} servers)"),
+        }
+    }
+
+    /// Adds this result to the JSON array in the file `$LOCKCHECK_FAULTS_OUT`, if set (the
+    /// test command sets it; `lockcheck report --faults FILE` renders it). Replaces an earlier
+    /// result for the same backend kind and fault. Best effort: a write error is printed,
+    /// since the test's own assertions are what decide it.
+    pub fn record(&self) {
+        static WRITING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let Some(path) = std::env::var_os(FAULTS_OUT) else { return };
+        let _writing = WRITING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (outcome, property, evidence) = match &self.outcome {
+            FaultOutcome::Safe => ("safe".to_owned(), None, None),
+            FaultOutcome::Violation { property, evidence } => ("VIOLATION".to_owned(), Some(*property), Some(evidence)),
+            FaultOutcome::PredictedViolation { property, evidence, predicted_by } => {
+                (format!("predicted ({predicted_by})"), Some(*property), Some(evidence))
+            }
+        };
+        let row = serde_json::json!({
+            "backend": self.backend_kind(),
+            "fault": self.fault.name(),
+            "outcome": outcome,
+            "property": property.map(|p| p.name()),
+            "evidence": evidence,
+            "notes": self.notes.join("; "),
+        });
+        let mut rows: Vec<serde_json::Value> = std::fs::read(&path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default();
+        rows.retain(|old| !(old["backend"] == row["backend"] && old["fault"] == row["fault"]));
+        rows.push(row);
+        let written = serde_json::to_vec_pretty(&rows).map_err(std::io::Error::other).and_then(|json| std::fs::write(&path, json));
+        if let Err(error) = written {
+            eprintln!("lockcheck: could not record the fault result in {}: {error}", std::path::Path::new(&path).display());
+        }
+    }
+}
+
 impl fmt::Display for FaultReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "{} × {}: {}", self.backend, self.fault, self.outcome)?;

@@ -27,6 +27,7 @@ const LONG: Duration = Duration::from_secs(60);
 fn report(fault: Fault, locker: &NatsLocker, notes: Vec<String>) {
     let report = FaultReport { backend: locker.describe(), fault, outcome: FaultOutcome::Safe, notes };
     print!("REAL NATS: fault {report}");
+    report.record();
 }
 
 async fn fixture(test: &str) -> Option<(NatsCluster, NatsLocker)> {

@@ -10,6 +10,7 @@ use lockcheck_model::spec::Property;
 
 fn show(report: &FaultReport) {
     print!("REAL NATS: fault {report}");
+    report.record();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

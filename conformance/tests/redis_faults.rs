@@ -10,6 +10,7 @@ use lockcheck_model::spec::Property;
 
 fn show(report: &FaultReport) {
     print!("REAL REDIS: fault {report}");
+    report.record();
 }
 
 fn assert_safe(report: &FaultReport) {

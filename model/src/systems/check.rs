@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use stateright::actor::{ActorModelAction, Id};
-use stateright::{Checker, Expectation, Model};
+use stateright::{Checker, Expectation, HasDiscoveries, Model};
 
 use super::actor::{Algorithm, NodeState, Phase, Setup};
 use super::properties::{LockModel, LockState};
@@ -21,11 +21,19 @@ pub struct CheckOptions {
     pub threads: usize,
     /// Stop exploring below this depth (the search is then incomplete).
     pub max_depth: Option<usize>,
+    /// Stop as soon as every one of these properties has a counterexample — for a flawed
+    /// system whose point is its violations, in a state space too large to exhaust. The
+    /// other properties are then unknown, not proven. Empty: search everything.
+    pub until_violated: Vec<&'static str>,
 }
 
 impl Default for CheckOptions {
     fn default() -> Self {
-        CheckOptions { threads: std::thread::available_parallelism().map_or(1, |n| n.get()), max_depth: None }
+        CheckOptions {
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            max_depth: None,
+            until_violated: Vec::new(),
+        }
     }
 }
 
@@ -116,6 +124,9 @@ pub fn check<A: Algorithm>(
     if let Some(depth) = options.max_depth {
         builder = builder.target_max_depth(depth);
     }
+    if !options.until_violated.is_empty() {
+        builder = builder.finish_when(HasDiscoveries::AllOf(options.until_violated.iter().copied().collect()));
+    }
     let checker = builder.spawn_bfs();
     // Polling only drives the progress line; `join` below is what waits for the result.
     let mut last_report = Instant::now();
@@ -135,8 +146,11 @@ pub fn check<A: Algorithm>(
     let discoveries = checker.discoveries();
     let properties = model.properties();
     let depth_cut = options.max_depth.is_some_and(|d| checker.max_depth() + 1 >= d);
-    // The checker stops early once every property has a discovery.
-    let complete = !depth_cut && discoveries.len() < properties.len();
+    // The checker stops early once every property has a discovery, or once the properties
+    // it was told to look for have one.
+    let stopped_at_findings =
+        !options.until_violated.is_empty() && options.until_violated.iter().all(|name| discoveries.contains_key(name));
+    let complete = !depth_cut && !stopped_at_findings && discoveries.len() < properties.len();
     let violated: Vec<&'static str> =
         properties.iter().map(|p| p.name).filter(|n| discoveries.contains_key(n)).collect();
     let mut traces = shortest_counterexamples(&model, &violated, options.max_depth);
