@@ -78,8 +78,12 @@ impl fmt::Display for FencingToken {
 /// One grant of a lock or of one permit of a semaphore.
 ///
 /// `acquired_at + ttl` is the holder's *belief* of when the lease ends. Backends set
-/// `acquired_at` to the local instant the granting request was *sent* (or earlier), so the
-/// belief never outlives the server's own expiry, short of clock drift between the two.
+/// `acquired_at` to a lower bound on the server's grant instant: the local instant the granting
+/// request was *sent* (or earlier), so the belief never outlives the server's own expiry, short
+/// of clock drift between the two. Where a request can wait in a server-side queue before its
+/// grant (dflockd), that would charge the whole wait to the lease; such a backend estimates the
+/// grant instant from the reply's arrival and the connection's round trips instead, and says
+/// how the estimate can err.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lease {
     key: String,

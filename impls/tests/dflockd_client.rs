@@ -328,3 +328,43 @@ async fn a_grant_racing_a_cancelled_acquire_is_released_without_auto_release() {
     let lease = c.acquire(&request, Duration::from_secs(3)).await.expect("the raced grant was given back");
     assert!(c.release(&lease).await.unwrap());
 }
+
+/// A grant that waited in the queue counts its lease from the hand-off, not from the request:
+/// right after the hand-off the holder sees (almost) the whole lease left, and no more than the
+/// server does. Counted from the request, the lease looked short by the whole wait, and
+/// `remaining_ttl` said "not held" while the server still held it (found by the random
+/// workload of the Python dflockd suite).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waited_grant_counts_its_lease_from_the_hand_off() {
+    let server = server(|_| {}).await;
+    let config = DflockdLockerConfig::new([server.local_addr().to_string()]);
+    let (a, b) = (DflockdLocker::connect(config.clone()).await.unwrap(), DflockdLocker::connect(config).await.unwrap());
+    let ttl = Duration::from_secs(3);
+    let request = LeaseRequest::lock("waited", ttl);
+    let held = a.try_acquire(&request).await.unwrap().expect("free");
+    let waiter = tokio::spawn(async move {
+        let lease = b.acquire(&request, Duration::from_secs(10)).await;
+        (b, lease)
+    });
+    while server.stats()["locks"][0]["waiters"] != 1 {
+        tokio::task::yield_now().await;
+    }
+    // The wait the new holder's lease must not be charged for.
+    let wait = Duration::from_millis(1_500);
+    tokio::time::sleep(wait).await;
+    assert!(a.release(&held).await.unwrap());
+    let (b, lease) = waiter.await.unwrap();
+    let lease = lease.expect("handed over");
+    let left = b.remaining_ttl(&lease).await.unwrap().expect("held: the server granted it just now");
+    assert!(left > ttl - wait / 3, "{left:?} left of a {ttl:?} lease granted just now (the wait was {wait:?})");
+    // The server's own expiry, read in-process: the holder's belief does not outlast it
+    // (give or take scheduling).
+    let asked = Instant::now();
+    let server_left = server.stats()["locks"][0]["lease_expires_in_s"].as_f64().expect("held on the server");
+    let server_expiry = asked + Duration::from_secs_f64(server_left);
+    assert!(
+        lease.expires_at() <= server_expiry + Duration::from_millis(250),
+        "the holder believes the lease ends {:?} after the server's expiry",
+        lease.expires_at() - server_expiry
+    );
+}

@@ -14,6 +14,7 @@ use std::time::Duration;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 use super::error::DflockdError;
 use super::protocol::MAX_LINE_BYTES;
@@ -72,6 +73,41 @@ impl AsyncWrite for Stream {
     }
 }
 
+/// How long this connection's round trips take, from the requests a server answers without
+/// waiting: the smoothed estimate of RFC 6298 (§2), `SRTT + 4·RTTVAR`, without its one-second
+/// floor. TCP uses it as the time after which a reply should have arrived; here it bounds how
+/// long before its arrival a reply can have left the server.
+#[derive(Clone, Copy, Debug, Default)]
+struct RoundTrips {
+    smoothed: Option<Duration>,
+    variation: Duration,
+}
+
+impl RoundTrips {
+    fn observe(&mut self, sample: Duration) {
+        match self.smoothed {
+            None => {
+                self.smoothed = Some(sample);
+                self.variation = sample / 2;
+            }
+            Some(smoothed) => {
+                self.variation = (self.variation * 3 + smoothed.abs_diff(sample)) / 4;
+                self.smoothed = Some((smoothed * 7 + sample) / 8);
+            }
+        }
+    }
+
+    fn bound(&self) -> Option<Duration> {
+        self.smoothed.map(|smoothed| smoothed + self.variation * 4)
+    }
+}
+
+/// Whether the server may hold this request back (a blocking `l`/`sl`/`w`/`sw` waits in the
+/// key's queue), so its round trip says nothing about the network.
+fn may_wait(cmd: &str, arg: &str) -> bool {
+    matches!(cmd, "l" | "sl" | "w" | "sw") && arg.split(' ').next() != Some("0")
+}
+
 /// A connection to one dflockd server.
 pub struct Connection {
     stream: BufReader<Stream>,
@@ -81,6 +117,9 @@ pub struct Connection {
     written: bool,
     request: Vec<u8>,
     reply: Vec<u8>,
+    round_trips: RoundTrips,
+    /// When the latest answered request was sent and its reply arrived.
+    last_exchange: Option<(Instant, Instant)>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -92,10 +131,14 @@ impl std::fmt::Debug for Connection {
 impl Connection {
     /// Opens a connection to `addr` (`host:port`).
     pub async fn connect(addr: &str, options: &ConnectOptions) -> Result<Connection, DflockdError> {
+        let mut round_trips = RoundTrips::default();
         let connect = async {
+            let dialled = Instant::now();
             let tcp = TcpStream::connect(addr)
                 .await
                 .map_err(|source| DflockdError::Connect { addr: addr.to_owned(), source })?;
+            // The handshake is one round trip (SYN, SYN-ACK): the first sample.
+            round_trips.observe(dialled.elapsed());
             // Requests are tiny and latency-bound: never wait to coalesce them.
             tcp.set_nodelay(true).map_err(|source| DflockdError::Connect { addr: addr.to_owned(), source })?;
             let stream = match &options.tls {
@@ -126,6 +169,8 @@ impl Connection {
             written: false,
             request: Vec::with_capacity(128),
             reply: Vec::with_capacity(128),
+            round_trips,
+            last_exchange: None,
         })
     }
 
@@ -170,6 +215,7 @@ impl Connection {
         self.in_flight = true;
         self.written = false;
         let io_err = |source| DflockdError::Io { command, source };
+        let sent_at = Instant::now();
         self.stream.get_mut().write_all(&self.request).await.map_err(io_err)?;
         self.stream.get_mut().flush().await.map_err(io_err)?;
         self.written = true;
@@ -182,6 +228,11 @@ impl Connection {
             }
             return Err(DflockdError::Closed { command });
         }
+        let received_at = Instant::now();
+        if !may_wait(cmd, arg) {
+            self.round_trips.observe(received_at - sent_at);
+        }
+        self.last_exchange = Some((sent_at, received_at));
         self.in_flight = false;
         self.written = false;
         let line = self.reply.strip_suffix(b"\n").unwrap_or(&self.reply);
@@ -190,6 +241,26 @@ impl Connection {
             command,
             reply: String::from_utf8_lossy(e.as_bytes()).chars().take(64).collect(),
         })
+    }
+
+    /// The instant after which the server acted on the latest answered request (a grant, a
+    /// renewal): a lower bound on the server's own instant, as tight as the connection's round
+    /// trips allow, `None` before any reply.
+    ///
+    /// The server acts after the request arrives and writes the reply when it acts, so the
+    /// action happened between sending and receipt. For a request answered at once the
+    /// sending instant is the bound. A blocking `l` or `w` may have waited in the queue for
+    /// most of that time (a hand-off grants just before replying), and counting its lease
+    /// from the sending instant would make the holder believe it ends up to the whole wait
+    /// too early. The bound is then the reply's arrival minus how long a reply can take on
+    /// this connection: the RFC 6298 estimate `SRTT + 4·RTTVAR` of the round trips of the
+    /// requests answered at once (the connect handshake among them). A round trip covers the
+    /// reply's one-way trip; a reply delayed beyond that estimate (a stalled client or
+    /// server) makes the bound late by the excess.
+    pub fn took_effect_after(&self) -> Option<Instant> {
+        let (sent_at, received_at) = self.last_exchange?;
+        let in_transit = self.round_trips.bound().unwrap_or(received_at - sent_at);
+        Some(received_at.checked_sub(in_transit).map_or(sent_at, |left| left.max(sent_at)))
     }
 
     /// Whether a request was written in full and then abandoned before its reply was read:

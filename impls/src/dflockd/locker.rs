@@ -9,9 +9,16 @@
 //! Limits of the protocol, stated rather than hidden:
 //! - Leases are whole seconds: a TTL is rounded up, and the returned [`Lease`] carries the
 //!   TTL the server granted.
-//! - There is no query for a lease's remaining time: [`Locker::remaining_ttl`] answers from
-//!   the holder's own clock while the lease's connection is open (the server's expiry is never
-//!   earlier, since the clock starts when the request is sent).
+//! - There is no query for a lease's remaining time (no reply of `l r n e w` carries one;
+//!   `stats`, on the newest servers only, reports per key and connection, not per token), so
+//!   [`Locker::remaining_ttl`] answers from the holder's own clock while the lease's
+//!   connection is open. The lease counts from [`Connection::took_effect_after`], the grant's
+//!   (or renewal's) instant on the server bounded from below as tightly as the connection's
+//!   round trips allow: a grant that waited in the queue counts from just before its reply
+//!   arrived, not from the request, which would make it look expired up to the whole wait
+//!   too early. It is an estimate: a reply delayed beyond the connection's usual round trips
+//!   (a stalled server or client) makes the holder's belief outlast the server's expiry by
+//!   the excess.
 //! - Servers close connections silent for their read timeout (23 s by default) and release
 //!   their locks: a lease held longer without refresh is lost (use auto-renew).
 
@@ -268,7 +275,8 @@ impl DflockdLocker {
         Ok(Namespace::Semaphore)
     }
 
-    fn lease_from(&self, request: &LeaseRequest, grant: &Grant, sent_at: Instant) -> Result<Lease, LockError> {
+    /// `granted_at`: when the server granted, bounded from below ([`Connection::took_effect_after`]).
+    fn lease_from(&self, request: &LeaseRequest, grant: &Grant, granted_at: Instant) -> Result<Lease, LockError> {
         let owner = OwnerToken::from_str(&grant.token)
             .map_err(|_| LockError::Protocol(format!("token {:?} is not 32 hex digits", grant.token)))?;
         let fence = match self.kind {
@@ -276,7 +284,7 @@ impl DflockdLocker {
             // Random tokens order nothing; the capability says so.
             ServerKind::Legacy => FencingToken(0),
         };
-        Ok(Lease::new(request.key(), owner, fence, Duration::from_secs(grant.lease_s), sent_at, request.limit()))
+        Ok(Lease::new(request.key(), owner, fence, Duration::from_secs(grant.lease_s), granted_at, request.limit()))
     }
 
     fn hold(&self, lease: &Lease, conn: Connection, ns: Namespace) {
@@ -331,7 +339,7 @@ impl DflockdLocker {
         let conn = pending.conn.take().expect("armed");
         match outcome {
             Ok(grant) => {
-                let lease = self.lease_from(request, &grant, sent_at)?;
+                let lease = self.lease_from(request, &grant, conn.took_effect_after().unwrap_or(sent_at))?;
                 self.hold(&lease, conn, ns);
                 Ok(Ok(lease))
             }
@@ -420,24 +428,26 @@ impl Locker for DflockdLocker {
         let lease_s = whole_seconds(ttl);
         let entry = held_table().get(&self.held_key(lease)).map(|h| (h.conn.clone(), h.ns));
         let sent_at = Instant::now();
-        let outcome = match entry {
+        let (outcome, renewed_at) = match entry {
             Some((conn, ns)) => {
                 let mut conn = conn.lock().await;
-                commands::renew_ns(&mut conn, ns, lease.key(), &token, Some(lease_s)).await
+                let outcome = commands::renew_ns(&mut conn, ns, lease.key(), &token, Some(lease_s)).await;
+                (outcome, conn.took_effect_after())
             }
             // Not held through a locker of this process: the server decides by token.
             None => {
                 let ns = if lease.limit() == 1 { Namespace::Lock } else { Namespace::Semaphore };
                 let mut conn = self.take_conn(self.server_of(lease.key())).await?;
                 let outcome = commands::renew_ns(&mut conn, ns, lease.key(), &token, Some(lease_s)).await;
+                let renewed_at = conn.took_effect_after();
                 if outcome.is_ok() {
                     self.put_conn(conn);
                 }
-                outcome
+                (outcome, renewed_at)
             }
         };
         match outcome {
-            Ok(_) => Ok(Some(lease.refreshed(Duration::from_secs(lease_s), sent_at))),
+            Ok(_) => Ok(Some(lease.refreshed(Duration::from_secs(lease_s), renewed_at.unwrap_or(sent_at)))),
             Err(DflockdError::Server { .. }) => {
                 self.take_held(lease);
                 Ok(None)
