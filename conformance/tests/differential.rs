@@ -44,10 +44,10 @@ fn random_history(rng: &mut StdRng) -> Vec<Entry<LockOp, LockRet>> {
                     plausible
                 } else {
                     match &entry.op {
-                        LockOp::Acquire { .. } if rng.random_bool(0.6) => {
+                        LockOp::Acquire { .. } | LockOp::CancelledAcquire { .. } if rng.random_bool(0.6) => {
                             LockRet::Granted { fence: rng.random_range(1..6) }
                         }
-                        LockOp::Acquire { .. } => LockRet::NotGranted,
+                        LockOp::Acquire { .. } | LockOp::CancelledAcquire { .. } => LockRet::NotGranted,
                         LockOp::Release { .. } => LockRet::Released(rng.random_bool(0.6)),
                         LockOp::Refresh { .. } => LockRet::Refreshed(rng.random_bool(0.6)),
                         LockOp::Remaining { .. } => {
@@ -62,10 +62,15 @@ fn random_history(rng: &mut StdRng) -> Vec<Entry<LockOp, LockRet>> {
                 remaining[thread] -= 1;
                 let at = Window::new(time, u64::MAX);
                 let lease = LeaseId(rng.random_range(1..next_lease.max(2)));
-                let op = match rng.random_range(0..11) {
+                let op = match rng.random_range(0..12) {
                     0..=4 => {
                         next_lease += 1;
                         LockOp::Acquire { lease: LeaseId(next_lease - 1), ttl: rng.random_range(3..12), limit, at }
+                    }
+                    11 => {
+                        next_lease += 1;
+                        let (lease, ttl) = (LeaseId(next_lease - 1), rng.random_range(3..12));
+                        LockOp::CancelledAcquire { lease, ttl, limit, at }
                     }
                     5..=6 => LockOp::Release { lease, at },
                     7..=8 => LockOp::Refresh { lease, ttl: rng.random_range(3..12), at },
@@ -84,6 +89,7 @@ fn random_history(rng: &mut StdRng) -> Vec<Entry<LockOp, LockRet>> {
 fn set_window(op: &mut LockOp, window: Window) {
     match op {
         LockOp::Acquire { at, .. }
+        | LockOp::CancelledAcquire { at, .. }
         | LockOp::Release { at, .. }
         | LockOp::Refresh { at, .. }
         | LockOp::Remaining { at, .. }

@@ -123,6 +123,20 @@ pub enum LockOp {
         /// When it took effect.
         at: Window,
     },
+    /// An acquire that was cancelled: its request may have reached the locker and been granted
+    /// (if there was room) at any moment after `at.from`, or never; never after its
+    /// [`LockOp::Withdraw`]. A grant counts as made anywhere in `at` (its invocation to its
+    /// clean-up deadline), so where in that window it is placed changes nothing.
+    CancelledAcquire {
+        /// The grant it may have produced.
+        lease: LeaseId,
+        /// Lease duration.
+        ttl: Micros,
+        /// Permit limit (1 for a lock).
+        limit: u32,
+        /// From its invocation to its clean-up deadline.
+        at: Window,
+    },
     /// The clean-up of a cancelled acquire: if the acquire was granted after all (its request
     /// was in flight when the caller gave up), the lease is given back here, and from here on
     /// it can no longer be granted. The cancel-safety contract (P7) bounds `at`: the clean-up
@@ -140,6 +154,7 @@ impl LockOp {
     pub fn window(&self) -> Window {
         match self {
             LockOp::Acquire { at, .. }
+            | LockOp::CancelledAcquire { at, .. }
             | LockOp::Release { at, .. }
             | LockOp::Refresh { at, .. }
             | LockOp::Remaining { at, .. }
@@ -151,6 +166,7 @@ impl LockOp {
     pub fn lease(&self) -> LeaseId {
         match self {
             LockOp::Acquire { lease, .. }
+            | LockOp::CancelledAcquire { lease, .. }
             | LockOp::Release { lease, .. }
             | LockOp::Refresh { lease, .. }
             | LockOp::Remaining { lease, .. }
@@ -297,6 +313,36 @@ impl LockSpec {
         }
     }
 
+    /// Grants `lease` one of `limit` slots with token `fence`, taking effect in `[from, to]`,
+    /// if the spec allows it.
+    fn grant(&mut self, lease: LeaseId, limit: u32, fence: u64, expires_between: (Micros, Micros), from: Micros, to: Micros) -> bool {
+        if self.fence_goes_backwards(fence) || self.position(lease).is_some() {
+            return false;
+        }
+        let limit = limit as usize;
+        let alive = self.holders.iter().filter(|h| self.liveness(h, from, to) == Liveness::Alive).count();
+        if alive >= limit {
+            return false;
+        }
+        // Expire just enough ambiguous holders, those that end earliest first.
+        let mut excess = (self.holders.len() + 1).saturating_sub(limit);
+        while excess > 0 {
+            let victim = (0..self.holders.len())
+                .filter(|&i| self.liveness(&self.holders[i], from, to) == Liveness::Ambiguous)
+                .min_by_key(|&i| self.holders[i].expires_between.1)
+                .expect("fewer alive holders than the limit");
+            self.holders.remove(victim);
+            excess -= 1;
+        }
+        self.holders.push(Holder { lease, expires_between });
+        // Unclaimed fencing: tokens mean nothing, and remembering the last one would only
+        // tell apart states the checker's memo should treat as one.
+        if self.fencing_claimed {
+            self.last_fence = Some(fence);
+        }
+        true
+    }
+
     /// Applies `op` with return `ret` if the spec allows it; `ret == None` means the return
     /// is unknown (an indeterminate operation) and the spec picks the outcome [`invoke`]
     /// would. On `false` the state may be partly updated: step a clone.
@@ -305,49 +351,41 @@ impl LockSpec {
     pub fn step(&mut self, op: &LockOp, ret: Option<&LockRet>) -> bool {
         let Some(ret) = ret else {
             let ret = self.choose(op);
+            // An acquire of unknown outcome that finds no room did not take effect: it leaves
+            // the state as it was (not even the clock moves), so that the checker's search
+            // sees it as the no-op it is.
+            if matches!((op, &ret), (LockOp::Acquire { .. } | LockOp::CancelledAcquire { .. }, LockRet::NotGranted)) {
+                return true;
+            }
             return self.step(op, Some(&ret));
         };
         let (from, to) = self.enter(op.window());
         match (op, ret) {
-            // A cancelled acquire that reaches the locker after its clean-up changes nothing.
-            (LockOp::Acquire { lease, .. }, LockRet::NotGranted) if self.withdrawn.contains(lease) => true,
-            (LockOp::Acquire { lease, .. }, LockRet::Granted { .. }) if self.withdrawn.contains(lease) => false,
+            // A cancelled acquire that was not granted changed nothing; after its clean-up it
+            // cannot be granted.
+            (LockOp::CancelledAcquire { .. }, LockRet::NotGranted) => true,
+            (LockOp::CancelledAcquire { lease, ttl, limit, at }, LockRet::Granted { fence }) => {
+                let expires_between = (at.from.saturating_add(*ttl), at.to.saturating_add(*ttl));
+                !self.withdrawn.contains(lease) && self.grant(*lease, *limit, *fence, expires_between, from, to)
+            }
             (LockOp::Withdraw { lease, .. }, LockRet::Withdrawn) => {
-                if let Some(at) = self.position(*lease) {
-                    self.holders.remove(at);
+                match self.position(*lease) {
+                    // Granted before its clean-up: given back now.
+                    Some(at) => {
+                        self.holders.remove(at);
+                    }
+                    // Not granted yet: it never will be. Kept sorted, so that states that
+                    // withdrew the same leases in another order compare equal.
+                    None => {
+                        let at = self.withdrawn.binary_search(lease).unwrap_or_else(|at| at);
+                        self.withdrawn.insert(at, *lease);
+                    }
                 }
-                self.withdrawn.push(*lease);
                 true
             }
             (LockOp::Acquire { lease, ttl, limit, .. }, LockRet::Granted { fence }) => {
-                if self.fence_goes_backwards(*fence) || self.position(*lease).is_some() {
-                    return false;
-                }
-                let limit = *limit as usize;
-                let alive = self.holders.iter().filter(|h| self.liveness(h, from, to) == Liveness::Alive).count();
-                if alive >= limit {
-                    return false;
-                }
-                // Expire just enough ambiguous holders, those that end earliest first.
-                let mut excess = (self.holders.len() + 1).saturating_sub(limit);
-                while excess > 0 {
-                    let victim = (0..self.holders.len())
-                        .filter(|&i| self.liveness(&self.holders[i], from, to) == Liveness::Ambiguous)
-                        .min_by_key(|&i| self.holders[i].expires_between.1)
-                        .expect("fewer alive holders than the limit");
-                    self.holders.remove(victim);
-                    excess -= 1;
-                }
-                self.holders.push(Holder {
-                    lease: *lease,
-                    expires_between: (from.saturating_add(*ttl), to.saturating_add(*ttl)),
-                });
-                // Unclaimed fencing: tokens mean nothing, and remembering the last one would
-                // only tell apart states the checker's memo should treat as one.
-                if self.fencing_claimed {
-                    self.last_fence = Some(*fence);
-                }
-                true
+                let expires_between = (from.saturating_add(*ttl), to.saturating_add(*ttl));
+                self.grant(*lease, *limit, *fence, expires_between, from, to)
             }
             (LockOp::Acquire { limit, .. }, LockRet::NotGranted) => self.holders.len() >= *limit as usize,
             (LockOp::Release { lease, .. }, LockRet::Released(true)) => match self.position(*lease) {
@@ -386,9 +424,9 @@ impl LockSpec {
         let mut probe = self.clone();
         let (from, to) = probe.enter(op.window());
         match op {
-            LockOp::Acquire { lease, .. } if probe.withdrawn.contains(lease) => LockRet::NotGranted,
+            LockOp::CancelledAcquire { lease, .. } if probe.withdrawn.contains(lease) => LockRet::NotGranted,
             LockOp::Withdraw { .. } => LockRet::Withdrawn,
-            LockOp::Acquire { limit, .. } => {
+            LockOp::Acquire { limit, .. } | LockOp::CancelledAcquire { limit, .. } => {
                 let alive = probe.holders.iter().filter(|h| probe.liveness(h, from, to) == Liveness::Alive).count();
                 if alive < *limit as usize {
                     LockRet::Granted { fence: probe.last_fence.map_or(1, |last| last + 1) }
@@ -410,7 +448,7 @@ impl LockSpec {
             return None;
         }
         Some(match (op, ret) {
-            (LockOp::Acquire { lease, .. }, LockRet::Granted { fence }) => {
+            (LockOp::Acquire { lease, .. } | LockOp::CancelledAcquire { lease, .. }, LockRet::Granted { fence }) => {
                 if self.fence_goes_backwards(*fence) || self.position(*lease).is_some() {
                     Property::Fencing
                 } else {
@@ -432,9 +470,11 @@ impl SequentialSpec for LockSpec {
     type Op = LockOp;
     type Ret = LockRet;
 
+    /// The outcome the spec picks for an operation whose return is unknown, applied as
+    /// [`LockSpec::step`] applies an unknown return (an acquire that finds no room is a no-op).
     fn invoke(&mut self, op: &LockOp) -> LockRet {
         let ret = self.choose(op);
-        let applied = self.step(op, Some(&ret));
+        let applied = self.step(op, None);
         debug_assert!(applied, "the spec accepts its own choice");
         ret
     }
@@ -601,16 +641,17 @@ mod tests {
     fn a_cancelled_acquire_may_hold_until_its_clean_up_and_never_after() {
         let withdraw = LockOp::Withdraw { lease: LeaseId(1), at: Window::new(10, 20) };
         // Granted before the clean-up: the slot is taken until the withdrawal, then free.
+        let cancelled = LockOp::CancelledAcquire { lease: LeaseId(1), ttl: TTL, limit: 1, at: Window::new(0, 20) };
         let mut spec = LockSpec::with_tolerance(0);
-        assert!(spec.step(&acquire(1, 0, Micros::MAX), None));
+        assert!(spec.step(&cancelled, None));
         assert!(spec.clone().step(&acquire(2, 5, 6), Some(&LockRet::NotGranted)));
         assert!(spec.step(&withdraw, Some(&LockRet::Withdrawn)));
         assert!(spec.step(&acquire(2, 30, 31), Some(&LockRet::Granted { fence: 2 })));
         // Reaching the locker after the clean-up: no grant, however free the key.
         let mut spec = LockSpec::with_tolerance(0);
         assert!(spec.step(&withdraw, Some(&LockRet::Withdrawn)));
-        assert!(!spec.clone().step(&acquire(1, 0, Micros::MAX), Some(&LockRet::Granted { fence: 1 })));
-        assert!(spec.step(&acquire(1, 0, Micros::MAX), None));
+        assert!(!spec.clone().step(&cancelled, Some(&LockRet::Granted { fence: 1 })));
+        assert!(spec.step(&cancelled, None));
         assert_eq!(spec.holders().count(), 0, "a late cancelled acquire leaves no grant behind");
     }
 

@@ -139,9 +139,13 @@ where
             let mut stepped = state.clone();
             let ok = match &entry.ret {
                 Some(ret) => stepped.is_valid_step(&entry.op, ret),
+                // An operation of unknown outcome that may never take effect, and whose step
+                // changes nothing, is left out rather than linearized: both explain the same
+                // histories, and the search would otherwise count every such no-op as a
+                // different configuration.
                 None => {
                     stepped.invoke(&entry.op);
-                    true
+                    entry.returned.is_some() || stepped != state
                 }
             };
             if ok {
@@ -191,10 +195,10 @@ where
 /// A cancelled acquire is not simply "nothing happened": over a network its request may be
 /// in flight when the caller gives up, be granted, and be given back by the clean-up the
 /// cancel-safety contract promises (a background release, a closed connection). So it
-/// becomes two spec operations that must both take effect within `cancel_cleanup` of the
-/// cancellation: an acquire with an open outcome (granted if there is room, or a no-op if it
-/// comes after the withdrawal) and a [`LockOp::Withdraw`] — so a grant left behind after
-/// that is a violation.
+/// becomes two spec operations: an acquire with an open outcome that may take effect at any
+/// moment after its invocation, or never, and a [`LockOp::Withdraw`] that must take effect
+/// within `cancel_cleanup` of the cancellation and after which the lease is neither held
+/// nor grantable — so a grant left behind after that is a violation.
 #[derive(Clone, Debug)]
 pub struct Reference {
     /// The spec of a free key (its tolerance, whether fencing is claimed).
@@ -220,13 +224,13 @@ impl Reference {
                     Outcome::Cancelled,
                     Some(cancelled),
                 ) => {
-                    // Both must take effect by the time the clean-up is due (an acquire that
-                    // arrives after its withdrawal takes effect as a no-op), which keeps the
-                    // search from carrying every old cancellation along as an open choice.
+                    // The withdrawal must take effect by the time the clean-up is due; the
+                    // acquire may take effect any time before it, or never (after it, the
+                    // spec refuses it the grant).
                     let cleaned_up = cancelled.saturating_add(self.cancel_cleanup);
                     let at = Window::new(op.invoked, cleaned_up);
-                    let acquire = LockOp::Acquire { lease: *lease, ttl: *ttl, limit: *limit, at };
-                    entries.push(Entry { op: acquire, ret: None, invoked: op.invoked, returned: Some(cleaned_up) });
+                    let acquire = LockOp::CancelledAcquire { lease: *lease, ttl: *ttl, limit: *limit, at };
+                    entries.push(Entry { op: acquire, ret: None, invoked: op.invoked, returned: None });
                     let withdraw = LockOp::Withdraw { lease: *lease, at: Window::new(cancelled, cleaned_up) };
                     entries.push(Entry {
                         op: withdraw,
