@@ -113,7 +113,10 @@ pub enum Wakeups {
 
 /// Detects (and, if allowed, enables) keyspace events on every instance and opens the
 /// subscription connections; waiters poll if either fails.
-async fn start_wakeups(instances: &[Arc<Instance>], config: &RedisConfig) -> (Arc<Waiters>, Option<Subscribers>, Wakeups) {
+async fn start_wakeups(
+    instances: &[Arc<Instance>],
+    config: &RedisConfig,
+) -> (Arc<Waiters>, Option<Subscribers>, Wakeups) {
     let mut problems = Vec::new();
     for instance in instances {
         if let Err(reason) = instance.ensure_keyspace_events(config.enable_keyspace_events).await {

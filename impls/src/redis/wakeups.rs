@@ -126,12 +126,7 @@ pub(crate) type NoEvents = String;
 impl Waiters {
     /// Waiters that poll: no server publishes the events they would need.
     pub(crate) fn polling() -> Arc<Self> {
-        Arc::new(Waiters {
-            keys: Mutex::default(),
-            servers: Vec::new(),
-            push: false,
-            confirm_timeout: Duration::ZERO,
-        })
+        Arc::new(Waiters { keys: Mutex::default(), servers: Vec::new(), push: false, confirm_timeout: Duration::ZERO })
     }
 
     /// Opens one pub/sub connection per server (`(client, db)`) and starts its subscription
@@ -148,7 +143,10 @@ impl Waiters {
         }
         let waiters = Arc::new(Waiters {
             keys: Mutex::default(),
-            servers: servers.iter().map(|(_, db)| Server { db: *db, connected: AtomicBool::new(true), dirty: Notify::new() }).collect(),
+            servers: servers
+                .iter()
+                .map(|(_, db)| Server { db: *db, connected: AtomicBool::new(true), dirty: Notify::new() })
+                .collect(),
             push: true,
             confirm_timeout: response_timeout,
         });
@@ -157,13 +155,8 @@ impl Waiters {
             .zip(connections)
             .enumerate()
             .map(|(index, ((client, _), connection))| {
-                let task = Task {
-                    waiters: waiters.clone(),
-                    index,
-                    client: client.clone(),
-                    connect_timeout,
-                    response_timeout,
-                };
+                let task =
+                    Task { waiters: waiters.clone(), index, client: client.clone(), connect_timeout, response_timeout };
                 tokio::spawn(task.run(connection))
             })
             .collect();
