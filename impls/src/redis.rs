@@ -28,6 +28,18 @@
 //!   a token-checked release on the same connection, so a grant that raced the cancellation
 //!   is released rather than leaked until its TTL.
 //!
+//! # Deployments
+//!
+//! Standalone servers, one (`redis://`) or several (the multi-server lockers). **Cluster**:
+//! the lock key and its fence key always carry the same hash tag and so share a slot (unit
+//! tested, see `instance::lock_key`), but the lockers do not open Cluster connections:
+//! keyspace notifications are published only by the node that owns a key, so a waiter would
+//! have to subscribe on the right node and follow slot migrations — not offered. Point a
+//! locker at one node only if you know it owns the keys. **Sentinel**: not supported. The
+//! connection follows no failover, and a failover loses locks anyway (replication is
+//! asynchronous: a promoted replica may not have the latest grant or fence), which is the
+//! restart-without-persistence case below.
+//!
 //! # What it promises
 //!
 //! Server-side expiry, fencing and push wake-ups, yes. FIFO, no: whichever waiter's retry

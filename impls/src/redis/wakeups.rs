@@ -3,7 +3,8 @@
 //! Each locker keeps **one pub/sub connection per server**. It subscribes to
 //! `__keyspace@<db>__:<lock key>` — the locker's own database, not database 0 (the Go
 //! original's hard-coded `@0` never fires for a locker on another database) — only while at
-//! least one of its waiters waits for that key (reference-counted), and wakes exactly those
+//! least one of its waiters waits for that key (reference-counted; the subscription lingers a
+//! second after the last waiter left, for the next one), and wakes exactly those
 //! waiters on the key's `del` and `expired` events. A locker whose keys nobody waits for
 //! receives nothing: an uncontended acquire and release cost two round trips and no pub/sub
 //! traffic, and a release wakes only the lockers waiting for that key, however many lockers
@@ -33,6 +34,7 @@ use futures::StreamExt;
 use redis::aio::PubSubSink;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 /// The keyspace events that free a lock: a release (`DEL` in the release script) and an
 /// expiry. Anything else on the key's channel (`expire` from a refresh) frees nothing.
@@ -50,7 +52,14 @@ struct Entry {
 struct Slot {
     entry: Arc<Entry>,
     count: usize,
+    /// Since when nobody waits (`count` is 0): the subscription lingers for [`LINGER`].
+    idle_since: Option<Instant>,
 }
+
+/// How long a key's subscription outlives its last waiter. A contended key's waiters come and
+/// go with every hand-off; without the linger, each would pay a `SUBSCRIBE` round trip (and
+/// its predecessor an `UNSUBSCRIBE`) before it could wait.
+const LINGER: Duration = Duration::from_secs(1);
 
 /// One server's subscription task: what it needs to know, and how to nudge it.
 struct Server {
@@ -98,12 +107,9 @@ impl Drop for Interest {
         if let Some(slot) = keys.get_mut(&self.key) {
             slot.count -= 1;
             if slot.count == 0 {
-                keys.remove(&self.key);
-                drop(keys);
-                // Unsubscribe lazily, through the server's task (never out of order).
-                for server in &self.waiters.servers {
-                    server.dirty.notify_one();
-                }
+                // Unsubscribed later, by the server's task (never out of order), unless a
+                // waiter comes back within the linger.
+                slot.idle_since = Some(Instant::now());
             }
         }
     }
@@ -181,8 +187,10 @@ impl Waiters {
                     confirmed: watch::Sender::new(vec![false; self.servers.len()]),
                 }),
                 count: 0,
+                idle_since: None,
             });
             slot.count += 1;
+            slot.idle_since = None;
             (Interest { waiters: self.clone(), key: redis_key.to_owned(), entry: slot.entry.clone() }, fresh)
         };
         if !self.push || !self.servers.iter().all(|server| server.connected.load(Ordering::Acquire)) {
@@ -197,6 +205,16 @@ impl Waiters {
         let all_confirmed = confirmed.wait_for(|servers| servers.iter().all(|&confirmed| confirmed));
         let _ = tokio::time::timeout(limit.min(self.confirm_timeout), all_confirmed).await;
         interest
+    }
+
+    /// Forgets the keys nobody has waited for during [`LINGER`]; true if there were any
+    /// (their channels are then to be unsubscribed).
+    fn reap(&self) -> bool {
+        let now = Instant::now();
+        let mut keys = self.keys();
+        let before = keys.len();
+        keys.retain(|_, slot| slot.idle_since.is_none_or(|idle| now - idle < LINGER));
+        keys.len() != before
     }
 
     /// The keys with waiters, as channel names of server `index`.
@@ -298,6 +316,8 @@ impl Task {
         self.waiters.servers[self.index].connected.store(true, Ordering::Release);
         // Whatever waiters registered before this connection existed need subscribing.
         self.waiters.servers[self.index].dirty.notify_one();
+        let mut reaping = tokio::time::interval(LINGER);
+        reaping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             // Wait for a change of the keys with waiters, forwarding messages meanwhile.
             loop {
@@ -307,6 +327,11 @@ impl Task {
                         None => return,
                     },
                     () = self.waiters.servers[self.index].dirty.notified() => break,
+                    _ = reaping.tick() => if self.waiters.reap() {
+                        for server in &self.waiters.servers {
+                            server.dirty.notify_one();
+                        }
+                    },
                 }
             }
             // Reconcile, still forwarding messages: a wake-up for one key must not wait for
