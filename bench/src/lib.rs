@@ -70,7 +70,7 @@ use std::path::PathBuf;
 
 pub use contender::{BENCH_TTL, BENCH_WAIT, Contender, HeldLease, LockerContender, TokioMutexFloor};
 pub use floor::{RoundTrip, TcpEcho};
-pub use measure::{Batch, UNCONTENDED_GROUP, hand_off, throughput, uncontended};
+pub use measure::{Batch, UNCONTENDED_GROUP, hand_off, throughput, uncontended, uncontended_in_groups};
 pub use results::{
     BenchRun, Kind, Machine, Measurement, Mode, Role, SCHEMA, base_versions, results_dir, workspace_root,
 };

@@ -49,6 +49,7 @@ pub struct Suite {
     runtime: tokio::runtime::Runtime,
     run: BenchRun,
     shape: Shape,
+    uncontended_group: u64,
 }
 
 impl Suite {
@@ -77,12 +78,19 @@ impl Suite {
             command,
             measurements: Vec::new(),
         };
-        Suite { runtime, run, shape: Shape::standard(mode) }
+        Suite { runtime, run, shape: Shape::standard(mode), uncontended_group: measure::UNCONTENDED_GROUP }
     }
 
     /// Quick or full.
     pub fn mode(&self) -> Mode {
         self.run.mode
+    }
+
+    /// Times [`Suite::uncontended`] in groups of `group` operations instead of
+    /// [`UNCONTENDED_GROUP`](crate::UNCONTENDED_GROUP) (see [`measure::uncontended_in_groups`]):
+    /// 1 for a network backend compared against a per-round-trip floor.
+    pub fn set_uncontended_group(&mut self, group: u64) {
+        self.uncontended_group = group.max(1);
     }
 
     /// The contention shape of this run.
@@ -133,11 +141,13 @@ impl Suite {
     pub fn uncontended<C: Contender>(&mut self, c: &mut Criterion, role: Role, contender: &Arc<C>) {
         let name = contender.name();
         let mut recorder = Recorder::default();
+        let operations_per_sample = self.uncontended_group;
         let mut group = c.benchmark_group(format!("{}/uncontended", self.run.suite));
         group.throughput(Throughput::Elements(1));
         group.bench_function(BenchmarkId::from_parameter(&name), |b| {
             b.iter_custom(|iters| {
-                let batch = self.runtime.block_on(measure::uncontended(&**contender, iters));
+                let batch =
+                    self.runtime.block_on(measure::uncontended_in_groups(&**contender, iters, operations_per_sample));
                 recorder.take(&name, iters, batch)
             })
         });

@@ -72,7 +72,7 @@ async fn key_events_are_enabled_for_the_lockers_own_database() {
     assert!(locker.capabilities().push_wakeups);
     let after: Vec<String> =
         redis::cmd("CONFIG").arg("GET").arg("notify-keyspace-events").query_async(&mut connection).await.unwrap();
-    for flag in ['E', 'g', 'x'] {
+    for flag in ['K', 'g', 'x'] {
         assert!(after[1].contains(flag), "flag {flag} missing from {:?}", after[1]);
     }
     // A waiter on database 3 is woken by a release on database 3, well before its

@@ -12,16 +12,33 @@
 //!   the caller's, so a holder whose lease expired can never touch its successor's lock. The
 //!   scripts are loaded at connect (a server that refuses scripts fails there, clearly) and run
 //!   by SHA; after a `NOSCRIPT` (a restarted or flushed server) they are loaded again.
-//! - **Waiting**: key-event notifications (`del`, `expired`) on the locker's own database wake
-//!   waiters; each waiter registers before its failed try, so a release in between is never
-//!   lost. The server's `notify-keyspace-events` is read at connect and completed with `Egx`
-//!   if [`RedisConfig::enable_keyspace_events`] allows; if it cannot be, a warning is logged
-//!   and waiters retry with a bounded exponential backoff ([`Wakeups::Polling`]). Either way a
+//! - **Waiting**: an acquire tries once; only if refused does it subscribe to the key's own
+//!   keyspace channel (`__keyspace@<db>__:<lock key>`, the locker's database), on one pub/sub
+//!   connection per locker and server, for as long as any of its waiters wait for that key
+//!   (see `wakeups.rs`). The subscription is confirmed by the server before the next try, so a
+//!   release in between is never lost; `del` and `expired` wake exactly the waiters of that
+//!   key. The server's `notify-keyspace-events` is read at connect and completed with `Kgx` if
+//!   [`RedisConfig::enable_keyspace_events`] allows; if it cannot be, a warning is logged and
+//!   waiters retry with a bounded exponential backoff ([`Wakeups::Polling`]). Either way a
 //!   waiter also retries when the holder's remaining time (returned by the failed try) runs
-//!   out, because Redis may publish `expired` late.
+//!   out, because Redis may publish `expired` late. (Whoever later turns the flags off on the
+//!   server — `CONFIG SET notify-keyspace-events ""` — leaves waiters to that retry: the
+//!   setting is read only at connect.)
 //! - **Cancel safety**: a grant request in flight when its future is dropped is followed by
 //!   a token-checked release on the same connection, so a grant that raced the cancellation
 //!   is released rather than leaked until its TTL.
+//!
+//! # Deployments
+//!
+//! Standalone servers, one (`redis://`) or several (the multi-server lockers). **Cluster**:
+//! the lock key and its fence key always carry the same hash tag and so share a slot (unit
+//! tested, see `instance::lock_key`), but the lockers do not open Cluster connections:
+//! keyspace notifications are published only by the node that owns a key, so a waiter would
+//! have to subscribe on the right node and follow slot migrations — not offered. Point a
+//! locker at one node only if you know it owns the keys. **Sentinel**: not supported. The
+//! connection follows no failover, and a failover loses locks anyway (replication is
+//! asynchronous: a promoted replica may not have the latest grant or fence), which is the
+//! restart-without-persistence case below.
 //!
 //! # What it promises
 //!
@@ -61,7 +78,7 @@ use crate::locker::{Capabilities, Locker};
 use crate::request::{LeaseRequest, validate_ttl, validate_wait};
 use instance::{Attempt, Instance};
 pub use multi::{RedisAllLocker, RedlockLocker};
-use wakeups::{Subscriber, Waiters};
+use wakeups::{Subscribers, Waiters};
 
 /// Connection and waiting settings shared by the Redis lockers.
 #[derive(Clone, Debug)]
@@ -106,31 +123,41 @@ pub enum Wakeups {
     },
 }
 
-/// Detects (and, if allowed, enables) key events on every instance and subscribes to them.
-async fn start_wakeups(instances: &[Arc<Instance>], config: &RedisConfig) -> (Arc<Waiters>, Vec<Subscriber>, Wakeups) {
-    let waiters = Waiters::new(instances.len());
-    let mut subscribers = Vec::new();
+/// Detects (and, if allowed, enables) keyspace events on every instance and opens the
+/// subscription connections; waiters poll if either fails.
+async fn start_wakeups(
+    instances: &[Arc<Instance>],
+    config: &RedisConfig,
+) -> (Arc<Waiters>, Option<Subscribers>, Wakeups) {
     let mut problems = Vec::new();
     for instance in instances {
         if let Err(reason) = instance.ensure_keyspace_events(config.enable_keyspace_events).await {
             problems.push(reason);
         }
-        let (subscriber, first) = wakeups::subscribe(instance.client.clone(), instance.db, waiters.clone()).await;
-        subscribers.push(subscriber);
-        if let Err(reason) = first {
-            problems.push(format!("{}: {reason}", instance.display));
+    }
+    let started = if problems.is_empty() {
+        let servers: Vec<(redis::Client, i64)> =
+            instances.iter().map(|instance| (instance.client.clone(), instance.db)).collect();
+        match Waiters::start(&servers, config.connect_timeout, config.response_timeout).await {
+            Ok(started) => Some(started),
+            Err(reason) => {
+                problems.push(reason);
+                None
+            }
+        }
+    } else {
+        None
+    };
+    match started {
+        Some((waiters, subscribers)) => (waiters, Some(subscribers), Wakeups::KeyspaceEvents),
+        None => {
+            let reason = problems.join("; ");
+            tracing::warn!(
+                "Redis keyspace notifications unavailable ({reason}); waiters fall back to polling with a bounded backoff"
+            );
+            (Waiters::polling(), None, Wakeups::Polling { reason })
         }
     }
-    let wakeups = if problems.is_empty() {
-        Wakeups::KeyspaceEvents
-    } else {
-        let reason = problems.join("; ");
-        tracing::warn!(
-            "Redis key-event notifications unavailable ({reason}); waiters fall back to polling with a bounded backoff"
-        );
-        Wakeups::Polling { reason }
-    };
-    (waiters, subscribers, wakeups)
 }
 
 /// Releases `token`'s grant on every instance if dropped while armed: the cancel-safety net
@@ -182,8 +209,12 @@ enum Outcome {
     },
 }
 
-/// The wait loop every Redis locker shares: register for wake-ups, try, sleep until a
-/// wake-up, the blocking lease's end, a fallback retry or the deadline; repeat.
+/// The wait loop every Redis locker shares: try once; if refused, register for wake-ups
+/// (subscribed before the next try), then try, sleep until a wake-up, the blocking lease's
+/// end, a fallback retry or the deadline; repeat.
+///
+/// The first try goes out before any subscription: an uncontended acquire is one round trip,
+/// and only a waiter pays for its key's subscription.
 async fn wait_for_grant<F, Fut>(
     waiters: &Arc<Waiters>,
     redis_key: &str,
@@ -197,16 +228,23 @@ where
 {
     let started = Instant::now();
     let deadline = started + wait;
-    let interest = waiters.interest(redis_key);
+    if let Outcome::Granted(lease) = attempt().await? {
+        return Ok(lease);
+    }
+    let now = Instant::now();
+    if now >= deadline {
+        return Err(LockError::TimedOut { waited: now - started });
+    }
+    let interest = waiters.register(redis_key, deadline - now).await;
     let (min_backoff, max_backoff) = config.fallback_backoff;
     let mut backoff = min_backoff;
     loop {
         // The ticket is taken before the try: a release between the try and the sleep
         // still wakes us.
-        let notified = interest.notify.notified();
+        let notified = interest.notify().notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let events_live = waiters.events_live();
+        let events_live = interest.live();
         let (retry_in, split) = match attempt().await? {
             Outcome::Granted(lease) => return Ok(lease),
             Outcome::Refused { retry_in, split } => (retry_in, split),
@@ -240,7 +278,7 @@ pub struct RedisLocker {
     config: RedisConfig,
     waiters: Arc<Waiters>,
     wakeups: Wakeups,
-    _subscriber: Vec<Subscriber>,
+    _subscribers: Option<Subscribers>,
 }
 
 impl RedisLocker {
@@ -253,8 +291,8 @@ impl RedisLocker {
     /// if allowed) key events, and subscribes to them before returning.
     pub async fn connect_with(url: &str, config: RedisConfig) -> Result<Self, LockError> {
         let instance = Arc::new(Instance::connect(url, &config).await?);
-        let (waiters, subscriber, wakeups) = start_wakeups(std::slice::from_ref(&instance), &config).await;
-        Ok(RedisLocker { instance, config, waiters, wakeups, _subscriber: subscriber })
+        let (waiters, subscribers, wakeups) = start_wakeups(std::slice::from_ref(&instance), &config).await;
+        Ok(RedisLocker { instance, config, waiters, wakeups, _subscribers: subscribers })
     }
 
     /// How waiters are woken.

@@ -271,8 +271,8 @@ pub(crate) fn readme(report: &Report) -> String {
         }
         let _ = writeln!(
             o,
-            "Uncontended figures are means over groups of {} operations (one clock read costs about as much as an uncontended tokio mutex); \
-             hand-off and throughput figures are per operation.\n",
+            "Uncontended figures of in-process lockers are means over groups of {} operations (one clock read costs about as much as an uncontended tokio mutex); \
+             those of network backends timed against a round-trip floor (Redis) are per operation, like hand-off and throughput figures.\n",
             crate::UNCONTENDED_GROUP
         );
     }

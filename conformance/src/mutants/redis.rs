@@ -118,11 +118,24 @@ impl PortedRedisLocker {
         let mut connection = client.get_multiplexed_async_connection().await.map_err(unavailable)?;
         // The Go tests ran on miniredis, which publishes nothing; on real Redis the port gets
         // events where the server has them on — turn them on, as an operator following the
-        // Go docs would.
+        // Go docs would. Added to the flags already set, not replacing them: other lockers
+        // on the same server (ours, in the benchmark) need theirs.
+        let current: Vec<String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("notify-keyspace-events")
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        let mut flags = current.get(1).cloned().unwrap_or_default();
+        for flag in ['E', 'g', 'x'] {
+            if !flags.contains(flag) && !(flag != 'E' && flags.contains('A')) {
+                flags.push(flag);
+            }
+        }
         redis::cmd("CONFIG")
             .arg("SET")
             .arg("notify-keyspace-events")
-            .arg("Egx")
+            .arg(flags)
             .query_async::<()>(&mut connection)
             .await
             .map_err(unavailable)?;

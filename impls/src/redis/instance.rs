@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, RedisError, Script};
+use redis::{Client, IntoConnectionInfo, RedisError, Script};
 
 use super::RedisConfig;
 use crate::error::LockError;
@@ -65,6 +65,23 @@ end
 return -2
 ";
 
+/// The Redis key of a lock: `{prefix}{key}`, braces included, so that the lock and its fence
+/// key ([`fence_key`]: the lock key plus `:fence`) share a Cluster hash slot. The fence key
+/// extends the lock key, so both have the same hash tag (the text between the first `{` and
+/// the next `}`) whenever it is non-empty — for every key that does not itself start with `}`
+/// (with a prefix without braces). For those few the tag is empty, Cluster hashes the whole
+/// key, the two keys may land in different slots and the grant script fails with
+/// `CROSSSLOT`: an error, never a wrong grant. Their naming is kept rather than changed, so
+/// that lockers of every version agree on every key.
+pub(crate) fn lock_key(prefix: &str, key: &str) -> String {
+    format!("{prefix}{{{key}}}")
+}
+
+/// The Redis key of a lock's fencing counter (see [`lock_key`]).
+pub(crate) fn fence_key(prefix: &str, key: &str) -> String {
+    format!("{}:fence", lock_key(prefix, key))
+}
+
 /// The answer of one grant attempt on one instance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Attempt {
@@ -101,10 +118,15 @@ impl Instance {
     /// Connects and loads every script. A server that refuses scripts fails here, with a
     /// clear error, before any lock is touched.
     pub(crate) async fn connect(url: &str, config: &RedisConfig) -> Result<Instance, LockError> {
-        let client = Client::open(url).map_err(|e| LockError::Unavailable {
+        let not_a_url = |e: RedisError| LockError::Unavailable {
             message: format!("not a Redis URL {url:?}: {e}"),
             source: Some(Box::new(e)),
-        })?;
+        };
+        let info = url.into_connection_info().map_err(not_a_url)?;
+        // No Nagle: a lock request is one small write, and a waiter's retry must not wait
+        // for the acknowledgement of the previous one.
+        let nodelay = info.tcp_settings().clone().set_nodelay(true);
+        let client = Client::open(info.set_tcp_settings(nodelay)).map_err(not_a_url)?;
         let info = client.get_connection_info();
         let db = info.redis_settings().db();
         let display = format!("redis://{}/{db}", info.addr());
@@ -144,16 +166,13 @@ impl Instance {
         Ok(instance)
     }
 
-    /// The Redis key of a lock: `{prefix}{key}`, braces included, so that the lock and its
-    /// fence key share a Cluster hash slot (a key that itself starts with `}` has an empty
-    /// hash tag; on Cluster its two keys may then land in different slots and the script
-    /// fails with CROSSSLOT — an error, never a wrong grant).
+    /// The Redis key of a lock on `key` (see [`lock_key`]).
     pub(crate) fn lock_key(&self, key: &str) -> String {
-        format!("{}{{{key}}}", self.prefix)
+        lock_key(&self.prefix, key)
     }
 
     fn fence_key(&self, key: &str) -> String {
-        format!("{}{{{key}}}:fence", self.prefix)
+        fence_key(&self.prefix, key)
     }
 
     pub(crate) async fn try_grant(&self, key: &str, token: OwnerToken, ttl: Duration) -> Result<Attempt, LockError> {
@@ -225,8 +244,9 @@ impl Instance {
         Ok(raised == 1)
     }
 
-    /// Makes sure the server publishes `del` and `expired` key-event notifications, enabling
-    /// them when `enable` allows. `Err` says why waiters must poll instead.
+    /// Makes sure the server publishes `del` and `expired` keyspace notifications (on each
+    /// key's own channel), enabling them when `enable` allows. `Err` says why waiters must
+    /// poll instead.
     pub(crate) async fn ensure_keyspace_events(&self, enable: bool) -> Result<(), String> {
         let mut connection = self.connection.clone();
         let current: Vec<String> = redis::cmd("CONFIG")
@@ -242,7 +262,7 @@ impl Instance {
         }
         if !enable {
             return Err(format!(
-                "{} has notify-keyspace-events={flags:?}; the lockers need \"Egx\" and were told not to change it",
+                "{} has notify-keyspace-events={flags:?}; the lockers need \"Kgx\" and were told not to change it",
                 self.display
             ));
         }
@@ -289,12 +309,13 @@ impl Instance {
     }
 }
 
-/// The `notify-keyspace-events` flags the lockers need that `flags` lacks: `E` (key-event
-/// channels), `g` (`del`) and `x` (`expired`); `A` stands for every type, `g` and `x` included.
+/// The `notify-keyspace-events` flags the lockers need that `flags` lacks: `K` (keyspace
+/// channels, one per key), `g` (`del`) and `x` (`expired`); `A` stands for every type, `g` and
+/// `x` included.
 pub(crate) fn missing_event_flags(flags: &str) -> String {
     let mut missing = String::new();
-    if !flags.contains('E') {
-        missing.push('E');
+    if !flags.contains('K') {
+        missing.push('K');
     }
     if !flags.contains('A') {
         for flag in ['g', 'x'] {
@@ -317,12 +338,58 @@ mod tests {
         assert_eq!(millis_ceil(Duration::from_secs(2)), 2000);
     }
 
+    /// CRC16/XMODEM, Redis Cluster's key hash.
+    fn crc16(bytes: &[u8]) -> u16 {
+        let mut crc = 0u16;
+        for &byte in bytes {
+            crc ^= u16::from(byte) << 8;
+            for _ in 0..8 {
+                crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
+            }
+        }
+        crc
+    }
+
+    /// Redis Cluster's slot of a key: the hash of its `{tag}` if it has a non-empty one.
+    fn slot(key: &str) -> u16 {
+        let tag = key
+            .find('{')
+            .and_then(|open| key[open + 1..].find('}').map(|close| &key[open + 1..open + 1 + close]))
+            .filter(|tag| !tag.is_empty())
+            .unwrap_or(key);
+        crc16(tag.as_bytes()) % 16384
+    }
+
+    #[test]
+    fn lock_and_fence_keys_hash_to_one_cluster_slot() {
+        assert_eq!(crc16(b"123456789"), 0x31C3, "CRC16/XMODEM check value");
+        // Examples from the Cluster specification.
+        assert_eq!(slot("{user1000}.following"), slot("{user1000}.followers"));
+        assert_eq!(slot("foo{}{bar}"), crc16(b"foo{}{bar}") % 16384);
+        assert_eq!(slot("foo{{bar}}zap"), crc16(b"{bar") % 16384);
+        let keys = ["orders", "a:b:c", "x}y", "with{braces}", "{", "{}", "ünï", "k", "a{b}c}d"];
+        for prefix in ["lockcheck:", "", "app:v2:"] {
+            for key in keys {
+                let (lock, fence) = (lock_key(prefix, key), fence_key(prefix, key));
+                assert!(fence.starts_with(&lock), "{fence} extends {lock}");
+                assert_eq!(slot(&lock), slot(&fence), "{prefix:?} {key:?}: {lock} / {fence}");
+                // The tag is the key up to its first `}`: the same for every prefix.
+                let tag = key.split('}').next().unwrap_or(key);
+                assert_eq!(slot(&lock), crc16(tag.as_bytes()) % 16384, "{prefix:?} {key:?}");
+            }
+        }
+        // The documented exception: a key that starts with `}` has an empty hash tag.
+        let (lock, fence) = (lock_key("lockcheck:", "}x"), fence_key("lockcheck:", "}x"));
+        assert_ne!(slot(&lock), slot(&fence), "if this holds now, update the lock_key docs");
+    }
+
     #[test]
     fn event_flags_needed_for_wakeups() {
-        assert_eq!(missing_event_flags(""), "Egx");
-        assert_eq!(missing_event_flags("KA"), "E");
-        assert_eq!(missing_event_flags("Ex"), "g");
+        assert_eq!(missing_event_flags(""), "Kgx");
+        assert_eq!(missing_event_flags("KA"), "");
+        assert_eq!(missing_event_flags("Kx"), "g");
         assert_eq!(missing_event_flags("AKE"), "");
-        assert_eq!(missing_event_flags("Egx"), "");
+        assert_eq!(missing_event_flags("Egx"), "K");
+        assert_eq!(missing_event_flags("EA"), "K");
     }
 }

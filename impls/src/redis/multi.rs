@@ -26,7 +26,7 @@ use futures::future::join_all;
 use tokio::time::Instant;
 
 use super::instance::{Attempt, Instance};
-use super::wakeups::{Subscriber, Waiters};
+use super::wakeups::{Subscribers, Waiters};
 use super::{
     Outcome, RedisConfig, Rollback, Wakeups, check_lock_request, redis_capabilities, start_wakeups, wait_for_grant,
 };
@@ -41,7 +41,7 @@ struct Servers {
     config: RedisConfig,
     waiters: Arc<Waiters>,
     wakeups: Wakeups,
-    _subscribers: Vec<Subscriber>,
+    _subscribers: Option<Subscribers>,
 }
 
 impl Servers {

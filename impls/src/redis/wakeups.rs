@@ -1,152 +1,402 @@
-//! Push wake-ups from Redis key-event notifications.
+//! Push wake-ups from Redis keyspace notifications, subscribed per key while someone waits.
 //!
-//! One subscriber task per server listens on `__keyevent@<db>__:del` and
-//! `__keyevent@<db>__:expired` — the database the locker uses, not database 0 (the Go
-//! original's hard-coded `@0` never fires for a locker on another database) — and wakes the
-//! waiters of the key named in each event.
+//! Each locker keeps **one pub/sub connection per server**. It subscribes to
+//! `__keyspace@<db>__:<lock key>` — the locker's own database, not database 0 (the Go
+//! original's hard-coded `@0` never fires for a locker on another database) — only while at
+//! least one of its waiters waits for that key (reference-counted; the subscription lingers a
+//! second after the last waiter left, for the next one), and wakes exactly those
+//! waiters on the key's `del` and `expired` events. A locker whose keys nobody waits for
+//! receives nothing: an uncontended acquire and release cost two round trips and no pub/sub
+//! traffic, and a release wakes only the lockers waiting for that key, however many lockers
+//! share the database. (Subscribing every locker to the database-wide `__keyevent@<db>__:del`
+//! channel instead would make every release publish to every locker of the database.)
 //!
 //! A waiter must never miss the release that happens between its failed try and its wait
-//! (the lost wake-up). So it takes a `Notified` ticket *before* it tries; `notify_waiters`
-//! wakes every ticket taken before the event, whether or not its owner is already asleep.
-//! The subscription itself is live before the first acquire (connect waits for the
-//! `SUBSCRIBE` confirmation), and when it drops, every waiter is woken to retry and falls back
-//! to timed retries until it is back.
+//! (the lost wake-up). So it registers its interest and waits until the server has
+//! *confirmed* the subscription before its try ([`Waiters::register`]), and it takes a
+//! `Notified` ticket before each try: `notify_waiters` wakes every ticket taken before the
+//! event, whether or not its owner is already asleep.
+//!
+//! One task per server owns the subscription state: it reconciles the set of subscribed
+//! channels with the set of keys that have waiters, one command at a time on one connection,
+//! so an `UNSUBSCRIBE` for a key whose last waiter left can never overtake the `SUBSCRIBE` of a
+//! waiter that arrived later. A key's subscription counts as confirmed only at a moment when
+//! the server has acknowledged it and the key still has waiters. When the connection drops,
+//! every waiter is woken to retry and retries on a bounded backoff until the task has
+//! reconnected and resubscribed.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use tokio::sync::{Notify, oneshot};
+use redis::aio::PubSubSink;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
-/// The waiters of one locker, by Redis key.
+/// The keyspace events that free a lock: a release (`DEL` in the release script) and an
+/// expiry. Anything else on the key's channel (`expire` from a refresh) frees nothing.
+const FREEING_EVENTS: [&[u8]; 2] = [b"del", b"expired"];
+
+/// One key's waiters in one locker.
+struct Entry {
+    /// Woken on the key's freeing events (and on a lost connection).
+    notify: Notify,
+    /// Per server: whether its subscription to this key's channel is confirmed.
+    confirmed: watch::Sender<Vec<bool>>,
+}
+
+/// A key's entry and how many waiters hold an [`Interest`] in it.
+struct Slot {
+    entry: Arc<Entry>,
+    count: usize,
+    /// Since when nobody waits (`count` is 0): the subscription lingers for [`LINGER`].
+    idle_since: Option<Instant>,
+}
+
+/// How long a key's subscription outlives its last waiter. A contended key's waiters come and
+/// go with every hand-off; without the linger, each would pay a `SUBSCRIBE` round trip (and
+/// its predecessor an `UNSUBSCRIBE`) before it could wait.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// One server's subscription task: what it needs to know, and how to nudge it.
+struct Server {
+    db: i64,
+    /// Whether the task has a working connection (if not, waiters do not wait for
+    /// confirmations that cannot come; they poll).
+    connected: AtomicBool,
+    /// Set when the keys with waiters changed: the task reconciles its subscriptions.
+    dirty: Notify,
+}
+
+/// The waiters of one locker, by Redis key, and the subscription tasks that wake them.
 pub(crate) struct Waiters {
-    keys: Mutex<HashMap<String, (Arc<Notify>, usize)>>,
-    /// How many servers' subscriptions are live, out of `subscriptions`.
-    live: AtomicUsize,
-    subscriptions: usize,
+    keys: Mutex<HashMap<String, Slot>>,
+    servers: Vec<Server>,
+    /// Whether key events can arrive at all (false: every waiter polls).
+    push: bool,
+    /// How long a waiter waits for its subscription to be confirmed before it polls instead.
+    confirm_timeout: Duration,
 }
 
 /// A waiter's interest in one key, withdrawn on drop.
 pub(crate) struct Interest {
     waiters: Arc<Waiters>,
     key: String,
-    pub(crate) notify: Arc<Notify>,
+    entry: Arc<Entry>,
 }
 
-impl Waiters {
-    /// Waiters fed by `subscriptions` subscriber tasks (one per server).
-    pub(crate) fn new(subscriptions: usize) -> Arc<Self> {
-        Arc::new(Waiters { keys: Mutex::default(), live: AtomicUsize::new(0), subscriptions })
+impl Interest {
+    /// Woken when the key may have been freed.
+    pub(crate) fn notify(&self) -> &Notify {
+        &self.entry.notify
     }
 
-    fn keys(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Arc<Notify>, usize)>> {
-        self.keys.lock().expect("waiters map poisoned")
-    }
-
-    /// Registers interest in `redis_key` until the returned value is dropped.
-    pub(crate) fn interest(self: &Arc<Self>, redis_key: &str) -> Interest {
-        let mut keys = self.keys();
-        let entry = keys.entry(redis_key.to_owned()).or_insert_with(|| (Arc::new(Notify::new()), 0));
-        entry.1 += 1;
-        Interest { waiters: self.clone(), key: redis_key.to_owned(), notify: entry.0.clone() }
-    }
-
-    /// Whether every server's events reach us right now.
-    pub(crate) fn events_live(&self) -> bool {
-        self.live.load(Ordering::Acquire) == self.subscriptions
-    }
-
-    fn wake(&self, redis_key: &str) {
-        if let Some((notify, _)) = self.keys().get(redis_key) {
-            notify.notify_waiters();
-        }
-    }
-
-    fn wake_all(&self) {
-        for (notify, _) in self.keys().values() {
-            notify.notify_waiters();
-        }
+    /// Whether every server's subscription to the key is confirmed right now: a release
+    /// from now on wakes us.
+    pub(crate) fn live(&self) -> bool {
+        self.waiters.push && self.entry.confirmed.borrow().iter().all(|&confirmed| confirmed)
     }
 }
 
 impl Drop for Interest {
     fn drop(&mut self) {
         let mut keys = self.waiters.keys();
-        if let Some(entry) = keys.get_mut(&self.key) {
-            entry.1 -= 1;
-            if entry.1 == 0 {
-                keys.remove(&self.key);
+        if let Some(slot) = keys.get_mut(&self.key) {
+            slot.count -= 1;
+            if slot.count == 0 {
+                // Unsubscribed later, by the server's task (never out of order), unless a
+                // waiter comes back within the linger.
+                slot.idle_since = Some(Instant::now());
             }
         }
     }
 }
 
-/// A subscriber task, aborted when the locker is dropped.
-pub(crate) struct Subscriber(JoinHandle<()>);
+/// The subscription tasks of a locker, aborted when the locker is dropped.
+pub(crate) struct Subscribers(Vec<JoinHandle<()>>);
 
-impl Drop for Subscriber {
+impl Drop for Subscribers {
     fn drop(&mut self) {
-        self.0.abort();
+        for task in &self.0 {
+            task.abort();
+        }
     }
 }
 
-/// Subscribes to `client`'s key events on `db` and feeds them to `waiters`, resubscribing
-/// after a dropped connection. Returns once the first subscription is confirmed, or with the
-/// reason it failed (the task keeps trying in the background either way).
-pub(crate) async fn subscribe(
-    client: redis::Client,
-    db: i64,
-    waiters: Arc<Waiters>,
-) -> (Subscriber, Result<(), String>) {
-    let (first_tx, first_rx) = oneshot::channel();
-    let task = tokio::spawn(run(client, db, waiters, first_tx));
-    let first = first_rx.await.unwrap_or_else(|_| Err("the subscriber task ended".to_owned()));
-    (Subscriber(task), first)
+/// Why key events cannot wake waiters: the message of the polling fallback.
+pub(crate) type NoEvents = String;
+
+impl Waiters {
+    /// Waiters that poll: no server publishes the events they would need.
+    pub(crate) fn polling() -> Arc<Self> {
+        Arc::new(Waiters { keys: Mutex::default(), servers: Vec::new(), push: false, confirm_timeout: Duration::ZERO })
+    }
+
+    /// Opens one pub/sub connection per server (`(client, db)`) and starts its subscription
+    /// task. Fails, with the reason, if a first connection cannot be opened: the caller
+    /// falls back to [`Waiters::polling`].
+    pub(crate) async fn start(
+        servers: &[(redis::Client, i64)],
+        connect_timeout: Duration,
+        response_timeout: Duration,
+    ) -> Result<(Arc<Self>, Subscribers), NoEvents> {
+        let mut connections = Vec::with_capacity(servers.len());
+        for (client, db) in servers {
+            connections.push(open(client, connect_timeout).await.map_err(|e| format!("db {db}: {e}"))?);
+        }
+        let waiters = Arc::new(Waiters {
+            keys: Mutex::default(),
+            servers: servers
+                .iter()
+                .map(|(_, db)| Server { db: *db, connected: AtomicBool::new(true), dirty: Notify::new() })
+                .collect(),
+            push: true,
+            confirm_timeout: response_timeout,
+        });
+        let tasks = servers
+            .iter()
+            .zip(connections)
+            .enumerate()
+            .map(|(index, ((client, _), connection))| {
+                let task =
+                    Task { waiters: waiters.clone(), index, client: client.clone(), connect_timeout, response_timeout };
+                tokio::spawn(task.run(connection))
+            })
+            .collect();
+        Ok((waiters, Subscribers(tasks)))
+    }
+
+    fn keys(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
+        self.keys.lock().expect("waiters map poisoned")
+    }
+
+    /// Registers interest in `redis_key` until the returned value is dropped, and waits (at
+    /// most `limit`, and at most the response timeout) until every server has confirmed the
+    /// key's subscription. If it has not by then, [`Interest::live`] says so and the waiter
+    /// polls.
+    pub(crate) async fn register(self: &Arc<Self>, redis_key: &str, limit: Duration) -> Interest {
+        let (interest, fresh) = {
+            let mut keys = self.keys();
+            let fresh = !keys.contains_key(redis_key);
+            let slot = keys.entry(redis_key.to_owned()).or_insert_with(|| Slot {
+                entry: Arc::new(Entry {
+                    notify: Notify::new(),
+                    confirmed: watch::Sender::new(vec![false; self.servers.len()]),
+                }),
+                count: 0,
+                idle_since: None,
+            });
+            slot.count += 1;
+            slot.idle_since = None;
+            (Interest { waiters: self.clone(), key: redis_key.to_owned(), entry: slot.entry.clone() }, fresh)
+        };
+        if !self.push || !self.servers.iter().all(|server| server.connected.load(Ordering::Acquire)) {
+            return interest;
+        }
+        if fresh {
+            for server in &self.servers {
+                server.dirty.notify_one();
+            }
+        }
+        let mut confirmed = interest.entry.confirmed.subscribe();
+        let all_confirmed = confirmed.wait_for(|servers| servers.iter().all(|&confirmed| confirmed));
+        let _ = tokio::time::timeout(limit.min(self.confirm_timeout), all_confirmed).await;
+        interest
+    }
+
+    /// Forgets the keys nobody has waited for during [`LINGER`]; true if there were any
+    /// (their channels are then to be unsubscribed).
+    fn reap(&self) -> bool {
+        let now = Instant::now();
+        let mut keys = self.keys();
+        let before = keys.len();
+        keys.retain(|_, slot| slot.idle_since.is_none_or(|idle| now - idle < LINGER));
+        keys.len() != before
+    }
+
+    /// The keys with waiters, as channel names of server `index`.
+    fn wanted_channels(&self, index: usize) -> HashSet<String> {
+        let db = self.servers[index].db;
+        self.keys().keys().map(|key| channel(db, key)).collect()
+    }
+
+    /// Marks every key with waiters confirmed on server `index` if all of their channels are
+    /// in `subscribed` (checked under the same lock, so no key can have come or gone in
+    /// between); false if the set of keys changed since the caller looked.
+    fn confirm(&self, index: usize, subscribed: &HashSet<String>) -> bool {
+        let db = self.servers[index].db;
+        let keys = self.keys();
+        if keys.len() != subscribed.len() || !keys.keys().all(|key| subscribed.contains(&channel(db, key))) {
+            return false;
+        }
+        for slot in keys.values() {
+            slot.entry.confirmed.send_if_modified(|servers| !std::mem::replace(&mut servers[index], true));
+        }
+        true
+    }
+
+    /// Server `index`'s subscriptions are gone: no key is confirmed there, and every waiter
+    /// retries (a release may have been published while we were not listening).
+    fn lost(&self, index: usize) {
+        self.servers[index].connected.store(false, Ordering::Release);
+        for slot in self.keys().values() {
+            slot.entry.confirmed.send_if_modified(|servers| std::mem::replace(&mut servers[index], false));
+            slot.entry.notify.notify_waiters();
+        }
+    }
+
+    /// A message on server `index`'s keyspace channel.
+    fn on_message(&self, index: usize, message: &redis::Msg) {
+        if !FREEING_EVENTS.contains(&message.get_payload_bytes()) {
+            return;
+        }
+        let prefix = channel(self.servers[index].db, "");
+        let Some(key) = message.get_channel_name().strip_prefix(prefix.as_str()) else { return };
+        if let Some(slot) = self.keys().get(key) {
+            slot.entry.notify.notify_waiters();
+        }
+    }
 }
 
-async fn run(client: redis::Client, db: i64, waiters: Arc<Waiters>, first: oneshot::Sender<Result<(), String>>) {
-    let mut first = Some(first);
-    let mut backoff = Duration::from_millis(50);
-    loop {
-        match open(&client, db).await {
-            Ok(mut messages) => {
-                backoff = Duration::from_millis(50);
-                waiters.live.fetch_add(1, Ordering::AcqRel);
-                // Events may have been missed while we were down: everyone retries.
-                waiters.wake_all();
-                if let Some(first) = first.take() {
-                    let _ = first.send(Ok(()));
-                }
-                while let Some(message) = messages.next().await {
-                    if let Ok(key) = message.get_payload::<String>() {
-                        waiters.wake(&key);
+/// The keyspace channel of `redis_key` on database `db`.
+fn channel(db: i64, redis_key: &str) -> String {
+    format!("__keyspace@{db}__:{redis_key}")
+}
+
+async fn open(client: &redis::Client, timeout: Duration) -> Result<redis::aio::PubSub, String> {
+    match tokio::time::timeout(timeout, client.get_async_pubsub()).await {
+        Ok(Ok(pubsub)) => Ok(pubsub),
+        Ok(Err(e)) => Err(format!("cannot open a subscriber connection: {e}")),
+        Err(_) => Err(format!("cannot open a subscriber connection within {timeout:?}")),
+    }
+}
+
+/// One server's subscription task.
+struct Task {
+    waiters: Arc<Waiters>,
+    index: usize,
+    client: redis::Client,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+}
+
+impl Task {
+    async fn run(self, first: redis::aio::PubSub) {
+        let mut connection = Some(first);
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let pubsub = match connection.take() {
+                Some(pubsub) => pubsub,
+                None => match open(&self.client, self.connect_timeout).await {
+                    Ok(pubsub) => {
+                        backoff = Duration::from_millis(50);
+                        pubsub
                     }
+                    Err(_) => {
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(2));
+                        continue;
+                    }
+                },
+            };
+            self.serve(pubsub).await;
+            // The connection is gone, and with it every subscription.
+            self.waiters.lost(self.index);
+            tokio::time::sleep(backoff).await;
+        }
+    }
+
+    /// Reconciles subscriptions and forwards messages until the connection fails.
+    async fn serve(&self, pubsub: redis::aio::PubSub) {
+        let (mut sink, mut messages) = pubsub.split();
+        let mut subscribed = HashSet::new();
+        self.waiters.servers[self.index].connected.store(true, Ordering::Release);
+        // Whatever waiters registered before this connection existed need subscribing.
+        self.waiters.servers[self.index].dirty.notify_one();
+        let mut reaping = tokio::time::interval(LINGER);
+        reaping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            // Wait for a change of the keys with waiters, forwarding messages meanwhile.
+            loop {
+                tokio::select! {
+                    message = messages.next() => match message {
+                        Some(message) => self.waiters.on_message(self.index, &message),
+                        None => return,
+                    },
+                    () = self.waiters.servers[self.index].dirty.notified() => break,
+                    _ = reaping.tick() => if self.waiters.reap() {
+                        for server in &self.waiters.servers {
+                            server.dirty.notify_one();
+                        }
+                    },
                 }
-                waiters.live.fetch_sub(1, Ordering::AcqRel);
-                waiters.wake_all();
             }
-            Err(error) => {
-                if let Some(first) = first.take() {
-                    let _ = first.send(Err(error));
+            // Reconcile, still forwarding messages: a wake-up for one key must not wait for
+            // another key's subscription round trip.
+            let reconcile = self.reconcile(&mut sink, &mut subscribed);
+            tokio::pin!(reconcile);
+            loop {
+                tokio::select! {
+                    biased;
+                    message = messages.next() => match message {
+                        Some(message) => self.waiters.on_message(self.index, &message),
+                        None => return,
+                    },
+                    done = &mut reconcile => match done {
+                        Ok(()) => break,
+                        Err(()) => return,
+                    },
                 }
             }
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+
+    /// Subscribes to the channels of keys with waiters and unsubscribes from the others, one
+    /// command at a time, until a confirmed state matches the waiters; then marks their
+    /// subscriptions confirmed. `Err` if the connection failed or did not answer in time.
+    async fn reconcile(&self, sink: &mut PubSubSink, subscribed: &mut HashSet<String>) -> Result<(), ()> {
+        loop {
+            if self.waiters.confirm(self.index, subscribed) {
+                return Ok(());
+            }
+            let wanted = self.waiters.wanted_channels(self.index);
+            let stale: Vec<String> = subscribed.difference(&wanted).cloned().collect();
+            let new: Vec<String> = wanted.difference(subscribed).cloned().collect();
+            if !stale.is_empty() {
+                self.command(sink.unsubscribe(&stale)).await?;
+                for channel in &stale {
+                    subscribed.remove(channel);
+                }
+            }
+            if !new.is_empty() {
+                self.command(sink.subscribe(&new)).await?;
+                subscribed.extend(new);
+            }
+        }
+    }
+
+    async fn command(&self, command: impl Future<Output = redis::RedisResult<()>>) -> Result<(), ()> {
+        match tokio::time::timeout(self.response_timeout, command).await {
+            Ok(Ok(())) => Ok(()),
+            // A refused or unanswered command leaves the connection's state unknown: start over.
+            Ok(Err(error)) => {
+                tracing::warn!("Redis key-event subscription failed ({error}); reconnecting");
+                Err(())
+            }
+            Err(_) => Err(()),
+        }
     }
 }
 
-async fn open(client: &redis::Client, db: i64) -> Result<redis::aio::PubSubStream, String> {
-    let mut pubsub =
-        client.get_async_pubsub().await.map_err(|e| format!("cannot open a subscriber connection: {e}"))?;
-    for event in ["del", "expired"] {
-        pubsub
-            .subscribe(format!("__keyevent@{db}__:{event}"))
-            .await
-            .map_err(|e| format!("SUBSCRIBE __keyevent@{db}__:{event} failed: {e}"))?;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyspace_channels_name_the_database_and_the_key() {
+        assert_eq!(channel(3, "lockcheck:{orders}"), "__keyspace@3__:lockcheck:{orders}");
     }
-    Ok(pubsub.into_on_message())
 }
