@@ -27,9 +27,14 @@
 //!   holder's lock therefore frees within its TTL (plus the server's expiry timer slack) —
 //!   the original Go locker kept the TTL in a timer in the holder's process, so a crashed
 //!   holder held the lock forever.
-//! * **Waiting is push-based**: a waiter opens a KV watch on the key *before* the try that
-//!   fails, then retries only when the watch reports a delete, purge or expiry marker. A
-//!   release between the failed try and the subscription can therefore not be missed.
+//! * **Waiting is push-based**: the first acquire of a locker that has to wait starts one
+//!   watch of the whole bucket (a headers-only push consumer of new messages), which keeps,
+//!   per key, the last revision it delivered and whether it held a lease or a removal
+//!   (`nats/watch.rs` argues why no wake-up is lost). A waiter subscribes to its key's view
+//!   *before* the try that fails, then retries only when the view reports a delete, purge
+//!   or expiry marker — with that marker's revision as the create's expectation, so the
+//!   retry is one round trip. A release between the failed try and the wait can therefore
+//!   not be missed, and no waiter creates a consumer of its own.
 //!
 //! # Pitfalls of the client library this locker avoids
 //!
@@ -64,7 +69,6 @@ use std::time::{Duration, SystemTime};
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, context::PublishErrorKind, kv};
 use async_trait::async_trait;
-use futures::StreamExt;
 use tokio::sync::oneshot;
 use tokio::time::{Instant, sleep_until};
 
@@ -72,6 +76,10 @@ use crate::error::{InvalidInput, LockError};
 use crate::lease::{FencingToken, Lease, OwnerToken};
 use crate::locker::{Capabilities, Locker};
 use crate::request::{LeaseRequest, validate_ttl, validate_wait};
+
+mod watch;
+
+use watch::{BucketWatch, View};
 
 /// The bucket a [`NatsLocker`] uses when none is named.
 pub const DEFAULT_BUCKET: &str = "lockcheck";
@@ -155,6 +163,12 @@ struct Inner {
     /// public (resources see it), so a lease that merely names the right fence must still
     /// prove ownership by a read.
     revisions: Mutex<HashMap<(String, OwnerToken), Known>>,
+    /// The revision of this locker's last release of each key (encoded): the revision a
+    /// create of that key most likely has to expect. A stale guess costs a conflict and a
+    /// read, as no guess would.
+    released: Mutex<HashMap<String, u64>>,
+    /// The bucket's watch, started by the first acquire that has to wait.
+    watch: BucketWatch,
 }
 
 /// What [`Inner::revisions`] remembers of a lease.
@@ -255,6 +269,7 @@ impl NatsLocker {
             )));
         }
         let subject_prefix = kv.put_prefix.clone().unwrap_or_else(|| kv.prefix.clone());
+        let watch = BucketWatch::new(js.clone(), kv.stream_name.clone(), kv.prefix.clone());
         Ok(NatsLocker {
             inner: Arc::new(Inner {
                 js,
@@ -264,6 +279,8 @@ impl NatsLocker {
                 marker_ttl: bucket.marker_ttl,
                 memory_storage: config.storage == jetstream::stream::StorageType::Memory,
                 revisions: Mutex::new(HashMap::new()),
+                released: Mutex::new(HashMap::new()),
+                watch,
             }),
         })
     }
@@ -331,11 +348,32 @@ fn is_clustered_wrong_last_sequence(error: &jetstream::context::PublishError) ->
         .is_some_and(|error| error.error_code() == jetstream::ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT)
 }
 
+/// The key's actual last revision, where JetStream's refusal names it ("wrong last sequence:
+/// 42" from a single server; a clustered leader's refusal does not).
+fn last_sequence_in(error: &jetstream::context::PublishError) -> Option<u64> {
+    let error = std::error::Error::source(error)?.downcast_ref::<jetstream::Error>()?.to_string();
+    let (_, rest) = error.split_once("wrong last sequence: ")?;
+    let digits = rest.find(|c: char| !c.is_ascii_digit()).map_or(rest, |end| &rest[..end]);
+    digits.parse().ok()
+}
+
 /// The outcome of one conditional publish.
 enum Published {
     Stored(u64),
-    /// The key's last revision was not the expected one: nothing changed.
-    Conflict,
+    /// The key's last revision was not the expected one: nothing changed. `last` is the
+    /// revision it was, if the server said.
+    Conflict {
+        last: Option<u64>,
+    },
+}
+
+/// What a create expects the key's last revision to be.
+#[derive(Clone, Copy)]
+enum Expect {
+    /// Nothing known: this locker's last release of the key, else no message at all.
+    Guess,
+    /// The revision of a removal the bucket's watch delivered.
+    Freed(u64),
 }
 
 impl Inner {
@@ -385,10 +423,12 @@ impl Inner {
         match ack.await {
             Ok(ack) => Ok(Published::Stored(ack.sequence)),
             Err(e) => match e.kind() {
-                PublishErrorKind::WrongLastSequence => Ok(Published::Conflict),
+                PublishErrorKind::WrongLastSequence => Ok(Published::Conflict { last: last_sequence_in(&e) }),
                 // A clustered stream's leader reports the same refusal under another code
                 // (10164, "wrong last sequence" without the number).
-                PublishErrorKind::Other if is_clustered_wrong_last_sequence(&e) => Ok(Published::Conflict),
+                PublishErrorKind::Other if is_clustered_wrong_last_sequence(&e) => {
+                    Ok(Published::Conflict { last: None })
+                }
                 PublishErrorKind::StreamNotFound => {
                     Err(unavailable(format!("{operation}: no JetStream stream answers"), e))
                 }
@@ -437,12 +477,36 @@ impl Inner {
         }))
     }
 
-    /// One attempt to take a free key: `Ok(None)` if someone holds it.
-    async fn create(&self, request: &LeaseRequest, owner: OwnerToken) -> Result<Option<Lease>, LockError> {
+    fn released(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+        self.released.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn note_release(&self, encoded_key: &str, revision: u64) {
+        let mut released = self.released();
+        if released.len() >= REMEMBERED_LEASES {
+            released.clear();
+        }
+        released.insert(encoded_key.to_owned(), revision);
+    }
+
+    /// One attempt to take a free key: `Ok(None)` if someone holds it. `watched`: the caller
+    /// subscribed to the key's view on the running watch before this attempt, so it will
+    /// hear of every later change of the key (see [`watch`]).
+    async fn create(
+        &self,
+        request: &LeaseRequest,
+        owner: OwnerToken,
+        expect: Expect,
+        watched: bool,
+    ) -> Result<Option<Lease>, LockError> {
         let encoded = encode_key(request.key());
         let ttl = request.ttl();
-        // Most keys are either absent (expect 0) or held; a tombstone costs one extra read.
-        let mut expected = 0;
+        // Most keys are absent (expect 0), held, or last released by this locker; another
+        // client's tombstone costs one extra read.
+        let (mut expected, mut known_after_watch) = match expect {
+            Expect::Guess => (self.released().get(&encoded).copied().unwrap_or(0), false),
+            Expect::Freed(revision) => (revision, watched),
+        };
         // Each conflict means the key changed under us; a key cannot churn forever between a
         // read and a write of the same client, but bound the loop rather than trust that.
         for _ in 0..16 {
@@ -454,10 +518,15 @@ impl Inner {
                     self.remember(request.key(), owner, revision, sent_at + server_ttl(ttl));
                     return Ok(Some(Lease::new(request.key(), owner, FencingToken(revision), ttl, sent_at, 1)));
                 }
-                Published::Conflict => match self.entry("acquire", &encoded).await? {
+                // `expected` was the key's last revision after the watch was listening, and
+                // something later replaced it: the watch delivers that (and whatever frees
+                // the key after it). Wait for it instead of reading — after a hand-off every
+                // losing waiter lands here, and their reads would queue before the next one.
+                Published::Conflict { last: Some(last) } if known_after_watch && last > expected => return Ok(None),
+                Published::Conflict { .. } => match self.entry("acquire", &encoded).await? {
                     Some(entry) if entry.operation == kv::Operation::Put => return Ok(None),
-                    Some(tombstone) => expected = tombstone.revision,
-                    None => expected = 0,
+                    Some(tombstone) => (expected, known_after_watch) = (tombstone.revision, watched),
+                    None => (expected, known_after_watch) = (0, false),
                 },
             }
         }
@@ -480,7 +549,11 @@ impl Inner {
         headers.insert(async_nats::header::NATS_ROLLUP, "sub");
         headers
             .insert(async_nats::header::NATS_MESSAGE_TTL, server_ttl(self.marker_ttl).as_secs().to_string().as_str());
-        self.publish_expecting("release", encoded_key, expected, headers, String::new()).await
+        let published = self.publish_expecting("release", encoded_key, expected, headers, String::new()).await?;
+        if let Published::Stored(revision) = published {
+            self.note_release(encoded_key, revision);
+        }
+        Ok(published)
     }
 
     /// Rewrites `lease`'s entry with a fresh TTL if its last revision is still `revision`.
@@ -495,7 +568,7 @@ impl Inner {
                 self.remember(lease.key(), lease.owner(), new_revision, sent_at + server_ttl(ttl));
                 Some(lease.refreshed(ttl, sent_at))
             }
-            Published::Conflict => None,
+            Published::Conflict { .. } => None,
         })
     }
 
@@ -514,13 +587,18 @@ impl Inner {
 /// Runs one create in a task of its own so that a caller dropping the acquire (cancellation,
 /// a wait bound running out) can never leak the grant: whichever side finds the other gone
 /// releases it.
-async fn create_cancel_safe(inner: &Arc<Inner>, request: &LeaseRequest) -> Result<Option<Lease>, LockError> {
+async fn create_cancel_safe(
+    inner: &Arc<Inner>,
+    request: &LeaseRequest,
+    expect: Expect,
+    watched: bool,
+) -> Result<Option<Lease>, LockError> {
     let (sender, receiver) = oneshot::channel();
     let task_inner = inner.clone();
     let task_request = request.clone();
     tokio::spawn(async move {
         let owner = OwnerToken::random();
-        let outcome = task_inner.create(&task_request, owner).await;
+        let outcome = task_inner.create(&task_request, owner, expect, watched).await;
         let indeterminate = matches!(outcome, Err(LockError::Indeterminate { .. }));
         if let Err(Ok(Some(lease))) = sender.send(outcome) {
             // The caller is gone: nobody will ever use this grant.
@@ -594,7 +672,7 @@ impl Locker for NatsLocker {
 
     async fn try_acquire(&self, request: &LeaseRequest) -> Result<Option<Lease>, LockError> {
         check_request(request)?;
-        create_cancel_safe(&self.inner, request).await
+        create_cancel_safe(&self.inner, request, Expect::Guess, false).await
     }
 
     async fn acquire(&self, request: &LeaseRequest, wait: Duration) -> Result<Lease, LockError> {
@@ -603,44 +681,44 @@ impl Locker for NatsLocker {
         let started = Instant::now();
         let deadline = started + wait;
         let timed_out = || LockError::TimedOut { waited: started.elapsed() };
-        // Fast path: an uncontended acquire is one round trip.
-        if let Some(lease) = create_cancel_safe(&self.inner, request).await? {
-            return Ok(lease);
+        let watch = &self.inner.watch;
+        if !watch.is_running() {
+            // A locker that never waited has no watch: try first, start it only if needed.
+            if let Some(lease) = create_cancel_safe(&self.inner, request, Expect::Guess, false).await? {
+                return Ok(lease);
+            }
+            tokio::select! {
+                started = watch.start() => started?,
+                () = sleep_until(deadline) => return Err(timed_out()),
+            }
         }
         let encoded = encode_key(request.key());
+        // Subscribe first, then try: every later change of the key reaches this receiver (or
+        // the watch restarts, which wakes it too).
+        let mut view = watch.subscribe(&encoded);
         loop {
-            if Instant::now() >= deadline {
-                return Err(timed_out());
-            }
-            // Subscribe first, then try: a release after this point reaches the watch.
-            let mut watch = tokio::select! {
-                watch = self.inner.kv.watch(&encoded) => watch.map_err(|e| unavailable("acquire: cannot watch the key", e))?,
-                () = sleep_until(deadline) => return Err(timed_out()),
+            let expect = match *view.borrow_and_update() {
+                // A release of that entry is still to be delivered: no need to ask.
+                View::Held(_) => None,
+                View::Freed(revision) => Some(Expect::Freed(revision)),
+                View::Unknown => Some(Expect::Guess),
             };
-            loop {
+            if let Some(expect) = expect {
                 let attempt = tokio::select! {
-                    attempt = create_cancel_safe(&self.inner, request) => attempt?,
+                    attempt = create_cancel_safe(&self.inner, request, expect, true) => attempt?,
                     () = sleep_until(deadline) => return Err(timed_out()),
                 };
                 if let Some(lease) = attempt {
                     return Ok(lease);
                 }
-                // Wait for the key to be freed: a release (purge), a delete, or the server's
-                // expiry marker. Puts (refreshes, the watch's initial value) change nothing.
-                let freed = loop {
-                    tokio::select! {
-                        event = watch.next() => match event {
-                            Some(Ok(entry)) if entry.operation == kv::Operation::Put => continue,
-                            Some(Ok(_)) => break true,
-                            // The watch broke: open a new one before trying again.
-                            Some(Err(_)) | None => break false,
-                        },
-                        () = sleep_until(deadline) => return Err(timed_out()),
-                    }
-                };
-                if !freed {
-                    break;
-                }
+            }
+            tokio::select! {
+                changed = view.changed() => if changed.is_err() {
+                    // The view was dropped (it is not while subscribed; kept for safety):
+                    // subscribe again and try from what it says now.
+                    view = watch.subscribe(&encoded);
+                },
+                () = sleep_until(deadline) => return Err(timed_out()),
             }
         }
     }

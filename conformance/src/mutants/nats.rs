@@ -315,8 +315,14 @@ impl Backend for FlawedBackend {
         })
     }
 
+    /// 1 s leases, the shortest a NATS per-message TTL can be, where the real NATS backend
+    /// uses 2 s ([`Timing::whole_seconds`]): the flaws do not depend on the lease length (a
+    /// lock that is never freed is not freed after any TTL), and every scenario that waits
+    /// out a lease waits a multiple of it, so `selftest` catches the crash-safety flaw in
+    /// well under half a minute. The tolerance stays a whole second: the correct locker
+    /// rounds TTLs up to whole seconds while its leases keep the TTL asked for.
     fn timing(&self) -> Timing {
-        Timing::whole_seconds()
+        Timing { base_ttl: Duration::from_secs(1), ..Timing::whole_seconds() }
     }
 }
 
