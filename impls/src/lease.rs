@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -80,9 +81,12 @@ impl fmt::Display for FencingToken {
 /// `acquired_at + ttl` is the holder's *belief* of when the lease ends. Backends set
 /// `acquired_at` to the local instant the granting request was *sent* (or earlier), so the
 /// belief never outlives the server's own expiry, short of clock drift between the two.
+///
+/// The key is shared (`Arc<str>`): a backend that already holds the key's name (the memory
+/// locker's table) hands out leases without copying it, and cloning a lease is cheap.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lease {
-    key: String,
+    key: Arc<str>,
     owner: OwnerToken,
     fence: FencingToken,
     ttl: Duration,
@@ -91,9 +95,10 @@ pub struct Lease {
 }
 
 impl Lease {
-    /// A lease; backends build these when they grant.
+    /// A lease; backends build these when they grant. `key` may be a `&str`, a `String` or
+    /// an `Arc<str>` (shared, not copied).
     pub fn new(
-        key: impl Into<String>,
+        key: impl Into<Arc<str>>,
         owner: OwnerToken,
         fence: FencingToken,
         ttl: Duration,
