@@ -93,7 +93,7 @@ pub(crate) struct Table {
 /// purpose). That is the threat model of a single-process locker: tokens guard against
 /// mistakes — a stale or foreign lease, a lease of another locker — not against code in the
 /// same process, which can read the table anyway. Drawing 128 bits from the thread's
-/// cryptographic RNG per grant cost a tenth of an uncontended try+release.
+/// cryptographic RNG per grant cost ~80 instructions, 4% of an uncontended try+release.
 struct Issuer {
     last_fence: u64,
     rng: SmallRng,
