@@ -12,8 +12,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// The unguessable proof of ownership of one grant: 128 random bits, written as 32
-/// lowercase hex digits on the wire (the format dflockd servers use).
+/// The unguessable proof of ownership of one grant: 128 bits, written as 32 lowercase hex
+/// digits on the wire (the format dflockd servers use). Network backends draw all 128 at
+/// random ([`OwnerToken::random`]); the memory locker draws 64 from a per-locker generator and
+/// puts a unique counter in the rest (its table module explains why that is enough in one
+/// process).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct OwnerToken(u128);
 
