@@ -10,11 +10,12 @@
 //! callgrind_annotate --inclusive=yes /tmp/cg.memory | head -60
 //! ```
 //!
-//! Arguments: `uncontended|hand-off` `memory|tokio` `[iterations]` `[waiters]`.
+//! Arguments: `uncontended|hand-off` `memory|direct|tokio` `[iterations]` `[waiters]` — `memory`
+//! is the memory locker through `dyn Locker`, `direct` through its inherent methods.
 
 use std::sync::Arc;
 
-use lockcheck_bench::{Contender, LockerContender, TokioMutexFloor, hand_off, uncontended};
+use lockcheck_bench::{Contender, DirectMemory, LockerContender, TokioMutexFloor, hand_off, uncontended};
 use lockcheck_impls::MemoryLocker;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -30,8 +31,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 run(Arc::new(LockerContender::new(Arc::new(MemoryLocker::new()), 1)), workload, iterations, waiters)
                     .await
             }
+            "direct" => run(Arc::new(DirectMemory::new(1)), workload, iterations, waiters).await,
             "tokio" => run(Arc::new(TokioMutexFloor::new(1)), workload, iterations, waiters).await,
-            other => Err(format!("unknown subject {other:?}: memory or tokio").into()),
+            other => Err(format!("unknown subject {other:?}: memory, direct or tokio").into()),
         }
     })?;
     println!(

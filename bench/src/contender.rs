@@ -9,7 +9,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lockcheck_impls::{Lease, LeaseRequest, Locker};
+use lockcheck_impls::{Lease, LeaseRequest, Locker, MemoryLocker};
 
 use crate::BenchError;
 
@@ -68,13 +68,7 @@ impl LockerContender {
     pub fn per_client(lockers: Vec<Arc<dyn Locker>>, keys: usize) -> Self {
         assert!(!lockers.is_empty(), "a contender needs at least one locker");
         assert!(keys > 0, "a contender needs at least one key");
-        let run = format!(
-            "{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
-        );
-        let requests = (0..keys).map(|i| LeaseRequest::lock(format!("lockcheck-bench/{run}/{i}"), BENCH_TTL)).collect();
-        LockerContender { name: lockers[0].describe(), clients: lockers, requests }
+        LockerContender { name: lockers[0].describe(), clients: lockers, requests: bench_requests(keys) }
     }
 
     /// Shows `name` instead of the locker's own description (e.g. `redis (rslock)`).
@@ -88,6 +82,17 @@ impl LockerContender {
         // every future twice and charge the backend for the harness's indirection.
         &*self.clients[client % self.clients.len()]
     }
+}
+
+/// Lock requests on `keys` keys named `lockcheck-bench/<run>/<i>`, `<run>` unique to this
+/// process and moment.
+fn bench_requests(keys: usize) -> Vec<LeaseRequest> {
+    let run = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+    );
+    (0..keys).map(|i| LeaseRequest::lock(format!("lockcheck-bench/{run}/{i}"), BENCH_TTL)).collect()
 }
 
 /// A lease and the client that holds it.
@@ -122,6 +127,49 @@ impl Contender for LockerContender {
             Ok(())
         } else {
             Err(BenchError::LeaseLost { key: held.lease.key().to_owned() })
+        }
+    }
+}
+
+/// The memory locker through its inherent methods: what a caller that holds a
+/// `MemoryLocker` (not a `dyn Locker`) pays. Keys are named like [`LockerContender`]'s, so
+/// validation and hashing cost the same.
+pub struct DirectMemory {
+    locker: MemoryLocker,
+    requests: Vec<LeaseRequest>,
+}
+
+impl DirectMemory {
+    /// A fresh memory locker with `keys` keys.
+    pub fn new(keys: usize) -> Self {
+        DirectMemory { locker: MemoryLocker::new(), requests: bench_requests(keys.max(1)) }
+    }
+}
+
+impl Contender for DirectMemory {
+    type Held = Lease;
+
+    fn name(&self) -> String {
+        "memory (direct)".to_owned()
+    }
+
+    fn keys(&self) -> usize {
+        self.requests.len()
+    }
+
+    async fn try_lock(&self, _client: usize, key: usize) -> Result<Option<Lease>, BenchError> {
+        Ok(self.locker.try_acquire(&self.requests[key]).await?)
+    }
+
+    async fn lock(&self, _client: usize, key: usize) -> Result<Lease, BenchError> {
+        Ok(self.locker.acquire(&self.requests[key], BENCH_WAIT).await?)
+    }
+
+    async fn unlock(&self, lease: Lease) -> Result<(), BenchError> {
+        if self.locker.release(&lease).await? {
+            Ok(())
+        } else {
+            Err(BenchError::LeaseLost { key: lease.key().to_owned() })
         }
     }
 }

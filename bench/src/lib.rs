@@ -68,7 +68,7 @@ mod suite;
 
 use std::path::PathBuf;
 
-pub use contender::{BENCH_TTL, BENCH_WAIT, Contender, HeldLease, LockerContender, TokioMutexFloor};
+pub use contender::{BENCH_TTL, BENCH_WAIT, Contender, DirectMemory, HeldLease, LockerContender, TokioMutexFloor};
 pub use floor::{RoundTrip, TcpEcho};
 pub use measure::{Batch, UNCONTENDED_GROUP, hand_off, throughput, uncontended, uncontended_in_groups};
 pub use results::{

@@ -7,12 +7,16 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// The unguessable proof of ownership of one grant: 128 random bits, written as 32
-/// lowercase hex digits on the wire (the format dflockd servers use).
+/// The unguessable proof of ownership of one grant: 128 bits, written as 32 lowercase hex
+/// digits on the wire (the format dflockd servers use). Network backends draw all 128 at
+/// random ([`OwnerToken::random`]); the memory locker draws 64 from a per-locker generator and
+/// puts a unique counter in the rest (its table module explains why that is enough in one
+/// process).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct OwnerToken(u128);
 
@@ -84,9 +88,12 @@ impl fmt::Display for FencingToken {
 /// grant (dflockd), that would charge the whole wait to the lease; such a backend estimates the
 /// grant instant from the reply's arrival and the connection's round trips instead, and says
 /// how the estimate can err.
+///
+/// The key is shared (`Arc<str>`): a backend that already holds the key's name (the memory
+/// locker's table) hands out leases without copying it, and cloning a lease is cheap.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lease {
-    key: String,
+    key: Arc<str>,
     owner: OwnerToken,
     fence: FencingToken,
     ttl: Duration,
@@ -95,9 +102,10 @@ pub struct Lease {
 }
 
 impl Lease {
-    /// A lease; backends build these when they grant.
+    /// A lease; backends build these when they grant. `key` may be a `&str`, a `String` or
+    /// an `Arc<str>` (shared, not copied).
     pub fn new(
-        key: impl Into<String>,
+        key: impl Into<Arc<str>>,
         owner: OwnerToken,
         fence: FencingToken,
         ttl: Duration,

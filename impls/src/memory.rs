@@ -10,10 +10,12 @@
 //! `acquire` is cancel-safe: dropping its future withdraws the waiter under the table lock;
 //! if a grant raced the drop, it is released and handed to the next waiter on the spot.
 //!
-//! The cost model: `try_acquire` and `release` take one mutex each and allocate nothing but
-//! the lease (a key stays in the table while idle); a queued acquire costs one allocation for
-//! its grant slot and one timer, and a hand-off wakes exactly the waiter it grants (the
-//! table's module doc explains when the next head must be nudged too).
+//! The cost model: `try_acquire` and `release` take one mutex and one hash lookup each and
+//! allocate nothing (a key stays in the table while idle, and a lease shares the key's name
+//! with it); a queued acquire costs one allocation for its grant slot and one timer, and a
+//! hand-off wakes exactly the waiter it grants (the table's module doc explains when the next
+//! head must be nudged too). Called as inherent methods the futures are not boxed; through
+//! the [`Locker`] trait (`dyn` or generic) each call boxes its future once.
 
 mod table;
 mod waiter;
@@ -100,22 +102,18 @@ impl Drop for Waiting<'_> {
     }
 }
 
-#[async_trait]
-impl Locker for MemoryLocker {
-    fn describe(&self) -> String {
-        "memory".to_owned()
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        Capabilities::all_in_process()
-    }
-
-    async fn try_acquire(&self, request: &LeaseRequest) -> Result<Option<Lease>, LockError> {
+/// The lock API without boxing: the [`Locker`] implementation below forwards to these. Through
+/// `dyn Locker` (or generically through the trait) each call costs one boxed future on top.
+impl MemoryLocker {
+    /// [`Locker::try_acquire`] without the trait's boxed future: what the trait calls, and
+    /// what a caller that knows its locker is a `MemoryLocker` gets by calling it directly.
+    pub async fn try_acquire(&self, request: &LeaseRequest) -> Result<Option<Lease>, LockError> {
         request.validate()?;
         self.table().try_acquire(request, Instant::now())
     }
 
-    async fn acquire(&self, request: &LeaseRequest, wait: Duration) -> Result<Lease, LockError> {
+    /// [`Locker::acquire`], unboxed (see [`MemoryLocker::try_acquire`]).
+    pub async fn acquire(&self, request: &LeaseRequest, wait: Duration) -> Result<Lease, LockError> {
         request.validate()?;
         validate_wait(wait)?;
         let started = Instant::now();
@@ -160,16 +158,50 @@ impl Locker for MemoryLocker {
         }
     }
 
-    async fn release(&self, lease: &Lease) -> Result<bool, LockError> {
+    /// [`Locker::release`], unboxed (see [`MemoryLocker::try_acquire`]).
+    pub async fn release(&self, lease: &Lease) -> Result<bool, LockError> {
         Ok(self.table().release(lease, Instant::now()))
     }
 
-    async fn refresh(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>, LockError> {
+    /// [`Locker::refresh`], unboxed (see [`MemoryLocker::try_acquire`]).
+    pub async fn refresh(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>, LockError> {
         validate_ttl(ttl)?;
         Ok(self.table().refresh(lease, ttl, Instant::now()))
     }
 
-    async fn remaining_ttl(&self, lease: &Lease) -> Result<Option<Duration>, LockError> {
+    /// [`Locker::remaining_ttl`], unboxed (see [`MemoryLocker::try_acquire`]).
+    pub async fn remaining_ttl(&self, lease: &Lease) -> Result<Option<Duration>, LockError> {
         Ok(self.table().remaining_ttl(lease, Instant::now()))
+    }
+}
+
+#[async_trait]
+impl Locker for MemoryLocker {
+    fn describe(&self) -> String {
+        "memory".to_owned()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::all_in_process()
+    }
+
+    async fn try_acquire(&self, request: &LeaseRequest) -> Result<Option<Lease>, LockError> {
+        MemoryLocker::try_acquire(self, request).await
+    }
+
+    async fn acquire(&self, request: &LeaseRequest, wait: Duration) -> Result<Lease, LockError> {
+        MemoryLocker::acquire(self, request, wait).await
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<bool, LockError> {
+        MemoryLocker::release(self, lease).await
+    }
+
+    async fn refresh(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>, LockError> {
+        MemoryLocker::refresh(self, lease, ttl).await
+    }
+
+    async fn remaining_ttl(&self, lease: &Lease) -> Result<Option<Duration>, LockError> {
+        MemoryLocker::remaining_ttl(self, lease).await
     }
 }

@@ -20,10 +20,14 @@ fn invalid(result: Result<impl std::fmt::Debug, LockError>) -> InvalidInput {
     }
 }
 
-/// Sends `request` through try_acquire and acquire, expecting `expected` from both.
+/// Sends `request` through try_acquire and acquire, expecting `expected` from both — called
+/// directly (the unboxed inherent methods) and through `dyn Locker`.
 async fn refused(locker: &MemoryLocker, request: &LeaseRequest, expected: InvalidInput) {
     assert_eq!(invalid(locker.try_acquire(request).await), expected, "try_acquire {request:?}");
     assert_eq!(invalid(locker.acquire(request, secs(1)).await), expected, "acquire {request:?}");
+    let dyn_locker: &dyn Locker = locker;
+    assert_eq!(invalid(dyn_locker.try_acquire(request).await), expected, "dyn try_acquire {request:?}");
+    assert_eq!(invalid(dyn_locker.acquire(request, secs(1)).await), expected, "dyn acquire {request:?}");
 }
 
 #[tokio::test(start_paused = true)]

@@ -173,7 +173,7 @@ async fn execute(
             }
             Step::ForgedRelease { key } => {
                 let forged = Lease::new(
-                    &keys[*key],
+                    keys[*key].as_str(),
                     OwnerToken::random(),
                     lockcheck_impls::FencingToken(0),
                     ttl,

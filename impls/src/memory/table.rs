@@ -23,8 +23,11 @@
 //! stays proportional to the keys in use at a constant amortized cost per new key.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
+use rand::rngs::SmallRng;
+use rand::{RngCore, SeedableRng};
 use tokio::time::Instant;
 
 use super::waiter::GrantSlot;
@@ -47,6 +50,9 @@ struct Waiter {
 }
 
 struct KeyState {
+    /// The key's name, shared with the map and with every lease granted on it: a grant
+    /// copies no string.
+    name: Arc<str>,
     limit: u32,
     holders: Vec<Holder>,
     waiters: VecDeque<Waiter>,
@@ -61,22 +67,53 @@ pub(crate) enum Enqueued {
     Queued { id: u64, slot: GrantSlot, wake_at: Instant },
 }
 
+type Keys = HashMap<Arc<str>, KeyState, foldhash::fast::RandomState>;
+
 /// All keys of one memory locker.
 pub(crate) struct Table {
     // foldhash with a per-table random seed: several times cheaper than SipHash on short
     // keys (hashing was a quarter of an uncontended try+release), still seeded against
     // collision floods.
-    keys: HashMap<String, KeyState, foldhash::fast::RandomState>,
-    // One counter for all keys keeps fences strictly increasing per key even though idle keys
-    // are forgotten.
-    last_fence: u64,
+    keys: Keys,
+    issuer: Issuer,
     last_waiter: u64,
     sweep_at: usize,
 }
 
+/// Issues the fencing and owner tokens of every grant.
+///
+/// One fence counter for all keys keeps fences strictly increasing per key even though idle
+/// keys are forgotten.
+///
+/// An owner token is 64 bits of a per-locker `SmallRng` (seeded from the OS via `rand`'s
+/// thread RNG when the locker is created) above the grant's fence. The fence half makes
+/// every token of a locker distinct, so a stale lease can never match a later grant by
+/// chance; the random half makes a token unguessable to a caller that holds only other
+/// leases (it must guess 64 bits, or reconstruct the generator's state from many tokens on
+/// purpose). That is the threat model of a single-process locker: tokens guard against
+/// mistakes — a stale or foreign lease, a lease of another locker — not against code in the
+/// same process, which can read the table anyway. Drawing 128 bits from the thread's
+/// cryptographic RNG per grant cost ~80 instructions, 4% of an uncontended try+release.
+struct Issuer {
+    last_fence: u64,
+    rng: SmallRng,
+}
+
+impl Issuer {
+    fn new() -> Self {
+        Issuer { last_fence: 0, rng: SmallRng::from_rng(&mut rand::rng()) }
+    }
+
+    fn next(&mut self) -> (FencingToken, OwnerToken) {
+        self.last_fence += 1;
+        let owner = (u128::from(self.rng.next_u64()) << 64) | u128::from(self.last_fence);
+        (FencingToken(self.last_fence), OwnerToken::from_bits(owner))
+    }
+}
+
 impl Default for Table {
     fn default() -> Self {
-        Table { keys: HashMap::default(), last_fence: 0, last_waiter: 0, sweep_at: SWEEP_FLOOR }
+        Table { keys: HashMap::default(), issuer: Issuer::new(), last_waiter: 0, sweep_at: SWEEP_FLOOR }
     }
 }
 
@@ -84,13 +121,14 @@ impl Table {
     /// Grants `request` if a slot is free and nobody is queued ahead; `None` otherwise.
     pub(crate) fn try_acquire(&mut self, request: &LeaseRequest, now: Instant) -> Result<Option<Lease>, LockError> {
         let key = request.key();
-        if !self.keys.contains_key(key) {
-            self.remember(key, request.limit(), now);
-        }
-        let state = self.keys.get_mut(key).expect("remembered above");
+        // One hash lookup when the key is known (the common case); a miss takes a second.
+        let state = match self.keys.get_mut(key) {
+            Some(state) => state,
+            None => remember(&mut self.keys, &mut self.sweep_at, key, request.limit(), now),
+        };
         // Expire first: a key whose leases all ended is free, whatever limit it had, exactly
         // as if it had already been forgotten.
-        state.expire_due(key, now, &mut self.last_fence);
+        state.expire_due(now, &mut self.issuer);
         if state.limit != request.limit() {
             if !state.is_idle() {
                 let existing = state.limit;
@@ -99,7 +137,7 @@ impl Table {
             state.limit = request.limit();
         }
         if state.holders.len() < state.limit as usize && state.waiters.is_empty() {
-            Ok(Some(state.grant(key, request.ttl(), now, &mut self.last_fence)))
+            Ok(Some(state.grant(request.ttl(), now, &mut self.issuer)))
         } else {
             Ok(None)
         }
@@ -127,10 +165,13 @@ impl Table {
         let id = self.last_waiter;
         let slot = GrantSlot::default();
         // The failed try left the key in the table; `entry` would allocate its name anyway.
-        if !self.keys.contains_key(request.key()) {
-            self.keys.insert(request.key().to_owned(), KeyState::new(request.limit()));
-        }
-        let state = self.keys.get_mut(request.key()).expect("inserted above");
+        let state = match self.keys.get_mut(request.key()) {
+            Some(state) => state,
+            None => {
+                let name: Arc<str> = Arc::from(request.key());
+                self.keys.entry(name.clone()).or_insert_with(|| KeyState::new(name, request.limit()))
+            }
+        };
         let wake_at = state.wake_at(deadline);
         slot.arm(wake_at);
         state.waiters.push_back(Waiter { id, ttl: request.ttl(), slot: slot.clone() });
@@ -186,7 +227,7 @@ impl Table {
                 }
                 Some(lease) if !keep_grant => {
                     state.holders.retain(|holder| holder.owner != lease.owner());
-                    state.hand_off(key, now, &mut self.last_fence);
+                    state.hand_off(now, &mut self.issuer);
                 }
                 Some(_) => {}
             }
@@ -196,8 +237,7 @@ impl Table {
 
     /// Releases `lease`; `true` if it was still held. An expired lease is not held.
     pub(crate) fn release(&mut self, lease: &Lease, now: Instant) -> bool {
-        let key = lease.key();
-        let Some(state) = self.keys.get_mut(key) else { return false };
+        let Some(state) = self.keys.get_mut(lease.key()) else { return false };
         let held = match state.holders.iter().position(|holder| holder.owner == lease.owner()) {
             Some(at) => {
                 let holder = state.holders.swap_remove(at);
@@ -205,16 +245,15 @@ impl Table {
             }
             None => false,
         };
-        state.expire_due(key, now, &mut self.last_fence);
-        state.hand_off(key, now, &mut self.last_fence);
+        state.expire_due(now, &mut self.issuer);
+        state.hand_off(now, &mut self.issuer);
         held
     }
 
     /// Extends `lease` to `ttl` from `now` if it is still held.
     pub(crate) fn refresh(&mut self, lease: &Lease, ttl: Duration, now: Instant) -> Option<Lease> {
-        let key = lease.key();
-        let state = self.keys.get_mut(key)?;
-        state.expire_due(key, now, &mut self.last_fence);
+        let state = self.keys.get_mut(lease.key())?;
+        state.expire_due(now, &mut self.issuer);
         let holder = state.holders.iter_mut().find(|holder| holder.owner == lease.owner())?;
         let shortened = now + ttl < holder.expires_at;
         holder.expires_at = now + ttl;
@@ -226,9 +265,8 @@ impl Table {
 
     /// The time `lease` has left, if it is still held.
     pub(crate) fn remaining_ttl(&mut self, lease: &Lease, now: Instant) -> Option<Duration> {
-        let key = lease.key();
-        let state = self.keys.get_mut(key)?;
-        state.expire_due(key, now, &mut self.last_fence);
+        let state = self.keys.get_mut(lease.key())?;
+        state.expire_due(now, &mut self.issuer);
         let holder = state.holders.iter().find(|holder| holder.owner == lease.owner())?;
         Some(holder.expires_at - now)
     }
@@ -236,7 +274,7 @@ impl Table {
     /// Expires every lease of `key` that ended by `now` and hands the slots on.
     pub(crate) fn expire_due(&mut self, key: &str, now: Instant) {
         if let Some(state) = self.keys.get_mut(key) {
-            state.expire_due(key, now, &mut self.last_fence);
+            state.expire_due(now, &mut self.issuer);
         }
     }
 
@@ -273,25 +311,27 @@ impl Table {
             if !state.holders.is_empty() {
                 state.holders.remove(0);
             }
-            state.hand_off(key, now, &mut self.last_fence);
+            state.hand_off(now, &mut self.issuer);
         }
-    }
-
-    /// Adds `key`, sweeping idle keys first once the table has doubled since the last sweep.
-    fn remember(&mut self, key: &str, limit: u32, now: Instant) {
-        if self.keys.len() >= self.sweep_at {
-            // A key whose every lease ended and that nobody waits for is idle: forgetting it
-            // is the same as expiring its leases (nobody is queued to hand them to).
-            self.keys.retain(|_, state| !state.is_idle_at(now));
-            self.sweep_at = (2 * self.keys.len()).max(SWEEP_FLOOR);
-        }
-        self.keys.insert(key.to_owned(), KeyState::new(limit));
     }
 }
 
+/// Adds `key` to `keys`, sweeping idle keys first once the table has doubled since the last
+/// sweep. (A function of the two fields, not of the table, so the caller keeps the issuer.)
+fn remember<'a>(keys: &'a mut Keys, sweep_at: &mut usize, key: &str, limit: u32, now: Instant) -> &'a mut KeyState {
+    if keys.len() >= *sweep_at {
+        // A key whose every lease ended and that nobody waits for is idle: forgetting it is
+        // the same as expiring its leases (nobody is queued to hand them to).
+        keys.retain(|_, state| !state.is_idle_at(now));
+        *sweep_at = (2 * keys.len()).max(SWEEP_FLOOR);
+    }
+    let name: Arc<str> = Arc::from(key);
+    keys.entry(name.clone()).or_insert_with(|| KeyState::new(name, limit))
+}
+
 impl KeyState {
-    fn new(limit: u32) -> Self {
-        KeyState { limit, holders: Vec::with_capacity(1), waiters: VecDeque::new() }
+    fn new(name: Arc<str>, limit: u32) -> Self {
+        KeyState { name, limit, holders: Vec::with_capacity(1), waiters: VecDeque::new() }
     }
 
     fn is_idle(&self) -> bool {
@@ -310,29 +350,27 @@ impl KeyState {
         self.earliest_end().map_or(deadline, |end| end.min(deadline))
     }
 
-    fn grant(&mut self, key: &str, ttl: Duration, now: Instant, last_fence: &mut u64) -> Lease {
-        *last_fence += 1;
-        let fence = FencingToken(*last_fence);
-        let owner = OwnerToken::random();
+    fn grant(&mut self, ttl: Duration, now: Instant, issuer: &mut Issuer) -> Lease {
+        let (fence, owner) = issuer.next();
         self.holders.push(Holder { owner, expires_at: now + ttl });
-        Lease::new(key, owner, fence, ttl, now, self.limit)
+        Lease::new(self.name.clone(), owner, fence, ttl, now, self.limit)
     }
 
     /// Drops holders whose lease ended by `now`, then hands their slots on.
-    fn expire_due(&mut self, key: &str, now: Instant, last_fence: &mut u64) {
+    fn expire_due(&mut self, now: Instant, issuer: &mut Issuer) {
         let before = self.holders.len();
         self.holders.retain(|holder| holder.expires_at > now);
         if self.holders.len() != before {
-            self.hand_off(key, now, last_fence);
+            self.hand_off(now, issuer);
         }
     }
 
     /// Grants free slots to the queue's head, in arrival order.
-    fn hand_off(&mut self, key: &str, now: Instant, last_fence: &mut u64) {
+    fn hand_off(&mut self, now: Instant, issuer: &mut Issuer) {
         let mut granted = false;
         while self.holders.len() < self.limit as usize {
             let Some(waiter) = self.waiters.pop_front() else { break };
-            let lease = self.grant(key, waiter.ttl, now, last_fence);
+            let lease = self.grant(waiter.ttl, now, issuer);
             waiter.slot.fill(lease);
             granted = true;
         }
