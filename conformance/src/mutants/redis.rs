@@ -128,7 +128,9 @@ impl PortedRedisLocker {
             .map_err(unavailable)?;
         let mut flags = current.get(1).cloned().unwrap_or_default();
         for flag in ['E', 'g', 'x'] {
-            if !flags.contains(flag) && !(flag != 'E' && flags.contains('A')) {
+            // `A` stands for every event type, `g` and `x` included.
+            let covered = flags.contains(flag) || (flag != 'E' && flags.contains('A'));
+            if !covered {
                 flags.push(flag);
             }
         }

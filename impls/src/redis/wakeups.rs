@@ -399,4 +399,63 @@ mod tests {
     fn keyspace_channels_name_the_database_and_the_key() {
         assert_eq!(channel(3, "lockcheck:{orders}"), "__keyspace@3__:lockcheck:{orders}");
     }
+
+    /// Waiters for two servers (databases 1 and 2) whose tasks are not running.
+    fn disconnected() -> Arc<Waiters> {
+        let server = |db| Server { db, connected: AtomicBool::new(false), dirty: Notify::new() };
+        Arc::new(Waiters {
+            keys: Mutex::default(),
+            servers: vec![server(1), server(2)],
+            push: true,
+            confirm_timeout: Duration::from_secs(1),
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_subscription_is_confirmed_only_when_it_matches_the_waiters() {
+        let waiters = disconnected();
+        // Disconnected servers: registering does not wait for a confirmation that cannot come.
+        let first = waiters.register("lockcheck:{a}", Duration::from_secs(5)).await;
+        assert!(!first.live(), "nothing is subscribed yet");
+        assert_eq!(waiters.wanted_channels(1), HashSet::from(["__keyspace@2__:lockcheck:{a}".to_owned()]));
+        assert!(!waiters.confirm(0, &HashSet::new()), "a key with a waiter is not subscribed");
+        let on_first = HashSet::from(["__keyspace@1__:lockcheck:{a}".to_owned()]);
+        let on_second = HashSet::from(["__keyspace@2__:lockcheck:{a}".to_owned()]);
+        assert!(waiters.confirm(0, &on_first));
+        assert!(!first.live(), "confirmed on one server of two");
+        assert!(waiters.confirm(1, &on_second));
+        assert!(first.live());
+        // A second key: the old subscriptions no longer cover every waiter.
+        let second = waiters.register("lockcheck:{b}", Duration::from_secs(5)).await;
+        assert!(!waiters.confirm(0, &on_first));
+        assert!(!second.live());
+        // A lost connection unconfirms everything.
+        waiters.lost(1);
+        assert!(!first.live());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_subscription_lingers_after_its_last_waiter_then_goes() {
+        let waiters = disconnected();
+        let interest = waiters.register("lockcheck:{a}", Duration::from_secs(5)).await;
+        let subscribed = |db| HashSet::from([format!("__keyspace@{db}__:lockcheck:{{a}}")]);
+        assert!(waiters.confirm(0, &subscribed(1)) && waiters.confirm(1, &subscribed(2)));
+        drop(interest);
+        assert!(!waiters.reap(), "kept for the linger");
+        // A waiter that comes back within the linger finds its subscription confirmed.
+        let again = waiters.register("lockcheck:{a}", Duration::from_secs(5)).await;
+        assert!(again.live());
+        drop(again);
+        tokio::time::advance(LINGER).await;
+        assert!(waiters.reap(), "gone after the linger");
+        assert!(waiters.wanted_channels(0).is_empty());
+        assert!(waiters.confirm(0, &HashSet::new()), "nothing left to subscribe");
+    }
+
+    #[test]
+    fn only_freeing_events_wake() {
+        assert!(FREEING_EVENTS.contains(&b"del".as_slice()));
+        assert!(FREEING_EVENTS.contains(&b"expired".as_slice()));
+        assert!(!FREEING_EVENTS.contains(&b"expire".as_slice()), "a refresh frees nothing");
+    }
 }
