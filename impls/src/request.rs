@@ -25,17 +25,28 @@ pub struct LeaseRequest {
     key: String,
     ttl: Duration,
     limit: u32,
+    // Whether the request passed `validate` when it was built. A request cannot change, and
+    // backends validate it on every operation: a reused request then costs a load, not a scan
+    // of its key (the scan was a tenth of the instructions of an uncontended try+release of
+    // the memory locker).
+    valid: bool,
 }
 
 impl LeaseRequest {
     /// A lock on `key` for `ttl`.
     pub fn lock(key: impl Into<String>, ttl: Duration) -> Self {
-        LeaseRequest { key: key.into(), ttl, limit: 1 }
+        Self::new(key.into(), ttl, 1)
     }
 
     /// One of `limit` permits of the semaphore `key`, for `ttl`.
     pub fn semaphore(key: impl Into<String>, limit: u32, ttl: Duration) -> Self {
-        LeaseRequest { key: key.into(), ttl, limit }
+        Self::new(key.into(), ttl, limit)
+    }
+
+    fn new(key: String, ttl: Duration, limit: u32) -> Self {
+        let mut request = LeaseRequest { key, ttl, limit, valid: false };
+        request.valid = request.check().is_ok();
+        request
     }
 
     /// The key.
@@ -56,6 +67,10 @@ impl LeaseRequest {
     /// Checks the request against the limits above. Every backend calls this before it
     /// sends or changes anything.
     pub fn validate(&self) -> Result<(), LockError> {
+        if self.valid { Ok(()) } else { self.check() }
+    }
+
+    fn check(&self) -> Result<(), LockError> {
         validate_key(&self.key)?;
         validate_ttl(self.ttl)?;
         if self.limit == 0 || self.limit > MAX_PERMITS {
@@ -74,8 +89,7 @@ pub fn validate_key(key: &str) -> Result<(), LockError> {
         return Err(InvalidInput::KeyTooLong { len: key.len(), max: MAX_KEY_BYTES }.into());
     }
     // Fast path: most keys are printable ASCII. No early exit, so the compiler checks many
-    // bytes per instruction (a byte-at-a-time `all` was a quarter of an uncontended
-    // try+release of the memory locker).
+    // bytes per instruction.
     if key.bytes().fold(true, |printable, b| printable & b.is_ascii_graphic()) {
         return Ok(());
     }
