@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use lockcheck_conformance::services::Service;
 use lockcheck_conformance::services::redis::{RedisOptions, redis, url};
-use lockcheck_impls::redis::{RedisConfig, RedisLocker, Wakeups};
+use lockcheck_impls::redis::{RedisConfig, RedisLocker, Wakeups, cluster_slot as slot};
 use lockcheck_impls::{InvalidInput, LeaseRequest, LockError, Locker};
 
 const LONG: Duration = Duration::from_secs(30);
@@ -146,28 +146,6 @@ async fn an_indeterminate_grant_is_rolled_back() {
     let other = RedisLocker::connect(&url(&server, 1)).await.unwrap();
     let lease = other.acquire(&request, Duration::from_secs(5)).await.expect("rolled back, not held for 30 s");
     assert!(other.release(&lease).await.unwrap());
-}
-
-/// CRC16/XMODEM, Redis Cluster's key hash.
-fn crc16(bytes: &[u8]) -> u16 {
-    let mut crc = 0u16;
-    for &byte in bytes {
-        crc ^= u16::from(byte) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
-        }
-    }
-    crc
-}
-
-/// The Cluster slot of a key: the hash of its `{tag}` if it has a non-empty one.
-fn slot(key: &str) -> u16 {
-    let hashed = key
-        .find('{')
-        .and_then(|open| key[open + 1..].find('}').map(|close| &key[open + 1..open + 1 + close]))
-        .filter(|tag| !tag.is_empty())
-        .unwrap_or(key);
-    crc16(hashed.as_bytes()) % 16384
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -327,37 +327,43 @@ pub(crate) fn missing_event_flags(flags: &str) -> String {
     missing
 }
 
+/// CRC16/XMODEM, Redis Cluster's key hash.
+fn crc16(bytes: &[u8]) -> u16 {
+    let mut crc = 0u16;
+    for &byte in bytes {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
+        }
+    }
+    crc
+}
+
+/// The Redis Cluster slot (0–16383) of a key: the CRC16 of its `{tag}` if it has a non-empty
+/// one, else of the whole key — what a cluster uses to place it, and what keeps a lock key and
+/// its fence key on one node.
+pub fn cluster_slot(key: &str) -> u16 {
+    let tag = key
+        .find('{')
+        .and_then(|open| key[open + 1..].find('}').map(|close| &key[open + 1..open + 1 + close]))
+        .filter(|tag| !tag.is_empty())
+        .unwrap_or(key);
+    crc16(tag.as_bytes()) % 16384
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn slot(key: &str) -> u16 {
+        cluster_slot(key)
+    }
 
     #[test]
     fn ttl_rounds_up_to_whole_milliseconds() {
         assert_eq!(millis_ceil(Duration::from_millis(1)), 1);
         assert_eq!(millis_ceil(Duration::from_micros(1500)), 2);
         assert_eq!(millis_ceil(Duration::from_secs(2)), 2000);
-    }
-
-    /// CRC16/XMODEM, Redis Cluster's key hash.
-    fn crc16(bytes: &[u8]) -> u16 {
-        let mut crc = 0u16;
-        for &byte in bytes {
-            crc ^= u16::from(byte) << 8;
-            for _ in 0..8 {
-                crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
-            }
-        }
-        crc
-    }
-
-    /// Redis Cluster's slot of a key: the hash of its `{tag}` if it has a non-empty one.
-    fn slot(key: &str) -> u16 {
-        let tag = key
-            .find('{')
-            .and_then(|open| key[open + 1..].find('}').map(|close| &key[open + 1..open + 1 + close]))
-            .filter(|tag| !tag.is_empty())
-            .unwrap_or(key);
-        crc16(tag.as_bytes()) % 16384
     }
 
     #[test]
