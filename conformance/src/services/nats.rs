@@ -252,8 +252,8 @@ impl NatsCluster {
     }
 
     /// Waits (bounded by `timeout`) until the stream of bucket `bucket` has a leader other
-    /// than `excluded` and every replica except `excluded` is current — the state after an
-    /// election or a healed partition in which the cluster answers again. Returns the leader.
+    /// than `excluded`, every replica except `excluded` is current, and the cluster reads keys
+    /// and creates consumers again — the state after an election or a healed partition. Returns the leader.
     /// A fault test awaits this instead of sleeping; it never retries the operation under test.
     pub async fn await_stream_settled(
         &self,
@@ -288,7 +288,19 @@ impl NatsCluster {
             .map_err(|e| e.to_string())?;
         let js = async_nats::jetstream::new(client);
         let mut stream = js.get_stream(format!("KV_{bucket}")).await.map_err(|e| e.to_string())?;
-        let info = stream.info().await.map_err(|e| e.to_string())?;
+        let info = stream.info().await.map_err(|e| e.to_string())?.clone();
+        // What an acquire needs of the cluster must answer too: reading a key (the stream
+        // leader) and creating a consumer for a watch (the JetStream meta leader).
+        match stream.get_last_raw_message_by_subject(&format!("$KV.{bucket}.settled-probe")).await {
+            Ok(_) => {}
+            Err(error) if error.kind() == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {}
+            Err(error) => return Err(format!("reading a key: {error}")),
+        }
+        let probe = async_nats::jetstream::consumer::pull::Config {
+            inactive_threshold: Duration::from_secs(2),
+            ..Default::default()
+        };
+        stream.create_consumer(probe).await.map_err(|error| format!("creating a consumer: {error}"))?;
         let Some(cluster) = info.cluster.as_ref() else { return Ok(StreamState { leader: None, lagging: Vec::new() }) };
         let leader = cluster.leader.as_deref().and_then(|leader| self.index_of(leader));
         let lagging = cluster
