@@ -276,15 +276,13 @@ async fn no_lost_wakeup(ctx: &mut Ctx<'_>) -> Result<Notes, Stop> {
             tokio::spawn(async move { (b.acquire(&request, wait).await, Instant::now()) })
         };
         // Release racing the waiter's subscription. Where the race window lies depends on the
-        // backend (a subscription's round trip), so spread the release over the first
-        // milliseconds: half the iterations release within a few scheduler turns, half after
-        // 1–2 ms, so a window of either size is hit in many iterations, not by luck.
-        if iteration % 2 == 0 {
-            for _ in 0..rng.random_range(0..3) {
-                tokio::task::yield_now().await;
-            }
-        } else {
-            tokio::time::sleep(Duration::from_micros(rng.random_range(500..2500))).await;
+        // backend (a failed try's reply, a subscription's round trip), so spread the release
+        // evenly over the first 2.5 ms — by yielding until the instant comes, since a timer
+        // only has millisecond ticks and would skip the sub-millisecond windows of a fast
+        // backend — so a window of any size in that span is hit in many iterations, not by luck.
+        let release_at = Instant::now() + Duration::from_micros(rng.random_range(0..2500));
+        while Instant::now() < release_at {
+            tokio::task::yield_now().await;
         }
         a.release(&held).await?;
         let released = Instant::now();
