@@ -107,7 +107,7 @@ async fn killing_the_stream_leader_loses_no_lease_and_keeps_expiry() {
     cluster.node_mut(leader).start_again().await.expect("the old leader rejoins");
     report(
         Fault::LeaderKilled,
-        &survivors,
+        &locker,
         vec![
             format!("killed stream leader n{leader}"),
             format!(
@@ -196,7 +196,7 @@ async fn a_partitioned_leader_cannot_grant_and_the_majority_keeps_the_lease() {
     };
     report(
         Fault::NodePartitioned,
-        &majority,
+        &locker,
         vec![
             format!("partitioned stream leader n{leader} away"),
             format!("isolated client: {isolated_outcome}"),
