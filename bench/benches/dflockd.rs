@@ -83,8 +83,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// Issue 7's targets against this run's figures.
 fn targets(run: &BenchRun) -> String {
     let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
-    let find = |name: &str, kind: Kind| run.measurements.iter().find(|m| m.subject.starts_with(name) && m.kind == kind);
-    let p50 = |name: &str, kind: Kind| find(name, kind).map(|m| m.latency.p50_ns);
+    let find = |name: &str, kind: Kind| run.find(name, kind);
+    let p50 = |name: &str, kind: Kind| run.p50(name, kind);
     let Some(floor) = run.measurements.iter().find(|m| m.kind == Kind::RoundTrip).map(|m| m.latency.p50_ns) else {
         return "no TCP echo floor measured".to_owned();
     };

@@ -180,9 +180,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// Issue 6's targets against this run's figures.
 fn targets(run: &BenchRun) -> String {
     let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
-    let p50 = |name: &str, kind: Kind| {
-        run.measurements.iter().find(|m| m.subject.starts_with(name) && m.kind == kind).map(|m| m.latency.p50_ns)
-    };
+    let p50 = |name: &str, kind: Kind| run.p50(name, kind);
     let Some(floor) = p50("NATS round trip", Kind::RoundTrip) else { return "no round-trip floor measured".to_owned() };
     let mut lines = vec![format!("issue 6 targets (p50, this run; NATS round trip = {:.1} µs):", floor / 1e3)];
     for (name, label) in [("lockcheck", "ours"), ("Go original", "Go original")] {

@@ -148,9 +148,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// Issue 5's targets against this run's figures.
 fn targets(run: &BenchRun) -> String {
     let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
-    let p50 = |name: &str, kind: Kind| {
-        run.measurements.iter().find(|m| m.subject.starts_with(name) && m.kind == kind).map(|m| m.latency.p50_ns)
-    };
+    let p50 = |name: &str, kind: Kind| run.p50(name, kind);
     let Some(floor) = p50("redis PING", Kind::RoundTrip) else { return "no PING floor measured".to_owned() };
     let mut lines = vec![format!("issue 5 targets (p50, this run; PING = {:.1} µs):", floor / 1e3)];
     if let Some(ours) = p50("lockcheck", Kind::Uncontended) {

@@ -169,6 +169,16 @@ pub struct BenchRun {
 }
 
 impl BenchRun {
+    /// The first measurement of `kind` whose subject starts with `subject`.
+    pub fn find(&self, subject: &str, kind: Kind) -> Option<&Measurement> {
+        self.measurements.iter().find(|m| m.subject.starts_with(subject) && m.kind == kind)
+    }
+
+    /// The median latency (ns) of [`BenchRun::find`]'s measurement.
+    pub fn p50(&self, subject: &str, kind: Kind) -> Option<f64> {
+        self.find(subject, kind).map(|m| m.latency.p50_ns)
+    }
+
     /// The floor to compare `m` with: a floor of the same kind in this run, else the run's
     /// round-trip floor (the unit of a network backend's latency).
     pub fn floor_for(&self, m: &Measurement) -> Option<&Measurement> {

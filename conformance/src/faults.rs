@@ -195,15 +195,18 @@ impl FaultReport {
             "evidence": evidence,
             "notes": self.notes.join("; "),
         });
-        let mut rows: Vec<serde_json::Value> = std::fs::read(&path)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .unwrap_or_default();
+        let mut rows: Vec<serde_json::Value> =
+            std::fs::read(&path).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok()).unwrap_or_default();
         rows.retain(|old| !(old["backend"] == row["backend"] && old["fault"] == row["fault"]));
         rows.push(row);
-        let written = serde_json::to_vec_pretty(&rows).map_err(std::io::Error::other).and_then(|json| std::fs::write(&path, json));
+        let written = serde_json::to_vec_pretty(&rows)
+            .map_err(std::io::Error::other)
+            .and_then(|json| std::fs::write(&path, json));
         if let Err(error) = written {
-            eprintln!("lockcheck: could not record the fault result in {}: {error}", std::path::Path::new(&path).display());
+            eprintln!(
+                "lockcheck: could not record the fault result in {}: {error}",
+                std::path::Path::new(&path).display()
+            );
         }
     }
 }

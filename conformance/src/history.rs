@@ -165,14 +165,6 @@ pub struct Operation {
 }
 
 impl Operation {
-    /// The operation as the spec sees it: `None` when it definitely did not take effect;
-    /// a `None` return means the outcome is unknown. A cancelled acquire gives `None` here:
-    /// the linearizability checker models it with its clean-up
-    /// ([`Reference`](crate::checkers::linearizability::Reference)).
-    pub fn to_spec(&self) -> Option<(LockOp, Option<LockRet>)> {
-        self.spec_op()
-    }
-
     /// The lease duration (µs) an acquire or refresh asked for, or the one granted where the
     /// backend changed it (a whole-seconds backend rounds up). `None` for other calls.
     pub fn lease_ttl(&self) -> Option<Micros> {
@@ -187,7 +179,11 @@ impl Operation {
         granted.or(asked)
     }
 
-    fn spec_op(&self) -> Option<(LockOp, Option<LockRet>)> {
+    /// The operation as the spec sees it: `None` when it definitely did not take effect;
+    /// a `None` return means the outcome is unknown. A cancelled acquire gives `None` here:
+    /// the linearizability checker models it with its clean-up
+    /// ([`Reference`](crate::checkers::linearizability::Reference)).
+    pub fn to_spec(&self) -> Option<(LockOp, Option<LockRet>)> {
         let ret = match &self.outcome {
             Outcome::Failed { .. } => return None,
             Outcome::Cancelled if self.call.is_acquire() => return None,

@@ -173,10 +173,7 @@ async fn a_partitioned_leader_cannot_grant_and_the_majority_keeps_the_lease() {
     assert_still_held(&majority, &held, Duration::from_secs(20)).await;
     // The holder's client may sit on the node that was cut off: its release is answered
     // once that node has caught up with the leader.
-    cluster
-        .await_stream_settled("partition", None, Duration::from_secs(30))
-        .await
-        .expect("the healed node catches up");
+    cluster.await_stream_settled("partition", None, Duration::from_secs(30)).await.expect("the healed node catches up");
     assert!(locker.release(&held).await.unwrap(), "the holder still owns its lease after healing");
     // `k2`: the isolated attempt was never acknowledged, but it may have been stored after
     // the heal (the client resends what it buffered). Then it is a lease nobody knows of, and
@@ -191,7 +188,10 @@ async fn a_partitioned_leader_cannot_grant_and_the_majority_keeps_the_lease() {
                 .acquire(&LeaseRequest::lock("k2", LONG), isolated_ttl + Duration::from_secs(3))
                 .await
                 .expect("the unacknowledged lease on k2 expires on the servers");
-            format!("the unacknowledged attempt on k2 was stored after healing; it expired {:?} later", started.elapsed())
+            format!(
+                "the unacknowledged attempt on k2 was stored after healing; it expired {:?} later",
+                started.elapsed()
+            )
         }
     };
     report(

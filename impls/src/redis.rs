@@ -76,8 +76,8 @@ use crate::error::LockError;
 use crate::lease::{FencingToken, Lease, OwnerToken};
 use crate::locker::{Capabilities, Locker};
 use crate::request::{LeaseRequest, validate_ttl, validate_wait};
-use instance::{Attempt, Instance};
 pub use instance::cluster_slot;
+use instance::{Attempt, Instance};
 pub use multi::{RedisAllLocker, RedlockLocker};
 use wakeups::{Subscribers, Waiters};
 

@@ -247,7 +247,14 @@ impl Default for LockSpec {
 impl LockSpec {
     /// A free key; operations within `tolerance` µs of a lease boundary may see either outcome.
     pub fn with_tolerance(tolerance: Micros) -> Self {
-        LockSpec { tolerance, now: 0, last_fence: None, holders: Vec::new(), fencing_claimed: true, withdrawn: Vec::new() }
+        LockSpec {
+            tolerance,
+            now: 0,
+            last_fence: None,
+            holders: Vec::new(),
+            fencing_claimed: true,
+            withdrawn: Vec::new(),
+        }
     }
 
     /// The same spec with fencing (P3) checked or not: a backend that does not claim fencing
@@ -315,7 +322,15 @@ impl LockSpec {
 
     /// Grants `lease` one of `limit` slots with token `fence`, taking effect in `[from, to]`,
     /// if the spec allows it.
-    fn grant(&mut self, lease: LeaseId, limit: u32, fence: u64, expires_between: (Micros, Micros), from: Micros, to: Micros) -> bool {
+    fn grant(
+        &mut self,
+        lease: LeaseId,
+        limit: u32,
+        fence: u64,
+        expires_between: (Micros, Micros),
+        from: Micros,
+        to: Micros,
+    ) -> bool {
         if self.fence_goes_backwards(fence) || self.position(lease).is_some() {
             return false;
         }
@@ -350,14 +365,8 @@ impl LockSpec {
     /// [`invoke`]: SequentialSpec::invoke
     pub fn step(&mut self, op: &LockOp, ret: Option<&LockRet>) -> bool {
         let Some(ret) = ret else {
-            let ret = self.choose(op);
-            // An acquire of unknown outcome that finds no room did not take effect: it leaves
-            // the state as it was (not even the clock moves), so that the checker's search
-            // sees it as the no-op it is.
-            if matches!((op, &ret), (LockOp::Acquire { .. } | LockOp::CancelledAcquire { .. }, LockRet::NotGranted)) {
-                return true;
-            }
-            return self.step(op, Some(&ret));
+            self.step_unknown(op);
+            return true;
         };
         let (from, to) = self.enter(op.window());
         match (op, ret) {
@@ -442,6 +451,21 @@ impl LockSpec {
         }
     }
 
+    /// Applies `op` with the outcome the spec picks for it, and returns that outcome. An
+    /// acquire of unknown outcome that finds no room did not take effect: it leaves the state
+    /// as it was (not even the clock moves), so that the checker's search sees it as the
+    /// no-op it is.
+    fn step_unknown(&mut self, op: &LockOp) -> LockRet {
+        let ret = self.choose(op);
+        let no_op =
+            matches!((op, &ret), (LockOp::Acquire { .. } | LockOp::CancelledAcquire { .. }, LockRet::NotGranted));
+        if !no_op {
+            let applied = self.step(op, Some(&ret));
+            debug_assert!(applied, "the spec accepts its own choice");
+        }
+        ret
+    }
+
     /// Which property a rejected step breaks, for reports. `None` if the step is allowed.
     pub fn violated_by(&self, op: &LockOp, ret: &LockRet) -> Option<Property> {
         if self.clone().step(op, Some(ret)) {
@@ -473,10 +497,7 @@ impl SequentialSpec for LockSpec {
     /// The outcome the spec picks for an operation whose return is unknown, applied as
     /// [`LockSpec::step`] applies an unknown return (an acquire that finds no room is a no-op).
     fn invoke(&mut self, op: &LockOp) -> LockRet {
-        let ret = self.choose(op);
-        let applied = self.step(op, None);
-        debug_assert!(applied, "the spec accepts its own choice");
-        ret
+        self.step_unknown(op)
     }
 
     fn is_valid_step(&mut self, op: &LockOp, ret: &LockRet) -> bool {

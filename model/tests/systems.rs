@@ -48,7 +48,9 @@ fn pin_violations(name: &str) {
                 assert!(expected_violation, "{name}: \"{}\" violated:\n{}", property.name, trace.join("\n"));
                 assert!(!trace.is_empty(), "{name}: empty counterexample for \"{}\"", property.name);
             }
-            verdict => assert!(!expected_violation, "{name}: expected \"{}\" to be violated, got {verdict:?}", property.name),
+            verdict => {
+                assert!(!expected_violation, "{name}: expected \"{}\" to be violated, got {verdict:?}", property.name)
+            }
         }
     }
 }

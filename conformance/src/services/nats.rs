@@ -264,7 +264,9 @@ impl NatsCluster {
         await_ready("the stream's leader and replicas", timeout, || async {
             let state = self.stream_state(bucket).await?;
             match state.leader {
-                Some(leader) if Some(leader) != excluded && state.lagging.iter().all(|&node| Some(node) == excluded) => {
+                Some(leader)
+                    if Some(leader) != excluded && state.lagging.iter().all(|&node| Some(node) == excluded) =>
+                {
                     Ok(leader)
                 }
                 _ => Err(format!("leader {:?}, replicas not current {:?}", state.leader, state.lagging)),
