@@ -50,9 +50,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut c = suite.criterion();
     let count = CLIENTS.into_iter().chain(WAITERS.map(|w| w + 1)).max().unwrap_or(1);
     let echo = Arc::new(suite.block_on(TcpEcho::start())?);
-    // The reference server runs on the suite's runtime, in this process (as `lockcheck check`
-    // embeds it); the Python server is a process of its own.
-    let server = suite.block_on(Server::start(ServerConfig::ephemeral()))?;
+    // Each server gets a thread of its own, as it would serving other machines: the Python
+    // server is a process (one asyncio thread); the reference server runs on a one-worker
+    // runtime of its own (`lockcheck serve` runs one worker per core). (On the suite's runtime it
+    // would share one thread with the 100 clients driving it, and the clients' work would be
+    // charged to the server.)
+    let server_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("lockcheck-serve")
+        .enable_all()
+        .build()?;
+    let server = server_runtime.block_on(Server::start(ServerConfig::ephemeral()))?;
     let python: Service = suite.block_on(Service::start(&python_spec(&PythonDflockdOptions::default())))?;
     suite.add_version("dflockd (Python)", "0.5.0 from PyPI");
     let (ours, theirs) = suite.block_on(async {
@@ -77,6 +85,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     c.final_summary();
     drop(python);
     drop(server);
+    drop(server_runtime);
     Ok(())
 }
 

@@ -84,14 +84,25 @@ fn client(world: &World, who: usize, variant: Variant) {
         // Every other operation is an acquire that is cancelled as soon as it has to wait.
         let cancel = (who + round) % 2 == 1;
         let now = world.now();
+        // P5 is checked under the lock that queued the waiter: a wake-up lost between the try
+        // and the registration shows there, before the waiter blocks for good (which shuttle
+        // would report as a deadlock instead).
         let enqueued = if variant == Variant::SplitTryAndRegister {
             let tried = world.table.lock().unwrap().try_acquire(&request(), now).unwrap();
             match tried {
                 Some(lease) => Enqueued::Granted(lease),
-                None => world.table.lock().unwrap().enqueue(&request(), now + NO_DEADLINE),
+                None => {
+                    let mut table = world.table.lock().unwrap();
+                    let queued = table.enqueue(&request(), now + NO_DEADLINE);
+                    World::check(&table);
+                    queued
+                }
             }
         } else {
-            world.table.lock().unwrap().acquire_or_enqueue(&request(), now, now + NO_DEADLINE).unwrap()
+            let mut table = world.table.lock().unwrap();
+            let enqueued = table.acquire_or_enqueue(&request(), now, now + NO_DEADLINE).unwrap();
+            World::check(&table);
+            enqueued
         };
         let lease = match enqueued {
             Enqueued::Granted(lease) => Some(lease),
