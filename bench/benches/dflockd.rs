@@ -1,5 +1,6 @@
 //! dflockd: lockcheck's reference server and the real Python dflockd 0.5 server, both driven
-//! by the Rust client, against a raw TCP echo round trip on loopback (the floor).
+//! by the Rust client, against a raw TCP echo round trip on loopback (the floor). Each server
+//! has a thread of its own, and so does the echo (it shares the reference server's).
 //!
 //! Measured in one run: the echo round trip; uncontended acquire + release on one connection;
 //! throughput with 1, 10 and 100 concurrent clients on distinct keys; hand-off latency with
@@ -49,7 +50,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut suite = Suite::new("dflockd")?;
     let mut c = suite.criterion();
     let count = CLIENTS.into_iter().chain(WAITERS.map(|w| w + 1)).max().unwrap_or(1);
-    let echo = Arc::new(suite.block_on(TcpEcho::start())?);
     // Each server gets a thread of its own, as it would serving other machines: the Python
     // server is a process (one asyncio thread); the reference server runs on a one-worker
     // runtime of its own (`lockcheck serve` runs one worker per core). (On the suite's runtime it
@@ -61,6 +61,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .enable_all()
         .build()?;
     let server = server_runtime.block_on(Server::start(ServerConfig::ephemeral()))?;
+    // The floor: an echo server on that same thread, so both pay the wake-up across threads.
+    let echo = Arc::new(suite.block_on(TcpEcho::start_on(server_runtime.handle()))?);
     let python: Service = suite.block_on(Service::start(&python_spec(&PythonDflockdOptions::default())))?;
     suite.add_version("dflockd (Python)", "0.5.0 from PyPI");
     let (ours, theirs) = suite.block_on(async {
@@ -85,6 +87,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     c.final_summary();
     drop(python);
     drop(server);
+    drop(echo);
     drop(server_runtime);
     Ok(())
 }

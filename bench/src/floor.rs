@@ -29,6 +29,10 @@ pub trait RoundTrip: Send + Sync + 'static {
 /// A one-byte echo over loopback TCP to a server task in this process: the lowest latency
 /// any request/response protocol on this machine can reach.
 ///
+/// Start it on the runtime the measured server runs on ([`TcpEcho::start_on`]), so the floor
+/// pays what the server pays: a server on a thread of its own answers only after a wake-up
+/// across threads, which a same-thread echo would not count.
+///
 /// The server task is aborted when the `TcpEcho` is dropped.
 pub struct TcpEcho {
     client: Mutex<TcpStream>,
@@ -40,9 +44,18 @@ impl TcpEcho {
     /// Starts the echo server on `127.0.0.1:0` and connects to it. Must run inside a tokio
     /// runtime with I/O enabled; the server lives on that runtime.
     pub async fn start() -> Result<TcpEcho, BenchError> {
-        let listener = TcpListener::bind("127.0.0.1:0").await.map_err(BenchError::Io)?;
+        Self::start_on(&tokio::runtime::Handle::current()).await
+    }
+
+    /// Starts the echo server on the runtime of `server` (the one the measured server runs
+    /// on) and connects to it from the current runtime.
+    pub async fn start_on(server: &tokio::runtime::Handle) -> Result<TcpEcho, BenchError> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(BenchError::Io)?;
+        listener.set_nonblocking(true).map_err(BenchError::Io)?;
         let address = listener.local_addr().map_err(BenchError::Io)?;
-        let server = tokio::spawn(async move {
+        let server = server.spawn(async move {
+            // Registered here, inside the server's runtime, so its I/O is driven there.
+            let Ok(listener) = TcpListener::from_std(listener) else { return };
             while let Ok((mut stream, _)) = listener.accept().await {
                 let _ = stream.set_nodelay(true);
                 tokio::spawn(async move {
@@ -99,6 +112,18 @@ mod tests {
                 echo.round_trip().await.unwrap();
             }
             assert!(echo.address().ip().is_loopback());
+        });
+    }
+
+    #[test]
+    fn tcp_echo_answers_from_another_runtime() {
+        let server = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let client = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        client.block_on(async {
+            let echo = TcpEcho::start_on(server.handle()).await.unwrap();
+            for _ in 0..10 {
+                echo.round_trip().await.unwrap();
+            }
         });
     }
 }
