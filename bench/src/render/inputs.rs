@@ -204,8 +204,11 @@ pub fn find_objects<'a>(
 }
 
 /// A status word as the report shows it, normalized from the spellings the subcommands use.
+/// A parenthesized reason after the word (`predicted (survives_server_restart: false)`, as
+/// the fault runs write it) does not change the status.
 pub fn normalize_status(raw: &str) -> &'static str {
-    match raw.to_ascii_lowercase().replace(['_', ' '], "-").as_str() {
+    let word = raw.split(" (").next().unwrap_or(raw).trim();
+    match word.to_ascii_lowercase().replace(['_', ' '], "-").as_str() {
         "passed" | "ok" | "valid" | "safe" | "pass" | "held" => "ok",
         "violated" | "invalid" | "violation" | "fail" | "failed" => "VIOLATED",
         "predicted" | "violation-predicted" | "predicted-violation" | "expected" | "expected-violation" => "predicted",
@@ -299,6 +302,8 @@ mod tests {
         assert_eq!(normalize_status("Violated"), "VIOLATED");
         assert_eq!(normalize_status("not-claimed"), "not claimed");
         assert_eq!(normalize_status("violation_predicted"), "predicted");
+        assert_eq!(normalize_status("predicted (survives_server_restart: false)"), "predicted");
+        assert_eq!(normalize_status("violated (no reason given)"), "VIOLATED");
         assert_eq!(normalize_status("UNKNOWN"), "UNKNOWN");
     }
 
