@@ -72,7 +72,7 @@ if entry == '' then
 end
 redis.call('ZADD', KEYS[3], 'NX', score, entry)
 local keep = tonumber(string.match(entry, '^(%d+)')) - now + 1000
-if redis.call('PTTL', KEYS[3]) < keep then
+if keep > 0 and redis.call('PTTL', KEYS[3]) < keep then
   redis.call('PEXPIRE', KEYS[3], keep)
 end
 return {0, pttl, entry, score}
