@@ -50,21 +50,22 @@
 //!
 //! Standalone servers, one (`redis://`) or several (the multi-server lockers). **Cluster**:
 //! the lock key, its fence key and its queue key always carry the same hash tag and so share
-//! a slot (unit tested, see `instance::lock_key`), but the lockers do not open Cluster connections:
-//! keyspace notifications are published only by the node that owns a key, so a waiter would
-//! have to subscribe on the right node and follow slot migrations — not offered. Point a
-//! locker at one node only if you know it owns the keys. **Sentinel**: not supported. The
-//! connection follows no failover, and a failover loses locks anyway (replication is
-//! asynchronous: a promoted replica may not have the latest grant or fence), which is the
-//! restart-without-persistence case below.
+//! a slot (unit tested, see `instance::lock_key`), but the lockers do not open Cluster
+//! connections: keyspace notifications are published only by the node that owns a key, so a
+//! waiter would have to subscribe on the right node and follow slot migrations — not
+//! offered. Point a locker at one node only if you know it owns the keys. **Sentinel**: not
+//! supported. The connection follows no failover, and a failover loses locks anyway
+//! (replication is asynchronous: a promoted replica may not have the latest grant or fence),
+//! which is the restart-without-persistence case below.
 //!
 //! # What it promises
 //!
 //! Server-side expiry, fencing and push wake-ups, yes. FIFO, no: releases name waiters in
 //! arrival order, but a newcomer's first try (which does not queue) can take a free lock
-//! before the named waiter does, and the fallback retries are a free-for-all. Leases and fencing tokens survive a server restart only with
-//! append-only persistence, which the locker cannot see, so it does not claim it. Semaphores
-//! are not offered. The multi-server lockers document their own guarantees.
+//! before the named waiter does, and the fallback retries are a free-for-all. Leases and
+//! fencing tokens survive a server restart only with append-only persistence, which the
+//! locker cannot see, so it does not claim it. Semaphores are not offered. The multi-server
+//! lockers document their own guarantees.
 //!
 //! ```no_run
 //! use std::time::Duration;
