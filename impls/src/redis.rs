@@ -156,6 +156,7 @@ pub enum Wakeups {
 async fn start_wakeups(
     instances: &[Arc<Instance>],
     config: &RedisConfig,
+    key_channels: bool,
 ) -> (Arc<Waiters>, Option<Subscribers>, Wakeups) {
     let mut problems = Vec::new();
     for instance in instances {
@@ -164,7 +165,7 @@ async fn start_wakeups(
         }
     }
     let started = if problems.is_empty() {
-        match Waiters::start(instances, config.connect_timeout, config.response_timeout).await {
+        match Waiters::start(instances, key_channels, config.connect_timeout, config.response_timeout).await {
             Ok(started) => Some(started),
             Err(reason) => {
                 problems.push(reason);
@@ -351,17 +352,15 @@ where
                     break;
                 }
                 () = interest.named().notified(), if queued => break,
+                // The waiter just ahead of us was named: leave the lock to it, but retry
+                // after the fallback in case it never takes it (a later naming of us, or of
+                // the next one ahead, comes first if it does).
+                () = interest.watch().notified(), if queued => {
+                    fallback_at = Instant::now() + config.hand_off_fallback;
+                }
                 () = &mut released, if !split => {
                     backoff = min_backoff;
-                    if !queued {
-                        break;
-                    }
-                    // Someone else was named: leave the lock to them, but retry after the
-                    // fallback in case they never take it. Every release pushes the fallback
-                    // out: releases keep coming only while named waiters keep taking the lock.
-                    fallback_at = Instant::now() + config.hand_off_fallback;
-                    released.set(interest.released().notified());
-                    released.as_mut().enable();
+                    break;
                 }
                 () = sleep_until(retry_at.min(fallback_at).min(deadline)) => break,
             }
@@ -388,7 +387,8 @@ impl RedisLocker {
     /// if allowed) key events, and subscribes to them before returning.
     pub async fn connect_with(url: &str, config: RedisConfig) -> Result<Self, LockError> {
         let instance = Arc::new(Instance::connect(url, &config).await?);
-        let (waiters, subscribers, wakeups) = start_wakeups(std::slice::from_ref(&instance), &config).await;
+        // Its waiters queue: woken through the wake channel, they need no keyspace channels.
+        let (waiters, subscribers, wakeups) = start_wakeups(std::slice::from_ref(&instance), &config, false).await;
         Ok(RedisLocker { instance, config, waiters, wakeups, _subscribers: subscribers })
     }
 

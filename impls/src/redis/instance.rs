@@ -11,11 +11,14 @@ use crate::error::LockError;
 use crate::lease::OwnerToken;
 
 /// Shared by the scripts that may free a lock: names the longest-waiting live waiter of the
-/// key's queue (a sorted set scored by arrival) by publishing `<waiter id>:<lock key>` on its
-/// locker's wake channel, so that one waiter — not every waiter — tries next. An entry is
+/// key's queue (a sorted set scored by arrival) by publishing `n:<waiter id>:<lock key>` on
+/// its locker's wake channel, so that one waiter — not every waiter — tries next. An entry is
 /// `<deadline ms>:<waiter id>:<wake channel>`; entries whose waiter gave up (deadline passed,
 /// by the server's clock) are dropped on the way. The named entry leaves the queue: a waiter
-/// that then loses the race to a newcomer re-enters it with its old score.
+/// that then loses the race to a newcomer re-enters it with its old score. The waiter next in
+/// line gets `w:<waiter id>:<lock key>`: it keeps watch, and tries after its fallback delay
+/// unless it is named first — so a named waiter that died strands nobody for long, at the
+/// cost of one more message per release, not one per waiter.
 const NAME_HEAD: &str = r"
 local function name_head(lock, queue)
   local time = redis.call('TIME')
@@ -27,7 +30,14 @@ local function name_head(lock, queue)
     if head[1] == nil then return 0 end
     local deadline, id, channel = string.match(head[1], '^(%d+):(%x+):(.+)$')
     if deadline and tonumber(deadline) > now then
-      redis.call('PUBLISH', channel, id .. ':' .. lock)
+      redis.call('PUBLISH', channel, 'n:' .. id .. ':' .. lock)
+      local next = redis.call('ZRANGE', queue, 0, 0)[1]
+      if next then
+        local _, next_id, next_channel = string.match(next, '^(%d+):(%x+):(.+)$')
+        if next_id then
+          redis.call('PUBLISH', next_channel, 'w:' .. next_id .. ':' .. lock)
+        end
+      end
       return 1
     end
   end

@@ -51,7 +51,8 @@ impl Servers {
         }
         let connected = join_all(urls.iter().map(|url| Instance::connect(url, &config))).await;
         let instances = connected.into_iter().map(|instance| instance.map(Arc::new)).collect::<Result<Vec<_>, _>>()?;
-        let (waiters, subscribers, wakeups) = start_wakeups(&instances, &config).await;
+        // No queues here: every release wakes every waiter, through the keyspace channels.
+        let (waiters, subscribers, wakeups) = start_wakeups(&instances, &config, true).await;
         Ok(Servers { instances, config, waiters, wakeups, _subscribers: subscribers })
     }
 

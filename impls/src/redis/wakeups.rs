@@ -90,7 +90,12 @@ struct Server {
 pub(crate) struct Waiters {
     keys: Mutex<HashMap<String, Slot>>,
     /// The waiters of this locker by waiter id, woken when a release names them.
-    named: Mutex<HashMap<String, Arc<Notify>>>,
+    named: Mutex<HashMap<String, Arc<Signals>>>,
+    /// Whether waiters also need the keyspace channels of their keys (the multi-server
+    /// lockers, which do not queue). The single-server locker's waiters queue and are woken
+    /// through the wake channel only: a key's every release then reaches one locker, not
+    /// every locker waiting for the key.
+    key_channels: bool,
     servers: Vec<Server>,
     /// Whether key events can arrive at all (false: every waiter polls).
     push: bool,
@@ -105,7 +110,16 @@ pub(crate) struct Interest {
     entry: Arc<Entry>,
     /// The waiter's own id, and what wakes it when a release names it.
     waiter: String,
-    named: Arc<Notify>,
+    signals: Arc<Signals>,
+}
+
+/// What a release tells one waiter through its locker's wake channel.
+#[derive(Default)]
+struct Signals {
+    /// Named: try now.
+    named: Notify,
+    /// Next in line after a naming: try after the fallback unless named first.
+    watch: Notify,
 }
 
 impl Interest {
@@ -121,7 +135,13 @@ impl Interest {
 
     /// Woken (with a stored permit, `notify_one`) when a release names this waiter.
     pub(crate) fn named(&self) -> &Notify {
-        &self.named
+        &self.signals.named
+    }
+
+    /// Woken (with a stored permit) when a release named the waiter just ahead of this one:
+    /// if that one never takes the lock, this one should, after the fallback.
+    pub(crate) fn watch(&self) -> &Notify {
+        &self.signals.watch
     }
 
     /// This waiter's id, as its queue entries carry it.
@@ -176,6 +196,7 @@ impl Waiters {
         Arc::new(Waiters {
             keys: Mutex::default(),
             named: Mutex::default(),
+            key_channels: false,
             servers: Vec::new(),
             push: false,
             confirm_timeout: Duration::ZERO,
@@ -187,6 +208,7 @@ impl Waiters {
     /// connection cannot be opened: the caller falls back to [`Waiters::polling`].
     pub(crate) async fn start(
         instances: &[Arc<Instance>],
+        key_channels: bool,
         connect_timeout: Duration,
         response_timeout: Duration,
     ) -> Result<(Arc<Self>, Subscribers), NoEvents> {
@@ -199,6 +221,7 @@ impl Waiters {
         let waiters = Arc::new(Waiters {
             keys: Mutex::default(),
             named: Mutex::default(),
+            key_channels,
             servers: instances
                 .iter()
                 .map(|instance| Server {
@@ -233,7 +256,7 @@ impl Waiters {
         self.keys.lock().expect("waiters map poisoned")
     }
 
-    fn named(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Notify>>> {
+    fn named(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Signals>>> {
         self.named.lock().expect("named waiters map poisoned")
     }
 
@@ -257,10 +280,15 @@ impl Waiters {
             slot.count += 1;
             slot.idle_since = None;
             let waiter = random_id();
-            let named = Arc::new(Notify::new());
-            self.named().insert(waiter.clone(), named.clone());
-            let interest =
-                Interest { waiters: self.clone(), key: redis_key.to_owned(), entry: slot.entry.clone(), waiter, named };
+            let signals = Arc::new(Signals::default());
+            self.named().insert(waiter.clone(), signals.clone());
+            let interest = Interest {
+                waiters: self.clone(),
+                key: redis_key.to_owned(),
+                entry: slot.entry.clone(),
+                waiter,
+                signals,
+            };
             (interest, fresh)
         };
         if !self.push || !self.servers.iter().all(|server| server.connected.load(Ordering::Acquire)) {
@@ -287,25 +315,26 @@ impl Waiters {
         keys.len() != before
     }
 
-    /// The channels server `index` must be subscribed to: the locker's wake channel and the
-    /// keyspace channels of the keys with waiters.
+    /// The channels server `index` must be subscribed to: the locker's wake channel, and the
+    /// keyspace channels of the keys with waiters if the locker uses them.
     fn wanted_channels(&self, index: usize) -> HashSet<String> {
+        self.wanted_in(index, &self.keys())
+    }
+
+    fn wanted_in(&self, index: usize, keys: &HashMap<String, Slot>) -> HashSet<String> {
         let server = &self.servers[index];
-        let mut wanted: HashSet<String> = self.keys().keys().map(|key| channel(server.db, key)).collect();
+        let mut wanted: HashSet<String> =
+            if self.key_channels { keys.keys().map(|key| channel(server.db, key)).collect() } else { HashSet::new() };
         wanted.insert(server.wake_channel.clone());
         wanted
     }
 
     /// Marks every key with waiters confirmed on server `index` if `subscribed` is exactly
-    /// the wake channel and their channels (checked under the same lock, so no key can have
-    /// come or gone in between); false if the set of keys changed since the caller looked.
+    /// what they need (checked under the same lock, so no key can have come or gone in
+    /// between); false if the set of keys changed since the caller looked.
     fn confirm(&self, index: usize, subscribed: &HashSet<String>) -> bool {
-        let server = &self.servers[index];
         let keys = self.keys();
-        if keys.len() + 1 != subscribed.len()
-            || !subscribed.contains(&server.wake_channel)
-            || !keys.keys().all(|key| subscribed.contains(&channel(server.db, key)))
-        {
+        if self.wanted_in(index, &keys) != *subscribed {
             return false;
         }
         for slot in keys.values() {
@@ -331,13 +360,20 @@ impl Waiters {
         let server = &self.servers[index];
         if message.get_channel_name() == server.wake_channel {
             let payload = String::from_utf8_lossy(message.get_payload_bytes());
-            let (waiter, lock_key) = payload.split_once(':')?;
-            return match self.named().get(waiter) {
-                Some(named) => {
-                    named.notify_one();
+            let (kind, rest) = payload.split_once(':')?;
+            let (waiter, lock_key) = rest.split_once(':')?;
+            let signals = self.named().get(waiter).cloned();
+            return match (kind, signals) {
+                ("n", Some(signals)) => {
+                    signals.named.notify_one();
                     None
                 }
-                None => Some(lock_key.to_owned()),
+                ("w", Some(signals)) => {
+                    signals.watch.notify_one();
+                    None
+                }
+                ("n", None) => Some(lock_key.to_owned()),
+                _ => None,
             };
         }
         let event = message.get_payload_bytes();
@@ -523,6 +559,7 @@ mod tests {
         Arc::new(Waiters {
             keys: Mutex::default(),
             named: Mutex::default(),
+            key_channels: true,
             servers: vec![server(1), server(2)],
             push: true,
             confirm_timeout: Duration::from_secs(1),
@@ -602,20 +639,24 @@ mod tests {
         released.as_mut().enable();
         freed.as_mut().enable();
         // A release deletes the key (every waiter of the key hears it) and names one waiter.
-        let wake = format!("{}:lockcheck:{{a}}", named.waiter());
+        let wake = format!("n:{}:lockcheck:{{a}}", named.waiter());
+        let watch = format!("w:{}:lockcheck:{{a}}", other.waiter());
         assert_eq!(waiters.on_message(0, &message("__keyspace@1__:lockcheck:{a}", "del")), None);
         assert_eq!(waiters.on_message(0, &message("lockcheck:wake:1", &wake)), None);
+        assert_eq!(waiters.on_message(0, &message("lockcheck:wake:1", &watch)), None);
         assert!(futures::poll!(released.as_mut()).is_ready(), "the key's waiters hear of the release");
         assert!(futures::poll!(freed.as_mut()).is_pending(), "a release is not an expiry: no herd");
         assert!(futures::poll!(std::pin::pin!(named.named().notified())).is_ready(), "the named waiter is woken");
         assert!(futures::poll!(std::pin::pin!(other.named().notified())).is_pending(), "the other is not");
+        assert!(futures::poll!(std::pin::pin!(other.watch().notified())).is_ready(), "the next in line watches");
+        assert!(futures::poll!(std::pin::pin!(named.watch().notified())).is_pending());
         // An expiry wakes everyone.
         assert_eq!(waiters.on_message(0, &message("__keyspace@1__:lockcheck:{a}", "expired")), None);
         assert!(futures::poll!(freed.as_mut()).is_ready());
         // A waiter named after it left: the lock key comes back, to be passed on.
         let gone = named.waiter().to_owned();
         drop(named);
-        let wake = format!("{gone}:lockcheck:{{a}}");
+        let wake = format!("n:{gone}:lockcheck:{{a}}");
         assert_eq!(waiters.on_message(0, &message("lockcheck:wake:1", &wake)), Some("lockcheck:{a}".to_owned()));
     }
 
