@@ -12,36 +12,35 @@
 //!   the caller's, so a holder whose lease expired can never touch its successor's lock. The
 //!   scripts are loaded at connect (a server that refuses scripts fails there, clearly) and run
 //!   by SHA; after a `NOSCRIPT` (a restarted or flushed server) they are loaded again.
-//! - **Waiting**: an acquire tries once; only if refused does it subscribe, on one pub/sub
-//!   connection per locker and server, to the key's own keyspace channel
-//!   (`__keyspace@<db>__:<lock key>`, the locker's database) for as long as any of its
-//!   waiters wait for that key, next to the locker's own wake channel (`<prefix>wake:<locker
-//!   id>`, subscribed at connect; see `wakeups.rs`). Both are confirmed by the server before
-//!   the next try, and that try, if refused, also enters the waiter in the key's **queue**
+//! - **Waiting**: an acquire tries once; only if refused does it wait, and from then on
+//!   every try that is refused also enters the waiter in the key's **queue**
 //!   (`lockcheck:{key}:waiters`, a sorted set by arrival whose entries name the waiter, its
-//!   wake channel and its deadline) in the same script — so no release can fall between the
-//!   refusal and the entry, and no wake-up is lost. The release script deletes the lock and
-//!   **names one waiter**: the longest-waiting entry whose deadline (by the server's clock,
-//!   `TIME`) has not passed is popped and its id published on its locker's wake channel. Only
-//!   that waiter retries; a hand-off costs one `SET NX` whatever the number of waiters,
-//!   where waking them all made every release a thundering herd of `SET NX`. A named waiter
-//!   that loses the race to a newcomer re-enters the queue with its old arrival score; a
-//!   grant takes the entry out; a waiter that times out, fails or is cancelled withdraws its
-//!   entry in the background, and if it had already been named while the lock is free, the
-//!   withdrawal names the next waiter instead (so does the locker that receives a naming for
-//!   a waiter that is gone). Liveness never depends on a named waiter being alive: the others
-//!   hear the release's `del` event and retry [`RedisConfig::hand_off_fallback`] (25 ms)
-//!   after the last release if nobody released since; an `expired` event (no script runs)
-//!   wakes every waiter; and every waiter also retries when the holder's remaining time
-//!   (returned by the failed try) runs out, because Redis may publish `expired` late. Dead
-//!   entries are skipped and dropped by the releases that meet them, and the queue key
-//!   expires a second after its last entry's deadline. The server's `notify-keyspace-events`
-//!   is read at connect and completed with `Kgx` if [`RedisConfig::enable_keyspace_events`]
-//!   allows; if it cannot be, a warning is logged and waiters neither queue nor subscribe but
-//!   retry with a bounded exponential backoff ([`Wakeups::Polling`]). (Whoever later turns the
-//!   flags off on the server — `CONFIG SET notify-keyspace-events ""` — leaves waiters to the
-//!   namings and the timed retries: the setting is read only at connect.) The multi-server
-//!   lockers do not queue: a release there wakes every waiter of the key.
+//!   locker's wake channel and its deadline) in the same script — so no release can fall
+//!   between the refusal and the entry. Each locker listens on its own wake channel
+//!   (`<prefix>wake:<locker id>`, one pub/sub connection per locker and server, see
+//!   `wakeups.rs`), confirmed by the server before the first queued try, so no wake-up is
+//!   lost. The release script deletes the lock and **names one waiter**: it pops the
+//!   longest-waiting entry whose deadline (by the server's clock, `TIME`) has not passed and
+//!   publishes its id on its locker's wake channel. Only that waiter retries: a hand-off costs
+//!   one `SET NX` and two messages whatever the number of waiters, where waking them all
+//!   made every release a thundering herd (every waiter's `SET NX`, and before that every
+//!   waiting locker's copy of the key's `del` event). A named waiter that loses the race to a
+//!   newcomer re-enters the queue with its old arrival score; a grant takes the entry out; a
+//!   waiter that times out, fails or is cancelled withdraws its entry in the background, and
+//!   if it had already been named while the lock is free, the withdrawal names the next
+//!   waiter instead (so does a locker that receives a naming for a waiter that is gone).
+//!   Liveness never depends on a named waiter being alive: the release also tells the waiter
+//!   next in line to keep watch, and that one tries [`RedisConfig::hand_off_fallback`]
+//!   (25 ms) later unless it is named first; and every waiter retries when the holder's
+//!   remaining time (returned by its last refused try) runs out, which is how waiters learn
+//!   of an expiry (no script runs then). Dead entries are skipped and dropped by the
+//!   releases that meet them, and the queue key expires a second after its last entry's
+//!   deadline. The server's `notify-keyspace-events` is read at connect and completed with
+//!   `Kgx` if [`RedisConfig::enable_keyspace_events`] allows; if it cannot be, a warning is
+//!   logged and waiters neither queue nor listen but retry with a bounded exponential backoff
+//!   ([`Wakeups::Polling`]). The multi-server lockers do not queue: their waiters subscribe
+//!   to the key's own keyspace channel (`__keyspace@<db>__:<lock key>`, the locker's
+//!   database), and its `del` and `expired` events wake every waiter of the key.
 //! - **Cancel safety**: a grant request in flight when its future is dropped is followed by
 //!   a token-checked release on the same connection, so a grant that raced the cancellation
 //!   is released rather than leaked until its TTL.
@@ -118,11 +117,10 @@ pub struct RedisConfig {
     /// First and longest retry delay of the polling fallback (no key events). Default
     /// 2 ms and 100 ms: bounded, so a hand-off is never more than ~100 ms late.
     pub fallback_backoff: (Duration, Duration),
-    /// How long a queued waiter that was not named lets a release's named waiter take the
-    /// lock before it tries itself (in case the named one died or was cancelled without
-    /// withdrawing). Default 25 ms: far above a hand-off's round trip or two, so it almost
-    /// never fires while the named waiter lives, and it bounds how long a dead one can
-    /// strand the others.
+    /// How long the waiter next in line gives the waiter a release named to take the lock
+    /// before it tries itself (in case the named one died without withdrawing). Default
+    /// 25 ms: far above a hand-off's round trip or two, so it almost never fires while the
+    /// named waiter lives, and it bounds how long a dead one can strand the others.
     pub hand_off_fallback: Duration,
 }
 
@@ -267,11 +265,12 @@ impl Drop for Place {
 /// The first try goes out before any subscription: an uncontended acquire is one round trip,
 /// and only a waiter pays for its key's subscription.
 ///
-/// With `queue` (the single-server locker, while its subscriptions are live) every later try
+/// With `queue` (the single-server locker, while its wake channel is live) every later try
 /// also enters the key's waiter queue on that server, and the waiter retries at once only
-/// when a release names it, the key expires or its subscriptions were lost; a release that
-/// named someone else only arms a retry after [`RedisConfig::hand_off_fallback`]. Without
-/// it (the multi-server lockers, or polling), every release wakes every waiter.
+/// when a release names it or its subscriptions were lost; a release that named the waiter
+/// just ahead of it arms a retry after [`RedisConfig::hand_off_fallback`], and the holder's
+/// end one more. Without it (the multi-server lockers, or polling), every release wakes
+/// every waiter.
 async fn wait_for_grant<F, Fut>(
     waiters: &Arc<Waiters>,
     redis_key: &str,

@@ -30,7 +30,8 @@ local function name_head(lock, queue)
     if head[1] == nil then return 0 end
     local deadline, id, channel = string.match(head[1], '^(%d+):(%x+):(.+)$')
     if deadline and tonumber(deadline) > now then
-      redis.call('PUBLISH', channel, 'n:' .. id .. ':' .. lock)
+      -- The watch goes out first: Redis writes the replies of one event-loop turn last
+      -- client first, so the naming leaves right after the releaser's own answer.
       local next = redis.call('ZRANGE', queue, 0, 0)[1]
       if next then
         local _, next_id, next_channel = string.match(next, '^(%d+):(%x+):(.+)$')
@@ -38,6 +39,7 @@ local function name_head(lock, queue)
           redis.call('PUBLISH', next_channel, 'w:' .. next_id .. ':' .. lock)
         end
       end
+      redis.call('PUBLISH', channel, 'n:' .. id .. ':' .. lock)
       return 1
     end
   end

@@ -1,19 +1,20 @@
-//! Push wake-ups: releases that name one waiter on its locker's wake channel, and keyspace
-//! notifications, subscribed per key while someone waits.
+//! Push wake-ups: releases that name one waiter on its locker's wake channel, and (for the
+//! multi-server lockers) keyspace notifications, subscribed per key while someone waits.
 //!
 //! Each locker keeps **one pub/sub connection per server**. On it, it always listens on its
 //! own wake channel (`<prefix>wake:<locker id>`), where a release script publishes
-//! `<waiter id>:<lock key>` to name the one waiter of this locker that should try next (see
-//! the module docs of `redis`); the message wakes exactly that waiter, and a naming of a
-//! waiter that has gone is handed back to be passed on. It also subscribes to
+//! `n:<waiter id>:<lock key>` to name the one waiter of this locker that should try next, and
+//! `w:<waiter id>:<lock key>` to the waiter next in line (see the module docs of `redis`);
+//! each wakes exactly that waiter, and a naming of a waiter that has gone is handed back to be
+//! passed on. A release thus reaches one or two lockers, however many wait for the key.
+//!
+//! The multi-server lockers, which do not queue, also subscribe to
 //! `__keyspace@<db>__:<lock key>` — the locker's own database, not database 0 (the Go
 //! original's hard-coded `@0` never fires for a locker on another database) — only while at
-//! least one of its waiters waits for that key (reference-counted; the subscription lingers a
-//! second after the last waiter left, for the next one): `expired` wakes every waiter of the
-//! key, `del` tells them a release happened (which a queued waiter only uses to time its
-//! fallback retry). A locker whose keys nobody waits for receives nothing: an uncontended
-//! acquire and release cost two round trips and no pub/sub traffic, and a release reaches
-//! only the lockers waiting for that key, however many lockers share the database.
+//! least one of their waiters waits for that key (reference-counted; the subscription lingers
+//! a second after the last waiter left, for the next one), and wake every waiter of the key
+//! on its `del` and `expired` events. A locker whose keys nobody waits for receives nothing:
+//! an uncontended acquire and release cost two round trips and no pub/sub traffic.
 //! (Subscribing every locker to the database-wide `__keyevent@<db>__:del` channel instead
 //! would make every release publish to every locker of the database.)
 //!
@@ -53,8 +54,7 @@ const FREEING_EVENTS: [&[u8]; 2] = [b"del", b"expired"];
 struct Entry {
     /// Woken when the key expired (and on a lost connection): every waiter retries.
     freed: Notify,
-    /// Woken when the key was deleted (a release). A waiter in the key's queue leaves the
-    /// next try to the waiter the release named, and only arms its fallback.
+    /// Woken when the key was deleted (a release; keyspace channels only).
     released: Notify,
     /// Per server: whether its subscription to this key's channel (and the locker's wake
     /// channel) is confirmed.
@@ -614,6 +614,18 @@ mod tests {
         assert!(waiters.reap(), "gone after the linger");
         assert_eq!(waiters.wanted_channels(0), with_wake(0, &[]), "only the wake channel stays");
         assert!(waiters.confirm(0, &with_wake(0, &[])), "nothing else left to subscribe");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn queueing_waiters_need_only_the_wake_channel() {
+        let mut waiters = Arc::into_inner(disconnected()).expect("not shared yet");
+        waiters.key_channels = false;
+        let waiters = Arc::new(waiters);
+        let interest = waiters.register("lockcheck:{a}", Duration::from_secs(5)).await;
+        assert_eq!(waiters.wanted_channels(0), with_wake(0, &[]), "no keyspace channel");
+        assert!(!waiters.confirm(0, &HashSet::new()), "the wake channel is not subscribed");
+        assert!(waiters.confirm(0, &with_wake(0, &[])) && waiters.confirm(1, &with_wake(1, &[])));
+        assert!(interest.live(), "a naming now reaches the waiter");
     }
 
     /// A message as the server sends it on `channel`.
