@@ -1,7 +1,9 @@
 //! The Redis locker's own promises on real Redis, beyond the shared suite: bad input refused
 //! before anything is sent, locked-down servers (scripts or CONFIG renamed away) answered with
 //! clear errors or an announced fallback, scripts reloaded after a flush, an indeterminate
-//! grant rolled back, and the lock and fence keys in one Cluster slot.
+//! grant rolled back, the lock, fence and queue keys in one Cluster slot, and the waiter
+//! queue: a release wakes one waiter, not the herd; a cancelled, gone or dead waiter strands
+//! nobody; the queue does not outlive its waiters.
 #![cfg(feature = "redis")]
 
 use std::time::Duration;
@@ -149,19 +151,240 @@ async fn an_indeterminate_grant_is_rolled_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lock_and_fence_keys_share_a_cluster_slot() {
+async fn lock_fence_and_queue_keys_share_a_cluster_slot() {
     assert_eq!(slot("123456789"), 0x31C3 % 16384, "CRC16/XMODEM check value");
     let Some(server) = server("hash_slot", RedisOptions::default()).await else { return };
     let locker = RedisLocker::connect(&url(&server, 1)).await.unwrap();
+    let waiter = std::sync::Arc::new(RedisLocker::connect(&url(&server, 1)).await.unwrap());
     for key in ["orders", "a:b:c", "x}y", "with{braces}", "ünï"] {
-        let lease = locker.try_acquire(&LeaseRequest::lock(key, LONG)).await.unwrap().expect("free");
+        let request = LeaseRequest::lock(key, LONG);
+        let lease = locker.try_acquire(&request).await.unwrap().expect("free");
         let mut connection = inspect(&server, 1).await;
         let lock_key = locker.redis_key(key);
+        // A waiter, so that the key's queue exists too.
+        let waiting = {
+            let waiter = waiter.clone();
+            tokio::spawn(async move { waiter.acquire(&request, Duration::from_secs(10)).await })
+        };
+        until_queued(&mut connection, &format!("{lock_key}:waiters"), 1).await;
         let mut keys: Vec<String> =
             redis::cmd("KEYS").arg(format!("{lock_key}*")).query_async(&mut connection).await.unwrap();
         keys.sort();
-        assert_eq!(keys, vec![lock_key.clone(), format!("{lock_key}:fence")], "{key}");
+        assert_eq!(keys, vec![lock_key.clone(), format!("{lock_key}:fence"), format!("{lock_key}:waiters")], "{key}");
         assert_eq!(slot(&keys[0]), slot(&keys[1]), "{key}: {keys:?}");
+        assert_eq!(slot(&keys[0]), slot(&keys[2]), "{key}: {keys:?}");
         locker.release(&lease).await.unwrap();
+        let next = waiting.await.unwrap().expect("the waiter is granted");
+        waiter.release(&next).await.unwrap();
     }
+}
+
+/// The waiter queue of `key` on database `db` (the locker's `lockcheck:{key}:waiters`).
+fn queue_key(locker: &RedisLocker, key: &str) -> String {
+    format!("{}:waiters", locker.redis_key(key))
+}
+
+async fn queued(connection: &mut redis::aio::MultiplexedConnection, queue: &str) -> usize {
+    redis::cmd("ZCARD").arg(queue).query_async(connection).await.expect("ZCARD")
+}
+
+/// Waits (bounded) until `queue` holds `count` entries: the waiters' refused tries are
+/// observable on the server, so the test waits for them instead of sleeping for them.
+async fn until_queued(connection: &mut redis::aio::MultiplexedConnection, queue: &str, count: usize) {
+    let given_up = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = queued(connection, queue).await;
+        if now == count {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < given_up, "{queue} holds {now} entries, never {count}");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// How many `EVALSHA`s (every locker operation is one script) the server ran since the last
+/// `CONFIG RESETSTAT`.
+async fn script_calls(connection: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query_async(connection).await.expect("INFO");
+    info.lines()
+        .find_map(|line| line.strip_prefix("cmdstat_evalsha:calls="))
+        .map_or(0, |rest| rest.split(',').next().and_then(|calls| calls.parse().ok()).expect("calls=N"))
+}
+
+/// Lockers whose queued waiters never retry on their own within a test: only a release that
+/// names them (or an expiry) wakes them.
+fn named_only() -> RedisConfig {
+    let mut config = RedisConfig::default();
+    config.hand_off_fallback = Duration::from_secs(60);
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_wakes_one_queued_waiter_not_the_herd() {
+    const WAITERS: usize = 8;
+    let Some(server) = server("wake_one", RedisOptions::default()).await else { return };
+    let mut connection = inspect(&server, 1).await;
+    let holder = RedisLocker::connect(&url(&server, 1)).await.unwrap();
+    let request = LeaseRequest::lock("k", LONG);
+    let held = holder.try_acquire(&request).await.unwrap().expect("free");
+    // Every waiter its own locker (its own connections), as separate processes would be.
+    let mut waiting = Vec::new();
+    for _ in 0..WAITERS {
+        let waiter = RedisLocker::connect_with(&url(&server, 1), named_only()).await.unwrap();
+        let request = request.clone();
+        waiting.push(tokio::spawn(async move {
+            let lease = waiter.acquire(&request, Duration::from_secs(20)).await?;
+            waiter.release(&lease).await.map(|_| lease.fence())
+        }));
+    }
+    let queue = queue_key(&holder, "k");
+    until_queued(&mut connection, &queue, WAITERS).await;
+    let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut connection).await.unwrap();
+    holder.release(&held).await.unwrap();
+    let mut fences = Vec::new();
+    for waiter in waiting {
+        fences.push(waiter.await.unwrap().expect("every waiter is granted in turn"));
+    }
+    fences.sort_unstable();
+    fences.dedup();
+    assert_eq!(fences.len(), WAITERS, "one grant each");
+    // The holder's release, then per waiter: the one try its naming caused, and its release.
+    // Waking every waiter on each release would have cost a try per waiter still queued.
+    assert_eq!(script_calls(&mut connection).await, 1 + 2 * WAITERS as u64, "one try per hand-off");
+    assert_eq!(queued(&mut connection, &queue).await, 0, "every entry left with its grant");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_waiter_withdraws_and_the_next_is_named() {
+    let Some(server) = server("withdraw", RedisOptions::default()).await else { return };
+    let mut connection = inspect(&server, 1).await;
+    let holder = RedisLocker::connect(&url(&server, 1)).await.unwrap();
+    let request = LeaseRequest::lock("k", LONG);
+    let queue = queue_key(&holder, "k");
+    let held = holder.try_acquire(&request).await.unwrap().expect("free");
+    let first = RedisLocker::connect_with(&url(&server, 1), named_only()).await.unwrap();
+    let cancelled = {
+        let request = request.clone();
+        tokio::spawn(async move { first.acquire(&request, Duration::from_secs(20)).await })
+    };
+    until_queued(&mut connection, &queue, 1).await;
+    let second = RedisLocker::connect_with(&url(&server, 1), named_only()).await.unwrap();
+    let next = {
+        let request = request.clone();
+        tokio::spawn(async move { second.acquire(&request, Duration::from_secs(20)).await })
+    };
+    until_queued(&mut connection, &queue, 2).await;
+    // The longest waiter gives up: its entry leaves the queue (in the background).
+    cancelled.abort();
+    assert!(cancelled.await.unwrap_err().is_cancelled());
+    until_queued(&mut connection, &queue, 1).await;
+    holder.release(&held).await.unwrap();
+    // Named, so granted long before its 60 s fallback or the holder's 30 s lease.
+    let lease = tokio::time::timeout(Duration::from_secs(5), next).await.expect("the next waiter is named").unwrap();
+    assert!(lease.expect("granted").fence() > held.fence());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_naming_of_a_waiter_that_is_gone_is_passed_on() {
+    let Some(server) = server("pass_on", RedisOptions::default()).await else { return };
+    let mut connection = inspect(&server, 1).await;
+    // The locker whose (gone) waiter the release will name: the only wake channel so far.
+    let gone = RedisLocker::connect_with(&url(&server, 1), named_only()).await.unwrap();
+    let given_up = tokio::time::Instant::now() + Duration::from_secs(10);
+    let channel = loop {
+        let channels: Vec<String> =
+            redis::cmd("PUBSUB").arg("CHANNELS").arg("lockcheck:wake:*").query_async(&mut connection).await.unwrap();
+        match channels.as_slice() {
+            [] => assert!(tokio::time::Instant::now() < given_up, "the locker never subscribed its wake channel"),
+            [channel] => break channel.clone(),
+            more => panic!("one wake channel, got {more:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    let holder = RedisLocker::connect(&url(&server, 1)).await.unwrap();
+    let request = LeaseRequest::lock("k", LONG);
+    let queue = queue_key(&holder, "k");
+    let held = holder.try_acquire(&request).await.unwrap().expect("free");
+    let waiter = RedisLocker::connect_with(&url(&server, 1), named_only()).await.unwrap();
+    let next = {
+        let request = request.clone();
+        tokio::spawn(async move { waiter.acquire(&request, Duration::from_secs(20)).await })
+    };
+    until_queued(&mut connection, &queue, 1).await;
+    // An entry ahead of it, of a waiter of `gone` that no longer waits (a crash between its
+    // refused try and its withdrawal, say): deadline far ahead, arrival score 0.
+    let far = 4_000_000_000_000u64;
+    let entry = format!("{far}:{:032x}:{channel}", 7);
+    let _: () = redis::cmd("ZADD").arg(&queue).arg(0).arg(&entry).query_async(&mut connection).await.unwrap();
+    holder.release(&held).await.unwrap();
+    // `gone` hears its dead waiter named and names the next one.
+    let lease = tokio::time::timeout(Duration::from_secs(5), next).await.expect("the naming was passed on").unwrap();
+    assert!(lease.expect("granted").fence() > held.fence());
+    drop(gone);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_named_waiter_strands_nobody_for_long() {
+    let Some(server) = server("dead_waiter", RedisOptions::default()).await else { return };
+    let mut connection = inspect(&server, 1).await;
+    let holder = RedisLocker::connect(&url(&server, 1)).await.unwrap();
+    let request = LeaseRequest::lock("k", LONG);
+    let queue = queue_key(&holder, "k");
+    let held = holder.try_acquire(&request).await.unwrap().expect("free");
+    // The default fallback: 25 ms after the last release.
+    let waiter = RedisLocker::connect(&url(&server, 1)).await.unwrap();
+    let next = {
+        let request = request.clone();
+        tokio::spawn(async move { waiter.acquire(&request, Duration::from_secs(20)).await })
+    };
+    until_queued(&mut connection, &queue, 1).await;
+    // Ahead of it: entries whose deadlines have passed, which the release must skip and
+    // drop, then a waiter whose process died (nobody listens on its channel).
+    for stale in 0..5u32 {
+        let entry = format!("1000:{stale:032x}:lockcheck:wake:{:032x}", 3);
+        let _: () = redis::cmd("ZADD").arg(&queue).arg(0).arg(&entry).query_async(&mut connection).await.unwrap();
+    }
+    let far = 4_000_000_000_000u64;
+    let dead = format!("{far}:{:032x}:lockcheck:wake:{:032x}", 1, 2);
+    let _: () = redis::cmd("ZADD").arg(&queue).arg(1).arg(&dead).query_async(&mut connection).await.unwrap();
+    holder.release(&held).await.unwrap();
+    let released = tokio::time::Instant::now();
+    let lease = tokio::time::timeout(Duration::from_secs(5), next).await.expect("not stranded").unwrap();
+    let took = released.elapsed();
+    assert!(lease.expect("granted").fence() > held.fence());
+    assert!(took >= Duration::from_millis(20), "granted after {took:?}: the fallback, not a naming");
+    assert!(took < Duration::from_secs(1), "granted {took:?} after the release: the fallback is 25 ms");
+    // The stale entries were dropped, the dead one went with its naming, and the live
+    // waiter's entry with its grant.
+    assert_eq!(queued(&mut connection, &queue).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_waiter_queue_does_not_outlive_its_waiters() {
+    const WAITERS: usize = 6;
+    let Some(server) = server("queue_bounded", RedisOptions::default()).await else { return };
+    let mut connection = inspect(&server, 1).await;
+    let holder = RedisLocker::connect(&url(&server, 1)).await.unwrap();
+    let request = LeaseRequest::lock("k", LONG);
+    let queue = queue_key(&holder, "k");
+    let held = holder.try_acquire(&request).await.unwrap().expect("free");
+    let mut waiting = Vec::new();
+    for _ in 0..WAITERS {
+        let waiter = RedisLocker::connect(&url(&server, 1)).await.unwrap();
+        let request = request.clone();
+        waiting.push(tokio::spawn(async move { waiter.acquire(&request, Duration::from_millis(1500)).await }));
+    }
+    until_queued(&mut connection, &queue, WAITERS).await;
+    // The queue key expires a second after its last entry's deadline, whatever happens.
+    let pttl: i64 = redis::cmd("PTTL").arg(&queue).query_async(&mut connection).await.unwrap();
+    assert!((1_000..=2_600).contains(&pttl), "queue PTTL {pttl} ms for 1.5 s waits");
+    for waiter in waiting {
+        let error = waiter.await.unwrap().expect_err("the lock stays held");
+        assert!(error.is_timeout(), "{error}");
+    }
+    // Every waiter that gave up withdrew its entry.
+    until_queued(&mut connection, &queue, 0).await;
+    let exists: i64 = redis::cmd("EXISTS").arg(&queue).query_async(&mut connection).await.unwrap();
+    assert_eq!(exists, 0, "an empty queue is no key");
+    assert!(holder.release(&held).await.unwrap());
 }

@@ -12,18 +12,35 @@
 //!   the caller's, so a holder whose lease expired can never touch its successor's lock. The
 //!   scripts are loaded at connect (a server that refuses scripts fails there, clearly) and run
 //!   by SHA; after a `NOSCRIPT` (a restarted or flushed server) they are loaded again.
-//! - **Waiting**: an acquire tries once; only if refused does it subscribe to the key's own
-//!   keyspace channel (`__keyspace@<db>__:<lock key>`, the locker's database), on one pub/sub
-//!   connection per locker and server, for as long as any of its waiters wait for that key
-//!   (see `wakeups.rs`). The subscription is confirmed by the server before the next try, so a
-//!   release in between is never lost; `del` and `expired` wake exactly the waiters of that
-//!   key. The server's `notify-keyspace-events` is read at connect and completed with `Kgx` if
-//!   [`RedisConfig::enable_keyspace_events`] allows; if it cannot be, a warning is logged and
-//!   waiters retry with a bounded exponential backoff ([`Wakeups::Polling`]). Either way a
-//!   waiter also retries when the holder's remaining time (returned by the failed try) runs
-//!   out, because Redis may publish `expired` late. (Whoever later turns the flags off on the
-//!   server — `CONFIG SET notify-keyspace-events ""` — leaves waiters to that retry: the
-//!   setting is read only at connect.)
+//! - **Waiting**: an acquire tries once; only if refused does it wait, and from then on
+//!   every try that is refused also enters the waiter in the key's **queue**
+//!   (`lockcheck:{key}:waiters`, a sorted set by arrival whose entries name the waiter, its
+//!   locker's wake channel and its deadline) in the same script — so no release can fall
+//!   between the refusal and the entry. Each locker listens on its own wake channel
+//!   (`<prefix>wake:<locker id>`, one pub/sub connection per locker and server, see
+//!   `wakeups.rs`), confirmed by the server before the first queued try, so no wake-up is
+//!   lost. The release script deletes the lock and **names one waiter**: it pops the
+//!   longest-waiting entry whose deadline (by the server's clock, `TIME`) has not passed and
+//!   publishes its id on its locker's wake channel. Only that waiter retries: a hand-off costs
+//!   one `SET NX` and two messages whatever the number of waiters, where waking them all
+//!   made every release a thundering herd (every waiter's `SET NX`, and before that every
+//!   waiting locker's copy of the key's `del` event). A named waiter that loses the race to a
+//!   newcomer re-enters the queue with its old arrival score; a grant takes the entry out; a
+//!   waiter that times out, fails or is cancelled withdraws its entry in the background, and
+//!   if it had already been named while the lock is free, the withdrawal names the next
+//!   waiter instead (so does a locker that receives a naming for a waiter that is gone).
+//!   Liveness never depends on a named waiter being alive: the release also tells the waiter
+//!   next in line to keep watch, and that one tries [`RedisConfig::hand_off_fallback`]
+//!   (25 ms) later unless it is named first; and every waiter retries when the holder's
+//!   remaining time (returned by its last refused try) runs out, which is how waiters learn
+//!   of an expiry (no script runs then). Dead entries are skipped and dropped by the
+//!   releases that meet them, and the queue key expires a second after its last entry's
+//!   deadline. The server's `notify-keyspace-events` is read at connect and completed with
+//!   `Kgx` if [`RedisConfig::enable_keyspace_events`] allows; if it cannot be, a warning is
+//!   logged and waiters neither queue nor listen but retry with a bounded exponential backoff
+//!   ([`Wakeups::Polling`]). The multi-server lockers do not queue: their waiters subscribe
+//!   to the key's own keyspace channel (`__keyspace@<db>__:<lock key>`, the locker's
+//!   database), and its `del` and `expired` events wake every waiter of the key.
 //! - **Cancel safety**: a grant request in flight when its future is dropped is followed by
 //!   a token-checked release on the same connection, so a grant that raced the cancellation
 //!   is released rather than leaked until its TTL.
@@ -31,21 +48,23 @@
 //! # Deployments
 //!
 //! Standalone servers, one (`redis://`) or several (the multi-server lockers). **Cluster**:
-//! the lock key and its fence key always carry the same hash tag and so share a slot (unit
-//! tested, see `instance::lock_key`), but the lockers do not open Cluster connections:
-//! keyspace notifications are published only by the node that owns a key, so a waiter would
-//! have to subscribe on the right node and follow slot migrations — not offered. Point a
-//! locker at one node only if you know it owns the keys. **Sentinel**: not supported. The
-//! connection follows no failover, and a failover loses locks anyway (replication is
-//! asynchronous: a promoted replica may not have the latest grant or fence), which is the
-//! restart-without-persistence case below.
+//! the lock key, its fence key and its queue key always carry the same hash tag and so share
+//! a slot (unit tested, see `instance::lock_key`), but the lockers do not open Cluster
+//! connections: keyspace notifications are published only by the node that owns a key, so a
+//! waiter would have to subscribe on the right node and follow slot migrations — not
+//! offered. Point a locker at one node only if you know it owns the keys. **Sentinel**: not
+//! supported. The connection follows no failover, and a failover loses locks anyway
+//! (replication is asynchronous: a promoted replica may not have the latest grant or fence),
+//! which is the restart-without-persistence case below.
 //!
 //! # What it promises
 //!
-//! Server-side expiry, fencing and push wake-ups, yes. FIFO, no: whichever waiter's retry
-//! reaches Redis first wins. Leases and fencing tokens survive a server restart only with
-//! append-only persistence, which the locker cannot see, so it does not claim it. Semaphores
-//! are not offered. The multi-server lockers document their own guarantees.
+//! Server-side expiry, fencing and push wake-ups, yes. FIFO, no: releases name waiters in
+//! arrival order, but a newcomer's first try (which does not queue) can take a free lock
+//! before the named waiter does, and the fallback retries are a free-for-all. Leases and
+//! fencing tokens survive a server restart only with append-only persistence, which the
+//! locker cannot see, so it does not claim it. Semaphores are not offered. The multi-server
+//! lockers document their own guarantees.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -77,7 +96,7 @@ use crate::lease::{FencingToken, Lease, OwnerToken};
 use crate::locker::{Capabilities, Locker};
 use crate::request::{LeaseRequest, validate_ttl, validate_wait};
 pub use instance::cluster_slot;
-use instance::{Attempt, Instance};
+use instance::{Attempt, Enqueue, Instance, QueueEntry};
 pub use multi::{RedisAllLocker, RedlockLocker};
 use wakeups::{Subscribers, Waiters};
 
@@ -98,6 +117,11 @@ pub struct RedisConfig {
     /// First and longest retry delay of the polling fallback (no key events). Default
     /// 2 ms and 100 ms: bounded, so a hand-off is never more than ~100 ms late.
     pub fallback_backoff: (Duration, Duration),
+    /// How long the waiter next in line gives the waiter a release named to take the lock
+    /// before it tries itself (in case the named one died without withdrawing). Default
+    /// 25 ms: far above a hand-off's round trip or two, so it almost never fires while the
+    /// named waiter lives, and it bounds how long a dead one can strand the others.
+    pub hand_off_fallback: Duration,
 }
 
 impl Default for RedisConfig {
@@ -108,6 +132,7 @@ impl Default for RedisConfig {
             key_prefix: "lockcheck:".to_owned(),
             enable_keyspace_events: true,
             fallback_backoff: (Duration::from_millis(2), Duration::from_millis(100)),
+            hand_off_fallback: Duration::from_millis(25),
         }
     }
 }
@@ -129,6 +154,7 @@ pub enum Wakeups {
 async fn start_wakeups(
     instances: &[Arc<Instance>],
     config: &RedisConfig,
+    key_channels: bool,
 ) -> (Arc<Waiters>, Option<Subscribers>, Wakeups) {
     let mut problems = Vec::new();
     for instance in instances {
@@ -137,9 +163,7 @@ async fn start_wakeups(
         }
     }
     let started = if problems.is_empty() {
-        let servers: Vec<(redis::Client, i64)> =
-            instances.iter().map(|instance| (instance.client.clone(), instance.db)).collect();
-        match Waiters::start(&servers, config.connect_timeout, config.response_timeout).await {
+        match Waiters::start(instances, key_channels, config.connect_timeout, config.response_timeout).await {
             Ok(started) => Some(started),
             Err(reason) => {
                 problems.push(reason);
@@ -203,11 +227,35 @@ enum Outcome {
     Granted(Lease),
     /// Refused. `retry_in`: when the blocking lease ends, if known. `split`: contenders
     /// split the instances between them (Redlock) — retry after a random delay instead of
-    /// waiting for an event.
+    /// waiting for an event. `queued`: the waiter's entry in the key's queue, if the attempt
+    /// entered it.
     Refused {
         retry_in: Option<Duration>,
         split: bool,
+        queued: Option<QueueEntry>,
     },
+}
+
+/// A waiter's place in a key's queue on one server: withdrawn (in the background, like
+/// [`Rollback`]) when the acquire ends without the grant that takes it out of the queue —
+/// timed out, failed or cancelled.
+struct Place {
+    instance: Arc<Instance>,
+    key: String,
+    entry: Option<QueueEntry>,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let Some(entry) = self.entry.take() else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let (instance, key) = (self.instance.clone(), std::mem::take(&mut self.key));
+        runtime.spawn(async move {
+            // Best effort: an entry left behind is skipped after its deadline, and a release
+            // that names it is passed on by our subscription task.
+            let _ = instance.withdraw(&key, &entry).await;
+        });
+    }
 }
 
 /// The wait loop every Redis locker shares: try once; if refused, register for wake-ups
@@ -216,20 +264,28 @@ enum Outcome {
 ///
 /// The first try goes out before any subscription: an uncontended acquire is one round trip,
 /// and only a waiter pays for its key's subscription.
+///
+/// With `queue` (the single-server locker, while its wake channel is live) every later try
+/// also enters the key's waiter queue on that server, and the waiter retries at once only
+/// when a release names it or its subscriptions were lost; a release that named the waiter
+/// just ahead of it arms a retry after [`RedisConfig::hand_off_fallback`], and the holder's
+/// end one more. Without it (the multi-server lockers, or polling), every release wakes
+/// every waiter.
 async fn wait_for_grant<F, Fut>(
     waiters: &Arc<Waiters>,
     redis_key: &str,
+    queue: Option<(&Arc<Instance>, &str)>,
     config: &RedisConfig,
     wait: Duration,
     mut attempt: F,
 ) -> Result<Lease, LockError>
 where
-    F: FnMut() -> Fut,
+    F: FnMut(Option<Enqueue>) -> Fut,
     Fut: std::future::Future<Output = Result<Outcome, LockError>>,
 {
     let started = Instant::now();
     let deadline = started + wait;
-    if let Outcome::Granted(lease) = attempt().await? {
+    if let Outcome::Granted(lease) = attempt(None).await? {
         return Ok(lease);
     }
     let now = Instant::now();
@@ -237,18 +293,39 @@ where
         return Err(LockError::TimedOut { waited: now - started });
     }
     let interest = waiters.register(redis_key, deadline - now).await;
+    let mut place = queue.map(|(instance, key)| Place { instance: instance.clone(), key: key.to_owned(), entry: None });
     let (min_backoff, max_backoff) = config.fallback_backoff;
     let mut backoff = min_backoff;
     loop {
-        // The ticket is taken before the try: a release between the try and the sleep
-        // still wakes us.
-        let notified = interest.notify().notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
+        // The tickets are taken before the try: a release between the try and the sleep
+        // still wakes us. (A naming is kept as a permit by `notify_one`.)
+        let freed = interest.freed().notified();
+        let released = interest.released().notified();
+        tokio::pin!(freed, released);
+        freed.as_mut().enable();
+        released.as_mut().enable();
         let events_live = interest.live();
-        let (retry_in, split) = match attempt().await? {
-            Outcome::Granted(lease) => return Ok(lease),
-            Outcome::Refused { retry_in, split } => (retry_in, split),
+        let enqueue = place.as_ref().filter(|_| events_live).map(|place| Enqueue {
+            entry: place.entry.clone(),
+            wait: deadline.saturating_duration_since(Instant::now()),
+            waiter: interest.waiter().to_owned(),
+            channel: interest.wake_channel(0).to_owned(),
+        });
+        let queued = enqueue.is_some();
+        let (retry_in, split) = match attempt(enqueue).await? {
+            Outcome::Granted(lease) => {
+                if let Some(place) = place.as_mut().filter(|_| queued) {
+                    // The grant took the entry out of the queue.
+                    place.entry = None;
+                }
+                return Ok(lease);
+            }
+            Outcome::Refused { retry_in, split, queued: entry } => {
+                if let (Some(place), Some(entry)) = (place.as_mut(), entry) {
+                    place.entry = Some(entry);
+                }
+                (retry_in, split)
+            }
         };
         let now = Instant::now();
         if now >= deadline {
@@ -266,9 +343,26 @@ where
             retry_at = retry_at.min(now + backoff);
             backoff = (backoff * 2).min(max_backoff);
         }
-        tokio::select! {
-            () = &mut notified, if !split => backoff = min_backoff,
-            () = sleep_until(retry_at.min(deadline)) => {}
+        let mut fallback_at = deadline;
+        loop {
+            tokio::select! {
+                () = &mut freed, if !split => {
+                    backoff = min_backoff;
+                    break;
+                }
+                () = interest.named().notified(), if queued => break,
+                // The waiter just ahead of us was named: leave the lock to it, but retry
+                // after the fallback in case it never takes it (a later naming of us, or of
+                // the next one ahead, comes first if it does).
+                () = interest.watch().notified(), if queued => {
+                    fallback_at = Instant::now() + config.hand_off_fallback;
+                }
+                () = &mut released, if !split => {
+                    backoff = min_backoff;
+                    break;
+                }
+                () = sleep_until(retry_at.min(fallback_at).min(deadline)) => break,
+            }
         }
     }
 }
@@ -292,7 +386,8 @@ impl RedisLocker {
     /// if allowed) key events, and subscribes to them before returning.
     pub async fn connect_with(url: &str, config: RedisConfig) -> Result<Self, LockError> {
         let instance = Arc::new(Instance::connect(url, &config).await?);
-        let (waiters, subscribers, wakeups) = start_wakeups(std::slice::from_ref(&instance), &config).await;
+        // Its waiters queue: woken through the wake channel, they need no keyspace channels.
+        let (waiters, subscribers, wakeups) = start_wakeups(std::slice::from_ref(&instance), &config, false).await;
         Ok(RedisLocker { instance, config, waiters, wakeups, _subscribers: subscribers })
     }
 
@@ -311,13 +406,13 @@ impl RedisLocker {
         self.instance.ping().await
     }
 
-    async fn attempt(&self, request: &LeaseRequest) -> Result<Outcome, LockError> {
+    async fn attempt(&self, request: &LeaseRequest, enqueue: Option<Enqueue>) -> Result<Outcome, LockError> {
         let token = OwnerToken::random();
         // The lease counts from before the request is sent: the holder's belief ends no
         // later than the server's expiry.
         let sent_at = Instant::now();
         let rollback = Rollback::new(std::slice::from_ref(&self.instance), request.key(), token);
-        let attempt = self.instance.try_grant(request.key(), token, request.ttl()).await;
+        let attempt = self.instance.try_grant(request.key(), token, request.ttl(), enqueue).await;
         if let Err(error) = &attempt {
             if error.definitely_not_applied() {
                 rollback.disarm();
@@ -330,7 +425,7 @@ impl RedisLocker {
             Attempt::Granted(fence) => {
                 Outcome::Granted(Lease::new(request.key(), token, FencingToken(fence), request.ttl(), sent_at, 1))
             }
-            Attempt::Held(retry_in) => Outcome::Refused { retry_in, split: false },
+            Attempt::Held { retry_in, queued } => Outcome::Refused { retry_in, split: false, queued },
         })
     }
 }
@@ -368,7 +463,7 @@ impl Locker for RedisLocker {
 
     async fn try_acquire(&self, request: &LeaseRequest) -> Result<Option<Lease>, LockError> {
         check_lock_request(request)?;
-        match self.attempt(request).await? {
+        match self.attempt(request, None).await? {
             Outcome::Granted(lease) => Ok(Some(lease)),
             Outcome::Refused { .. } => Ok(None),
         }
@@ -378,7 +473,9 @@ impl Locker for RedisLocker {
         check_lock_request(request)?;
         validate_wait(wait)?;
         let redis_key = self.instance.lock_key(request.key());
-        wait_for_grant(&self.waiters, &redis_key, &self.config, wait, || self.attempt(request)).await
+        let queue = Some((&self.instance, request.key()));
+        wait_for_grant(&self.waiters, &redis_key, queue, &self.config, wait, |enqueue| self.attempt(request, enqueue))
+            .await
     }
 
     async fn release(&self, lease: &Lease) -> Result<bool, LockError> {

@@ -51,7 +51,8 @@ impl Servers {
         }
         let connected = join_all(urls.iter().map(|url| Instance::connect(url, &config))).await;
         let instances = connected.into_iter().map(|instance| instance.map(Arc::new)).collect::<Result<Vec<_>, _>>()?;
-        let (waiters, subscribers, wakeups) = start_wakeups(&instances, &config).await;
+        // No queues here: every release wakes every waiter, through the keyspace channels.
+        let (waiters, subscribers, wakeups) = start_wakeups(&instances, &config, true).await;
         Ok(Servers { instances, config, waiters, wakeups, _subscribers: subscribers })
     }
 
@@ -91,12 +92,12 @@ impl RedisAllLocker {
         let rollback = Rollback::new(instances, request.key(), token);
         let mut first_fence = None;
         for (at, instance) in instances.iter().enumerate() {
-            let refused = match instance.try_grant(request.key(), token, request.ttl()).await {
+            let refused = match instance.try_grant(request.key(), token, request.ttl(), None).await {
                 Ok(Attempt::Granted(fence)) => {
                     first_fence.get_or_insert(fence);
                     continue;
                 }
-                Ok(Attempt::Held(retry_in)) => Ok(Outcome::Refused { retry_in, split: false }),
+                Ok(Attempt::Held { retry_in, .. }) => Ok(Outcome::Refused { retry_in, split: false, queued: None }),
                 Err(error) => Err(error),
             };
             // Roll back the partial acquisition, the failed server included (its grant may
@@ -133,7 +134,8 @@ impl Locker for RedisAllLocker {
         check_lock_request(request)?;
         validate_wait(wait)?;
         let redis_key = self.servers.instances[0].lock_key(request.key());
-        wait_for_grant(&self.servers.waiters, &redis_key, &self.servers.config, wait, || self.attempt(request)).await
+        wait_for_grant(&self.servers.waiters, &redis_key, None, &self.servers.config, wait, |_| self.attempt(request))
+            .await
     }
 
     /// Releases on every server; `Ok(true)` only if every server still held it.
@@ -208,7 +210,8 @@ impl RedlockLocker {
         let sent_at = Instant::now();
         let rollback = Rollback::new(instances, request.key(), token);
         let answers =
-            join_all(instances.iter().map(|instance| instance.try_grant(request.key(), token, request.ttl()))).await;
+            join_all(instances.iter().map(|instance| instance.try_grant(request.key(), token, request.ttl(), None)))
+                .await;
         let drift = Self::drift(request.ttl());
         let (mut fences, mut granted, mut retry_in, mut errors) =
             (Vec::new(), Vec::new(), None::<Duration>, Vec::new());
@@ -218,7 +221,7 @@ impl RedlockLocker {
                     fences.push(fence);
                     granted.push(instance.clone());
                 }
-                Ok(Attempt::Held(left)) => {
+                Ok(Attempt::Held { retry_in: left, .. }) => {
                     if let Some(left) = left {
                         retry_in = Some(retry_in.map_or(left, |r| r.min(left)));
                     }
@@ -262,7 +265,7 @@ impl RedlockLocker {
                 source: Some(Box::new(first)),
             });
         }
-        Ok(Outcome::Refused { retry_in, split: !fences.is_empty() })
+        Ok(Outcome::Refused { retry_in, split: !fences.is_empty(), queued: None })
     }
 }
 
@@ -297,7 +300,8 @@ impl Locker for RedlockLocker {
         check_lock_request(request)?;
         validate_wait(wait)?;
         let redis_key = self.servers.instances[0].lock_key(request.key());
-        wait_for_grant(&self.servers.waiters, &redis_key, &self.servers.config, wait, || self.attempt(request)).await
+        wait_for_grant(&self.servers.waiters, &redis_key, None, &self.servers.config, wait, |_| self.attempt(request))
+            .await
     }
 
     /// Releases everywhere; `Ok(true)` if a majority still held it.
