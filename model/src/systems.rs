@@ -34,6 +34,7 @@ pub mod multi;
 pub mod properties;
 pub mod redis_single;
 mod resource;
+pub mod symmetry;
 
 pub use actor::{
     Algorithm, ClientState, Event, Faults, Fence, Fencing, Key, LockActor, Me, NodeState, Outbox, Phase, Role, Setup,
@@ -263,4 +264,13 @@ pub const SYSTEMS: &[System] = &[
 /// The registered system called `name`.
 pub fn find(name: &str) -> Option<&'static System> {
     SYSTEMS.iter().find(|s| s.name == name)
+}
+
+#[doc(hidden)]
+pub fn debug_model(name: &str) -> LockModel<MultiInstance> {
+    match name {
+        "multi-all" => multi(&Options::default(), Combine::AllInOrder, SERVER_RESTART, Some(Fencing::Checked)),
+        "redlock-pause-fenced" => multi(&Options::default(), Combine::Majority, PAUSES, Some(Fencing::Checked)),
+        _ => multi(&Options::default(), Combine::Majority, NO_FAULTS, None),
+    }
 }

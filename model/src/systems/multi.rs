@@ -23,6 +23,7 @@ use stateright::actor::Id;
 
 use super::actor::{Algorithm, Event, Fence, Key, Me, Outbox, Setup, Token};
 use super::lease_table::{LeaseTable, ReleaseCheck};
+use super::symmetry::{Rename, Renaming};
 
 /// How a client combines the instances.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,6 +72,9 @@ pub enum Timer {
 pub struct Client {
     /// An attempt or a hold is under way (replies after the release are stale).
     pub active: bool,
+    /// The attempt succeeded: the client holds the lock until it releases, and what still
+    /// arrives from the attempt (a late grant or busy, a wake-up) changes nothing.
+    pub holding: bool,
     /// Instances that granted, with their counters.
     pub granted: BTreeMap<u8, Fence>,
     /// Instances that answered busy.
@@ -121,7 +125,7 @@ impl MultiInstance {
     fn majority_reply(&self, setup: &Setup, me: Me, client: &mut Client, out: &mut Outbox<Self>) -> Event {
         let majority = setup.servers / 2 + 1;
         if client.granted.len() >= majority {
-            return Event::Granted(Self::fence(client));
+            return Self::granted(client);
         }
         if client.granted.len() + client.busy.len() == setup.servers {
             self.roll_back(setup, me, client, out);
@@ -129,8 +133,13 @@ impl MultiInstance {
         Event::Nothing
     }
 
-    fn fence(client: &Client) -> Option<Fence> {
-        client.granted.values().copied().max()
+    /// The attempt has its lock: the fencing token, and the attempt's bookkeeping cleared
+    /// (the release goes to every instance anyway, so nothing of it is needed any more, and
+    /// keeping it would only split states).
+    fn granted(client: &mut Client) -> Event {
+        let fence = client.granted.values().copied().max();
+        *client = Client { active: true, holding: true, ..Client::default() };
+        Event::Granted(fence)
     }
 }
 
@@ -139,6 +148,12 @@ impl Algorithm for MultiInstance {
     type Timer = Timer;
     type Server = LeaseTable;
     type Client = Client;
+
+    /// Clients are told apart only by their tokens and connections; a restarted instance
+    /// drops every client's connection alike.
+    fn clients_interchangeable(&self, _: &Setup) -> bool {
+        true
+    }
 
     fn server_start(&self, setup: &Setup, _: Id, restarts: u8, out: &mut Outbox<Self>) -> LeaseTable {
         if restarts > 0 {
@@ -195,7 +210,7 @@ impl Algorithm for MultiInstance {
         msg: Msg,
         out: &mut Outbox<Self>,
     ) -> Event {
-        if !client.active {
+        if !client.active || client.holding {
             return Event::Nothing;
         }
         let Some(instance) = setup.server_ix(src) else { return Event::Nothing };
@@ -205,7 +220,7 @@ impl Algorithm for MultiInstance {
             Msg::Granted(_, fence) if !client.waiting => {
                 client.granted.insert(instance, fence);
                 match self.combine {
-                    Combine::AllInOrder if client.granted.len() == all => Event::Granted(Self::fence(client)),
+                    Combine::AllInOrder if client.granted.len() == all => Self::granted(client),
                     Combine::AllInOrder => {
                         out.send(setup.server(instance as usize + 1), Msg::SetNx(me.key, me.token));
                         Event::Nothing
@@ -252,5 +267,29 @@ impl Algorithm for MultiInstance {
 
     fn foreign_release(&self, table: &LeaseTable) -> bool {
         table.foreign_release.is_some()
+    }
+}
+
+impl Rename for Msg {
+    fn rename(&self, r: &Renaming) -> Self {
+        match *self {
+            Msg::SetNx(key, token) => Msg::SetNx(key, r.token(token)),
+            Msg::Release(key, token) => Msg::Release(key, r.token(token)),
+            Msg::Granted(..) | Msg::Busy(_) | Msg::Freed(_) => self.clone(),
+        }
+    }
+}
+
+impl Rename for Timer {
+    fn rename(&self, r: &Renaming) -> Self {
+        let Timer::Expire(key, token) = *self;
+        Timer::Expire(key, r.token(token))
+    }
+}
+
+/// A client's attempt names instances (by index), never other clients.
+impl Rename for Client {
+    fn rename(&self, _: &Renaming) -> Self {
+        self.clone()
     }
 }
