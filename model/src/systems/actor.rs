@@ -377,6 +377,15 @@ pub trait Algorithm: Debug + Send + Sync + Sized + 'static {
     /// Ghost: this server's records show `token` holding a lease (granted, not yet freed).
     fn holds(&self, state: &Self::Server, token: Token) -> bool;
 
+    /// Whether this server's state is within the configuration's bounds (for an algorithm
+    /// whose runs can go on forever, like Redlock's split votes, each round raising the
+    /// fencing counters). Runs that leave the bounds are cut, so a check proves nothing about
+    /// them; an algorithm that bounds its runs says so in its docs.
+    fn within_bounds(&self, setup: &Setup, state: &Self::Server) -> bool {
+        let _ = (setup, state);
+        true
+    }
+
     /// Ghost: this server dropped client `client`'s connection (and what it held).
     fn dropped_connection(&self, state: &Self::Server, client: u8) -> bool {
         let _ = (state, client);

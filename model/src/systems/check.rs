@@ -154,9 +154,13 @@ pub fn check<A: Algorithm>(
     let stopped_at_findings =
         !options.until_violated.is_empty() && options.until_violated.iter().all(|name| discoveries.contains(name));
     let complete = !depth_cut && !stopped_at_findings && discoveries.len() < properties.len();
-    let violated: Vec<&'static str> =
-        properties.iter().map(|p| p.name).filter(|n| discoveries.contains(n)).collect();
-    let mut traces = shortest_counterexamples(&model, &violated, options.max_depth);
+    let violated: Vec<&'static str> = properties.iter().map(|p| p.name).filter(|n| discoveries.contains(n)).collect();
+    let class: fn(&LockState<A>) -> LockState<A> = match (options.reduce, symmetry) {
+        (true, true) => representative::<A>,
+        (true, false) => without_garbage::<A>,
+        (false, _) => LockState::<A>::clone,
+    };
+    let mut traces = shortest_counterexamples(&model, &violated, options.max_depth, class);
     let properties = properties
         .iter()
         .map(|p| {
@@ -238,11 +242,14 @@ type Action<A> = ActorModelAction<
 >;
 
 /// A single-threaded breadth-first search for the shortest run violating each of `names`
-/// (stateright's parallel BFS keeps *a* counterexample, not necessarily the shortest).
+/// (stateright's parallel search keeps *a* counterexample, not necessarily the shortest).
+/// It follows concrete runs but, like the check, visits each class of states (`class` maps
+/// a state to its class's representative) once.
 fn shortest_counterexamples<A: Algorithm>(
     model: &LockModel<A>,
     names: &[&'static str],
     max_depth: Option<usize>,
+    class: fn(&LockState<A>) -> LockState<A>,
 ) -> HashMap<&'static str, Vec<String>> {
     let mut found = HashMap::new();
     if names.is_empty() {
@@ -257,7 +264,7 @@ fn shortest_counterexamples<A: Algorithm>(
     let mut seen = std::collections::HashSet::new();
     let mut queue = VecDeque::new();
     for state in model.init_states() {
-        if model.within_boundary(&state) && seen.insert(fingerprint(&state)) {
+        if model.within_boundary(&state) && seen.insert(fingerprint(&class(&state))) {
             nodes.push((state, None, 0));
             queue.push_back(nodes.len() - 1);
         }
@@ -279,7 +286,7 @@ fn shortest_counterexamples<A: Algorithm>(
         model.actions(&nodes[ix].0, &mut actions);
         for action in actions.drain(..) {
             let Some(next) = model.next_state(&nodes[ix].0, action.clone()) else { continue };
-            if !model.within_boundary(&next) || !seen.insert(fingerprint(&next)) {
+            if !model.within_boundary(&next) || !seen.insert(fingerprint(&class(&next))) {
                 continue;
             }
             nodes.push((next, Some((ix, action)), depth + 1));

@@ -261,6 +261,9 @@ fn within_timing_assumptions<A: Algorithm>(cx: &Context<A>, state: &LockState<A>
     if restarts > 1 {
         return false;
     }
+    if !servers(cx, state).all(|server| alg.within_bounds(setup, server)) {
+        return false;
+    }
     for (ix, client) in (0..setup.clients).filter_map(|ix| match &*state.actor_states[usize::from(setup.client(ix))] {
         NodeState::Client(c) => Some((ix, c)),
         _ => None,

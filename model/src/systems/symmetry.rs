@@ -233,7 +233,11 @@ fn renamings(keys: &[Key], signatures: &[u64]) -> Vec<Vec<u8>> {
         members.sort_by_key(|ix| signatures[*ix as usize]);
         let mut start = 0;
         while start < members.len() {
-            let end = start + members[start..].iter().take_while(|m| signatures[**m as usize] == signatures[members[start] as usize]).count();
+            let end = start
+                + members[start..]
+                    .iter()
+                    .take_while(|m| signatures[**m as usize] == signatures[members[start] as usize])
+                    .count();
             let group = &members[start..end];
             let onto = &slots[start..end];
             let mut next = Vec::with_capacity(out.len());
@@ -305,11 +309,8 @@ fn signature<A: Algorithm>(state: &LockState<A>, id: Id, erase: &Renaming) -> u6
 pub fn without_garbage<A: Algorithm>(state: &LockState<A>) -> LockState<A> {
     let mut state = state.clone();
     if let Network::Ordered(flows) = &mut state.network {
-        let done: Vec<bool> = state
-            .actor_states
-            .iter()
-            .map(|s| matches!(&**s, NodeState::Client(c) if c.phase == Phase::Done))
-            .collect();
+        let done: Vec<bool> =
+            state.actor_states.iter().map(|s| matches!(&**s, NodeState::Client(c) if c.phase == Phase::Done)).collect();
         flows.retain(|(_, dst), _| !done[usize::from(*dst)]);
     }
     state
@@ -334,8 +335,7 @@ pub fn representative<A: Algorithm>(state: &LockState<A>) -> LockState<A> {
         })
         .collect();
     let erase = Renaming::new(servers, vec![0; keys.len()]);
-    let signatures: Vec<u64> =
-        (0..keys.len()).map(|ix| signature(state, Id::from(servers + ix), &erase)).collect();
+    let signatures: Vec<u64> = (0..keys.len()).map(|ix| signature(state, Id::from(servers + ix), &erase)).collect();
     let mut best: Option<(u64, LockState<A>)> = None;
     for to in renamings(&keys, &signatures) {
         let renamed = rename_state(state, &Renaming::new(servers, to));
