@@ -241,6 +241,9 @@ type Action<A> = ActorModelAction<
     (),
 >;
 
+/// A state the trace search reached: the state, its parent and the action from there, its depth.
+type Node<A> = (LockState<A>, Option<(usize, Action<A>)>, usize);
+
 /// A single-threaded breadth-first search for the shortest run violating each of `names`
 /// (stateright's parallel search keeps *a* counterexample, not necessarily the shortest).
 /// It follows concrete runs but, like the check, visits each class of states (`class` maps
@@ -260,7 +263,7 @@ fn shortest_counterexamples<A: Algorithm>(
         .into_iter()
         .filter(|p| names.contains(&p.name) && p.expectation == Expectation::Always)
         .collect();
-    let mut nodes: Vec<(LockState<A>, Option<(usize, Action<A>)>, usize)> = Vec::new();
+    let mut nodes: Vec<Node<A>> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     let mut queue = VecDeque::new();
     for state in model.init_states() {
@@ -296,11 +299,7 @@ fn shortest_counterexamples<A: Algorithm>(
     found
 }
 
-fn render_trace<A: Algorithm>(
-    model: &LockModel<A>,
-    nodes: &[(LockState<A>, Option<(usize, Action<A>)>, usize)],
-    last: usize,
-) -> Vec<String> {
+fn render_trace<A: Algorithm>(model: &LockModel<A>, nodes: &[Node<A>], last: usize) -> Vec<String> {
     let mut chain = vec![last];
     while let Some((parent, _)) = &nodes[*chain.last().expect("non-empty")].1 {
         chain.push(*parent);

@@ -67,13 +67,12 @@ impl fmt::Debug for ResourceState {
 impl ResourceState {
     /// Applies a write, accepting or rejecting it.
     pub fn write(&mut self, write: Write, fencing: Fencing) {
-        if fencing == Fencing::Checked {
-            if let (Some(max), Some(fence)) = (self.max_fence, write.fence) {
-                if fence < max {
-                    self.rejected += 1;
-                    return;
-                }
-            }
+        if fencing == Fencing::Checked
+            && let (Some(max), Some(fence)) = (self.max_fence, write.fence)
+            && fence < max
+        {
+            self.rejected += 1;
+            return;
         }
         if let Some(fence) = write.fence {
             self.max_fence = Some(self.max_fence.map_or(fence, |max| max.max(fence)));
