@@ -10,6 +10,11 @@
 //! its lease — is a boundary on the runs, lifted by [`Faults::pauses`].
 //!
 //! [`SYSTEMS`] lists every system with its expected verdicts; [`System::check`] runs one.
+//! Checks are reduced by default ([`symmetry`]): states that differ only in which client is
+//! which, or in messages still on their way to clients that are done, are stored once.
+//! The runs are bounded where they could go on forever — one server restart per run,
+//! pauses strike holders only ([`Faults::pauses`]), a bound on Redlock's split-vote rounds
+//! (the `within_bounds` of [`multi::MultiInstance`]) — so every search finishes.
 //!
 //! ```
 //! use lockcheck_model::systems::{self, CheckOptions, Options};

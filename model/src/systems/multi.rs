@@ -5,15 +5,19 @@
 //!   on a busy instance, roll back the ones already taken and wait for that instance to
 //!   free. Holding *every* instance means any two holders meet on every instance, so one
 //!   instance restarting without persistence cannot produce a double grant. The fencing
-//!   token is the maximum of the instances' counters, which stays unique as long as at
-//!   most one instance loses its counter.
+//!   token is the maximum of the instances' counters. That is *not* unique: rollbacks
+//!   raise one counter and not the other, and once the instance with the highest counter
+//!   restarts, a later holder can get the same maximum (found with 3 clients; the impls'
+//!   all-instances locker takes its token from the first server instead).
 //! - **majority quorum** (Redlock, <https://redis.io/docs/latest/develop/use/patterns/distributed-locks/>):
 //!   ask all instances at once; a majority of grants is the lock, otherwise roll back and
 //!   wait. Kleppmann ("How to do distributed locking", 2016) showed two ways it breaks:
 //!   an instance that restarts without persistence forgets a lease and grants it again
 //!   to a second majority; and a client that pauses past its lease keeps acting on it.
-//!   A fenced resource stops the pause but not the restart, because the fencing token (the
-//!   maximum of the majority's counters) can repeat once an instance loses its counter.
+//!   A fenced resource stops neither: the fencing token (the maximum of the majority's
+//!   counters) can repeat once an instance loses its counter, and even without restarts,
+//!   since the maximum can come from an instance the earlier holder's majority did not
+//!   include (the impls' Redlock writes the token back to its majority as a floor).
 //!
 //! A restarted instance drops its connections; clients see that as a wake-up and retry.
 
