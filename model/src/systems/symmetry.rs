@@ -48,7 +48,7 @@ use super::properties::LockState;
 use super::resource::{ResourceState, Write};
 
 /// A map of client indices, applied to everything that names a client: a permutation of the
-/// clients (each keeping its key), or, to compute a [`signature`], every client onto client 0.
+/// clients (each keeping its key), or, to compute a signature, every client onto client 0.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Renaming {
     /// Servers come first among the actor ids, so client `i` has id `servers + i`.
@@ -318,7 +318,7 @@ pub fn without_garbage<A: Algorithm>(state: &LockState<A>) -> LockState<A> {
 
 /// The canonical representative of a state's class: the state without garbage, with its
 /// clients renamed (each staying on its key) by the renaming that gives the smallest
-/// fingerprint among those that sort the clients by [`signature`]. For the checker's
+/// fingerprint among those that sort the clients by their signatures. For the checker's
 /// `symmetry_fn`; only sound for an algorithm whose clients are interchangeable.
 ///
 /// Canonical because the signatures are the same on every state of a class: every state
