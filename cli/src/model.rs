@@ -29,6 +29,10 @@ pub struct Args {
     /// properties are then unknown). For state spaces too large to exhaust.
     #[arg(long)]
     until_expected: bool,
+    /// Explore every state, without reductions (client symmetry, garbage in flight): for
+    /// comparison, the verdicts must be the same, the state count larger.
+    #[arg(long)]
+    no_reduction: bool,
     /// Checker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
@@ -74,6 +78,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             threads: args.threads.unwrap_or(CheckOptions::default().threads),
             max_depth: args.depth,
             until_violated: if args.until_expected { system.expected.to_vec() } else { Vec::new() },
+            reduce: !args.no_reduction,
         };
         let outcome = system.check(&options, &check, &mut |p: Progress| {
             eprint!(
@@ -109,14 +114,19 @@ fn print_outcome(system: &System, outcome: &Outcome, ok: bool) {
     println!("{} — {}", system.name, system.summary);
     println!("{}\n", system.doc);
     println!(
-        "{} clients, {} key(s): {} unique states ({} generated), max depth {}, {:.2}s, {:.0} states/s{}",
+        "{} clients, {} key(s): {} unique states{} ({} generated), max depth {}, {:.2}s, {:.0} states/s{}",
         outcome.clients,
         outcome.keys,
         outcome.unique_states,
+        match (outcome.reduced, outcome.symmetry) {
+            (true, true) => " up to client symmetry and garbage in flight",
+            (true, false) => " up to garbage in flight",
+            (false, _) => "",
+        },
         outcome.states,
         outcome.max_depth,
         outcome.seconds,
-        outcome.states_per_second(),
+        outcome.states_per_second,
         if outcome.complete { ", exhaustive" } else { ", INCOMPLETE" }
     );
     for property in &outcome.properties {
@@ -155,7 +165,7 @@ fn print_table(outcomes: &[(&&System, Outcome, bool)]) {
             "{:<24} {:>10} {:>10.0} {:>8.2} {:>6}  {}",
             system.name,
             outcome.unique_states,
-            outcome.states_per_second(),
+            outcome.states_per_second,
             outcome.seconds,
             if *ok { "yes" } else { "NO" },
             if violated.is_empty() { "-".to_string() } else { violated.join("; ") }

@@ -10,6 +10,11 @@
 //! its lease — is a boundary on the runs, lifted by [`Faults::pauses`].
 //!
 //! [`SYSTEMS`] lists every system with its expected verdicts; [`System::check`] runs one.
+//! Checks are reduced by default ([`symmetry`]): states that differ only in which client is
+//! which, or in messages still on their way to clients that are done, are stored once.
+//! The runs are bounded where they could go on forever — one server restart per run,
+//! pauses strike holders only ([`Faults::pauses`]), a bound on Redlock's split-vote rounds
+//! (the `within_bounds` of [`multi::MultiInstance`]) — so every search finishes.
 //!
 //! ```
 //! use lockcheck_model::systems::{self, CheckOptions, Options};
@@ -34,6 +39,7 @@ pub mod multi;
 pub mod properties;
 pub mod redis_single;
 mod resource;
+pub mod symmetry;
 
 pub use actor::{
     Algorithm, ClientState, Event, Faults, Fence, Fencing, Key, LockActor, Me, NodeState, Outbox, Phase, Role, Setup,
@@ -190,8 +196,11 @@ const BUS_DOC: &str = "In-memory lockers on two nodes that coordinate by broadca
 const MULTI_ALL_DOC: &str = "Two independent Redis instances, acquired one after the other with SET NX PX and rolled \
     back on the first busy one (waiting for it to free); the lock is held only when every instance granted. The \
     fencing token is the maximum of the instances' counters. Checked with one instance restarting without \
-    persistence: holding every instance means two holders always meet on the other one. Source: the seeds' Go \
-    multi-Redis package.";
+    persistence: holding every instance means two holders always meet on the other one. With 2 clients every \
+    property holds; with 3 the maximum of the counters repeats (rollbacks raise one counter and not the other, and \
+    the restarted instance's counter starts over), so `--clients 3` shows \"fencing tokens never reused\" \
+    violated: the impls' all-instances locker takes its token from the first server instead. Source: the seeds' \
+    Go multi-Redis package.";
 
 const REDLOCK_DOC: &str = "Redlock: three independent Redis instances asked in parallel with SET NX PX; a majority \
     of grants is the lock, otherwise roll back and wait for a wake-up. Without faults and with the timing \
@@ -213,9 +222,11 @@ const REDLOCK_PAUSE_DOC: &str = "Redlock with a client that pauses past its leas
     holds the lock and writes to an unfenced resource (Kleppmann 2016).";
 
 const REDLOCK_PAUSE_FENCED_DOC: &str = "Redlock with a client pausing past its lease, writing to a resource that \
-    checks fencing tokens (the maximum of the majority's counters; without restarts every majority shares an \
-    instance whose counter grew, so tokens grow). Two clients still believe they hold the lock, but the \
-    resource rejects the stale writer: fencing is what makes a lease lock safe (Kleppmann 2016).";
+    checks fencing tokens, with the maximum of the majority's counters as the token. Two clients believe they \
+    hold the lock, and the fenced resource does not save them: every majority shares an instance whose counter \
+    grew, but the maximum can come from another instance (one a rolled-back attempt raised), so the second \
+    holder can get the same token as the paused one and both write. Redlock has no fencing token without \
+    more (Kleppmann 2016); the impls' Redlock writes the token back to its majority as a floor before using it.";
 
 const DFLOCKD_DOC: &str = "A FIFO lease server in the dflockd design: per key a holder and a queue; acquiring is \
     two-phase (enqueue, which grants at once or returns a place in line, then wait, which collects the grant even \
@@ -239,7 +250,8 @@ pub const SYSTEMS: &[System] = &[
         KV_AFTER_DOC, correct: false, expected: &[NO_LOST_WAKEUP], |o: &Options| kv_watch(o, false)),
     system!("bus", "in-memory lockers on two nodes syncing over an event bus (flawed: double grant)", BUS_DOC,
         correct: false, expected: &[MUTUAL_EXCLUSION, RESOURCE_EXCLUSION], bus),
-    system!("multi-all", "all instances in order with rollback, one instance restarts (correct)", MULTI_ALL_DOC,
+    system!("multi-all", "all instances in order with rollback, one instance restarts (correct with 2 clients)",
+        MULTI_ALL_DOC,
         correct: true, expected: &[],
         |o: &Options| multi(o, Combine::AllInOrder, SERVER_RESTART, Some(Fencing::Checked))),
     system!("redlock", "majority of 3 instances, no faults (correct)", REDLOCK_DOC, correct: true, expected: &[],
@@ -253,8 +265,9 @@ pub const SYSTEMS: &[System] = &[
     system!("redlock-pause", "majority of 3, a client pauses past its lease (flawed)", REDLOCK_PAUSE_DOC,
         correct: false, expected: &[MUTUAL_EXCLUSION, RESOURCE_EXCLUSION],
         |o: &Options| multi(o, Combine::Majority, PAUSES, Some(Fencing::Unchecked))),
-    system!("redlock-pause-fenced", "majority of 3, a client pauses past its lease, fenced resource (clients \
-        disagree, the resource stays safe)", REDLOCK_PAUSE_FENCED_DOC, correct: false, expected: &[MUTUAL_EXCLUSION],
+    system!("redlock-pause-fenced", "majority of 3, a client pauses past its lease, fenced resource (flawed: the \
+        maximum of the counters repeats, the resource accepts both)", REDLOCK_PAUSE_FENCED_DOC, correct: false,
+        expected: &[MUTUAL_EXCLUSION, FENCING, RESOURCE_EXCLUSION],
         |o: &Options| multi(o, Combine::Majority, PAUSES, Some(Fencing::Checked))),
     system!("dflockd", "FIFO lease server, two-phase enqueue/wait, disconnect release (correct)", DFLOCKD_DOC,
         correct: true, expected: &[], dflockd),

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use stateright::actor::{Actor, Id, Out, model_timeout};
 
 use super::resource::{ResourceState, Write};
+use super::symmetry::Rename;
 
 /// A fencing token as a lock hands it out (Kleppmann 2016).
 pub type Fence = u64;
@@ -57,6 +58,15 @@ pub struct Faults {
     /// still believes it holds the lock. Without pauses, runs where that happens are
     /// outside the configuration (the timing assumption: a holder that is not paused
     /// stops acting before the server's TTL, as the lease's validity time promises).
+    ///
+    /// A pause strikes a holder, never a client that is still acquiring: a lease that
+    /// runs out before its client has the lock is a slow acquisition, which a real client
+    /// catches by checking its validity time once it has its grants (Redlock does) and
+    /// turns into a failed attempt. Leaving those runs out is a bound, not a proof about
+    /// them: every expiry during an acquisition could start another round of grants, with
+    /// the fencing counters growing without end, and no search of them would finish.
+    /// The pause Kleppmann (2016) describes — after the check, inside the critical
+    /// section — is the one explored.
     pub pauses: bool,
 }
 
@@ -214,6 +224,8 @@ pub enum Phase {
 pub struct ClientState<C> {
     /// What the client believes.
     pub phase: Phase,
+    /// The key it locks (fixed; it says which clients are interchangeable).
+    pub key: Key,
     /// The current acquisition's owner token.
     pub token: Token,
     /// The fencing tokens of every grant this client received (a ghost record for the
@@ -280,13 +292,24 @@ impl<A: Algorithm> Outbox<'_, A> {
 /// timing assumptions see what a real system would not show.
 pub trait Algorithm: Debug + Send + Sync + Sized + 'static {
     /// Protocol messages.
-    type Msg: Clone + Debug + Eq + Hash + Ord + Send + Sync + 'static;
+    type Msg: Clone + Debug + Eq + Hash + Ord + Rename + Send + Sync + 'static;
     /// Protocol timers.
-    type Timer: Clone + Debug + Eq + Hash + Ord + Send + Sync + 'static;
+    type Timer: Clone + Debug + Eq + Hash + Ord + Rename + Send + Sync + 'static;
     /// A server's state.
-    type Server: Clone + Debug + Eq + Hash + Ord + Send + Sync + 'static;
+    type Server: Clone + Debug + Eq + Hash + Ord + Rename + Send + Sync + 'static;
     /// A client's protocol state.
-    type Client: Clone + Debug + Default + Eq + Hash + Ord + Send + Sync + 'static;
+    type Client: Clone + Debug + Default + Eq + Hash + Ord + Rename + Send + Sync + 'static;
+
+    /// Whether clients that lock the same key are interchangeable, so the check may use
+    /// symmetry reduction ([`super::symmetry`]): the algorithm never tells clients apart by
+    /// anything but identity (no client index picks a server, no grant goes to the lowest
+    /// id), and its [`Rename`] implementations rename every client id, owner token and
+    /// client index its state, messages and timers hold. Without that promise the check
+    /// explores every state.
+    fn clients_interchangeable(&self, setup: &Setup) -> bool {
+        let _ = setup;
+        false
+    }
 
     /// A server starts; `restarts` is 0 on first start, more after a restart without
     /// persistence.
@@ -353,6 +376,15 @@ pub trait Algorithm: Debug + Send + Sync + Sized + 'static {
 
     /// Ghost: this server's records show `token` holding a lease (granted, not yet freed).
     fn holds(&self, state: &Self::Server, token: Token) -> bool;
+
+    /// Whether this server's state is within the configuration's bounds (for an algorithm
+    /// whose runs can go on forever, like Redlock's split votes, each round raising the
+    /// fencing counters). Runs that leave the bounds are cut, so a check proves nothing about
+    /// them; an algorithm that bounds its runs says so in its docs.
+    fn within_bounds(&self, setup: &Setup, state: &Self::Server) -> bool {
+        let _ = (setup, state);
+        true
+    }
 
     /// Ghost: this server dropped client `client`'s connection (and what it held).
     fn dropped_connection(&self, state: &Self::Server, client: u8) -> bool {
@@ -464,6 +496,7 @@ impl<A: Algorithm> Actor for LockActor<A> {
                 let token = Token { client: ix as u8, cycle: 0 };
                 let mut client = ClientState {
                     phase: if boots == 0 { Phase::Acquiring } else { Phase::Gone },
+                    key: self.setup.key_of(ix),
                     token,
                     fences: Vec::new(),
                     finishing: false,
@@ -485,7 +518,9 @@ impl<A: Algorithm> Actor for LockActor<A> {
             }
             (NodeState::Client(client), Wire::Lock(msg)) => {
                 let Role::Client(ix) = self.role else { return };
-                if client.phase == Phase::Gone {
+                // A client that ran all its cycles has closed its connections: what still
+                // arrives for it is dropped (and symmetry reduction drops it at once).
+                if matches!(client.phase, Phase::Gone | Phase::Done) {
                     return;
                 }
                 let me = self.me(ix, client.token);

@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use stateright::actor::Id;
 
 use super::actor::{Algorithm, Event, Key, Me, Outbox, Setup, Token};
+use super::symmetry::{Rename, Renaming, rename_keyed};
 
 /// The bus-coordinated in-memory locker; clients use node `client % servers`.
 #[derive(Clone, Copy, Debug)]
@@ -65,6 +66,12 @@ impl Algorithm for Bus {
     type Timer = ();
     type Server = Node;
     type Client = ();
+
+    /// Client `i` talks to node `i % nodes`: with more than one node, the client index
+    /// decides which node grants, so clients are not interchangeable.
+    fn clients_interchangeable(&self, setup: &Setup) -> bool {
+        setup.servers == 1
+    }
 
     fn server_start(&self, _: &Setup, _: Id, _: u8, _: &mut Outbox<Self>) -> Node {
         Node::new()
@@ -121,4 +128,31 @@ impl Algorithm for Bus {
 
 fn node_of(setup: &Setup, me: Me) -> Id {
     setup.server(me.token.client as usize % setup.servers)
+}
+
+impl Rename for Msg {
+    fn rename(&self, r: &Renaming) -> Self {
+        match *self {
+            Msg::Lock(key, token) => Msg::Lock(key, r.token(token)),
+            Msg::Unlock(key, token) => Msg::Unlock(key, r.token(token)),
+            Msg::Granted(_) | Msg::Locked(_) | Msg::Unlocked(_) => self.clone(),
+        }
+    }
+}
+
+impl Rename for Entry {
+    fn rename(&self, r: &Renaming) -> Self {
+        Entry {
+            local: self.local.map(|t| r.token(t)),
+            // Peers are nodes, not clients.
+            remote: self.remote.clone(),
+            waiters: self.waiters.iter().map(|&(id, token)| (r.id(id), r.token(token))).collect(),
+        }
+    }
+}
+
+impl Rename for Node {
+    fn rename(&self, r: &Renaming) -> Self {
+        rename_keyed(self, r)
+    }
 }

@@ -3,7 +3,7 @@
 //! follow (who sent what, which timer fired, who crashed, who believed it held the lock).
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::time::{Duration, Instant};
 
@@ -13,6 +13,7 @@ use stateright::{Checker, Expectation, HasDiscoveries, Model};
 
 use super::actor::{Algorithm, NodeState, Phase, Setup};
 use super::properties::{LockModel, LockState};
+use super::symmetry::{representative, without_garbage};
 
 /// How to run a check.
 #[derive(Clone, Debug)]
@@ -25,6 +26,10 @@ pub struct CheckOptions {
     /// system whose point is its violations, in a state space too large to exhaust. The
     /// other properties are then unknown, not proven. Empty: search everything.
     pub until_violated: Vec<&'static str>,
+    /// Reduce the state space (see [`super::symmetry`]): merge states that differ only in
+    /// messages on their way to clients that are done, and, where the algorithm's clients
+    /// are interchangeable, states that differ only in which client is which.
+    pub reduce: bool,
 }
 
 impl Default for CheckOptions {
@@ -33,6 +38,7 @@ impl Default for CheckOptions {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             max_depth: None,
             until_violated: Vec::new(),
+            reduce: true,
         }
     }
 }
@@ -83,6 +89,12 @@ pub struct Outcome {
     pub keys: usize,
     /// Whether the search visited every reachable state.
     pub complete: bool,
+    /// Whether the search was reduced (see [`super::symmetry`]): then `unique_states`
+    /// counts classes of states that differ only in garbage in flight.
+    pub reduced: bool,
+    /// Whether the reduction included client symmetry: then `unique_states` counts classes
+    /// of states that also differ only in which client is which.
+    pub symmetry: bool,
     /// Unique states visited.
     pub unique_states: usize,
     /// States generated (with repeats).
@@ -91,16 +103,13 @@ pub struct Outcome {
     pub max_depth: usize,
     /// Wall-clock time of the exhaustive search, in seconds.
     pub seconds: f64,
+    /// Unique states per second of the search.
+    pub states_per_second: f64,
     /// Per-property verdicts.
     pub properties: Vec<PropertyOutcome>,
 }
 
 impl Outcome {
-    /// Unique states per second.
-    pub fn states_per_second(&self) -> f64 {
-        self.unique_states as f64 / self.seconds.max(1e-9)
-    }
-
     /// The names of the violated properties.
     pub fn violated(&self) -> Vec<&'static str> {
         self.properties.iter().filter(|p| matches!(p.verdict, Verdict::Violated { .. })).map(|p| p.name).collect()
@@ -120,6 +129,8 @@ pub fn check<A: Algorithm>(
     progress: &mut dyn FnMut(Progress),
 ) -> Outcome {
     let start = Instant::now();
+    let setup = &model.cfg.setup;
+    let symmetry = options.reduce && model.cfg.algorithm.clients_interchangeable(setup);
     let mut builder = model.clone().checker().threads(options.threads.max(1));
     if let Some(depth) = options.max_depth {
         builder = builder.target_max_depth(depth);
@@ -127,7 +138,75 @@ pub fn check<A: Algorithm>(
     if !options.until_violated.is_empty() {
         builder = builder.finish_when(HasDiscoveries::AllOf(options.until_violated.iter().copied().collect()));
     }
-    let checker = builder.spawn_bfs();
+    // stateright reduces (by its `symmetry_fn`) in its depth-first search only; both
+    // searches visit every reachable state (class), so the verdicts do not depend on it.
+    let search = match (options.reduce, symmetry) {
+        (true, true) => wait(builder.symmetry_fn(representative::<A>).spawn_dfs(), start, progress),
+        (true, false) => wait(builder.symmetry_fn(without_garbage::<A>).spawn_dfs(), start, progress),
+        (false, _) => wait(builder.spawn_bfs(), start, progress),
+    };
+    let seconds = start.elapsed().as_secs_f64();
+    let discoveries = search.discoveries;
+    let properties = model.properties();
+    let depth_cut = options.max_depth.is_some_and(|d| search.max_depth + 1 >= d);
+    // The checker stops early once every property has a discovery, or once the properties
+    // it was told to look for have one.
+    let stopped_at_findings =
+        !options.until_violated.is_empty() && options.until_violated.iter().all(|name| discoveries.contains(name));
+    let complete = !depth_cut && !stopped_at_findings && discoveries.len() < properties.len();
+    let violated: Vec<&'static str> = properties.iter().map(|p| p.name).filter(|n| discoveries.contains(n)).collect();
+    let class: fn(&LockState<A>) -> LockState<A> = match (options.reduce, symmetry) {
+        (true, true) => representative::<A>,
+        (true, false) => without_garbage::<A>,
+        (false, _) => LockState::<A>::clone,
+    };
+    let mut traces = shortest_counterexamples(&model, &violated, options.max_depth, class);
+    let properties = properties
+        .iter()
+        .map(|p| {
+            let verdict = match traces.remove(p.name) {
+                Some(trace) => Verdict::Violated { trace },
+                None if discoveries.contains(p.name) => {
+                    Verdict::Violated { trace: vec!["(counterexample not reconstructed)".into()] }
+                }
+                None if complete => Verdict::Holds,
+                None => Verdict::Unknown,
+            };
+            PropertyOutcome { name: p.name, verdict }
+        })
+        .collect();
+    Outcome {
+        system: name.to_string(),
+        clients: model.cfg.setup.clients,
+        keys: model.cfg.setup.keys,
+        complete,
+        reduced: options.reduce,
+        symmetry,
+        unique_states: search.unique_states,
+        states: search.states,
+        max_depth: search.max_depth,
+        seconds,
+        states_per_second: search.unique_states as f64 / seconds.max(1e-9),
+        properties,
+    }
+}
+
+/// What a finished search found, whichever strategy ran it.
+struct Search {
+    discoveries: HashSet<&'static str>,
+    unique_states: usize,
+    states: usize,
+    max_depth: usize,
+}
+
+/// Waits for a spawned checker, reporting progress.
+fn wait<M, C>(checker: C, start: Instant, progress: &mut dyn FnMut(Progress)) -> Search
+where
+    M: Model,
+    M::State: Clone + PartialEq,
+    M::Action: Clone + PartialEq,
+    C: Checker<M>,
+{
     // Polling only drives the progress line; `join` below is what waits for the result.
     let mut last_report = Instant::now();
     while !checker.is_done() {
@@ -142,42 +221,11 @@ pub fn check<A: Algorithm>(
         std::thread::sleep(Duration::from_millis(5));
     }
     let checker = checker.join();
-    let seconds = start.elapsed().as_secs_f64();
-    let discoveries = checker.discoveries();
-    let properties = model.properties();
-    let depth_cut = options.max_depth.is_some_and(|d| checker.max_depth() + 1 >= d);
-    // The checker stops early once every property has a discovery, or once the properties
-    // it was told to look for have one.
-    let stopped_at_findings =
-        !options.until_violated.is_empty() && options.until_violated.iter().all(|name| discoveries.contains_key(name));
-    let complete = !depth_cut && !stopped_at_findings && discoveries.len() < properties.len();
-    let violated: Vec<&'static str> =
-        properties.iter().map(|p| p.name).filter(|n| discoveries.contains_key(n)).collect();
-    let mut traces = shortest_counterexamples(&model, &violated, options.max_depth);
-    let properties = properties
-        .iter()
-        .map(|p| {
-            let verdict = match traces.remove(p.name) {
-                Some(trace) => Verdict::Violated { trace },
-                None if discoveries.contains_key(p.name) => {
-                    Verdict::Violated { trace: vec!["(counterexample not reconstructed)".into()] }
-                }
-                None if complete => Verdict::Holds,
-                None => Verdict::Unknown,
-            };
-            PropertyOutcome { name: p.name, verdict }
-        })
-        .collect();
-    Outcome {
-        system: name.to_string(),
-        clients: model.cfg.setup.clients,
-        keys: model.cfg.setup.keys,
-        complete,
+    Search {
+        discoveries: checker.discoveries().into_keys().collect(),
         unique_states: checker.unique_state_count(),
         states: checker.state_count(),
         max_depth: checker.max_depth(),
-        seconds,
-        properties,
     }
 }
 
@@ -193,12 +241,18 @@ type Action<A> = ActorModelAction<
     (),
 >;
 
+/// A state the trace search reached: the state, its parent and the action from there, its depth.
+type Node<A> = (LockState<A>, Option<(usize, Action<A>)>, usize);
+
 /// A single-threaded breadth-first search for the shortest run violating each of `names`
-/// (stateright's parallel BFS keeps *a* counterexample, not necessarily the shortest).
+/// (stateright's parallel search keeps *a* counterexample, not necessarily the shortest).
+/// It follows concrete runs but, like the check, visits each class of states (`class` maps
+/// a state to its class's representative) once.
 fn shortest_counterexamples<A: Algorithm>(
     model: &LockModel<A>,
     names: &[&'static str],
     max_depth: Option<usize>,
+    class: fn(&LockState<A>) -> LockState<A>,
 ) -> HashMap<&'static str, Vec<String>> {
     let mut found = HashMap::new();
     if names.is_empty() {
@@ -209,11 +263,11 @@ fn shortest_counterexamples<A: Algorithm>(
         .into_iter()
         .filter(|p| names.contains(&p.name) && p.expectation == Expectation::Always)
         .collect();
-    let mut nodes: Vec<(LockState<A>, Option<(usize, Action<A>)>, usize)> = Vec::new();
+    let mut nodes: Vec<Node<A>> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     let mut queue = VecDeque::new();
     for state in model.init_states() {
-        if model.within_boundary(&state) && seen.insert(fingerprint(&state)) {
+        if model.within_boundary(&state) && seen.insert(fingerprint(&class(&state))) {
             nodes.push((state, None, 0));
             queue.push_back(nodes.len() - 1);
         }
@@ -235,7 +289,7 @@ fn shortest_counterexamples<A: Algorithm>(
         model.actions(&nodes[ix].0, &mut actions);
         for action in actions.drain(..) {
             let Some(next) = model.next_state(&nodes[ix].0, action.clone()) else { continue };
-            if !model.within_boundary(&next) || !seen.insert(fingerprint(&next)) {
+            if !model.within_boundary(&next) || !seen.insert(fingerprint(&class(&next))) {
                 continue;
             }
             nodes.push((next, Some((ix, action)), depth + 1));
@@ -245,11 +299,7 @@ fn shortest_counterexamples<A: Algorithm>(
     found
 }
 
-fn render_trace<A: Algorithm>(
-    model: &LockModel<A>,
-    nodes: &[(LockState<A>, Option<(usize, Action<A>)>, usize)],
-    last: usize,
-) -> Vec<String> {
+fn render_trace<A: Algorithm>(model: &LockModel<A>, nodes: &[Node<A>], last: usize) -> Vec<String> {
     let mut chain = vec![last];
     while let Some((parent, _)) = &nodes[*chain.last().expect("non-empty")].1 {
         chain.push(*parent);

@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use stateright::actor::Id;
 
 use super::actor::{Algorithm, Event, Fence, Key, Me, Outbox, Setup, Token};
+use super::symmetry::{Rename, Renaming, rename_keyed};
 
 /// The dflockd lease server.
 #[derive(Clone, Copy, Debug)]
@@ -113,6 +114,12 @@ impl Algorithm for Dflockd {
     type Timer = Timer;
     type Server = Server;
     type Client = Client;
+
+    /// Clients are told apart only by their tokens and connections (queues keep arrival
+    /// order, never client order); every client has its own failure detector.
+    fn clients_interchangeable(&self, _: &Setup) -> bool {
+        true
+    }
 
     fn server_start(&self, setup: &Setup, _: Id, _: u8, out: &mut Outbox<Self>) -> Server {
         for client in 0..setup.clients {
@@ -231,5 +238,59 @@ impl Algorithm for Dflockd {
             Timer::Disconnect(client) => Some(*client),
             Timer::Expire(..) => None,
         }
+    }
+}
+
+impl Rename for Msg {
+    fn rename(&self, r: &Renaming) -> Self {
+        match *self {
+            Msg::Enqueue(key, token) => Msg::Enqueue(key, r.token(token)),
+            Msg::Wait(key, token) => Msg::Wait(key, r.token(token)),
+            Msg::Release(key, token) => Msg::Release(key, r.token(token)),
+            Msg::Queued(..) | Msg::Acquired(..) => self.clone(),
+        }
+    }
+}
+
+impl Rename for Timer {
+    fn rename(&self, r: &Renaming) -> Self {
+        match *self {
+            Timer::Expire(key, token) => Timer::Expire(key, r.token(token)),
+            Timer::Disconnect(client) => Timer::Disconnect(r.client(client)),
+        }
+    }
+}
+
+impl Rename for Held {
+    fn rename(&self, r: &Renaming) -> Self {
+        Held { client: r.id(self.client), token: r.token(self.token), ..*self }
+    }
+}
+
+impl Rename for Queue {
+    fn rename(&self, r: &Renaming) -> Self {
+        Queue {
+            holder: self.holder.as_ref().map(|h| h.rename(r)),
+            waiters: self.waiters.iter().map(|&(id, token, ticket)| (r.id(id), r.token(token), ticket)).collect(),
+            waiting: r.tokens(&self.waiting),
+            last_fence: self.last_fence,
+            next_ticket: self.next_ticket,
+        }
+    }
+}
+
+impl Rename for Server {
+    fn rename(&self, r: &Renaming) -> Self {
+        Server {
+            keys: rename_keyed(&self.keys, r),
+            expired: r.tokens(&self.expired),
+            dropped: self.dropped.iter().map(|c| r.client(*c)).collect(),
+        }
+    }
+}
+
+impl Rename for Client {
+    fn rename(&self, _: &Renaming) -> Self {
+        self.clone()
     }
 }

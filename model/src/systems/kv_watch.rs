@@ -17,6 +17,7 @@ use stateright::actor::Id;
 
 use super::actor::{Algorithm, Event, Fence, Key, Me, Outbox, Setup, Token};
 use super::lease_table::{LeaseTable, ReleaseCheck};
+use super::symmetry::{Rename, Renaming};
 
 /// The KV-store lock.
 #[derive(Clone, Copy, Debug)]
@@ -69,6 +70,11 @@ impl Algorithm for KvWatch {
     type Timer = Timer;
     type Server = LeaseTable;
     type Client = Client;
+
+    /// Clients are told apart only by their tokens and connections.
+    fn clients_interchangeable(&self, _: &Setup) -> bool {
+        true
+    }
 
     fn server_start(&self, _: &Setup, _: Id, _: u8, _: &mut Outbox<Self>) -> LeaseTable {
         LeaseTable::default()
@@ -149,5 +155,27 @@ impl Algorithm for KvWatch {
 
     fn foreign_release(&self, table: &LeaseTable) -> bool {
         table.foreign_release.is_some()
+    }
+}
+
+impl Rename for Msg {
+    fn rename(&self, r: &Renaming) -> Self {
+        match *self {
+            Msg::Create(key, token) => Msg::Create(key, r.token(token)),
+            Msg::Watch(_) | Msg::Created(..) | Msg::Exists(_) | Msg::Delete(..) | Msg::Deleted(_) => self.clone(),
+        }
+    }
+}
+
+impl Rename for Timer {
+    fn rename(&self, r: &Renaming) -> Self {
+        let Timer::Purge(key, token) = *self;
+        Timer::Purge(key, r.token(token))
+    }
+}
+
+impl Rename for Client {
+    fn rename(&self, _: &Renaming) -> Self {
+        self.clone()
     }
 }

@@ -11,6 +11,7 @@ use std::fmt;
 use stateright::actor::Id;
 
 use super::actor::{Fence, Key, Token};
+use super::symmetry::{Rename, Renaming, rename_keyed};
 
 /// A granted lease as the server records it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -149,5 +150,27 @@ impl LeaseTable {
     /// The subscribers of `key` (they stay subscribed).
     pub fn watchers(&self, key: Key) -> Vec<Id> {
         self.slots.get(&key).map(|s| s.watchers.iter().copied().collect()).unwrap_or_default()
+    }
+}
+
+impl Rename for Lease {
+    fn rename(&self, r: &Renaming) -> Self {
+        Lease { token: r.token(self.token), fence: self.fence }
+    }
+}
+
+impl Rename for Slot {
+    fn rename(&self, r: &Renaming) -> Self {
+        Slot { holder: self.holder.map(|l| l.rename(r)), last_fence: self.last_fence, watchers: r.ids(&self.watchers) }
+    }
+}
+
+impl Rename for LeaseTable {
+    fn rename(&self, r: &Renaming) -> Self {
+        LeaseTable {
+            slots: rename_keyed(&self.slots, r),
+            expired: r.tokens(&self.expired),
+            foreign_release: self.foreign_release.map(|(owner, by)| (r.token(owner), r.token(by))),
+        }
     }
 }

@@ -5,15 +5,19 @@
 //!   on a busy instance, roll back the ones already taken and wait for that instance to
 //!   free. Holding *every* instance means any two holders meet on every instance, so one
 //!   instance restarting without persistence cannot produce a double grant. The fencing
-//!   token is the maximum of the instances' counters, which stays unique as long as at
-//!   most one instance loses its counter.
+//!   token is the maximum of the instances' counters. That is *not* unique: rollbacks
+//!   raise one counter and not the other, and once the instance with the highest counter
+//!   restarts, a later holder can get the same maximum (found with 3 clients; the impls'
+//!   all-instances locker takes its token from the first server instead).
 //! - **majority quorum** (Redlock, <https://redis.io/docs/latest/develop/use/patterns/distributed-locks/>):
 //!   ask all instances at once; a majority of grants is the lock, otherwise roll back and
 //!   wait. Kleppmann ("How to do distributed locking", 2016) showed two ways it breaks:
 //!   an instance that restarts without persistence forgets a lease and grants it again
 //!   to a second majority; and a client that pauses past its lease keeps acting on it.
-//!   A fenced resource stops the pause but not the restart, because the fencing token (the
-//!   maximum of the majority's counters) can repeat once an instance loses its counter.
+//!   A fenced resource stops neither: the fencing token (the maximum of the majority's
+//!   counters) can repeat once an instance loses its counter, and even without restarts,
+//!   since the maximum can come from an instance the earlier holder's majority did not
+//!   include (the impls' Redlock writes the token back to its majority as a floor).
 //!
 //! A restarted instance drops its connections; clients see that as a wake-up and retry.
 
@@ -23,6 +27,11 @@ use stateright::actor::Id;
 
 use super::actor::{Algorithm, Event, Fence, Key, Me, Outbox, Setup, Token};
 use super::lease_table::{LeaseTable, ReleaseCheck};
+use super::symmetry::{Rename, Renaming};
+
+/// The bound on the grants an instance makes per key and client in a majority run; see
+/// the `within_bounds` of [`MultiInstance`].
+pub const GRANTS_PER_CLIENT: Fence = 2;
 
 /// How a client combines the instances.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,6 +80,9 @@ pub enum Timer {
 pub struct Client {
     /// An attempt or a hold is under way (replies after the release are stale).
     pub active: bool,
+    /// The attempt succeeded: the client holds the lock until it releases, and what still
+    /// arrives from the attempt (a late grant or busy, a wake-up) changes nothing.
+    pub holding: bool,
     /// Instances that granted, with their counters.
     pub granted: BTreeMap<u8, Fence>,
     /// Instances that answered busy.
@@ -121,7 +133,7 @@ impl MultiInstance {
     fn majority_reply(&self, setup: &Setup, me: Me, client: &mut Client, out: &mut Outbox<Self>) -> Event {
         let majority = setup.servers / 2 + 1;
         if client.granted.len() >= majority {
-            return Event::Granted(Self::fence(client));
+            return Self::granted(client);
         }
         if client.granted.len() + client.busy.len() == setup.servers {
             self.roll_back(setup, me, client, out);
@@ -129,8 +141,13 @@ impl MultiInstance {
         Event::Nothing
     }
 
-    fn fence(client: &Client) -> Option<Fence> {
-        client.granted.values().copied().max()
+    /// The attempt has its lock: the fencing token, and the attempt's bookkeeping cleared
+    /// (the release goes to every instance anyway, so nothing of it is needed any more, and
+    /// keeping it would only split states).
+    fn granted(client: &mut Client) -> Event {
+        let fence = client.granted.values().copied().max();
+        *client = Client { active: true, holding: true, ..Client::default() };
+        Event::Granted(fence)
     }
 }
 
@@ -139,6 +156,23 @@ impl Algorithm for MultiInstance {
     type Timer = Timer;
     type Server = LeaseTable;
     type Client = Client;
+
+    /// Clients are told apart only by their tokens and connections; a restarted instance
+    /// drops every client's connection alike.
+    fn clients_interchangeable(&self, _: &Setup) -> bool {
+        true
+    }
+
+    /// Majority attempts can fail all at once (a split vote: with 3 clients each instance
+    /// grants a different one) and then retry forever, every round raising the counters:
+    /// real Redlock clients break the tie with a random delay, which a model cannot. Runs
+    /// are cut once an instance has granted a key more than `GRANTS_PER_CLIENT` times per
+    /// client. With 2 clients no run reaches the bound (the state count is the same without
+    /// it); with more it bounds the split-vote rounds explored.
+    fn within_bounds(&self, setup: &Setup, table: &LeaseTable) -> bool {
+        self.combine == Combine::AllInOrder
+            || table.slots.values().all(|slot| slot.last_fence <= GRANTS_PER_CLIENT * setup.clients as Fence)
+    }
 
     fn server_start(&self, setup: &Setup, _: Id, restarts: u8, out: &mut Outbox<Self>) -> LeaseTable {
         if restarts > 0 {
@@ -195,7 +229,7 @@ impl Algorithm for MultiInstance {
         msg: Msg,
         out: &mut Outbox<Self>,
     ) -> Event {
-        if !client.active {
+        if !client.active || client.holding {
             return Event::Nothing;
         }
         let Some(instance) = setup.server_ix(src) else { return Event::Nothing };
@@ -205,7 +239,7 @@ impl Algorithm for MultiInstance {
             Msg::Granted(_, fence) if !client.waiting => {
                 client.granted.insert(instance, fence);
                 match self.combine {
-                    Combine::AllInOrder if client.granted.len() == all => Event::Granted(Self::fence(client)),
+                    Combine::AllInOrder if client.granted.len() == all => Self::granted(client),
                     Combine::AllInOrder => {
                         out.send(setup.server(instance as usize + 1), Msg::SetNx(me.key, me.token));
                         Event::Nothing
@@ -252,5 +286,29 @@ impl Algorithm for MultiInstance {
 
     fn foreign_release(&self, table: &LeaseTable) -> bool {
         table.foreign_release.is_some()
+    }
+}
+
+impl Rename for Msg {
+    fn rename(&self, r: &Renaming) -> Self {
+        match *self {
+            Msg::SetNx(key, token) => Msg::SetNx(key, r.token(token)),
+            Msg::Release(key, token) => Msg::Release(key, r.token(token)),
+            Msg::Granted(..) | Msg::Busy(_) | Msg::Freed(_) => self.clone(),
+        }
+    }
+}
+
+impl Rename for Timer {
+    fn rename(&self, r: &Renaming) -> Self {
+        let Timer::Expire(key, token) = *self;
+        Timer::Expire(key, r.token(token))
+    }
+}
+
+/// A client's attempt names instances (by index), never other clients.
+impl Rename for Client {
+    fn rename(&self, _: &Renaming) -> Self {
+        self.clone()
     }
 }

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use stateright::Expectation;
-use stateright::actor::{ActorModel, ActorModelState, Network};
+use stateright::actor::{ActorModel, ActorModelState, Id, Network};
 
 use super::actor::{Algorithm, ClientState, Fence, LockActor, NodeState, Phase, Role, Setup, Timer};
 
@@ -160,12 +160,13 @@ fn fencing<A: Algorithm>(model: &LockModel<A>, state: &LockState<A>) -> bool {
 }
 
 /// Nothing can happen any more except faults: no server down (a crashed server always
-/// comes back), no message in flight to a live actor, no timer armed at a live actor (a
-/// failure detector's timer counts only once the client it watches has crashed).
+/// comes back), no message in flight to a live actor that can still act on it (a client
+/// that is done ignores every message), no timer armed at a live actor (a failure
+/// detector's timer counts only once the client it watches has crashed).
 pub fn quiescent<A: Algorithm>(model: &LockModel<A>, state: &LockState<A>) -> bool {
     let cx = &model.cfg;
     (0..cx.setup.servers).all(|ix| !state.crashed[ix])
-        && state.network.iter_deliverable().all(|env| state.crashed[usize::from(env.dst)])
+        && state.network.iter_deliverable().all(|env| state.crashed[usize::from(env.dst)] || done(state, env.dst))
         && state.timers_set.iter().enumerate().all(|(ix, timers)| {
             state.crashed[ix]
                 || timers.iter().all(|t| match t {
@@ -176,6 +177,12 @@ pub fn quiescent<A: Algorithm>(model: &LockModel<A>, state: &LockState<A>) -> bo
                     Timer::FinishWork => false,
                 })
         })
+}
+
+/// Whether actor `id` is a client that ran all its cycles: it ignores every message from
+/// then on (its phase never changes again), so what is still on its way to it is garbage.
+pub fn done<A: Algorithm>(state: &LockState<A>, id: Id) -> bool {
+    matches!(&*state.actor_states[usize::from(id)], NodeState::Client(c) if c.phase == Phase::Done)
 }
 
 /// Whether a client that crashed before it was done still holds `key` at some server
@@ -223,8 +230,9 @@ fn fifo<A: Algorithm>(model: &LockModel<A>, state: &LockState<A>) -> bool {
 /// The runs a configuration contains. Outside them: a fault the configuration does not
 /// explore (a crash of an actor that may not crash, a second restart, a restarted client
 /// process), a server noticing a dropped connection of a client that is still running,
-/// and, without pauses, a server TTL ending a lease its live holder still believes in or
-/// has yet to receive (a grant that arrives after its lease ran out is a pause too).
+/// a server TTL ending a lease of a live client that is still acquiring (a grant that
+/// arrives after its lease ran out is a pause too), and, without pauses, one ending a lease
+/// its live holder still believes in.
 fn within_timing_assumptions<A: Algorithm>(cx: &Context<A>, state: &LockState<A>) -> bool {
     let setup = &cx.setup;
     let alg = &cx.algorithm;
@@ -243,11 +251,17 @@ fn within_timing_assumptions<A: Algorithm>(cx: &Context<A>, state: &LockState<A>
             return false;
         }
     }
-    // One restart in the whole run: a server that restarted or is down counts.
-    let restarted = (0..setup.servers)
-        .filter(|&ix| state.crashed[ix] || state.actor_storages[ix].is_some_and(|boots| boots.0 > 0))
-        .count();
-    if restarted > 1 {
+    // One restart in the whole run: each crash of a server counts, whether it is down now
+    // (crashed) or came back (every start after the first is counted in its storage).
+    // Counting servers instead would let one server crash and come back again and again,
+    // each time waking every client: runs without end, and no exhaustive search.
+    let restarts: usize = (0..setup.servers)
+        .map(|ix| usize::from(state.crashed[ix]) + state.actor_storages[ix].map_or(0, |boots| usize::from(boots.0)))
+        .sum();
+    if restarts > 1 {
+        return false;
+    }
+    if !servers(cx, state).all(|server| alg.within_bounds(setup, server)) {
         return false;
     }
     for (ix, client) in (0..setup.clients).filter_map(|ix| match &*state.actor_states[usize::from(setup.client(ix))] {
@@ -268,10 +282,14 @@ fn within_timing_assumptions<A: Algorithm>(cx: &Context<A>, state: &LockState<A>
             if alg.dropped_connection(server, ix as u8) {
                 return false;
             }
-            if !setup.faults.pauses
-                && matches!(client.phase, Phase::Holding(_) | Phase::Acquiring)
-                && alg.lease_expired(server, client.token)
-            {
+            // Without pauses no lease of a live client runs out before it is done; with
+            // pauses, only once the client believes it holds the lock (see `Faults::pauses`).
+            let may_expire = match client.phase {
+                Phase::Acquiring => false,
+                Phase::Holding(_) => setup.faults.pauses,
+                Phase::Done | Phase::Gone => true,
+            };
+            if !may_expire && alg.lease_expired(server, client.token) {
                 return false;
             }
         }

@@ -19,6 +19,7 @@ use stateright::actor::Id;
 
 use super::actor::{Algorithm, Event, Fence, Key, Me, Outbox, Setup, Token};
 use super::lease_table::{LeaseTable, ReleaseCheck};
+use super::symmetry::{Rename, Renaming};
 
 /// How the client releases.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,6 +79,11 @@ impl Algorithm for SingleServer {
     type Timer = Timer;
     type Server = LeaseTable;
     type Client = Client;
+
+    /// Clients are told apart only by their tokens and connections.
+    fn clients_interchangeable(&self, _: &Setup) -> bool {
+        true
+    }
 
     fn server_start(&self, _: &Setup, _: Id, _: u8, _: &mut Outbox<Self>) -> LeaseTable {
         LeaseTable::default()
@@ -154,5 +160,28 @@ impl Algorithm for SingleServer {
 
     fn foreign_release(&self, table: &LeaseTable) -> bool {
         table.foreign_release.is_some()
+    }
+}
+
+impl Rename for Msg {
+    fn rename(&self, r: &Renaming) -> Self {
+        match *self {
+            Msg::SetNx(key, token) => Msg::SetNx(key, r.token(token)),
+            Msg::Release(key, token) => Msg::Release(key, r.token(token)),
+            Msg::Granted(..) | Msg::Busy(_) | Msg::Freed(_) => self.clone(),
+        }
+    }
+}
+
+impl Rename for Timer {
+    fn rename(&self, r: &Renaming) -> Self {
+        let Timer::Expire(key, token) = *self;
+        Timer::Expire(key, r.token(token))
+    }
+}
+
+impl Rename for Client {
+    fn rename(&self, _: &Renaming) -> Self {
+        self.clone()
     }
 }

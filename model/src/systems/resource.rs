@@ -43,9 +43,11 @@ pub struct ResourceState {
     pub max_fence: Option<Fence>,
     /// Writes rejected for a stale fencing token.
     pub rejected: u8,
-    /// Ghost: a write of a critical section was accepted after another critical section's
-    /// write came between it and the same section's earlier write.
-    pub interleaved: Option<(Token, Token)>,
+    /// Ghost: the first critical section whose write was accepted after another critical
+    /// section's write came between it and the same section's earlier write. (Who came
+    /// between is in the trace; recording it here would have to pick one of several
+    /// clients by index, which symmetry reduction does not allow.)
+    pub interleaved: Option<Token>,
 }
 
 impl fmt::Debug for ResourceState {
@@ -55,8 +57,8 @@ impl fmt::Debug for ResourceState {
             "Resource {{ current: {:?}, max_fence: {:?}, rejected: {}",
             self.current, self.max_fence, self.rejected
         )?;
-        if let Some((a, b)) = self.interleaved {
-            write!(f, ", INTERLEAVED: {a:?} wrote after {b:?}")?;
+        if let Some(token) = self.interleaved {
+            write!(f, ", INTERLEAVED: {token:?} wrote after another critical section's write")?;
         }
         f.write_str(" }")
     }
@@ -65,20 +67,18 @@ impl fmt::Debug for ResourceState {
 impl ResourceState {
     /// Applies a write, accepting or rejecting it.
     pub fn write(&mut self, write: Write, fencing: Fencing) {
-        if fencing == Fencing::Checked {
-            if let (Some(max), Some(fence)) = (self.max_fence, write.fence) {
-                if fence < max {
-                    self.rejected += 1;
-                    return;
-                }
-            }
+        if fencing == Fencing::Checked
+            && let (Some(max), Some(fence)) = (self.max_fence, write.fence)
+            && fence < max
+        {
+            self.rejected += 1;
+            return;
         }
         if let Some(fence) = write.fence {
             self.max_fence = Some(self.max_fence.map_or(fence, |max| max.max(fence)));
         }
         if self.closed.contains(&write.token) && self.interleaved.is_none() {
-            let other = self.current.or_else(|| self.closed.iter().copied().find(|t| *t != write.token));
-            self.interleaved = Some((write.token, other.unwrap_or(write.token)));
+            self.interleaved = Some(write.token);
         }
         match self.current {
             Some(current) if current == write.token => {}

@@ -1,0 +1,380 @@
+//! Symmetry reduction: clients that lock the same key are interchangeable, so the checker
+//! stores one state per class of states that differ only in which client is which.
+//!
+//! In a lock system with `n` clients on one key, the state where client 0 holds and client 1
+//! waits behaves exactly like the one where client 1 holds and client 0 waits: the servers,
+//! the network and the resource treat clients alike except for their identity. Symmetry
+//! reduction (Ip and Dill, "Better verification through symmetry", 1996; Bošnački, Dams and
+//! Holenderski, "Symmetric Spin", 2000) explores one representative of each such class,
+//! dividing the state space by up to `n!`.
+//!
+//! **Why it is sound here.** A [`Renaming`] permutes the client indices among clients that
+//! lock the same key and renames every place a client identity appears: the order of the
+//! client actors, their ids (in the network's channels, in watcher sets, in queues), their
+//! owner tokens (in server tables, messages, timers, the resource) and the client indices
+//! the servers keep (dropped connections, failure detectors). For that to be a symmetry of
+//! the model, two things must hold, and each [`Algorithm`] that declares
+//! [`Algorithm::clients_interchangeable`] promises them:
+//!
+//! 1. *Equivariance*: renaming a state and then taking a step gives the same states as
+//!    taking the step and then renaming. An algorithm only compares client identities for
+//!    equality and never orders or picks clients by index (a grant goes to the head of a
+//!    queue, never to "the lowest client id"); where it iterates over clients (waking every
+//!    watcher, a restarted server dropping every connection) each client gets its own
+//!    channel or timer, so the order of the iteration leaves no trace in the state.
+//! 2. *Invariant properties*: every property quantifies over all clients alike ("no two
+//!    clients believe they hold the key", "no waiting client is left behind"), so it has the
+//!    same truth value on every state of a class, and so does the boundary (the timing
+//!    assumptions).
+//!
+//! Then a state violating a property is reachable exactly when a representative of its
+//! class is, and the reduced search finds every violation the full one finds. The
+//! representative is canonical — the renaming with the smallest fingerprint — so every
+//! state of a class maps to the same stored state, whatever order the threads explore in,
+//! and the unique state count of a configuration is deterministic (and can be pinned).
+//!
+//! Where an algorithm does tell clients apart (the bus locker sends client `i` to node
+//! `i % nodes`), it says so and the check runs without reduction.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use stateright::actor::{Id, Network, Timers};
+
+use super::actor::{Algorithm, ClientState, Key, NodeState, Phase, Timer, Token, Wire};
+use super::properties::LockState;
+use super::resource::{ResourceState, Write};
+
+/// A map of client indices, applied to everything that names a client: a permutation of the
+/// clients (each keeping its key), or, to compute a signature, every client onto client 0.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Renaming {
+    /// Servers come first among the actor ids, so client `i` has id `servers + i`.
+    servers: usize,
+    /// `to[i]` is the new index of client `i`.
+    to: Vec<u8>,
+}
+
+impl Renaming {
+    /// A renaming of the clients of a system with `servers` servers: client `i` becomes
+    /// client `to[i]`.
+    pub fn new(servers: usize, to: Vec<u8>) -> Self {
+        Renaming { servers, to }
+    }
+
+    /// The new index of client `ix`.
+    pub fn client(&self, ix: u8) -> u8 {
+        self.to[ix as usize]
+    }
+
+    /// The new id of an actor: clients move, servers and the resource stay.
+    pub fn id(&self, id: Id) -> Id {
+        let i = usize::from(id);
+        match i.checked_sub(self.servers) {
+            Some(ix) if ix < self.to.len() => Id::from(self.servers + self.to[ix] as usize),
+            _ => id,
+        }
+    }
+
+    /// The owner token of the same acquisition by the renamed client.
+    pub fn token(&self, token: Token) -> Token {
+        Token { client: self.client(token.client), cycle: token.cycle }
+    }
+
+    /// The renamed set of client ids.
+    pub fn ids(&self, ids: &BTreeSet<Id>) -> BTreeSet<Id> {
+        ids.iter().map(|id| self.id(*id)).collect()
+    }
+
+    /// The renamed set of owner tokens.
+    pub fn tokens(&self, tokens: &BTreeSet<Token>) -> BTreeSet<Token> {
+        tokens.iter().map(|t| self.token(*t)).collect()
+    }
+}
+
+/// A value that names clients, and how it reads after a [`Renaming`].
+///
+/// Implementations rename every client id, owner token and client index in the value and
+/// nothing else (server ids, instance indices, keys, fencing tokens and tickets stay).
+pub trait Rename {
+    /// The value with every client renamed.
+    #[must_use]
+    fn rename(&self, renaming: &Renaming) -> Self;
+}
+
+impl Rename for () {
+    fn rename(&self, _: &Renaming) -> Self {}
+}
+
+impl Rename for Write {
+    fn rename(&self, r: &Renaming) -> Self {
+        Write { token: r.token(self.token), ..*self }
+    }
+}
+
+impl<M: Rename> Rename for Wire<M> {
+    fn rename(&self, r: &Renaming) -> Self {
+        match self {
+            Wire::Lock(m) => Wire::Lock(m.rename(r)),
+            Wire::Write(w) => Wire::Write(w.rename(r)),
+            Wire::WriteDone => Wire::WriteDone,
+        }
+    }
+}
+
+impl<T: Rename> Rename for Timer<T> {
+    fn rename(&self, r: &Renaming) -> Self {
+        match self {
+            Timer::Lock(t) => Timer::Lock(t.rename(r)),
+            Timer::FinishWork => Timer::FinishWork,
+        }
+    }
+}
+
+impl<C: Rename> Rename for ClientState<C> {
+    fn rename(&self, r: &Renaming) -> Self {
+        ClientState {
+            phase: self.phase,
+            key: self.key,
+            token: r.token(self.token),
+            fences: self.fences.clone(),
+            finishing: self.finishing,
+            proto: self.proto.rename(r),
+        }
+    }
+}
+
+impl Rename for ResourceState {
+    fn rename(&self, r: &Renaming) -> Self {
+        ResourceState {
+            current: self.current.map(|t| r.token(t)),
+            closed: r.tokens(&self.closed),
+            max_fence: self.max_fence,
+            rejected: self.rejected,
+            interleaved: self.interleaved.map(|t| r.token(t)),
+        }
+    }
+}
+
+impl<S: Rename, C: Rename> Rename for NodeState<S, C> {
+    fn rename(&self, r: &Renaming) -> Self {
+        match self {
+            NodeState::Server(s) => NodeState::Server(s.rename(r)),
+            NodeState::Client(c) => NodeState::Client(c.rename(r)),
+            NodeState::Resource(res) => NodeState::Resource(res.rename(r)),
+        }
+    }
+}
+
+/// Renames a per-key map whose values name clients.
+pub fn rename_keyed<V: Rename>(map: &BTreeMap<Key, V>, r: &Renaming) -> BTreeMap<Key, V> {
+    map.iter().map(|(k, v)| (*k, v.rename(r))).collect()
+}
+
+/// The whole system state with its clients renamed: actor slots permuted, contents renamed.
+fn rename_state<A: Algorithm>(state: &LockState<A>, r: &Renaming) -> LockState<A> {
+    let n = state.actor_states.len();
+    // `slot[new] = old`: the actor whose state lands in slot `new`.
+    let mut slot: Vec<usize> = (0..n).collect();
+    for old in 0..n {
+        slot[usize::from(r.id(Id::from(old)))] = old;
+    }
+    let network = match &state.network {
+        Network::Ordered(flows) => Network::Ordered(
+            flows
+                .iter()
+                .map(|((src, dst), msgs)| ((r.id(*src), r.id(*dst)), msgs.iter().map(|m| m.rename(r)).collect()))
+                .collect(),
+        ),
+        _ => unreachable!("lock systems run on an ordered network"),
+    };
+    let timers_set = slot
+        .iter()
+        .map(|&old| {
+            let mut timers = Timers::new();
+            for timer in state.timers_set[old].iter() {
+                timers.set(timer.rename(r));
+            }
+            timers
+        })
+        .collect();
+    LockState::<A> {
+        actor_states: slot.iter().map(|&old| Arc::new(state.actor_states[old].rename(r))).collect(),
+        network,
+        timers_set,
+        random_choices: slot.iter().map(|&old| state.random_choices[old].clone()).collect(),
+        crashed: slot.iter().map(|&old| state.crashed[old]).collect(),
+        history: (),
+        actor_storages: slot.iter().map(|&old| state.actor_storages[old]).collect(),
+    }
+}
+
+fn fingerprint<T: Hash>(value: &T) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    value.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// The renamings that may give the canonical representative: within each key's clients,
+/// clients are put in the order of their signatures (`signatures[i]` is client `i`'s), and
+/// only clients with equal signatures are tried in every order.
+fn renamings(keys: &[Key], signatures: &[u64]) -> Vec<Vec<u8>> {
+    let mut out = vec![(0..keys.len() as u8).collect::<Vec<u8>>()];
+    let mut classes: BTreeMap<Key, Vec<u8>> = BTreeMap::new();
+    for (ix, key) in keys.iter().enumerate() {
+        classes.entry(*key).or_default().push(ix as u8);
+    }
+    for slots in classes.values() {
+        // `slots` are the class's client indices in ascending order; its members, sorted by
+        // signature, take them in turn.
+        let mut members = slots.clone();
+        members.sort_by_key(|ix| signatures[*ix as usize]);
+        let mut start = 0;
+        while start < members.len() {
+            let end = start
+                + members[start..]
+                    .iter()
+                    .take_while(|m| signatures[**m as usize] == signatures[members[start] as usize])
+                    .count();
+            let group = &members[start..end];
+            let onto = &slots[start..end];
+            let mut next = Vec::with_capacity(out.len());
+            for base in &out {
+                for order in permutations(group) {
+                    let mut to = base.clone();
+                    for (from, onto) in order.iter().zip(onto) {
+                        to[*from as usize] = *onto;
+                    }
+                    next.push(to);
+                }
+            }
+            out = next;
+            start = end;
+        }
+    }
+    out
+}
+
+fn permutations(items: &[u8]) -> Vec<Vec<u8>> {
+    if items.len() <= 1 {
+        return vec![items.to_vec()];
+    }
+    let mut out = Vec::new();
+    for i in 0..items.len() {
+        let mut rest = items.to_vec();
+        let first = rest.remove(i);
+        for mut tail in permutations(&rest) {
+            tail.insert(0, first);
+            out.push(tail);
+        }
+    }
+    out
+}
+
+/// What client `ix` (actor `id`) looks like with every client identity erased: its state,
+/// crash, storage and timers, and the messages on its channels. The same for a client and
+/// its image under any renaming, so sorting by it is a canonical first cut.
+fn signature<A: Algorithm>(state: &LockState<A>, id: Id, erase: &Renaming) -> u64 {
+    let i = usize::from(id);
+    let mut hasher = DefaultHasher::new();
+    state.actor_states[i].rename(erase).hash(&mut hasher);
+    state.crashed[i].hash(&mut hasher);
+    state.actor_storages[i].hash(&mut hasher);
+    let mut timers: Vec<u64> = state.timers_set[i].iter().map(|t| fingerprint(&t.rename(erase))).collect();
+    timers.sort_unstable();
+    timers.hash(&mut hasher);
+    if let Network::Ordered(flows) = &state.network {
+        let mut channels: Vec<u64> = flows
+            .iter()
+            .filter(|((src, dst), _)| *src == id || *dst == id)
+            .map(|((src, dst), msgs)| {
+                let msgs: Vec<_> = msgs.iter().map(|m| m.rename(erase)).collect();
+                fingerprint(&(*src == id, erase.id(*src), erase.id(*dst), msgs))
+            })
+            .collect();
+        channels.sort_unstable();
+        channels.hash(&mut hasher);
+    }
+    hasher.finish()
+}
+
+/// The state without its garbage: messages still on their way to a client that is done.
+/// Such a client ignores every message (it closed its connections), so delivering them
+/// changes nothing but the network, and a state with them behaves like the state without
+/// them; [`quiescent`](super::properties::quiescent) does not count them either, so every
+/// property has the same value on both. Dropping them merges states that differ only in
+/// how much garbage is still in flight.
+pub fn without_garbage<A: Algorithm>(state: &LockState<A>) -> LockState<A> {
+    let mut state = state.clone();
+    if let Network::Ordered(flows) = &mut state.network {
+        let done: Vec<bool> =
+            state.actor_states.iter().map(|s| matches!(&**s, NodeState::Client(c) if c.phase == Phase::Done)).collect();
+        flows.retain(|(_, dst), _| !done[usize::from(*dst)]);
+    }
+    state
+}
+
+/// The canonical representative of a state's class: the state without garbage, with its
+/// clients renamed (each staying on its key) by the renaming that gives the smallest
+/// fingerprint among those that sort the clients by their signatures. For the checker's
+/// `symmetry_fn`; only sound for an algorithm whose clients are interchangeable.
+///
+/// Canonical because the signatures are the same on every state of a class: every state
+/// of a class yields the same set of candidate states, hence the same smallest one.
+pub fn representative<A: Algorithm>(state: &LockState<A>) -> LockState<A> {
+    let state = &without_garbage(state);
+    let servers = state.actor_states.iter().take_while(|s| matches!(&***s, NodeState::Server(_))).count();
+    let keys: Vec<Key> = state
+        .actor_states
+        .iter()
+        .filter_map(|s| match &**s {
+            NodeState::Client(c) => Some(c.key),
+            _ => None,
+        })
+        .collect();
+    let erase = Renaming::new(servers, vec![0; keys.len()]);
+    let signatures: Vec<u64> = (0..keys.len()).map(|ix| signature(state, Id::from(servers + ix), &erase)).collect();
+    let mut best: Option<(u64, LockState<A>)> = None;
+    for to in renamings(&keys, &signatures) {
+        let renamed = rename_state(state, &Renaming::new(servers, to));
+        let print = fingerprint(&renamed);
+        if best.as_ref().is_none_or(|(smallest, _)| print < *smallest) {
+            best = Some((print, renamed));
+        }
+    }
+    best.map_or_else(|| state.clone(), |(_, s)| s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renamings_keep_every_client_on_its_key() {
+        assert_eq!(renamings(&[0, 0], &[7, 7]).len(), 2);
+        assert_eq!(renamings(&[0, 0, 0], &[7, 7, 7]).len(), 6);
+        // Clients 0 and 2 lock key 0, client 1 locks key 1: only 0 and 2 may swap.
+        assert_eq!(renamings(&[0, 1, 0], &[7, 7, 7]), vec![vec![0, 1, 2], vec![2, 1, 0]]);
+        assert_eq!(renamings(&[0, 1], &[7, 7]), vec![vec![0, 1]]);
+    }
+
+    #[test]
+    fn clients_are_put_in_the_order_of_their_signatures() {
+        // Distinct signatures: one candidate, sorting client 2 (smallest) into slot 0.
+        assert_eq!(renamings(&[0, 0, 0], &[5, 9, 1]), vec![vec![1, 2, 0]]);
+        // Clients 0 and 1 tie: both of their orders are candidates.
+        assert_eq!(renamings(&[0, 0, 0], &[5, 5, 1]), vec![vec![1, 2, 0], vec![2, 1, 0]]);
+    }
+
+    #[test]
+    fn a_renaming_moves_clients_only() {
+        let r = Renaming::new(3, vec![1, 0]);
+        assert_eq!(r.id(Id::from(0)), Id::from(0));
+        assert_eq!(r.id(Id::from(3)), Id::from(4));
+        assert_eq!(r.id(Id::from(4)), Id::from(3));
+        assert_eq!(r.id(Id::from(5)), Id::from(5), "the resource stays");
+        assert_eq!(r.token(Token { client: 0, cycle: 1 }), Token { client: 1, cycle: 1 });
+    }
+}
