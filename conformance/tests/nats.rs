@@ -141,6 +141,13 @@ async fn acquire_honours_its_wait_bound() {
     }
 }
 
+/// Completes after `turns` trips through the scheduler.
+async fn yield_turns(turns: u32) {
+    for _ in 0..turns {
+        tokio::task::yield_now().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_acquire_leaves_no_grant_behind() {
     let Some((_server, locker)) = fixture("cancel").await else { return };
@@ -149,11 +156,25 @@ async fn a_cancelled_acquire_leaves_no_grant_behind() {
     let request = LeaseRequest::lock("k", LONG);
     let mut cancelled = 0;
     for iteration in 0..60 {
-        // Cancel anywhere from before the create is sent to after its ack.
-        let cancel_after = Duration::from_micros(rng.random_range(0..3000));
-        match tokio::time::timeout(cancel_after, locker.acquire(&request, LONG)).await {
-            Ok(lease) => assert!(locker.release(&lease.unwrap()).await.unwrap()),
-            Err(_) => cancelled += 1,
+        // Cancel anywhere from before the create is sent to after its ack: every other
+        // iteration after a few scheduler turns (the create is on the wire, its ack cannot be
+        // back yet — so some acquires are always cancelled, however fast the server), the
+        // others after up to 3 ms (a timer's granularity is 1 ms: often after the ack).
+        let acquire = locker.acquire(&request, LONG);
+        let outcome = if iteration % 2 == 0 {
+            let turns = rng.random_range(0..8);
+            tokio::select! {
+                biased;
+                lease = acquire => Some(lease),
+                () = yield_turns(turns) => None,
+            }
+        } else {
+            let cancel_after = Duration::from_micros(rng.random_range(0..3000));
+            tokio::time::timeout(cancel_after, acquire).await.ok()
+        };
+        match outcome {
+            Some(lease) => assert!(locker.release(&lease.unwrap()).await.unwrap()),
+            None => cancelled += 1,
         }
         // A leaked grant would hold the key for 30 s; the cleanup of a raced grant takes a
         // round trip or two.
