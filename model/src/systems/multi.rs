@@ -53,27 +53,9 @@ pub struct MultiInstance {
     pub ttl: bool,
 }
 
-/// Messages between clients and instances.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Msg {
-    /// `SET key token NX PX ttl` (subscribing to the key if busy).
-    SetNx(Key, Token),
-    /// This instance granted, with its counter's value.
-    Granted(Key, Fence),
-    /// This instance's key is held by someone else.
-    Busy(Key),
-    /// Keyspace notification (or a dropped connection after a restart): try again.
-    Freed(Key),
-    /// Token-checked release.
-    Release(Key, Token),
-}
-
-/// Instance timers.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Timer {
-    /// The lease's TTL on this instance runs out.
-    Expire(Key, Token),
-}
+/// Each instance speaks the single-server protocol: messages between clients and instances,
+/// and the instances' TTL timers, are those of [`super::redis_single`].
+pub use super::redis_single::{Msg, Timer};
 
 /// A client's protocol state for the current attempt.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -286,23 +268,6 @@ impl Algorithm for MultiInstance {
 
     fn foreign_release(&self, table: &LeaseTable) -> bool {
         table.foreign_release.is_some()
-    }
-}
-
-impl Rename for Msg {
-    fn rename(&self, r: &Renaming) -> Self {
-        match *self {
-            Msg::SetNx(key, token) => Msg::SetNx(key, r.token(token)),
-            Msg::Release(key, token) => Msg::Release(key, r.token(token)),
-            Msg::Granted(..) | Msg::Busy(_) | Msg::Freed(_) => self.clone(),
-        }
-    }
-}
-
-impl Rename for Timer {
-    fn rename(&self, r: &Renaming) -> Self {
-        let Timer::Expire(key, token) = *self;
-        Timer::Expire(key, r.token(token))
     }
 }
 
