@@ -108,12 +108,12 @@ pub fn render(options: &RenderOptions) -> Result<Rendered, BenchError> {
     }
 
     if all.iter().any(|f| matches!(f.kind, Kind::HandOff { .. })) {
-        let (svg, png) = both!(out, "hand-off-vs-waiters", (1100, 680), |a| charts::hand_off_vs_waiters(a, &all))?;
+        let (svg, png) = both!(out, "hand-off-vs-waiters", (1400, 700), |a| charts::hand_off_vs_waiters(a, &all))?;
         pictures.entry("hand-off").or_default().push(("all backends".to_owned(), png.clone()));
         rendered.files.extend([svg, png]);
     }
     if all.iter().any(|f| f.ops_per_sec.is_some()) {
-        let (svg, png) = both!(out, "throughput-vs-clients", (1100, 680), |a| charts::throughput_vs_clients(a, &all))?;
+        let (svg, png) = both!(out, "throughput-vs-clients", (1400, 700), |a| charts::throughput_vs_clients(a, &all))?;
         pictures.entry("throughput").or_default().push(("all backends".to_owned(), png.clone()));
         rendered.files.extend([svg, png]);
     }
@@ -123,7 +123,7 @@ pub fn render(options: &RenderOptions) -> Result<Rendered, BenchError> {
             continue;
         }
         let title = format!("{suite}: hand-off latency distribution (newest run)");
-        let (svg, png) = both!(out, format!("cdf-{suite}"), (1100, 640), |a| charts::cdf_chart(a, &title, &curves))?;
+        let (svg, png) = both!(out, format!("cdf-{suite}"), (1400, 660), |a| charts::cdf_chart(a, &title, &curves))?;
         pictures.entry("cdf").or_default().push((suite.clone(), png.clone()));
         rendered.files.extend([svg, png]);
     }

@@ -87,21 +87,28 @@ fn waiters_label(x: &f64) -> String {
 }
 
 /// Hand-off latency (p50 dots and line, whisker to p99) against queued waiters, every
-/// backend on one log–log chart.
+/// backend on one log–log chart. Floors are dashed: the in-process floor per queue length,
+/// a network backend's round trip as a level line. The legend has a strip of its own to the
+/// right, so it never hides a curve.
 pub(crate) fn hand_off_vs_waiters<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, figures: &[Figure]) -> DrawResult
 where
     DB::ErrorType: 'static,
 {
     area.fill(&WHITE)?;
+    let (plot, legend_strip) = area.split_horizontally(area.dim_in_pixel().0 * 7 / 10);
     let lines = series(figures, |f| matches!(f.kind, Kind::HandOff { .. }));
-    let (lo, hi) = log_bounds(lines.iter().flatten().flat_map(|f| [f.p50_ns, f.p99_ns]));
+    let round_trips: Vec<&Figure> = figures.iter().filter(|f| f.kind == Kind::RoundTrip).collect();
+    let (lo, hi) = log_bounds(
+        lines.iter().flatten().flat_map(|f| [f.p50_ns, f.p99_ns]).chain(round_trips.iter().map(|f| f.p50_ns)),
+    );
     let max_waiters = lines.iter().flatten().filter_map(|f| waiters(f.kind)).max().unwrap_or(64).max(2) as f64;
-    let mut chart = ChartBuilder::on(area)
+    let (x_lo, x_hi) = (0.8f64, max_waiters * 1.25);
+    let mut chart = ChartBuilder::on(&plot)
         .caption("Hand-off latency: release → next waiter running", ("sans-serif", 26))
         .margin(20)
         .x_label_area_size(55)
         .y_label_area_size(90)
-        .build_cartesian_2d((0.8f64..max_waiters * 1.25).log_scale().base(2.0), (lo..hi).log_scale())?;
+        .build_cartesian_2d((x_lo..x_hi).log_scale().base(2.0), (lo..hi).log_scale())?;
     chart
         .configure_mesh()
         .x_desc("waiters queued when the holder releases")
@@ -112,35 +119,91 @@ where
         .axis_desc_style(("sans-serif", 18))
         .light_line_style(WHITE.mix(0.0))
         .draw()?;
+    let mut legend: Vec<LegendEntry> = Vec::new();
     for (i, line) in lines.iter().enumerate() {
         let c = color(i);
+        let floor = line[0].role == Role::Floor;
         // Series side by side around each queue length, so whiskers do not hide each other.
         let dodge = 2f64.powf((i as f64 - (lines.len() as f64 - 1.0) / 2.0) * 0.05);
         let points: Vec<(f64, f64)> =
             line.iter().filter_map(|f| waiters(f.kind).map(|w| (w as f64 * dodge, f.p50_ns))).collect();
-        let style = c.stroke_width(if line[0].role == Role::Floor { 2 } else { 3 });
-        let drawn = if line[0].role == Role::Floor {
-            chart.draw_series(DashedLineSeries::new(points.clone(), 8, 6, style))?
+        let style = c.stroke_width(if floor { 2 } else { 3 });
+        if floor {
+            chart.draw_series(DashedLineSeries::new(points.clone(), 8, 6, style))?;
         } else {
-            chart.draw_series(LineSeries::new(points.clone(), style))?
-        };
-        drawn
-            .label(series_label(line[0]))
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], c.stroke_width(3)));
+            chart.draw_series(LineSeries::new(points.clone(), style))?;
+        }
+        legend.push(LegendEntry::new(series_label(line[0]), c, 3, floor));
         chart.draw_series(points.iter().map(|&p| Circle::new(p, 5, c.filled())))?;
         chart.draw_series(line.iter().filter_map(|f| {
             let w = waiters(f.kind)? as f64 * dodge;
             Some(PathElement::new(vec![(w, f.p50_ns), (w, f.p99_ns)], c.stroke_width(2)))
         }))?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .label_font(("sans-serif", 16))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.5))
-        .draw()?;
+    for (j, floor) in round_trips.iter().enumerate() {
+        let c = color(lines.len() + j);
+        let level = vec![(x_lo, floor.p50_ns), (x_hi, floor.p50_ns)];
+        chart.draw_series(DashedLineSeries::new(level, 8, 6, c.stroke_width(2)))?;
+        legend.push(LegendEntry::new(format!("{} (floor: one round trip)", floor.subject), c, 3, true));
+    }
+    draw_legend(&legend_strip, &legend)
+}
+
+/// One row of a legend: the series' label, colour, line width, and whether it is dashed.
+struct LegendEntry {
+    label: String,
+    color: RGBColor,
+    width: u32,
+    dashed: bool,
+}
+
+impl LegendEntry {
+    fn new(label: impl Into<String>, color: RGBColor, width: u32, dashed: bool) -> Self {
+        LegendEntry { label: label.into(), color, width, dashed }
+    }
+}
+
+/// A legend in a strip of its own, beside the plot, so it never hides a curve: a line
+/// sample and the label per entry, long labels wrapped.
+fn draw_legend<DB: DrawingBackend>(strip: &DrawingArea<DB, Shift>, entries: &[LegendEntry]) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    let width = strip.dim_in_pixel().0 as i32;
+    let chars_per_row = ((width - 60) / 8).max(12) as usize;
+    let mut y = 70;
+    for entry in entries {
+        let style = entry.color.stroke_width(entry.width);
+        if entry.dashed {
+            for x in (10..40).step_by(12) {
+                strip.draw(&PathElement::new(vec![(x, y + 9), (x + 7, y + 9)], style))?;
+            }
+        } else {
+            strip.draw(&PathElement::new(vec![(10, y + 9), (40, y + 9)], style))?;
+        }
+        for row in wrap(&entry.label, chars_per_row) {
+            strip.draw(&Text::new(row, (48, y), ("sans-serif", 15).into_font()))?;
+            y += 19;
+        }
+        y += 8;
+    }
     Ok(())
+}
+
+/// Splits `text` into rows of at most `width` characters at spaces (a longer word gets a
+/// row of its own).
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut rows: Vec<String> = Vec::new();
+    for word in text.split(' ') {
+        match rows.last_mut() {
+            Some(row) if row.chars().count() + 1 + word.chars().count() <= width => {
+                row.push(' ');
+                row.push_str(word);
+            }
+            _ => rows.push(word.to_owned()),
+        }
+    }
+    rows
 }
 
 fn waiters(kind: Kind) -> Option<usize> {
@@ -157,6 +220,7 @@ where
     DB::ErrorType: 'static,
 {
     area.fill(&WHITE)?;
+    let (plot, legend_strip) = area.split_horizontally(area.dim_in_pixel().0 * 7 / 10);
     let clients = |k: Kind| match k {
         Kind::Throughput { clients, keys } => Some((clients, keys)),
         _ => None,
@@ -164,7 +228,7 @@ where
     let all: Vec<&Figure> = figures.iter().filter(|f| clients(f.kind).is_some() && f.ops_per_sec.is_some()).collect();
     let (lo, hi) = log_bounds(all.iter().filter_map(|f| f.ops_per_sec));
     let max_clients = all.iter().filter_map(|f| clients(f.kind).map(|c| c.0)).max().unwrap_or(64).max(2) as f64;
-    let mut chart = ChartBuilder::on(area)
+    let mut chart = ChartBuilder::on(&plot)
         .caption("Throughput: lock, hold one scheduler turn, release — per second", ("sans-serif", 24))
         .margin(20)
         .x_label_area_size(55)
@@ -181,6 +245,7 @@ where
         .light_line_style(WHITE.mix(0.0))
         .draw()?;
     let lines = series(figures, |f| clients(f.kind).is_some() && f.ops_per_sec.is_some());
+    let mut legend: Vec<LegendEntry> = Vec::new();
     for (i, line) in lines.iter().enumerate() {
         let c = color(i);
         for shared in [true, false] {
@@ -195,34 +260,22 @@ where
                 .collect();
             points.sort_by(|a, b| a.0.total_cmp(&b.0));
             points.dedup_by(|a, b| a.0 == b.0);
-            if points.is_empty() {
+            // A line needs more than the one-client point the two variants share.
+            if points.iter().all(|&(n, _)| n <= 1.0) {
                 continue;
             }
             let label =
                 format!("{} — {}", series_label(line[0]), if shared { "one shared key" } else { "a key per client" });
-            let drawn = if shared {
-                chart.draw_series(LineSeries::new(points.clone(), c.stroke_width(3)))?
+            if shared {
+                chart.draw_series(LineSeries::new(points.clone(), c.stroke_width(3)))?;
             } else {
-                chart.draw_series(DashedLineSeries::new(points.clone(), 8, 6, c.stroke_width(3)))?
-            };
-            drawn.label(label).legend(move |(x, y)| {
-                if shared {
-                    PathElement::new(vec![(x, y), (x + 24, y)], c.stroke_width(3))
-                } else {
-                    PathElement::new(vec![(x, y), (x + 9, y)], c.stroke_width(3))
-                }
-            });
+                chart.draw_series(DashedLineSeries::new(points.clone(), 8, 6, c.stroke_width(3)))?;
+            }
+            legend.push(LegendEntry::new(label, c, 3, !shared));
             chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, c.filled())))?;
         }
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerLeft)
-        .label_font(("sans-serif", 15))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.5))
-        .draw()?;
-    Ok(())
+    draw_legend(&legend_strip, &legend)
 }
 
 /// `12.3k/s`-style rate labels.
@@ -252,11 +305,12 @@ where
     DB::ErrorType: 'static,
 {
     area.fill(&WHITE)?;
+    let (plot, legend_strip) = area.split_horizontally(area.dim_in_pixel().0 * 7 / 10);
     // The axis ends just past the slowest p99.9: a single scheduler hiccup of milliseconds
     // would otherwise squeeze every curve into the left edge. The max is in the tables.
     let (lo, _) = log_bounds(curves.iter().flat_map(|c| c.points.iter().map(|p| p.0)));
     let (_, hi) = log_bounds(curves.iter().map(|c| c.p999 * 1.5));
-    let mut chart = ChartBuilder::on(area)
+    let mut chart = ChartBuilder::on(&plot)
         .caption(title, ("sans-serif", 26))
         .margin(20)
         .margin_right(45)
@@ -273,6 +327,7 @@ where
         .axis_desc_style(("sans-serif", 18))
         .light_line_style(WHITE.mix(0.0))
         .draw()?;
+    let mut legend: Vec<LegendEntry> = Vec::new();
     for curve in curves {
         let c = color(curve.color);
         // A CDF is a step function: draw it as steps.
@@ -285,28 +340,14 @@ where
         }
         steps.push((hi, last));
         let width = if curve.thin { 1 } else { 3 };
-        let drawn = if curve.floor {
-            chart.draw_series(DashedLineSeries::new(steps, 8, 5, c.stroke_width(2)))?
+        if curve.floor {
+            chart.draw_series(DashedLineSeries::new(steps, 8, 5, c.stroke_width(2)))?;
         } else {
-            chart.draw_series(LineSeries::new(steps, c.stroke_width(width)))?
-        };
-        let floor = curve.floor;
-        drawn.label(&curve.label).legend(move |(x, y)| {
-            if floor {
-                PathElement::new(vec![(x, y), (x + 8, y)], c.stroke_width(3))
-            } else {
-                PathElement::new(vec![(x, y), (x + 24, y)], c.stroke_width(width))
-            }
-        });
+            chart.draw_series(LineSeries::new(steps, c.stroke_width(width)))?;
+        }
+        legend.push(LegendEntry::new(curve.label.clone(), c, if curve.floor { 2 } else { width }, curve.floor));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .label_font(("sans-serif", 16))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.5))
-        .draw()?;
-    Ok(())
+    draw_legend(&legend_strip, &legend)
 }
 
 /// A cell of a matrix picture.
@@ -644,4 +685,16 @@ impl RgbaExt for RGBAColor {
 /// Makes sure `dir` exists.
 pub(crate) fn ensure_dir(dir: &Path) -> Result<(), BenchError> {
     std::fs::create_dir_all(dir).map_err(|e| BenchError::File(dir.to_owned(), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wrap;
+
+    #[test]
+    fn legend_labels_wrap_at_spaces() {
+        assert_eq!(wrap("Go original (5→500 ms backoff) (peer)", 16), ["Go original", "(5→500 ms", "backoff) (peer)"]);
+        assert_eq!(wrap("short", 16), ["short"]);
+        assert_eq!(wrap("averyveryverylongword x", 8), ["averyveryverylongword", "x"]);
+    }
 }
