@@ -296,6 +296,9 @@ fn cdf_curves(run: &crate::BenchRun) -> Vec<Curve> {
     }
     let mut curves = Vec::new();
     for (subject, role) in &subjects {
+        // The how-manieth subject of its role: two peers (or two subjects) get colours of
+        // their own instead of sharing the queue lengths' colours.
+        let nth = subjects.iter().filter(|s| s.1 == *role).position(|s| &s.0 == subject).unwrap_or(0);
         for &w in &picked {
             if let Some(m) = run
                 .measurements
@@ -311,8 +314,9 @@ fn cdf_curves(run: &crate::BenchRun) -> Vec<Curve> {
                     label: format!("{who}, {w} waiter{}", if w == 1 { "" } else { "s" }),
                     floor: *role == Role::Floor,
                     thin: *role == Role::Peer,
-                    // One colour per queue length; floors dashed, peers thin, subjects thick.
-                    color: picked.iter().position(|&p| p == w).unwrap_or(0),
+                    // One colour per queue length and series of a role; floors dashed, peers
+                    // thin, subjects thick.
+                    color: picked.iter().position(|&p| p == w).unwrap_or(0) + nth * picked.len(),
                     points: m.latency.cdf.clone(),
                     p999: m.latency.p999_ns,
                 });
