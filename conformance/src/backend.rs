@@ -138,6 +138,12 @@ pub struct Timing {
     pub prompt: Duration,
     /// How long after a waiter's request was sent it counts as queued, for FIFO order.
     pub arrival_gap: Duration,
+    /// How long after its cancellation a cancelled acquire may still hold a grant (one that
+    /// raced the cancellation, or that a server hands to a waiter whose connection is gone).
+    /// `None`: one clean-up request, `min(tolerance, prompt)`. A backend that keeps a gone
+    /// waiter queued until its wait bound and then grants it a whole lease (the trait's
+    /// weaker promise: "any such grant ends with its TTL") sets the bound it can keep.
+    pub cancel_cleanup: Option<Duration>,
 }
 
 impl Timing {
@@ -151,6 +157,7 @@ impl Timing {
             tolerance: Duration::from_millis(20),
             prompt: Duration::from_millis(100),
             arrival_gap: Duration::from_millis(5),
+            cancel_cleanup: None,
         }
     }
 
@@ -162,6 +169,7 @@ impl Timing {
             tolerance: Duration::from_millis(50),
             prompt: Duration::from_millis(250),
             arrival_gap: Duration::from_millis(30),
+            cancel_cleanup: None,
         }
     }
 
@@ -172,6 +180,7 @@ impl Timing {
             tolerance: Duration::from_millis(1_000),
             prompt: Duration::from_millis(500),
             arrival_gap: Duration::from_millis(50),
+            cancel_cleanup: None,
         }
     }
 
@@ -182,6 +191,7 @@ impl Timing {
             tolerance: self.tolerance.mul_f64(factor),
             prompt: self.prompt.mul_f64(factor),
             arrival_gap: self.arrival_gap.mul_f64(factor),
+            cancel_cleanup: self.cancel_cleanup.map(|d| d.mul_f64(factor)),
         }
     }
 

@@ -39,8 +39,9 @@ pub fn check_all(
     let reference = linearizability::Reference {
         initial: LockSpec::with_tolerance(tolerance).with_fencing_claimed(capabilities.fencing),
         // A cancelled acquire's clean-up is one request (a release, a closed connection):
-        // as prompt as the backend's tolerance, and never later than a hand-off.
-        cancel_cleanup: scales.tolerance.min(scales.prompt).as_micros() as u64,
+        // as prompt as the backend's tolerance, and never later than a hand-off — unless the
+        // backend states a longer bound.
+        cancel_cleanup: scales.cancel_cleanup.unwrap_or(scales.tolerance.min(scales.prompt)).as_micros() as u64,
     };
     let linearizable = linearizability::check_history_against(history, &reference, budget);
     let linearizable_property = linearizable.counterexample().map_or(Property::MutualExclusion, |c| c.property);

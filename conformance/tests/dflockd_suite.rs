@@ -5,7 +5,7 @@
 
 use lockcheck_conformance::services::dflockd::{DflockdBackend, PythonDflockdOptions, python_dflockd};
 use lockcheck_conformance::suite::check_info;
-use lockcheck_conformance::{Property, Status, SuiteConfig, run_check, run_suite};
+use lockcheck_conformance::{Property, Status, SuiteConfig, Timing, run_check, run_suite};
 use lockcheck_impls::dflockd::ServerConfig;
 
 /// Every check against the reference server.
@@ -25,7 +25,15 @@ async fn python_server_passes_what_it_claims() {
     let Some(service) = python_dflockd(&options).await.expect("the Python dflockd server starts") else {
         return;
     };
-    let backend = DflockdBackend::python(service);
+    // Without auto-release on disconnect, the Python server keeps a waiter whose connection
+    // closed (a cancelled acquire) in its queue until the waiter's wait bound, and may grant
+    // it a whole lease then (seen in CI: a try right after the last holder's release was
+    // refused 1.25 s after every waiter had been cancelled). The trait allows that ("any
+    // such grant ends with its TTL"); the checkers are told the bound: the workload's
+    // longest wait (4 base leases) plus its longest lease (2), plus the tolerance.
+    let whole_seconds = Timing::whole_seconds();
+    let timing = Timing { cancel_cleanup: Some(whole_seconds.base_ttl * 6 + whole_seconds.tolerance), ..whole_seconds };
+    let backend = DflockdBackend::python(service).with_timing(timing);
     let report = run_suite(&backend, &SuiteConfig::default()).await;
     println!("{report}");
     // Python 0.5's tokens are random, so it claims no fencing, and the checkers hold it to

@@ -198,6 +198,7 @@ enum Owned {
 #[derive(Clone)]
 pub struct DflockdBackend {
     name: String,
+    timing: Timing,
     config: DflockdLockerConfig,
     kind: Arc<OnceCell<ServerKind>>,
     owned: Owned,
@@ -207,7 +208,13 @@ impl DflockdBackend {
     /// Servers that are already running.
     pub fn new(config: DflockdLockerConfig) -> Self {
         let name = format!("dflockd://{}", config.servers.join(","));
-        DflockdBackend { name, config, kind: Arc::new(OnceCell::new()), owned: Owned::Nothing }
+        DflockdBackend {
+            name,
+            timing: Timing::whole_seconds(),
+            config,
+            kind: Arc::new(OnceCell::new()),
+            owned: Owned::Nothing,
+        }
     }
 
     /// From `dflockd://host:port[,host:port...][?auth=SECRET]`.
@@ -237,6 +244,12 @@ impl DflockdBackend {
         backend.name = "dflockd-python-0.5".into();
         backend.owned = Owned::Service(Arc::new(service));
         backend
+    }
+
+    /// The same backend checked with other time bounds.
+    pub fn with_timing(mut self, timing: Timing) -> Self {
+        self.timing = timing;
+        self
     }
 
     /// The client configuration (servers, TLS, auth).
@@ -270,8 +283,9 @@ impl Backend for DflockdBackend {
         Ok(Arc::new(self.locker().await?))
     }
 
-    /// dflockd leases are whole seconds.
+    /// dflockd leases are whole seconds ([`Timing::whole_seconds`] unless
+    /// [`DflockdBackend::with_timing`] said otherwise).
     fn timing(&self) -> Timing {
-        Timing::whole_seconds()
+        self.timing
     }
 }
