@@ -254,6 +254,15 @@ async fn a_release_wakes_one_queued_waiter_not_the_herd() {
     assert_eq!(queued(&mut connection, &queue).await, 0, "every entry left with its grant");
 }
 
+/// `locker` waiting up to 20 s for `request`, in a task of its own.
+fn spawn_acquire(
+    locker: RedisLocker,
+    request: &LeaseRequest,
+) -> tokio::task::JoinHandle<Result<lockcheck_impls::Lease, lockcheck_impls::LockError>> {
+    let request = request.clone();
+    tokio::spawn(async move { locker.acquire(&request, Duration::from_secs(20)).await })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_waiter_withdraws_and_the_next_is_named() {
     let Some(server) = server("withdraw", RedisOptions::default()).await else { return };
@@ -263,16 +272,10 @@ async fn a_cancelled_waiter_withdraws_and_the_next_is_named() {
     let queue = queue_key(&holder, "k");
     let held = holder.try_acquire(&request).await.unwrap().expect("free");
     let first = RedisLocker::connect_with(&url(&server, 1), named_only()).await.unwrap();
-    let cancelled = {
-        let request = request.clone();
-        tokio::spawn(async move { first.acquire(&request, Duration::from_secs(20)).await })
-    };
+    let cancelled = spawn_acquire(first, &request);
     until_queued(&mut connection, &queue, 1).await;
     let second = RedisLocker::connect_with(&url(&server, 1), named_only()).await.unwrap();
-    let next = {
-        let request = request.clone();
-        tokio::spawn(async move { second.acquire(&request, Duration::from_secs(20)).await })
-    };
+    let next = spawn_acquire(second, &request);
     until_queued(&mut connection, &queue, 2).await;
     // The longest waiter gives up: its entry leaves the queue (in the background).
     cancelled.abort();
@@ -306,10 +309,7 @@ async fn a_naming_of_a_waiter_that_is_gone_is_passed_on() {
     let queue = queue_key(&holder, "k");
     let held = holder.try_acquire(&request).await.unwrap().expect("free");
     let waiter = RedisLocker::connect_with(&url(&server, 1), named_only()).await.unwrap();
-    let next = {
-        let request = request.clone();
-        tokio::spawn(async move { waiter.acquire(&request, Duration::from_secs(20)).await })
-    };
+    let next = spawn_acquire(waiter, &request);
     until_queued(&mut connection, &queue, 1).await;
     // An entry ahead of it, of a waiter of `gone` that no longer waits (a crash between its
     // refused try and its withdrawal, say): deadline far ahead, arrival score 0.
@@ -333,10 +333,7 @@ async fn a_dead_named_waiter_strands_nobody_for_long() {
     let held = holder.try_acquire(&request).await.unwrap().expect("free");
     // The default fallback: 25 ms after the last release.
     let waiter = RedisLocker::connect(&url(&server, 1)).await.unwrap();
-    let next = {
-        let request = request.clone();
-        tokio::spawn(async move { waiter.acquire(&request, Duration::from_secs(20)).await })
-    };
+    let next = spawn_acquire(waiter, &request);
     until_queued(&mut connection, &queue, 1).await;
     // Ahead of it: entries whose deadlines have passed, which the release must skip and
     // drop, then a waiter whose process died (nobody listens on its channel).
