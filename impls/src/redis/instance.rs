@@ -21,13 +21,17 @@ use crate::lease::OwnerToken;
 /// cost of one more message per release, not one per waiter.
 const NAME_HEAD: &str = r"
 local function name_head(lock, queue)
-  local time = redis.call('TIME')
-  local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+  local now
   -- Bounded: a script must stay short; the rest of the dead entries go on later calls or
   -- with the queue key's expiry.
   for _ = 1, 64 do
     local head = redis.call('ZPOPMIN', queue)
     if head[1] == nil then return 0 end
+    -- The clock only once someone waits: an uncontended release pays for one ZPOPMIN.
+    if not now then
+      local time = redis.call('TIME')
+      now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+    end
     local deadline, id, channel = string.match(head[1], '^(%d+):(%x+):(.+)$')
     if deadline and tonumber(deadline) > now then
       -- The watch goes out first: Redis writes the replies of one event-loop turn last
