@@ -228,3 +228,122 @@ async fn bad_input_is_refused_and_sub_second_ttls_round_up() {
     assert!(Instant::now() >= lease.expires_at());
     assert!(next.fence() > lease.fence());
 }
+
+/// A waiter's outcome: its place in the queue, its locker and its lease.
+type Waiter = tokio::task::JoinHandle<Result<(usize, NatsLocker, lockcheck_impls::Lease), LockError>>;
+
+/// Starts `acquire` on `count` lockers of their own (each a separate connection, as separate
+/// processes would be), one after the other: each starts only once the previous one's
+/// queue entry is stored (seen on a watch of the key's queue), so the queue's order is the
+/// waiters' order. With `release_at_once`, each waiter releases as soon as it is granted.
+/// Each waiter's locker is returned with it: a waiter whose task is aborted is cancelled,
+/// its locker (its process) lives on.
+async fn queue_waiters(
+    server: &Service,
+    bucket: &str,
+    holder: &NatsLocker,
+    request: &LeaseRequest,
+    count: usize,
+    release_at_once: bool,
+) -> Vec<(Waiter, NatsLocker)> {
+    use futures::StreamExt;
+    let mut queued = holder.store().watch(format!("{}.q.*", request.key())).await.expect("watch the queue");
+    let mut waiters = Vec::new();
+    for place in 0..count {
+        let waiter_locker = locker_on(server, bucket).await;
+        let process = waiter_locker.clone();
+        let request = request.clone();
+        let waiter = tokio::spawn(async move {
+            let lease = waiter_locker.acquire(&request, LONG).await?;
+            if release_at_once {
+                assert!(waiter_locker.release(&lease).await?, "held until released");
+            }
+            Ok((place, waiter_locker, lease))
+        });
+        waiters.push((waiter, process));
+        let entry = tokio::time::timeout(LONG, queued.next()).await.expect("the waiter queues").unwrap().unwrap();
+        assert_eq!(entry.operation, async_nats::jetstream::kv::Operation::Put, "a queue entry: {entry:?}");
+    }
+    waiters
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_hands_the_lease_to_the_longest_waiter_in_one_write() {
+    let Some((server, holder)) = fixture("hand_off").await else { return };
+    let request = LeaseRequest::lock("k", LONG);
+    let held = holder.try_acquire(&request).await.unwrap().unwrap();
+    // Every waiter releases as soon as it is granted: the lease travels down the queue.
+    let waiters = queue_waiters(&server, "hand_off", &holder, &request, 8, true).await;
+    assert!(holder.release(&held).await.unwrap());
+    let mut grants = Vec::new();
+    for (waiter, _) in waiters {
+        let (place, _, lease) = waiter.await.unwrap().expect("granted");
+        grants.push((lease.fence().0, place));
+    }
+    grants.sort();
+    // In queue order, and each grant is the very next message of the stream after the
+    // previous holder's: the release itself was the grant. (A purge that woke the waiters to
+    // race creates takes two messages per grant, in no particular order.)
+    let first = grants[0].0;
+    let expected: Vec<(u64, usize)> = (0..8).map(|place| (first + place as u64, place)).collect();
+    assert_eq!(grants, expected, "(fence, place in the queue) of each grant");
+    assert!(first > held.fence().0 + 8, "the first grant follows the 8 queue entries");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_waiter_never_strands_the_lease() {
+    let Some((server, holder)) = fixture("cancelled_waiter").await else { return };
+    let seed = seed();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    // The lease outlives the test: only a hand-off (or a pass-on) can grant in time.
+    let request = LeaseRequest::lock("k", LONG);
+    for iteration in 0..20 {
+        let held = holder.try_acquire(&request).await.unwrap().expect("free at the start of an iteration");
+        let mut waiters = queue_waiters(&server, "cancelled_waiter", &holder, &request, 2, false).await;
+        let (last, _) = waiters.pop().unwrap();
+        let (first, _cancelled_process) = waiters.pop().unwrap();
+        // The first in line gives up around the release: before it (the holder may or may not
+        // have seen it leave) or after (the lease may already be on its way to it).
+        first.abort();
+        yield_turns(rng.random_range(0..40)).await;
+        assert!(holder.release(&held).await.unwrap());
+        let granted = tokio::time::timeout(Duration::from_secs(5), last).await;
+        let (_, locker, lease) = granted
+            .unwrap_or_else(|_| panic!("iteration {iteration} (seed {seed}): the lease was stranded"))
+            .unwrap()
+            .unwrap();
+        assert!(locker.release(&lease).await.unwrap());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_handed_to_a_crashed_waiter_expires_with_its_ttl() {
+    let Some((server, holder)) = fixture("crashed_waiter").await else { return };
+    let request = LeaseRequest::lock("k", LONG);
+    let held = holder.try_acquire(&request).await.unwrap().unwrap();
+    // The crashed waiter's process: its own runtime and connection, shut down while it waits
+    // (nothing of it runs any more: its queue entry stays), asking for a 1 s lease.
+    let crashed = {
+        use futures::StreamExt;
+        let mut queued = holder.store().watch("k.q.*").await.expect("watch the queue");
+        let url = server.address().to_string();
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        runtime.spawn(async move {
+            let locker = NatsLocker::connect(&url, BucketConfig::new("crashed_waiter")).await.unwrap();
+            let _ = locker.acquire(&LeaseRequest::lock("k", Duration::from_secs(1)), LONG).await;
+        });
+        tokio::time::timeout(LONG, queued.next()).await.expect("the doomed waiter queues").unwrap().unwrap();
+        runtime
+    };
+    tokio::task::spawn_blocking(move || drop(crashed)).await.unwrap();
+    let (waiter, _) = queue_waiters(&server, "crashed_waiter", &holder, &request, 1, false).await.pop().unwrap();
+    let released_at = Instant::now();
+    assert!(holder.release(&held).await.unwrap());
+    let (_, locker, lease) =
+        tokio::time::timeout(Duration::from_secs(5), waiter).await.expect("granted").unwrap().unwrap();
+    let waited = released_at.elapsed();
+    // Handed to the crashed waiter first (its 1 s lease), then freed by the server's expiry.
+    assert!(lease.fence().0 > held.fence().0 + 3, "grant, two queue entries, the crashed waiter's lease");
+    assert!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(3), "waited {waited:?}");
+    assert!(locker.release(&lease).await.unwrap());
+}
