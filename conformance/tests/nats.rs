@@ -347,3 +347,48 @@ async fn a_lease_handed_to_a_crashed_waiter_expires_with_its_ttl() {
     assert!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(3), "waited {waited:?}");
     assert!(locker.release(&lease).await.unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_that_rejoin_the_queue_keep_the_lease_moving() {
+    let Some((server, first)) = fixture("rejoin").await else { return };
+    // The benchmark's pattern: 1 + 8 clients, each its own connection; a holder releases once
+    // everyone else is waiting, and rejoins the queue once the next holder has the lease.
+    let mut lockers = vec![first];
+    for _ in 0..8 {
+        lockers.push(locker_on(&server, "rejoin").await);
+    }
+    let request = LeaseRequest::lock("k", LONG);
+    let rounds = 300u64;
+    let (progress, _) = tokio::sync::watch::channel((0usize, 0u64));
+    let progress = std::sync::Arc::new(progress);
+    let mut tasks = tokio::task::JoinSet::new();
+    for (client, locker) in lockers.into_iter().enumerate() {
+        let (progress, request) = (progress.clone(), request.clone());
+        tasks.spawn(async move {
+            let mut updates = progress.subscribe();
+            loop {
+                progress.send_modify(|(waiting, _)| *waiting += 1);
+                let lease = locker
+                    .acquire(&request, Duration::from_secs(10))
+                    .await
+                    .unwrap_or_else(|e| panic!("client {client} after {} grants: {e}", progress.borrow().1));
+                let mut grant = 0;
+                progress.send_modify(|(waiting, grants)| {
+                    *waiting -= 1;
+                    *grants += 1;
+                    grant = *grants;
+                });
+                if grant >= rounds {
+                    assert!(locker.release(&lease).await.unwrap());
+                    return;
+                }
+                updates.wait_for(|(waiting, _)| *waiting >= 8).await.unwrap();
+                assert!(locker.release(&lease).await.unwrap(), "client {client}: held until released");
+                updates.wait_for(|(_, grants)| *grants > grant).await.unwrap();
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+}

@@ -98,10 +98,12 @@ use crate::request::{LeaseRequest, validate_ttl, validate_wait};
 
 mod watch;
 
-use watch::{BucketWatch, Queued, Turn, Unwanted, View, unix_ms};
+use watch::{BucketWatch, Named, Queued, Turn, Unwanted, View, unix_ms};
 
 /// The header naming a lease entry's owner token (the watch delivers headers only).
 const OWNER_HEADER: &str = "Lockcheck-Owner";
+/// The header that marks a lease entry as a hand-off (its owner was the first in line).
+const HAND_OFF_HEADER: &str = "Lockcheck-Hand-Off";
 /// A queue entry's header: the TTL its waiter asks for, in milliseconds.
 const TTL_HEADER: &str = "Lockcheck-Ttl-Ms";
 /// A queue entry's header: when its waiter stops waiting, in ms since the Unix epoch.
@@ -545,6 +547,7 @@ impl Inner {
             let headers = lease_headers(owner, ttl);
             match self.publish_expecting("acquire", &encoded, expected, headers, entry_value(owner, ttl)).await? {
                 Published::Stored(revision) => {
+                    self.watch.observe_own(&encoded, View::Held(revision), Some(Named::Holder(owner)));
                     self.remember(request.key(), owner, revision, sent_at + server_ttl(ttl));
                     return Ok(Some(Lease::new(request.key(), owner, FencingToken(revision), ttl, sent_at, 1)));
                 }
@@ -589,15 +592,26 @@ impl Inner {
     /// Ends `owner`'s lease at `revision`: hands it to the first waiter in line if this
     /// locker's view of the key's queue has one, else purges it.
     async fn free(&self, encoded_key: &str, revision: u64, owner: OwnerToken) -> Result<Published, LockError> {
-        match self.watch.next_in_line(encoded_key, owner) {
-            Some(next) => self.hand_off(encoded_key, revision, next).await,
-            None => self.purge(encoded_key, revision).await,
+        let next = self.watch.next_in_line(encoded_key, owner);
+        let freed = match next {
+            Some(next) => self.hand_off(encoded_key, revision, next).await?,
+            None => self.purge(encoded_key, revision).await?,
+        };
+        if let Published::Stored(stored) = freed {
+            match next {
+                Some(next) => {
+                    self.watch.observe_own(encoded_key, View::Held(stored), Some(Named::HandedTo(next.owner)))
+                }
+                None => self.watch.observe_own(encoded_key, View::Freed(stored), None),
+            }
         }
+        Ok(freed)
     }
 
     /// Rewrites the lease entry at `revision` as `next`'s lease, with `next`'s TTL.
     async fn hand_off(&self, encoded_key: &str, revision: u64, next: Queued) -> Result<Published, LockError> {
-        let headers = lease_headers(next.owner, next.ttl);
+        let mut headers = lease_headers(next.owner, next.ttl);
+        headers.insert(HAND_OFF_HEADER, "1");
         self.publish_expecting("release", encoded_key, revision, headers, entry_value(next.owner, next.ttl)).await
     }
 

@@ -59,7 +59,7 @@ use tokio::time::Instant;
 use crate::error::LockError;
 use crate::lease::OwnerToken;
 
-use super::{DEADLINE_HEADER, OWNER_HEADER, QUEUE_INFIX, TTL_HEADER};
+use super::{DEADLINE_HEADER, HAND_OFF_HEADER, OWNER_HEADER, QUEUE_INFIX, TTL_HEADER};
 
 /// The consumer's idle heartbeat. Three missed in a row mean the consumer (or the
 /// connection) is gone.
@@ -114,6 +114,34 @@ impl KeyState {
     }
 }
 
+impl View {
+    /// The revision the view reports (0: none).
+    fn revision(self) -> u64 {
+        match self {
+            View::Unknown => 0,
+            View::Held(revision) | View::Freed(revision) => revision,
+        }
+    }
+}
+
+/// Whom a lease entry names.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Named {
+    /// A holder that created or refreshed its lease.
+    Holder(OwnerToken),
+    /// A waiter a holder handed its lease to (the entry has the hand-off header).
+    HandedTo(OwnerToken),
+}
+
+/// Removes `owner` from `queue`, and every entry queued before it: a holder hands its lease
+/// to the first waiter in its view, so those were served or withdrew (their entries are gone
+/// from the stream) or are the holder itself.
+fn served(queue: &mut Vec<Queued>, owner: OwnerToken) {
+    if let Some(at) = queue.iter().position(|queued| queued.owner == owner) {
+        queue.drain(..=at);
+    }
+}
+
 /// The per-key views and queues, shared by the watch's task, the waiters and the holders.
 #[derive(Default)]
 struct Views {
@@ -157,12 +185,22 @@ impl Views {
         }
     }
 
-    /// A lease entry (naming `owner`, if it says) or a removal of the key.
-    fn observe(&self, encoded_key: &str, view: View, owner: Option<OwnerToken>) {
+    /// A lease entry (naming `owner`, if it says) or a removal of the key. Views only move
+    /// forward: this locker also reports its own writes as soon as they are stored, before
+    /// the watch delivers them.
+    fn observe(&self, encoded_key: &str, view: View, owner: Option<Named>) {
         self.with_key(encoded_key, |state| {
-            state.view.send_replace(view);
-            if let Some(owner) = owner {
-                state.queue.retain(|queued| queued.owner != owner);
+            state.view.send_if_modified(|current| {
+                let newer = view.revision() > current.revision();
+                if newer {
+                    *current = view;
+                }
+                newer
+            });
+            match owner {
+                Some(Named::HandedTo(owner)) => served(&mut state.queue, owner),
+                Some(Named::Holder(owner)) => state.queue.retain(|queued| queued.owner != owner),
+                None => {}
             }
         });
     }
@@ -174,6 +212,7 @@ impl Views {
         });
     }
 
+    /// Removes a waiter whose entry was withdrawn or expired.
     fn dequeue(&self, encoded_key: &str, owner: OwnerToken) {
         if let Some(state) = self.keys().get_mut(encoded_key) {
             state.queue.retain(|queued| queued.owner != owner);
@@ -252,7 +291,7 @@ impl Waiters {
 pub(super) struct Turn {
     pub(super) owner: OwnerToken,
     pub(super) granted: oneshot::Receiver<u64>,
-    /// The waiter took a lease handed to it: the owner holds, it is not retired.
+    /// The waiter took a lease handed to it: its queue entry is spent.
     pub(super) taken: bool,
 }
 
@@ -317,9 +356,9 @@ impl BucketWatch {
     pub(super) fn withdraw(&self, turn: &mut Turn) -> Option<u64> {
         let mut waiters = self.waiters();
         waiters.pending.remove(&turn.owner);
-        if !turn.taken {
-            waiters.retire(turn.owner);
-        }
+        // Taken or not: a watch that missed the hand-off (it delivers only a key's latest
+        // message, see `observe_own`) may still show this owner queued, and name it again.
+        waiters.retire(turn.owner);
         drop(waiters);
         // Closed first: a grant sent after this fails, and the watch reports it unwanted.
         turn.granted.close();
@@ -334,6 +373,19 @@ impl BucketWatch {
     /// The owner a holder of `encoded_key` other than `except` should hand it to.
     pub(super) fn next_in_line(&self, encoded_key: &str, except: OwnerToken) -> Option<Queued> {
         self.views.next_in_line(encoded_key, except)
+    }
+
+    /// This locker's own write to `encoded_key`, stored at the view's revision: a lease entry
+    /// naming `owner`, or a removal. Reported at once, so that this locker's next acquire
+    /// does not wait for the delivery of its own release.
+    ///
+    /// Also the cure for what the delivery cannot promise: a push consumer delivers a key's
+    /// messages in order, but a message already replaced by a newer one of the same key
+    /// (KV history 1) is skipped — so a watch that lags behind may never see a hand-off, and
+    /// keep the served waiter queued. A holder that hands over removes the grantee here;
+    /// the grantee's locker passes on a lease handed to it again ([`Unwanted`]).
+    pub(super) fn observe_own(&self, encoded_key: &str, view: View, owner: Option<Named>) {
+        self.views.observe(encoded_key, view, owner);
     }
 
     /// Starts the watch unless it runs; returns once its consumer exists. Fails if the first
@@ -467,7 +519,9 @@ impl Delivery {
                 shared.views.observe(key, View::Freed(revision), None);
             } else {
                 let owner = owner_header(headers);
-                shared.views.observe(key, View::Held(revision), owner);
+                let handed = headers.is_some_and(|headers| headers.get(HAND_OFF_HEADER).is_some());
+                let named = owner.map(|owner| if handed { Named::HandedTo(owner) } else { Named::Holder(owner) });
+                shared.views.observe(key, View::Held(revision), named);
                 if let Some(owner) = owner {
                     lock_waiters(&shared.waiters).granted(key, owner, revision);
                 }
