@@ -229,166 +229,21 @@ async fn bad_input_is_refused_and_sub_second_ttls_round_up() {
     assert!(next.fence() > lease.fence());
 }
 
-/// A waiter's outcome: its place in the queue, its locker and its lease.
-type Waiter = tokio::task::JoinHandle<Result<(usize, NatsLocker, lockcheck_impls::Lease), LockError>>;
-
-/// Starts `acquire` on `count` lockers of their own (each a separate connection, as separate
-/// processes would be), one after the other: each starts only once the previous one's
-/// queue entry is stored (seen on a watch of the key's queue), so the queue's order is the
-/// waiters' order. With `release_at_once`, each waiter releases as soon as it is granted.
-/// Each waiter's locker is returned with it: a waiter whose task is aborted is cancelled,
-/// its locker (its process) lives on.
-async fn queue_waiters(
-    server: &Service,
-    bucket: &str,
-    holder: &NatsLocker,
-    request: &LeaseRequest,
-    count: usize,
-    release_at_once: bool,
-) -> Vec<(Waiter, NatsLocker)> {
-    use futures::StreamExt;
-    let mut queued = holder.store().watch(format!("{}.q.*", request.key())).await.expect("watch the queue");
-    let mut waiters = Vec::new();
-    for place in 0..count {
-        let waiter_locker = locker_on(server, bucket).await;
-        let process = waiter_locker.clone();
-        let request = request.clone();
-        let waiter = tokio::spawn(async move {
-            let lease = waiter_locker.acquire(&request, LONG).await?;
-            if release_at_once {
-                assert!(waiter_locker.release(&lease).await?, "held until released");
-            }
-            Ok((place, waiter_locker, lease))
-        });
-        waiters.push((waiter, process));
-        let entry = tokio::time::timeout(LONG, queued.next()).await.expect("the waiter queues").unwrap().unwrap();
-        assert_eq!(entry.operation, async_nats::jetstream::kv::Operation::Put, "a queue entry: {entry:?}");
-    }
-    waiters
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_release_hands_the_lease_to_the_longest_waiter_in_one_write() {
-    let Some((server, holder)) = fixture("hand_off").await else { return };
-    let request = LeaseRequest::lock("k", LONG);
-    let held = holder.try_acquire(&request).await.unwrap().unwrap();
-    // Every waiter releases as soon as it is granted: the lease travels down the queue.
-    let waiters = queue_waiters(&server, "hand_off", &holder, &request, 8, true).await;
-    assert!(holder.release(&held).await.unwrap());
-    let mut grants = Vec::new();
-    for (waiter, _) in waiters {
-        let (place, _, lease) = waiter.await.unwrap().expect("granted");
-        grants.push((lease.fence().0, place));
-    }
-    grants.sort();
-    // In queue order, and each grant is the very next message of the stream after the
-    // previous holder's: the release itself was the grant. (A purge that woke the waiters to
-    // race creates takes two messages per grant, in no particular order.)
-    let first = grants[0].0;
-    let expected: Vec<(u64, usize)> = (0..8).map(|place| (first + place as u64, place)).collect();
-    assert_eq!(grants, expected, "(fence, place in the queue) of each grant");
-    assert!(first > held.fence().0 + 8, "the first grant follows the 8 queue entries");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cancelled_waiter_never_strands_the_lease() {
-    let Some((server, holder)) = fixture("cancelled_waiter").await else { return };
-    let seed = seed();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    // The lease outlives the test: only a hand-off (or a pass-on) can grant in time.
-    let request = LeaseRequest::lock("k", LONG);
-    for iteration in 0..20 {
-        let held = holder.try_acquire(&request).await.unwrap().expect("free at the start of an iteration");
-        let mut waiters = queue_waiters(&server, "cancelled_waiter", &holder, &request, 2, false).await;
-        let (last, _) = waiters.pop().unwrap();
-        let (first, _cancelled_process) = waiters.pop().unwrap();
-        // The first in line gives up around the release: before it (the holder may or may not
-        // have seen it leave) or after (the lease may already be on its way to it).
-        first.abort();
-        yield_turns(rng.random_range(0..40)).await;
-        assert!(holder.release(&held).await.unwrap());
-        let granted = tokio::time::timeout(Duration::from_secs(5), last).await;
-        let (_, locker, lease) = granted
-            .unwrap_or_else(|_| panic!("iteration {iteration} (seed {seed}): the lease was stranded"))
-            .unwrap()
-            .unwrap();
-        assert!(locker.release(&lease).await.unwrap());
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lease_handed_to_a_crashed_waiter_expires_with_its_ttl() {
-    let Some((server, holder)) = fixture("crashed_waiter").await else { return };
-    let request = LeaseRequest::lock("k", LONG);
-    let held = holder.try_acquire(&request).await.unwrap().unwrap();
-    // The crashed waiter's process: its own runtime and connection, shut down while it waits
-    // (nothing of it runs any more: its queue entry stays), asking for a 1 s lease.
-    let crashed = {
-        use futures::StreamExt;
-        let mut queued = holder.store().watch("k.q.*").await.expect("watch the queue");
-        let url = server.address().to_string();
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-        runtime.spawn(async move {
-            let locker = NatsLocker::connect(&url, BucketConfig::new("crashed_waiter")).await.unwrap();
-            let _ = locker.acquire(&LeaseRequest::lock("k", Duration::from_secs(1)), LONG).await;
-        });
-        tokio::time::timeout(LONG, queued.next()).await.expect("the doomed waiter queues").unwrap().unwrap();
-        runtime
+async fn a_lease_past_its_ttl_is_gone_even_while_the_server_rounds_it_up() {
+    let Some((_server, locker)) = fixture("past_ttl").await else { return };
+    // 1.1 s: the server keeps the entry for 2 s (whole seconds, rounded up).
+    let request = LeaseRequest::lock("k", Duration::from_millis(1100));
+    let lease = locker.try_acquire(&request).await.unwrap().unwrap();
+    tokio::time::sleep_until(lease.expires_at()).await;
+    assert!(!locker.release(&lease).await.unwrap(), "released after its TTL: not held any more");
+    // The leftover entry was freed on the way: the key is free at once, not after 2 s.
+    let next = locker.try_acquire(&request).await.unwrap().expect("the leftover was freed");
+    assert!(locker.refresh(&next, Duration::from_secs(5)).await.unwrap().is_some());
+    let refreshed_late = {
+        let short = locker.try_acquire(&LeaseRequest::lock("j", Duration::from_millis(1100))).await.unwrap().unwrap();
+        tokio::time::sleep_until(short.expires_at()).await;
+        locker.refresh(&short, Duration::from_secs(5)).await.unwrap()
     };
-    tokio::task::spawn_blocking(move || drop(crashed)).await.unwrap();
-    let (waiter, _) = queue_waiters(&server, "crashed_waiter", &holder, &request, 1, false).await.pop().unwrap();
-    let released_at = Instant::now();
-    assert!(holder.release(&held).await.unwrap());
-    let (_, locker, lease) =
-        tokio::time::timeout(Duration::from_secs(5), waiter).await.expect("granted").unwrap().unwrap();
-    let waited = released_at.elapsed();
-    // Handed to the crashed waiter first (its 1 s lease), then freed by the server's expiry.
-    assert!(lease.fence().0 > held.fence().0 + 3, "grant, two queue entries, the crashed waiter's lease");
-    assert!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(3), "waited {waited:?}");
-    assert!(locker.release(&lease).await.unwrap());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn waiters_that_rejoin_the_queue_keep_the_lease_moving() {
-    let Some((server, first)) = fixture("rejoin").await else { return };
-    // The benchmark's pattern: 1 + 8 clients, each its own connection; a holder releases once
-    // everyone else is waiting, and rejoins the queue once the next holder has the lease.
-    let mut lockers = vec![first];
-    for _ in 0..8 {
-        lockers.push(locker_on(&server, "rejoin").await);
-    }
-    let request = LeaseRequest::lock("k", LONG);
-    let rounds = 300u64;
-    let (progress, _) = tokio::sync::watch::channel((0usize, 0u64));
-    let progress = std::sync::Arc::new(progress);
-    let mut tasks = tokio::task::JoinSet::new();
-    for (client, locker) in lockers.into_iter().enumerate() {
-        let (progress, request) = (progress.clone(), request.clone());
-        tasks.spawn(async move {
-            let mut updates = progress.subscribe();
-            loop {
-                progress.send_modify(|(waiting, _)| *waiting += 1);
-                let lease = locker
-                    .acquire(&request, Duration::from_secs(10))
-                    .await
-                    .unwrap_or_else(|e| panic!("client {client} after {} grants: {e}", progress.borrow().1));
-                let mut grant = 0;
-                progress.send_modify(|(waiting, grants)| {
-                    *waiting -= 1;
-                    *grants += 1;
-                    grant = *grants;
-                });
-                if grant >= rounds {
-                    assert!(locker.release(&lease).await.unwrap());
-                    return;
-                }
-                updates.wait_for(|(waiting, _)| *waiting >= 8).await.unwrap();
-                assert!(locker.release(&lease).await.unwrap(), "client {client}: held until released");
-                updates.wait_for(|(_, grants)| *grants > grant).await.unwrap();
-            }
-        });
-    }
-    while let Some(done) = tasks.join_next().await {
-        done.unwrap();
-    }
+    assert!(refreshed_late.is_none(), "refreshed after its TTL: lost");
 }
