@@ -96,8 +96,9 @@ pub enum Outcome {
         /// The lease's `acquired_at` on the recorder's clock.
         acquired_at: Micros,
         /// The granted lease's duration (µs) where the backend changed the one asked for
-        /// (dflockd and NATS round up to whole seconds); `None`: as asked.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        /// (dflockd and NATS round up to whole seconds); `None`: as asked. Serialized as
+        /// `granted_ttl`: the call's own `ttl` shares the operation's JSON object.
+        #[serde(default, rename = "granted_ttl", skip_serializing_if = "Option::is_none")]
         ttl: Option<Micros>,
     },
     /// `try_acquire` found the key at its limit.
@@ -114,8 +115,8 @@ pub enum Outcome {
         /// Whether it was still held.
         held: bool,
         /// The renewed lease's duration (µs) where the backend changed the one asked for;
-        /// `None`: as asked.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        /// `None`: as asked. Serialized as `granted_ttl`, like a grant's.
+        #[serde(default, rename = "granted_ttl", skip_serializing_if = "Option::is_none")]
         ttl: Option<Micros>,
     },
     /// `remaining_ttl` answered (µs), `None` if the lease is no longer held.

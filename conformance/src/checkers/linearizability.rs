@@ -89,14 +89,68 @@ impl<S: PartialEq> Eq for Config<S> {}
 const NIL: usize = usize::MAX;
 
 /// Whether `entries` can be linearized against `init`. Memoizing Wing–Gong–Lowe search;
-/// gives up with [`Search::OutOfBudget`] at `deadline`.
+/// gives up with [`Search::OutOfBudget`] at `deadline`. Operations whose outcome is unknown
+/// and that never returned are tried last ([`Turn::Late`]).
 pub fn search<S>(init: &S, entries: &[Entry<S::Op, S::Ret>], deadline: Instant) -> Search
+where
+    S: SequentialSpec + Clone + Hash + PartialEq,
+{
+    let turn = |entry: &Entry<S::Op, S::Ret>, _: &S| {
+        if entry.ret.is_none() && entry.returned.is_none() { Turn::Late } else { Turn::Early }
+    };
+    search_within(init, entries, Budget { deadline, steps: u64::MAX }, turn).0
+}
+
+/// How long [`search_within`] may run: until `deadline`, and for at most `steps` steps (a
+/// step tries one operation in one configuration, or backtracks once). A step bound gives the
+/// same answer on a loaded machine as on an idle one.
+#[derive(Clone, Copy, Debug)]
+pub struct Budget {
+    /// Wall-clock limit.
+    pub deadline: Instant,
+    /// Step limit.
+    pub steps: u64,
+}
+
+/// When [`search_within`] tries an operation in a configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Turn {
+    /// Among the first.
+    Early,
+    /// Only once no [`Turn::Early`] operation leads on.
+    Late,
+    /// Only once no early operation leads on *and* the operation is due: its return is the
+    /// earliest one still open, so nothing else may go before it. Sound only for an operation
+    /// that, in that state, cannot help any other to go next: taking it later must only
+    /// leave the rest more room (a withdrawal of an acquire that was not granted).
+    WhenDue,
+}
+
+/// [`search`] within `budget`, trying each operation in the [`Turn`] that `turn` gives it in
+/// the current state; also returns the steps it took.
+///
+/// # Order of exploration
+///
+/// In each configuration the search tries the early operations first, and only when none
+/// of them leads on, the late ones. Both kinds are tried before the search backtracks, so
+/// the answer does not depend on the order; the time to reach it does. An operation of
+/// unknown outcome that never returned (an indeterminate acquire, a cancelled one that may
+/// have been granted) may always be left out, and histories from correct backends are
+/// explained by leaving most of them out: tried first, every one of them that could take
+/// effect multiplies the configurations the search wades through before it reaches the
+/// explanation.
+pub fn search_within<S>(
+    init: &S,
+    entries: &[Entry<S::Op, S::Ret>],
+    budget: Budget,
+    turn: impl Fn(&Entry<S::Op, S::Ret>, &S) -> Turn,
+) -> (Search, u64)
 where
     S: SequentialSpec + Clone + Hash + PartialEq,
 {
     let n = entries.len();
     if n == 0 {
-        return Search::Linearizable;
+        return (Search::Linearizable, 0);
     }
     // Node 0 is the head; node 1 + 2i is the call of entry i, node 2 + 2i its return.
     let mut events: Vec<(u64, u8, usize)> = Vec::with_capacity(2 * n);
@@ -121,21 +175,35 @@ where
     let words = n.div_ceil(64);
     let mut linearized = vec![0u64; words].into_boxed_slice();
     let mut seen: HashSet<Config<S>> = HashSet::new();
-    let mut stack: Vec<(usize, S)> = Vec::new();
+    // What to restore on backtracking: the call lifted, the state before it, and the pass it
+    // was tried in (with the earliest open return, in the second pass).
+    let mut stack: Vec<(usize, S, Option<usize>)> = Vec::new();
     let mut state = init.clone();
     let mut node = next[0];
+    // None: the first pass, trying early operations. Some(due): the second pass, trying the
+    // late ones and the one whose return `due` is the earliest still open.
+    let mut second_pass: Option<usize> = None;
     let mut steps: u64 = 0;
     loop {
         steps += 1;
-        if steps % 1024 == 0 && Instant::now() >= deadline {
-            return Search::OutOfBudget;
+        if steps > budget.steps || (steps % 1024 == 0 && Instant::now() >= budget.deadline) {
+            return (Search::OutOfBudget, steps);
         }
         if node == NIL {
-            return Search::Linearizable;
+            return (Search::Linearizable, steps);
         }
         if is_call(node) {
             let i = entry_of(node);
             let entry = &entries[i];
+            let tried = match (turn(entry, &state), second_pass) {
+                (Turn::Early, None) | (Turn::Late, Some(_)) => true,
+                (Turn::WhenDue, Some(due)) => due == return_of(node),
+                _ => false,
+            };
+            if !tried {
+                node = next[node];
+                continue;
+            }
             let mut stepped = state.clone();
             let ok = match &entry.ret {
                 Some(ret) => stepped.is_valid_step(&entry.op, ret),
@@ -154,7 +222,7 @@ where
                 if !seen.contains(&config) {
                     let Config { state: stepped, .. } = config;
                     seen.insert(Config { linearized: linearized.clone(), state: stepped.clone() });
-                    stack.push((node, std::mem::replace(&mut state, stepped)));
+                    stack.push((node, std::mem::replace(&mut state, stepped), second_pass));
                     // Lift the call and its return out of the list.
                     for lifted in [node, return_of(node)] {
                         next[prev[lifted]] = next[lifted];
@@ -163,6 +231,7 @@ where
                         }
                     }
                     node = next[0];
+                    second_pass = None;
                     continue;
                 }
                 linearized[i / 64] &= !(1 << (i % 64));
@@ -172,10 +241,17 @@ where
             // A return whose call is not linearized. If it never returned, every operation
             // that did return is linearized: done (the rest may simply not take effect).
             if entries[entry_of(node)].returned.is_none() {
-                return Search::Linearizable;
+                return (Search::Linearizable, steps);
             }
-            let Some((call, earlier)) = stack.pop() else { return Search::NotLinearizable };
+            // The candidates of the second pass lie before this return too.
+            if second_pass.is_none() {
+                second_pass = Some(node);
+                node = next[0];
+                continue;
+            }
+            let Some((call, earlier, pass)) = stack.pop() else { return (Search::NotLinearizable, steps) };
             state = earlier;
+            second_pass = pass;
             let i = entry_of(call);
             linearized[i / 64] &= !(1 << (i % 64));
             for unlifted in [return_of(call), call] {
@@ -250,7 +326,27 @@ impl Reference {
     }
 
     fn search(&self, ops: &[Operation], deadline: Instant) -> Search {
-        search(&self.initial, &self.entries_of(ops), deadline)
+        self.search_within(ops, Budget { deadline, steps: u64::MAX }).0
+    }
+
+    /// The search over `ops` within `budget`, and the steps it took.
+    ///
+    /// A cancelled acquire, and the withdrawal of one that is held, are tried late (see
+    /// [`search_within`]): a backend's clean-up bound can make both concurrent with every
+    /// operation for seconds, and a correct backend's history is explained with almost none
+    /// of them granted. The withdrawal of an acquire that is not held is tried only when due:
+    /// it frees nothing and only takes the acquire's chance away, so taking it any earlier
+    /// never lets another operation go; taken at once, it would leave a refusal that needed
+    /// the acquire's grant to backtrack through every configuration in between.
+    pub fn search_within(&self, ops: &[Operation], budget: Budget) -> (Search, u64) {
+        let turn = |entry: &Entry<LockOp, LockRet>, state: &LockSpec| match entry.op {
+            LockOp::Withdraw { lease, .. } if state.holders().any(|held| held == lease) => Turn::Early,
+            LockOp::Withdraw { .. } => Turn::Early,
+            LockOp::CancelledAcquire { .. } => Turn::Late,
+            _ if entry.ret.is_none() && entry.returned.is_none() => Turn::Late,
+            _ => Turn::Early,
+        };
+        search_within(&self.initial, &self.entries_of(ops), budget, turn)
     }
 }
 
