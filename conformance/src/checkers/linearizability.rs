@@ -119,11 +119,6 @@ pub enum Turn {
     Early,
     /// Only once no [`Turn::Early`] operation leads on.
     Late,
-    /// Only once no early operation leads on *and* the operation is due: its return is the
-    /// earliest one still open, so nothing else may go before it. Sound only for an operation
-    /// that, in that state, cannot help any other to go next: taking it later must only
-    /// leave the rest more room (a withdrawal of an acquire that was not granted).
-    WhenDue,
 }
 
 /// [`search`] within `budget`, trying each operation in the [`Turn`] that `turn` gives it in
@@ -176,13 +171,12 @@ where
     let mut linearized = vec![0u64; words].into_boxed_slice();
     let mut seen: HashSet<Config<S>> = HashSet::new();
     // What to restore on backtracking: the call lifted, the state before it, and the pass it
-    // was tried in (with the earliest open return, in the second pass).
-    let mut stack: Vec<(usize, S, Option<usize>)> = Vec::new();
+    // was tried in.
+    let mut stack: Vec<(usize, S, bool)> = Vec::new();
     let mut state = init.clone();
     let mut node = next[0];
-    // None: the first pass, trying early operations. Some(due): the second pass, trying the
-    // late ones and the one whose return `due` is the earliest still open.
-    let mut second_pass: Option<usize> = None;
+    // false: the first pass, trying the early operations; true: the second, the late ones.
+    let mut second_pass = false;
     let mut steps: u64 = 0;
     loop {
         steps += 1;
@@ -195,12 +189,7 @@ where
         if is_call(node) {
             let i = entry_of(node);
             let entry = &entries[i];
-            let tried = match (turn(entry, &state), second_pass) {
-                (Turn::Early, None) | (Turn::Late, Some(_)) => true,
-                (Turn::WhenDue, Some(due)) => due == return_of(node),
-                _ => false,
-            };
-            if !tried {
+            if (turn(entry, &state) == Turn::Late) != second_pass {
                 node = next[node];
                 continue;
             }
@@ -231,7 +220,7 @@ where
                         }
                     }
                     node = next[0];
-                    second_pass = None;
+                    second_pass = false;
                     continue;
                 }
                 linearized[i / 64] &= !(1 << (i % 64));
@@ -244,8 +233,8 @@ where
                 return (Search::Linearizable, steps);
             }
             // The candidates of the second pass lie before this return too.
-            if second_pass.is_none() {
-                second_pass = Some(node);
+            if !second_pass {
+                second_pass = true;
                 node = next[0];
                 continue;
             }
@@ -329,24 +318,28 @@ impl Reference {
         self.search_within(ops, Budget { deadline, steps: u64::MAX }).0
     }
 
-    /// The search over `ops` within `budget`, and the steps it took.
-    ///
-    /// A cancelled acquire, and the withdrawal of one that is held, are tried late (see
-    /// [`search_within`]): a backend's clean-up bound can make both concurrent with every
-    /// operation for seconds, and a correct backend's history is explained with almost none
-    /// of them granted. The withdrawal of an acquire that is not held is tried only when due:
-    /// it frees nothing and only takes the acquire's chance away, so taking it any earlier
-    /// never lets another operation go; taken at once, it would leave a refusal that needed
-    /// the acquire's grant to backtrack through every configuration in between.
+    /// The search over `ops` within `budget`, trying operations in the order of
+    /// [`Reference::turn`]; and the steps it took.
     pub fn search_within(&self, ops: &[Operation], budget: Budget) -> (Search, u64) {
-        let turn = |entry: &Entry<LockOp, LockRet>, state: &LockSpec| match entry.op {
-            LockOp::Withdraw { lease, .. } if state.holders().any(|held| held == lease) => Turn::Early,
-            LockOp::Withdraw { .. } => Turn::Early,
+        search_within(&self.initial, &self.entries_of(ops), budget, Reference::turn)
+    }
+
+    /// When the search tries an operation on a key (see [`search_within`]): cancelled
+    /// acquires and other operations of unknown outcome that never returned go late.
+    ///
+    /// A backend's clean-up bound can make a cancelled acquire concurrent with every
+    /// operation for seconds (the Python dflockd suite states 13 s, longer than a workload
+    /// case), and a correct backend's history is explained with almost none of them granted.
+    /// Tried first, as they come in invocation order, each one the search grants holds the key
+    /// until a withdrawal frees it again, and a key with twenty of them pending took 30 s to
+    /// decide. Their withdrawals stay early: a withdrawal taken at once settles its acquire
+    /// (not granted), and so keeps the number of pending ones small.
+    pub fn turn(entry: &Entry<LockOp, LockRet>, _: &LockSpec) -> Turn {
+        match entry.op {
             LockOp::CancelledAcquire { .. } => Turn::Late,
             _ if entry.ret.is_none() && entry.returned.is_none() => Turn::Late,
             _ => Turn::Early,
-        };
-        search_within(&self.initial, &self.entries_of(ops), budget, turn)
+        }
     }
 }
 
