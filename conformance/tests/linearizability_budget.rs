@@ -12,21 +12,25 @@
 
 use std::time::{Duration, Instant};
 
-use lockcheck_conformance::History;
 use lockcheck_conformance::checkers::linearizability::{Budget, Reference, Search};
-use lockcheck_conformance::history::{Call, Operation, Outcome};
-use lockcheck_model::spec::{LeaseId, LockSpec};
+use lockcheck_conformance::history::{Call, KeptHistory, Operation, Outcome};
+use lockcheck_model::spec::LeaseId;
+
+const FIXTURE: &str = include_str!("fixtures/python-dflockd-cancel-window.json");
 
 /// The key's operations, as recorded (times shifted to start at 0).
 fn python_history() -> Vec<Operation> {
-    let json = include_str!("fixtures/python-dflockd-cancel-window.json");
-    History::from_json(json).expect("the fixture parses").operations
+    KeptHistory::from_json(FIXTURE).expect("the fixture parses").history.operations
 }
 
-/// What `python_server_passes_what_it_claims` checks against: whole-second leases (1 s
-/// tolerance), tokens not claimed monotonic, 6 × 2 s + 1 s for a cancelled acquire's clean-up.
+/// What `python_server_passes_what_it_claims` checked the key against, kept with it:
+/// whole-second leases (1 s tolerance), tokens not claimed monotonic, 6 × 2 s + 1 s for a
+/// cancelled acquire's clean-up. `lockcheck check --recheck` reads the same file.
 fn python_reference() -> Reference {
-    Reference { initial: LockSpec::with_tolerance(1_000_000).with_fencing_claimed(false), cancel_cleanup: 13_000_000 }
+    let kept = KeptHistory::from_json(FIXTURE).expect("the fixture parses");
+    let (timing, capabilities) = (kept.timing.expect("kept"), kept.capabilities.expect("kept"));
+    assert_eq!(timing.cancel_cleanup, Some(Duration::from_secs(13)));
+    Reference::for_backend(&timing, &capabilities)
 }
 
 /// Far more than any of these histories needs, and far less than the 30 s ones took.

@@ -35,7 +35,10 @@ use std::time::{Duration, Instant};
 use lockcheck_model::spec::{LeaseId, LockOp, LockRet, LockSpec, Micros, Property, Window};
 use stateright::semantics::SequentialSpec;
 
+use lockcheck_impls::Capabilities;
+
 use super::{Counterexample, Verdict};
+use crate::backend::Timing;
 use crate::history::{Call, History, Operation, Outcome};
 
 /// One operation for [`search`]: what was invoked, what it returned (`None`: unknown), and
@@ -277,6 +280,18 @@ impl Reference {
     /// of cancelled acquires within the same tolerance.
     pub fn with_tolerance(tolerance: Micros) -> Self {
         Reference { initial: LockSpec::with_tolerance(tolerance), cancel_cleanup: tolerance }
+    }
+
+    /// What a backend with these time scales and claims is checked against.
+    pub fn for_backend(scales: &Timing, capabilities: &Capabilities) -> Self {
+        Reference {
+            initial: LockSpec::with_tolerance(scales.tolerance.as_micros() as u64)
+                .with_fencing_claimed(capabilities.fencing),
+            // A cancelled acquire's clean-up is one request (a release, a closed connection):
+            // as prompt as the backend's tolerance, and never later than a hand-off — unless
+            // the backend states a longer bound.
+            cancel_cleanup: scales.cancel_cleanup.unwrap_or(scales.tolerance.min(scales.prompt)).as_micros() as u64,
+        }
     }
 
     /// The spec's entries of some operations of one key.
