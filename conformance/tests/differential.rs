@@ -157,8 +157,9 @@ fn the_memoizing_checker_agrees_with_stateright_on_small_random_histories() {
         let (lock_order, _) = search_within(&spec, &entries, budget, Reference::turn);
         assert_eq!(lock_order, ours, "case {case} (seed {seed}): the lock order disagrees on {entries:#?}");
         let late: Vec<u64> = entries.iter().filter(|_| rng.random_bool(0.5)).map(|entry| entry.invoked).collect();
-        let random_turn =
-            |entry: &Entry<LockOp, LockRet>, _: &LockSpec| if late.contains(&entry.invoked) { Turn::Late } else { Turn::Early };
+        let random_turn = |entry: &Entry<LockOp, LockRet>, _: &LockSpec| {
+            if late.contains(&entry.invoked) { Turn::Late } else { Turn::Early }
+        };
         let (random_order, _) = search_within(&spec, &entries, budget, random_turn);
         assert_eq!(random_order, ours, "case {case} (seed {seed}): a random order disagrees on {entries:#?}");
         if theirs {
