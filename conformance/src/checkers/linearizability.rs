@@ -183,7 +183,7 @@ where
     let mut steps: u64 = 0;
     loop {
         steps += 1;
-        if steps > budget.steps || (steps % 1024 == 0 && Instant::now() >= budget.deadline) {
+        if steps > budget.steps || (steps.is_multiple_of(1024) && Instant::now() >= budget.deadline) {
             return (Search::OutOfBudget, steps);
         }
         if node == NIL {
@@ -473,16 +473,16 @@ fn explain(ops: &[Operation], reference: &Reference) -> (Property, String) {
     let mut spec = reference.initial.clone();
     for (number, op) in ops.iter().enumerate() {
         for entry in reference.entries_of(std::slice::from_ref(op)) {
-            if let Some(ret) = &entry.ret {
-                if let Some(property) = spec.violated_by(&entry.op, ret) {
-                    let summary = format!(
-                        "no order of these {} operations explains them; replayed in invocation order, operation {} ({}) is impossible",
-                        ops.len(),
-                        number + 1,
-                        property.name()
-                    );
-                    return (property, summary);
-                }
+            if let Some(ret) = &entry.ret
+                && let Some(property) = spec.violated_by(&entry.op, ret)
+            {
+                let summary = format!(
+                    "no order of these {} operations explains them; replayed in invocation order, operation {} ({}) is impossible",
+                    ops.len(),
+                    number + 1,
+                    property.name()
+                );
+                return (property, summary);
             }
             spec.step(&entry.op, entry.ret.as_ref());
         }
