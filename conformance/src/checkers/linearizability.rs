@@ -17,6 +17,15 @@
 //! taken) may take effect at any point after their invocation, or never. A cancelled acquire
 //! may have been granted, but must have been given back by its clean-up ([`Reference`]).
 //!
+//! # Order, and what it does not fix
+//!
+//! The search tries operations with a known outcome before cancelled acquires and other
+//! open-ended ones ([`search_within`], [`Reference::turn`]). That order decides a correct
+//! backend's history in a few thousand steps even when a long clean-up bound (the Python
+//! dflockd suite's 13 s) makes twenty cancelled acquires concurrent with everything. It does
+//! not shorten the proof that *no* order exists: a history with such a window that is not
+//! linearizable may still exhaust the budget, and is then reported Unknown, never Valid.
+//!
 //! # Shrinking
 //!
 //! Removing operations from a history can *create* violations (drop a release and the next
