@@ -34,7 +34,7 @@ impl Samples {
         if self.stride == 0 {
             self.stride = 1;
         }
-        if self.seen % self.stride != 0 {
+        if !self.seen.is_multiple_of(self.stride) {
             return;
         }
         self.nanos.push(u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX));

@@ -39,7 +39,8 @@ pub struct Args {
     list: bool,
     /// Re-check a recorded history (JSON, as in `--json` output's counterexamples or
     /// `History::to_json`) with every history checker instead of running backends. Timing
-    /// is the in-process default times `--time-scale`.
+    /// and claims are those kept with the history (`$LOCKCHECK_HISTORY_DIR`), else the
+    /// in-process defaults; times `--time-scale`.
     #[arg(long, value_name = "FILE", conflicts_with = "backends")]
     recheck: Option<PathBuf>,
 }
@@ -176,10 +177,11 @@ fn print_counterexamples(reports: &[SuiteReport]) {
 /// `--recheck FILE`: every history checker over a saved history.
 fn recheck(path: &std::path::Path, time_scale: f64) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let history =
-        lockcheck_conformance::History::from_json(&text).with_context(|| format!("parsing {}", path.display()))?;
-    let timing = Timing::in_process().scaled(time_scale);
-    let capabilities = lockcheck_impls::Capabilities::all_in_process();
+    let kept = lockcheck_conformance::history::KeptHistory::from_json(&text)
+        .with_context(|| format!("parsing {}", path.display()))?;
+    let history = kept.history;
+    let timing = kept.timing.unwrap_or_else(Timing::in_process).scaled(time_scale);
+    let capabilities = kept.capabilities.unwrap_or_else(lockcheck_impls::Capabilities::all_in_process);
     let verdicts = lockcheck_conformance::checkers::check_all(
         &history,
         &timing,
@@ -187,7 +189,12 @@ fn recheck(path: &std::path::Path, time_scale: f64) -> anyhow::Result<ExitCode> 
         std::time::Duration::from_secs(60),
     );
     let mut failed = false;
-    println!("{} operations, tolerance {:?}", history.operations.len(), timing.tolerance);
+    println!(
+        "{} operations, tolerance {:?}, cancelled acquires cleaned up within {:?}",
+        history.operations.len(),
+        timing.tolerance,
+        timing.cancel_cleanup.unwrap_or(timing.tolerance.min(timing.prompt))
+    );
     for (property, verdict) in verdicts {
         let property = property.to_string();
         match verdict {

@@ -75,7 +75,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     progress.finish_and_clear();
 
-    println!("{:<34} {:<20} {:<20} {:>5} {:>9}  {}", "mutant", "expected", "caught by", "ops", "time", "check");
+    println!("{:<34} {:<20} {:<20} {:>5} {:>9}  check", "mutant", "expected", "caught by", "ops", "time");
     for outcome in &outcomes {
         let caught = outcome.caught_by.map_or("SURVIVED".to_owned(), |p| p.to_string());
         println!(

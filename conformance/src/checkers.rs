@@ -19,7 +19,7 @@ use std::fmt;
 use std::time::Duration;
 
 use lockcheck_impls::Capabilities;
-use lockcheck_model::spec::{LockSpec, Property};
+use lockcheck_model::spec::Property;
 
 use crate::backend::Timing;
 use crate::history::{History, Operation};
@@ -36,13 +36,7 @@ pub fn check_all(
 ) -> Vec<(Property, Verdict)> {
     let tolerance = scales.tolerance.as_micros() as u64;
     let mut verdicts = Vec::new();
-    let reference = linearizability::Reference {
-        initial: LockSpec::with_tolerance(tolerance).with_fencing_claimed(capabilities.fencing),
-        // A cancelled acquire's clean-up is one request (a release, a closed connection):
-        // as prompt as the backend's tolerance, and never later than a hand-off — unless the
-        // backend states a longer bound.
-        cancel_cleanup: scales.cancel_cleanup.unwrap_or(scales.tolerance.min(scales.prompt)).as_micros() as u64,
-    };
+    let reference = linearizability::Reference::for_backend(scales, capabilities);
     let linearizable = linearizability::check_history_against(history, &reference, budget);
     let linearizable_property = linearizable.counterexample().map_or(Property::MutualExclusion, |c| c.property);
     verdicts.push((linearizable_property, linearizable));

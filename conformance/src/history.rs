@@ -96,8 +96,9 @@ pub enum Outcome {
         /// The lease's `acquired_at` on the recorder's clock.
         acquired_at: Micros,
         /// The granted lease's duration (µs) where the backend changed the one asked for
-        /// (dflockd and NATS round up to whole seconds); `None`: as asked.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        /// (dflockd and NATS round up to whole seconds); `None`: as asked. Serialized as
+        /// `granted_ttl`: the call's own `ttl` shares the operation's JSON object.
+        #[serde(default, rename = "granted_ttl", skip_serializing_if = "Option::is_none")]
         ttl: Option<Micros>,
     },
     /// `try_acquire` found the key at its limit.
@@ -114,8 +115,8 @@ pub enum Outcome {
         /// Whether it was still held.
         held: bool,
         /// The renewed lease's duration (µs) where the backend changed the one asked for;
-        /// `None`: as asked.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        /// `None`: as asked. Serialized as `granted_ttl`, like a grant's.
+        #[serde(default, rename = "granted_ttl", skip_serializing_if = "Option::is_none")]
         ttl: Option<Micros>,
     },
     /// `remaining_ttl` answered (µs), `None` if the lease is no longer held.
@@ -288,6 +289,34 @@ impl History {
     /// Numbered lines, one per operation, for a person to read.
     pub fn numbered(&self) -> Vec<String> {
         self.operations.iter().enumerate().map(|(i, op)| format!("{:>3}. {op}", i + 1)).collect()
+    }
+}
+
+/// A history together with what it was checked against, as a random workload keeps it in
+/// `$LOCKCHECK_HISTORY_DIR`: `lockcheck check --recheck` checks it again with the same time
+/// scales and claims. The fields sit beside `operations`, so a plain [`History`] reads it too.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct KeptHistory {
+    /// The time scales the checkers used (`None`: not recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timing: Option<crate::backend::Timing>,
+    /// What the backend claimed (`None`: not recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<Capabilities>,
+    /// The operations.
+    #[serde(flatten)]
+    pub history: History,
+}
+
+impl KeptHistory {
+    /// As JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a kept history always serializes")
+    }
+
+    /// Read back from [`KeptHistory::to_json`] or [`History::to_json`].
+    pub fn from_json(json: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(json)
     }
 }
 
@@ -525,5 +554,33 @@ impl Locker for RecordingLocker {
             Err(error) => flight.finish_err(error),
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A grant whose lease the backend rounded up carries two durations: the one asked for
+    /// and the one granted. Both survive the JSON a history is kept in.
+    #[test]
+    fn a_history_with_a_rounded_up_grant_reads_back() {
+        let granted = Operation {
+            client: 0,
+            key: "k".into(),
+            call: Call::Acquire { lease: LeaseId(1), ttl: 1_500_000, limit: 1, wait: 0 },
+            invoked: 10,
+            returned: Some(20),
+            outcome: Outcome::Granted { fence: 3, acquired_at: 15, ttl: Some(2_000_000) },
+        };
+        let refreshed = Operation {
+            call: Call::Refresh { lease: LeaseId(1), ttl: 1_500_000 },
+            outcome: Outcome::Refreshed { held: true, ttl: Some(2_000_000) },
+            ..granted.clone()
+        };
+        let history = History { operations: vec![granted, refreshed] };
+        assert_eq!(History::from_json(&history.to_json()).expect("reads back"), history);
+        let kept = KeptHistory::from_json(&history.to_json()).expect("a plain history is a kept one");
+        assert_eq!((kept.history, kept.timing), (history, None));
     }
 }

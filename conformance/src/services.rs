@@ -258,6 +258,8 @@ impl ServiceError {
     }
 }
 
+// One per running server: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Backing {
     Docker(docker::DockerService),
     Process(process::ProcessService),

@@ -528,15 +528,15 @@ pub async fn run_check(backend: &dyn Backend, check: &'static CheckInfo, config:
         Ok(client) => client.capabilities(),
         Err(error) => return unknown(result, format!("could not connect to {}: {error}", backend.name())),
     };
-    if let Some(claim) = check.requires {
-        if !claim.claimed_by(&capabilities) {
-            for property in check.covers {
-                result.properties.insert(*property, Status::NotClaimed);
-            }
-            result.notes.push(format!("{} does not claim {claim}", backend.name()));
-            result.elapsed = started.elapsed();
-            return result;
+    if let Some(claim) = check.requires
+        && !claim.claimed_by(&capabilities)
+    {
+        for property in check.covers {
+            result.properties.insert(*property, Status::NotClaimed);
         }
+        result.notes.push(format!("{} does not claim {claim}", backend.name()));
+        result.elapsed = started.elapsed();
+        return result;
     }
     let mut ctx = Ctx {
         backend,

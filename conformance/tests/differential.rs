@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use lockcheck_conformance::checkers::linearizability::{Entry, Search, search};
+use lockcheck_conformance::checkers::linearizability::{Budget, Entry, Reference, Search, Turn, search, search_within};
 use lockcheck_model::spec::{LeaseId, LockOp, LockRet, LockSpec, Window};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -151,6 +151,17 @@ fn the_memoizing_checker_agrees_with_stateright_on_small_random_histories() {
         let theirs = stateright_verdict(&spec, &entries, &threads(&entries));
         assert_ne!(ours, Search::OutOfBudget);
         assert_eq!(ours == Search::Linearizable, theirs, "case {case} (seed {seed}) disagrees on {entries:#?}");
+        // The order in which the search tries operations changes its speed, never its answer:
+        // the lock front end's order, and a random one.
+        let budget = Budget { deadline: Instant::now() + Duration::from_secs(10), steps: u64::MAX };
+        let (lock_order, _) = search_within(&spec, &entries, budget, Reference::turn);
+        assert_eq!(lock_order, ours, "case {case} (seed {seed}): the lock order disagrees on {entries:#?}");
+        let late: Vec<u64> = entries.iter().filter(|_| rng.random_bool(0.5)).map(|entry| entry.invoked).collect();
+        let random_turn = |entry: &Entry<LockOp, LockRet>, _: &LockSpec| {
+            if late.contains(&entry.invoked) { Turn::Late } else { Turn::Early }
+        };
+        let (random_order, _) = search_within(&spec, &entries, budget, random_turn);
+        assert_eq!(random_order, ours, "case {case} (seed {seed}): a random order disagrees on {entries:#?}");
         if theirs {
             linearizable += 1;
         } else {

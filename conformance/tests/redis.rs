@@ -152,7 +152,7 @@ async fn an_indeterminate_grant_is_rolled_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lock_fence_and_queue_keys_share_a_cluster_slot() {
-    assert_eq!(slot("123456789"), 0x31C3 % 16384, "CRC16/XMODEM check value");
+    assert_eq!(slot("123456789"), 0x31C3, "CRC16/XMODEM check value");
     let Some(server) = server("hash_slot", RedisOptions::default()).await else { return };
     let locker = RedisLocker::connect(&url(&server, 1)).await.unwrap();
     let waiter = std::sync::Arc::new(RedisLocker::connect(&url(&server, 1)).await.unwrap());

@@ -61,7 +61,7 @@ pub(crate) fn series_label(f: &Figure) -> String {
 }
 
 /// Groups figures into series: one per (suite, subject, role), in first-seen order.
-fn series<'a>(figures: &'a [Figure], keep: impl Fn(&Figure) -> bool) -> Vec<Vec<&'a Figure>> {
+fn series(figures: &[Figure], keep: impl Fn(&Figure) -> bool) -> Vec<Vec<&Figure>> {
     let mut out: Vec<Vec<&Figure>> = Vec::new();
     for f in figures.iter().filter(|f| keep(f)) {
         match out.iter_mut().find(|s| s[0].suite == f.suite && s[0].subject == f.subject && s[0].role == f.role) {

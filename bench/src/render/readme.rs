@@ -213,18 +213,18 @@ pub(crate) fn readme(report: &Report) -> String {
                 if suite == "dflockd" {
                     peer_throughput(o, figures, &subject.0);
                 }
-                if let (Some(few), Some(many)) = (hand.iter().min_by_key(|h| h.0), hand.iter().max_by_key(|h| h.0)) {
-                    if few.0 != many.0 {
-                        let growth = many.1 / few.1;
-                        let verdict = if growth <= FLATNESS { "met" } else { "**missed**" };
-                        let _ = writeln!(
-                            o,
-                            "| {} | hand-off flat in waiters: p50 at {} ≤ {FLATNESS}× p50 at {} | {growth:.2}× | {verdict} |",
-                            escape(&subject.0),
-                            many.0,
-                            few.0
-                        );
-                    }
+                if let (Some(few), Some(many)) = (hand.iter().min_by_key(|h| h.0), hand.iter().max_by_key(|h| h.0))
+                    && few.0 != many.0
+                {
+                    let growth = many.1 / few.1;
+                    let verdict = if growth <= FLATNESS { "met" } else { "**missed**" };
+                    let _ = writeln!(
+                        o,
+                        "| {} | hand-off flat in waiters: p50 at {} ≤ {FLATNESS}× p50 at {} | {growth:.2}× | {verdict} |",
+                        escape(&subject.0),
+                        many.0,
+                        few.0
+                    );
                 }
             }
         }

@@ -41,16 +41,16 @@ pub fn check_order(history: &History) -> Verdict {
                 }
                 returned.next();
             }
-            if let Some((earlier, earlier_fence)) = largest {
-                if *fence <= earlier_fence {
-                    return Verdict::invalid(Counterexample::new(
-                        Property::Fencing,
-                        format!(
-                            "key {key}: a grant with fencing token {fence} came after a grant with token {earlier_fence}"
-                        ),
-                        vec![earlier.clone(), (*op).clone()],
-                    ));
-                }
+            if let Some((earlier, earlier_fence)) = largest
+                && *fence <= earlier_fence
+            {
+                return Verdict::invalid(Counterexample::new(
+                    Property::Fencing,
+                    format!(
+                        "key {key}: a grant with fencing token {fence} came after a grant with token {earlier_fence}"
+                    ),
+                    vec![earlier.clone(), (*op).clone()],
+                ));
             }
         }
     }

@@ -52,17 +52,17 @@ pub fn check_fifo(history: &History, arrival_gap: Micros) -> Verdict {
                 }
                 arrived += 1;
             }
-            if let Some((earlier, earlier_fence)) = largest {
-                if *fence < earlier_fence {
-                    return Verdict::invalid(Counterexample::new(
-                        Property::Fifo,
-                        format!(
-                            "key {key}: client {} arrived later but was granted before client {} (fence {fence} < {earlier_fence})",
-                            op.client, earlier.client
-                        ),
-                        vec![earlier.clone(), (*op).clone()],
-                    ));
-                }
+            if let Some((earlier, earlier_fence)) = largest
+                && *fence < earlier_fence
+            {
+                return Verdict::invalid(Counterexample::new(
+                    Property::Fifo,
+                    format!(
+                        "key {key}: client {} arrived later but was granted before client {} (fence {fence} < {earlier_fence})",
+                        op.client, earlier.client
+                    ),
+                    vec![earlier.clone(), (*op).clone()],
+                ));
             }
         }
     }

@@ -184,10 +184,8 @@ impl Flawed {
         let key = request.key().to_owned();
         {
             let idle = self.book().stacks.get(&key).is_none_or(Vec::is_empty);
-            if idle {
-                if let Some(lease) = self.try_inner(request).await? {
-                    return Ok(lease);
-                }
+            if idle && let Some(lease) = self.try_inner(request).await? {
+                return Ok(lease);
             }
         }
         let id = self.next_waiter.fetch_add(1, Ordering::Relaxed);
@@ -196,10 +194,8 @@ impl Flawed {
         let _leave = LeaveStack { book: &self.book, key: &key, id };
         loop {
             let on_top = self.book().stacks.get(&key).and_then(|stack| stack.last()).is_some_and(|(top, _)| *top == id);
-            if on_top {
-                if let Some(lease) = self.try_inner(request).await? {
-                    return Ok(lease);
-                }
+            if on_top && let Some(lease) = self.try_inner(request).await? {
+                return Ok(lease);
             }
             let expiry = self.next_expiry(&key).unwrap_or(deadline);
             tokio::select! {

@@ -452,13 +452,13 @@ async fn fencing_increases(ctx: &mut Ctx<'_>) -> Result<Notes, Stop> {
     for round in 0..10 {
         let client = if round % 2 == 0 { &a } else { &b };
         let lease = must_try(ctx, client, &request, "its holder released it").await?;
-        if let Some(previous) = last {
-            if lease.fence() <= previous {
-                return Err(ctx.violated(format!(
-                    "grant {round} of the key carries fencing token {} after token {previous}",
-                    lease.fence()
-                )));
-            }
+        if let Some(previous) = last
+            && lease.fence() <= previous
+        {
+            return Err(ctx.violated(format!(
+                "grant {round} of the key carries fencing token {} after token {previous}",
+                lease.fence()
+            )));
         }
         last = Some(lease.fence());
         client.release(&lease).await?;

@@ -16,7 +16,7 @@ use tokio::time::{sleep, timeout};
 
 use super::{Ctx, Stop, check_recorded};
 use crate::checkers::Verdict;
-use crate::history::RecordingLocker;
+use crate::history::{KeptHistory, RecordingLocker};
 
 pub(crate) async fn run(ctx: &mut Ctx<'_>) -> Result<Vec<String>, Stop> {
     let seed = ctx.seed();
@@ -48,7 +48,8 @@ pub(crate) async fn run(ctx: &mut Ctx<'_>) -> Result<Vec<String>, Stop> {
         verdict = verdict.and(found);
     }
     if !verdict.is_valid() {
-        keep_history(&history, ctx.config.seed);
+        let kept = KeptHistory { timing: Some(timing), capabilities: Some(ctx.capabilities), history: history.clone() };
+        keep_history(&kept, ctx.config.seed);
     }
     match verdict {
         Verdict::Valid => Ok(vec![format!(
@@ -67,10 +68,11 @@ pub(crate) async fn run(ctx: &mut Ctx<'_>) -> Result<Vec<String>, Stop> {
     }
 }
 
-/// Writes a history the checkers did not pass to `$LOCKCHECK_HISTORY_DIR/random_workload-<seed>.json`
-/// (when set), for `lockcheck check --recheck` and for reading. Best effort: the verdict is
-/// reported either way.
-fn keep_history(history: &crate::history::History, seed: u64) {
+/// Writes a history the checkers did not pass, with the time scales and claims they checked
+/// it against, to `$LOCKCHECK_HISTORY_DIR/random_workload-<seed>.json` (when set), for
+/// `lockcheck check --recheck` and for reading. Best effort: the verdict is reported either
+/// way.
+fn keep_history(history: &KeptHistory, seed: u64) {
     let Some(dir) = std::env::var_os("LOCKCHECK_HISTORY_DIR") else { return };
     let path = std::path::Path::new(&dir).join(format!("random_workload-{seed}.json"));
     let written = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, history.to_json()));
