@@ -154,7 +154,8 @@ fn multi(options: &Options, combine: Combine, faults: Faults, resource: Option<F
         Combine::Majority => 3,
     };
     let claims = if resource == Some(Fencing::Checked) { FENCED } else { UNFENCED };
-    build(MultiInstance { combine, ttl: faults.pauses }, setup(options, instances, faults, resource), claims)
+    let counters = claims.fencing;
+    build(MultiInstance { combine, ttl: faults.pauses, counters }, setup(options, instances, faults, resource), claims)
 }
 
 fn dflockd(options: &Options) -> LockModel<Dflockd> {
@@ -195,12 +196,15 @@ const BUS_DOC: &str = "In-memory lockers on two nodes that coordinate by broadca
 
 const MULTI_ALL_DOC: &str = "Two independent Redis instances, acquired one after the other with SET NX PX and rolled \
     back on the first busy one (waiting for it to free); the lock is held only when every instance granted. The \
-    fencing token is the maximum of the instances' counters. Checked with one instance restarting without \
-    persistence: holding every instance means two holders always meet on the other one. With 2 clients every \
-    property holds; with 3 the maximum of the counters repeats (rollbacks raise one counter and not the other, and \
-    the restarted instance's counter starts over), so `--clients 3` shows \"fencing tokens never reused\" \
-    violated: the impls' all-instances locker takes its token from the first server instead. Source: the seeds' \
-    Go multi-Redis package.";
+    fencing token is the first instance's INCR counter, as in the impls' all-instances locker: every grant holds \
+    instance 0, so its counter orders the grants. Checked without faults, with a fenced resource. Source: the \
+    seeds' Go multi-Redis package and RedisAllLocker in impls.";
+
+const MULTI_ALL_RESTART_DOC: &str = "The all-instances lock with one instance restarting without persistence. \
+    Holding every instance means two holders always meet on an instance that did not restart, so exclusion \
+    holds. But when the first instance restarts, its counter starts over, and the next holder gets a fencing \
+    token that was handed out before: fencing tokens repeat. The impl declares it (fencing_survives_restart: \
+    false): its tokens are only as durable as the first server's counter.";
 
 const REDLOCK_DOC: &str = "Redlock: three independent Redis instances asked in parallel with SET NX PX; a majority \
     of grants is the lock, otherwise roll back and wait for a wake-up. Without faults and with the timing \
@@ -250,9 +254,12 @@ pub const SYSTEMS: &[System] = &[
         KV_AFTER_DOC, correct: false, expected: &[NO_LOST_WAKEUP], |o: &Options| kv_watch(o, false)),
     system!("bus", "in-memory lockers on two nodes syncing over an event bus (flawed: double grant)", BUS_DOC,
         correct: false, expected: &[MUTUAL_EXCLUSION, RESOURCE_EXCLUSION], bus),
-    system!("multi-all", "all instances in order with rollback, one instance restarts (correct with 2 clients)",
-        MULTI_ALL_DOC,
-        correct: true, expected: &[],
+    system!("multi-all", "all instances in order with rollback, token from the first instance, no faults (correct)",
+        MULTI_ALL_DOC, correct: true, expected: &[],
+        |o: &Options| multi(o, Combine::AllInOrder, NO_FAULTS, Some(Fencing::Checked))),
+    system!("multi-all-restart", "all instances in order, the first instance restarts without persistence (flawed: \
+        its counter starts over and fencing tokens repeat; exclusion holds)", MULTI_ALL_RESTART_DOC,
+        correct: false, expected: &[FENCING],
         |o: &Options| multi(o, Combine::AllInOrder, SERVER_RESTART, Some(Fencing::Checked))),
     system!("redlock", "majority of 3 instances, no faults (correct)", REDLOCK_DOC, correct: true, expected: &[],
         |o: &Options| multi(o, Combine::Majority, NO_FAULTS, None)),

@@ -311,6 +311,17 @@ pub trait Algorithm: Debug + Send + Sync + Sized + 'static {
         false
     }
 
+    /// Whether the servers are interchangeable too, so the check may permute them as well
+    /// ([`super::symmetry`]; applied together with client symmetry): no server plays a role
+    /// of its own (no client asks them in a fixed order, none is "the first"), a client treats
+    /// every server's answer alike, and the [`Rename`] implementations rename every server id
+    /// and instance index the state holds. Redlock's instances are; the all-in-order lock's
+    /// are not.
+    fn servers_interchangeable(&self, setup: &Setup) -> bool {
+        let _ = setup;
+        false
+    }
+
     /// A server starts; `restarts` is 0 on first start, more after a restart without
     /// persistence.
     fn server_start(&self, setup: &Setup, me: Id, restarts: u8, out: &mut Outbox<Self>) -> Self::Server;

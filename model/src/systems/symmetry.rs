@@ -49,18 +49,27 @@ use super::resource::{ResourceState, Write};
 
 /// A map of client indices, applied to everything that names a client: a permutation of the
 /// clients (each keeping its key), or, to compute a signature, every client onto client 0.
+/// Where the servers are interchangeable too, it also permutes the servers (or, for a
+/// signature, maps every server onto server 0).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Renaming {
-    /// Servers come first among the actor ids, so client `i` has id `servers + i`.
-    servers: usize,
+    /// `servers[s]` is the new index of server `s`. Servers come first among the actor ids,
+    /// so client `i` has id `servers.len() + i`.
+    servers: Vec<u8>,
     /// `to[i]` is the new index of client `i`.
     to: Vec<u8>,
 }
 
 impl Renaming {
     /// A renaming of the clients of a system with `servers` servers: client `i` becomes
-    /// client `to[i]`.
+    /// client `to[i]`; the servers stay.
     pub fn new(servers: usize, to: Vec<u8>) -> Self {
+        Renaming { servers: (0..servers as u8).collect(), to }
+    }
+
+    /// A renaming of the servers and the clients: server `s` becomes server `servers[s]`,
+    /// client `i` becomes client `to[i]`.
+    pub fn with_servers(servers: Vec<u8>, to: Vec<u8>) -> Self {
         Renaming { servers, to }
     }
 
@@ -69,11 +78,20 @@ impl Renaming {
         self.to[ix as usize]
     }
 
-    /// The new id of an actor: clients move, servers and the resource stay.
+    /// The new index of server (instance) `ix`.
+    pub fn server(&self, ix: u8) -> u8 {
+        self.servers[ix as usize]
+    }
+
+    /// The new id of an actor: clients and servers move, the resource stays.
     pub fn id(&self, id: Id) -> Id {
         let i = usize::from(id);
-        match i.checked_sub(self.servers) {
-            Some(ix) if ix < self.to.len() => Id::from(self.servers + self.to[ix] as usize),
+        let servers = self.servers.len();
+        if i < servers {
+            return Id::from(self.servers[i] as usize);
+        }
+        match i.checked_sub(servers) {
+            Some(ix) if ix < self.to.len() => Id::from(servers + self.to[ix] as usize),
             _ => id,
         }
     }
@@ -96,8 +114,11 @@ impl Renaming {
 
 /// A value that names clients, and how it reads after a [`Renaming`].
 ///
-/// Implementations rename every client id, owner token and client index in the value and
-/// nothing else (server ids, instance indices, keys, fencing tokens and tickets stay).
+/// Implementations rename every client id, owner token and client index in the value, and
+/// every server id and instance index, and nothing else (keys, fencing tokens and tickets
+/// stay). A renaming moves servers only for an algorithm that declares its servers
+/// interchangeable ([`Algorithm::servers_interchangeable`]); the others may leave instance
+/// indices alone.
 pub trait Rename {
     /// The value with every client renamed.
     #[must_use]
@@ -273,9 +294,10 @@ fn permutations(items: &[u8]) -> Vec<Vec<u8>> {
     out
 }
 
-/// What client `ix` (actor `id`) looks like with every client identity erased: its state,
-/// crash, storage and timers, and the messages on its channels. The same for a client and
-/// its image under any renaming, so sorting by it is a canonical first cut.
+/// What actor `id` (a client, or a server where servers are interchangeable) looks like with
+/// every identity `erase` erases: its state, crash, storage and timers, and the messages on
+/// its channels. The same for an actor and its image under any renaming, so sorting by it is
+/// a canonical first cut.
 fn signature<A: Algorithm>(state: &LockState<A>, id: Id, erase: &Renaming) -> u64 {
     let i = usize::from(id);
     let mut hasher = DefaultHasher::new();
@@ -321,9 +343,14 @@ pub fn without_garbage<A: Algorithm>(state: &LockState<A>) -> LockState<A> {
 /// fingerprint among those that sort the clients by their signatures. For the checker's
 /// `symmetry_fn`; only sound for an algorithm whose clients are interchangeable.
 ///
+/// With `SERVERS`, for an algorithm whose servers are interchangeable too
+/// ([`Algorithm::servers_interchangeable`]), the candidates are every permutation of the
+/// servers combined with those of the clients, and the client signatures are taken with
+/// every server erased to server 0 (so they do not depend on the servers' order).
+///
 /// Canonical because the signatures are the same on every state of a class: every state
 /// of a class yields the same set of candidate states, hence the same smallest one.
-pub fn representative<A: Algorithm>(state: &LockState<A>) -> LockState<A> {
+pub fn representative<A: Algorithm, const SERVERS: bool>(state: &LockState<A>) -> LockState<A> {
     let state = &without_garbage(state);
     let servers = state.actor_states.iter().take_while(|s| matches!(&***s, NodeState::Server(_))).count();
     let keys: Vec<Key> = state
@@ -334,14 +361,24 @@ pub fn representative<A: Algorithm>(state: &LockState<A>) -> LockState<A> {
             _ => None,
         })
         .collect();
-    let erase = Renaming::new(servers, vec![0; keys.len()]);
+    let erase_servers: Vec<u8> = if SERVERS { vec![0; servers] } else { (0..servers as u8).collect() };
+    let erase = Renaming::with_servers(erase_servers, vec![0; keys.len()]);
     let signatures: Vec<u64> = (0..keys.len()).map(|ix| signature(state, Id::from(servers + ix), &erase)).collect();
+    let server_orders = if SERVERS {
+        let signatures: Vec<u64> = (0..servers).map(|ix| signature(state, Id::from(ix), &erase)).collect();
+        renamings(&vec![0; servers], &signatures)
+    } else {
+        vec![(0..servers as u8).collect()]
+    };
+    let client_orders = renamings(&keys, &signatures);
     let mut best: Option<(u64, LockState<A>)> = None;
-    for to in renamings(&keys, &signatures) {
-        let renamed = rename_state(state, &Renaming::new(servers, to));
-        let print = fingerprint(&renamed);
-        if best.as_ref().is_none_or(|(smallest, _)| print < *smallest) {
-            best = Some((print, renamed));
+    for servers_to in &server_orders {
+        for to in &client_orders {
+            let renamed = rename_state(state, &Renaming::with_servers(servers_to.clone(), to.clone()));
+            let print = fingerprint(&renamed);
+            if best.as_ref().is_none_or(|(smallest, _)| print < *smallest) {
+                best = Some((print, renamed));
+            }
         }
     }
     best.map_or_else(|| state.clone(), |(_, s)| s)
