@@ -322,6 +322,11 @@ pub trait Algorithm: Debug + Send + Sync + Sized + 'static {
         false
     }
 
+    /// Whether a client that holds the lock ignores every message from the servers until it
+    /// releases (and, running one cycle, is done then), so that what is still on its way to
+    /// it is garbage ([`super::symmetry::without_garbage`]).
+    const HOLDER_IGNORES_SERVERS: bool = false;
+
     /// A server starts; `restarts` is 0 on first start, more after a restart without
     /// persistence.
     fn server_start(&self, setup: &Setup, me: Id, restarts: u8, out: &mut Outbox<Self>) -> Self::Server;

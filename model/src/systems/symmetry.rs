@@ -328,12 +328,25 @@ fn signature<A: Algorithm>(state: &LockState<A>, id: Id, erase: &Renaming) -> u6
 /// them; [`quiescent`](super::properties::quiescent) does not count them either, so every
 /// property has the same value on both. Dropping them merges states that differ only in
 /// how much garbage is still in flight.
+///
+/// For an algorithm whose holders ignore every server message
+/// ([`Algorithm::HOLDER_IGNORES_SERVERS`]), what servers still send to a holder is garbage
+/// too: the holder ignores it until it releases and is done then (every configuration runs
+/// one cycle per client). A holder has its critical section's timer armed, so a state with
+/// such messages is no more quiescent than the state without.
 pub fn without_garbage<A: Algorithm>(state: &LockState<A>) -> LockState<A> {
     let mut state = state.clone();
     if let Network::Ordered(flows) = &mut state.network {
         let done: Vec<bool> =
             state.actor_states.iter().map(|s| matches!(&**s, NodeState::Client(c) if c.phase == Phase::Done)).collect();
-        flows.retain(|(_, dst), _| !done[usize::from(*dst)]);
+        let holding: Vec<bool> = state
+            .actor_states
+            .iter()
+            .map(|s| A::HOLDER_IGNORES_SERVERS && matches!(&**s, NodeState::Client(c) if matches!(c.phase, Phase::Holding(_))))
+            .collect();
+        let server =
+            |id: Id| matches!(state.actor_states.get(usize::from(id)).map(|s| &**s), Some(NodeState::Server(_)));
+        flows.retain(|(src, dst), _| !done[usize::from(*dst)] && !(holding[usize::from(*dst)] && server(*src)));
     }
     state
 }
