@@ -24,7 +24,20 @@
 //!   restarts without persistence forgets a lease and grants it again to a second majority;
 //!   and a client that pauses past its lease keeps acting on it.
 //!
-//! FINDINGS
+//! What the checks find (`lockcheck model SYSTEM`; exhaustive with 2 clients):
+//!
+//! - all in order, no faults (`multi-all`): every property holds, with 3 clients too.
+//! - all in order, one restart (`multi-all-restart`): exclusion holds, but a restart of
+//!   instance 0 resets the counter the tokens come from, and the next holder gets a token
+//!   handed out before ("fencing tokens never reused" violated) — as the impl declares.
+//! - Redlock with a restart: exclusion is violated (both believed and at the resource);
+//!   with the write-back and a fenced resource tokens still repeat — the restart wipes the
+//!   write-back with the counter — and the resource accepts both holders.
+//! - Redlock with a pause: without fencing the resource sees interleaved critical
+//!   sections; with the write-back and a fenced resource two clients still *believe* they
+//!   hold the lock, but no token repeats and the resource rejects the paused holder's late
+//!   writes. (Before the write-back was modelled, the largest counter of a majority did
+//!   repeat: it can come from an instance the earlier holder's majority did not include.)
 //!
 //! A restarted instance drops its connections; clients see that as a wake-up and retry.
 //! The impls retry a split vote after a short random delay; here a client that rolled back

@@ -33,6 +33,16 @@
 //! state of a class maps to the same stored state, whatever order the threads explore in,
 //! and the unique state count of a configuration is deterministic (and can be pinned).
 //!
+//! **Interchangeable servers.** Redlock's instances are symmetric in the same way: every
+//! client asks all of them at once and counts their answers alike. Where an algorithm
+//! declares [`Algorithm::servers_interchangeable`], a renaming also permutes the servers —
+//! their actor slots (state, crash, storage, timers), their ids on the network's channels and
+//! the instance indices clients keep — and the representative is taken over the server
+//! permutations too, servers sorted by their own signatures first. The same two promises
+//! make it sound: servers are only compared for equality, and every property (and bound)
+//! quantifies over all servers alike ("one restart in the run", "no server released a foreign
+//! lease").
+//!
 //! Where an algorithm does tell clients apart (the bus locker sends client `i` to node
 //! `i % nodes`), it says so and the check runs without reduction.
 
@@ -342,7 +352,10 @@ pub fn without_garbage<A: Algorithm>(state: &LockState<A>) -> LockState<A> {
         let holding: Vec<bool> = state
             .actor_states
             .iter()
-            .map(|s| A::HOLDER_IGNORES_SERVERS && matches!(&**s, NodeState::Client(c) if matches!(c.phase, Phase::Holding(_))))
+            .map(|s| {
+                A::HOLDER_IGNORES_SERVERS
+                    && matches!(&**s, NodeState::Client(c) if matches!(c.phase, Phase::Holding(_)))
+            })
             .collect();
         let server =
             |id: Id| matches!(state.actor_states.get(usize::from(id)).map(|s| &**s), Some(NodeState::Server(_)));
