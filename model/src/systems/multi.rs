@@ -213,7 +213,8 @@ impl MultiInstance {
         if usize::from(client.raised + client.refused) < client.granted.len() {
             return Event::Nothing;
         }
-        if usize::from(client.raised) >= setup.servers / 2 + 1 {
+        let majority = setup.servers / 2 + 1;
+        if usize::from(client.raised) >= majority {
             return self.granted(client, fence);
         }
         self.roll_back(setup, me, client, out);

@@ -359,7 +359,8 @@ pub fn without_garbage<A: Algorithm>(state: &LockState<A>) -> LockState<A> {
             .collect();
         let server =
             |id: Id| matches!(state.actor_states.get(usize::from(id)).map(|s| &**s), Some(NodeState::Server(_)));
-        flows.retain(|(src, dst), _| !done[usize::from(*dst)] && !(holding[usize::from(*dst)] && server(*src)));
+        let garbage = |src: Id, dst: Id| done[usize::from(dst)] || (holding[usize::from(dst)] && server(src));
+        flows.retain(|(src, dst), _| !garbage(*src, *dst));
     }
     state
 }
