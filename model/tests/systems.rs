@@ -10,12 +10,12 @@
 use lockcheck_model::systems::properties::FENCING;
 use lockcheck_model::systems::{self, CheckOptions, Options, Verdict};
 
-const REDLOCK_2: usize = 723;
+const REDLOCK_2: usize = 596;
 const MULTI_ALL_2: usize = 71;
 const MULTI_ALL_3: usize = 435;
 const MULTI_ALL_RESTART_2: usize = 1286;
 const MULTI_ALL_RESTART_3: usize = 20877;
-const REDLOCK_PAUSE_2: usize = 12772;
+const REDLOCK_PAUSE_2: usize = 10911;
 const REDLOCK_PAUSE_FENCED_2: usize = 44423;
 
 /// Checks one system with 2 clients and asserts its verdicts and, where given, its pinned

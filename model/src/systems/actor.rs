@@ -327,6 +327,14 @@ pub trait Algorithm: Debug + Send + Sync + Sized + 'static {
     /// it is garbage ([`super::symmetry::without_garbage`]).
     const HOLDER_IGNORES_SERVERS: bool = false;
 
+    /// Removes `client` from whatever a server keeps to notify it later (its subscriptions),
+    /// for a client whose messages are garbage from now on (see [`Self::HOLDER_IGNORES_SERVERS`]):
+    /// what the entry would make the server send is dropped anyway, and an algorithm that
+    /// implements this decides nothing else by it.
+    fn forget_subscriber(server: &mut Self::Server, client: Id) {
+        let _ = (server, client);
+    }
+
     /// A server starts; `restarts` is 0 on first start, more after a restart without
     /// persistence.
     fn server_start(&self, setup: &Setup, me: Id, restarts: u8, out: &mut Outbox<Self>) -> Self::Server;

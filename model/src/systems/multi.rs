@@ -242,6 +242,13 @@ impl Algorithm for MultiInstance {
     /// A holder returns before looking at any message (`client_msg`).
     const HOLDER_IGNORES_SERVERS: bool = true;
 
+    /// A subscription only ever makes the instance send a wake-up.
+    fn forget_subscriber(table: &mut LeaseTable, client: Id) {
+        for slot in table.slots.values_mut() {
+            slot.watchers.remove(&client);
+        }
+    }
+
     fn clients_interchangeable(&self, _: &Setup) -> bool {
         true
     }

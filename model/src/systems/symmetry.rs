@@ -343,7 +343,9 @@ fn signature<A: Algorithm>(state: &LockState<A>, id: Id, erase: &Renaming) -> u6
 /// ([`Algorithm::HOLDER_IGNORES_SERVERS`]), what servers still send to a holder is garbage
 /// too: the holder ignores it until it releases and is done then (every configuration runs
 /// one cycle per client). A holder has its critical section's timer armed, so a state with
-/// such messages is no more quiescent than the state without.
+/// such messages is no more quiescent than the state without. For the same reason the
+/// servers forget the subscriptions of done clients and of such holders
+/// ([`Algorithm::forget_subscriber`]): all they would produce is garbage.
 pub fn without_garbage<A: Algorithm>(state: &LockState<A>) -> LockState<A> {
     let mut state = state.clone();
     if let Network::Ordered(flows) = &mut state.network {
@@ -361,6 +363,20 @@ pub fn without_garbage<A: Algorithm>(state: &LockState<A>) -> LockState<A> {
             |id: Id| matches!(state.actor_states.get(usize::from(id)).map(|s| &**s), Some(NodeState::Server(_)));
         let garbage = |src: Id, dst: Id| done[usize::from(dst)] || (holding[usize::from(dst)] && server(src));
         flows.retain(|(src, dst), _| !garbage(*src, *dst));
+        // What the servers would send them later is garbage too: their subscriptions go.
+        let deaf: Vec<Id> = (0..done.len()).filter(|ix| done[*ix] || holding[*ix]).map(Id::from).collect();
+        if !deaf.is_empty() {
+            for slot in &mut state.actor_states {
+                let NodeState::Server(server) = &**slot else { continue };
+                let mut forgotten = server.clone();
+                for id in &deaf {
+                    A::forget_subscriber(&mut forgotten, *id);
+                }
+                if forgotten != *server {
+                    *slot = Arc::new(NodeState::Server(forgotten));
+                }
+            }
+        }
     }
     state
 }
