@@ -56,8 +56,9 @@ use super::actor::{Algorithm, Event, Fence, Key, Me, Outbox, Setup, Token};
 use super::lease_table::{LeaseTable, ReleaseCheck};
 use super::symmetry::{Rename, Renaming};
 
-/// The bound on the grants an instance makes per key and client in a majority run; see
-/// the `within_bounds` of [`MultiInstance`].
+/// The bound on the grants an instance makes per key and client in a majority run whose
+/// fencing counters are modelled (the fenced Redlock variants); see the `within_bounds` of
+/// [`MultiInstance`]. Their verdicts ("holds" included) speak of the runs within it.
 pub const GRANTS_PER_CLIENT: Fence = 2;
 
 /// How a client combines the instances.
