@@ -238,7 +238,8 @@ const REDLOCK_PAUSE_FENCED_DOC: &str = "Redlock with a client pausing past its l
     hold the lock (exclusion as believed by clients is violated), but the fenced resource saves them: the next \
     majority shares an instance that took M, whose counter it can only increment after the lease there is gone, \
     so its token exceeds M, and the paused client's late writes are rejected. Tokens never repeat and the \
-    resource never accepts interleaved critical sections (exhaustive with 2 clients, within the split-vote bound). \
+    resource never accepts interleaved critical sections (exhaustive with 2 clients, whose runs never reach the \
+    split-vote bound: the count is the same with twice the bound). \
     Without the write-back the largest counter did repeat (Kleppmann 2016: Redlock has no fencing token of its own).";
 
 const DFLOCKD_DOC: &str = "A FIFO lease server in the dflockd design: per key a holder and a queue; acquiring is \
