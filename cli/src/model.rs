@@ -118,10 +118,11 @@ fn print_outcome(system: &System, outcome: &Outcome, ok: bool) {
         outcome.clients,
         outcome.keys,
         outcome.unique_states,
-        match (outcome.reduced, outcome.symmetry) {
-            (true, true) => " up to client symmetry and garbage in flight",
-            (true, false) => " up to garbage in flight",
-            (false, _) => "",
+        match (outcome.reduced, outcome.symmetry, outcome.server_symmetry) {
+            (true, true, true) => " up to client and instance symmetry and garbage in flight",
+            (true, true, false) => " up to client symmetry and garbage in flight",
+            (true, false, _) => " up to garbage in flight",
+            (false, ..) => "",
         },
         outcome.states,
         outcome.max_depth,

@@ -14,7 +14,8 @@
 //! which, or in messages still on their way to clients that are done, are stored once.
 //! The runs are bounded where they could go on forever — one server restart per run,
 //! pauses strike holders only ([`Faults::pauses`]), a bound on Redlock's split-vote rounds
-//! (the `within_bounds` of [`multi::MultiInstance`]) — so every search finishes.
+//! where its fencing counters are modelled (the `within_bounds` of [`multi::MultiInstance`]).
+//! Redlock's instances are interchangeable too, and are permuted like the clients.
 //!
 //! ```
 //! use lockcheck_model::systems::{self, CheckOptions, Options};
@@ -154,7 +155,8 @@ fn multi(options: &Options, combine: Combine, faults: Faults, resource: Option<F
         Combine::Majority => 3,
     };
     let claims = if resource == Some(Fencing::Checked) { FENCED } else { UNFENCED };
-    build(MultiInstance { combine, ttl: faults.pauses }, setup(options, instances, faults, resource), claims)
+    let counters = claims.fencing;
+    build(MultiInstance { combine, ttl: faults.pauses, counters }, setup(options, instances, faults, resource), claims)
 }
 
 fn dflockd(options: &Options) -> LockModel<Dflockd> {
@@ -195,38 +197,50 @@ const BUS_DOC: &str = "In-memory lockers on two nodes that coordinate by broadca
 
 const MULTI_ALL_DOC: &str = "Two independent Redis instances, acquired one after the other with SET NX PX and rolled \
     back on the first busy one (waiting for it to free); the lock is held only when every instance granted. The \
-    fencing token is the maximum of the instances' counters. Checked with one instance restarting without \
-    persistence: holding every instance means two holders always meet on the other one. With 2 clients every \
-    property holds; with 3 the maximum of the counters repeats (rollbacks raise one counter and not the other, and \
-    the restarted instance's counter starts over), so `--clients 3` shows \"fencing tokens never reused\" \
-    violated: the impls' all-instances locker takes its token from the first server instead. Source: the seeds' \
-    Go multi-Redis package.";
+    fencing token is the first instance's INCR counter, as in the impls' all-instances locker: every grant holds \
+    instance 0, so its counter orders the grants. Checked without faults, with a fenced resource. Source: the \
+    seeds' Go multi-Redis package and RedisAllLocker in impls.";
 
-const REDLOCK_DOC: &str = "Redlock: three independent Redis instances asked in parallel with SET NX PX; a majority \
-    of grants is the lock, otherwise roll back and wait for a wake-up. Without faults and with the timing \
-    assumption (a holder stops before its validity time runs out) it is safe. Source: the Redis documentation's \
-    Redlock algorithm.";
+const MULTI_ALL_RESTART_DOC: &str = "The all-instances lock with one instance restarting without persistence. \
+    Holding every instance means two holders always meet on an instance that did not restart, so exclusion \
+    holds. But when the first instance restarts, its counter starts over, and the next holder gets a fencing \
+    token that was handed out before: fencing tokens repeat. The impl declares it (fencing_survives_restart: \
+    false): its tokens are only as durable as the first server's counter.";
+
+const REDLOCK_DOC: &str = "Redlock as the impls' RedlockLocker runs it: three independent Redis instances asked \
+    in parallel with SET NX PX (each with an INCR fencing counter); once every instance answered, a majority of \
+    grants is the lock, otherwise roll back and wait for a wake-up. The token is the largest counter of the grants, \
+    written back with RAISE_FENCE to every instance that granted (only where the caller still holds the lock), and \
+    the lock is used only once a majority confirmed. Without faults and with the timing assumption (a holder stops \
+    before its validity time runs out) it is safe. No fencing is checked here, so the counters are left out, and \
+    so is the write-back round, which then can neither fail nor change anything. Source: the Redis \
+    documentation's Redlock algorithm and RedlockLocker in impls.";
 
 const REDLOCK_RESTART_DOC: &str = "Redlock with one instance that crashes and restarts without persistence \
     (Kleppmann, 'How to do distributed locking', 2016): the restarted instance forgets the lease and grants it \
     again, so a second client assembles a majority while the first still holds. The resource does not check \
     fencing tokens, so it sees the two critical sections interleave.";
 
-const REDLOCK_RESTART_FENCED_DOC: &str = "Redlock with an instance restarting without persistence and a resource that \
-    checks fencing tokens (the maximum of the majority's counters). The restarted instance's counter starts \
-    over, so the second holder gets the same token as the first, and the fenced resource accepts both: \
-    Redlock cannot produce safe fencing tokens (Kleppmann 2016).";
+const REDLOCK_RESTART_FENCED_DOC: &str = "Redlock with the fencing write-back, an instance restarting without \
+    persistence and a resource that checks fencing tokens. The restart wipes the instance's lock and its counter \
+    (write-back included): a second client gets a majority from the restarted instance and one the first holder's \
+    majority did not include, and its token, the larger of their counters, can equal the first holder's. Tokens \
+    repeat and the fenced resource accepts both holders' writes: the write-back orders tokens only as long as \
+    the instances keep their counters (Kleppmann 2016; the impls declare fencing_survives_restart: false).";
 
 const REDLOCK_PAUSE_DOC: &str = "Redlock with a client that pauses past its lease (a GC pause, a stopped VM): the \
     instances expire the lease, another client acquires, and the paused client wakes up still believing it \
     holds the lock and writes to an unfenced resource (Kleppmann 2016).";
 
 const REDLOCK_PAUSE_FENCED_DOC: &str = "Redlock with a client pausing past its lease, writing to a resource that \
-    checks fencing tokens, with the maximum of the majority's counters as the token. Two clients believe they \
-    hold the lock, and the fenced resource does not save them: every majority shares an instance whose counter \
-    grew, but the maximum can come from another instance (one a rolled-back attempt raised), so the second \
-    holder can get the same token as the paused one and both write. Redlock has no fencing token without \
-    more (Kleppmann 2016); the impls' Redlock writes the token back to its majority as a floor before using it.";
+    checks fencing tokens, with the impls' fencing write-back: the token M is the largest counter of the grants \
+    and is written back to every instance that granted before the lock is used. Two clients still believe they \
+    hold the lock (exclusion as believed by clients is violated), but the fenced resource saves them: the next \
+    majority shares an instance that took M, whose counter it can only increment after the lease there is gone, \
+    so its token exceeds M, and the paused client's late writes are rejected. Tokens never repeat and the \
+    resource never accepts interleaved critical sections (exhaustive with 2 clients, whose runs never reach the \
+    split-vote bound: the count is the same with twice the bound). \
+    Without the write-back the largest counter did repeat (Kleppmann 2016: Redlock has no fencing token of its own).";
 
 const DFLOCKD_DOC: &str = "A FIFO lease server in the dflockd design: per key a holder and a queue; acquiring is \
     two-phase (enqueue, which grants at once or returns a place in line, then wait, which collects the grant even \
@@ -250,24 +264,28 @@ pub const SYSTEMS: &[System] = &[
         KV_AFTER_DOC, correct: false, expected: &[NO_LOST_WAKEUP], |o: &Options| kv_watch(o, false)),
     system!("bus", "in-memory lockers on two nodes syncing over an event bus (flawed: double grant)", BUS_DOC,
         correct: false, expected: &[MUTUAL_EXCLUSION, RESOURCE_EXCLUSION], bus),
-    system!("multi-all", "all instances in order with rollback, one instance restarts (correct with 2 clients)",
-        MULTI_ALL_DOC,
-        correct: true, expected: &[],
+    system!("multi-all", "all instances in order with rollback, token from the first instance, no faults (correct)",
+        MULTI_ALL_DOC, correct: true, expected: &[],
+        |o: &Options| multi(o, Combine::AllInOrder, NO_FAULTS, Some(Fencing::Checked))),
+    system!("multi-all-restart", "all instances in order, the first instance restarts without persistence (flawed: \
+        its counter starts over and fencing tokens repeat; exclusion holds)", MULTI_ALL_RESTART_DOC,
+        correct: false, expected: &[FENCING],
         |o: &Options| multi(o, Combine::AllInOrder, SERVER_RESTART, Some(Fencing::Checked))),
     system!("redlock", "majority of 3 instances, no faults (correct)", REDLOCK_DOC, correct: true, expected: &[],
         |o: &Options| multi(o, Combine::Majority, NO_FAULTS, None)),
     system!("redlock-restart", "majority of 3, an instance restarts without persistence (flawed)",
         REDLOCK_RESTART_DOC, correct: false, expected: &[MUTUAL_EXCLUSION, RESOURCE_EXCLUSION],
         |o: &Options| multi(o, Combine::Majority, SERVER_RESTART, Some(Fencing::Unchecked))),
-    system!("redlock-restart-fenced", "majority of 3, restart without persistence, fenced resource (flawed)",
+    system!("redlock-restart-fenced", "majority of 3 with fence write-back, restart without persistence, fenced \
+        resource (flawed: the restarted counter repeats a token, the resource accepts both)",
         REDLOCK_RESTART_FENCED_DOC, correct: false, expected: &[MUTUAL_EXCLUSION, FENCING, RESOURCE_EXCLUSION],
         |o: &Options| multi(o, Combine::Majority, SERVER_RESTART, Some(Fencing::Checked))),
     system!("redlock-pause", "majority of 3, a client pauses past its lease (flawed)", REDLOCK_PAUSE_DOC,
         correct: false, expected: &[MUTUAL_EXCLUSION, RESOURCE_EXCLUSION],
         |o: &Options| multi(o, Combine::Majority, PAUSES, Some(Fencing::Unchecked))),
-    system!("redlock-pause-fenced", "majority of 3, a client pauses past its lease, fenced resource (flawed: the \
-        maximum of the counters repeats, the resource accepts both)", REDLOCK_PAUSE_FENCED_DOC, correct: false,
-        expected: &[MUTUAL_EXCLUSION, FENCING, RESOURCE_EXCLUSION],
+    system!("redlock-pause-fenced", "majority of 3 with fence write-back, a client pauses past its lease, fenced \
+        resource (flawed: two believed holders; the resource rejects the paused one)", REDLOCK_PAUSE_FENCED_DOC,
+        correct: false, expected: &[MUTUAL_EXCLUSION],
         |o: &Options| multi(o, Combine::Majority, PAUSES, Some(Fencing::Checked))),
     system!("dflockd", "FIFO lease server, two-phase enqueue/wait, disconnect release (correct)", DFLOCKD_DOC,
         correct: true, expected: &[], dflockd),

@@ -311,6 +311,30 @@ pub trait Algorithm: Debug + Send + Sync + Sized + 'static {
         false
     }
 
+    /// Whether the servers are interchangeable too, so the check may permute them as well
+    /// ([`super::symmetry`]; applied together with client symmetry): no server plays a role
+    /// of its own (no client asks them in a fixed order, none is "the first"), a client treats
+    /// every server's answer alike, and the [`Rename`] implementations rename every server id
+    /// and instance index the state holds. Redlock's instances are; the all-in-order lock's
+    /// are not.
+    fn servers_interchangeable(&self, setup: &Setup) -> bool {
+        let _ = setup;
+        false
+    }
+
+    /// Whether a client that holds the lock ignores every message from the servers until it
+    /// releases (and, running one cycle, is done then), so that what is still on its way to
+    /// it is garbage ([`super::symmetry::without_garbage`]).
+    const HOLDER_IGNORES_SERVERS: bool = false;
+
+    /// Removes `client` from whatever a server keeps to notify it later (its subscriptions),
+    /// for a client whose messages are garbage from now on (see [`Self::HOLDER_IGNORES_SERVERS`]):
+    /// what the entry would make the server send is dropped anyway, and an algorithm that
+    /// implements this decides nothing else by it.
+    fn forget_subscriber(server: &mut Self::Server, client: Id) {
+        let _ = (server, client);
+    }
+
     /// A server starts; `restarts` is 0 on first start, more after a restart without
     /// persistence.
     fn server_start(&self, setup: &Setup, me: Id, restarts: u8, out: &mut Outbox<Self>) -> Self::Server;

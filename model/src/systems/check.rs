@@ -95,6 +95,10 @@ pub struct Outcome {
     /// Whether the reduction included client symmetry: then `unique_states` counts classes
     /// of states that also differ only in which client is which.
     pub symmetry: bool,
+    /// Whether the reduction included server symmetry too (interchangeable instances):
+    /// then `unique_states` counts classes of states that also differ only in which server
+    /// is which.
+    pub server_symmetry: bool,
     /// Unique states visited.
     pub unique_states: usize,
     /// States generated (with repeats).
@@ -131,6 +135,13 @@ pub fn check<A: Algorithm>(
     let start = Instant::now();
     let setup = &model.cfg.setup;
     let symmetry = options.reduce && model.cfg.algorithm.clients_interchangeable(setup);
+    let server_symmetry = symmetry && model.cfg.algorithm.servers_interchangeable(setup);
+    let class: fn(&LockState<A>) -> LockState<A> = match (options.reduce, symmetry, server_symmetry) {
+        (true, true, true) => representative::<A, true>,
+        (true, true, false) => representative::<A, false>,
+        (true, false, _) => without_garbage::<A>,
+        (false, ..) => LockState::<A>::clone,
+    };
     let mut builder = model.clone().checker().threads(options.threads.max(1));
     if let Some(depth) = options.max_depth {
         builder = builder.target_max_depth(depth);
@@ -140,10 +151,10 @@ pub fn check<A: Algorithm>(
     }
     // stateright reduces (by its `symmetry_fn`) in its depth-first search only; both
     // searches visit every reachable state (class), so the verdicts do not depend on it.
-    let search = match (options.reduce, symmetry) {
-        (true, true) => wait(builder.symmetry_fn(representative::<A>).spawn_dfs(), start, progress),
-        (true, false) => wait(builder.symmetry_fn(without_garbage::<A>).spawn_dfs(), start, progress),
-        (false, _) => wait(builder.spawn_bfs(), start, progress),
+    let search = if options.reduce {
+        wait(builder.symmetry_fn(class).spawn_dfs(), start, progress)
+    } else {
+        wait(builder.spawn_bfs(), start, progress)
     };
     let seconds = start.elapsed().as_secs_f64();
     let discoveries = search.discoveries;
@@ -155,11 +166,6 @@ pub fn check<A: Algorithm>(
         !options.until_violated.is_empty() && options.until_violated.iter().all(|name| discoveries.contains(name));
     let complete = !depth_cut && !stopped_at_findings && discoveries.len() < properties.len();
     let violated: Vec<&'static str> = properties.iter().map(|p| p.name).filter(|n| discoveries.contains(n)).collect();
-    let class: fn(&LockState<A>) -> LockState<A> = match (options.reduce, symmetry) {
-        (true, true) => representative::<A>,
-        (true, false) => without_garbage::<A>,
-        (false, _) => LockState::<A>::clone,
-    };
     let mut traces = shortest_counterexamples(&model, &violated, options.max_depth, class);
     let properties = properties
         .iter()
@@ -182,6 +188,7 @@ pub fn check<A: Algorithm>(
         complete,
         reduced: options.reduce,
         symmetry,
+        server_symmetry,
         unique_states: search.unique_states,
         states: search.states,
         max_depth: search.max_depth,

@@ -137,6 +137,17 @@ impl LeaseTable {
         Some(holder)
     }
 
+    /// The fencing write-back (`RAISE_FENCE` of the impls' Redlock): if `token` still holds
+    /// `key` here, raises the key's counter to at least `fence`. Returns whether it held.
+    pub fn raise_fence(&mut self, key: Key, token: Token, fence: Fence) -> bool {
+        if self.holder(key).is_none_or(|l| l.token != token) {
+            return false;
+        }
+        let slot = self.slot(key);
+        slot.last_fence = slot.last_fence.max(fence);
+        true
+    }
+
     /// Subscribes `who` to wake-ups of `key`.
     pub fn watch(&mut self, key: Key, who: Id) {
         self.slot(key).watchers.insert(who);

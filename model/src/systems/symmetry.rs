@@ -33,6 +33,16 @@
 //! state of a class maps to the same stored state, whatever order the threads explore in,
 //! and the unique state count of a configuration is deterministic (and can be pinned).
 //!
+//! **Interchangeable servers.** Redlock's instances are symmetric in the same way: every
+//! client asks all of them at once and counts their answers alike. Where an algorithm
+//! declares [`Algorithm::servers_interchangeable`], a renaming also permutes the servers —
+//! their actor slots (state, crash, storage, timers), their ids on the network's channels and
+//! the instance indices clients keep — and the representative is taken over the server
+//! permutations too, servers sorted by their own signatures first. The same two promises
+//! make it sound: servers are only compared for equality, and every property (and bound)
+//! quantifies over all servers alike ("one restart in the run", "no server released a foreign
+//! lease").
+//!
 //! Where an algorithm does tell clients apart (the bus locker sends client `i` to node
 //! `i % nodes`), it says so and the check runs without reduction.
 
@@ -49,18 +59,27 @@ use super::resource::{ResourceState, Write};
 
 /// A map of client indices, applied to everything that names a client: a permutation of the
 /// clients (each keeping its key), or, to compute a signature, every client onto client 0.
+/// Where the servers are interchangeable too, it also permutes the servers (or, for a
+/// signature, maps every server onto server 0).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Renaming {
-    /// Servers come first among the actor ids, so client `i` has id `servers + i`.
-    servers: usize,
+    /// `servers[s]` is the new index of server `s`. Servers come first among the actor ids,
+    /// so client `i` has id `servers.len() + i`.
+    servers: Vec<u8>,
     /// `to[i]` is the new index of client `i`.
     to: Vec<u8>,
 }
 
 impl Renaming {
     /// A renaming of the clients of a system with `servers` servers: client `i` becomes
-    /// client `to[i]`.
+    /// client `to[i]`; the servers stay.
     pub fn new(servers: usize, to: Vec<u8>) -> Self {
+        Renaming { servers: (0..servers as u8).collect(), to }
+    }
+
+    /// A renaming of the servers and the clients: server `s` becomes server `servers[s]`,
+    /// client `i` becomes client `to[i]`.
+    pub fn with_servers(servers: Vec<u8>, to: Vec<u8>) -> Self {
         Renaming { servers, to }
     }
 
@@ -69,11 +88,20 @@ impl Renaming {
         self.to[ix as usize]
     }
 
-    /// The new id of an actor: clients move, servers and the resource stay.
+    /// The new index of server (instance) `ix`.
+    pub fn server(&self, ix: u8) -> u8 {
+        self.servers[ix as usize]
+    }
+
+    /// The new id of an actor: clients and servers move, the resource stays.
     pub fn id(&self, id: Id) -> Id {
         let i = usize::from(id);
-        match i.checked_sub(self.servers) {
-            Some(ix) if ix < self.to.len() => Id::from(self.servers + self.to[ix] as usize),
+        let servers = self.servers.len();
+        if i < servers {
+            return Id::from(self.servers[i] as usize);
+        }
+        match i.checked_sub(servers) {
+            Some(ix) if ix < self.to.len() => Id::from(servers + self.to[ix] as usize),
             _ => id,
         }
     }
@@ -96,8 +124,11 @@ impl Renaming {
 
 /// A value that names clients, and how it reads after a [`Renaming`].
 ///
-/// Implementations rename every client id, owner token and client index in the value and
-/// nothing else (server ids, instance indices, keys, fencing tokens and tickets stay).
+/// Implementations rename every client id, owner token and client index in the value, and
+/// every server id and instance index, and nothing else (keys, fencing tokens and tickets
+/// stay). A renaming moves servers only for an algorithm that declares its servers
+/// interchangeable ([`Algorithm::servers_interchangeable`]); the others may leave instance
+/// indices alone.
 pub trait Rename {
     /// The value with every client renamed.
     #[must_use]
@@ -273,9 +304,10 @@ fn permutations(items: &[u8]) -> Vec<Vec<u8>> {
     out
 }
 
-/// What client `ix` (actor `id`) looks like with every client identity erased: its state,
-/// crash, storage and timers, and the messages on its channels. The same for a client and
-/// its image under any renaming, so sorting by it is a canonical first cut.
+/// What actor `id` (a client, or a server where servers are interchangeable) looks like with
+/// every identity `erase` erases: its state, crash, storage and timers, and the messages on
+/// its channels. The same for an actor and its image under any renaming, so sorting by it is
+/// a canonical first cut.
 fn signature<A: Algorithm>(state: &LockState<A>, id: Id, erase: &Renaming) -> u64 {
     let i = usize::from(id);
     let mut hasher = DefaultHasher::new();
@@ -306,12 +338,45 @@ fn signature<A: Algorithm>(state: &LockState<A>, id: Id, erase: &Renaming) -> u6
 /// them; [`quiescent`](super::properties::quiescent) does not count them either, so every
 /// property has the same value on both. Dropping them merges states that differ only in
 /// how much garbage is still in flight.
+///
+/// For an algorithm whose holders ignore every server message
+/// ([`Algorithm::HOLDER_IGNORES_SERVERS`]), what servers still send to a holder is garbage
+/// too: the holder ignores it until it releases and is done then (every configuration runs
+/// one cycle per client). A holder has its critical section's timer armed, so a state with
+/// such messages is no more quiescent than the state without. For the same reason the
+/// servers forget the subscriptions of done clients and of such holders
+/// ([`Algorithm::forget_subscriber`]): all they would produce is garbage.
 pub fn without_garbage<A: Algorithm>(state: &LockState<A>) -> LockState<A> {
     let mut state = state.clone();
     if let Network::Ordered(flows) = &mut state.network {
         let done: Vec<bool> =
             state.actor_states.iter().map(|s| matches!(&**s, NodeState::Client(c) if c.phase == Phase::Done)).collect();
-        flows.retain(|(_, dst), _| !done[usize::from(*dst)]);
+        let holding: Vec<bool> = state
+            .actor_states
+            .iter()
+            .map(|s| {
+                A::HOLDER_IGNORES_SERVERS
+                    && matches!(&**s, NodeState::Client(c) if matches!(c.phase, Phase::Holding(_)))
+            })
+            .collect();
+        let server =
+            |id: Id| matches!(state.actor_states.get(usize::from(id)).map(|s| &**s), Some(NodeState::Server(_)));
+        let garbage = |src: Id, dst: Id| done[usize::from(dst)] || (holding[usize::from(dst)] && server(src));
+        flows.retain(|(src, dst), _| !garbage(*src, *dst));
+        // What the servers would send them later is garbage too: their subscriptions go.
+        let deaf: Vec<Id> = (0..done.len()).filter(|ix| done[*ix] || holding[*ix]).map(Id::from).collect();
+        if !deaf.is_empty() {
+            for slot in &mut state.actor_states {
+                let NodeState::Server(server) = &**slot else { continue };
+                let mut forgotten = server.clone();
+                for id in &deaf {
+                    A::forget_subscriber(&mut forgotten, *id);
+                }
+                if forgotten != *server {
+                    *slot = Arc::new(NodeState::Server(forgotten));
+                }
+            }
+        }
     }
     state
 }
@@ -321,9 +386,14 @@ pub fn without_garbage<A: Algorithm>(state: &LockState<A>) -> LockState<A> {
 /// fingerprint among those that sort the clients by their signatures. For the checker's
 /// `symmetry_fn`; only sound for an algorithm whose clients are interchangeable.
 ///
+/// With `SERVERS`, for an algorithm whose servers are interchangeable too
+/// ([`Algorithm::servers_interchangeable`]), the candidates are every permutation of the
+/// servers combined with those of the clients, and the client signatures are taken with
+/// every server erased to server 0 (so they do not depend on the servers' order).
+///
 /// Canonical because the signatures are the same on every state of a class: every state
 /// of a class yields the same set of candidate states, hence the same smallest one.
-pub fn representative<A: Algorithm>(state: &LockState<A>) -> LockState<A> {
+pub fn representative<A: Algorithm, const SERVERS: bool>(state: &LockState<A>) -> LockState<A> {
     let state = &without_garbage(state);
     let servers = state.actor_states.iter().take_while(|s| matches!(&***s, NodeState::Server(_))).count();
     let keys: Vec<Key> = state
@@ -334,14 +404,24 @@ pub fn representative<A: Algorithm>(state: &LockState<A>) -> LockState<A> {
             _ => None,
         })
         .collect();
-    let erase = Renaming::new(servers, vec![0; keys.len()]);
+    let erase_servers: Vec<u8> = if SERVERS { vec![0; servers] } else { (0..servers as u8).collect() };
+    let erase = Renaming::with_servers(erase_servers, vec![0; keys.len()]);
     let signatures: Vec<u64> = (0..keys.len()).map(|ix| signature(state, Id::from(servers + ix), &erase)).collect();
+    let server_orders = if SERVERS {
+        let signatures: Vec<u64> = (0..servers).map(|ix| signature(state, Id::from(ix), &erase)).collect();
+        renamings(&vec![0; servers], &signatures)
+    } else {
+        vec![(0..servers as u8).collect()]
+    };
+    let client_orders = renamings(&keys, &signatures);
     let mut best: Option<(u64, LockState<A>)> = None;
-    for to in renamings(&keys, &signatures) {
-        let renamed = rename_state(state, &Renaming::new(servers, to));
-        let print = fingerprint(&renamed);
-        if best.as_ref().is_none_or(|(smallest, _)| print < *smallest) {
-            best = Some((print, renamed));
+    for servers_to in &server_orders {
+        for to in &client_orders {
+            let renamed = rename_state(state, &Renaming::with_servers(servers_to.clone(), to.clone()));
+            let print = fingerprint(&renamed);
+            if best.as_ref().is_none_or(|(smallest, _)| print < *smallest) {
+                best = Some((print, renamed));
+            }
         }
     }
     best.map_or_else(|| state.clone(), |(_, s)| s)
