@@ -128,7 +128,7 @@ pub(crate) fn readme(report: &Report) -> String {
     );
     let _ = writeln!(
         o,
-        "The benchmark runs used here are kept in [`raw/bench/`](raw/bench/); `lockcheck report` renders them again as they are.\n"
+        "The benchmark runs used here are copied to `reports/raw/bench/` on the machine that renders this page, where `lockcheck report` renders them again as they are; `reports/raw/` is git-ignored (machine-specific JSON), so a clone has the rendered figures only.\n"
     );
 
     // At a glance.
