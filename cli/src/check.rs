@@ -193,7 +193,7 @@ fn recheck(path: &std::path::Path, time_scale: f64) -> anyhow::Result<ExitCode> 
         "{} operations, tolerance {:?}, cancelled acquires cleaned up within {:?}",
         history.operations.len(),
         timing.tolerance,
-        timing.cancel_cleanup.unwrap_or(timing.tolerance.min(timing.prompt))
+        timing.cancel_cleanup_bound()
     );
     for (property, verdict) in verdicts {
         let property = property.to_string();

@@ -184,6 +184,13 @@ impl Timing {
         }
     }
 
+    /// How long after its cancellation a cancelled acquire may still hold a grant: the stated
+    /// [`Timing::cancel_cleanup`], else one clean-up request (a release, a closed connection):
+    /// as prompt as the tolerance, and never later than a hand-off.
+    pub fn cancel_cleanup_bound(&self) -> Duration {
+        self.cancel_cleanup.unwrap_or(self.tolerance.min(self.prompt))
+    }
+
     /// Every duration multiplied by `factor` (e.g. 2.0 on a slow CI machine).
     pub fn scaled(self, factor: f64) -> Self {
         Timing {

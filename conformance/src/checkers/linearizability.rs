@@ -296,10 +296,7 @@ impl Reference {
         Reference {
             initial: LockSpec::with_tolerance(scales.tolerance.as_micros() as u64)
                 .with_fencing_claimed(capabilities.fencing),
-            // A cancelled acquire's clean-up is one request (a release, a closed connection):
-            // as prompt as the backend's tolerance, and never later than a hand-off — unless
-            // the backend states a longer bound.
-            cancel_cleanup: scales.cancel_cleanup.unwrap_or(scales.tolerance.min(scales.prompt)).as_micros() as u64,
+            cancel_cleanup: scales.cancel_cleanup_bound().as_micros() as u64,
         }
     }
 
