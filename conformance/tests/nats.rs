@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use lockcheck_conformance::services::Service;
 use lockcheck_conformance::services::nats::{locker, nats};
-use lockcheck_impls::nats::{BucketConfig, NatsLocker};
+use futures::{FutureExt, StreamExt};
+use lockcheck_impls::nats::{BucketConfig, NatsLocker, RECHECK_AFTER, encode_key};
 use lockcheck_impls::{LeaseRequest, LockError, Locker};
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
@@ -125,6 +126,108 @@ async fn no_lost_wake_up_when_the_release_races_the_wait() {
         let granted = waiter.await.unwrap().unwrap_or_else(|e| panic!("iteration {iteration} (seed {seed}): {e}"));
         assert!(waiter_locker.release(&granted).await.unwrap());
     }
+    // The waiter looks again by itself after a quiet second, well inside the bound: a lost
+    // wake-up would still be granted in time, but counted.
+    assert_eq!(waiter_locker.stats().grants_after_recheck, 0, "wake-ups were lost (seed {seed})");
+}
+
+/// Waits (bounded) until every locker has one acquire waiting for a wake-up: each has found
+/// the key held after joining its waiters, so its subscription is at the server.
+async fn until_all_wait(lockers: &[NatsLocker]) {
+    let started = Instant::now();
+    while lockers.iter().any(|locker| locker.stats().waiting != 1) {
+        assert!(started.elapsed() < LONG, "waiters never started waiting: {:?}", stats_of(lockers));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn stats_of(lockers: &[NatsLocker]) -> Vec<lockcheck_impls::nats::NatsStats> {
+    lockers.iter().map(NatsLocker::stats).collect()
+}
+
+/// A release wakes one waiter, not all of them: with 8 waiters queued, 8 hand-offs in a row
+/// cost no refused create (a herd would cost 7 + 6 + … + 1 = 28), and no waiter needed its
+/// own recheck to notice a release.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_wakes_one_waiter_not_a_herd() {
+    let Some((server, holder)) = fixture("wake_one").await else { return };
+    let request = LeaseRequest::lock("hot", LONG);
+    let held = holder.try_acquire(&request).await.unwrap().expect("free at the start");
+    let mut waiters = Vec::new();
+    for _ in 0..8 {
+        waiters.push(locker_on(&server, "wake_one").await);
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for waiter in &waiters {
+        let (waiter, request) = (waiter.clone(), request.clone());
+        // Each releases as soon as it has the lock: the next hand-off follows at once.
+        tasks.spawn(async move {
+            let lease = waiter.acquire(&request, LONG).await?;
+            waiter.release(&lease).await
+        });
+    }
+    until_all_wait(&waiters).await;
+    let refused_before: u64 = waiters.iter().map(|waiter| waiter.stats().creates_refused).sum();
+    assert!(holder.release(&held).await.unwrap());
+    while let Some(released) = tasks.join_next().await {
+        assert!(released.unwrap().unwrap(), "a waiter's lease was gone before its release");
+    }
+    let after = stats_of(&waiters);
+    let refused: u64 = after.iter().map(|stats| stats.creates_refused).sum::<u64>() - refused_before;
+    println!("8 hand-offs: {refused} refused creates; per locker: {after:?}");
+    assert_eq!(refused, 0, "a release woke more than one waiter: {after:?}");
+    assert!(after.iter().all(|stats| stats.grants_after_recheck == 0 && stats.waiting == 0), "{after:?}");
+}
+
+/// A waiter that never answers its wake-up — a queue member that received a release's
+/// notice and vanished with it — costs the others at most [`RECHECK_AFTER`], not their whole
+/// wait, and the grant that took is counted as a wake-up that did not arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_that_swallows_a_wake_up_delays_the_others_by_one_recheck() {
+    let Some((server, holder)) = fixture("swallowed").await else { return };
+    let request = LeaseRequest::lock("hot", LONG);
+    // The key's other queue member: it takes the notices NATS hands it and does nothing.
+    let silent = async_nats::connect(server.address().to_string()).await.unwrap();
+    let mut swallowed = silent
+        .queue_subscribe(format!("lockcheck.kv.swallowed.{}", encode_key("hot")), "lockcheck-waiters".to_owned())
+        .await
+        .unwrap();
+    silent.flush().await.unwrap();
+    let waiter = locker_on(&server, "swallowed").await;
+    // NATS hands each notice to a member at random: repeat until the silent one got a release.
+    for round in 0..32 {
+        while swallowed.next().now_or_never().flatten().is_some() {}
+        let held = holder.try_acquire(&request).await.unwrap().expect("free at the start of a round");
+        let fence = held.fence();
+        let acquire = {
+            let (waiter, request) = (waiter.clone(), request.clone());
+            tokio::spawn(async move { waiter.acquire(&request, LONG).await })
+        };
+        until_all_wait(std::slice::from_ref(&waiter)).await;
+        let rechecked_before = waiter.stats().grants_after_recheck;
+        let released_at = Instant::now();
+        assert!(holder.release(&held).await.unwrap());
+        let lease = acquire.await.unwrap().expect("the waiter is granted");
+        let took = released_at.elapsed();
+        // The release's notice is the purge that followed the held entry (an earlier round's
+        // notices may still arrive late: they follow other entries).
+        let mut release_swallowed = false;
+        while let Some(Some(notice)) = swallowed.next().now_or_never() {
+            let header = |name: &str| notice.headers.as_ref().and_then(|headers| headers.get(name)).map(|v| v.to_string());
+            release_swallowed |= header("KV-Operation").as_deref() == Some("PURGE")
+                && header("Nats-Last-Sequence") == Some(fence.0.to_string());
+        }
+        let rechecked = waiter.stats().grants_after_recheck - rechecked_before;
+        println!("round {round}: granted after {took:?}, release swallowed: {release_swallowed}, rechecks: {rechecked}");
+        assert!(waiter.release(&lease).await.unwrap());
+        if release_swallowed {
+            assert_eq!(rechecked, 1, "a grant without a wake-up must be counted");
+            assert!(took < RECHECK_AFTER * 3, "the lost wake-up cost {took:?}, more than a recheck");
+            return;
+        }
+        assert_eq!(rechecked, 0, "the waiter heard the release, yet was granted by a recheck ({took:?})");
+    }
+    panic!("the silent member never got a release notice in 32 rounds");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,18 +23,16 @@
 //!   or overwrites another holder's entry.
 //! * **Server-side expiry** uses per-message TTLs (`Nats-TTL`, NATS ≥ 2.11) on a bucket with
 //!   limit markers (`subject_delete_marker_ttl`): when a lease's TTL runs out, the server
-//!   removes the entry and writes a purge marker on the key, which wakes watchers. A crashed
+//!   removes the entry and writes a purge marker on the key, which wakes a waiter. A crashed
 //!   holder's lock therefore frees within its TTL (plus the server's expiry timer slack) —
 //!   the original Go locker kept the TTL in a timer in the holder's process, so a crashed
 //!   holder held the lock forever.
-//! * **Waiting is push-based**: the first acquire of a locker that has to wait starts one
-//!   watch of the whole bucket (a headers-only push consumer of new messages), which keeps,
-//!   per key, the last revision it delivered and whether it held a lease or a removal
-//!   (`nats/watch.rs` argues why no wake-up is lost). A waiter subscribes to its key's view
-//!   *before* the try that fails, then retries only when the view reports a delete, purge
-//!   or expiry marker — with that marker's revision as the create's expectation, so the
-//!   retry is one round trip. A release between the failed try and the wait can therefore
-//!   not be missed, and no waiter creates a consumer of its own.
+//! * **Waiting is push-based, and wakes one waiter**: the bucket's stream republishes the
+//!   headers of every message it stores on core NATS, and a waiter subscribes to its key's
+//!   subject in a queue group *before* the look that finds the key held, so NATS hands every
+//!   release (or expiry marker) of the key to exactly one waiter, which creates over it with
+//!   the marker's revision as the expectation — one round trip, no herd, no JetStream
+//!   consumer per waiter or per locker. `nats/wakeups.rs` argues why no wake-up is lost.
 //!
 //! # Pitfalls of the client library this locker avoids
 //!
@@ -60,9 +58,10 @@
 //!
 //! Semaphores (permit limits above 1) are not offered: [`Capabilities::semaphores`] is false
 //! and such requests fail with [`LockError::Unsupported`]. Waiters are not granted in FIFO
-//! order: after a release every waiter's create races, and JetStream picks one.
+//! order: NATS hands each release to a waiter it picks at random.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -77,15 +76,16 @@ use crate::lease::{FencingToken, Lease, OwnerToken};
 use crate::locker::{Capabilities, Locker};
 use crate::request::{LeaseRequest, validate_ttl, validate_wait};
 
-mod watch;
+mod wakeups;
 
-use watch::{BucketWatch, View};
+pub use wakeups::RECHECK_AFTER;
+use wakeups::{Reconnects, Wake, Waiting};
 
 /// The bucket a [`NatsLocker`] uses when none is named.
 pub const DEFAULT_BUCKET: &str = "lockcheck";
 
 /// How long the server keeps the purge marker it writes when a lease expires, and the
-/// marker this locker writes on release. Long enough for every watcher to see it; short
+/// marker this locker writes on release. Long enough for a waiter to read it; short
 /// enough that tombstones of one-off keys do not pile up in the bucket.
 pub const DEFAULT_MARKER_TTL: Duration = Duration::from_secs(60);
 
@@ -167,8 +167,53 @@ struct Inner {
     /// create of that key most likely has to expect. A stale guess costs a conflict and a
     /// read, as no guess would.
     released: Mutex<HashMap<String, u64>>,
-    /// The bucket's watch, started by the first acquire that has to wait.
-    watch: BucketWatch,
+    /// The bucket's name (its waiters' notices are republished under it).
+    bucket: String,
+    /// The connection's re-establishments; waiters look again after each.
+    reconnects: Reconnects,
+    /// What [`NatsLocker::stats`] reports.
+    stats: Counters,
+}
+
+/// The live counters behind [`NatsStats`].
+#[derive(Default)]
+struct Counters {
+    waiting: AtomicU64,
+    creates_refused: AtomicU64,
+    grants_after_recheck: AtomicU64,
+}
+
+/// What a [`NatsLocker`] has seen of contention, for tests and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NatsStats {
+    /// Acquires waiting for a wake-up now: joined to their key's waiters, and have found it
+    /// held since.
+    pub waiting: u64,
+    /// Creates the server refused because the key was no longer what they expected: a try on
+    /// a held key, or a race lost. A release wakes one waiter, so a hand-off costs none.
+    pub creates_refused: u64,
+    /// Acquires that got the lock by looking at the key after hearing nothing for
+    /// [`RECHECK_AFTER`], not by a wake-up. Each is a wake-up that did not arrive (a notice
+    /// lost with a connection, or a clustered stream's leader changing hands); a healthy run
+    /// has none.
+    pub grants_after_recheck: u64,
+}
+
+/// Counts one waiting acquire while it lives.
+struct CountedWaiting<'a>(&'a AtomicU64);
+
+impl<'a> CountedWaiting<'a> {
+    fn new(counter: &'a AtomicU64) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        CountedWaiting(counter)
+    }
+}
+
+impl Drop for CountedWaiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// What [`Inner::revisions`] remembers of a lease.
@@ -196,7 +241,15 @@ impl NatsLocker {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let reconnects = Reconnects::new();
+        let on_connect = reconnects.clone();
         let client = async_nats::ConnectOptions::new()
+            .event_callback(move |event| {
+                if let async_nats::Event::Connected = event {
+                    on_connect.connected();
+                }
+                std::future::ready(())
+            })
             .retry_on_initial_connect()
             .max_reconnects(None)
             .connection_timeout(Duration::from_secs(2))
@@ -205,7 +258,7 @@ impl NatsLocker {
             .map_err(|e| unavailable(format!("cannot connect to NATS at {url}"), e))?;
         let hosts: Vec<&str> = url.split(',').map(|host| host.trim().trim_start_matches("nats://")).collect();
         let describe = format!("nats://{}?bucket={}", hosts.join(","), bucket.name);
-        Self::with_client(client, &describe, bucket).await
+        Self::open_bucket(client, &describe, bucket, reconnects).await
     }
 
     /// Opens the locker a backend URL names: `nats://host:port[,host:port…][?bucket=B]
@@ -227,11 +280,22 @@ impl NatsLocker {
         Self::connect(hosts, bucket).await
     }
 
-    /// Uses an existing connection; `describe` names the backend in reports.
+    /// Uses an existing connection; `describe` names the backend in reports. Waiters cannot
+    /// see this connection's reconnections, so a notice lost to one costs them up to
+    /// [`RECHECK_AFTER`] (a locker from [`NatsLocker::connect`] looks again at once).
     pub async fn with_client(
         client: async_nats::Client,
         describe: &str,
         bucket: BucketConfig,
+    ) -> Result<Self, LockError> {
+        Self::open_bucket(client, describe, bucket, Reconnects::new()).await
+    }
+
+    async fn open_bucket(
+        client: async_nats::Client,
+        describe: &str,
+        bucket: BucketConfig,
+        reconnects: Reconnects,
     ) -> Result<Self, LockError> {
         let js = jetstream::new(client);
         let config = kv::Config {
@@ -245,6 +309,7 @@ impl NatsLocker {
                 jetstream::stream::StorageType::File
             },
             limit_markers: Some(bucket.marker_ttl),
+            republish: Some(wakeups::republish_for(&bucket.name)),
             ..Default::default()
         };
         let kv = match js.create_key_value(config).await {
@@ -259,7 +324,7 @@ impl NatsLocker {
             .get_stream(kv.stream_name.clone())
             .await
             .map_err(|e| unavailable(format!("cannot read the configuration of bucket {}", bucket.name), e))?;
-        let config =
+        let mut config =
             stream.info().await.map_err(|e| unavailable("cannot read the bucket's stream info", e))?.config.clone();
         if !config.allow_message_ttl || config.subject_delete_marker_ttl.is_none() {
             return Err(LockError::unavailable(format!(
@@ -268,8 +333,25 @@ impl NatsLocker {
                 bucket.name
             )));
         }
+        let republish = wakeups::republish_for(&bucket.name);
+        match &config.republish {
+            Some(existing) if *existing == republish => {}
+            // A bucket made before waiters were woken this way (or by another tool): add the
+            // rule, which changes nothing else about the bucket.
+            None => {
+                config.republish = Some(republish);
+                js.update_stream(config.clone()).await.map_err(|e| {
+                    unavailable(format!("cannot add the waiters' republish rule to bucket {}", bucket.name), e)
+                })?;
+            }
+            Some(other) => {
+                return Err(LockError::unavailable(format!(
+                    "KV bucket {} already republishes {} to {}; its waiters need {} to {}",
+                    bucket.name, other.source, other.destination, republish.source, republish.destination
+                )));
+            }
+        }
         let subject_prefix = kv.put_prefix.clone().unwrap_or_else(|| kv.prefix.clone());
-        let watch = BucketWatch::new(js.clone(), kv.stream_name.clone(), kv.prefix.clone());
         Ok(NatsLocker {
             inner: Arc::new(Inner {
                 js,
@@ -280,7 +362,9 @@ impl NatsLocker {
                 memory_storage: config.storage == jetstream::stream::StorageType::Memory,
                 revisions: Mutex::new(HashMap::new()),
                 released: Mutex::new(HashMap::new()),
-                watch,
+                bucket: bucket.name.clone(),
+                reconnects,
+                stats: Counters::default(),
             }),
         })
     }
@@ -288,6 +372,16 @@ impl NatsLocker {
     /// The KV store (for tests and tools that inspect entries).
     pub fn store(&self) -> &kv::Store {
         &self.inner.kv
+    }
+
+    /// What this locker has seen of contention so far.
+    pub fn stats(&self) -> NatsStats {
+        let stats = &self.inner.stats;
+        NatsStats {
+            waiting: stats.waiting.load(Ordering::Relaxed),
+            creates_refused: stats.creates_refused.load(Ordering::Relaxed),
+            grants_after_recheck: stats.grants_after_recheck.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -372,7 +466,9 @@ enum Published {
 enum Expect {
     /// Nothing known: this locker's last release of the key, else no message at all.
     Guess,
-    /// The revision of a removal the bucket's watch delivered.
+    /// Read the key first: a try that already failed would fail again on a guess.
+    Read,
+    /// The revision of a removal a wake-up announced.
     Freed(u64),
 }
 
@@ -489,23 +585,30 @@ impl Inner {
         released.insert(encoded_key.to_owned(), revision);
     }
 
-    /// One attempt to take a free key: `Ok(None)` if someone holds it. `watched`: the caller
-    /// subscribed to the key's view on the running watch before this attempt, so it will
-    /// hear of every later change of the key (see [`watch`]).
+    /// One attempt to take a free key: `Ok(None)` if someone holds it. `joined`: the caller
+    /// joined the key's waiters before this attempt, so every later change of the key is
+    /// announced to them (see [`wakeups`]).
     async fn create(
         &self,
         request: &LeaseRequest,
         owner: OwnerToken,
         expect: Expect,
-        watched: bool,
+        joined: bool,
     ) -> Result<Option<Lease>, LockError> {
         let encoded = encode_key(request.key());
         let ttl = request.ttl();
-        // Most keys are absent (expect 0), held, or last released by this locker; another
-        // client's tombstone costs one extra read.
-        let (mut expected, mut known_after_watch) = match expect {
+        // What the key's last revision is expected to be, and whether that was learnt after
+        // joining (then anything that replaced it has been announced to the waiters).
+        let (mut expected, mut learnt_after_joining) = match expect {
+            // Most keys are absent (expect 0), held, or last released by this locker; another
+            // client's tombstone costs one extra read.
             Expect::Guess => (self.released().get(&encoded).copied().unwrap_or(0), false),
-            Expect::Freed(revision) => (revision, watched),
+            Expect::Read => match self.entry("acquire", &encoded).await? {
+                Some(entry) if entry.operation == kv::Operation::Put => return Ok(None),
+                Some(tombstone) => (tombstone.revision, joined),
+                None => (0, false),
+            },
+            Expect::Freed(revision) => (revision, joined),
         };
         // Each conflict means the key changed under us; a key cannot churn forever between a
         // read and a write of the same client, but bound the loop rather than trust that.
@@ -518,12 +621,16 @@ impl Inner {
                     self.remember(request.key(), owner, revision, sent_at + server_ttl(ttl));
                     return Ok(Some(Lease::new(request.key(), owner, FencingToken(revision), ttl, sent_at, 1)));
                 }
-                // `expected` was the key's last revision after the watch was listening, and
-                // something later replaced it: the watch delivers that (and whatever frees
-                // the key after it). Wait for it instead of reading — after a hand-off every
-                // losing waiter lands here, and their reads would queue before the next one.
-                Published::Conflict { last: Some(last) } if known_after_watch && last > expected => return Ok(None),
+                // `expected` was the key's last revision after joining, and something later
+                // replaced it: that was announced to the waiters (and whatever frees the key
+                // after it will be). Wait instead of reading — after a hand-off every waiter
+                // that lost a race lands here, and their reads would queue before the next one.
+                Published::Conflict { last: Some(last) } if learnt_after_joining && last > expected => {
+                    self.stats.creates_refused.fetch_add(1, Ordering::Relaxed);
+                    return Ok(None);
+                }
                 Published::Conflict { last } => {
+                    self.stats.creates_refused.fetch_add(1, Ordering::Relaxed);
                     let entry = self.entry("acquire", &encoded).await?;
                     // The read shows what the create expected, yet the create was refused: a
                     // clustered stream's leader (whose refusal names no sequence) checks
@@ -535,8 +642,8 @@ impl Inner {
                     match entry {
                         Some(entry) if entry.operation == kv::Operation::Put => return Ok(None),
                         _ if unapplied => return Ok(None),
-                        Some(tombstone) => (expected, known_after_watch) = (tombstone.revision, watched),
-                        None => (expected, known_after_watch) = (0, false),
+                        Some(tombstone) => (expected, learnt_after_joining) = (tombstone.revision, joined),
+                        None => (expected, learnt_after_joining) = (0, false),
                     }
                 }
             }
@@ -620,14 +727,14 @@ async fn create_cancel_safe(
     inner: &Arc<Inner>,
     request: &LeaseRequest,
     expect: Expect,
-    watched: bool,
+    joined: bool,
 ) -> Result<Option<Lease>, LockError> {
     let (sender, receiver) = oneshot::channel();
     let task_inner = inner.clone();
     let task_request = request.clone();
     tokio::spawn(async move {
         let owner = OwnerToken::random();
-        let outcome = task_inner.create(&task_request, owner, expect, watched).await;
+        let outcome = task_inner.create(&task_request, owner, expect, joined).await;
         let indeterminate = matches!(outcome, Err(LockError::Indeterminate { .. }));
         if let Err(Ok(Some(lease))) = sender.send(outcome) {
             // The caller is gone: nobody will ever use this grant.
@@ -710,45 +817,56 @@ impl Locker for NatsLocker {
         let started = Instant::now();
         let deadline = started + wait;
         let timed_out = || LockError::TimedOut { waited: started.elapsed() };
-        let watch = &self.inner.watch;
-        if !watch.is_running() {
-            // A locker that never waited has no watch: try first, start it only if needed.
-            if let Some(lease) = create_cancel_safe(&self.inner, request, Expect::Guess, false).await? {
+        let inner = &self.inner;
+        // Most acquires find the key free: try before joining the waiters.
+        let first = tokio::select! {
+            attempt = create_cancel_safe(inner, request, Expect::Guess, false) => attempt?,
+            () = sleep_until(deadline) => return Err(timed_out()),
+        };
+        if let Some(lease) = first {
+            return Ok(lease);
+        }
+        let (client, encoded) = (inner.js.client(), encode_key(request.key()));
+        let mut waiting = tokio::select! {
+            joined = Waiting::join(&client, &inner.bucket, &encoded, &inner.reconnects) => joined?,
+            () = sleep_until(deadline) => return Err(timed_out()),
+        };
+        // Joined: look again (the key may have been freed before the subscription), then
+        // create over each removal announced to this waiter.
+        let mut expect = Expect::Read;
+        let mut after_silence = false;
+        let mut counted = None;
+        loop {
+            // Biased: an attempt that has started runs to its end in its own task, so a wake-up
+            // it answers is never dropped unseen.
+            let attempt = tokio::select! {
+                biased;
+                attempt = create_cancel_safe(inner, request, expect, true) => attempt?,
+                () = sleep_until(deadline) => {
+                    waiting.give_up().await;
+                    return Err(timed_out());
+                }
+            };
+            if let Some(lease) = attempt {
+                if after_silence {
+                    inner.stats.grants_after_recheck.fetch_add(1, Ordering::Relaxed);
+                }
+                waiting.granted().await;
                 return Ok(lease);
             }
-            tokio::select! {
-                started = watch.start() => started?,
-                () = sleep_until(deadline) => return Err(timed_out()),
-            }
-        }
-        let encoded = encode_key(request.key());
-        // Subscribe first, then try: every later change of the key reaches this receiver (or
-        // the watch restarts, which wakes it too).
-        let mut view = watch.subscribe(&encoded);
-        loop {
-            let expect = match *view.borrow_and_update() {
-                // A release of that entry is still to be delivered: no need to ask.
-                View::Held(_) => None,
-                View::Freed(revision) => Some(Expect::Freed(revision)),
-                View::Unknown => Some(Expect::Guess),
-            };
-            if let Some(expect) = expect {
-                let attempt = tokio::select! {
-                    attempt = create_cancel_safe(&self.inner, request, expect, true) => attempt?,
-                    () = sleep_until(deadline) => return Err(timed_out()),
-                };
-                if let Some(lease) = attempt {
-                    return Ok(lease);
-                }
-            }
-            tokio::select! {
-                changed = view.changed() => if changed.is_err() {
-                    // The view was dropped (it is not while subscribed; kept for safety):
-                    // subscribe again and try from what it says now.
-                    view = watch.subscribe(&encoded);
+            counted.get_or_insert_with(|| CountedWaiting::new(&inner.stats.waiting));
+            (expect, after_silence) = tokio::select! {
+                biased;
+                wake = waiting.next() => match wake {
+                    Wake::Freed(revision) => (Expect::Freed(revision), false),
+                    Wake::Recheck => (Expect::Read, false),
                 },
-                () = sleep_until(deadline) => return Err(timed_out()),
-            }
+                () = sleep_until(deadline) => {
+                    waiting.give_up().await;
+                    return Err(timed_out());
+                }
+                () = tokio::time::sleep(RECHECK_AFTER) => (Expect::Read, true),
+            };
         }
     }
 

@@ -1,0 +1,200 @@
+//! Push wake-ups for waiters: one waiter per release, whatever the queue length.
+//!
+//! The bucket's stream republishes the headers of every message it stores — a lease, a
+//! release, the marker of an expired lease — on core NATS, at
+//! `lockcheck.kv.<bucket>.<key>` ([`republish_for`]; the stream does this when it stores the
+//! message, before the writer's acknowledgement goes out). A waiter subscribes to its key's
+//! subject in the queue group [`WAITERS`], so NATS hands each notice to exactly **one** of
+//! the key's waiters, across every locker: a release wakes one waiter, which creates the
+//! key's entry — not a herd of creates of which all but one lose (with 64 waiters the herd
+//! kept the server busy with 63 refused writes per hand-off). Subscribing costs no round
+//! trip and no JetStream consumer: the server feeds nobody who does not wait.
+//!
+//! # Why no wake-up is lost
+//!
+//! 1. **Join before the look.** A waiter subscribes before the read (or create) that tells
+//!    it the key is held. A subscription and a later publish on one connection reach the
+//!    server in that order, so every message stored after that look is announced to the
+//!    group, which includes the waiter. (A look that reads a removal tries to create over
+//!    it at once.)
+//! 2. **Every removal notice is acted on.** The waiter that receives one creates over it.
+//!    The create wins, or it loses to a later message, which was stored after the look and
+//!    so was announced too: a lease (whose end will be announced) or another removal (which
+//!    another waiter acts on).
+//! 3. **A waiter that leaves without the lock passes the turn on.** A notice the server
+//!    routed to it before its unsubscribe arrived would otherwise be lost with it. So it
+//!    unsubscribes, and then — the same connection, so in this order at the server —
+//!    publishes a [`Wake::Recheck`] notice to the group: one remaining waiter reads the key
+//!    and takes it if it is free. A waiter that leaves with the lock drops nothing: every
+//!    notice it had not read is of a revision its own create already followed.
+//! 4. **Core NATS delivers at most once.** Notices in flight when a connection drops are
+//!    lost, so a locker that reconnects has each of its waiters look again. And a waiter
+//!    that has heard nothing for [`RECHECK_AFTER`] looks again on its own, for what no
+//!    connection event reports (a clustered stream's leader changing hands between storing
+//!    a message and republishing it). A grant found that way is counted
+//!    ([`super::NatsStats::grants_after_recheck`]): every one is a wake-up that did not
+//!    arrive, and a healthy run has none — the tests check that.
+//!
+//! Waiters are not served in arrival order (NATS picks a queue member at random), as before.
+
+use std::time::Duration;
+
+use async_nats::{Client, HeaderMap, Subscriber};
+use futures::StreamExt;
+use tokio::sync::watch;
+
+use crate::error::LockError;
+
+/// The queue group every waiter of a key joins.
+pub(super) const WAITERS: &str = "lockcheck-waiters";
+
+/// How long a waiter that has heard nothing waits before it looks at the key itself
+/// (rule 4 of the module docs). Long enough that a healthy hand-off never gets there, short
+/// enough that a lost notice costs a second, not the rest of the wait.
+pub const RECHECK_AFTER: Duration = Duration::from_secs(1);
+
+/// The header of a notice that asks one waiter to look at the key again.
+const RECHECK_HEADER: &str = "Lockcheck-Recheck";
+
+/// The prefix of the subjects a bucket's messages are republished on.
+pub(super) fn notice_prefix(bucket: &str) -> String {
+    format!("lockcheck.kv.{bucket}.")
+}
+
+/// The stream republish rule that announces every message of `bucket` to its waiters.
+pub(super) fn republish_for(bucket: &str) -> async_nats::jetstream::stream::Republish {
+    async_nats::jetstream::stream::Republish {
+        source: format!("$KV.{bucket}.>"),
+        destination: format!("{}>", notice_prefix(bucket)),
+        headers_only: true,
+    }
+}
+
+/// What woke a waiter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Wake {
+    /// The key was freed (a delete, purge or expiry marker) at this revision.
+    Freed(u64),
+    /// A notice may have been missed: look at the key again.
+    Recheck,
+}
+
+/// What a republished (or passed-on) notice says, if it can wake a waiter: a lease entry
+/// cannot, a removal or a recheck can.
+fn wake_of(message: &async_nats::Message) -> Option<Wake> {
+    let headers = message.headers.as_ref()?;
+    if headers.get(RECHECK_HEADER).is_some() {
+        return Some(Wake::Recheck);
+    }
+    let removed = headers.get("KV-Operation").is_some_and(|op| op.as_str() == "DEL" || op.as_str() == "PURGE")
+        || headers.get(async_nats::header::NATS_MARKER_REASON).is_some();
+    if !removed {
+        return None;
+    }
+    let revision = headers.get(async_nats::header::NATS_SEQUENCE)?.as_str().parse().ok()?;
+    Some(Wake::Freed(revision))
+}
+
+/// One waiter's membership of its key's queue group, from before its first look until it
+/// has the lock or gives up. Dropped while waiting (a cancelled acquire), it passes the turn
+/// on in a task of its own.
+pub(super) struct Waiting {
+    client: Client,
+    subject: String,
+    /// `None` once it has left.
+    subscriber: Option<Subscriber>,
+    /// Changes when the connection is re-established (see [`Reconnects`]).
+    reconnects: watch::Receiver<u64>,
+}
+
+impl Waiting {
+    /// Joins the waiters of `encoded_key`. Returns once the subscription is on its way to the
+    /// server ahead of anything this connection sends later.
+    pub(super) async fn join(
+        client: &Client,
+        bucket: &str,
+        encoded_key: &str,
+        reconnects: &Reconnects,
+    ) -> Result<Waiting, LockError> {
+        let subject = format!("{}{encoded_key}", notice_prefix(bucket));
+        let subscriber = client.queue_subscribe(subject.clone(), WAITERS.to_owned()).await.map_err(|e| {
+            LockError::Unavailable { message: "acquire: cannot subscribe to wake-ups".to_owned(), source: Some(Box::new(e)) }
+        })?;
+        let mut reconnects = reconnects.0.subscribe();
+        reconnects.mark_unchanged();
+        Ok(Waiting { client: client.clone(), subject, subscriber: Some(subscriber), reconnects })
+    }
+
+    /// The next notice that can wake this waiter.
+    pub(super) async fn next(&mut self) -> Wake {
+        let Some(subscriber) = self.subscriber.as_mut() else { return Wake::Recheck };
+        loop {
+            tokio::select! {
+                message = subscriber.next() => match message {
+                    Some(message) => {
+                        if let Some(wake) = wake_of(&message) {
+                            return wake;
+                        }
+                    }
+                    // The connection is closed for good: nothing more will come (the caller's
+                    // own recheck and wait bound still run).
+                    None => std::future::pending::<()>().await,
+                },
+                changed = self.reconnects.changed() => {
+                    if changed.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                    return Wake::Recheck;
+                }
+            }
+        }
+    }
+
+    /// Leaves with the lock: unsubscribes, nothing to pass on (rule 3).
+    pub(super) async fn granted(mut self) {
+        if let Some(mut subscriber) = self.subscriber.take() {
+            let _ = subscriber.unsubscribe().await;
+        }
+    }
+
+    /// Leaves without the lock: unsubscribes, then passes the turn on (rule 3).
+    pub(super) async fn give_up(mut self) {
+        if let Some(subscriber) = self.subscriber.take() {
+            pass_on(self.client.clone(), self.subject.clone(), subscriber).await;
+        }
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if let Some(subscriber) = self.subscriber.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(pass_on(self.client.clone(), self.subject.clone(), subscriber));
+        }
+    }
+}
+
+async fn pass_on(client: Client, subject: String, mut subscriber: Subscriber) {
+    // Unsubscribed first: the server handles the two in this order, so the notice goes to
+    // another waiter, never back to this one.
+    let _ = subscriber.unsubscribe().await;
+    let mut headers = HeaderMap::new();
+    headers.insert(RECHECK_HEADER, "1");
+    let _ = client.publish_with_headers(subject, headers, Default::default()).await;
+}
+
+/// Counts the connection's re-establishments, so that waiters look again after one (rule 4).
+#[derive(Clone)]
+pub(super) struct Reconnects(std::sync::Arc<watch::Sender<u64>>);
+
+impl Reconnects {
+    pub(super) fn new() -> Self {
+        Reconnects(std::sync::Arc::new(watch::Sender::new(0)))
+    }
+
+    /// Call on every (re)connection of the client.
+    pub(super) fn connected(&self) {
+        self.0.send_modify(|count| *count += 1);
+    }
+}
