@@ -59,20 +59,40 @@ async fn assert_still_held(locker: &NatsLocker, held: &Lease, within: Duration) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cluster_grants_releases_and_wakes_waiters() {
-    let Some((_cluster, locker)) = fixture("basics").await else { return };
+    let Some((cluster, locker)) = fixture("basics").await else { return };
     let request = LeaseRequest::lock("k", LONG);
     let first = locker.try_acquire(&request).await.unwrap().expect("free key");
     assert!(locker.try_acquire(&request).await.unwrap().is_none());
-    let waiter = {
-        let locker = locker.clone();
-        let request = request.clone();
-        tokio::spawn(async move { locker.acquire(&request, Duration::from_secs(5)).await })
-    };
+    // Four waiters, each on a connection of its own (spread over the nodes): every release
+    // wakes one of them, announced by whichever node leads the stream.
+    let mut waiters = Vec::new();
+    for _ in 0..4 {
+        waiters.push(cluster.locker("basics").await.expect("another client"));
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for waiter in &waiters {
+        let (waiter, request) = (waiter.clone(), request.clone());
+        tasks.spawn(async move {
+            let lease = waiter.acquire(&request, Duration::from_secs(20)).await?;
+            let refreshed = waiter.refresh(&lease, LONG).await?.expect("held");
+            assert!(refreshed.fence() >= lease.fence());
+            waiter.release(&refreshed).await.map(|released| (lease.fence(), released))
+        });
+    }
+    let started = Instant::now();
+    while waiters.iter().any(|waiter| waiter.stats().waiting != 1) {
+        assert!(started.elapsed() < LONG, "waiters never started waiting");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     assert!(locker.release(&first).await.unwrap());
-    let second = waiter.await.unwrap().expect("the waiter is woken by the release");
-    assert!(second.fence() > first.fence());
-    let refreshed = locker.refresh(&second, LONG).await.unwrap().expect("held");
-    assert!(locker.release(&refreshed).await.unwrap());
+    while let Some(outcome) = tasks.join_next().await {
+        let (fence, released) = outcome.unwrap().expect("the waiter is woken by a release");
+        assert!(fence > first.fence());
+        assert!(released, "a waiter's lease was gone before its release");
+    }
+    let stats: Vec<_> = waiters.iter().map(NatsLocker::stats).collect();
+    println!("4 hand-offs in the cluster: {stats:?}");
+    assert!(stats.iter().all(|stats| stats.grants_after_recheck == 0), "a wake-up did not arrive: {stats:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
