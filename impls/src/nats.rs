@@ -63,12 +63,12 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::future::IntoFuture;
 use std::time::{Duration, SystemTime};
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::{self, context::PublishErrorKind, kv};
+use async_nats::jetstream::{self, context::PublishAckFuture, context::PublishErrorKind, kv};
 use async_trait::async_trait;
-use tokio::sync::oneshot;
 use tokio::time::{Instant, sleep_until};
 
 use crate::error::{InvalidInput, LockError};
@@ -167,6 +167,11 @@ struct Inner {
     /// create of that key most likely has to expect. A stale guess costs a conflict and a
     /// read, as no guess would.
     released: Mutex<HashMap<String, u64>>,
+    /// When this locker last found each key (encoded) held. An acquire of a key found held
+    /// within [`CONTENDED_FOR`] joins the waiters and reads before it creates: on a contended
+    /// key a create would only be refused, and a refusal does not say whether the key is
+    /// held, so a read would follow it anyway.
+    found_held: Mutex<HashMap<String, Instant>>,
     /// The bucket's name (its waiters' notices are republished under it).
     bucket: String,
     /// The connection's re-establishments; waiters look again after each.
@@ -223,6 +228,9 @@ struct Known {
     /// The server's expiry, by the local clock; past it the entry is useless.
     expires_at: Instant,
 }
+
+/// How long a key this locker found held counts as contended (see `Inner::found_held`).
+const CONTENDED_FOR: Duration = Duration::from_secs(1);
 
 /// Past this many remembered leases, forget the expired ones.
 const REMEMBERED_LEASES: usize = 4096;
@@ -362,6 +370,7 @@ impl NatsLocker {
                 memory_storage: config.storage == jetstream::stream::StorageType::Memory,
                 revisions: Mutex::new(HashMap::new()),
                 released: Mutex::new(HashMap::new()),
+                found_held: Mutex::new(HashMap::new()),
                 bucket: bucket.name.clone(),
                 reconnects,
                 stats: Counters::default(),
@@ -451,6 +460,32 @@ fn last_sequence_in(error: &jetstream::context::PublishError) -> Option<u64> {
     digits.parse().ok()
 }
 
+/// What JetStream's answer to a conditional publish means.
+fn published(
+    operation: &'static str,
+    answer: Result<jetstream::publish::PublishAck, jetstream::context::PublishError>,
+) -> Result<Published, LockError> {
+    match answer {
+        Ok(ack) => Ok(Published::Stored(ack.sequence)),
+        Err(e) => match e.kind() {
+            PublishErrorKind::WrongLastSequence => Ok(Published::Conflict { last: last_sequence_in(&e) }),
+            // A clustered stream's leader reports the same refusal under another code
+            // (10164, "wrong last sequence" without the number).
+            PublishErrorKind::Other if is_clustered_wrong_last_sequence(&e) => Ok(Published::Conflict { last: None }),
+            PublishErrorKind::StreamNotFound => Err(unavailable(format!("{operation}: no JetStream stream answers"), e)),
+            PublishErrorKind::Other => Err(LockError::Unavailable {
+                message: format!("{operation}: JetStream refused the publish"),
+                source: Some(Box::new(e)),
+            }),
+            _ => Err(LockError::Indeterminate {
+                operation,
+                message: "no acknowledgement from JetStream".to_owned(),
+                source: Some(Box::new(e)),
+            }),
+        },
+    }
+}
+
 /// The outcome of one conditional publish.
 enum Published {
     Stored(u64),
@@ -509,36 +544,26 @@ impl Inner {
         headers: HeaderMap,
         value: String,
     ) -> Result<Published, LockError> {
+        let ack = self.send_expecting(operation, encoded_key, expected, headers, value).await?;
+        published(operation, ack.await)
+    }
+
+    /// Sends `value` for the key on condition that its last revision is `expected` (0: no
+    /// message); the returned future brings JetStream's answer.
+    async fn send_expecting(
+        &self,
+        operation: &'static str,
+        encoded_key: &str,
+        expected: u64,
+        headers: HeaderMap,
+        value: String,
+    ) -> Result<PublishAckFuture, LockError> {
         let mut headers = headers;
         headers.insert(async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, expected.to_string().as_str());
-        let ack = self
-            .js
+        self.js
             .publish_with_headers(self.subject(encoded_key), headers, value.into())
             .await
-            .map_err(|e| unavailable(format!("{operation}: could not send to NATS"), e))?;
-        match ack.await {
-            Ok(ack) => Ok(Published::Stored(ack.sequence)),
-            Err(e) => match e.kind() {
-                PublishErrorKind::WrongLastSequence => Ok(Published::Conflict { last: last_sequence_in(&e) }),
-                // A clustered stream's leader reports the same refusal under another code
-                // (10164, "wrong last sequence" without the number).
-                PublishErrorKind::Other if is_clustered_wrong_last_sequence(&e) => {
-                    Ok(Published::Conflict { last: None })
-                }
-                PublishErrorKind::StreamNotFound => {
-                    Err(unavailable(format!("{operation}: no JetStream stream answers"), e))
-                }
-                PublishErrorKind::Other => Err(LockError::Unavailable {
-                    message: format!("{operation}: JetStream refused the publish"),
-                    source: Some(Box::new(e)),
-                }),
-                _ => Err(LockError::Indeterminate {
-                    operation,
-                    message: "no acknowledgement from JetStream".to_owned(),
-                    source: Some(Box::new(e)),
-                }),
-            },
-        }
+            .map_err(|e| unavailable(format!("{operation}: could not send to NATS"), e))
     }
 
     /// The key's last entry, read from the stream's *leader*. Not `kv.entry`: KV buckets
@@ -577,6 +602,23 @@ impl Inner {
         self.released.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    fn found_held(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        self.found_held.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether this locker found the key held within [`CONTENDED_FOR`].
+    fn is_contended(&self, encoded_key: &str) -> bool {
+        self.found_held().get(encoded_key).is_some_and(|at| at.elapsed() < CONTENDED_FOR)
+    }
+
+    fn note_found_held(&self, encoded_key: &str) {
+        let mut found_held = self.found_held();
+        if found_held.len() >= REMEMBERED_LEASES {
+            found_held.retain(|_, at| at.elapsed() < CONTENDED_FOR);
+        }
+        found_held.insert(encoded_key.to_owned(), Instant::now());
+    }
+
     fn note_release(&self, encoded_key: &str, revision: u64) {
         let mut released = self.released();
         if released.len() >= REMEMBERED_LEASES {
@@ -588,13 +630,17 @@ impl Inner {
     /// One attempt to take a free key: `Ok(None)` if someone holds it. `joined`: the caller
     /// joined the key's waiters before this attempt, so every later change of the key is
     /// announced to them (see [`wakeups`]).
+    ///
+    /// Cancel-safe: dropped while its create is on the wire, it leaves a task to await the
+    /// answer and remove the entry if it was stored ([`PendingCreate`]); a create whose answer
+    /// never comes is removed if it was stored (an indeterminate outcome).
     async fn create(
-        &self,
+        self: &Arc<Self>,
         request: &LeaseRequest,
-        owner: OwnerToken,
         expect: Expect,
         joined: bool,
     ) -> Result<Option<Lease>, LockError> {
+        let owner = OwnerToken::random();
         let encoded = encode_key(request.key());
         let ttl = request.ttl();
         // What the key's last revision is expected to be, and whether that was learnt after
@@ -616,7 +662,11 @@ impl Inner {
             let mut headers = HeaderMap::new();
             headers.insert(async_nats::header::NATS_MESSAGE_TTL, server_ttl(ttl).as_secs().to_string().as_str());
             let sent_at = Instant::now();
-            match self.publish_expecting("acquire", &encoded, expected, headers, entry_value(owner, ttl)).await? {
+            let ack = self.send_expecting("acquire", &encoded, expected, headers, entry_value(owner, ttl)).await?;
+            let ack = Some(ack.into_future());
+            let pending = PendingCreate { inner: self, key: request.key(), encoded_key: &encoded, owner, ack };
+            let answer = pending.answer().await;
+            match answer? {
                 Published::Stored(revision) => {
                     self.remember(request.key(), owner, revision, sent_at + server_ttl(ttl));
                     return Ok(Some(Lease::new(request.key(), owner, FencingToken(revision), ttl, sent_at, 1)));
@@ -720,55 +770,77 @@ fn lease_ended(lease: &Lease) -> bool {
     Instant::now() >= lease.expires_at()
 }
 
-/// Runs one create in a task of its own so that a caller dropping the acquire (cancellation,
-/// a wait bound running out) can never leak the grant: whichever side finds the other gone
-/// releases it.
-async fn create_cancel_safe(
-    inner: &Arc<Inner>,
-    request: &LeaseRequest,
-    expect: Expect,
-    joined: bool,
-) -> Result<Option<Lease>, LockError> {
-    let (sender, receiver) = oneshot::channel();
-    let task_inner = inner.clone();
-    let task_request = request.clone();
-    tokio::spawn(async move {
-        let owner = OwnerToken::random();
-        let outcome = task_inner.create(&task_request, owner, expect, joined).await;
-        let indeterminate = matches!(outcome, Err(LockError::Indeterminate { .. }));
-        if let Err(Ok(Some(lease))) = sender.send(outcome) {
-            // The caller is gone: nobody will ever use this grant.
-            let _ = task_inner.release_owner(lease.key(), lease.owner()).await;
-        } else if indeterminate {
-            // The create may have been stored; nobody learnt its token. Free it if so
-            // (if this fails too, the server's TTL frees it).
-            let _ = task_inner.release_owner(task_request.key(), owner).await;
+/// A create on the wire. Dropped before its answer (the acquire was cancelled, or its wait
+/// bound ran out), it leaves a task that awaits the answer and removes the entry if it was
+/// stored: nobody will ever use that grant. An answer that never comes (indeterminate) is
+/// handled alike.
+struct PendingCreate<'a> {
+    inner: &'a Arc<Inner>,
+    key: &'a str,
+    encoded_key: &'a str,
+    owner: OwnerToken,
+    ack: Option<<PublishAckFuture as IntoFuture>::IntoFuture>,
+}
+
+impl PendingCreate<'_> {
+    async fn answer(mut self) -> Result<Published, LockError> {
+        let ack = self.ack.as_mut().expect("awaited once");
+        let answer = published("acquire", ack.await);
+        self.ack = None;
+        if let Err(LockError::Indeterminate { .. }) = answer {
+            // It may have been stored; nobody learnt the revision. Free it if so (if this
+            // fails too, the server's TTL frees it).
+            let (inner, key, owner) = (self.inner.clone(), self.key.to_owned(), self.owner);
+            tokio::spawn(async move {
+                let _ = inner.release_owner(&key, owner).await;
+            });
         }
-    });
-    let mut pending = PendingCreate { inner: inner.clone(), receiver };
-    match (&mut pending.receiver).await {
-        Ok(outcome) => outcome,
-        Err(_) => Err(LockError::unavailable("acquire: the create task ended without an answer")),
+        answer
     }
 }
 
-/// The caller's end of [`create_cancel_safe`]: if dropped with a grant waiting in the
-/// channel, releases it.
-struct PendingCreate {
-    inner: Arc<Inner>,
-    receiver: oneshot::Receiver<Result<Option<Lease>, LockError>>,
+impl Drop for PendingCreate<'_> {
+    fn drop(&mut self) {
+        let Some(ack) = self.ack.take() else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let (inner, key, encoded_key, owner) =
+            (self.inner.clone(), self.key.to_owned(), self.encoded_key.to_owned(), self.owner);
+        runtime.spawn(async move {
+            match published("acquire", ack.await) {
+                // Revision-checked: if anything followed the entry, it is not ours to touch.
+                Ok(Published::Stored(revision)) => {
+                    let _ = inner.purge(&encoded_key, revision).await;
+                }
+                Ok(Published::Conflict { .. }) => {}
+                Err(_) => {
+                    let _ = inner.release_owner(&key, owner).await;
+                }
+            }
+        });
+    }
 }
 
-impl Drop for PendingCreate {
+/// A grant not yet handed to the caller: released if dropped before [`Unclaimed::claim`].
+struct Unclaimed<'a> {
+    inner: &'a Arc<Inner>,
+    lease: Option<Lease>,
+}
+
+impl Unclaimed<'_> {
+    fn claim(mut self) -> Lease {
+        self.lease.take().expect("a lease is claimed once")
+    }
+}
+
+impl Drop for Unclaimed<'_> {
     fn drop(&mut self) {
-        self.receiver.close();
-        if let Ok(Ok(Some(lease))) = self.receiver.try_recv() {
+        if let Some(lease) = self.lease.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
             let inner = self.inner.clone();
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(async move {
-                    let _ = inner.release_owner(lease.key(), lease.owner()).await;
-                });
-            }
+            runtime.spawn(async move {
+                let _ = inner.release_owner(lease.key(), lease.owner()).await;
+            });
         }
     }
 }
@@ -808,7 +880,7 @@ impl Locker for NatsLocker {
 
     async fn try_acquire(&self, request: &LeaseRequest) -> Result<Option<Lease>, LockError> {
         check_request(request)?;
-        create_cancel_safe(&self.inner, request, Expect::Guess, false).await
+        self.inner.create(request, Expect::Guess, false).await
     }
 
     async fn acquire(&self, request: &LeaseRequest, wait: Duration) -> Result<Lease, LockError> {
@@ -818,15 +890,20 @@ impl Locker for NatsLocker {
         let deadline = started + wait;
         let timed_out = || LockError::TimedOut { waited: started.elapsed() };
         let inner = &self.inner;
-        // Most acquires find the key free: try before joining the waiters.
-        let first = tokio::select! {
-            attempt = create_cancel_safe(inner, request, Expect::Guess, false) => attempt?,
-            () = sleep_until(deadline) => return Err(timed_out()),
-        };
-        if let Some(lease) = first {
-            return Ok(lease);
+        let encoded = encode_key(request.key());
+        // Most acquires find the key free: try before joining the waiters — unless the key
+        // was found held a moment ago (see `Inner::found_held`).
+        if !inner.is_contended(&encoded) {
+            let first = tokio::select! {
+                attempt = inner.create(request, Expect::Guess, false) => attempt?,
+                () = sleep_until(deadline) => return Err(timed_out()),
+            };
+            if let Some(lease) = first {
+                return Ok(lease);
+            }
+            inner.note_found_held(&encoded);
         }
-        let (client, encoded) = (inner.js.client(), encode_key(request.key()));
+        let client = inner.js.client();
         let mut waiting = tokio::select! {
             joined = Waiting::join(&client, &inner.bucket, &encoded, &inner.reconnects) => joined?,
             () = sleep_until(deadline) => return Err(timed_out()),
@@ -841,7 +918,7 @@ impl Locker for NatsLocker {
             // it answers is never dropped unseen.
             let attempt = tokio::select! {
                 biased;
-                attempt = create_cancel_safe(inner, request, expect, true) => attempt?,
+                attempt = inner.create(request, expect, true) => attempt?,
                 () = sleep_until(deadline) => {
                     waiting.give_up().await;
                     return Err(timed_out());
@@ -851,10 +928,14 @@ impl Locker for NatsLocker {
                 if after_silence {
                     inner.stats.grants_after_recheck.fetch_add(1, Ordering::Relaxed);
                 }
+                // Leaving takes a send to the connection: a caller gone by then must not
+                // strand the lease.
+                let unclaimed = Unclaimed { inner, lease: Some(lease) };
                 waiting.granted().await;
-                return Ok(lease);
+                return Ok(unclaimed.claim());
             }
             counted.get_or_insert_with(|| CountedWaiting::new(&inner.stats.waiting));
+            inner.note_found_held(&encoded);
             (expect, after_silence) = tokio::select! {
                 biased;
                 wake = waiting.next() => match wake {
