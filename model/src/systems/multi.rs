@@ -254,6 +254,18 @@ impl Algorithm for MultiInstance {
         true
     }
 
+    /// An answer only adds to the attempt's tally (the instances that granted, the busy
+    /// count, the write-backs) and a wake-up only notes itself (`freed_seen`); what follows
+    /// the last answer reads the whole tally, so the order in which a client takes its
+    /// messages leaves no trace. A wake-up and the last answer commute too: taken first, the
+    /// wake-up makes the rollback retry at once; taken second, it ends the wait the rollback
+    /// began — the same new attempt either way (and a holder ignores it). Only a client
+    /// crash could stop a client from taking what is on its way: no majority or in-order
+    /// configuration has one.
+    fn clients_take_replies_at_once(&self, setup: &Setup) -> bool {
+        !setup.faults.client_crash
+    }
+
     /// In a majority lock every instance is asked at once and every answer counts alike,
     /// so the instances are interchangeable (a restart may strike any of them, and each is
     /// as likely). In order, instance 0 is asked first and gives the token: not so.
