@@ -151,7 +151,8 @@ pub fn check<A: Algorithm>(
         (true, false, _) => without_garbage::<A>,
         (false, ..) => LockState::<A>::clone,
     };
-    let at_once = options.reduce && options.take_replies_at_once && model.cfg.algorithm.clients_take_replies_at_once(setup);
+    let at_once =
+        options.reduce && options.take_replies_at_once && model.cfg.algorithm.clients_take_replies_at_once(setup);
     // The reduced search explores the representatives themselves (see `Reduced`), breadth
     // first: a depth-first search would carry each pending state's whole path with it.
     let search = if options.reduce {

@@ -45,6 +45,13 @@
 //!
 //! Where an algorithm does tell clients apart (the bus locker sends client `i` to node
 //! `i % nodes`), it says so and the check runs without reduction.
+//!
+//! **Clients catching up.** Where an algorithm declares
+//! [`Algorithm::clients_take_replies_at_once`], each state is also replaced by the state in
+//! which every acquiring client has taken the messages the servers sent it
+//! ([`with_clients_caught_up`], a partial-order reduction whose soundness is argued there).
+//! Unlike the symmetries it is not a bisimulation, so the search explores the
+//! representatives themselves rather than the states that led to them (see `check`).
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet};
@@ -415,7 +422,8 @@ pub fn without_garbage<A: Algorithm>(state: &LockState<A>) -> LockState<A> {
 /// explores these states themselves ([`super::check`]), not the states that led to them: the
 /// steps that `c`'s taking the message makes possible (the servers receiving its releases or
 /// retries) are then explored from them. Taking messages never cycles (each removes one from
-/// a channel, and a client that acquires sends only to the servers), so the loop ends.
+/// a channel from a server to a client, and a client sends only to the servers and the
+/// resource), so the loop ends.
 pub fn with_clients_caught_up<A: Algorithm>(model: &LockModel<A>, state: &LockState<A>) -> LockState<A> {
     let setup = &model.cfg.setup;
     let mut state = state.clone();
