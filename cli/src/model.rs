@@ -29,8 +29,9 @@ pub struct Args {
     /// properties are then unknown). For state spaces too large to exhaust.
     #[arg(long)]
     until_expected: bool,
-    /// Explore every state, without reductions (client symmetry, garbage in flight): for
-    /// comparison, the verdicts must be the same, the state count larger.
+    /// Explore every state, without reductions (client and instance symmetry, garbage in
+    /// flight, clients taking their replies at once): for comparison, the verdicts must be
+    /// the same, the state count larger.
     #[arg(long)]
     no_reduction: bool,
     /// Checker threads (default: all cores).
@@ -79,6 +80,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             max_depth: args.depth,
             until_violated: if args.until_expected { system.expected.to_vec() } else { Vec::new() },
             reduce: !args.no_reduction,
+            take_replies_at_once: !args.no_reduction,
         };
         let outcome = system.check(&options, &check, &mut |p: Progress| {
             eprint!(
@@ -114,7 +116,7 @@ fn print_outcome(system: &System, outcome: &Outcome, ok: bool) {
     println!("{} — {}", system.name, system.summary);
     println!("{}\n", system.doc);
     println!(
-        "{} clients, {} key(s): {} unique states{} ({} generated), max depth {}, {:.2}s, {:.0} states/s{}",
+        "{} clients, {} key(s): {} unique states{}{} ({} generated), max depth {}, {:.2}s, {:.0} states/s{}",
         outcome.clients,
         outcome.keys,
         outcome.unique_states,
@@ -124,6 +126,7 @@ fn print_outcome(system: &System, outcome: &Outcome, ok: bool) {
             (true, false, _) => " up to garbage in flight",
             (false, ..) => "",
         },
+        if outcome.replies_taken_at_once { ", clients taking their replies at once" } else { "" },
         outcome.states,
         outcome.max_depth,
         outcome.seconds,

@@ -11,7 +11,10 @@
 //!
 //! [`SYSTEMS`] lists every system with its expected verdicts; [`System::check`] runs one.
 //! Checks are reduced by default ([`symmetry`]): states that differ only in which client is
-//! which, or in messages still on their way to clients that are done, are stored once.
+//! which, or in messages still on their way to clients that are done, are stored once; and
+//! where an algorithm allows it (the multi-instance locks), clients take the messages on
+//! their way to them at once, a partial-order reduction
+//! ([`symmetry::with_clients_caught_up`]).
 //! The runs are bounded where they could go on forever — one server restart per run,
 //! pauses strike holders only ([`Faults::pauses`]), a bound on Redlock's split-vote rounds
 //! where its fencing counters are modelled (the `within_bounds` of [`multi::MultiInstance`]).

@@ -322,6 +322,17 @@ pub trait Algorithm: Debug + Send + Sync + Sized + 'static {
         false
     }
 
+    /// Whether the clients may take the messages the servers sent them as soon as they arrive
+    /// ([`super::symmetry::with_clients_caught_up`]): while a client is acquiring, its handling
+    /// of a server's message commutes with every other step of the system (its other
+    /// messages included: the order in which it takes them leaves no trace), it never makes a
+    /// property true that was false (at most it makes the client hold), and no fault of the
+    /// configuration can stop the client from taking it (no client crashes).
+    fn clients_take_replies_at_once(&self, setup: &Setup) -> bool {
+        let _ = setup;
+        false
+    }
+
     /// Whether a client that holds the lock ignores every message from the servers until it
     /// releases (and, running one cycle, is done then), so that what is still on its way to
     /// it is garbage ([`super::symmetry::without_garbage`]).

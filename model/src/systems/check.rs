@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use stateright::actor::{ActorModelAction, Id};
-use stateright::{Checker, Expectation, HasDiscoveries, Model};
+use stateright::{Checker, CheckerBuilder, Expectation, HasDiscoveries, Model, Property};
 
 use super::actor::{Algorithm, NodeState, Phase, Setup};
 use super::properties::{LockModel, LockState};
-use super::symmetry::{representative, without_garbage};
+use super::symmetry::{representative, with_clients_caught_up, without_garbage};
 
 /// How to run a check.
 #[derive(Clone, Debug)]
@@ -30,6 +30,10 @@ pub struct CheckOptions {
     /// messages on their way to clients that are done, and, where the algorithm's clients
     /// are interchangeable, states that differ only in which client is which.
     pub reduce: bool,
+    /// With `reduce`, where the algorithm allows it: let clients take the messages on their
+    /// way to them at once ([`super::symmetry::with_clients_caught_up`], a partial-order
+    /// reduction). Off only to compare against the reduction without it.
+    pub take_replies_at_once: bool,
 }
 
 impl Default for CheckOptions {
@@ -39,6 +43,7 @@ impl Default for CheckOptions {
             max_depth: None,
             until_violated: Vec::new(),
             reduce: true,
+            take_replies_at_once: true,
         }
     }
 }
@@ -99,6 +104,10 @@ pub struct Outcome {
     /// then `unique_states` counts classes of states that also differ only in which server
     /// is which.
     pub server_symmetry: bool,
+    /// Whether the reduction let clients take the messages on their way to them at once
+    /// ([`super::symmetry::with_clients_caught_up`]): then `unique_states` counts only the
+    /// states in which no acquiring client has a server's message waiting for it.
+    pub replies_taken_at_once: bool,
     /// Unique states visited.
     pub unique_states: usize,
     /// States generated (with repeats).
@@ -142,19 +151,15 @@ pub fn check<A: Algorithm>(
         (true, false, _) => without_garbage::<A>,
         (false, ..) => LockState::<A>::clone,
     };
-    let mut builder = model.clone().checker().threads(options.threads.max(1));
-    if let Some(depth) = options.max_depth {
-        builder = builder.target_max_depth(depth);
-    }
-    if !options.until_violated.is_empty() {
-        builder = builder.finish_when(HasDiscoveries::AllOf(options.until_violated.iter().copied().collect()));
-    }
-    // stateright reduces (by its `symmetry_fn`) in its depth-first search only; both
-    // searches visit every reachable state (class), so the verdicts do not depend on it.
+    let at_once =
+        options.reduce && options.take_replies_at_once && model.cfg.algorithm.clients_take_replies_at_once(setup);
+    // The reduced search explores the representatives themselves (see `Reduced`), breadth
+    // first: a depth-first search would carry each pending state's whole path with it.
     let search = if options.reduce {
-        wait(builder.symmetry_fn(class).spawn_dfs(), start, progress)
+        let reduced = Reduced { model: model.clone(), properties: model.properties(), at_once, class };
+        wait(configure(reduced.checker(), options).spawn_bfs(), start, progress)
     } else {
-        wait(builder.spawn_bfs(), start, progress)
+        wait(configure(model.clone().checker(), options).spawn_bfs(), start, progress)
     };
     let seconds = start.elapsed().as_secs_f64();
     let discoveries = search.discoveries;
@@ -166,7 +171,7 @@ pub fn check<A: Algorithm>(
         !options.until_violated.is_empty() && options.until_violated.iter().all(|name| discoveries.contains(name));
     let complete = !depth_cut && !stopped_at_findings && discoveries.len() < properties.len();
     let violated: Vec<&'static str> = properties.iter().map(|p| p.name).filter(|n| discoveries.contains(n)).collect();
-    let mut traces = shortest_counterexamples(&model, &violated, options.max_depth, class);
+    let mut traces = shortest_counterexamples(&model, &violated, options.max_depth, at_once, class);
     let properties = properties
         .iter()
         .map(|p| {
@@ -189,12 +194,91 @@ pub fn check<A: Algorithm>(
         reduced: options.reduce,
         symmetry,
         server_symmetry,
+        replies_taken_at_once: at_once,
         unique_states: search.unique_states,
         states: search.states,
         max_depth: search.max_depth,
         seconds,
         states_per_second: search.unique_states as f64 / seconds.max(1e-9),
         properties,
+    }
+}
+
+/// The options every search takes: threads, depth bound, when to stop.
+fn configure<M: Model>(builder: CheckerBuilder<M>, options: &CheckOptions) -> CheckerBuilder<M> {
+    let mut builder = builder.threads(options.threads.max(1));
+    if let Some(depth) = options.max_depth {
+        builder = builder.target_max_depth(depth);
+    }
+    if !options.until_violated.is_empty() {
+        builder = builder.finish_when(HasDiscoveries::AllOf(options.until_violated.iter().copied().collect()));
+    }
+    builder
+}
+
+/// The model the reduced search explores: the lock model with every state it reaches
+/// replaced by its class's representative — clients caught up with their messages where
+/// `at_once` (see [`with_clients_caught_up`]), then without garbage and renamed (`class`).
+/// The search stores the representatives and generates the next states from them.
+/// For the symmetries and the garbage that makes no difference (two states of a class
+/// have the same successors' classes); for the partial-order reduction it is required:
+/// a state with a message still on its way has fewer successors than its representative.
+/// Steps that leave the configuration's boundary are not taken, before the representative
+/// is taken (which could otherwise bring a state back within it).
+struct Reduced<A: Algorithm> {
+    model: LockModel<A>,
+    properties: Vec<Property<LockModel<A>>>,
+    at_once: bool,
+    class: fn(&LockState<A>) -> LockState<A>,
+}
+
+impl<A: Algorithm> Reduced<A> {
+    fn representative(&self, state: &LockState<A>) -> LockState<A> {
+        if self.at_once { (self.class)(&with_clients_caught_up(&self.model, state)) } else { (self.class)(state) }
+    }
+}
+
+/// Property `I` of the lock model, on a state of the reduced search (stateright's
+/// properties are plain function pointers, so each index needs its own function).
+fn reduced_property<A: Algorithm, const I: usize>(reduced: &Reduced<A>, state: &LockState<A>) -> bool {
+    (reduced.properties[I].condition)(&reduced.model, state)
+}
+
+impl<A: Algorithm> Model for Reduced<A> {
+    type State = LockState<A>;
+    type Action = Action<A>;
+
+    fn init_states(&self) -> Vec<LockState<A>> {
+        let states = self.model.init_states();
+        states.iter().filter(|s| Model::within_boundary(&self.model, s)).map(|s| self.representative(s)).collect()
+    }
+
+    fn actions(&self, state: &LockState<A>, actions: &mut Vec<Action<A>>) {
+        self.model.actions(state, actions);
+    }
+
+    fn next_state(&self, state: &LockState<A>, action: Action<A>) -> Option<LockState<A>> {
+        let next = self.model.next_state(state, action)?;
+        Model::within_boundary(&self.model, &next).then(|| self.representative(&next))
+    }
+
+    fn properties(&self) -> Vec<Property<Self>> {
+        let conditions: [fn(&Self, &LockState<A>) -> bool; 8] = [
+            reduced_property::<A, 0>,
+            reduced_property::<A, 1>,
+            reduced_property::<A, 2>,
+            reduced_property::<A, 3>,
+            reduced_property::<A, 4>,
+            reduced_property::<A, 5>,
+            reduced_property::<A, 6>,
+            reduced_property::<A, 7>,
+        ];
+        assert!(self.properties.len() <= conditions.len(), "more properties than the reduced search can name");
+        self.properties
+            .iter()
+            .zip(conditions)
+            .map(|(p, condition)| Property { expectation: p.expectation.clone(), name: p.name, condition })
+            .collect()
     }
 }
 
@@ -248,19 +332,37 @@ type Action<A> = ActorModelAction<
     (),
 >;
 
-/// A state the trace search reached: the state, its parent and the action from there, its depth.
-type Node<A> = (LockState<A>, Option<(usize, Action<A>)>, usize);
+/// A state the trace search reached.
+struct Node<A: Algorithm> {
+    state: LockState<A>,
+    /// The parent and the action from there.
+    parent: Option<(usize, Action<A>)>,
+    depth: usize,
+    /// Clients took messages on their way to them after the action (the partial-order reduction).
+    caught_up: bool,
+}
 
 /// A single-threaded breadth-first search for the shortest run violating each of `names`
 /// (stateright's parallel search keeps *a* counterexample, not necessarily the shortest).
 /// It follows concrete runs but, like the check, visits each class of states (`class` maps
-/// a state to its class's representative) once.
+/// a state to its class's representative) once; with `at_once`, after each step the clients
+/// take the messages on their way to them, as in the check (not renamed, so the run reads
+/// as one).
 fn shortest_counterexamples<A: Algorithm>(
     model: &LockModel<A>,
     names: &[&'static str],
     max_depth: Option<usize>,
+    at_once: bool,
     class: fn(&LockState<A>) -> LockState<A>,
 ) -> HashMap<&'static str, Vec<String>> {
+    let settle = |state: LockState<A>| {
+        if !at_once {
+            return (state, false);
+        }
+        let settled = with_clients_caught_up(model, &state);
+        let caught_up = settled != state;
+        (settled, caught_up)
+    };
     let mut found = HashMap::new();
     if names.is_empty() {
         return found;
@@ -274,32 +376,40 @@ fn shortest_counterexamples<A: Algorithm>(
     let mut seen = std::collections::HashSet::new();
     let mut queue = VecDeque::new();
     for state in model.init_states() {
-        if model.within_boundary(&state) && seen.insert(fingerprint(&class(&state))) {
-            nodes.push((state, None, 0));
+        if !model.within_boundary(&state) {
+            continue;
+        }
+        let (state, caught_up) = settle(state);
+        if seen.insert(fingerprint(&class(&state))) {
+            nodes.push(Node { state, parent: None, depth: 0, caught_up });
             queue.push_back(nodes.len() - 1);
         }
     }
     let mut actions = Vec::new();
     while let Some(ix) = queue.pop_front() {
         for p in &properties {
-            if !found.contains_key(p.name) && !(p.condition)(model, &nodes[ix].0) {
+            if !found.contains_key(p.name) && !(p.condition)(model, &nodes[ix].state) {
                 found.insert(p.name, render_trace(model, &nodes, ix));
             }
         }
         if found.len() == properties.len() {
             break;
         }
-        let depth = nodes[ix].2;
+        let depth = nodes[ix].depth;
         if max_depth.is_some_and(|d| depth + 1 >= d) {
             continue;
         }
-        model.actions(&nodes[ix].0, &mut actions);
+        model.actions(&nodes[ix].state, &mut actions);
         for action in actions.drain(..) {
-            let Some(next) = model.next_state(&nodes[ix].0, action.clone()) else { continue };
-            if !model.within_boundary(&next) || !seen.insert(fingerprint(&class(&next))) {
+            let Some(next) = model.next_state(&nodes[ix].state, action.clone()) else { continue };
+            if !model.within_boundary(&next) {
                 continue;
             }
-            nodes.push((next, Some((ix, action)), depth + 1));
+            let (state, caught_up) = settle(next);
+            if !seen.insert(fingerprint(&class(&state))) {
+                continue;
+            }
+            nodes.push(Node { state, parent: Some((ix, action)), depth: depth + 1, caught_up });
             queue.push_back(nodes.len() - 1);
         }
     }
@@ -308,16 +418,19 @@ fn shortest_counterexamples<A: Algorithm>(
 
 fn render_trace<A: Algorithm>(model: &LockModel<A>, nodes: &[Node<A>], last: usize) -> Vec<String> {
     let mut chain = vec![last];
-    while let Some((parent, _)) = &nodes[*chain.last().expect("non-empty")].1 {
+    while let Some((parent, _)) = &nodes[*chain.last().expect("non-empty")].parent {
         chain.push(*parent);
     }
     chain.reverse();
     let setup = &model.cfg.setup;
     let mut lines = Vec::new();
     for (step, pair) in chain.windows(2).enumerate() {
-        let (before, after) = (&nodes[pair[0]].0, &nodes[pair[1]].0);
-        let Some((_, action)) = &nodes[pair[1]].1 else { continue };
+        let (before, after) = (&nodes[pair[0]].state, &nodes[pair[1]].state);
+        let Some((_, action)) = &nodes[pair[1]].parent else { continue };
         let mut line = format!("{:>2}. {}", step + 1, describe_action::<A>(setup, action));
+        if nodes[pair[1]].caught_up {
+            line.push_str("\n      (then the acquiring clients take the server messages waiting for them)");
+        }
         for note in changes::<A>(setup, before, after) {
             line.push_str("\n      ");
             line.push_str(&note);

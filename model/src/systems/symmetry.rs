@@ -45,16 +45,24 @@
 //!
 //! Where an algorithm does tell clients apart (the bus locker sends client `i` to node
 //! `i % nodes`), it says so and the check runs without reduction.
+//!
+//! **Clients catching up.** Where an algorithm declares
+//! [`Algorithm::clients_take_replies_at_once`], each state is also replaced by the state in
+//! which every acquiring client has taken the messages the servers sent it
+//! ([`with_clients_caught_up`], a partial-order reduction whose soundness is argued there).
+//! Unlike the symmetries it is not a bisimulation, so the search explores the
+//! representatives themselves rather than the states that led to them (see `check`).
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use stateright::actor::{Id, Network, Timers};
+use stateright::Model;
+use stateright::actor::{ActorModelAction, Id, Network, Timers};
 
-use super::actor::{Algorithm, ClientState, Key, NodeState, Phase, Timer, Token, Wire};
-use super::properties::LockState;
+use super::actor::{Algorithm, ClientState, Key, NodeState, Phase, Setup, Timer, Token, Wire};
+use super::properties::{LockModel, LockState};
 use super::resource::{ResourceState, Write};
 
 /// A map of client indices, applied to everything that names a client: a permutation of the
@@ -379,6 +387,68 @@ pub fn without_garbage<A: Algorithm>(state: &LockState<A>) -> LockState<A> {
         }
     }
     state
+}
+
+/// The state after every client that is acquiring has taken the messages the servers sent
+/// it (in channel order), for an algorithm whose clients may take them at once
+/// ([`Algorithm::clients_take_replies_at_once`]): a partial-order reduction (Godefroid,
+/// "Partial-Order Methods for the Verification of Concurrent Systems", 1996; Peled's ample
+/// sets) that explores, from each state, only the step "the client takes its next message"
+/// while there is one, instead of every interleaving of it with the rest of the system.
+///
+/// **Why it is sound.** Let `a` be such a step in a state `s`: the delivery of the message at
+/// the head of a channel from a server to client `c`, which is acquiring. Then:
+///
+/// 1. *It stays possible*: only `c` takes messages off that channel, and no fault of the
+///    configuration stops `c` (no client crashes), so along every run from `s` that does not
+///    take `a`, `a` can still be taken.
+/// 2. *It commutes* with every other step: the servers', the resource's and the timers'
+///    touch neither `c`'s state nor the head of the channel (a server only appends to it, a
+///    FIFO queue's push at the back and pop at the front commute); `c`'s own other steps are
+///    the deliveries from its other channels, which commute by the algorithm's promise (its
+///    handling of answers and wake-ups does not depend on their order), and `c`, acquiring,
+///    has no timer of its own.
+/// 3. *It hides no violation*: a state that violates a property still violates it after `a`.
+///    Taking a message changes only `c` (at most it now believes it holds the lock, with one
+///    more fencing token: more holders and more tokens never mend exclusion or fencing) and
+///    what `c` sends (on its way, not yet taken). The servers and the resource are untouched.
+///    A state with `a` pending is not quiescent (a message is on its way to a live client),
+///    so the liveness checks hold on it. And `a` keeps a state within the configuration's
+///    boundary: a client that holds is allowed no less than one that acquires.
+///
+/// So if a run from `s` reaches a violation, a run from `a(s)` does: take `a` at once and the
+/// rest of the run in order (1, 2), ending in a state that still violates (3); and `a(s)` is
+/// reachable from `s`, so nothing is found that the full search would not find. The check
+/// explores these states themselves ([`super::check`]), not the states that led to them: the
+/// steps that `c`'s taking the message makes possible (the servers receiving its releases or
+/// retries) are then explored from them. Taking messages never cycles (each removes one from
+/// a channel from a server to a client, and a client sends only to the servers and the
+/// resource), so the loop ends.
+pub fn with_clients_caught_up<A: Algorithm>(model: &LockModel<A>, state: &LockState<A>) -> LockState<A> {
+    let setup = &model.cfg.setup;
+    let mut state = state.clone();
+    while let Some((src, dst, msg)) = next_reply::<A>(setup, &state) {
+        match model.next_state(&state, ActorModelAction::Deliver { src, dst, msg }) {
+            Some(next) if model.within_boundary(&next) => state = next,
+            // Not possible by (1) and (3); should it happen, the state is kept as it is.
+            _ => break,
+        }
+    }
+    state
+}
+
+/// The first message at the head of a channel from a server to a live client that is
+/// acquiring, with its channel.
+fn next_reply<A: Algorithm>(setup: &Setup, state: &LockState<A>) -> Option<(Id, Id, Wire<A::Msg>)> {
+    let Network::Ordered(flows) = &state.network else { return None };
+    flows.iter().find_map(|((src, dst), msgs)| {
+        let ix = usize::from(*dst);
+        let acquiring = setup.server_ix(*src).is_some()
+            && setup.client_ix(*dst).is_some()
+            && !state.crashed[ix]
+            && matches!(&*state.actor_states[ix], NodeState::Client(c) if c.phase == Phase::Acquiring);
+        if acquiring { msgs.front().map(|msg| (*src, *dst, msg.clone())) } else { None }
+    })
 }
 
 /// The canonical representative of a state's class: the state without garbage, with its
