@@ -157,6 +157,9 @@ struct Inner {
     marker_ttl: Duration,
     /// Whether the bucket's stream lives in memory (leases and fencing die with the server).
     memory_storage: bool,
+    /// Whether reads may be direct gets: the stream has one replica (none to be stale) and
+    /// allows them (see `Inner::entry`).
+    direct_reads: bool,
     /// The entry revision of every live lease this locker granted or refreshed, by key and
     /// owner token. Lets release and refresh of those leases skip reading the entry (one
     /// round trip instead of two). Keyed by the *secret* owner token: the fencing token is
@@ -368,6 +371,7 @@ impl NatsLocker {
                 describe: describe.to_owned(),
                 marker_ttl: bucket.marker_ttl,
                 memory_storage: config.storage == jetstream::stream::StorageType::Memory,
+                direct_reads: config.num_replicas == 1 && config.allow_direct,
                 revisions: Mutex::new(HashMap::new()),
                 released: Mutex::new(HashMap::new()),
                 found_held: Mutex::new(HashMap::new()),
@@ -570,12 +574,27 @@ impl Inner {
     /// allow direct gets, which any replica of a clustered stream may answer — possibly one
     /// that has not applied the latest create or purge yet. A stale read here would make a
     /// holder's release report "not held", or a waiter believe a freed key is still taken.
+    ///
+    /// A single-replica stream has no other replica to be stale: there the read is a direct
+    /// get (where the stream allows them, as KV buckets do), which the stream answers itself
+    /// instead of the JetStream API's request handler — cheaper, and every waiter reads once
+    /// when it arrives.
     async fn entry(&self, operation: &'static str, encoded_key: &str) -> Result<Option<kv::Entry>, LockError> {
-        use jetstream::stream::LastRawMessageErrorKind;
-        let message = match self.kv.stream.get_last_raw_message_by_subject(&self.subject(encoded_key)).await {
-            Ok(message) => message,
-            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(None),
-            Err(e) => return Err(unavailable(format!("{operation}: cannot read the key's entry"), e)),
+        use jetstream::stream::{DirectGetErrorKind, LastRawMessageErrorKind};
+        let subject = self.subject(encoded_key);
+        let cannot_read = format!("{operation}: cannot read the key's entry");
+        let message = if self.direct_reads {
+            match self.kv.stream.direct_get_last_for_subject(subject).await {
+                Ok(message) => message,
+                Err(e) if e.kind() == DirectGetErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(unavailable(cannot_read, e)),
+            }
+        } else {
+            match self.kv.stream.get_last_raw_message_by_subject(&subject).await {
+                Ok(message) => message,
+                Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(None),
+                Err(e) => return Err(unavailable(cannot_read, e)),
+            }
         };
         let operation =
             match (message.headers.get("KV-Operation"), message.headers.get(async_nats::header::NATS_MARKER_REASON)) {
