@@ -10,9 +10,9 @@
 
 use std::time::Duration;
 
+use futures::{FutureExt, StreamExt};
 use lockcheck_conformance::services::Service;
 use lockcheck_conformance::services::nats::{locker, nats};
-use futures::{FutureExt, StreamExt};
 use lockcheck_impls::nats::{BucketConfig, NatsLocker, RECHECK_AFTER, encode_key};
 use lockcheck_impls::{LeaseRequest, LockError, Locker};
 use rand::{Rng, SeedableRng};
@@ -213,12 +213,15 @@ async fn a_waiter_that_swallows_a_wake_up_delays_the_others_by_one_recheck() {
         // notices may still arrive late: they follow other entries).
         let mut release_swallowed = false;
         while let Some(Some(notice)) = swallowed.next().now_or_never() {
-            let header = |name: &str| notice.headers.as_ref().and_then(|headers| headers.get(name)).map(|v| v.to_string());
+            let header =
+                |name: &str| notice.headers.as_ref().and_then(|headers| headers.get(name)).map(|v| v.to_string());
             release_swallowed |= header("KV-Operation").as_deref() == Some("PURGE")
                 && header("Nats-Last-Sequence") == Some(fence.0.to_string());
         }
         let rechecked = waiter.stats().grants_after_recheck - rechecked_before;
-        println!("round {round}: granted after {took:?}, release swallowed: {release_swallowed}, rechecks: {rechecked}");
+        println!(
+            "round {round}: granted after {took:?}, release swallowed: {release_swallowed}, rechecks: {rechecked}"
+        );
         assert!(waiter.release(&lease).await.unwrap());
         if release_swallowed {
             assert_eq!(rechecked, 1, "a grant without a wake-up must be counted");

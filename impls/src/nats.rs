@@ -61,9 +61,9 @@
 //! order: NATS hands each release to a waiter it picks at random.
 
 use std::collections::HashMap;
+use std::future::IntoFuture;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::future::IntoFuture;
 use std::time::{Duration, SystemTime};
 
 use async_nats::HeaderMap;
@@ -79,7 +79,7 @@ use crate::request::{LeaseRequest, validate_ttl, validate_wait};
 mod wakeups;
 
 pub use wakeups::RECHECK_AFTER;
-use wakeups::{Reconnects, Wake, Waiting};
+use wakeups::{Reconnects, Waiting, Wake};
 
 /// The bucket a [`NatsLocker`] uses when none is named.
 pub const DEFAULT_BUCKET: &str = "lockcheck";
@@ -476,7 +476,9 @@ fn published(
             // A clustered stream's leader reports the same refusal under another code
             // (10164, "wrong last sequence" without the number).
             PublishErrorKind::Other if is_clustered_wrong_last_sequence(&e) => Ok(Published::Conflict { last: None }),
-            PublishErrorKind::StreamNotFound => Err(unavailable(format!("{operation}: no JetStream stream answers"), e)),
+            PublishErrorKind::StreamNotFound => {
+                Err(unavailable(format!("{operation}: no JetStream stream answers"), e))
+            }
             PublishErrorKind::Other => Err(LockError::Unavailable {
                 message: format!("{operation}: JetStream refused the publish"),
                 source: Some(Box::new(e)),

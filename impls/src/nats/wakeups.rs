@@ -117,9 +117,11 @@ impl Waiting {
         reconnects: &Reconnects,
     ) -> Result<Waiting, LockError> {
         let subject = format!("{}{encoded_key}", notice_prefix(bucket));
-        let subscriber = client.queue_subscribe(subject.clone(), WAITERS.to_owned()).await.map_err(|e| {
-            LockError::Unavailable { message: "acquire: cannot subscribe to wake-ups".to_owned(), source: Some(Box::new(e)) }
-        })?;
+        let subscriber =
+            client.queue_subscribe(subject.clone(), WAITERS.to_owned()).await.map_err(|e| LockError::Unavailable {
+                message: "acquire: cannot subscribe to wake-ups".to_owned(),
+                source: Some(Box::new(e)),
+            })?;
         let mut reconnects = reconnects.0.subscribe();
         reconnects.mark_unchanged();
         Ok(Waiting { client: client.clone(), subject, subscriber: Some(subscriber), reconnects })
