@@ -7,8 +7,9 @@
 //!
 //! - **uncontended** try-lock + release — for a network backend, about two round trips;
 //! - **hand-off latency**: from the holder calling release to the next waiter *running with
-//!   the lock*, with 1, 2, 4 … 64 waiters queued — it should be one or two round trips and
-//!   flat in the number of waiters; a polling backend shows its polling interval here;
+//!   the lock*, with 1, 2, 4 … 64 waiters queued (counted once the queue has formed: see
+//!   [`hand_off`]) — it should be one or two round trips and flat in the number of waiters;
+//!   a polling backend shows its polling interval here;
 //! - **throughput** as clients grow (1 … 64), on one shared key and on one key per client;
 //! - a **floor** measured in the same run — `tokio::sync::Mutex` for the memory locker
 //!   ([`TokioMutexFloor`]), a loopback round trip for network backends ([`TcpEcho`], or the
