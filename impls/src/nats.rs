@@ -934,13 +934,19 @@ impl Locker for NatsLocker {
             () = sleep_until(deadline) => return Err(timed_out()),
         };
         // Joined: look again (the key may have been freed before the subscription), then
-        // create over each removal announced to this waiter.
-        let mut expect = Expect::Read;
+        // create over each removal announced to this waiter. The first look is a create, not
+        // a read: a create travels to the stream the way the subscription's interest does, so
+        // in a cluster the stream's server knows of this waiter before it checks the create
+        // (rule 1 of `nats/wakeups.rs`). A read goes through the JetStream API, which may
+        // overtake the interest on its way between servers: the cluster suite lost a wake-up
+        // that way (the waiter read the lease, the release's notice found no interest yet).
+        let mut expect = Expect::Guess;
         let mut after_silence = false;
         let mut counted = None;
         loop {
-            // Biased: an attempt that has started runs to its end in its own task, so a wake-up
-            // it answers is never dropped unseen.
+            // Biased: a wake-up in hand is tried before the deadline is looked at. A create
+            // dropped on the wire is cleaned up by its guard, and a waiter that gives up passes
+            // the turn on (`give_up`).
             let attempt = tokio::select! {
                 biased;
                 attempt = inner.create(request, expect, true) => attempt?,

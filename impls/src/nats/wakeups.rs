@@ -12,11 +12,14 @@
 //!
 //! # Why no wake-up is lost
 //!
-//! 1. **Join before the look.** A waiter subscribes before the read (or create) that tells
-//!    it the key is held. A subscription and a later publish on one connection reach the
-//!    server in that order, so every message stored after that look is announced to the
-//!    group, which includes the waiter. (A look that reads a removal tries to create over
-//!    it at once.)
+//! 1. **Join before the look.** A waiter subscribes before the create that tells it the key
+//!    is held. A subscription and a later publish on one connection reach the server in that
+//!    order — and in a cluster, the subscription's interest travels between servers the way
+//!    the create does, so the stream's server has it before it checks the create — so every
+//!    message stored after that check is announced to the group, which includes the waiter.
+//!    (A read that follows tells whether the key is held; one that finds a removal creates
+//!    over it at once. The look itself must not be a read: a JetStream API request may
+//!    overtake the interest between servers.)
 //! 2. **Every removal notice is acted on.** The waiter that receives one creates over it.
 //!    The create wins, or it loses to a later message, which was stored after the look and
 //!    so was announced too: a lease (whose end will be announced) or another removal (which
