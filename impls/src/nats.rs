@@ -492,6 +492,19 @@ fn published(
     }
 }
 
+/// What a message of the bucket is, from its headers (a stored message's, or the copy the
+/// stream republishes to waiters): a lease entry, or a removal — this locker's purge, a KV
+/// delete, or a marker the server wrote when a lease's TTL ran out ("MaxAge").
+fn operation_of(headers: &HeaderMap) -> kv::Operation {
+    match (headers.get("KV-Operation"), headers.get(async_nats::header::NATS_MARKER_REASON)) {
+        (Some(op), _) if op.as_str() == "DEL" => kv::Operation::Delete,
+        (Some(op), _) if op.as_str() == "PURGE" => kv::Operation::Purge,
+        (None, Some(reason)) if reason.as_str() == "Remove" => kv::Operation::Delete,
+        (None, Some(_)) => kv::Operation::Purge,
+        _ => kv::Operation::Put,
+    }
+}
+
 /// The outcome of one conditional publish.
 enum Published {
     Stored(u64),
@@ -598,15 +611,7 @@ impl Inner {
                 Err(e) => return Err(unavailable(cannot_read, e)),
             }
         };
-        let operation =
-            match (message.headers.get("KV-Operation"), message.headers.get(async_nats::header::NATS_MARKER_REASON)) {
-                (Some(op), _) if op.as_str() == "DEL" => kv::Operation::Delete,
-                (Some(op), _) if op.as_str() == "PURGE" => kv::Operation::Purge,
-                // A marker the server wrote when a lease's TTL ran out ("MaxAge"), or a removal.
-                (None, Some(reason)) if reason.as_str() == "Remove" => kv::Operation::Delete,
-                (None, Some(_)) => kv::Operation::Purge,
-                _ => kv::Operation::Put,
-            };
+        let operation = operation_of(&message.headers);
         Ok(Some(kv::Entry {
             bucket: self.kv.name.clone(),
             key: encoded_key.to_owned(),
@@ -774,6 +779,17 @@ impl Inner {
         }
     }
 
+    /// [`Inner::release_owner`] in a task of its own, for a grant dropped where nothing can
+    /// await (a cancelled acquire). If there is no runtime left, the server's TTL frees it.
+    fn release_owner_later(self: &Arc<Self>, key: &str, owner: OwnerToken) {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (inner, key) = (self.clone(), key.to_owned());
+            runtime.spawn(async move {
+                let _ = inner.release_owner(&key, owner).await;
+            });
+        }
+    }
+
     /// Releases whatever `owner` holds on `key` (cleanup of a grant nobody will use).
     async fn release_owner(&self, key: &str, owner: OwnerToken) -> Result<bool, LockError> {
         self.forget(key, owner);
@@ -815,10 +831,7 @@ impl PendingCreate<'_> {
         if let Err(LockError::Indeterminate { .. }) = answer {
             // It may have been stored; nobody learnt the revision. Free it if so (if this
             // fails too, the server's TTL frees it).
-            let (inner, key, owner) = (self.inner.clone(), self.key.to_owned(), self.owner);
-            tokio::spawn(async move {
-                let _ = inner.release_owner(&key, owner).await;
-            });
+            self.inner.release_owner_later(self.key, self.owner);
         }
         answer
     }
@@ -859,13 +872,8 @@ impl Unclaimed<'_> {
 
 impl Drop for Unclaimed<'_> {
     fn drop(&mut self) {
-        if let Some(lease) = self.lease.take()
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
-            let inner = self.inner.clone();
-            runtime.spawn(async move {
-                let _ = inner.release_owner(lease.key(), lease.owner()).await;
-            });
+        if let Some(lease) = self.lease.take() {
+            self.inner.release_owner_later(lease.key(), lease.owner());
         }
     }
 }

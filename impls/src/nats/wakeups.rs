@@ -89,9 +89,7 @@ fn wake_of(message: &async_nats::Message) -> Option<Wake> {
     if headers.get(RECHECK_HEADER).is_some() {
         return Some(Wake::Recheck);
     }
-    let removed = headers.get("KV-Operation").is_some_and(|op| op.as_str() == "DEL" || op.as_str() == "PURGE")
-        || headers.get(async_nats::header::NATS_MARKER_REASON).is_some();
-    if !removed {
+    if super::operation_of(headers) == async_nats::jetstream::kv::Operation::Put {
         return None;
     }
     let revision = headers.get(async_nats::header::NATS_SEQUENCE)?.as_str().parse().ok()?;
