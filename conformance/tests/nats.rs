@@ -13,8 +13,8 @@ use std::time::Duration;
 use futures::{FutureExt, StreamExt};
 use lockcheck_conformance::services::Service;
 use lockcheck_conformance::services::nats::{locker, nats};
-use lockcheck_impls::nats::{BucketConfig, NatsLocker, RECHECK_AFTER, encode_key};
-use lockcheck_impls::{LeaseRequest, LockError, Locker};
+use lockcheck_impls::nats::{BucketConfig, NatsLocker, OFFER_TIMEOUT, RECHECK_AFTER, encode_key};
+use lockcheck_impls::{Lease, LeaseRequest, LockError, Locker};
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 
@@ -231,6 +231,105 @@ async fn a_waiter_that_swallows_a_wake_up_delays_the_others_by_one_recheck() {
         assert_eq!(rechecked, 0, "the waiter heard the release, yet was granted by a recheck ({took:?})");
     }
     panic!("the silent member never got a release notice in 32 rounds");
+}
+
+/// Has `locker` take the key by waiting for it (`holder` holds it first, then releases), so
+/// that `locker`'s release will offer the lease to a waiter.
+async fn take_after_waiting(holder: &NatsLocker, locker: &NatsLocker, request: &LeaseRequest) -> Lease {
+    let held = holder.try_acquire(request).await.unwrap().expect("free at the start");
+    let acquire = {
+        let (locker, request) = (locker.clone(), request.clone());
+        tokio::spawn(async move { locker.acquire(&request, LONG).await })
+    };
+    until_all_wait(std::slice::from_ref(locker)).await;
+    assert!(holder.release(&held).await.unwrap());
+    acquire.await.unwrap().expect("granted after waiting")
+}
+
+/// A holder that waited for its lease hands it to a waiter in one JetStream write — the
+/// waiter's take-over of the offered revision — instead of a purge and a create.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_offers_the_lease_to_a_waiter() {
+    let Some((server, first)) = fixture("offer").await else { return };
+    let (holder, waiter) = (locker_on(&server, "offer").await, locker_on(&server, "offer").await);
+    let request = LeaseRequest::lock("hot", LONG);
+    for round in 0..5 {
+        let held = take_after_waiting(&first, &holder, &request).await;
+        let acquire = {
+            let (waiter, request) = (waiter.clone(), request.clone());
+            tokio::spawn(async move { waiter.acquire(&request, LONG).await })
+        };
+        until_all_wait(std::slice::from_ref(&waiter)).await;
+        let (before, refused_before) = (holder.stats(), waiter.stats().creates_refused);
+        assert!(holder.release(&held).await.unwrap());
+        let granted = acquire.await.unwrap().expect("the waiter is granted");
+        let after = holder.stats();
+        assert_eq!(
+            after.offers_taken - before.offers_taken,
+            1,
+            "round {round}: the release did not hand over: {after:?}"
+        );
+        assert_eq!(after.offers_unanswered, before.offers_unanswered, "round {round}");
+        assert_eq!(waiter.stats().creates_refused, refused_before, "round {round}: a take-over is not refused");
+        // The waiter's entry replaced the holder's: it names the revision it took over.
+        let entry = waiter.store().entry(encode_key("hot")).await.unwrap().expect("the waiter's entry");
+        assert_eq!(entry.revision, granted.fence().0);
+        let value = String::from_utf8(entry.value.to_vec()).unwrap();
+        assert_eq!(value.split(' ').nth(2), Some(held.fence().0.to_string().as_str()), "round {round}: {value:?}");
+        assert!(granted.fence() > held.fence());
+        assert!(waiter.release(&granted).await.unwrap());
+        // The old lease is gone: it can neither release nor refresh the next holder.
+        assert!(!holder.release(&held).await.unwrap());
+    }
+}
+
+/// An offer that reaches a queue member which never answers costs its release
+/// [`OFFER_TIMEOUT`], then the release purges as without an offer and a waiter is granted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_nobody_answers_costs_its_release_one_offer_timeout() {
+    let Some((server, first)) = fixture("unanswered").await else { return };
+    let (holder, waiter) = (locker_on(&server, "unanswered").await, locker_on(&server, "unanswered").await);
+    let request = LeaseRequest::lock("hot", LONG);
+    // The key's other queue member: it takes what NATS hands it and does nothing.
+    let silent = async_nats::connect(server.address().to_string()).await.unwrap();
+    let mut swallowed = silent
+        .queue_subscribe(format!("lockcheck.kv.unanswered.{}", encode_key("hot")), "lockcheck-waiters".to_owned())
+        .await
+        .unwrap();
+    silent.flush().await.unwrap();
+    // NATS hands each offer to a member at random: repeat until the silent one got one.
+    for round in 0..32 {
+        let held = take_after_waiting(&first, &holder, &request).await;
+        let acquire = {
+            let (waiter, request) = (waiter.clone(), request.clone());
+            tokio::spawn(async move { waiter.acquire(&request, LONG).await })
+        };
+        until_all_wait(std::slice::from_ref(&waiter)).await;
+        while swallowed.next().now_or_never().flatten().is_some() {}
+        let before = holder.stats();
+        let released_at = Instant::now();
+        assert!(holder.release(&held).await.unwrap(), "round {round}: the release must succeed");
+        let release_took = released_at.elapsed();
+        let granted = acquire.await.unwrap().expect("the waiter is granted");
+        let after = holder.stats();
+        let mut offer_swallowed = false;
+        while let Some(Some(message)) = swallowed.next().now_or_never() {
+            let offered =
+                message.headers.as_ref().and_then(|headers| headers.get("Lockcheck-Offer")).map(|v| v.to_string());
+            offer_swallowed |= offered == Some(held.fence().0.to_string());
+        }
+        println!("round {round}: release took {release_took:?}, offer swallowed: {offer_swallowed}, {after:?}");
+        assert!(granted.fence() > held.fence());
+        assert!(waiter.release(&granted).await.unwrap());
+        if offer_swallowed {
+            assert_eq!(after.offers_unanswered - before.offers_unanswered, 1, "an unanswered offer is counted");
+            assert_eq!(after.offers_taken, before.offers_taken);
+            assert!(release_took >= OFFER_TIMEOUT, "the release gave up on its offer after {release_took:?}");
+            return;
+        }
+        assert_eq!(after.offers_taken - before.offers_taken, 1, "round {round}: the waiter got the offer");
+    }
+    panic!("the silent member never got an offer in 32 rounds");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

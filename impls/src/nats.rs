@@ -78,8 +78,8 @@ use crate::request::{LeaseRequest, validate_ttl, validate_wait};
 
 mod wakeups;
 
-pub use wakeups::RECHECK_AFTER;
-use wakeups::{Reconnects, Waiting, Wake};
+pub use wakeups::{OFFER_TIMEOUT, RECHECK_AFTER};
+use wakeups::{Offered, Reconnects, Waiting, Wake};
 
 /// The bucket a [`NatsLocker`] uses when none is named.
 pub const DEFAULT_BUCKET: &str = "lockcheck";
@@ -189,6 +189,8 @@ struct Counters {
     waiting: AtomicU64,
     creates_refused: AtomicU64,
     grants_after_recheck: AtomicU64,
+    offers_taken: AtomicU64,
+    offers_unanswered: AtomicU64,
 }
 
 /// What a [`NatsLocker`] has seen of contention, for tests and metrics.
@@ -206,6 +208,13 @@ pub struct NatsStats {
     /// lost with a connection, or a clustered stream's leader changing hands); a healthy run
     /// has none.
     pub grants_after_recheck: u64,
+    /// Releases that handed the lease straight to a waiter (see "Hand-off by offer" in
+    /// `nats/wakeups.rs`).
+    pub offers_taken: u64,
+    /// Offers no waiter answered within [`OFFER_TIMEOUT`] (the release then purged): each
+    /// cost its release that long. A waiter that leaves declines its offers, so a healthy
+    /// run has none.
+    pub offers_unanswered: u64,
 }
 
 /// Counts one waiting acquire while it lives.
@@ -394,6 +403,8 @@ impl NatsLocker {
             waiting: stats.waiting.load(Ordering::Relaxed),
             creates_refused: stats.creates_refused.load(Ordering::Relaxed),
             grants_after_recheck: stats.grants_after_recheck.load(Ordering::Relaxed),
+            offers_taken: stats.offers_taken.load(Ordering::Relaxed),
+            offers_unanswered: stats.offers_unanswered.load(Ordering::Relaxed),
         }
     }
 }
@@ -434,15 +445,25 @@ pub fn decode_key(encoded: &str) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
-/// What a lease's entry holds: the owner token and the server TTL in seconds.
-fn entry_value(owner: OwnerToken, ttl: Duration) -> String {
-    format!("{owner} {}", server_ttl(ttl).as_secs())
+/// What a lease's entry holds: the owner token, the server TTL in seconds, and — for a lease
+/// a waiter took over from an offering holder — the revision of the lease it replaced.
+fn entry_value(owner: OwnerToken, ttl: Duration, taken_over: Option<u64>) -> String {
+    match taken_over {
+        Some(revision) => format!("{owner} {} {revision}", server_ttl(ttl).as_secs()),
+        None => format!("{owner} {}", server_ttl(ttl).as_secs()),
+    }
 }
 
+/// The owner token and server TTL (seconds) of a lease's entry.
 fn parse_entry(value: &[u8]) -> Option<(OwnerToken, u64)> {
-    let text = std::str::from_utf8(value).ok()?;
-    let (owner, secs) = text.split_once(' ')?;
+    let mut fields = std::str::from_utf8(value).ok()?.split(' ');
+    let (owner, secs) = (fields.next()?, fields.next()?);
     Some((owner.parse().ok()?, secs.parse().ok()?))
+}
+
+/// The revision of the lease an entry took over, if a waiter wrote it on an offer.
+fn taken_over_in(value: &[u8]) -> Option<u64> {
+    std::str::from_utf8(value).ok()?.split(' ').nth(2)?.parse().ok()
 }
 
 fn unavailable(message: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> LockError {
@@ -516,7 +537,7 @@ enum Published {
 }
 
 /// What a create expects the key's last revision to be.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 enum Expect {
     /// Nothing known: this locker's last release of the key, else no message at all.
     Guess,
@@ -524,6 +545,28 @@ enum Expect {
     Read,
     /// The revision of a removal a wake-up announced.
     Freed(u64),
+    /// The revision of a lease its holder offered; the outcome is answered to `reply`.
+    Offered { revision: u64, reply: async_nats::Subject },
+}
+
+impl From<Wake> for Expect {
+    fn from(wake: Wake) -> Self {
+        match wake {
+            Wake::Freed(revision) => Expect::Freed(revision),
+            Wake::Recheck => Expect::Read,
+            Wake::Offered { revision, reply } => Expect::Offered { revision, reply },
+        }
+    }
+}
+
+/// The outcome of one look at a key.
+enum Attempt {
+    Granted(Lease),
+    /// Someone holds it.
+    Held,
+    /// The look was refused, and a wake-up that explains why had already arrived: act on it
+    /// rather than read the key.
+    Woken(Wake),
 }
 
 impl Inner {
@@ -653,9 +696,9 @@ impl Inner {
         released.insert(encoded_key.to_owned(), revision);
     }
 
-    /// One attempt to take a free key: `Ok(None)` if someone holds it. `joined`: the caller
-    /// joined the key's waiters before this attempt, so every later change of the key is
-    /// announced to them (see [`wakeups`]).
+    /// One attempt to take a free key. `waiting`: the caller's membership of the key's
+    /// waiters, joined before this attempt, so every later change of the key is announced to
+    /// them (see [`wakeups`]).
     ///
     /// Cancel-safe: dropped while its create is on the wire, it leaves a task to await the
     /// answer and remove the entry if it was stored ([`PendingCreate`]); a create whose answer
@@ -664,11 +707,13 @@ impl Inner {
         self: &Arc<Self>,
         request: &LeaseRequest,
         expect: Expect,
-        joined: bool,
-    ) -> Result<Option<Lease>, LockError> {
+        mut waiting: Option<&mut Waiting>,
+    ) -> Result<Attempt, LockError> {
+        let joined = waiting.is_some();
         let owner = OwnerToken::random();
         let encoded = encode_key(request.key());
         let ttl = request.ttl();
+        let mut offer = None;
         // What the key's last revision is expected to be, and whether that was learnt after
         // joining (then anything that replaced it has been announced to the waiters).
         let (mut expected, mut learnt_after_joining) = match expect {
@@ -676,26 +721,36 @@ impl Inner {
             // client's tombstone costs one extra read.
             Expect::Guess => (self.released().get(&encoded).copied().unwrap_or(0), false),
             Expect::Read => match self.entry("acquire", &encoded).await? {
-                Some(entry) if entry.operation == kv::Operation::Put => return Ok(None),
+                Some(entry) if entry.operation == kv::Operation::Put => return Ok(Attempt::Held),
                 Some(tombstone) => (tombstone.revision, joined),
                 None => (0, false),
             },
             Expect::Freed(revision) => (revision, joined),
+            // Not "learnt after joining": the offer may be stale (its holder's lease replaced
+            // before this waiter joined), so a refused take-over reads the key.
+            Expect::Offered { revision, reply } => {
+                offer = Some(reply);
+                (revision, false)
+            }
         };
         // Each conflict means the key changed under us; a key cannot churn forever between a
         // read and a write of the same client, but bound the loop rather than trust that.
         for _ in 0..16 {
             let mut headers = HeaderMap::new();
             headers.insert(async_nats::header::NATS_MESSAGE_TTL, server_ttl(ttl).as_secs().to_string().as_str());
+            let answer_to = offer.take();
+            let value = entry_value(owner, ttl, answer_to.as_ref().map(|_| expected));
             let sent_at = Instant::now();
-            let ack = self.send_expecting("acquire", &encoded, expected, headers, entry_value(owner, ttl)).await?;
+            let ack = self.send_expecting("acquire", &encoded, expected, headers, value).await?;
             let ack = Some(ack.into_future());
-            let pending = PendingCreate { inner: self, key: request.key(), encoded_key: &encoded, owner, ack };
+            let pending =
+                PendingCreate { inner: self, key: request.key(), encoded_key: &encoded, owner, ack, answer_to };
             let answer = pending.answer().await;
             match answer? {
                 Published::Stored(revision) => {
                     self.remember(request.key(), owner, revision, sent_at + server_ttl(ttl));
-                    return Ok(Some(Lease::new(request.key(), owner, FencingToken(revision), ttl, sent_at, 1)));
+                    let lease = Lease::new(request.key(), owner, FencingToken(revision), ttl, sent_at, 1);
+                    return Ok(Attempt::Granted(lease));
                 }
                 // `expected` was the key's last revision after joining, and something later
                 // replaced it: that was announced to the waiters (and whatever frees the key
@@ -703,10 +758,16 @@ impl Inner {
                 // that lost a race lands here, and their reads would queue before the next one.
                 Published::Conflict { last: Some(last) } if learnt_after_joining && last > expected => {
                     self.stats.creates_refused.fetch_add(1, Ordering::Relaxed);
-                    return Ok(None);
+                    return Ok(Attempt::Held);
                 }
                 Published::Conflict { last } => {
                     self.stats.creates_refused.fetch_add(1, Ordering::Relaxed);
+                    // What changed the key may have been announced already (an arrival that
+                    // raced a release finds the release's offer or notice waiting): acting on
+                    // it is a look after joining too, and saves the read.
+                    if let Some(wake) = waiting.as_deref_mut().and_then(Waiting::arrived) {
+                        return Ok(Attempt::Woken(wake));
+                    }
                     let entry = self.entry("acquire", &encoded).await?;
                     // The read shows what the create expected, yet the create was refused: a
                     // clustered stream's leader (whose refusal names no sequence) checks
@@ -716,8 +777,8 @@ impl Inner {
                     // the cluster suite.)
                     let unapplied = last.is_none() && entry.as_ref().map_or(0, |entry| entry.revision) == expected;
                     match entry {
-                        Some(entry) if entry.operation == kv::Operation::Put => return Ok(None),
-                        _ if unapplied => return Ok(None),
+                        Some(entry) if entry.operation == kv::Operation::Put => return Ok(Attempt::Held),
+                        _ if unapplied => return Ok(Attempt::Held),
                         Some(tombstone) => (expected, learnt_after_joining) = (tombstone.revision, joined),
                         None => (expected, learnt_after_joining) = (0, false),
                     }
@@ -730,11 +791,7 @@ impl Inner {
     /// The revision of `lease`'s entry if it is still this holder's.
     async fn held_revision(&self, operation: &'static str, lease: &Lease) -> Result<Option<kv::Entry>, LockError> {
         let entry = self.entry(operation, &encode_key(lease.key())).await?;
-        Ok(entry.filter(|entry| {
-            entry.operation == kv::Operation::Put
-                && entry.revision >= lease.fence().0
-                && parse_entry(&entry.value).is_some_and(|(owner, _)| owner == lease.owner())
-        }))
+        Ok(entry.filter(|entry| is_held_by(entry, lease)))
     }
 
     /// Writes the key's purge marker if its last revision is still `expected`. Without the
@@ -760,7 +817,7 @@ impl Inner {
         headers.insert(async_nats::header::NATS_MESSAGE_TTL, server_ttl(ttl).as_secs().to_string().as_str());
         let sent_at = Instant::now();
         let encoded = encode_key(lease.key());
-        let value = entry_value(lease.owner(), ttl);
+        let value = entry_value(lease.owner(), ttl, None);
         Ok(match self.publish_expecting("refresh", &encoded, revision, headers, value).await? {
             Published::Stored(new_revision) => {
                 self.remember(lease.key(), lease.owner(), new_revision, sent_at + server_ttl(ttl));
@@ -802,6 +859,18 @@ impl Inner {
     }
 }
 
+/// Whether `entry` is `lease`'s (at its grant or a later refresh).
+fn is_held_by(entry: &kv::Entry, lease: &Lease) -> bool {
+    entry.operation == kv::Operation::Put
+        && entry.revision >= lease.fence().0
+        && parse_entry(&entry.value).is_some_and(|(owner, _)| owner == lease.owner())
+}
+
+/// Whether `entry` is a waiter's take-over of the lease offered at `offered`.
+fn was_taken_over(entry: &kv::Entry, offered: Option<u64>) -> bool {
+    entry.operation == kv::Operation::Put && offered.is_some() && taken_over_in(&entry.value) == offered
+}
+
 /// Whether `lease` ran out by its own clock. The server may keep its entry up to a second
 /// longer (TTLs round up to whole seconds, and the server's expiry timer runs late), but the
 /// lease the caller was given ended at its TTL: release and refresh then report it gone —
@@ -814,13 +883,15 @@ fn lease_ended(lease: &Lease) -> bool {
 /// A create on the wire. Dropped before its answer (the acquire was cancelled, or its wait
 /// bound ran out), it leaves a task that awaits the answer and removes the entry if it was
 /// stored: nobody will ever use that grant. An answer that never comes (indeterminate) is
-/// handled alike.
+/// handled alike. A create that takes over an offered lease tells the offering holder how
+/// it went (`answer_to`), on either path.
 struct PendingCreate<'a> {
     inner: &'a Arc<Inner>,
     key: &'a str,
     encoded_key: &'a str,
     owner: OwnerToken,
     ack: Option<<PublishAckFuture as IntoFuture>::IntoFuture>,
+    answer_to: Option<async_nats::Subject>,
 }
 
 impl PendingCreate<'_> {
@@ -833,6 +904,10 @@ impl PendingCreate<'_> {
             // fails too, the server's TTL frees it).
             self.inner.release_owner_later(self.key, self.owner);
         }
+        if let Some(reply) = self.answer_to.take() {
+            let taken = matches!(answer, Ok(Published::Stored(_)));
+            wakeups::answer(&self.inner.js.client(), reply, taken).await;
+        }
         answer
     }
 }
@@ -841,10 +916,16 @@ impl Drop for PendingCreate<'_> {
     fn drop(&mut self) {
         let Some(ack) = self.ack.take() else { return };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-        let (inner, key, encoded_key, owner) =
-            (self.inner.clone(), self.key.to_owned(), self.encoded_key.to_owned(), self.owner);
+        let (inner, key, encoded_key, owner, answer_to) =
+            (self.inner.clone(), self.key.to_owned(), self.encoded_key.to_owned(), self.owner, self.answer_to.take());
         runtime.spawn(async move {
-            match published("acquire", ack.await) {
+            let answer = published("acquire", ack.await);
+            // The offering holder's lease is gone if the take-over was stored, even though
+            // nobody will use the grant.
+            if let Some(reply) = answer_to {
+                wakeups::answer(&inner.js.client(), reply, matches!(answer, Ok(Published::Stored(_)))).await;
+            }
+            match answer {
                 // Revision-checked: if anything followed the entry, it is not ours to touch.
                 Ok(Published::Stored(revision)) => {
                     let _ = inner.purge(&encoded_key, revision).await;
@@ -855,6 +936,48 @@ impl Drop for PendingCreate<'_> {
                 }
             }
         });
+    }
+}
+
+/// A release's offer of its lease to a waiter (see "Hand-off by offer" in `nats/wakeups.rs`).
+/// Dropped before the answer (the release was cancelled), it purges the lease in a task of
+/// its own, revision-checked: a waiter's take-over wins or the purge does, never both.
+struct OfferOut<'a> {
+    inner: &'a Arc<Inner>,
+    encoded_key: &'a str,
+    /// `None` once the offer has been answered.
+    revision: Option<u64>,
+}
+
+impl OfferOut<'_> {
+    /// Whether a waiter took the lease over. If not, the caller purges it.
+    async fn hand_over(mut self) -> bool {
+        let revision = self.revision.expect("offered once");
+        let client = self.inner.js.client();
+        let offered = wakeups::offer(&client, &self.inner.bucket, self.encoded_key, revision).await;
+        self.revision = None;
+        match offered {
+            Offered::Taken => {
+                self.inner.stats.offers_taken.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Offered::Declined => false,
+            Offered::Unanswered => {
+                self.inner.stats.offers_unanswered.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+}
+
+impl Drop for OfferOut<'_> {
+    fn drop(&mut self) {
+        if let (Some(revision), Ok(runtime)) = (self.revision, tokio::runtime::Handle::try_current()) {
+            let (inner, encoded_key) = (self.inner.clone(), self.encoded_key.to_owned());
+            runtime.spawn(async move {
+                let _ = inner.purge(&encoded_key, revision).await;
+            });
+        }
     }
 }
 
@@ -913,7 +1036,10 @@ impl Locker for NatsLocker {
 
     async fn try_acquire(&self, request: &LeaseRequest) -> Result<Option<Lease>, LockError> {
         check_request(request)?;
-        self.inner.create(request, Expect::Guess, false).await
+        Ok(match self.inner.create(request, Expect::Guess, None).await? {
+            Attempt::Granted(lease) => Some(lease),
+            Attempt::Held | Attempt::Woken(_) => None,
+        })
     }
 
     async fn acquire(&self, request: &LeaseRequest, wait: Duration) -> Result<Lease, LockError> {
@@ -928,10 +1054,10 @@ impl Locker for NatsLocker {
         // was found held a moment ago (see `Inner::found_held`).
         if !inner.is_contended(&encoded) {
             let first = tokio::select! {
-                attempt = inner.create(request, Expect::Guess, false) => attempt?,
+                attempt = inner.create(request, Expect::Guess, None) => attempt?,
                 () = sleep_until(deadline) => return Err(timed_out()),
             };
-            if let Some(lease) = first {
+            if let Attempt::Granted(lease) = first {
                 return Ok(lease);
             }
             inner.note_found_held(&encoded);
@@ -957,30 +1083,40 @@ impl Locker for NatsLocker {
             // the turn on (`give_up`).
             let attempt = tokio::select! {
                 biased;
-                attempt = inner.create(request, expect, true) => attempt?,
-                () = sleep_until(deadline) => {
+                attempt = inner.create(request, expect, Some(&mut waiting)) => Some(attempt?),
+                () = sleep_until(deadline) => None,
+            };
+            let attempt = match attempt {
+                Some(attempt) => attempt,
+                None => {
                     waiting.give_up().await;
                     return Err(timed_out());
                 }
             };
-            if let Some(lease) = attempt {
-                if after_silence {
-                    inner.stats.grants_after_recheck.fetch_add(1, Ordering::Relaxed);
+            match attempt {
+                Attempt::Granted(lease) => {
+                    if after_silence {
+                        inner.stats.grants_after_recheck.fetch_add(1, Ordering::Relaxed);
+                    }
+                    // Others may be waiting too: this lease's release offers it to them.
+                    inner.note_found_held(&encoded);
+                    // Leaving takes a send to the connection: a caller gone by then must not
+                    // strand the lease.
+                    let unclaimed = Unclaimed { inner, lease: Some(lease) };
+                    waiting.granted().await;
+                    return Ok(unclaimed.claim());
                 }
-                // Leaving takes a send to the connection: a caller gone by then must not
-                // strand the lease.
-                let unclaimed = Unclaimed { inner, lease: Some(lease) };
-                waiting.granted().await;
-                return Ok(unclaimed.claim());
+                Attempt::Woken(wake) => {
+                    (expect, after_silence) = (wake.into(), false);
+                    continue;
+                }
+                Attempt::Held => {}
             }
             counted.get_or_insert_with(|| CountedWaiting::new(&inner.stats.waiting));
             inner.note_found_held(&encoded);
             (expect, after_silence) = tokio::select! {
                 biased;
-                wake = waiting.next() => match wake {
-                    Wake::Freed(revision) => (Expect::Freed(revision), false),
-                    Wake::Recheck => (Expect::Read, false),
-                },
+                wake = waiting.next() => (wake.into(), false),
                 () = sleep_until(deadline) => {
                     waiting.give_up().await;
                     return Err(timed_out());
@@ -996,17 +1132,34 @@ impl Locker for NatsLocker {
             self.inner.free_leftover(lease).await;
             return Ok(false);
         }
-        // A lease this locker granted: its owner token is proof enough, purge at the
-        // remembered revision (one round trip). A conflict means the entry changed (expired,
-        // taken over, or refreshed by another client of the same lease): read it.
+        // A lease this locker granted: its owner token is proof enough, hand it to a waiter or
+        // purge it at the remembered revision (one round trip). A conflict means the entry
+        // changed (expired, taken over, or refreshed by another client of the same lease):
+        // read it.
+        let mut offered = None;
         if let Some(revision) = self.inner.known_revision(lease.key(), lease.owner()) {
+            // Offer it first where waiters are likely: on a key this locker found held a
+            // moment ago — typically the wait for this very lease.
+            if self.inner.is_contended(&encoded) {
+                offered = Some(revision);
+                let offer = OfferOut { inner: &self.inner, encoded_key: &encoded, revision: Some(revision) };
+                if offer.hand_over().await {
+                    self.inner.forget(lease.key(), lease.owner());
+                    return Ok(true);
+                }
+            }
             let purged = self.inner.purge(&encoded, revision).await?;
             self.inner.forget(lease.key(), lease.owner());
             if let Published::Stored(_) = purged {
                 return Ok(true);
             }
         }
-        let Some(entry) = self.inner.held_revision("release", lease).await? else { return Ok(false) };
+        let entry = self.inner.entry("release", &encoded).await?;
+        if entry.as_ref().is_some_and(|entry| was_taken_over(entry, offered)) {
+            // An offer taken whose answer did not arrive in time.
+            return Ok(true);
+        }
+        let Some(entry) = entry.filter(|entry| is_held_by(entry, lease)) else { return Ok(false) };
         Ok(matches!(self.inner.purge(&encoded, entry.revision).await?, Published::Stored(_)))
     }
 

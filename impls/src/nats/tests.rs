@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{decode_key, encode_key, entry_value, parse_entry, server_ttl};
+use super::{decode_key, encode_key, entry_value, parse_entry, server_ttl, taken_over_in};
 use crate::OwnerToken;
 
 #[test]
@@ -44,7 +44,12 @@ fn ttls_round_up_to_whole_seconds() {
 #[test]
 fn entry_values_carry_owner_and_server_ttl() {
     let owner = OwnerToken::random();
-    let value = entry_value(owner, Duration::from_millis(2500));
+    let value = entry_value(owner, Duration::from_millis(2500), None);
     assert_eq!(parse_entry(value.as_bytes()), Some((owner, 3)));
+    assert_eq!(taken_over_in(value.as_bytes()), None);
     assert_eq!(parse_entry(b"not a lease"), None);
+    // A waiter's take-over of an offered lease names the revision it replaced.
+    let taken = entry_value(owner, Duration::from_secs(5), Some(42));
+    assert_eq!(parse_entry(taken.as_bytes()), Some((owner, 5)));
+    assert_eq!(taken_over_in(taken.as_bytes()), Some(42));
 }

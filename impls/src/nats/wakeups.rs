@@ -38,12 +38,34 @@
 //!    ([`super::NatsStats::grants_after_recheck`]): every one is a wake-up that did not
 //!    arrive, and a healthy run has none — the tests check that.
 //!
+//! # Hand-off by offer
+//!
+//! A release that frees the key and a create that takes it are two JetStream writes in a
+//! row, with a notice between them. A holder that expects waiters (its locker found the key
+//! held within the last second) first **offers** its lease to the queue group instead
+//! ([`offer`]): a core NATS request, carrying the lease's revision, that NATS hands to one
+//! waiter. That waiter rewrites the entry as its own lease *only if its last revision is
+//! still the offered one* — one JetStream write, from holder to waiter, and the hand-off
+//! costs a core message and that write instead of two writes and a notice. It answers
+//! [`Offered::Taken`] once the write is stored, and only then does the holder's release
+//! return: at that point the holder's entry is gone. The offer changes none of the rules
+//! above, because whatever it does not settle falls back to them:
+//!
+//! * nobody in the group (no responders), a waiter that declines (its rewrite was refused:
+//!   the lease had changed), or no answer within [`OFFER_TIMEOUT`] (a waiter that left or
+//!   vanished with the offer): the holder purges as without an offer, revision-checked, and
+//!   that purge is announced as every removal is. The rewrite and the purge both expect the
+//!   offered revision, so exactly one of them can be stored.
+//! * the taker's entry is a lease like any other: its end will be announced.
+//! * a waiter leaving with offers it has received but not answered declines them (rule 3's
+//!   pass-on does), so its holder does not wait out the timeout.
+//!
 //! Waiters are not served in arrival order (NATS picks a queue member at random), as before.
 
 use std::time::Duration;
 
-use async_nats::{Client, HeaderMap, Subscriber};
-use futures::StreamExt;
+use async_nats::{Client, HeaderMap, Subject, Subscriber};
+use futures::{FutureExt, StreamExt};
 use tokio::sync::watch;
 
 use crate::error::LockError;
@@ -58,6 +80,19 @@ pub const RECHECK_AFTER: Duration = Duration::from_secs(1);
 
 /// The header of a notice that asks one waiter to look at the key again.
 const RECHECK_HEADER: &str = "Lockcheck-Recheck";
+
+/// The header of a holder's offer: the revision of the lease it hands over.
+const OFFER_HEADER: &str = "Lockcheck-Offer";
+
+/// How long a holder waits for the answer to its offer before it purges instead. A waiter
+/// answers within one JetStream write; one that does not has left or vanished with the offer
+/// (rare: a waiter that leaves declines what it holds), and this bounds what that costs the
+/// release — the purge that follows hands the key on as without an offer.
+pub const OFFER_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// The answer payloads of an offer.
+const TAKEN: &str = "taken";
+const DECLINED: &str = "declined";
 
 /// The prefix of the subjects a bucket's messages are republished on.
 pub(super) fn notice_prefix(bucket: &str) -> String {
@@ -74,12 +109,14 @@ pub(super) fn republish_for(bucket: &str) -> async_nats::jetstream::stream::Repu
 }
 
 /// What woke a waiter.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum Wake {
     /// The key was freed (a delete, purge or expiry marker) at this revision.
     Freed(u64),
     /// A notice may have been missed: look at the key again.
     Recheck,
+    /// The holder of the lease at this revision offers it: take it over, and answer `reply`.
+    Offered { revision: u64, reply: Subject },
 }
 
 /// What a republished (or passed-on) notice says, if it can wake a waiter: a lease entry
@@ -88,6 +125,10 @@ fn wake_of(message: &async_nats::Message) -> Option<Wake> {
     let headers = message.headers.as_ref()?;
     if headers.get(RECHECK_HEADER).is_some() {
         return Some(Wake::Recheck);
+    }
+    if let Some(offered) = headers.get(OFFER_HEADER) {
+        let revision = offered.as_str().parse().ok()?;
+        return Some(Wake::Offered { revision, reply: message.reply.clone()? });
     }
     if super::operation_of(headers) == async_nats::jetstream::kv::Operation::Put {
         return None;
@@ -153,6 +194,18 @@ impl Waiting {
         }
     }
 
+    /// A notice that has already arrived, if any: lets a look that found the key changed act
+    /// on what changed it instead of reading the key.
+    pub(super) fn arrived(&mut self) -> Option<Wake> {
+        let subscriber = self.subscriber.as_mut()?;
+        while let Some(Some(message)) = subscriber.next().now_or_never() {
+            if let Some(wake) = wake_of(&message) {
+                return Some(wake);
+            }
+        }
+        None
+    }
+
     /// Leaves with the lock: unsubscribes, nothing to pass on (rule 3).
     pub(super) async fn granted(mut self) {
         if let Some(mut subscriber) = self.subscriber.take() {
@@ -182,9 +235,48 @@ async fn pass_on(client: Client, subject: String, mut subscriber: Subscriber) {
     // Unsubscribed first: the server handles the two in this order, so the notice goes to
     // another waiter, never back to this one.
     let _ = subscriber.unsubscribe().await;
+    // Offers that reached this waiter are declined, so their holders purge at once instead of
+    // waiting out OFFER_TIMEOUT. (The subscription ends once the connection has dropped it.)
+    let _ = tokio::time::timeout(OFFER_TIMEOUT, async {
+        while let Some(message) = subscriber.next().await {
+            if let Some(Wake::Offered { reply, .. }) = wake_of(&message) {
+                answer(&client, reply, false).await;
+            }
+        }
+    })
+    .await;
     let mut headers = HeaderMap::new();
     headers.insert(RECHECK_HEADER, "1");
     let _ = client.publish_with_headers(subject, headers, Default::default()).await;
+}
+
+/// How a holder's offer ended (see "Hand-off by offer" in the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Offered {
+    /// A waiter took the lease over: the holder's entry is gone.
+    Taken,
+    /// Nobody waits, or the waiter it reached declined.
+    Declined,
+    /// No answer came within [`OFFER_TIMEOUT`]: the lease may or may not have been taken.
+    Unanswered,
+}
+
+/// Offers the lease stored at `revision` to one of the key's waiters, and awaits the answer.
+pub(super) async fn offer(client: &Client, bucket: &str, encoded_key: &str, revision: u64) -> Offered {
+    let mut headers = HeaderMap::new();
+    headers.insert(OFFER_HEADER, revision.to_string().as_str());
+    let request = async_nats::Request::new().headers(headers).timeout(Some(OFFER_TIMEOUT));
+    match client.send_request(format!("{}{encoded_key}", notice_prefix(bucket)), request).await {
+        Ok(answer) if answer.payload.as_ref() == TAKEN.as_bytes() => Offered::Taken,
+        Ok(_) => Offered::Declined,
+        Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => Offered::Declined,
+        Err(_) => Offered::Unanswered,
+    }
+}
+
+/// A waiter's answer to an offer: whether its take-over was stored.
+pub(super) async fn answer(client: &Client, reply: Subject, taken: bool) {
+    let _ = client.publish(reply, if taken { TAKEN } else { DECLINED }.into()).await;
 }
 
 /// Counts the connection's re-establishments, so that waiters look again after one (rule 4).
