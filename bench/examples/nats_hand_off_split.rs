@@ -4,11 +4,15 @@
 //! Against a NATS server from the conformance services, it prints, as multiples of the NATS
 //! round trip measured in the same run (p50 of 300):
 //!
-//! * the holder's release until its acknowledgement (one JetStream write),
-//! * the holder's release until the release's notice reaches a subscriber (what wakes a
-//!   waiter), and
-//! * the holder's release until a waiter that was already waiting has the lock (the notice,
-//!   then the waiter's create: another JetStream write);
+//! * the holder's release until it returns,
+//! * the holder's release until the write that ended its lease is announced to a subscriber,
+//!   and
+//! * the holder's release until a waiter that was already waiting has the lock,
+//!
+//! for both ways a release ends its lease: a holder that took the key without waiting purges
+//! it (one JetStream write; its notice wakes the waiter, whose create is a second write), a
+//! holder that waited for it offers it (a core NATS message to the waiter, whose take-over is
+//! the only write);
 //!
 //! then the benchmark's hand-off with 1, 8 and 64 waiters (the same harness as `cargo bench
 //! --bench nats`, 200 hand-offs in one batch) with the lockers' [`NatsStats`]: creates the
@@ -34,8 +38,28 @@ fn p50(mut samples: Vec<Duration>) -> Duration {
     samples[samples.len() / 2]
 }
 
-fn is_release(notice: &async_nats::Message) -> bool {
-    notice.headers.as_ref().and_then(|headers| headers.get("KV-Operation")).is_some_and(|op| op.as_str() == "PURGE")
+/// How the measured holder's release ends its lease.
+#[derive(Clone, Copy)]
+enum ReleasePath {
+    /// It took the key without waiting, so it purges: the waiter is woken and creates.
+    Purge,
+    /// It waited for the key, so it offers the lease: the waiter takes it over.
+    Offer,
+}
+
+impl ReleasePath {
+    fn describe(self) -> &'static str {
+        match self {
+            ReleasePath::Purge => "purge, then the waiter's create",
+            ReleasePath::Offer => "offer, then the waiter's take-over",
+        }
+    }
+}
+
+/// Whether `notice` announces the write that replaced the lease at revision `held`.
+fn ends(notice: &async_nats::Message, held: u64) -> bool {
+    let header = |name: &str| notice.headers.as_ref().and_then(|headers| headers.get(name)).map(|v| v.to_string());
+    header("Nats-Last-Sequence") == Some(held.to_string())
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -67,46 +91,70 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let request = LeaseRequest::lock("split", Duration::from_secs(10));
         let mut notices = observer.subscribe(format!("lockcheck.kv.{BUCKET}.split")).await?;
         observer.flush().await?;
-        let (holder, waiter) = (&lockers[0], &lockers[1]);
-        let (mut acked, mut noticed, mut granted) = (Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..SAMPLES {
-            let held = holder.try_acquire(&request).await?.ok_or("the key is free between samples")?;
-            let waiting = {
-                let (waiter, request) = (waiter.clone(), request.clone());
-                tokio::spawn(async move { waiter.acquire(&request, Duration::from_secs(5)).await.map(|l| (l, Instant::now())) })
-            };
-            while waiter.stats().waiting != 1 {
-                tokio::task::yield_now().await;
-            }
-            while notices.next().now_or_never().flatten().is_some() {}
-            let released_at = Instant::now();
-            let release = async {
-                let released = holder.release(&held).await;
-                (released, Instant::now())
-            };
-            let notice = async {
-                while let Some(notice) = notices.next().await {
-                    if is_release(&notice) {
-                        return Instant::now();
+        for path in [ReleasePath::Purge, ReleasePath::Offer] {
+            let (holder, waiter, first) = (&lockers[0], &lockers[1], &lockers[2]);
+            let (mut acked, mut noticed, mut granted) = (Vec::new(), Vec::new(), Vec::new());
+            let offers_before = holder.stats().offers_taken;
+            for _ in 0..SAMPLES {
+                let held = match path {
+                    ReleasePath::Purge => holder.try_acquire(&request).await?.ok_or("the key is free between samples")?,
+                    // A holder that waited for its lease offers it on release.
+                    ReleasePath::Offer => {
+                        let blocker = first.try_acquire(&request).await?.ok_or("the key is free between samples")?;
+                        let acquire = {
+                            let (holder, request) = (holder.clone(), request.clone());
+                            tokio::spawn(async move { holder.acquire(&request, Duration::from_secs(5)).await })
+                        };
+                        while holder.stats().waiting != 1 {
+                            tokio::task::yield_now().await;
+                        }
+                        first.release(&blocker).await?;
+                        acquire.await??
                     }
+                };
+                let waiting = {
+                    let (waiter, request) = (waiter.clone(), request.clone());
+                    tokio::spawn(async move {
+                        waiter.acquire(&request, Duration::from_secs(5)).await.map(|l| (l, Instant::now()))
+                    })
+                };
+                while waiter.stats().waiting != 1 {
+                    tokio::task::yield_now().await;
                 }
-                Instant::now()
-            };
-            let ((released, acked_at), noticed_at) = tokio::join!(release, notice);
-            assert!(released?, "the holder's lease was gone");
-            let (lease, granted_at) = waiting.await??;
-            acked.push(acked_at - released_at);
-            noticed.push(noticed_at - released_at);
-            granted.push(granted_at - released_at);
-            waiter.release(&lease).await?;
+                while notices.next().now_or_never().flatten().is_some() {}
+                let released_at = Instant::now();
+                let release = async {
+                    let released = holder.release(&held).await;
+                    (released, Instant::now())
+                };
+                // The write that ends the holder's lease: its purge, or the waiter's take-over.
+                let notice = async {
+                    while let Some(notice) = notices.next().await {
+                        if ends(&notice, held.fence().0) {
+                            return Instant::now();
+                        }
+                    }
+                    Instant::now()
+                };
+                let ((released, acked_at), noticed_at) = tokio::join!(release, notice);
+                assert!(released?, "the holder's lease was gone");
+                let (lease, granted_at) = waiting.await??;
+                acked.push(acked_at - released_at);
+                noticed.push(noticed_at - released_at);
+                granted.push(granted_at - released_at);
+                waiter.release(&lease).await?;
+            }
+            println!(
+                "{}: one waiter, waiting before the release (p50 x round trip): release returned {:.2}x, the write \
+                 ending the lease announced {:.2}x, waiter granted {:.2}x; {} of {SAMPLES} releases handed over by \
+                 offer",
+                path.describe(),
+                ratio(p50(acked)),
+                ratio(p50(noticed)),
+                ratio(p50(granted)),
+                holder.stats().offers_taken - offers_before,
+            );
         }
-        println!(
-            "one waiter, waiting before the release (p50 x round trip): release acknowledged {:.2}x, notice {:.2}x, \
-             waiter granted {:.2}x",
-            ratio(p50(acked)),
-            ratio(p50(noticed)),
-            ratio(p50(granted))
-        );
 
         let clients: Vec<Arc<dyn Locker>> = lockers.iter().map(|l| Arc::new(l.clone()) as Arc<dyn Locker>).collect();
         let contender = Arc::new(LockerContender::per_client(clients, 1).named("NatsLocker"));

@@ -33,6 +33,12 @@
 //!   release (or expiry marker) of the key to exactly one waiter, which creates over it with
 //!   the marker's revision as the expectation — one round trip, no herd, no JetStream
 //!   consumer per waiter or per locker. `nats/wakeups.rs` argues why no wake-up is lost.
+//! * **A contended release hands the lease over in one write**: a holder that expects waiters
+//!   offers its lease to the queue group (a core NATS request naming the lease's revision),
+//!   and the waiter NATS picks rewrites the entry as its own lease, revision-checked against
+//!   the offered revision — one JetStream write per hand-off instead of a purge and a create.
+//!   Nobody waiting, a declined offer or no answer within [`OFFER_TIMEOUT`]: the release
+//!   purges as above ("Hand-off by offer" in `nats/wakeups.rs`).
 //!
 //! # Pitfalls of the client library this locker avoids
 //!
@@ -102,17 +108,66 @@ pub struct BucketConfig {
     pub memory_storage: bool,
     /// See [`DEFAULT_MARKER_TTL`].
     pub marker_ttl: Duration,
+    /// Whether a contended release offers its lease to a waiter before it purges (see "Hand-off
+    /// by offer" in `nats/wakeups.rs`; on by default). Off, every release purges and the woken
+    /// waiter creates: two JetStream writes per hand-off, but a waiter that vanishes with an
+    /// offer can never cost a release [`OFFER_TIMEOUT`]. A locker setting, not the bucket's:
+    /// lockers with and without it share a bucket.
+    pub offers: bool,
 }
 
 impl BucketConfig {
     /// A file-backed single-replica bucket called `name`.
     pub fn new(name: impl Into<String>) -> Self {
-        BucketConfig { name: name.into(), replicas: 1, memory_storage: false, marker_ttl: DEFAULT_MARKER_TTL }
+        BucketConfig {
+            name: name.into(),
+            replicas: 1,
+            memory_storage: false,
+            marker_ttl: DEFAULT_MARKER_TTL,
+            offers: true,
+        }
     }
 
     /// The same bucket with `replicas` replicas.
     pub fn replicas(mut self, replicas: usize) -> Self {
         self.replicas = replicas;
+        self
+    }
+
+    /// The hosts and bucket a backend URL names: `nats://host:port[,host:port…][?bucket=B]
+    /// [&replicas=N][&storage=memory|file][&offers=on|off]` (bucket [`DEFAULT_BUCKET`], one
+    /// replica, file storage, offers on unless given).
+    pub fn from_url(url: &str) -> Result<(String, BucketConfig), InvalidInput> {
+        let rest = url.strip_prefix("nats://").unwrap_or(url);
+        let (hosts, query) = rest.split_once('?').unwrap_or((rest, ""));
+        if hosts.split(',').all(|host| host.trim().is_empty()) {
+            return Err(InvalidInput::Backend(format!("no NATS hosts in {url}")));
+        }
+        let mut bucket = BucketConfig::default();
+        for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+            let bad = || {
+                InvalidInput::Backend(format!(
+                    "bad NATS URL parameter {pair:?} in {url} (bucket=B, replicas=N, storage=memory|file, \
+                     offers=on|off)"
+                ))
+            };
+            match pair.split_once('=').ok_or_else(bad)? {
+                ("bucket", name) if !name.is_empty() => bucket.name = name.to_owned(),
+                ("replicas", n) => bucket.replicas = n.parse().map_err(|_| bad())?,
+                ("storage", "memory") => bucket.memory_storage = true,
+                ("storage", "file") => bucket.memory_storage = false,
+                ("offers", "on") => bucket.offers = true,
+                ("offers", "off") => bucket.offers = false,
+                _ => return Err(bad()),
+            }
+        }
+        Ok((hosts.to_owned(), bucket))
+    }
+
+    /// The same bucket, used by a locker that never offers its leases (see
+    /// [`BucketConfig::offers`]).
+    pub fn without_offers(mut self) -> Self {
+        self.offers = false;
         self
     }
 
@@ -157,6 +212,8 @@ struct Inner {
     marker_ttl: Duration,
     /// Whether the bucket's stream lives in memory (leases and fencing die with the server).
     memory_storage: bool,
+    /// Whether contended releases offer their lease first ([`BucketConfig::offers`]).
+    offers: bool,
     /// Whether reads may be direct gets: the stream has one replica (none to be stale) and
     /// allows them (see `Inner::entry`).
     direct_reads: bool,
@@ -281,23 +338,10 @@ impl NatsLocker {
         Self::open_bucket(client, &describe, bucket, reconnects).await
     }
 
-    /// Opens the locker a backend URL names: `nats://host:port[,host:port…][?bucket=B]
-    /// [&replicas=N][&storage=memory]` (bucket [`DEFAULT_BUCKET`], one replica, file storage
-    /// unless given).
+    /// Opens the locker a backend URL names (see [`BucketConfig::from_url`]).
     pub async fn open(url: &str) -> Result<Self, LockError> {
-        let (hosts, query) = url.split_once('?').unwrap_or((url, ""));
-        let mut bucket = BucketConfig::default();
-        for pair in query.split('&').filter(|pair| !pair.is_empty()) {
-            let bad = || LockError::from(InvalidInput::Backend(format!("bad NATS URL parameter {pair:?} in {url}")));
-            match pair.split_once('=').ok_or_else(bad)? {
-                ("bucket", name) => bucket.name = name.to_owned(),
-                ("replicas", n) => bucket.replicas = n.parse().map_err(|_| bad())?,
-                ("storage", "memory") => bucket.memory_storage = true,
-                ("storage", "file") => bucket.memory_storage = false,
-                _ => return Err(bad()),
-            }
-        }
-        Self::connect(hosts, bucket).await
+        let (hosts, bucket) = BucketConfig::from_url(url)?;
+        Self::connect(&hosts, bucket).await
     }
 
     /// Uses an existing connection; `describe` names the backend in reports. Waiters cannot
@@ -380,6 +424,7 @@ impl NatsLocker {
                 describe: describe.to_owned(),
                 marker_ttl: bucket.marker_ttl,
                 memory_storage: config.storage == jetstream::stream::StorageType::Memory,
+                offers: bucket.offers,
                 direct_reads: config.num_replicas == 1 && config.allow_direct,
                 revisions: Mutex::new(HashMap::new()),
                 released: Mutex::new(HashMap::new()),
@@ -1140,7 +1185,7 @@ impl Locker for NatsLocker {
         if let Some(revision) = self.inner.known_revision(lease.key(), lease.owner()) {
             // Offer it first where waiters are likely: on a key this locker found held a
             // moment ago — typically the wait for this very lease.
-            if self.inner.is_contended(&encoded) {
+            if self.inner.offers && self.inner.is_contended(&encoded) {
                 offered = Some(revision);
                 let offer = OfferOut { inner: &self.inner, encoded_key: &encoded, revision: Some(revision) };
                 if offer.hand_over().await {

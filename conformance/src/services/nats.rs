@@ -348,25 +348,12 @@ impl NatsBackend {
         Self::new(hosts.join(","), lockcheck_impls::nats::BucketConfig::new(bucket).replicas(CLUSTER_SIZE))
     }
 
-    /// Parses `nats://host:port[,host:port…][?bucket=B][&replicas=N][&storage=memory]`.
+    /// Parses a NATS backend URL (see `BucketConfig::from_url`).
     pub fn from_url(url: &str) -> Result<Self, String> {
-        let rest = url.strip_prefix("nats://").ok_or("not a nats:// URL")?;
-        let (hosts, query) = rest.split_once('?').unwrap_or((rest, ""));
-        if hosts.split(',').all(|host| host.trim().is_empty()) {
-            return Err("no hosts".to_owned());
+        if !url.starts_with("nats://") {
+            return Err("not a nats:// URL".to_owned());
         }
-        let mut bucket = lockcheck_impls::nats::BucketConfig::default();
-        for pair in query.split('&').filter(|pair| !pair.is_empty()) {
-            match pair.split_once('=') {
-                Some(("bucket", name)) if !name.is_empty() => bucket.name = name.to_owned(),
-                Some(("replicas", n)) => {
-                    bucket.replicas = n.parse().map_err(|_| format!("replicas {n:?} is not a number"))?
-                }
-                Some(("storage", "memory")) => bucket.memory_storage = true,
-                Some(("storage", "file")) => bucket.memory_storage = false,
-                _ => return Err(format!("unknown parameter {pair:?} (bucket, replicas, storage=memory|file)")),
-            }
-        }
+        let (hosts, bucket) = lockcheck_impls::nats::BucketConfig::from_url(url).map_err(|e| e.to_string())?;
         Ok(Self::new(hosts, bucket))
     }
 }
@@ -374,7 +361,8 @@ impl NatsBackend {
 #[async_trait::async_trait]
 impl crate::Backend for NatsBackend {
     fn name(&self) -> String {
-        format!("nats://{}?bucket={}", self.hosts, self.bucket.name)
+        let offers = if self.bucket.offers { "" } else { "&offers=off" };
+        format!("nats://{}?bucket={}{offers}", self.hosts, self.bucket.name)
     }
 
     async fn connect(&self) -> Result<std::sync::Arc<dyn lockcheck_impls::Locker>, lockcheck_impls::LockError> {
@@ -401,6 +389,9 @@ mod tests {
         );
         let plain = NatsBackend::from_url("nats://127.0.0.1:4222").unwrap();
         assert_eq!(plain.bucket.name, lockcheck_impls::nats::DEFAULT_BUCKET);
+        assert!(plain.bucket.offers, "contended releases offer their lease unless told not to");
+        assert!(!NatsBackend::from_url("nats://a:1?offers=off").unwrap().bucket.offers);
+        assert!(NatsBackend::from_url("nats://a:1?offers=maybe").is_err());
         assert!(NatsBackend::from_url("nats://").is_err());
         assert!(NatsBackend::from_url("nats://a:1?colour=red").is_err());
         assert!(NatsBackend::from_url("redis://a:1").is_err());
