@@ -308,6 +308,27 @@ impl LockSpec {
         self.holders.iter().position(|holder| holder.lease == lease)
     }
 
+    /// Whether `op` can take effect next: not if it returned before an operation placed ahead
+    /// of it took effect. (Real-time order keeps every window's end at or after the
+    /// invocations before it; only a cancelled acquire's grant moves the clock past its own
+    /// invocation.)
+    fn fits_next(&self, op: &LockOp) -> bool {
+        op.window().to >= self.now
+    }
+
+    /// The first instant in `[from, to]` at which fewer than `limit` holders are surely alive
+    /// (a holder is, at instant `t`, while `t + tolerance` is before its earliest expiry).
+    fn first_room(&self, limit: u32, from: Micros, to: Micros) -> Option<Micros> {
+        let mut earliest: Vec<Micros> = self.holders.iter().map(|holder| holder.expires_between.0).collect();
+        earliest.sort_unstable_by(|a, b| b.cmp(a));
+        let instant = match earliest.get(limit.max(1) as usize - 1) {
+            // The limit-th latest to end must no longer be surely alive.
+            Some(&ends) => from.max(ends.saturating_sub(self.tolerance)),
+            None => from,
+        };
+        (instant <= to).then_some(instant)
+    }
+
     /// "The lease is not held": true unless it is surely alive; drops it if it was ambiguous.
     fn lease_lost(&mut self, lease: LeaseId, from: Micros, to: Micros) -> bool {
         match self.position(lease) {
@@ -368,14 +389,24 @@ impl LockSpec {
             self.step_unknown(op);
             return true;
         };
+        if !self.fits_next(op) {
+            return false;
+        }
         let (from, to) = self.enter(op.window());
         match (op, ret) {
             // A cancelled acquire that was not granted changed nothing; after its clean-up it
             // cannot be granted.
             (LockOp::CancelledAcquire { .. }, LockRet::NotGranted) => true,
+            // Granted at some instant of its long window (up to the clean-up deadline): judged
+            // at the first instant there was room, which is where it takes effect — the clock
+            // moves there, so nothing placed after it can take effect earlier. Judged over the
+            // whole window instead, no lease shorter than the window would count as surely
+            // alive, and the grant could evict a holder with seconds left.
             (LockOp::CancelledAcquire { lease, ttl, limit, at }, LockRet::Granted { fence }) => {
-                let expires_between = (at.from.saturating_add(*ttl), at.to.saturating_add(*ttl));
-                !self.withdrawn.contains(lease) && self.grant(*lease, *limit, *fence, expires_between, from, to)
+                let Some(instant) = self.first_room(*limit, from, to) else { return false };
+                self.now = instant;
+                let expires_between = (instant.saturating_add(*ttl), at.to.saturating_add(*ttl));
+                !self.withdrawn.contains(lease) && self.grant(*lease, *limit, *fence, expires_between, instant, instant)
             }
             (LockOp::Withdraw { lease, .. }, LockRet::Withdrawn) => {
                 match self.position(*lease) {
@@ -434,8 +465,12 @@ impl LockSpec {
         let (from, to) = probe.enter(op.window());
         match op {
             LockOp::CancelledAcquire { lease, .. } if probe.withdrawn.contains(lease) => LockRet::NotGranted,
+            LockOp::CancelledAcquire { limit, .. } => match probe.first_room(*limit, from, to) {
+                Some(_) => LockRet::Granted { fence: probe.last_fence.map_or(1, |last| last + 1) },
+                None => LockRet::NotGranted,
+            },
             LockOp::Withdraw { .. } => LockRet::Withdrawn,
-            LockOp::Acquire { limit, .. } | LockOp::CancelledAcquire { limit, .. } => {
+            LockOp::Acquire { limit, .. } => {
                 let alive = probe.holders.iter().filter(|h| probe.liveness(h, from, to) == Liveness::Alive).count();
                 if alive < *limit as usize {
                     LockRet::Granted { fence: probe.last_fence.map_or(1, |last| last + 1) }
@@ -459,7 +494,9 @@ impl LockSpec {
         let ret = self.choose(op);
         let no_op =
             matches!((op, &ret), (LockOp::Acquire { .. } | LockOp::CancelledAcquire { .. }, LockRet::NotGranted));
-        if !no_op {
+        // An operation that cannot take effect here (see `fits_next`) is left without effect,
+        // which an operation of unknown outcome may always be: it is answered, not applied.
+        if !no_op && self.fits_next(op) {
             let applied = self.step(op, Some(&ret));
             debug_assert!(applied, "the spec accepts its own choice");
         }
@@ -674,6 +711,30 @@ mod tests {
         assert!(!spec.clone().step(&cancelled, Some(&LockRet::Granted { fence: 1 })));
         assert!(spec.step(&cancelled, None));
         assert_eq!(spec.holders().count(), 0, "a late cancelled acquire leaves no grant behind");
+    }
+
+    #[test]
+    fn a_cancelled_acquire_is_granted_where_there_is_room_and_nothing_earlier_follows_it() {
+        // Lease 1 lives from 0 to 50 ms; the cancelled acquire's window runs to 1 s.
+        let cancelled =
+            LockOp::CancelledAcquire { lease: LeaseId(2), ttl: TTL, limit: 1, at: Window::new(5, 1_000_000) };
+        let mut spec = LockSpec::with_tolerance(1_000);
+        assert!(spec.step(&acquire(1, 0, 10), Some(&LockRet::Granted { fence: 1 })));
+        let mut granted = spec.clone();
+        assert!(granted.step(&cancelled, Some(&LockRet::Granted { fence: 2 })));
+        assert_eq!(granted.holders().collect::<Vec<_>>(), vec![LeaseId(2)], "lease 1 had ended by then");
+        // It took effect once lease 1 could have ended (49 ms): what returned before that
+        // cannot come after it — lease 1 was surely alive at 20 ms.
+        let release = LockOp::Release { lease: LeaseId(1), at: Window::new(20, 21) };
+        assert!(!granted.clone().step(&release, Some(&LockRet::Released(false))));
+        assert!(!granted.clone().step(&acquire(3, 20, 21), Some(&LockRet::NotGranted)));
+        assert!(spec.step(&release, Some(&LockRet::Released(true))), "placed before it, lease 1 is released");
+        // With no room anywhere in its window (lease 1 refreshed past it), no grant at all.
+        let mut refreshed = LockSpec::with_tolerance(1_000);
+        let long = LockOp::Acquire { lease: LeaseId(1), ttl: 10_000_000, limit: 1, at: Window::new(0, 10) };
+        assert!(refreshed.step(&long, Some(&LockRet::Granted { fence: 1 })));
+        assert!(!refreshed.clone().step(&cancelled, Some(&LockRet::Granted { fence: 2 })));
+        assert_eq!(refreshed.violated_by(&cancelled, &LockRet::Granted { fence: 2 }), Some(Property::MutualExclusion));
     }
 
     #[test]
