@@ -182,6 +182,16 @@ async fn a_release_wakes_one_waiter_not_a_herd() {
     assert!(after.iter().all(|stats| stats.grants_after_recheck == 0 && stats.waiting == 0), "{after:?}");
 }
 
+/// Another member of `key`'s waiters in `bucket`: it takes the notices and offers NATS hands
+/// it and does nothing with them (what they were can be read off the subscription).
+async fn silent_member(server: &Service, bucket: &str, key: &str) -> (async_nats::Client, async_nats::Subscriber) {
+    let silent = async_nats::connect(server.address().to_string()).await.unwrap();
+    let subject = format!("lockcheck.kv.{bucket}.{}", encode_key(key));
+    let swallowed = silent.queue_subscribe(subject, "lockcheck-waiters".to_owned()).await.unwrap();
+    silent.flush().await.unwrap();
+    (silent, swallowed)
+}
+
 /// A waiter that never answers its wake-up — a queue member that received a release's
 /// notice and vanished with it — costs the others at most [`RECHECK_AFTER`], not their whole
 /// wait, and the grant that took is counted as a wake-up that did not arrive.
@@ -189,13 +199,7 @@ async fn a_release_wakes_one_waiter_not_a_herd() {
 async fn a_waiter_that_swallows_a_wake_up_delays_the_others_by_one_recheck() {
     let Some((server, holder)) = fixture("swallowed").await else { return };
     let request = LeaseRequest::lock("hot", LONG);
-    // The key's other queue member: it takes the notices NATS hands it and does nothing.
-    let silent = async_nats::connect(server.address().to_string()).await.unwrap();
-    let mut swallowed = silent
-        .queue_subscribe(format!("lockcheck.kv.swallowed.{}", encode_key("hot")), "lockcheck-waiters".to_owned())
-        .await
-        .unwrap();
-    silent.flush().await.unwrap();
+    let (_silent, mut swallowed) = silent_member(&server, "swallowed", "hot").await;
     let waiter = locker_on(&server, "swallowed").await;
     // NATS hands each notice to a member at random: repeat until the silent one got a release.
     for round in 0..32 {
@@ -297,13 +301,7 @@ async fn an_offer_nobody_answers_costs_its_release_one_offer_timeout() {
     let Some((server, first)) = fixture("unanswered").await else { return };
     let (holder, waiter) = (locker_on(&server, "unanswered").await, locker_on(&server, "unanswered").await);
     let request = LeaseRequest::lock("hot", LONG);
-    // The key's other queue member: it takes what NATS hands it and does nothing.
-    let silent = async_nats::connect(server.address().to_string()).await.unwrap();
-    let mut swallowed = silent
-        .queue_subscribe(format!("lockcheck.kv.unanswered.{}", encode_key("hot")), "lockcheck-waiters".to_owned())
-        .await
-        .unwrap();
-    silent.flush().await.unwrap();
+    let (_silent, mut swallowed) = silent_member(&server, "unanswered", "hot").await;
     // NATS hands each offer to a member at random: repeat until the silent one got one.
     for round in 0..32 {
         let held = take_after_waiting(&first, &holder, &request).await;
