@@ -201,8 +201,10 @@ const HOLDER_TIMER_DOC: &str = "A lock server without server-side expiry: the le
 
 const KV_BEFORE_DOC: &str = "A lock on a key-value store with revisions and watches (NATS JetStream KV): create the \
     key if absent with a TTL (its revision is the fencing token), delete it checked against that revision, and \
-    wait by watching the key for a delete or purge — with the watch started before the create is tried. Source: \
-    the NATS KV Create/Delete(LastRevision) API and the NATS locker in impls.";
+    wait by watching the key for a delete or purge — with the watch started before the create is tried; every \
+    watcher is woken by every removal. Source: the NATS KV Create/Delete(LastRevision) API; the plain \
+    watch-before-try design the NATS locker in impls grew from (its current design, wake one waiter and hand-off \
+    by offer, is kv-offer).";
 
 const KV_AFTER_DOC: &str = "The same KV lock with the watch started only after the create failed, as the original \
     Go NATS locker does. A delete that lands between the failed create and the watch is never seen: the waiter \
