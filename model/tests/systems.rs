@@ -111,7 +111,7 @@ fn kv_watch_after_the_try_loses_a_wake_up() {
 /// The NATS locker's protocol: wake one waiter per removal, hand-off by offer, recheck.
 #[test]
 fn kv_offer_is_correct() {
-    pin("kv-offer", Some(6711));
+    pin("kv-offer", Some(6862));
 }
 
 /// A take-over that does not expect the offered revision overwrites whoever holds the key

@@ -244,7 +244,12 @@ impl Algorithm for KvOffer {
         Server::default()
     }
 
-    fn server_msg(&self, _: &Setup, _: Id, server: &mut Server, src: Id, msg: Msg, out: &mut Outbox<Self>) {
+    fn server_msg(&self, setup: &Setup, _: Id, server: &mut Server, src: Id, msg: Msg, out: &mut Outbox<Self>) {
+        // Nothing more arrives on a connection the server has seen drop (a join still on its
+        // way would otherwise put the crashed client back in the group).
+        if setup.client_ix(src).is_some_and(|c| server.dropped.contains(&(c as u8))) {
+            return;
+        }
         let table = &mut server.table;
         match msg {
             Msg::Join(key) => table.watch(key, src),
