@@ -25,7 +25,12 @@
 //!   answer in time, which a model may decide at any moment): it deletes revision-checked,
 //!   and that removal is announced as every removal is. A late answer is ignored. The
 //!   take-over and the delete both expect the offered revision, so exactly one of them can
-//!   be stored.
+//!   be stored. Until it is answered or gives up, the holder has ended its cycle but not its
+//!   release ([`Algorithm::still_releasing`]): it still takes messages.
+//!
+//! The flawed variant (`kv-offer-unchecked`) takes over without expecting the revision: an
+//! offer that outlives its lease (the TTL ran out, another waiter created the key) then
+//! overwrites the new holder's lease. That needs three clients.
 //!
 //! **How "exactly one member" is modelled.** When a removal or an offer is announced, the
 //! router arms one `Deliver` timer per current member; the first to fire hands the
@@ -51,8 +56,13 @@
 //!
 //! Left out: a waiter that gives up (its pass-on `Recheck` notice, its declining of offers
 //! on the way out), reconnects, the impl's guess of the last revision and its read after a
-//! refused create (a create here is answered with the key's state), the impl's choice not
-//! to offer when no waiter was seen lately, and clusters.
+//! refused create (a create here is answered with the key's state), the impl's keeping of a
+//! wake-up that arrives while its look is on the wire (`Waiting::arrived`: it acts on it
+//! after a refusal, which saves a read; here it is dropped or declined, which the argument
+//! above shows loses nothing), the impl's choice not to offer when no waiter was seen
+//! lately (a release here always offers), and clusters. A holder that forgets the fallback
+//! delete is not a liveness flaw in this model: its lease's TTL frees the key and is
+//! announced (the waiters only wait longer), so no variant of that is registered.
 //!
 //! Source: `impls/src/nats/wakeups.rs` ("Why no wake-up is lost", "Hand-off by offer") and
 //! `impls/src/nats.rs`; NATS KV `Create`/`Update`/`Delete` with the last revision, per-message
