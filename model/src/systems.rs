@@ -37,6 +37,7 @@ mod actor;
 pub mod bus;
 mod check;
 pub mod dflockd;
+pub mod kv_offer;
 pub mod kv_watch;
 mod lease_table;
 pub mod multi;
@@ -56,6 +57,7 @@ pub use resource::{ResourceState, Write};
 
 use bus::Bus;
 use dflockd::Dflockd;
+use kv_offer::KvOffer;
 use kv_watch::KvWatch;
 use multi::{Combine, MultiInstance};
 use properties::{CRASH_LIVENESS, FENCING, MUTUAL_EXCLUSION, NO_LOST_WAKEUP, OWNERSHIP, RESOURCE_EXCLUSION};
@@ -86,7 +88,8 @@ pub struct System {
     pub doc: &'static str,
     /// Whether the algorithm is expected to satisfy every property it is checked against.
     pub correct: bool,
-    /// The properties a check with 2 clients and 1 key is expected to find violated.
+    /// The properties a check with 2 clients and 1 key is expected to find violated (a system
+    /// whose flaw needs more clients is checked with at least that many, and says so).
     pub expected: &'static [&'static str],
     run: fn(&'static str, &Options, &CheckOptions, &mut dyn FnMut(Progress)) -> Outcome,
     serve: fn(&Options, &str),
@@ -148,6 +151,18 @@ fn kv_watch(options: &Options, watch_first: bool) -> LockModel<KvWatch> {
     build(KvWatch { watch_first }, setup(options, 1, CLIENT_CRASH, Some(Fencing::Checked)), FENCED)
 }
 
+fn kv_offer(options: &Options, take_over_checked: bool, delete_after_failed_offer: bool) -> LockModel<KvOffer> {
+    let algorithm = KvOffer { take_over_checked, delete_after_failed_offer };
+    build(algorithm, setup(options, 1, CLIENT_CRASH, Some(Fencing::Checked)), FENCED)
+}
+
+/// The unchecked take-over needs a third client to bite (the holder, a waiter that creates
+/// once the offered lease ran out, and the one whose stale take-over overwrites it): with two
+/// nobody else can hold. It is checked with at least three, and its outcome says so.
+fn kv_offer_unchecked(options: &Options) -> LockModel<KvOffer> {
+    kv_offer(&Options { clients: options.clients.max(3), ..*options }, false, true)
+}
+
 fn bus(options: &Options) -> LockModel<Bus> {
     build(Bus, setup(options, 2, NO_FAULTS, Some(Fencing::Unchecked)), UNFENCED)
 }
@@ -186,12 +201,30 @@ const HOLDER_TIMER_DOC: &str = "A lock server without server-side expiry: the le
 
 const KV_BEFORE_DOC: &str = "A lock on a key-value store with revisions and watches (NATS JetStream KV): create the \
     key if absent with a TTL (its revision is the fencing token), delete it checked against that revision, and \
-    wait by watching the key for a delete or purge — with the watch started before the create is tried. Source: \
-    the NATS KV Create/Delete(LastRevision) API and the NATS locker in impls.";
+    wait by watching the key for a delete or purge — with the watch started before the create is tried; every \
+    watcher is woken by every removal. Source: the NATS KV Create/Delete(LastRevision) API; the plain \
+    watch-before-try design the NATS locker in impls grew from (its current design, wake one waiter and hand-off \
+    by offer, is kv-offer).";
 
 const KV_AFTER_DOC: &str = "The same KV lock with the watch started only after the create failed, as the original \
     Go NATS locker does. A delete that lands between the failed create and the watch is never seen: the waiter \
     sleeps forever although the key is free (a lost wake-up). Source: the seeds' Go NATS locker.";
+
+const KV_OFFER_DOC: &str = "The NATS locker in impls: the KV lock with the watch before the try, grown into wake \
+    one and hand-off by offer. Waiters join a queue group before their first create, and each removal of the key \
+    (a release's revision-checked delete, a TTL's expiry) is announced to one of them, which creates again. A \
+    holder releases by offering its lease at its revision to one waiter, which rewrites the entry as its own only \
+    if it is still at that revision (the take-over: one write from holder to waiter) and answers Taken; on a \
+    decline, no responders or no answer in time the holder deletes revision-checked. Checked with a client that may \
+    crash (a wake-up routed to it is lost; the waiters' recheck covers a lost notice) and a fenced resource. \
+    Source: impls/src/nats/wakeups.rs (\"Why no wake-up is lost\", \"Hand-off by offer\").";
+
+const KV_OFFER_UNCHECKED_DOC: &str = "The offer lock with a take-over that is not revision-checked: the waiter that \
+    gets an offer rewrites the key whatever holds it. An offer can outlive the lease it offers (the lease runs out, \
+    another waiter creates the key), and the stale take-over then overwrites the new holder's lease: two clients \
+    believe they hold the lock, and a lease is removed by someone who does not own it. It takes three clients: the \
+    holder, the waiter that creates after the expiry, and the one that takes over: it is checked with at least \
+    three (with two, nobody else can hold the key while the holder releases).";
 
 const BUS_DOC: &str = "In-memory lockers on two nodes that coordinate by broadcasting lock and unlock events on a \
     bus: each node grants from its own table when it believes the key free and then tells its peer. Two nodes \
@@ -265,6 +298,11 @@ pub const SYSTEMS: &[System] = &[
         correct: true, expected: &[], |o: &Options| kv_watch(o, true)),
     system!("kv-watch-after", "KV create + revision-checked delete, watch after the try (flawed: lost wake-up)",
         KV_AFTER_DOC, correct: false, expected: &[NO_LOST_WAKEUP], |o: &Options| kv_watch(o, false)),
+    system!("kv-offer", "KV lock, wake one waiter per removal, release by offer to one waiter (correct)",
+        KV_OFFER_DOC, correct: true, expected: &[], |o: &Options| kv_offer(o, true, true)),
+    system!("kv-offer-unchecked", "KV offer lock whose take-over is not revision-checked (flawed: a stale offer \
+        overwrites the next holder; checked with at least 3 clients)", KV_OFFER_UNCHECKED_DOC, correct: false, expected: &[MUTUAL_EXCLUSION, OWNERSHIP],
+        kv_offer_unchecked),
     system!("bus", "in-memory lockers on two nodes syncing over an event bus (flawed: double grant)", BUS_DOC,
         correct: false, expected: &[MUTUAL_EXCLUSION, RESOURCE_EXCLUSION], bus),
     system!("multi-all", "all instances in order with rollback, token from the first instance, no faults (correct)",

@@ -237,6 +237,18 @@ pub struct ClientState<C> {
     pub proto: C,
 }
 
+impl<C> ClientState<C> {
+    /// Whether the client has closed its connections: it restarted after a crash, or ran all
+    /// its cycles and finished releasing. It ignores every message from then on.
+    pub fn closed<A: Algorithm<Client = C>>(&self) -> bool {
+        match self.phase {
+            Phase::Gone => true,
+            Phase::Done => !A::still_releasing(&self.proto),
+            Phase::Acquiring | Phase::Holding(_) => false,
+        }
+    }
+}
+
 /// The state of one actor.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum NodeState<S, C> {
@@ -346,6 +358,14 @@ pub trait Algorithm: Debug + Send + Sync + Sized + 'static {
         let _ = (server, client);
     }
 
+    /// Whether a client that ran its cycle is still releasing: its release waits for an
+    /// answer (a hand-off it offered), so it keeps its connection and takes messages until
+    /// this turns false. Until then nothing on its way to it is garbage.
+    fn still_releasing(client: &Self::Client) -> bool {
+        let _ = client;
+        false
+    }
+
     /// A server starts; `restarts` is 0 on first start, more after a restart without
     /// persistence.
     fn server_start(&self, setup: &Setup, me: Id, restarts: u8, out: &mut Outbox<Self>) -> Self::Server;
@@ -437,6 +457,16 @@ pub trait Algorithm: Debug + Send + Sync + Sized + 'static {
     fn fifo_ticket(&self, state: &Self::Client) -> Option<u32> {
         let _ = state;
         None
+    }
+
+    /// A waiter's periodic look at the key on its own, which covers a wake-up lost with a
+    /// crashed waiter (one routed to it, or one it took and had not acted on when it
+    /// crashed). Liveness counts it as pending only once a client has crashed while
+    /// acquiring: in every other run a waiter must be woken by the protocol itself, so a
+    /// lost wake-up is still caught there.
+    fn is_recheck(&self, timer: &Self::Timer) -> bool {
+        let _ = timer;
+        false
     }
 
     /// A timer that stands for the environment — a failure detector noticing that client
@@ -555,7 +585,7 @@ impl<A: Algorithm> Actor for LockActor<A> {
                 let Role::Client(ix) = self.role else { return };
                 // A client that ran all its cycles has closed its connections: what still
                 // arrives for it is dropped (and symmetry reduction drops it at once).
-                if matches!(client.phase, Phase::Gone | Phase::Done) {
+                if client.closed::<A>() {
                     return;
                 }
                 let me = self.me(ix, client.token);

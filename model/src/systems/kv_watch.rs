@@ -4,8 +4,10 @@
 //! that revision; the key carries a TTL after which the store purges it; a waiter watches
 //! the key and retries its create when it sees a delete or purge.
 //!
-//! - **watch before the try** (correct; the NATS design in `impls`): the watch is in place
-//!   before the failed create, so any later delete reaches the waiter;
+//! - **watch before the try** (correct): the watch is in place before the failed create, so
+//!   any later delete reaches the waiter. This is the plain design the NATS locker in `impls`
+//!   grew from; its current design — waiters in a queue group woken one per removal, release
+//!   by offering the lease to one waiter — is [`super::kv_offer`];
 //! - **watch after the try** (flawed; the original Go NATS locker): a delete that lands
 //!   between the failed create and the watch is never seen, and the waiter sleeps forever
 //!   — a lost wake-up.

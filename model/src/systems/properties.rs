@@ -162,7 +162,8 @@ fn fencing<A: Algorithm>(model: &LockModel<A>, state: &LockState<A>) -> bool {
 /// Nothing can happen any more except faults: no server down (a crashed server always
 /// comes back), no message in flight to a live actor that can still act on it (a client
 /// that is done ignores every message), no timer armed at a live actor (a failure
-/// detector's timer counts only once the client it watches has crashed).
+/// detector's timer counts only once the client it watches has crashed; a waiter's recheck
+/// only once a waiter has crashed).
 pub fn quiescent<A: Algorithm>(model: &LockModel<A>, state: &LockState<A>) -> bool {
     let cx = &model.cfg;
     (0..cx.setup.servers).all(|ix| !state.crashed[ix])
@@ -170,6 +171,7 @@ pub fn quiescent<A: Algorithm>(model: &LockModel<A>, state: &LockState<A>) -> bo
         && state.timers_set.iter().enumerate().all(|(ix, timers)| {
             state.crashed[ix]
                 || timers.iter().all(|t| match t {
+                    Timer::Lock(t) if cx.algorithm.is_recheck(t) => !waiter_crashed(cx, state),
                     Timer::Lock(t) => cx
                         .algorithm
                         .failure_detector_of(t)
@@ -179,10 +181,18 @@ pub fn quiescent<A: Algorithm>(model: &LockModel<A>, state: &LockState<A>) -> bo
         })
 }
 
-/// Whether actor `id` is a client that ran all its cycles: it ignores every message from
-/// then on (its phase never changes again), so what is still on its way to it is garbage.
+/// Whether a client crashed while it was acquiring: a waiter may take a wake-up with it
+/// (one routed to it, or one it took and had not acted on yet), and only the other
+/// waiters' recheck makes up for it.
+fn waiter_crashed<A: Algorithm>(cx: &Context<A>, state: &LockState<A>) -> bool {
+    clients(cx, state).any(|(_, c, crashed)| crashed && c.phase == Phase::Acquiring)
+}
+
+/// Whether actor `id` is a client that ran all its cycles and finished releasing: it
+/// ignores every message from then on (its phase never changes again), so what is still on
+/// its way to it is garbage.
 pub fn done<A: Algorithm>(state: &LockState<A>, id: Id) -> bool {
-    matches!(&*state.actor_states[usize::from(id)], NodeState::Client(c) if c.phase == Phase::Done)
+    matches!(&*state.actor_states[usize::from(id)], NodeState::Client(c) if c.phase == Phase::Done && c.closed::<A>())
 }
 
 /// Whether a client that crashed before it was done still holds `key` at some server

@@ -340,7 +340,8 @@ fn signature<A: Algorithm>(state: &LockState<A>, id: Id, erase: &Renaming) -> u6
     hasher.finish()
 }
 
-/// The state without its garbage: messages still on their way to a client that is done.
+/// The state without its garbage: messages still on their way to a client that is done (and
+/// finished releasing: [`Algorithm::still_releasing`]).
 /// Such a client ignores every message (it closed its connections), so delivering them
 /// changes nothing but the network, and a state with them behaves like the state without
 /// them; [`quiescent`](super::properties::quiescent) does not count them either, so every
@@ -357,8 +358,11 @@ fn signature<A: Algorithm>(state: &LockState<A>, id: Id, erase: &Renaming) -> u6
 pub fn without_garbage<A: Algorithm>(state: &LockState<A>) -> LockState<A> {
     let mut state = state.clone();
     if let Network::Ordered(flows) = &mut state.network {
-        let done: Vec<bool> =
-            state.actor_states.iter().map(|s| matches!(&**s, NodeState::Client(c) if c.phase == Phase::Done)).collect();
+        let done: Vec<bool> = state
+            .actor_states
+            .iter()
+            .map(|s| matches!(&**s, NodeState::Client(c) if c.phase == Phase::Done && c.closed::<A>()))
+            .collect();
         let holding: Vec<bool> = state
             .actor_states
             .iter()
