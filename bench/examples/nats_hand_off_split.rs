@@ -166,12 +166,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let refused: u64 = after.iter().zip(&before).map(|(a, b)| a.creates_refused - b.creates_refused).sum();
             let rechecked: u64 =
                 after.iter().zip(&before).map(|(a, b)| a.grants_after_recheck - b.grants_after_recheck).sum();
+            let offers: u64 = after.iter().zip(&before).map(|(a, b)| a.offers_taken - b.offers_taken).sum();
             let median = p50(batch.latencies);
             println!(
-                "hand-off, {waiters:>2} waiters: p50 {median:?} = {:.2}x round trip; {:.2} refused creates per hand-off; \
-                 {rechecked} grants after a recheck",
+                "hand-off, {waiters:>2} waiters: p50 {median:?} = {:.2}x round trip; {:.2} refused creates and {:.2} \
+                 offers taken per hand-off; {rechecked} grants after a recheck",
                 ratio(median),
-                refused as f64 / hand_offs
+                refused as f64 / hand_offs,
+                offers as f64 / hand_offs
             );
         }
         Ok::<(), Box<dyn std::error::Error>>(())
