@@ -235,6 +235,9 @@ async fn pass_on(client: Client, subject: String, mut subscriber: Subscriber) {
     // Unsubscribed first: the server handles the two in this order, so the notice goes to
     // another waiter, never back to this one.
     let _ = subscriber.unsubscribe().await;
+    let mut headers = HeaderMap::new();
+    headers.insert(RECHECK_HEADER, "1");
+    let _ = client.publish_with_headers(subject, headers, Default::default()).await;
     // Offers that reached this waiter are declined, so their holders purge at once instead of
     // waiting out OFFER_TIMEOUT. (The subscription ends once the connection has dropped it.)
     let _ = tokio::time::timeout(OFFER_TIMEOUT, async {
@@ -245,9 +248,6 @@ async fn pass_on(client: Client, subject: String, mut subscriber: Subscriber) {
         }
     })
     .await;
-    let mut headers = HeaderMap::new();
-    headers.insert(RECHECK_HEADER, "1");
-    let _ = client.publish_with_headers(subject, headers, Default::default()).await;
 }
 
 /// How a holder's offer ended (see "Hand-off by offer" in the module docs).
