@@ -97,7 +97,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let offers_before = holder.stats().offers_taken;
             for _ in 0..SAMPLES {
                 let held = match path {
-                    ReleasePath::Purge => holder.try_acquire(&request).await?.ok_or("the key is free between samples")?,
+                    ReleasePath::Purge => {
+                        holder.try_acquire(&request).await?.ok_or("the key is free between samples")?
+                    }
                     // A holder that waited for its lease offers it on release.
                     ReleasePath::Offer => {
                         let blocker = first.try_acquire(&request).await?.ok_or("the key is free between samples")?;

@@ -12,7 +12,7 @@ mod font;
 pub mod inputs;
 mod readme;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -399,9 +399,9 @@ pub(crate) fn fault_matrix(value: &Value) -> Option<Matrix> {
     if found.is_empty() {
         return None;
     }
-    let mut rows: Vec<String> = Vec::new();
-    let mut columns: Vec<String> = Vec::new();
-    let mut cells = BTreeMap::new();
+    // Outcomes by (backend, fault); rows and columns in name order, whatever order the fault
+    // tests (which run in parallel) appended them in.
+    let mut outcomes: BTreeMap<(String, String), &str> = BTreeMap::new();
     for (context, v) in found {
         let m = v.as_object()?;
         let backend = m
@@ -411,16 +411,17 @@ pub(crate) fn fault_matrix(value: &Value) -> Option<Matrix> {
             .or_else(|| context.iter().rev().find_map(|c| c.strip_prefix("backend ").map(str::to_owned)))
             .unwrap_or_else(|| "?".to_owned());
         let fault = m["fault"].as_str().unwrap_or("?").to_owned();
-        let r = rows.iter().position(|x| *x == backend).unwrap_or_else(|| {
-            rows.push(backend);
-            rows.len() - 1
-        });
-        let c = columns.iter().position(|x| *x == fault).unwrap_or_else(|| {
-            columns.push(fault);
-            columns.len() - 1
-        });
-        cells.insert((r, c), outcome_of(m).unwrap_or("UNKNOWN"));
+        outcomes.insert((backend, fault), outcome_of(m).unwrap_or("UNKNOWN"));
     }
+    let rows: Vec<String> =
+        outcomes.keys().map(|(backend, _)| backend.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+    let columns: Vec<String> =
+        outcomes.keys().map(|(_, fault)| fault.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+    let position = |names: &[String], name: &str| names.iter().position(|x| x == name).expect("collected above");
+    let cells = outcomes
+        .into_iter()
+        .map(|((backend, fault), outcome)| ((position(&rows, &backend), position(&columns, &fault)), outcome))
+        .collect();
     Some((rows, columns, cells))
 }
 
@@ -539,4 +540,30 @@ pub fn format_ns(ns: f64) -> String {
     let text = format!("{value:.decimals$}");
     let text = if text.contains('.') { text.trim_end_matches('0').trim_end_matches('.') } else { &text };
     format!("{text} {unit}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fault_matrix_does_not_depend_on_the_order_faults_were_recorded_in() {
+        let outcome = |backend: &str, fault: &str, outcome: &str| serde_json::json!({ "backend": backend, "fault": fault, "outcome": outcome });
+        let recorded = vec![
+            outcome("redis", "server restarted", "ok"),
+            outcome("nats", "client crashed", "ok"),
+            outcome("redis+quorum", "one instance killed", "ok"),
+            outcome("nats", "server restarted", "predicted"),
+        ];
+        let mut reversed = recorded.clone();
+        reversed.reverse();
+        let forward = fault_matrix(&Value::Array(recorded)).expect("faults found");
+        let backward = fault_matrix(&Value::Array(reversed)).expect("faults found");
+        assert_eq!(forward, backward);
+        let (rows, columns, cells) = forward;
+        assert_eq!(rows, ["nats", "redis", "redis+quorum"]);
+        assert_eq!(columns, ["client crashed", "one instance killed", "server restarted"]);
+        assert_eq!(cells.get(&(0, 2)).copied(), Some(normalize_status("predicted")));
+        assert_eq!(cells.len(), 4);
+    }
 }
