@@ -16,7 +16,8 @@ use lockcheck_conformance::{Backend, Property, Status, SuiteConfig, SuiteReport,
 pub struct Args {
     /// A backend URL; repeatable. Default: the embedded backends (`memory`, …). Schemes:
     /// memory, redis://host:port[/db], redis+all://h1,h2, redis+quorum://h1,h2,h3,
-    /// nats://host:port[?bucket=B], dflockd://host:port[,host2...].
+    /// nats://host:port[,host2...][?bucket=B&replicas=N&storage=memory|file&offers=on|off],
+    /// dflockd://host:port[,host2...].
     #[arg(long = "backend", value_name = "URL")]
     backends: Vec<String>,
     /// Seed of the randomized checks (default: random, printed; also `LOCKCHECK_SEED`).
