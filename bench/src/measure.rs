@@ -233,6 +233,67 @@ mod tests {
         });
     }
 
+    /// A contender whose grants number 2 … `slow_until` return a second late: the hand-offs
+    /// while the queue forms, which the harness must not count.
+    struct SlowWhileQueueForms {
+        inner: LockerContender,
+        grants: std::sync::atomic::AtomicU64,
+        slow_until: u64,
+    }
+
+    impl Contender for SlowWhileQueueForms {
+        type Held = <LockerContender as Contender>::Held;
+
+        fn name(&self) -> String {
+            "slow while the queue forms".to_owned()
+        }
+
+        fn keys(&self) -> usize {
+            1
+        }
+
+        async fn try_lock(&self, client: usize, key: usize) -> Result<Option<Self::Held>, BenchError> {
+            self.inner.try_lock(client, key).await
+        }
+
+        async fn lock(&self, client: usize, key: usize) -> Result<Self::Held, BenchError> {
+            let held = self.inner.lock(client, key).await?;
+            let grant = self.grants.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            if (2..=self.slow_until).contains(&grant) {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Ok(held)
+        }
+
+        async fn unlock(&self, held: Self::Held) -> Result<(), BenchError> {
+            self.inner.unlock(held).await
+        }
+    }
+
+    #[test]
+    fn hand_offs_while_the_queue_forms_are_not_counted() {
+        // Paused time: the second-long delays are exact and cost no wall time.
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+        runtime.block_on(async {
+            let waiters = 3;
+            let slow = |slow_until| {
+                Arc::new(SlowWhileQueueForms {
+                    inner: LockerContender::new(Arc::new(MemoryLocker::new()), 1),
+                    grants: Default::default(),
+                    slow_until,
+                })
+            };
+            // Grants 2 … waiters hand the key on while every task's first lock call is still
+            // arriving: none of them counts.
+            let batch = hand_off(slow(waiters as u64), waiters, 20).await.unwrap();
+            assert_eq!(batch.latencies.len(), 20);
+            assert!(batch.latencies.iter().all(|l| *l < Duration::from_secs(1)), "{:?}", batch.latencies);
+            // The first hand-off after that (grant waiters + 1) counts: slow, it shows.
+            let batch = hand_off(slow(waiters as u64 + 1), waiters, 20).await.unwrap();
+            assert_eq!(batch.latencies.iter().filter(|l| **l >= Duration::from_secs(1)).count(), 1);
+        });
+    }
+
     #[test]
     fn uncontended_groups_samples_and_fails_on_a_held_key() {
         runtime().block_on(async {
