@@ -206,11 +206,7 @@ async fn a_waiter_that_swallows_a_wake_up_delays_the_others_by_one_recheck() {
         while swallowed.next().now_or_never().flatten().is_some() {}
         let held = holder.try_acquire(&request).await.unwrap().expect("free at the start of a round");
         let fence = held.fence();
-        let acquire = {
-            let (waiter, request) = (waiter.clone(), request.clone());
-            tokio::spawn(async move { waiter.acquire(&request, LONG).await })
-        };
-        until_all_wait(std::slice::from_ref(&waiter)).await;
+        let acquire = start_waiting(&waiter, &request).await;
         let rechecked_before = waiter.stats().grants_after_recheck;
         let released_at = Instant::now();
         assert!(holder.release(&held).await.unwrap());
@@ -240,15 +236,25 @@ async fn a_waiter_that_swallows_a_wake_up_delays_the_others_by_one_recheck() {
     panic!("the silent member never got a release notice in 32 rounds");
 }
 
-/// Has `locker` take the key by waiting for it (`holder` holds it first, then releases), so
-/// that `locker`'s release will offer the lease to a waiter.
-async fn take_after_waiting(holder: &NatsLocker, locker: &NatsLocker, request: &LeaseRequest) -> Lease {
-    let held = holder.try_acquire(request).await.unwrap().expect("free at the start");
+/// Starts `locker` acquiring `request` (wait bound [`LONG`]) in a task of its own, and returns
+/// once that acquire is waiting for a wake-up.
+async fn start_waiting(
+    locker: &NatsLocker,
+    request: &LeaseRequest,
+) -> tokio::task::JoinHandle<Result<Lease, LockError>> {
     let acquire = {
         let (locker, request) = (locker.clone(), request.clone());
         tokio::spawn(async move { locker.acquire(&request, LONG).await })
     };
     until_all_wait(std::slice::from_ref(locker)).await;
+    acquire
+}
+
+/// Has `locker` take the key by waiting for it (`holder` holds it first, then releases), so
+/// that `locker`'s release will offer the lease to a waiter.
+async fn take_after_waiting(holder: &NatsLocker, locker: &NatsLocker, request: &LeaseRequest) -> Lease {
+    let held = holder.try_acquire(request).await.unwrap().expect("free at the start");
+    let acquire = start_waiting(locker, request).await;
     assert!(holder.release(&held).await.unwrap());
     acquire.await.unwrap().expect("granted after waiting")
 }
@@ -263,11 +269,7 @@ async fn a_release_offers_the_lease_to_a_waiter() {
     let mut taken_rounds = 0;
     for round in 0..5 {
         let held = take_after_waiting(&first, &holder, &request).await;
-        let acquire = {
-            let (waiter, request) = (waiter.clone(), request.clone());
-            tokio::spawn(async move { waiter.acquire(&request, LONG).await })
-        };
-        until_all_wait(std::slice::from_ref(&waiter)).await;
+        let acquire = start_waiting(&waiter, &request).await;
         let (before, refused_before) = (holder.stats(), waiter.stats().creates_refused);
         assert!(holder.release(&held).await.unwrap());
         let granted = acquire.await.unwrap().expect("the waiter is granted");
@@ -305,11 +307,7 @@ async fn an_offer_nobody_answers_costs_its_release_one_offer_timeout() {
     // NATS hands each offer to a member at random: repeat until the silent one got one.
     for round in 0..32 {
         let held = take_after_waiting(&first, &holder, &request).await;
-        let acquire = {
-            let (waiter, request) = (waiter.clone(), request.clone());
-            tokio::spawn(async move { waiter.acquire(&request, LONG).await })
-        };
-        until_all_wait(std::slice::from_ref(&waiter)).await;
+        let acquire = start_waiting(&waiter, &request).await;
         while swallowed.next().now_or_never().flatten().is_some() {}
         let before = holder.stats();
         let released_at = Instant::now();
