@@ -124,6 +124,13 @@ impl Setup {
         (i < self.servers).then_some(i)
     }
 
+    /// Whether `src` is a client among `dropped`: one whose dropped connection a server has
+    /// acted on, so that nothing more arrives from it (a message still on its way would
+    /// otherwise undo what the server did when it noticed the drop).
+    pub fn from_dropped_connection(&self, src: Id, dropped: &std::collections::BTreeSet<u8>) -> bool {
+        self.client_ix(src).is_some_and(|c| dropped.contains(&(c as u8)))
+    }
+
     /// The id of the resource, if there is one.
     pub fn resource_id(&self) -> Option<Id> {
         self.resource.map(|_| Id::from(self.servers + self.clients))
@@ -279,6 +286,14 @@ pub struct Boots(pub u8);
 pub struct Outbox<'a, A: Algorithm>(&'a mut Out<LockActor<A>>);
 
 impl<A: Algorithm> Outbox<'_, A> {
+    /// Arms a server's failure detector for every client: `noticed(client)` is the timer that
+    /// fires when the server notices that client's connection dropped.
+    pub fn watch_connections(&mut self, setup: &Setup, noticed: impl Fn(u8) -> A::Timer) {
+        for client in 0..setup.clients {
+            self.set_timer(noticed(client as u8));
+        }
+    }
+
     /// Sends a protocol message.
     pub fn send(&mut self, dst: Id, msg: A::Msg) {
         self.0.send(dst, Wire::Lock(msg));

@@ -248,16 +248,14 @@ impl Algorithm for KvOffer {
     }
 
     fn server_start(&self, setup: &Setup, _: Id, _: u8, out: &mut Outbox<Self>) -> Server {
-        for client in 0..setup.clients {
-            out.set_timer(Timer::Disconnect(client as u8));
-        }
+        out.watch_connections(setup, Timer::Disconnect);
         Server::default()
     }
 
     fn server_msg(&self, setup: &Setup, _: Id, server: &mut Server, src: Id, msg: Msg, out: &mut Outbox<Self>) {
         // Nothing more arrives on a connection the server has seen drop (a join still on its
         // way would otherwise put the crashed client back in the group).
-        if setup.client_ix(src).is_some_and(|c| server.dropped.contains(&(c as u8))) {
+        if setup.from_dropped_connection(src, &server.dropped) {
             return;
         }
         let table = &mut server.table;
