@@ -9,6 +9,14 @@
 //! NATS message) and the waiter's take-over (one JetStream write); the same locker with offers
 //! off (purge, notice, create: two writes) is measured beside it in the same run.
 //!
+//! A hand-off is timed from a release to a queued waiter: the harness releases once the
+//! lockers count `waiters` acquires waiting ([`NatsLocker::waiting_changes`]: each found the
+//! key held with its subscription at the server), not merely once the waiters have called
+//! `lock`. The Go original's port cannot tell, so its releases go by the calls, racing its
+//! waiters' arrival (which can only flatter it: an arrival that finds the key free is
+//! granted at once). `cargo run --release -p lockcheck-bench --example nats_hand_off_split`
+//! times both rules on our locker.
+//!
 //! The server comes from the conformance services (a `lockcheck/nats` container, or a
 //! `nats-server` process without Docker) and lives on a runtime of its own, so the
 //! container's removal never blocks the measuring thread. Every contending client has its
@@ -137,6 +145,15 @@ impl Contender for RetriedAcquire {
     }
 }
 
+/// One contending client per locker, on one key. The harness releases once the lockers'
+/// waiting acquires ([`NatsLocker::waiting_changes`]) number the queue's length: each has
+/// found the key held after its subscription reached the server.
+fn queued_by_their_count(lockers: Vec<NatsLocker>) -> LockerContender {
+    let counts = lockers.iter().map(NatsLocker::waiting_changes).collect();
+    let lockers = lockers.into_iter().map(|locker| Arc::new(locker) as Arc<dyn Locker>).collect();
+    LockerContender::per_client(lockers, 1).queued_by(counts)
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let services = tokio::runtime::Runtime::new()?;
     let server: Service = services.block_on(Service::start(&spec()))?;
@@ -150,25 +167,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let clients = WAITERS.iter().max().copied().unwrap_or(1) + 1;
     let (ping, ours, purge_only, go) = suite.block_on(async {
         let ping = Echo::new(async_nats::connect(format!("nats://{hosts}")).await.map_err(|e| e.to_string())?).await?;
-        let mut ours: Vec<Arc<dyn Locker>> = Vec::new();
-        let mut purge_only: Vec<Arc<dyn Locker>> = Vec::new();
+        let mut ours = Vec::new();
+        let mut purge_only = Vec::new();
         let mut go: Vec<Arc<dyn Locker>> = Vec::new();
         for _ in 0..clients {
-            ours.push(Arc::new(
-                NatsLocker::connect(&hosts, BucketConfig::new("bench")).await.map_err(|e| e.to_string())?,
-            ));
-            purge_only.push(Arc::new(
+            ours.push(NatsLocker::connect(&hosts, BucketConfig::new("bench")).await.map_err(|e| e.to_string())?);
+            purge_only.push(
                 NatsLocker::connect(&hosts, BucketConfig::new("bench-purge").without_offers())
                     .await
                     .map_err(|e| e.to_string())?,
-            ));
+            );
             go.push(Arc::new(PortedNatsLocker::go_original(&hosts, "bench-go").await.map_err(|e| e.to_string())?));
         }
         Ok::<_, String>((ping, ours, purge_only, go))
     })?;
     let ping = Arc::new(ping);
-    let ours = Arc::new(LockerContender::per_client(ours, 1).named("lockcheck NatsLocker"));
-    let purge_only = Arc::new(LockerContender::per_client(purge_only, 1).named(PURGE_ONLY));
+    let ours = Arc::new(queued_by_their_count(ours).named("lockcheck NatsLocker"));
+    let purge_only = Arc::new(queued_by_their_count(purge_only).named(PURGE_ONLY));
     let go_retried = Arc::new(RetriedAcquire::new(
         &format!("Go original (watch after try), Acquire re-called every {} ms", GO_RETRY_EVERY.as_millis()),
         go.clone(),

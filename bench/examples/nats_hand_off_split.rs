@@ -16,7 +16,10 @@
 //!
 //! then the benchmark's hand-off with 1, 8 and 64 waiters (the same harness as `cargo bench
 //! --bench nats`, 200 hand-offs in one batch) with the lockers' [`NatsStats`]: creates the
-//! server refused per hand-off, and grants that needed a recheck (lost wake-ups). It is the
+//! server refused per hand-off, offers taken, and grants that needed a recheck (lost
+//! wake-ups) — under the benchmark's rule (the holder releases once the lockers count the
+//! waiters queued) and under the rule before it (once the waiters have called `lock`, so the
+//! waiter that just released races the release). It is the
 //! measurement behind the release's purge marker without a rollup header (`impls/src/nats.rs`).
 
 use std::sync::Arc;
@@ -107,9 +110,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                             let (holder, request) = (holder.clone(), request.clone());
                             tokio::spawn(async move { holder.acquire(&request, Duration::from_secs(5)).await })
                         };
-                        while holder.stats().waiting != 1 {
-                            tokio::task::yield_now().await;
-                        }
+                        holder.waiting_changes().wait_for(|waiting| *waiting == 1).await?;
                         first.release(&blocker).await?;
                         acquire.await??
                     }
@@ -120,9 +121,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         waiter.acquire(&request, Duration::from_secs(5)).await.map(|l| (l, Instant::now()))
                     })
                 };
-                while waiter.stats().waiting != 1 {
-                    tokio::task::yield_now().await;
-                }
+                waiter.waiting_changes().wait_for(|waiting| *waiting == 1).await?;
                 while notices.next().now_or_never().flatten().is_some() {}
                 let released_at = Instant::now();
                 let release = async {
@@ -158,25 +157,37 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             );
         }
 
+        drop(notices);
         let clients: Vec<Arc<dyn Locker>> = lockers.iter().map(|l| Arc::new(l.clone()) as Arc<dyn Locker>).collect();
-        let contender = Arc::new(LockerContender::per_client(clients, 1).named("NatsLocker"));
-        for waiters in [1, 8, 64] {
-            let before: Vec<NatsStats> = lockers.iter().map(NatsLocker::stats).collect();
-            let batch = hand_off(contender.clone(), waiters, 200).await?;
-            let hand_offs = batch.latencies.len() as f64;
-            let after: Vec<NatsStats> = lockers.iter().map(NatsLocker::stats).collect();
-            let refused: u64 = after.iter().zip(&before).map(|(a, b)| a.creates_refused - b.creates_refused).sum();
-            let rechecked: u64 =
-                after.iter().zip(&before).map(|(a, b)| a.grants_after_recheck - b.grants_after_recheck).sum();
-            let offers: u64 = after.iter().zip(&before).map(|(a, b)| a.offers_taken - b.offers_taken).sum();
-            let median = p50(batch.latencies);
-            println!(
-                "hand-off, {waiters:>2} waiters: p50 {median:?} = {:.2}x round trip; {:.2} refused creates and {:.2} \
-                 offers taken per hand-off; {rechecked} grants after a recheck",
-                ratio(median),
-                refused as f64 / hand_offs,
-                offers as f64 / hand_offs
-            );
+        let counts = lockers.iter().map(NatsLocker::waiting_changes).collect();
+        let queued = LockerContender::per_client(clients.clone(), 1).named("NatsLocker").queued_by(counts);
+        let called = LockerContender::per_client(clients, 1).named("NatsLocker");
+        for (rule, contender) in [
+            ("released once the waiters are queued (the benchmark's rule)", Arc::new(queued)),
+            (
+                "released once the waiters have called lock (racing the arrival of the one that just released)",
+                Arc::new(called),
+            ),
+        ] {
+            println!("{rule}:");
+            for waiters in [1, 8, 64] {
+                let before: Vec<NatsStats> = lockers.iter().map(NatsLocker::stats).collect();
+                let batch = hand_off(contender.clone(), waiters, 200).await?;
+                let hand_offs = batch.latencies.len() as f64;
+                let after: Vec<NatsStats> = lockers.iter().map(NatsLocker::stats).collect();
+                let refused: u64 = after.iter().zip(&before).map(|(a, b)| a.creates_refused - b.creates_refused).sum();
+                let rechecked: u64 =
+                    after.iter().zip(&before).map(|(a, b)| a.grants_after_recheck - b.grants_after_recheck).sum();
+                let offers: u64 = after.iter().zip(&before).map(|(a, b)| a.offers_taken - b.offers_taken).sum();
+                let median = p50(batch.latencies);
+                println!(
+                    "  hand-off, {waiters:>2} waiters: p50 {median:?} = {:.2}x round trip; {:.2} refused creates and \
+                     {:.2} offers taken per hand-off; {rechecked} grants after a recheck",
+                    ratio(median),
+                    refused as f64 / hand_offs,
+                    offers as f64 / hand_offs
+                );
+            }
         }
         Ok::<(), Box<dyn std::error::Error>>(())
     })

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lockcheck_impls::{Lease, LeaseRequest, Locker, MemoryLocker};
+use tokio::sync::watch;
 
 use crate::BenchError;
 
@@ -36,6 +37,16 @@ pub trait Contender: Send + Sync + 'static {
 
     /// Gives the key back.
     fn unlock(&self, held: Self::Held) -> impl Future<Output = Result<(), BenchError>> + Send;
+
+    /// Returns once `waiters` clients are queued for `key` as far as the backend can tell, so
+    /// that a hand-off the harness times has its queue really formed. Having called
+    /// [`Contender::lock`] is not enough for a network backend whose waiter must first reach
+    /// the server: a release racing that arrival is not a hand-off to a queued waiter. The
+    /// default returns at once (the backend cannot tell; the harness goes by the calls).
+    fn until_queued(&self, key: usize, waiters: usize) -> impl Future<Output = ()> + Send {
+        let _ = (key, waiters);
+        std::future::ready(())
+    }
 }
 
 /// How long a benchmark lease lives: far longer than any benchmark holds it, so an expiry
@@ -52,6 +63,9 @@ pub struct LockerContender {
     name: String,
     clients: Vec<Arc<dyn Locker>>,
     requests: Vec<LeaseRequest>,
+    /// Each locker's count of its acquires that are queued (see
+    /// [`LockerContender::queued_by`]); empty when the backend does not report one.
+    queued: Vec<watch::Receiver<u64>>,
 }
 
 impl LockerContender {
@@ -68,7 +82,20 @@ impl LockerContender {
     pub fn per_client(lockers: Vec<Arc<dyn Locker>>, keys: usize) -> Self {
         assert!(!lockers.is_empty(), "a contender needs at least one locker");
         assert!(keys > 0, "a contender needs at least one key");
-        LockerContender { name: lockers[0].describe(), clients: lockers, requests: bench_requests(keys) }
+        LockerContender {
+            name: lockers[0].describe(),
+            clients: lockers,
+            requests: bench_requests(keys),
+            queued: Vec::new(),
+        }
+    }
+
+    /// Has [`Contender::until_queued`] go by the backend's own count of queued acquires: one
+    /// count per locker (e.g. `NatsLocker::waiting_changes`), summed over the lockers. The
+    /// counts cover all of a locker's keys; a hand-off run contends for one.
+    pub fn queued_by(mut self, counts: Vec<watch::Receiver<u64>>) -> Self {
+        self.queued = counts;
+        self
     }
 
     /// Shows `name` instead of the locker's own description (e.g. `redis (rslock)`).
@@ -127,6 +154,24 @@ impl Contender for LockerContender {
             Ok(())
         } else {
             Err(BenchError::LeaseLost { key: held.lease.key().to_owned() })
+        }
+    }
+
+    async fn until_queued(&self, _key: usize, waiters: usize) {
+        let mut counts = self.queued.clone();
+        if counts.is_empty() {
+            return;
+        }
+        loop {
+            let queued: u64 = counts.iter_mut().map(|count| *count.borrow_and_update()).sum();
+            if queued >= waiters as u64 {
+                return;
+            }
+            let changed = futures::future::select_all(counts.iter_mut().map(|count| Box::pin(count.changed())));
+            if changed.await.0.is_err() {
+                // A locker is gone: nothing will change any more, and its waiters with it.
+                return;
+            }
         }
     }
 }

@@ -77,13 +77,17 @@ struct Progress {
 /// next holder running with the lock in hand. `hand_offs` such latencies are measured.
 ///
 /// `waiters + 1` tasks share key 0. A holder releases only once all `waiters` others have
-/// called `lock` (so the queue really is that long), and a task that just released rejoins
-/// the queue only after someone else was granted (so a backend that lets the releaser barge
-/// back in cannot fake a fast hand-off with a hand-off to itself).
+/// called `lock` and the contender says they are queued ([`Contender::until_queued`]), so
+/// the queue really is that long; and a task that just released rejoins the queue only after
+/// someone else was granted (so a backend that lets the releaser barge back in cannot fake a
+/// fast hand-off with a hand-off to itself).
 ///
-/// "Called `lock`" is what the harness can see; for a network backend the request may still
-/// be on the wire when the holder releases, in which case that hand-off is an uncontended
-/// acquire — rare, and at worst flattering by one round trip.
+/// "Called `lock`" is all the harness sees of a contender that cannot tell more. For a
+/// network backend the request may then still be on the wire, and the release races the
+/// arrival instead of handing off to a queued waiter. With one waiter that is every hand-off:
+/// the only waiter is the task that just released, and it calls `lock` as the holder's turn
+/// begins (a NATS waiter's subscription was a moment behind the holder's offer in most
+/// hand-offs). So a contender that can tell, does.
 ///
 /// The first `waiters` hand-offs of a batch are not counted: at its start all `waiters + 1`
 /// tasks call `lock` at once, so those hand-offs measure the queue forming (every arrival's
@@ -131,8 +135,9 @@ pub async fn hand_off<C: Contender>(contender: Arc<C>, waiters: usize, hand_offs
                     contender.unlock(held).await?;
                     return Ok::<(), BenchError>(());
                 }
-                let everyone_queued = updates.wait_for(|p| p.waiting >= waiters).await;
-                everyone_queued.map_err(|_| BenchError::Stuck("hand-off progress channel closed"))?;
+                let everyone_called = updates.wait_for(|p| p.waiting >= waiters).await;
+                everyone_called.map_err(|_| BenchError::Stuck("hand-off progress channel closed"))?;
+                contender.until_queued(0, waiters).await;
                 *released_at.lock().expect("release instant poisoned") = Some(Instant::now());
                 contender.unlock(held).await?;
                 let handed_on = updates.wait_for(|p| p.grants > grant).await;
@@ -291,6 +296,70 @@ mod tests {
             // The first hand-off after that (grant waiters + 1) counts: slow, it shows.
             let batch = hand_off(slow(waiters as u64 + 1), waiters, 20).await.unwrap();
             assert_eq!(batch.latencies.iter().filter(|l| **l >= Duration::from_secs(1)).count(), 1);
+        });
+    }
+
+    /// A contender whose `lock` reaches the queue a second after it is called (a request on
+    /// the wire), and which tells [`Contender::until_queued`] when it has — or, `tells` false,
+    /// does not.
+    struct SlowToQueue {
+        key: Arc<tokio::sync::Mutex<()>>,
+        queued: watch::Sender<u64>,
+        tells: bool,
+    }
+
+    impl Contender for SlowToQueue {
+        type Held = tokio::sync::OwnedMutexGuard<()>;
+
+        fn name(&self) -> String {
+            "slow to queue".to_owned()
+        }
+
+        fn keys(&self) -> usize {
+            1
+        }
+
+        async fn try_lock(&self, _client: usize, _key: usize) -> Result<Option<Self::Held>, BenchError> {
+            Ok(self.key.clone().try_lock_owned().ok())
+        }
+
+        async fn lock(&self, _client: usize, _key: usize) -> Result<Self::Held, BenchError> {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            self.queued.send_modify(|queued| *queued += 1);
+            let held = self.key.clone().lock_owned().await;
+            self.queued.send_modify(|queued| *queued -= 1);
+            Ok(held)
+        }
+
+        async fn unlock(&self, held: Self::Held) -> Result<(), BenchError> {
+            drop(held);
+            Ok(())
+        }
+
+        async fn until_queued(&self, _key: usize, waiters: usize) {
+            if self.tells {
+                let mut queued = self.queued.subscribe();
+                queued.wait_for(|queued| *queued >= waiters as u64).await.expect("the sender lives in self");
+            }
+        }
+    }
+
+    #[test]
+    fn the_holder_releases_once_the_contender_says_its_waiters_are_queued() {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+        runtime.block_on(async {
+            let slow = |tells| Arc::new(SlowToQueue { key: Default::default(), queued: watch::Sender::new(0), tells });
+            for waiters in [1, 4] {
+                // Told when the waiters are queued, every hand-off is to a queued waiter: no
+                // time passes on the paused clock.
+                let batch = hand_off(slow(true), waiters, 20).await.unwrap();
+                assert!(batch.latencies.iter().all(|l| *l < Duration::from_secs(1)), "{:?}", batch.latencies);
+            }
+            // Not told, the release races the arrival whenever the waiter is the task that just
+            // released: with one waiter, every hand-off after the first (whose waiter queued
+            // while the first grant was held).
+            let batch = hand_off(slow(false), 1, 20).await.unwrap();
+            assert!(batch.latencies[1..].iter().all(|l| *l >= Duration::from_secs(1)), "{:?}", batch.latencies);
         });
     }
 

@@ -134,10 +134,10 @@ async fn no_lost_wake_up_when_the_release_races_the_wait() {
 /// Waits (bounded) until every locker has one acquire waiting for a wake-up: each has found
 /// the key held after joining its waiters, so its subscription is at the server.
 async fn until_all_wait(lockers: &[NatsLocker]) {
-    let started = Instant::now();
-    while lockers.iter().any(|locker| locker.stats().waiting != 1) {
-        assert!(started.elapsed() < LONG, "waiters never started waiting: {:?}", stats_of(lockers));
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    for locker in lockers {
+        let mut waiting = locker.waiting_changes();
+        let started = tokio::time::timeout(LONG, waiting.wait_for(|waiting| *waiting == 1)).await;
+        assert!(matches!(started, Ok(Ok(_))), "waiters never started waiting: {:?}", stats_of(lockers));
     }
 }
 

@@ -75,6 +75,7 @@ use std::time::{Duration, SystemTime};
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, context::PublishAckFuture, context::PublishErrorKind, kv};
 use async_trait::async_trait;
+use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
 
 use crate::error::{InvalidInput, LockError};
@@ -243,7 +244,9 @@ struct Inner {
 /// The live counters behind [`NatsStats`].
 #[derive(Default)]
 struct Counters {
-    waiting: AtomicU64,
+    /// A watch channel, not an atomic: [`NatsLocker::waiting_changes`] lets a caller await a
+    /// waiter being queued.
+    waiting: watch::Sender<u64>,
     creates_refused: AtomicU64,
     grants_after_recheck: AtomicU64,
     offers_taken: AtomicU64,
@@ -275,18 +278,18 @@ pub struct NatsStats {
 }
 
 /// Counts one waiting acquire while it lives.
-struct CountedWaiting<'a>(&'a AtomicU64);
+struct CountedWaiting<'a>(&'a watch::Sender<u64>);
 
 impl<'a> CountedWaiting<'a> {
-    fn new(counter: &'a AtomicU64) -> Self {
-        counter.fetch_add(1, Ordering::Relaxed);
+    fn new(counter: &'a watch::Sender<u64>) -> Self {
+        counter.send_modify(|waiting| *waiting += 1);
         CountedWaiting(counter)
     }
 }
 
 impl Drop for CountedWaiting<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.send_modify(|waiting| *waiting -= 1);
     }
 }
 
@@ -441,11 +444,20 @@ impl NatsLocker {
         &self.inner.kv
     }
 
+    /// How many of this locker's acquires wait for a wake-up ([`NatsStats::waiting`]), as it
+    /// changes. An acquire counts once it has joined its key's waiters *and* found the key
+    /// held, so its subscription is at the server: from then on every release of the key is
+    /// announced to it. Lets a test or a benchmark release only once a waiter is really queued
+    /// (having called `acquire` is not enough: its subscription may still be on the wire).
+    pub fn waiting_changes(&self) -> watch::Receiver<u64> {
+        self.inner.stats.waiting.subscribe()
+    }
+
     /// What this locker has seen of contention so far.
     pub fn stats(&self) -> NatsStats {
         let stats = &self.inner.stats;
         NatsStats {
-            waiting: stats.waiting.load(Ordering::Relaxed),
+            waiting: *stats.waiting.borrow(),
             creates_refused: stats.creates_refused.load(Ordering::Relaxed),
             grants_after_recheck: stats.grants_after_recheck.load(Ordering::Relaxed),
             offers_taken: stats.offers_taken.load(Ordering::Relaxed),
