@@ -106,7 +106,14 @@ impl Books {
         let expires_at = after(now, lease_s);
         st.holders.push(Holder { token: token.clone(), conn, expires_at });
         self.holders += 1;
-        *self.owned.entry(conn).or_default().entry(id.clone()).or_default() += 1;
+        // A connection's map stays (empty) while it is open: it is used again at its next grant.
+        let owned = self.owned.entry(conn).or_default();
+        match owned.get_mut(id) {
+            Some(n) => *n += 1,
+            None => {
+                owned.insert(id.clone(), 1);
+            }
+        }
         self.push_deadline(expires_at, id);
         Ok(Grant { token, lease_s })
     }
@@ -128,9 +135,6 @@ impl Books {
                 if *n == 0 {
                     keys.remove(id);
                 }
-            }
-            if keys.is_empty() {
-                self.owned.remove(&holder.conn);
             }
         }
     }
@@ -348,10 +352,11 @@ impl Table {
                 st.waiters.retain(|w| w.id != *waiter);
             }
         }
+        let owned = books.owned.remove(&conn);
         if !self.limits.auto_release {
             return;
         }
-        let Some(owned) = books.owned.remove(&conn) else { return };
+        let Some(owned) = owned else { return };
         for id in owned.into_keys() {
             let Some(st) = keys.get_mut(&id) else { continue };
             st.last_activity = now;
