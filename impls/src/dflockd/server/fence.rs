@@ -89,7 +89,7 @@ pub(crate) fn token(fence: u64) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bits = (u128::from(fence) << 64) | u128::from(rand::random::<u64>());
     let digits: [u8; 32] = std::array::from_fn(|i| HEX[((bits >> (124 - 4 * i)) & 0xf) as usize]);
-    digits.iter().map(|&d| char::from(d)).collect()
+    String::from_utf8(digits.to_vec()).expect("hex digits are ASCII")
 }
 
 #[cfg(test)]
