@@ -439,10 +439,8 @@ impl Locker for DflockdLocker {
         crate::request::validate_ttl(ttl)?;
         let token = token_text(lease.owner());
         let lease_s = whole_seconds(ttl);
-        let entry = held_table()
-            .get(&self.held_key(lease))
-            .filter(|h| h.key == lease.key())
-            .map(|h| (h.conn.clone(), h.ns));
+        let entry =
+            held_table().get(&self.held_key(lease)).filter(|h| h.key == lease.key()).map(|h| (h.conn.clone(), h.ns));
         let sent_at = Instant::now();
         let (outcome, renewed_at) = match entry {
             Some((conn, ns)) => {

@@ -27,7 +27,9 @@ use tokio::time::{Instant, Sleep, timeout_at};
 
 use super::Shared;
 use super::table::{Admission, ConnId, Grant, KeyId, after};
-use crate::dflockd::protocol::{LineScan, MAX_LINE_BYTES, Reply, Request, RequestError, Status, parse_request, scan_line};
+use crate::dflockd::protocol::{
+    LineScan, MAX_LINE_BYTES, Reply, Request, RequestError, Status, parse_request, scan_line,
+};
 
 /// Room for one request at its longest (three capped lines with `\r\n`), and then some:
 /// a partial request never needs more, so the buffer never grows.

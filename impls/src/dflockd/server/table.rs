@@ -138,12 +138,12 @@ impl Books {
     fn remove_holder(&mut self, id: &KeyId, st: &mut KeyState, index: usize) {
         let holder = st.holders.swap_remove(index);
         self.holders -= 1;
-        if let Some(keys) = self.owned.get_mut(&holder.conn) {
-            if let Some(n) = keys.get_mut(id) {
-                *n -= 1;
-                if *n == 0 {
-                    keys.remove(id);
-                }
+        if let Some(keys) = self.owned.get_mut(&holder.conn)
+            && let Some(n) = keys.get_mut(id)
+        {
+            *n -= 1;
+            if *n == 0 {
+                keys.remove(id);
             }
         }
     }
