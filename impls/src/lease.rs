@@ -60,10 +60,17 @@ impl FromStr for OwnerToken {
     type Err = BadOwnerToken;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(BadOwnerToken(s.to_owned()));
+        // One pass (every dflockd grant parses one): 32 hex digits, either case.
+        let bad = || BadOwnerToken(s.to_owned());
+        if s.len() != 32 {
+            return Err(bad());
         }
-        u128::from_str_radix(s, 16).map(OwnerToken).map_err(|_| BadOwnerToken(s.to_owned()))
+        s.bytes()
+            .try_fold(0u128, |bits, b| {
+                let digit = (b as char).to_digit(16).ok_or_else(bad)?;
+                Ok(bits << 4 | u128::from(digit))
+            })
+            .map(OwnerToken)
     }
 }
 
@@ -159,5 +166,27 @@ impl Lease {
     /// This lease after a successful refresh: same grant, new TTL counted from `at`.
     pub fn refreshed(&self, ttl: Duration, at: Instant) -> Lease {
         Lease { ttl, acquired_at: at, ..self.clone() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_tokens_are_32_hex_digits_in_either_case() {
+        let bits = 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210_u128;
+        assert_eq!("0123456789abcdeffedcba9876543210".parse::<OwnerToken>().unwrap().bits(), bits);
+        assert_eq!("0123456789ABCDEFFEDCBA9876543210".parse::<OwnerToken>().unwrap().bits(), bits);
+        assert_eq!(OwnerToken(bits).to_string().parse::<OwnerToken>().unwrap().bits(), bits);
+        for bad in [
+            "",
+            "0123",
+            "0123456789abcdeffedcba987654321g",
+            "+123456789abcdeffedcba9876543210",
+            "0123456789abcdeffedcba98765432é",
+        ] {
+            assert!(bad.parse::<OwnerToken>().is_err(), "{bad:?}");
+        }
     }
 }

@@ -35,11 +35,22 @@ pub fn whole_seconds(d: Duration) -> u64 {
 }
 
 fn lease_arg(lease_s: Option<u64>) -> Result<String, DflockdError> {
+    let mut arg = String::new();
+    push_lease(&mut arg, lease_s)?;
+    Ok(arg)
+}
+
+/// Appends ` <lease_s>` (nothing for `None`).
+fn push_lease(arg: &mut String, lease_s: Option<u64>) -> Result<(), DflockdError> {
+    use std::fmt::Write;
     match lease_s {
-        None => Ok(String::new()),
+        None => Ok(()),
         Some(0) => Err(DflockdError::InvalidArgument("a lease is at least one second".into())),
         Some(s) if s > MAX_PROTOCOL_SECONDS => Err(DflockdError::InvalidArgument("lease too long".into())),
-        Some(s) => Ok(format!(" {s}")),
+        Some(s) => {
+            write!(arg, " {s}").expect("writing to a String");
+            Ok(())
+        }
     }
 }
 
@@ -91,17 +102,22 @@ async fn acquire_in(
     lease_s: Option<u64>,
 ) -> Result<Grant, DflockdError> {
     check_key(key)?;
+    use std::fmt::Write;
     let cmd = names(ns)[0];
-    let limit = limit.map(|l| format!(" {l}")).unwrap_or_default();
-    let arg = format!("{}{limit}{}", whole_seconds(timeout), lease_arg(lease_s)?);
-    let reply = conn.request(cmd, cmd, key, &arg).await?;
-    parse_grant(cmd, "ok", &reply)
+    let mut arg = String::with_capacity(32);
+    write!(arg, "{}", whole_seconds(timeout)).expect("writing to a String");
+    if let Some(limit) = limit {
+        write!(arg, " {limit}").expect("writing to a String");
+    }
+    push_lease(&mut arg, lease_s)?;
+    let reply = conn.request_line(cmd, cmd, key, &arg).await?;
+    parse_grant(cmd, "ok", reply)
 }
 
 async fn release_in(conn: &mut Connection, ns: Namespace, key: &str, token: &str) -> Result<(), DflockdError> {
     check_key(key)?;
     let cmd = names(ns)[1];
-    match conn.request(cmd, cmd, key, token).await?.as_str() {
+    match conn.request_line(cmd, cmd, key, token).await? {
         "ok" => Ok(()),
         reply => Err(status_or_unexpected(cmd, reply)),
     }

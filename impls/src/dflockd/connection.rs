@@ -193,6 +193,17 @@ impl Connection {
         key: &str,
         arg: &str,
     ) -> Result<String, DflockdError> {
+        self.request_line(command, cmd, key, arg).await.map(str::to_owned)
+    }
+
+    /// [`Connection::request`], the reply borrowed from the connection's buffer.
+    pub(crate) async fn request_line(
+        &mut self,
+        command: &'static str,
+        cmd: &str,
+        key: &str,
+        arg: &str,
+    ) -> Result<&str, DflockdError> {
         if self.in_flight {
             return Err(DflockdError::Poisoned);
         }
@@ -237,10 +248,15 @@ impl Connection {
         self.written = false;
         let line = self.reply.strip_suffix(b"\n").unwrap_or(&self.reply);
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        String::from_utf8(line.to_vec()).map_err(|e| DflockdError::UnexpectedReply {
+        std::str::from_utf8(line).map_err(|_| DflockdError::UnexpectedReply {
             command,
-            reply: String::from_utf8_lossy(e.as_bytes()).chars().take(64).collect(),
+            reply: String::from_utf8_lossy(line).chars().take(64).collect(),
         })
+    }
+
+    /// When the latest answered request's reply arrived.
+    pub(crate) fn last_reply_at(&self) -> Option<Instant> {
+        self.last_exchange.map(|(_, received_at)| received_at)
     }
 
     /// The instant after which the server acted on the latest answered request (a grant, a

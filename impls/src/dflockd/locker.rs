@@ -119,23 +119,25 @@ impl DflockdLockerConfig {
 /// reads the reply for as long as the server might still grant, releasing any grant on a
 /// fresh connection. This is what keeps a cancelled acquire from leaving a lock behind when
 /// the server does not release on disconnect.
-struct PendingAcquire {
+///
+/// It borrows what the background task would need and copies it only if that task runs.
+struct PendingAcquire<'a> {
     conn: Option<Connection>,
     ns: Namespace,
-    key: String,
+    key: &'a str,
     patience: Duration,
-    config: DflockdLockerConfig,
+    config: &'a DflockdLockerConfig,
     server: usize,
 }
 
-impl Drop for PendingAcquire {
+impl Drop for PendingAcquire<'_> {
     fn drop(&mut self) {
         let Some(conn) = self.conn.take() else { return };
         if !conn.reply_pending() {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-        let (ns, key, patience) = (self.ns, std::mem::take(&mut self.key), self.patience);
+        let (ns, key, patience) = (self.ns, self.key.to_owned(), self.patience);
         let addr = self.config.servers[self.server].clone();
         let (connect, auth) = (self.config.connect.clone(), self.config.auth_token.clone());
         runtime.spawn(async move {
@@ -151,15 +153,17 @@ impl Drop for PendingAcquire {
     }
 }
 
-/// A held lease's connection, and which locker opened it.
+/// A held lease's connection, its key, and which locker opened it.
 struct Held {
     conn: Arc<AsyncMutex<Connection>>,
     ns: Namespace,
+    key: String,
     owner: u64,
 }
 
-/// (server address, key, token bits).
-type HeldKey = (String, String, u128);
+/// (server address, token bits): a token names one grant of one server. The entry's key must
+/// match the lease's too ([`Held::key`]).
+type HeldKey = (Arc<str>, u128);
 
 /// Every lease held through any [`DflockdLocker`] of this process, so that a lease acquired
 /// by one locker can be refreshed, released or inspected through another (the server itself
@@ -179,6 +183,8 @@ pub struct DflockdLocker {
     idle: Vec<std::sync::Mutex<Vec<(Connection, Instant)>>>,
     /// This locker's id in the process-wide table of held leases.
     id: u64,
+    /// The server addresses, shared with the table of held leases.
+    addrs: Vec<Arc<str>>,
 }
 
 impl Drop for DflockdLocker {
@@ -221,7 +227,8 @@ impl DflockdLocker {
         let idle = config.servers.iter().map(|_| std::sync::Mutex::new(Vec::new())).collect();
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(DflockdLocker { config, kind, idle, id })
+        let addrs = config.servers.iter().map(|s| Arc::from(s.as_str())).collect();
+        Ok(DflockdLocker { config, kind, idle, id, addrs })
     }
 
     /// The detected (or configured) server generation.
@@ -256,13 +263,14 @@ impl DflockdLocker {
     fn put_conn(&self, conn: Connection) {
         let Some(server) = self.config.servers.iter().position(|s| s == conn.addr()) else { return };
         if !conn.is_poisoned() {
-            self.idle[server].lock().unwrap_or_else(|e| e.into_inner()).push((conn, Instant::now()));
+            let used = conn.last_reply_at().unwrap_or_else(Instant::now);
+            self.idle[server].lock().unwrap_or_else(|e| e.into_inner()).push((conn, used));
         }
     }
 
     fn held_key(&self, lease: &Lease) -> HeldKey {
         let server = self.server_of(lease.key());
-        (self.config.servers[server].clone(), lease.key().to_owned(), lease.owner().bits())
+        (self.addrs[server].clone(), lease.owner().bits())
     }
 
     fn namespace(&self, request: &LeaseRequest) -> Result<Namespace, LockError> {
@@ -288,12 +296,17 @@ impl DflockdLocker {
     }
 
     fn hold(&self, lease: &Lease, conn: Connection, ns: Namespace) {
-        let held = Held { conn: Arc::new(AsyncMutex::new(conn)), ns, owner: self.id };
+        let held = Held { conn: Arc::new(AsyncMutex::new(conn)), ns, key: lease.key().to_owned(), owner: self.id };
         held_table().insert(self.held_key(lease), held);
     }
 
     fn take_held(&self, lease: &Lease) -> Option<Held> {
-        held_table().remove(&self.held_key(lease))
+        let mut table = held_table();
+        let key = self.held_key(lease);
+        if table.get(&key)?.key != lease.key() {
+            return None;
+        }
+        table.remove(&key)
     }
 
     fn map_acquire_error(&self, request: &LeaseRequest, error: DflockdError) -> LockError {
@@ -320,10 +333,10 @@ impl DflockdLocker {
         let mut pending = PendingAcquire {
             conn: Some(conn),
             ns,
-            key: request.key().to_owned(),
+            key: request.key(),
             // The server may grant until its own (whole-second) wait bound runs out.
             patience: Duration::from_secs(whole_seconds(wait)) + Duration::from_secs(2),
-            config: self.config.clone(),
+            config: &self.config,
             server,
         };
         let sent_at = Instant::now();
@@ -398,7 +411,7 @@ impl Locker for DflockdLocker {
     }
 
     async fn release(&self, lease: &Lease) -> Result<bool, LockError> {
-        let token = lease.owner().to_string();
+        let token = token_text(lease.owner());
         let held = self.take_held(lease);
         let ns = match &held {
             Some(held) => held.ns,
@@ -424,9 +437,10 @@ impl Locker for DflockdLocker {
 
     async fn refresh(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>, LockError> {
         crate::request::validate_ttl(ttl)?;
-        let token = lease.owner().to_string();
+        let token = token_text(lease.owner());
         let lease_s = whole_seconds(ttl);
-        let entry = held_table().get(&self.held_key(lease)).map(|h| (h.conn.clone(), h.ns));
+        let entry =
+            held_table().get(&self.held_key(lease)).filter(|h| h.key == lease.key()).map(|h| (h.conn.clone(), h.ns));
         let sent_at = Instant::now();
         let (outcome, renewed_at) = match entry {
             Some((conn, ns)) => {
@@ -457,8 +471,24 @@ impl Locker for DflockdLocker {
     }
 
     async fn remaining_ttl(&self, lease: &Lease) -> Result<Option<Duration>, LockError> {
-        let held = held_table().contains_key(&self.held_key(lease));
+        let held = held_table().get(&self.held_key(lease)).is_some_and(|h| h.key == lease.key());
         let remaining = lease.locally_remaining();
         Ok((held && !remaining.is_zero()).then_some(remaining))
+    }
+}
+
+/// A token as the server spelled it (32 lowercase hex digits), without `format!`.
+fn token_text(owner: OwnerToken) -> TokenText {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bits = owner.bits();
+    TokenText(std::array::from_fn(|i| HEX[((bits >> (124 - 4 * i)) & 0xf) as usize]))
+}
+
+struct TokenText([u8; 32]);
+
+impl std::ops::Deref for TokenText {
+    type Target = str;
+    fn deref(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("hex digits are ASCII")
     }
 }

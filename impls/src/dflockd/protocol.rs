@@ -193,7 +193,18 @@ pub fn parse_request(cmd: &[u8], key: &[u8], arg: &[u8]) -> Result<Request, Requ
     }
     let key = key.to_owned();
     let bad = |why| RequestError::BadArgument { command, why };
-    let fields: Vec<&str> = arg.split_ascii_whitespace().collect();
+    // At most three fields are valid; a fourth only needs to be seen to be refused.
+    let mut words = arg.split_ascii_whitespace();
+    let mut taken = [""; 4];
+    let mut count = 0;
+    for (slot, word) in taken.iter_mut().zip(&mut words) {
+        *slot = word;
+        count += 1;
+    }
+    if words.next().is_some() {
+        return Err(bad("too many fields"));
+    }
+    let fields = &taken[..count];
     let is_sem = ns == Namespace::Semaphore;
     match op {
         "l" => {
@@ -207,11 +218,11 @@ pub fn parse_request(cmd: &[u8], key: &[u8], arg: &[u8]) -> Result<Request, Requ
             let lease_s = fields.get(min).map(|f| parse_lease(f).ok_or(bad("bad lease"))).transpose()?;
             Ok(Request::Acquire { ns, key, timeout_s, limit, lease_s })
         }
-        "r" => match fields.as_slice() {
+        "r" => match fields {
             [token] => Ok(Request::Release { ns, key, token: (*token).to_owned() }),
             _ => Err(bad("expected one token")),
         },
-        "n" => match fields.as_slice() {
+        "n" => match fields {
             [token] => Ok(Request::Renew { ns, key, token: (*token).to_owned(), lease_s: None }),
             [token, lease] => Ok(Request::Renew {
                 ns,
@@ -231,7 +242,7 @@ pub fn parse_request(cmd: &[u8], key: &[u8], arg: &[u8]) -> Result<Request, Requ
             let lease_s = fields.get(min).map(|f| parse_lease(f).ok_or(bad("bad lease"))).transpose()?;
             Ok(Request::Enqueue { ns, key, limit, lease_s })
         }
-        _ => match fields.as_slice() {
+        _ => match fields {
             [timeout] => Ok(Request::Wait { ns, key, timeout_s: parse_seconds(timeout).ok_or(bad("bad timeout"))? }),
             _ => Err(bad("expected <timeout>")),
         },
@@ -241,7 +252,15 @@ pub fn parse_request(cmd: &[u8], key: &[u8], arg: &[u8]) -> Result<Request, Requ
 /// Whether `key` may name a lock: non-empty, at most [`MAX_LINE_BYTES`], no whitespace and
 /// no control characters (a newline would be protocol injection).
 pub fn is_valid_key(key: &str) -> bool {
-    !key.is_empty() && key.len() <= MAX_LINE_BYTES && !key.chars().any(|c| c.is_whitespace() || c.is_control())
+    if key.is_empty() || key.len() > MAX_LINE_BYTES {
+        return false;
+    }
+    // Keys are almost always ASCII: a byte test there; Unicode's whitespace and controls
+    // beyond it.
+    if key.is_ascii() {
+        return key.bytes().all(|b| b.is_ascii_graphic());
+    }
+    !key.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 /// A non-negative whole number of seconds within [`MAX_PROTOCOL_SECONDS`]; digits only

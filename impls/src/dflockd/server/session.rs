@@ -6,19 +6,35 @@
 //! without touching the table, and a connection can only release or renew with a token it
 //! was given. When the connection ends, however it ends (even if its task is aborted),
 //! [`Session`]'s `Drop` takes its waiters out of the queues and releases what it held.
+//!
+//! The per-request path is kept to the two system calls it needs (one read, one write): a
+//! request already in the buffer is parsed where it lies ([`scan_line`], the code the fuzz
+//! target drives), the read timeout and the drain signal are one timer and one subscription
+//! per connection, re-armed rather than re-created for every line, and a reply that fits the
+//! socket buffer is written without arming the write timer at all.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use subtle::ConstantTimeEq;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{oneshot, watch};
-use tokio::time::{Instant, sleep_until, timeout_at};
+use tokio::time::{Instant, Sleep, timeout_at};
 
 use super::Shared;
 use super::table::{Admission, ConnId, Grant, KeyId, after};
-use crate::dflockd::protocol::{MAX_LINE_BYTES, Reply, Request, Status, parse_request};
+use crate::dflockd::protocol::{
+    LineScan, MAX_LINE_BYTES, Reply, Request, RequestError, Status, parse_request, scan_line,
+};
+
+/// Room for one request at its longest (three capped lines with `\r\n`), and then some:
+/// a partial request never needs more, so the buffer never grows.
+const INBOX_BYTES: usize = 1024;
+const _: () = assert!(INBOX_BYTES >= 3 * (MAX_LINE_BYTES + 2));
 
 enum Enqueued {
     Granted { grant: Grant, lease_s: u64 },
@@ -33,35 +49,125 @@ enum End {
     Reply(Status),
 }
 
+/// Bytes read from the peer and not yet consumed: at most the request being read and what
+/// the client pipelined behind it.
+struct Inbox {
+    buf: Box<[u8; INBOX_BYTES]>,
+    start: usize,
+    end: usize,
+}
+
+impl Inbox {
+    fn data(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Where the next read goes. Moves a partial request to the front first; it is at most
+    /// three capped lines, so there is always room after it.
+    fn spare(&mut self) -> &mut [u8] {
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        &mut self.buf[self.end..]
+    }
+}
+
+/// How far the request at the front of the inbox has arrived.
+enum Framing {
+    /// All three lines: their content ranges, and the bytes they occupy.
+    Complete { lines: [(usize, usize); 3], consumed: usize },
+    /// This many lines are complete; the next has not fully arrived.
+    Partial { complete: usize },
+    /// A line is over the cap.
+    TooLong,
+}
+
+fn frame(data: &[u8]) -> Framing {
+    let mut lines = [(0, 0); 3];
+    let mut at = 0;
+    for (i, line) in lines.iter_mut().enumerate() {
+        match scan_line(&data[at..]) {
+            LineScan::Line { content_len, consumed } => {
+                *line = (at, at + content_len);
+                at += consumed;
+            }
+            LineScan::Incomplete => return Framing::Partial { complete: i },
+            LineScan::TooLong => return Framing::TooLong,
+        }
+    }
+    Framing::Complete { lines, consumed: at }
+}
+
+/// Resolves once the server drains, and stays resolved. One subscription per connection.
+struct DrainSignal(Option<Pin<Box<dyn Future<Output = ()> + Send>>>);
+
+impl DrainSignal {
+    fn new(mut draining: watch::Receiver<bool>) -> Self {
+        DrainSignal(Some(Box::pin(async move {
+            if draining.wait_for(|draining| *draining).await.is_err() {
+                // The server is gone without draining: never.
+                std::future::pending::<()>().await;
+            }
+        })))
+    }
+
+    async fn fired(&mut self) {
+        if let Some(signal) = &mut self.0 {
+            signal.as_mut().await;
+            self.0 = None;
+        }
+    }
+}
+
 struct Session<S> {
-    rd: BufReader<ReadHalf<S>>,
-    wr: WriteHalf<S>,
+    stream: S,
+    inbox: Inbox,
     shared: Arc<Shared>,
     conn: ConnId,
     authenticated: bool,
     draining: watch::Receiver<bool>,
+    drain: DrainSignal,
+    /// The read timeout of the line being waited for, or a queued request's wait bound.
+    timer: Pin<Box<Sleep>>,
     enqueued: HashMap<KeyId, Enqueued>,
-    line: Vec<u8>,
     out: Vec<u8>,
 }
 
-pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Send + 'static>(stream: S, shared: Arc<Shared>, conn: ConnId) {
-    let (rd, wr) = tokio::io::split(stream);
+pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Send + Unpin + 'static>(
+    stream: S,
+    shared: Arc<Shared>,
+    conn: ConnId,
+) {
     let mut session = Session {
-        rd: BufReader::with_capacity(512, rd),
-        wr,
+        stream,
+        inbox: Inbox { buf: Box::new([0; INBOX_BYTES]), start: 0, end: 0 },
         authenticated: shared.auth_token.is_none(),
         draining: shared.draining.clone(),
+        drain: DrainSignal::new(shared.draining.clone()),
+        timer: Box::pin(tokio::time::sleep_until(Instant::now() + shared.read_timeout)),
         shared,
         conn,
         enqueued: HashMap::new(),
-        line: Vec::with_capacity(64),
         out: Vec::with_capacity(64),
     };
     if let End::Reply(status) = session.run().await {
         let _ = session.write(&Reply::Status(status)).await;
     }
-    let _ = tokio::time::timeout(Duration::from_secs(1), session.wr.shutdown()).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), session.stream.shutdown()).await;
 }
 
 impl<S> Drop for Session<S> {
@@ -78,26 +184,17 @@ impl<S> Drop for Session<S> {
     }
 }
 
-async fn drained(rx: &mut watch::Receiver<bool>) {
-    if rx.wait_for(|draining| *draining).await.is_err() {
-        std::future::pending::<()>().await;
-    }
-}
-
-impl<S: AsyncRead + AsyncWrite + Send> Session<S> {
+impl<S: AsyncRead + AsyncWrite + Send + Unpin> Session<S> {
     async fn run(&mut self) -> End {
         loop {
-            let mut lines: [Vec<u8>; 3] = Default::default();
-            for (i, slot) in lines.iter_mut().enumerate() {
-                match self.read_line(i == 0).await {
-                    Ok(line) => *slot = line,
-                    Err(end) => return end,
-                }
-            }
+            let parsed = match self.read_request().await {
+                Ok(parsed) => parsed,
+                Err(end) => return end,
+            };
             if *self.draining.borrow() {
                 return End::Reply(Status::ErrorDraining);
             }
-            let request = match parse_request(&lines[0], &lines[1], &lines[2]) {
+            let request = match parsed {
                 Ok(request) => request,
                 Err(_) if !self.authenticated => return End::Reply(Status::ErrorAuth),
                 // Like the Go server: a malformed request is answered and the connection
@@ -119,49 +216,45 @@ impl<S: AsyncRead + AsyncWrite + Send> Session<S> {
         }
     }
 
-    /// One line, without its newline (or a trailing `\r`), within the read timeout.
-    /// While idle between requests, a drain ends the connection with `error_draining`.
-    async fn read_line(&mut self, first: bool) -> Result<Vec<u8>, End> {
-        let deadline = Instant::now() + self.shared.read_timeout;
-        self.line.clear();
+    /// The next request's three lines, parsed. Each line must arrive within the read timeout,
+    /// counted from when the line before it was complete (for the first, from when the
+    /// server was ready for the request); a line already buffered costs no clock read. While
+    /// idle between requests, a drain ends the connection with `error_draining`.
+    async fn read_request(&mut self) -> Result<Result<Request, RequestError>, End> {
+        // The line being waited for, and its deadline.
+        let mut waiting: Option<(usize, Instant)> = None;
         loop {
-            let watch_drain = first && self.line.is_empty() && self.rd.buffer().is_empty();
-            let rd = &mut self.rd;
-            let draining = &mut self.draining;
-            let chunk = tokio::select! {
-                read = timeout_at(deadline, rd.fill_buf()) => match read {
-                    Err(_) => return Err(End::Reply(Status::Error)),
-                    Ok(Err(_)) => return Err(End::Gone),
-                    Ok(Ok(chunk)) => chunk,
-                },
-                // Idle at a drain: say so (a request racing the drain reads it as its reply,
-                // a truly idle client on its next request), then close.
-                () = drained(draining), if watch_drain => return Err(End::Reply(Status::ErrorDraining)),
-            };
-            if chunk.is_empty() {
-                return Err(End::Gone);
-            }
-            // Content may reach MAX_LINE_BYTES plus a '\r'; anything longer is refused
-            // before it is buffered.
-            let room = MAX_LINE_BYTES + 1 - self.line.len();
-            match chunk.iter().position(|&b| b == b'\n') {
-                Some(newline) if newline <= room => {
-                    self.line.extend_from_slice(&chunk[..newline]);
-                    self.rd.consume(newline + 1);
-                    if self.line.last() == Some(&b'\r') {
-                        self.line.pop();
-                    }
-                    if self.line.len() > MAX_LINE_BYTES {
-                        return Err(End::Reply(Status::Error));
-                    }
-                    return Ok(std::mem::take(&mut self.line));
+            match frame(self.inbox.data()) {
+                Framing::Complete { lines: [cmd, key, arg], consumed } => {
+                    let data = self.inbox.data();
+                    let parsed = parse_request(&data[cmd.0..cmd.1], &data[key.0..key.1], &data[arg.0..arg.1]);
+                    self.inbox.consume(consumed);
+                    return Ok(parsed);
                 }
-                Some(_) => return Err(End::Reply(Status::Error)),
-                None if chunk.len() > room => return Err(End::Reply(Status::Error)),
-                None => {
-                    let n = chunk.len();
-                    self.line.extend_from_slice(chunk);
-                    self.rd.consume(n);
+                Framing::TooLong => return Err(End::Reply(Status::Error)),
+                Framing::Partial { complete } => {
+                    let deadline = match waiting {
+                        Some((line, deadline)) if line == complete => deadline,
+                        _ => {
+                            let deadline = Instant::now() + self.shared.read_timeout;
+                            waiting = Some((complete, deadline));
+                            deadline
+                        }
+                    };
+                    self.timer.as_mut().reset(deadline);
+                    let idle = self.inbox.is_empty();
+                    let Session { stream, inbox, timer, drain, .. } = self;
+                    tokio::select! {
+                        biased;
+                        read = stream.read(inbox.spare()) => match read {
+                            Ok(n) if n > 0 => inbox.end += n,
+                            _ => return Err(End::Gone),
+                        },
+                        () = timer.as_mut() => return Err(End::Reply(Status::Error)),
+                        // Idle at a drain: say so (a request racing the drain reads it as its
+                        // reply, a truly idle client on its next request), then close.
+                        () = drain.fired(), if idle => return Err(End::Reply(Status::ErrorDraining)),
+                    }
                 }
             }
         }
@@ -171,12 +264,34 @@ impl<S: AsyncRead + AsyncWrite + Send> Session<S> {
         use std::io::Write;
         self.out.clear();
         write!(self.out, "{reply}").expect("writing to a Vec");
+        // A reply almost always fits the socket buffer at once: try that before arming the
+        // write timeout, which costs a clock read and a timer.
+        let Session { stream, out, .. } = self;
+        let mut written = 0;
+        let done = std::future::poll_fn(|cx| {
+            while written < out.len() {
+                match Pin::new(&mut *stream).poll_write(cx, &out[written..]) {
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Err(End::Gone)),
+                    Poll::Ready(Ok(n)) => written += n,
+                    Poll::Pending => return Poll::Ready(Ok(false)),
+                }
+            }
+            match Pin::new(&mut *stream).poll_flush(cx) {
+                Poll::Ready(Ok(())) => Poll::Ready(Ok(true)),
+                Poll::Ready(Err(_)) => Poll::Ready(Err(End::Gone)),
+                Poll::Pending => Poll::Ready(Ok(false)),
+            }
+        })
+        .await?;
+        if done {
+            return Ok(());
+        }
         let deadline = Instant::now() + self.shared.write_timeout;
-        match timeout_at(deadline, self.wr.write_all(&self.out)).await {
+        match timeout_at(deadline, self.stream.write_all(&self.out[written..])).await {
             Ok(Ok(())) => {}
             _ => return Err(End::Gone),
         }
-        match timeout_at(deadline, self.wr.flush()).await {
+        match timeout_at(deadline, self.stream.flush()).await {
             Ok(Ok(())) => Ok(()),
             _ => Err(End::Gone),
         }
@@ -187,8 +302,6 @@ impl<S: AsyncRead + AsyncWrite + Send> Session<S> {
             return Err(End::Reply(Status::ErrorAuth));
         }
         let default_lease = self.shared.default_lease_s;
-        let shared = self.shared.clone();
-        let table = &shared.table;
         Ok(match request {
             Request::Auth { secret } => match &self.shared.auth_token {
                 None => Reply::Ok,
@@ -202,11 +315,11 @@ impl<S: AsyncRead + AsyncWrite + Send> Session<S> {
                 }
             },
             Request::Ping => Reply::Ok,
-            Request::Stats => Reply::Stats(table.stats(*self.shared.connections.borrow()).to_string()),
+            Request::Stats => Reply::Stats(self.shared.table.stats(*self.shared.connections.borrow()).to_string()),
             Request::Acquire { ns, key, timeout_s, limit, lease_s } => {
                 let id = (ns, key);
                 let lease_s = lease_s.unwrap_or(default_lease);
-                match table.admit(&id, limit, lease_s, self.conn, timeout_s > 0) {
+                match self.shared.table.admit(&id, limit, lease_s, self.conn, timeout_s > 0) {
                     Err(status) => Reply::Status(status),
                     Ok(Admission::Busy) => Reply::Status(Status::Timeout),
                     Ok(Admission::Granted(Grant { token, lease_s })) => Reply::Granted { token, lease_s },
@@ -219,14 +332,14 @@ impl<S: AsyncRead + AsyncWrite + Send> Session<S> {
                 }
             }
             Request::Release { ns, key, token } => {
-                if table.release(&(ns, key), &token) {
+                if self.shared.table.release(&(ns, key), &token) {
                     Reply::Ok
                 } else {
                     Reply::Status(Status::Error)
                 }
             }
             Request::Renew { ns, key, token, lease_s } => {
-                match table.renew(&(ns, key), &token, lease_s.unwrap_or(default_lease)) {
+                match self.shared.table.renew(&(ns, key), &token, lease_s.unwrap_or(default_lease)) {
                     Some(lease_s) => Reply::Renewed { lease_s },
                     None => Reply::Status(Status::Error),
                 }
@@ -237,7 +350,7 @@ impl<S: AsyncRead + AsyncWrite + Send> Session<S> {
                     return Ok(Reply::Status(Status::ErrorAlreadyEnqueued));
                 }
                 let lease_s = lease_s.unwrap_or(default_lease);
-                match table.admit(&id, limit, lease_s, self.conn, true) {
+                match self.shared.table.admit(&id, limit, lease_s, self.conn, true) {
                     Err(status) => Reply::Status(status),
                     Ok(Admission::Busy) => unreachable!("admit with queue=true never reports busy"),
                     Ok(Admission::Granted(grant)) => {
@@ -281,31 +394,30 @@ impl<S: AsyncRead + AsyncWrite + Send> Session<S> {
         rx: &mut oneshot::Receiver<Grant>,
         timeout_s: u64,
     ) -> Result<Option<Grant>, End> {
-        let deadline = after(Instant::now(), timeout_s);
+        self.timer.as_mut().reset(after(Instant::now(), timeout_s));
         // Bytes the client pipelines behind a blocking request stay in the buffer; only an
         // empty buffer lets us watch for the peer closing.
-        let mut watch_peer = self.rd.buffer().is_empty();
+        let mut watch_peer = self.inbox.is_empty();
         loop {
-            let rd = &mut self.rd;
-            let draining = &mut self.draining;
+            let Session { stream, inbox, timer, drain, draining, shared, .. } = self;
             let outcome = tokio::select! {
                 granted = &mut *rx => {
                     // A slot freed by the drain itself (a holder told to go) is not handed to
                     // a waiter the drain is also telling to go: give it back, answer the drain.
                     if *draining.borrow() {
                         if let Ok(grant) = &granted {
-                            self.shared.table.release(id, &grant.token);
+                            shared.table.release(id, &grant.token);
                         }
                         return Err(End::Reply(Status::ErrorDraining));
                     }
                     return Ok(granted.ok());
                 }
-                () = sleep_until(deadline) => None,
-                read = rd.fill_buf(), if watch_peer => match read {
-                    Ok(chunk) if !chunk.is_empty() => { watch_peer = false; continue; }
+                () = timer.as_mut() => None,
+                read = stream.read(inbox.spare()), if watch_peer => match read {
+                    Ok(n) if n > 0 => { inbox.end += n; watch_peer = false; continue; }
                     _ => Some(End::Gone),
                 },
-                () = drained(draining) => Some(End::Reply(Status::ErrorDraining)),
+                () = drain.fired() => Some(End::Reply(Status::ErrorDraining)),
             };
             // Leaving the queue: if we are no longer in it, the grant is already ours.
             if self.shared.table.cancel_waiter(id, waiter) {

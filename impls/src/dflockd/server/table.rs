@@ -106,31 +106,44 @@ impl Books {
         let expires_at = after(now, lease_s);
         st.holders.push(Holder { token: token.clone(), conn, expires_at });
         self.holders += 1;
-        *self.owned.entry(conn).or_default().entry(id.clone()).or_default() += 1;
+        // A connection's map stays (empty) while it is open: it is used again at its next grant.
+        let owned = self.owned.entry(conn).or_default();
+        match owned.get_mut(id) {
+            Some(n) => *n += 1,
+            None => {
+                owned.insert(id.clone(), 1);
+            }
+        }
         self.push_deadline(expires_at, id);
         Ok(Grant { token, lease_s })
     }
 
     fn push_deadline(&mut self, at: Instant, id: &KeyId) {
-        // Renewals leave stale entries behind; rebuild before they can pile up.
-        if self.deadlines.len() > 4 * self.holders + 1024 {
-            self.deadlines.clear();
-        }
         self.deadlines.push(Reverse((at, id.clone())));
+    }
+
+    /// Renewals and releases leave stale entries behind: once they outnumber the live ones,
+    /// rebuild the heap from the holders. (Clearing it instead would lose the live leases'
+    /// deadlines, and the sweeper would no longer expire them.)
+    fn compact_deadlines(&mut self, keys: &HashMap<KeyId, KeyState>) {
+        if self.deadlines.len() <= 4 * self.holders + 1024 {
+            return;
+        }
+        self.deadlines = keys
+            .iter()
+            .flat_map(|(id, st)| st.holders.iter().map(move |h| Reverse((h.expires_at, id.clone()))))
+            .collect();
     }
 
     fn remove_holder(&mut self, id: &KeyId, st: &mut KeyState, index: usize) {
         let holder = st.holders.swap_remove(index);
         self.holders -= 1;
-        if let Some(keys) = self.owned.get_mut(&holder.conn) {
-            if let Some(n) = keys.get_mut(id) {
-                *n -= 1;
-                if *n == 0 {
-                    keys.remove(id);
-                }
-            }
-            if keys.is_empty() {
-                self.owned.remove(&holder.conn);
+        if let Some(keys) = self.owned.get_mut(&holder.conn)
+            && let Some(n) = keys.get_mut(id)
+        {
+            *n -= 1;
+            if *n == 0 {
+                keys.remove(id);
             }
         }
     }
@@ -215,6 +228,7 @@ impl Table {
         let now = Instant::now();
         let mut guard = self.lock();
         let Inner { keys, books } = &mut *guard;
+        books.compact_deadlines(keys);
         if !keys.contains_key(id) {
             if keys.len() >= self.limits.max_locks {
                 return Err(Status::ErrorMaxLocks);
@@ -268,6 +282,7 @@ impl Table {
         let now = Instant::now();
         let mut guard = self.lock();
         let Inner { keys, books } = &mut *guard;
+        books.compact_deadlines(keys);
         let Some(st) = keys.get_mut(id) else { return false };
         st.last_activity = now;
         books.evict_expired(id, st, now);
@@ -286,6 +301,7 @@ impl Table {
         let now = Instant::now();
         let mut guard = self.lock();
         let Inner { keys, books } = &mut *guard;
+        books.compact_deadlines(keys);
         let st = keys.get_mut(id)?;
         st.last_activity = now;
         books.evict_expired(id, st, now);
@@ -303,6 +319,7 @@ impl Table {
     pub(crate) fn expire_due(&self, now: Instant) -> Option<Instant> {
         let mut guard = self.lock();
         let Inner { keys, books } = &mut *guard;
+        books.compact_deadlines(keys);
         while let Some(Reverse((at, _))) = books.deadlines.peek() {
             if *at > now {
                 break;
@@ -311,14 +328,6 @@ impl Table {
             if let Some(st) = keys.get_mut(&id) {
                 books.evict_expired(&id, st, now);
                 books.hand_on(&id, st, now);
-            }
-        }
-        if books.deadlines.is_empty() && books.holders > 0 {
-            // The heap was cleared to bound it: rebuild from the holders.
-            for (id, st) in keys.iter() {
-                for h in &st.holders {
-                    books.deadlines.push(Reverse((h.expires_at, id.clone())));
-                }
             }
         }
         let next = books.deadlines.peek().map(|Reverse((at, _))| *at);
@@ -343,15 +352,17 @@ impl Table {
         let now = Instant::now();
         let mut guard = self.lock();
         let Inner { keys, books } = &mut *guard;
+        books.compact_deadlines(keys);
         for (id, waiter) in waiting {
             if let Some(st) = keys.get_mut(id) {
                 st.waiters.retain(|w| w.id != *waiter);
             }
         }
+        let owned = books.owned.remove(&conn);
         if !self.limits.auto_release {
             return;
         }
-        let Some(owned) = books.owned.remove(&conn) else { return };
+        let Some(owned) = owned else { return };
         for id in owned.into_keys() {
             let Some(st) = keys.get_mut(&id) else { continue };
             st.last_activity = now;
@@ -417,5 +428,42 @@ impl Table {
     /// Number of keys in the table (tests and hostile-input checks).
     pub(crate) fn key_count(&self) -> usize {
         self.lock().keys.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> Table {
+        let limits = TableLimits { max_locks: 16, max_waiters: 0, auto_release: false };
+        Table::new(limits, FenceCounter::new(None).expect("no state file"))
+    }
+
+    fn grant(table: &Table, id: &KeyId, lease_s: u64, conn: ConnId) -> Grant {
+        match table.admit(id, 1, lease_s, conn, false) {
+            Ok(Admission::Granted(grant)) => grant,
+            _ => panic!("{id:?} should be free"),
+        }
+    }
+
+    /// Guards against the sweeper forgetting a live lease: the deadline heap used to be
+    /// cleared (keeping only the newest entry) once stale entries piled up, so a lease granted
+    /// before a burst of other grants was never expired by the sweeper, and a waiter queued
+    /// behind it waited until its own timeout.
+    #[test]
+    fn a_lease_still_expires_after_many_grants_on_other_keys() {
+        let table = table();
+        let start = Instant::now();
+        let held = (Namespace::Lock, "held".to_owned());
+        grant(&table, &held, 1, 1);
+        let busy = (Namespace::Lock, "busy".to_owned());
+        for _ in 0..3_000 {
+            let g = grant(&table, &busy, 60, 2);
+            assert!(table.release(&busy, &g.token));
+        }
+        let next = table.expire_due(start + Duration::from_secs(2));
+        assert_eq!(table.lock().books.holders, 0, "the expired lease is still held");
+        assert!(next.is_none_or(|at| at > start + Duration::from_secs(2)));
     }
 }
