@@ -145,15 +145,6 @@ impl Contender for RetriedAcquire {
     }
 }
 
-/// One contending client per locker, on one key. The harness releases once the lockers'
-/// waiting acquires ([`NatsLocker::waiting_changes`]) number the queue's length: each has
-/// found the key held after its subscription reached the server.
-fn queued_by_their_count(lockers: Vec<NatsLocker>) -> LockerContender {
-    let counts = lockers.iter().map(NatsLocker::waiting_changes).collect();
-    let lockers = lockers.into_iter().map(|locker| Arc::new(locker) as Arc<dyn Locker>).collect();
-    LockerContender::per_client(lockers, 1).queued_by(counts)
-}
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let services = tokio::runtime::Runtime::new()?;
     let server: Service = services.block_on(Service::start(&spec()))?;
@@ -182,8 +173,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok::<_, String>((ping, ours, purge_only, go))
     })?;
     let ping = Arc::new(ping);
-    let ours = Arc::new(queued_by_their_count(ours).named("lockcheck NatsLocker"));
-    let purge_only = Arc::new(queued_by_their_count(purge_only).named(PURGE_ONLY));
+    // The harness releases once the lockers count the waiters queued: each found the key held
+    // with its subscription at the server.
+    let ours = LockerContender::per_client_counting(ours, 1, NatsLocker::waiting_changes);
+    let ours = Arc::new(ours.named("lockcheck NatsLocker"));
+    let purge_only = LockerContender::per_client_counting(purge_only, 1, NatsLocker::waiting_changes);
+    let purge_only = Arc::new(purge_only.named(PURGE_ONLY));
     let go_retried = Arc::new(RetriedAcquire::new(
         &format!("Go original (watch after try), Acquire re-called every {} ms", GO_RETRY_EVERY.as_millis()),
         go.clone(),

@@ -17,7 +17,6 @@ use lockcheck_bench::{BENCH_TTL, BenchError, BenchRun, Contender, Kind, LockerCo
 use lockcheck_conformance::mutants::redis::PortedRedisLocker;
 use lockcheck_conformance::services::Service;
 use lockcheck_conformance::services::redis::{RedisOptions, spec, url};
-use lockcheck_impls::Locker;
 use lockcheck_impls::redis::RedisLocker;
 
 const UNCONTENDED_TARGET: f64 = 2.5;
@@ -114,19 +113,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // database-0 subscription hears nothing, as on a default server: it polls.
     let (ping, ours, go) = suite.block_on(async {
         let ping = Ping(RedisLocker::connect(&url(&server, 1)).await?);
-        let mut ours: Vec<Arc<dyn Locker>> = Vec::new();
-        let mut go: Vec<Arc<dyn Locker>> = Vec::new();
+        let mut ours = Vec::new();
+        let mut go = Vec::new();
         for _ in 0..clients {
-            ours.push(Arc::new(RedisLocker::connect(&url(&server, 1)).await?));
+            ours.push(RedisLocker::connect(&url(&server, 1)).await?);
         }
         for _ in 0..=PEER_WAITERS.iter().max().copied().unwrap_or(1) {
-            go.push(Arc::new(PortedRedisLocker::go_original(&url(&server, 2)).await?));
+            go.push(PortedRedisLocker::go_original(&url(&server, 2)).await?);
         }
         Ok::<_, lockcheck_impls::LockError>((ping, ours, go))
     })?;
     let ping = Arc::new(ping);
-    let ours = Arc::new(LockerContender::per_client(ours, 1).named("lockcheck RedisLocker"));
-    let go = Arc::new(LockerContender::per_client(go, 1).named("Go original (5→500 ms backoff)"));
+    // The harness releases once the lockers count the waiters queued: ours once a try made
+    // with its interest registered and its queue entry written was refused, the Go port once
+    // its first try was refused (it then sleeps out its backoff). rslock cannot tell: its
+    // hand-offs go by the calls, racing the arrival of the waiter that just released (which
+    // can only flatter it: an arrival that finds the key free is granted at once).
+    let ours = LockerContender::per_client_counting(ours, 1, RedisLocker::waiting_changes);
+    let ours = Arc::new(ours.named("lockcheck RedisLocker"));
+    let go = LockerContender::per_client_counting(go, 1, PortedRedisLocker::waiting_changes);
+    let go = Arc::new(go.named("Go original (5→500 ms backoff)"));
     let rslock = Arc::new(Rslock::new(&url(&server, 3), PEER_WAITERS.iter().max().copied().unwrap_or(1) + 1));
 
     suite.round_trip(&mut c, &ping);

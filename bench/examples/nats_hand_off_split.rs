@@ -159,8 +159,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
         drop(notices);
         let clients: Vec<Arc<dyn Locker>> = lockers.iter().map(|l| Arc::new(l.clone()) as Arc<dyn Locker>).collect();
-        let counts = lockers.iter().map(NatsLocker::waiting_changes).collect();
-        let queued = LockerContender::per_client(clients.clone(), 1).named("NatsLocker").queued_by(counts);
+        let queued = LockerContender::per_client_counting(lockers.clone(), 1, NatsLocker::waiting_changes);
+        let queued = queued.named("NatsLocker");
         let called = LockerContender::per_client(clients, 1).named("NatsLocker");
         for (rule, contender) in [
             ("released once the waiters are queued (the benchmark's rule)", Arc::new(queued)),

@@ -90,6 +90,18 @@ impl LockerContender {
         }
     }
 
+    /// [`LockerContender::per_client`] on lockers that count their waiting acquires, and
+    /// [`LockerContender::queued_by`] those counts (`waiting` reads one locker's).
+    pub fn per_client_counting<L: Locker + 'static>(
+        lockers: Vec<L>,
+        keys: usize,
+        waiting: impl Fn(&L) -> watch::Receiver<u64>,
+    ) -> Self {
+        let counts = lockers.iter().map(waiting).collect();
+        let lockers = lockers.into_iter().map(|locker| Arc::new(locker) as Arc<dyn Locker>).collect();
+        Self::per_client(lockers, keys).queued_by(counts)
+    }
+
     /// Has [`Contender::until_queued`] go by the backend's own count of queued acquires: one
     /// count per locker (e.g. `NatsLocker::waiting_changes`), summed over the lockers. The
     /// counts cover all of a locker's keys; a hand-off run contends for one.

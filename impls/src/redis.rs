@@ -296,6 +296,8 @@ where
     let mut place = queue.map(|(instance, key)| Place { instance: instance.clone(), key: key.to_owned(), entry: None });
     let (min_backoff, max_backoff) = config.fallback_backoff;
     let mut backoff = min_backoff;
+    // Counted once a try made after registering (and, queueing, entering the queue) is refused.
+    let mut counted = None;
     loop {
         // The tickets are taken before the try: a release between the try and the sleep
         // still wakes us. (A naming is kept as a permit by `notify_one`.)
@@ -327,6 +329,7 @@ where
                 (retry_in, split)
             }
         };
+        counted.get_or_insert_with(|| waiters.count_waiting());
         let now = Instant::now();
         if now >= deadline {
             return Err(LockError::TimedOut { waited: now - started });
@@ -389,6 +392,13 @@ impl RedisLocker {
         // Its waiters queue: woken through the wake channel, they need no keyspace channels.
         let (waiters, subscribers, wakeups) = start_wakeups(std::slice::from_ref(&instance), &config, false).await;
         Ok(RedisLocker { instance, config, waiters, wakeups, _subscribers: subscribers })
+    }
+
+    /// How many of this locker's acquires wait, as it changes: an acquire counts once a try
+    /// made with its interest registered (and its entry in the key's queue) was refused, so a
+    /// release from then on reaches it. Lets a benchmark release only to queued waiters.
+    pub fn waiting_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.waiters.waiting_changes()
     }
 
     /// How waiters are woken.

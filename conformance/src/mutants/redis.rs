@@ -30,7 +30,7 @@ use lockcheck_impls::{
 };
 use lockcheck_model::spec::Property;
 use redis::aio::MultiplexedConnection;
-use tokio::sync::{Notify, OnceCell};
+use tokio::sync::{Notify, OnceCell, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until};
 
@@ -89,6 +89,25 @@ pub struct PortedRedisLocker {
     /// The client-side expiry timers of [`Port::server_side_ttl`] = false; they die with the
     /// locker, as they would with the holder's process.
     timers: Mutex<HashMap<OwnerToken, JoinHandle<()>>>,
+    /// How many acquires wait (their first try refused): see
+    /// [`PortedRedisLocker::waiting_changes`].
+    waiting: watch::Sender<u64>,
+}
+
+/// One waiting acquire of a [`PortedRedisLocker`], counted while it lives.
+struct Waiting<'a>(&'a watch::Sender<u64>);
+
+impl<'a> Waiting<'a> {
+    fn count(waiting: &'a watch::Sender<u64>) -> Self {
+        waiting.send_modify(|waiting| *waiting += 1);
+        Waiting(waiting)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|waiting| *waiting -= 1);
+    }
 }
 
 impl Drop for PortedRedisLocker {
@@ -105,6 +124,13 @@ fn unavailable(error: redis::RedisError) -> LockError {
 }
 
 impl PortedRedisLocker {
+    /// How many of this locker's acquires wait, as it changes: an acquire counts once its
+    /// first try was refused (it then sleeps out its backoff, or until a key event). Lets a
+    /// benchmark release only to waiters that are queued the port's way.
+    pub fn waiting_changes(&self) -> watch::Receiver<u64> {
+        self.waiting.subscribe()
+    }
+
     /// The Go locker, faithfully ([`Port::GO_ORIGINAL`]).
     pub async fn go_original(url: &str) -> Result<Self, LockError> {
         Self::connect(url, Port::GO_ORIGINAL).await
@@ -155,7 +181,15 @@ impl PortedRedisLocker {
                 }
             }
         });
-        Ok(PortedRedisLocker { describe, connection, port, wake, subscriber, timers: Mutex::default() })
+        Ok(PortedRedisLocker {
+            describe,
+            connection,
+            port,
+            wake,
+            subscriber,
+            timers: Mutex::default(),
+            waiting: watch::Sender::new(0),
+        })
     }
 
     fn fence_key(key: &str) -> String {
@@ -228,6 +262,7 @@ impl Locker for PortedRedisLocker {
         let started = Instant::now();
         let deadline = started + wait;
         let mut backoff = self.port.poll_backoff.map(|(first, _)| first);
+        let mut counted = None;
         loop {
             let notified = self.wake.notified();
             tokio::pin!(notified);
@@ -236,6 +271,7 @@ impl Locker for PortedRedisLocker {
                 Ok(lease) => return Ok(lease),
                 Err(left) => left,
             };
+            counted.get_or_insert_with(|| Waiting::count(&self.waiting));
             let now = Instant::now();
             if now >= deadline {
                 return Err(LockError::TimedOut { waited: now - started });

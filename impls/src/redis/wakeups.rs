@@ -101,6 +101,18 @@ pub(crate) struct Waiters {
     push: bool,
     /// How long a waiter waits for its subscription to be confirmed before it polls instead.
     confirm_timeout: Duration,
+    /// How many of this locker's acquires wait: their first try was refused, and they
+    /// listen (and, on one server, queue) for the key. See [`Waiters::waiting_changes`].
+    waiting: watch::Sender<u64>,
+}
+
+/// One waiting acquire, counted while it lives (see [`Waiters::count_waiting`]).
+pub(crate) struct CountedWaiting<'a>(&'a watch::Sender<u64>);
+
+impl Drop for CountedWaiting<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|waiting| *waiting -= 1);
+    }
 }
 
 /// A waiter's interest in one key, withdrawn on drop.
@@ -191,6 +203,17 @@ impl Drop for Subscribers {
 pub(crate) type NoEvents = String;
 
 impl Waiters {
+    /// How many of this locker's acquires wait for their key, as it changes.
+    pub(crate) fn waiting_changes(&self) -> watch::Receiver<u64> {
+        self.waiting.subscribe()
+    }
+
+    /// Counts one waiting acquire until the returned guard drops.
+    pub(crate) fn count_waiting(&self) -> CountedWaiting<'_> {
+        self.waiting.send_modify(|waiting| *waiting += 1);
+        CountedWaiting(&self.waiting)
+    }
+
     /// Waiters that poll: no server publishes the events they would need.
     pub(crate) fn polling() -> Arc<Self> {
         Arc::new(Waiters {
@@ -200,6 +223,7 @@ impl Waiters {
             servers: Vec::new(),
             push: false,
             confirm_timeout: Duration::ZERO,
+            waiting: watch::Sender::new(0),
         })
     }
 
@@ -233,6 +257,7 @@ impl Waiters {
                 .collect(),
             push: true,
             confirm_timeout: response_timeout,
+            waiting: watch::Sender::new(0),
         });
         let tasks = instances
             .iter()
@@ -563,6 +588,7 @@ mod tests {
             servers: vec![server(1), server(2)],
             push: true,
             confirm_timeout: Duration::from_secs(1),
+            waiting: watch::Sender::new(0),
         })
     }
 
