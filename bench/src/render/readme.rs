@@ -139,8 +139,8 @@ pub(crate) fn readme(report: &Report) -> String {
             o,
             "Hand-off latency: the time from the holder calling release to the next waiter running with the lock, \
              with 1 … 64 waiters queued. The holder releases once every waiter has called lock and, where the \
-             backend's client can tell (NATS: the waiter found the key held with its subscription at the server), \
-             is queued there. Dots are medians, whiskers reach the 99th percentile; dashed lines are floors (the \
+             locker counts its waiting acquires (our NATS and Redis lockers, the Go original's Redis port), is \
+             counted: a look made after its subscription or queue entry reached the server found the key held. Dots are medians, whiskers reach the 99th percentile; dashed lines are floors (the \
              fastest possible equivalent, measured in the same run). A good lock is close to its floor and flat.\n"
         );
     }
