@@ -2,6 +2,8 @@
 //! server in the same run — the Go original's strategy ported faithfully (key events on
 //! database 0 only, so on any other database it polls with an exponential backoff of
 //! 5 ms → 500 ms), and the `rslock` crate (Redlock with a random retry delay below 200 ms).
+//! A hand-off goes to queued waiters: every contender here counts a waiter once its first
+//! look found the key held (see `Contender::until_queued`).
 //!
 //! Issue 5's targets: uncontended acquire + release ≤ 2.5× PING; hand-off p50 ≤ 4× PING and
 //! flat in the number of waiters; ≥ 10× faster hand-off than both peers at 8 waiters.
@@ -18,6 +20,7 @@ use lockcheck_conformance::mutants::redis::PortedRedisLocker;
 use lockcheck_conformance::services::Service;
 use lockcheck_conformance::services::redis::{RedisOptions, spec, url};
 use lockcheck_impls::redis::RedisLocker;
+use tokio::sync::watch;
 
 const UNCONTENDED_TARGET: f64 = 2.5;
 const HAND_OFF_TARGET: f64 = 4.0;
@@ -42,25 +45,57 @@ impl RoundTrip for Ping {
     }
 }
 
-/// `rslock` as a contender: one `LockManager` (connection) per client; `lock` is its own
-/// blocking `acquire_no_guard` loop, `try_lock` a single attempt.
+/// `rslock` as a contender: one `LockManager` (connection) per client. `try_lock` is one
+/// attempt; `lock` is `acquire_no_guard`'s loop, driven from here one attempt at a time so
+/// that the bench can count a waiter once its first attempt was refused (see
+/// [`Contender::until_queued`]).
 struct Rslock {
-    blocking: Vec<rslock::LockManager>,
-    single_try: Vec<rslock::LockManager>,
+    managers: Vec<rslock::LockManager>,
     key: String,
+    waiting: watch::Sender<u64>,
 }
+
+/// rslock 0.10's `lock`: this many attempts, each refused one but the last followed by a
+/// random sleep below [`RSLOCK_RETRY_DELAY`]; `acquire_no_guard` calls `lock` until it succeeds
+/// (its defaults, `DEFAULT_RETRY_COUNT` and `DEFAULT_RETRY_DELAY` in its `lock.rs`).
+const RSLOCK_RETRY_COUNT: u32 = 3;
+const RSLOCK_RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl Rslock {
     fn new(url: &str, clients: usize) -> Self {
-        let single_try = (0..clients)
+        let managers = (0..clients)
             .map(|_| {
                 let mut manager = rslock::LockManager::new(vec![url.to_owned()]);
+                // One attempt per `lock` call, no sleep: the retries are `Contender::lock`'s.
                 manager.set_retry(1, std::time::Duration::from_millis(1));
                 manager
             })
             .collect();
-        let blocking = (0..clients).map(|_| rslock::LockManager::new(vec![url.to_owned()])).collect();
-        Rslock { blocking, single_try, key: format!("lockcheck-bench/rslock/{}", std::process::id()) }
+        Rslock {
+            managers,
+            key: format!("lockcheck-bench/rslock/{}", std::process::id()),
+            waiting: watch::Sender::new(0),
+        }
+    }
+
+    fn manager(&self, client: usize) -> &rslock::LockManager {
+        &self.managers[client % self.managers.len()]
+    }
+}
+
+/// One waiting `Rslock::lock`, counted while it lives.
+struct Waiting<'a>(&'a watch::Sender<u64>);
+
+impl<'a> Waiting<'a> {
+    fn count(waiting: &'a watch::Sender<u64>) -> Self {
+        waiting.send_modify(|waiting| *waiting += 1);
+        Waiting(waiting)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|waiting| *waiting -= 1);
     }
 }
 
@@ -80,8 +115,7 @@ impl Contender for Rslock {
     }
 
     async fn try_lock(&self, client: usize, _key: usize) -> Result<Option<Self::Held>, BenchError> {
-        let manager = &self.single_try[client % self.single_try.len()];
-        match manager.lock(self.key.as_str(), BENCH_TTL).await {
+        match self.manager(client).lock(self.key.as_str(), BENCH_TTL).await {
             Ok(lock) => Ok(Some((client, lock))),
             Err(rslock::LockError::Unavailable) => Ok(None),
             Err(error) => Err(rslock_error(error)),
@@ -89,13 +123,33 @@ impl Contender for Rslock {
     }
 
     async fn lock(&self, client: usize, _key: usize) -> Result<Self::Held, BenchError> {
-        let manager = &self.blocking[client % self.blocking.len()];
-        manager.acquire_no_guard(self.key.as_str(), BENCH_TTL).await.map(|lock| (client, lock)).map_err(rslock_error)
+        let mut counted = None;
+        loop {
+            for attempt in 1..=RSLOCK_RETRY_COUNT {
+                match self.manager(client).lock(self.key.as_str(), BENCH_TTL).await {
+                    Ok(lock) => return Ok((client, lock)),
+                    // `acquire_no_guard` gives up on this error only.
+                    Err(error @ rslock::LockError::TtlTooLarge) => return Err(rslock_error(error)),
+                    Err(_) => {}
+                }
+                counted.get_or_insert_with(|| Waiting::count(&self.waiting));
+                if attempt < RSLOCK_RETRY_COUNT {
+                    let delay = rand::random_range(0..RSLOCK_RETRY_DELAY.as_millis() as u64);
+                    tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+                }
+            }
+        }
     }
 
     async fn unlock(&self, (client, lock): Self::Held) -> Result<(), BenchError> {
-        self.blocking[client % self.blocking.len()].unlock(&lock).await;
+        self.manager(client).unlock(&lock).await;
         Ok(())
+    }
+
+    async fn until_queued(&self, _key: usize, waiters: usize) {
+        let mut waiting = self.waiting.subscribe();
+        // The sender lives in `self`, so the wait ends only by reaching the count.
+        let _ = waiting.wait_for(|waiting| *waiting >= waiters as u64).await;
     }
 }
 
@@ -125,10 +179,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     })?;
     let ping = Arc::new(ping);
     // The harness releases once the lockers count the waiters queued: ours once a try made
-    // with its interest registered and its queue entry written was refused, the Go port once
-    // its first try was refused (it then sleeps out its backoff). rslock cannot tell: its
-    // hand-offs go by the calls, racing the arrival of the waiter that just released (which
-    // can only flatter it: an arrival that finds the key free is granted at once).
+    // with its interest registered and its queue entry written was refused, the Go port and
+    // rslock once their first try was refused (they then sleep out their backoff or retry
+    // delay).
     let ours = LockerContender::per_client_counting(ours, 1, RedisLocker::waiting_changes);
     let ours = Arc::new(ours.named("lockcheck RedisLocker"));
     let go = LockerContender::per_client_counting(go, 1, PortedRedisLocker::waiting_changes);
