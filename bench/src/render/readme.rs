@@ -139,7 +139,7 @@ pub(crate) fn readme(report: &Report) -> String {
             o,
             "Hand-off latency: the time from the holder calling release to the next waiter running with the lock, \
              with 1 … 64 waiters queued. The holder releases once every waiter has called lock and, where the \
-             locker counts its waiting acquires (our NATS and Redis lockers, the Go original's Redis port), is \
+             contender counts its waiting acquires (our NATS and Redis lockers, the Go original's Redis port, rslock), is \
              counted: a look made after its subscription or queue entry reached the server found the key held. Dots are medians, whiskers reach the 99th percentile; dashed lines are floors (the \
              fastest possible equivalent, measured in the same run). A good lock is close to its floor and flat.\n"
         );
