@@ -19,8 +19,8 @@ use lockcheck_bench::{BENCH_TTL, BenchError, BenchRun, Contender, Kind, LockerCo
 use lockcheck_conformance::mutants::redis::PortedRedisLocker;
 use lockcheck_conformance::services::Service;
 use lockcheck_conformance::services::redis::{RedisOptions, spec, url};
+use lockcheck_impls::WaitingCount;
 use lockcheck_impls::redis::RedisLocker;
-use tokio::sync::watch;
 
 const UNCONTENDED_TARGET: f64 = 2.5;
 const HAND_OFF_TARGET: f64 = 4.0;
@@ -52,7 +52,7 @@ impl RoundTrip for Ping {
 struct Rslock {
     managers: Vec<rslock::LockManager>,
     key: String,
-    waiting: watch::Sender<u64>,
+    waiting: WaitingCount,
 }
 
 /// rslock 0.10's `lock`: this many attempts, each refused one but the last followed by a
@@ -71,31 +71,11 @@ impl Rslock {
                 manager
             })
             .collect();
-        Rslock {
-            managers,
-            key: format!("lockcheck-bench/rslock/{}", std::process::id()),
-            waiting: watch::Sender::new(0),
-        }
+        Rslock { managers, key: format!("lockcheck-bench/rslock/{}", std::process::id()), waiting: WaitingCount::new() }
     }
 
     fn manager(&self, client: usize) -> &rslock::LockManager {
         &self.managers[client % self.managers.len()]
-    }
-}
-
-/// One waiting `Rslock::lock`, counted while it lives.
-struct Waiting<'a>(&'a watch::Sender<u64>);
-
-impl<'a> Waiting<'a> {
-    fn count(waiting: &'a watch::Sender<u64>) -> Self {
-        waiting.send_modify(|waiting| *waiting += 1);
-        Waiting(waiting)
-    }
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.send_modify(|waiting| *waiting -= 1);
     }
 }
 
@@ -132,7 +112,7 @@ impl Contender for Rslock {
                     Err(error @ rslock::LockError::TtlTooLarge) => return Err(rslock_error(error)),
                     Err(_) => {}
                 }
-                counted.get_or_insert_with(|| Waiting::count(&self.waiting));
+                counted.get_or_insert_with(|| self.waiting.count());
                 if attempt < RSLOCK_RETRY_COUNT {
                     let delay = rand::random_range(0..RSLOCK_RETRY_DELAY.as_millis() as u64);
                     tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
@@ -147,7 +127,7 @@ impl Contender for Rslock {
     }
 
     async fn until_queued(&self, _key: usize, waiters: usize) {
-        let mut waiting = self.waiting.subscribe();
+        let mut waiting = self.waiting.changes();
         // The sender lives in `self`, so the wait ends only by reaching the count.
         let _ = waiting.wait_for(|waiting| *waiting >= waiters as u64).await;
     }

@@ -29,6 +29,7 @@ mod locker;
 mod memory;
 mod request;
 mod sync;
+mod waiting;
 
 pub use error::{InvalidInput, LockError};
 pub use guard::{AutoRenew, LockGuard, LostReason};
@@ -38,6 +39,7 @@ pub use memory::MemoryLocker;
 pub use request::{
     LeaseRequest, MAX_KEY_BYTES, MAX_PERMITS, MAX_TTL, MAX_WAIT, MIN_TTL, validate_key, validate_ttl, validate_wait,
 };
+pub use waiting::{Counted, WaitingCount};
 
 #[cfg(feature = "redis")]
 pub mod redis;

@@ -82,6 +82,7 @@ use crate::error::{InvalidInput, LockError};
 use crate::lease::{FencingToken, Lease, OwnerToken};
 use crate::locker::{Capabilities, Locker};
 use crate::request::{LeaseRequest, validate_ttl, validate_wait};
+use crate::waiting::WaitingCount;
 
 mod wakeups;
 
@@ -244,9 +245,9 @@ struct Inner {
 /// The live counters behind [`NatsStats`].
 #[derive(Default)]
 struct Counters {
-    /// A watch channel, not an atomic: [`NatsLocker::waiting_changes`] lets a caller await a
+    /// Watchable, not an atomic: [`NatsLocker::waiting_changes`] lets a caller await a
     /// waiter being queued.
-    waiting: watch::Sender<u64>,
+    waiting: WaitingCount,
     creates_refused: AtomicU64,
     grants_after_recheck: AtomicU64,
     offers_taken: AtomicU64,
@@ -275,22 +276,6 @@ pub struct NatsStats {
     /// cost its release that long. A waiter that leaves declines its offers, so a healthy
     /// run has none.
     pub offers_unanswered: u64,
-}
-
-/// Counts one waiting acquire while it lives.
-struct CountedWaiting<'a>(&'a watch::Sender<u64>);
-
-impl<'a> CountedWaiting<'a> {
-    fn new(counter: &'a watch::Sender<u64>) -> Self {
-        counter.send_modify(|waiting| *waiting += 1);
-        CountedWaiting(counter)
-    }
-}
-
-impl Drop for CountedWaiting<'_> {
-    fn drop(&mut self) {
-        self.0.send_modify(|waiting| *waiting -= 1);
-    }
 }
 
 /// What [`Inner::revisions`] remembers of a lease.
@@ -450,14 +435,14 @@ impl NatsLocker {
     /// announced to it. Lets a test or a benchmark release only once a waiter is really queued
     /// (having called `acquire` is not enough: its subscription may still be on the wire).
     pub fn waiting_changes(&self) -> watch::Receiver<u64> {
-        self.inner.stats.waiting.subscribe()
+        self.inner.stats.waiting.changes()
     }
 
     /// What this locker has seen of contention so far.
     pub fn stats(&self) -> NatsStats {
         let stats = &self.inner.stats;
         NatsStats {
-            waiting: *stats.waiting.borrow(),
+            waiting: stats.waiting.now(),
             creates_refused: stats.creates_refused.load(Ordering::Relaxed),
             grants_after_recheck: stats.grants_after_recheck.load(Ordering::Relaxed),
             offers_taken: stats.offers_taken.load(Ordering::Relaxed),
@@ -1169,7 +1154,7 @@ impl Locker for NatsLocker {
                 }
                 Attempt::Held => {}
             }
-            counted.get_or_insert_with(|| CountedWaiting::new(&inner.stats.waiting));
+            counted.get_or_insert_with(|| inner.stats.waiting.count());
             inner.note_found_held(&encoded);
             (expect, after_silence) = tokio::select! {
                 biased;

@@ -329,7 +329,7 @@ where
                 (retry_in, split)
             }
         };
-        counted.get_or_insert_with(|| waiters.count_waiting());
+        counted.get_or_insert_with(|| waiters.waiting().count());
         let now = Instant::now();
         if now >= deadline {
             return Err(LockError::TimedOut { waited: now - started });
@@ -398,7 +398,7 @@ impl RedisLocker {
     /// made with its interest registered (and its entry in the key's queue) was refused, so a
     /// release from then on reaches it. Lets a benchmark release only to queued waiters.
     pub fn waiting_changes(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.waiters.waiting_changes()
+        self.waiters.waiting().changes()
     }
 
     /// How waiters are woken.

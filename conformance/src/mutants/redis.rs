@@ -26,7 +26,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::StreamExt;
 use lockcheck_impls::{
-    Capabilities, FencingToken, Lease, LeaseRequest, LockError, Locker, OwnerToken, validate_ttl, validate_wait,
+    Capabilities, FencingToken, Lease, LeaseRequest, LockError, Locker, OwnerToken, WaitingCount, validate_ttl,
+    validate_wait,
 };
 use lockcheck_model::spec::Property;
 use redis::aio::MultiplexedConnection;
@@ -91,23 +92,7 @@ pub struct PortedRedisLocker {
     timers: Mutex<HashMap<OwnerToken, JoinHandle<()>>>,
     /// How many acquires wait (their first try refused): see
     /// [`PortedRedisLocker::waiting_changes`].
-    waiting: watch::Sender<u64>,
-}
-
-/// One waiting acquire of a [`PortedRedisLocker`], counted while it lives.
-struct Waiting<'a>(&'a watch::Sender<u64>);
-
-impl<'a> Waiting<'a> {
-    fn count(waiting: &'a watch::Sender<u64>) -> Self {
-        waiting.send_modify(|waiting| *waiting += 1);
-        Waiting(waiting)
-    }
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.send_modify(|waiting| *waiting -= 1);
-    }
+    waiting: WaitingCount,
 }
 
 impl Drop for PortedRedisLocker {
@@ -128,7 +113,7 @@ impl PortedRedisLocker {
     /// first try was refused (it then sleeps out its backoff, or until a key event). Lets a
     /// benchmark release only to waiters that are queued the port's way.
     pub fn waiting_changes(&self) -> watch::Receiver<u64> {
-        self.waiting.subscribe()
+        self.waiting.changes()
     }
 
     /// The Go locker, faithfully ([`Port::GO_ORIGINAL`]).
@@ -188,7 +173,7 @@ impl PortedRedisLocker {
             wake,
             subscriber,
             timers: Mutex::default(),
-            waiting: watch::Sender::new(0),
+            waiting: WaitingCount::new(),
         })
     }
 
@@ -271,7 +256,7 @@ impl Locker for PortedRedisLocker {
                 Ok(lease) => return Ok(lease),
                 Err(left) => left,
             };
-            counted.get_or_insert_with(|| Waiting::count(&self.waiting));
+            counted.get_or_insert_with(|| self.waiting.count());
             let now = Instant::now();
             if now >= deadline {
                 return Err(LockError::TimedOut { waited: now - started });

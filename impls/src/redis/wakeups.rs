@@ -43,6 +43,8 @@ use futures::StreamExt;
 use super::instance::Instance;
 use redis::aio::PubSubSink;
 use tokio::sync::{Notify, watch};
+
+use crate::waiting::WaitingCount;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -103,16 +105,7 @@ pub(crate) struct Waiters {
     confirm_timeout: Duration,
     /// How many of this locker's acquires wait: their first try was refused, and they
     /// listen (and, on one server, queue) for the key. See [`Waiters::waiting_changes`].
-    waiting: watch::Sender<u64>,
-}
-
-/// One waiting acquire, counted while it lives (see [`Waiters::count_waiting`]).
-pub(crate) struct CountedWaiting<'a>(&'a watch::Sender<u64>);
-
-impl Drop for CountedWaiting<'_> {
-    fn drop(&mut self) {
-        self.0.send_modify(|waiting| *waiting -= 1);
-    }
+    waiting: WaitingCount,
 }
 
 /// A waiter's interest in one key, withdrawn on drop.
@@ -203,15 +196,9 @@ impl Drop for Subscribers {
 pub(crate) type NoEvents = String;
 
 impl Waiters {
-    /// How many of this locker's acquires wait for their key, as it changes.
-    pub(crate) fn waiting_changes(&self) -> watch::Receiver<u64> {
-        self.waiting.subscribe()
-    }
-
-    /// Counts one waiting acquire until the returned guard drops.
-    pub(crate) fn count_waiting(&self) -> CountedWaiting<'_> {
-        self.waiting.send_modify(|waiting| *waiting += 1);
-        CountedWaiting(&self.waiting)
+    /// How many of this locker's acquires wait for their key.
+    pub(crate) fn waiting(&self) -> &WaitingCount {
+        &self.waiting
     }
 
     /// Waiters that poll: no server publishes the events they would need.
@@ -223,7 +210,7 @@ impl Waiters {
             servers: Vec::new(),
             push: false,
             confirm_timeout: Duration::ZERO,
-            waiting: watch::Sender::new(0),
+            waiting: WaitingCount::new(),
         })
     }
 
@@ -257,7 +244,7 @@ impl Waiters {
                 .collect(),
             push: true,
             confirm_timeout: response_timeout,
-            waiting: watch::Sender::new(0),
+            waiting: WaitingCount::new(),
         });
         let tasks = instances
             .iter()
@@ -588,7 +575,7 @@ mod tests {
             servers: vec![server(1), server(2)],
             push: true,
             confirm_timeout: Duration::from_secs(1),
-            waiting: watch::Sender::new(0),
+            waiting: WaitingCount::new(),
         })
     }
 
