@@ -43,10 +43,10 @@ use futures::StreamExt;
 use super::instance::Instance;
 use redis::aio::PubSubSink;
 use tokio::sync::{Notify, watch};
-
-use crate::waiting::WaitingCount;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+
+use crate::waiting::WaitingCount;
 
 /// The keyspace events that free a lock: a release (`DEL` in the release script) and an
 /// expiry. Anything else on the key's channel (`expire` from a refresh) frees nothing.
@@ -104,7 +104,7 @@ pub(crate) struct Waiters {
     /// How long a waiter waits for its subscription to be confirmed before it polls instead.
     confirm_timeout: Duration,
     /// How many of this locker's acquires wait: their first try was refused, and they
-    /// listen (and, on one server, queue) for the key. See [`Waiters::waiting_changes`].
+    /// listen (and, on one server, queue) for the key (`RedisLocker::waiting_changes`).
     waiting: WaitingCount,
 }
 
