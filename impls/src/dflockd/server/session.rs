@@ -139,7 +139,7 @@ struct Session<S> {
     shared: Arc<Shared>,
     conn: ConnId,
     authenticated: bool,
-    draining: watch::Receiver<bool>,
+    /// Fires once the server drains (whether it is draining now: `shared.draining`).
     drain: DrainSignal,
     /// The read timeout of the line being waited for, or a queued request's wait bound.
     timer: Pin<Box<Sleep>>,
@@ -156,7 +156,6 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Send + Unpin + 'static>(
         stream,
         inbox: Inbox { buf: Box::new([0; INBOX_BYTES]), start: 0, end: 0 },
         authenticated: shared.auth_token.is_none(),
-        draining: shared.draining.clone(),
         drain: DrainSignal::new(shared.draining.clone()),
         timer: Box::pin(tokio::time::sleep_until(Instant::now() + shared.read_timeout)),
         shared,
@@ -191,7 +190,7 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Session<S> {
                 Ok(parsed) => parsed,
                 Err(end) => return end,
             };
-            if *self.draining.borrow() {
+            if *self.shared.draining.borrow() {
                 return End::Reply(Status::ErrorDraining);
             }
             let request = match parsed {
@@ -399,12 +398,12 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Session<S> {
         // empty buffer lets us watch for the peer closing.
         let mut watch_peer = self.inbox.is_empty();
         loop {
-            let Session { stream, inbox, timer, drain, draining, shared, .. } = self;
+            let Session { stream, inbox, timer, drain, shared, .. } = self;
             let outcome = tokio::select! {
                 granted = &mut *rx => {
                     // A slot freed by the drain itself (a holder told to go) is not handed to
                     // a waiter the drain is also telling to go: give it back, answer the drain.
-                    if *draining.borrow() {
+                    if *shared.draining.borrow() {
                         if let Ok(grant) = &granted {
                             shared.table.release(id, &grant.token);
                         }
