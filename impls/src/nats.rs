@@ -1073,6 +1073,7 @@ impl Locker for NatsLocker {
             survives_server_restart: durable,
             semaphores: false,
             push_wakeups: true,
+            session_bound: false,
         }
     }
 

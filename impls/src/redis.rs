@@ -458,6 +458,7 @@ const fn redis_capabilities(fencing: bool, push_wakeups: bool) -> Capabilities {
         survives_server_restart: false,
         semaphores: false,
         push_wakeups,
+        session_bound: false,
     }
 }
 
