@@ -1,6 +1,6 @@
 //! The lockcheck conformance harness: tells anyone whether a lock backend is correct.
 //!
-//! - [`history`]: a recorder that wraps any [`Locker`](lockcheck_impls::Locker) and records
+//! - [`history`]: a recorder that wraps any [`Locker`] and records
 //!   every operation with its invoke/return instants and outcome (ok, failed, indeterminate).
 //! - [`checkers`]: linearizability against the spec (memoizing Wing–Gong–Lowe, per key, with a
 //!   budget), real-time exclusion, fencing, bounded waits, FIFO. Each says Valid, Invalid with
@@ -73,7 +73,11 @@ pub use backend::{Backend, SharedLocker, Timing};
 pub use checkers::{Counterexample, Verdict};
 pub use history::{History, Recorder, RecordingLocker};
 pub use lockcheck_model::spec::Property;
-pub use suite::{CHECKS, CheckInfo, CheckResult, Claim, Status, SuiteConfig, SuiteReport, run_check, run_suite};
+pub use suite::{
+    CHECKS, CheckInfo, CheckResult, Claim, Status, SuiteConfig, SuiteReport, run_check, run_suite, run_suite_observed,
+};
+// The lock API a backend implements, so that a backend author imports from one crate.
+pub use lockcheck_impls::{Capabilities, FencingToken, Lease, LeaseRequest, LockError, Locker, OwnerToken};
 
 /// Expands to a module `$name` with one `#[test]` per check of the suite, run against
 /// `$backend` (an expression evaluated afresh in every test). An optional third argument is
