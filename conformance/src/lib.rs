@@ -33,7 +33,8 @@
 //!
 //! or generate one `#[test]` per check in your own crate's `tests/`, the way ripgrep's
 //! `rgtest!` does — each test panics with the counterexample when its check fails, and a
-//! check your backend does not claim prints "not claimed":
+//! check your backend does not claim prints "not claimed". Each test builds the backend
+//! inside its own tokio runtime, so a constructor may spawn tasks:
 //!
 //! ```
 //! use lockcheck_conformance::{conformance_suite, SharedLocker, SuiteConfig};
@@ -80,8 +81,13 @@ pub use suite::{
 pub use lockcheck_impls::{Capabilities, FencingToken, Lease, LeaseRequest, LockError, Locker, OwnerToken};
 
 /// Expands to a module `$name` with one `#[test]` per check of the suite, run against
-/// `$backend` (an expression evaluated afresh in every test). An optional third argument is
-/// the [`SuiteConfig`].
+/// `$backend`. An optional third argument is the [`SuiteConfig`].
+///
+/// `$backend` is an expression evaluated afresh in every test, inside that test's tokio
+/// runtime (multi-threaded, time and I/O enabled): a constructor may `tokio::spawn`, bind a
+/// tokio socket, or run async set-up with `tokio::runtime::Handle::current().block_on(…)`.
+/// It must not `.await` (it is not in an async block). The backend is dropped inside the
+/// runtime too, before it shuts down.
 ///
 /// A test fails on a violated property *and* on an unknown verdict (a backend error, a
 /// checker out of budget); a check whose capability the backend does not claim passes and
@@ -109,8 +115,8 @@ macro_rules! conformance_suite {
             $(
                 #[test]
                 fn $check() {
-                    let backend = $backend;
-                    $crate::suite::run_check_in_test(&backend, stringify!($check), $config);
+                    // A closure, so the backend is built inside the test's runtime.
+                    $crate::suite::run_check_in_test(|| $backend, stringify!($check), $config);
                 }
             )*
         }
