@@ -11,11 +11,18 @@
 //!   "not claimed".
 //! - [`mutants`]: deliberately broken lockers the suite must catch.
 //! - [`backends`]: backend URLs (`memory`, `redis://…`, …) to [`Backend`]s.
+//! - [`guide`]: writing a backend of your own, and every rule the checks rely on.
 //!
 //! # Plugging in a backend
 //!
-//! Implement [`Backend`] (or wrap a single-process locker in [`SharedLocker`]), then either
-//! run the whole suite and read the report:
+//! The [`guide`] walks a backend author from nothing to a passing suite and lists what the
+//! checks assume of a backend, each rule with its reason. The lock API a backend implements
+//! ([`Locker`], [`Lease`], [`LeaseRequest`], [`LockError`], [`Capabilities`]) is re-exported
+//! here, so one import path serves.
+//!
+//! In short: implement [`Backend`] (or wrap a single-process locker in [`SharedLocker`]),
+//! then either run the whole suite and read the report ([`run_suite_observed`] reports each
+//! check as it goes):
 //!
 //! ```
 //! use lockcheck_conformance::{run_suite, SharedLocker, SuiteConfig, Status};
@@ -53,6 +60,7 @@
 //! | variable | meaning |
 //! |---|---|
 //! | `LOCKCHECK_SEED` | the seed of every randomized check (default: random, printed). |
+//! | `LOCKCHECK_HISTORY_DIR` | a directory where a random workload that fails keeps its history (`random_workload-<seed>.json`), for `lockcheck check --recheck`. |
 //!
 //! The service layer (`services`, behind the `services` feature) documents its own.
 #![deny(missing_docs)]
@@ -60,6 +68,7 @@
 mod backend;
 pub mod backends;
 pub mod checkers;
+pub mod guide;
 pub mod history;
 pub mod mutants;
 pub mod suite;
@@ -87,7 +96,7 @@ pub use lockcheck_impls::{Capabilities, FencingToken, Lease, LeaseRequest, LockE
 /// runtime (multi-threaded, time and I/O enabled): a constructor may `tokio::spawn`, bind a
 /// tokio socket, or run async set-up with `tokio::runtime::Handle::current().block_on(…)`.
 /// It must not `.await` (it is not in an async block). The backend is dropped inside the
-/// runtime too, before it shuts down.
+/// runtime too, before it shuts down. See the [guide](crate::guide) for a worked example.
 ///
 /// A test fails on a violated property *and* on an unknown verdict (a backend error, a
 /// checker out of budget); a check whose capability the backend does not claim passes and
