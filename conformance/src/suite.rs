@@ -13,9 +13,13 @@
 //!
 //! Keys are prefixed with a random run id, so runs against a shared server never collide.
 
+mod in_test;
 mod scenarios;
 mod sequential;
 mod workload;
+
+#[doc(hidden)]
+pub use in_test::run_check_in_test;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -622,40 +626,6 @@ pub async fn run_suite_observed(
 /// The checks `config` selects, in suite order.
 pub fn selected(config: &SuiteConfig) -> impl Iterator<Item = &'static CheckInfo> + '_ {
     CHECKS.iter().filter(|check| config.only.is_empty() || config.only.iter().any(|name| name == check.name))
-}
-
-/// What the [`conformance_suite!`](crate::conformance_suite) tests call: runs one check on a
-/// fresh multi-threaded runtime and panics with the report unless it passed or is not
-/// claimed.
-#[doc(hidden)]
-pub fn run_check_in_test(backend: &dyn Backend, name: &str, config: SuiteConfig) {
-    let check = check_info(name).unwrap_or_else(|| panic!("no conformance check named {name}"));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime for the conformance test");
-    eprintln!(
-        "lockcheck: {name} on {} with seed {} (LOCKCHECK_SEED={} to replay)",
-        backend.name(),
-        config.seed,
-        config.seed
-    );
-    let result = runtime.block_on(run_check(backend, check, &config));
-    match result.status() {
-        Status::Passed => {}
-        Status::NotClaimed => eprintln!("lockcheck: {name} not claimed by {}: skipped, not passed", backend.name()),
-        status => {
-            let mut message = format!("{name} on {}: {status} (seed {})\n", backend.name(), config.seed);
-            for note in &result.notes {
-                message.push_str(&format!("note: {note}\n"));
-            }
-            for counterexample in &result.counterexamples {
-                message.push_str(&format!("{counterexample}\n"));
-            }
-            panic!("{message}");
-        }
-    }
 }
 
 #[cfg(test)]
