@@ -228,12 +228,8 @@ fn recheck_history(
     timing: Timing,
     capabilities: lockcheck_impls::Capabilities,
 ) -> bool {
-    let verdicts = lockcheck_conformance::checkers::check_all(
-        history,
-        &timing,
-        &capabilities,
-        std::time::Duration::from_secs(60),
-    );
+    let verdicts =
+        lockcheck_conformance::checkers::check_all(history, &timing, &capabilities, std::time::Duration::from_secs(60));
     let mut failed = false;
     println!("{} operations, {}", history.operations.len(), timing_note(&timing));
     for (property, verdict) in verdicts {

@@ -50,33 +50,36 @@ pub trait Backend: Send + Sync {
     fn timing(&self) -> Timing {
         Timing::in_process()
     }
-}
 
-#[async_trait]
-impl<B: Backend + ?Sized> Backend for Arc<B> {
-    fn name(&self) -> String {
-        (**self).name()
-    }
-    async fn connect(&self) -> Result<Arc<dyn Locker>, LockError> {
-        (**self).connect().await
-    }
-    fn timing(&self) -> Timing {
-        (**self).timing()
+    /// Cuts every open client session as a network fault would: the clients' connections
+    /// break and nobody tells the holders. `false` where this backend cannot (the default);
+    /// checks that need it then report their claim as "not checked".
+    async fn cut_sessions(&self) -> bool {
+        false
     }
 }
 
-#[async_trait]
-impl<B: Backend + ?Sized> Backend for Box<B> {
-    fn name(&self) -> String {
-        (**self).name()
-    }
-    async fn connect(&self) -> Result<Arc<dyn Locker>, LockError> {
-        (**self).connect().await
-    }
-    fn timing(&self) -> Timing {
-        (**self).timing()
-    }
+macro_rules! forward_backend {
+    ($($ptr:ty),*) => {$(
+        #[async_trait]
+        impl<B: Backend + ?Sized> Backend for $ptr {
+            fn name(&self) -> String {
+                (**self).name()
+            }
+            async fn connect(&self) -> Result<Arc<dyn Locker>, LockError> {
+                (**self).connect().await
+            }
+            fn timing(&self) -> Timing {
+                (**self).timing()
+            }
+            async fn cut_sessions(&self) -> bool {
+                (**self).cut_sessions().await
+            }
+        }
+    )*};
 }
+
+forward_backend!(Arc<B>, Box<B>);
 
 /// A backend whose clients all share one locker: the memory locker, or any single-process
 /// locker (the built-in mutants).

@@ -134,6 +134,9 @@ impl Backend for Retimed {
     fn timing(&self) -> crate::Timing {
         self.timing
     }
+    async fn cut_sessions(&self) -> bool {
+        self.inner.cut_sessions().await
+    }
 }
 
 fn from_url_without_cleanup(original: &str, url: &str) -> Result<Box<dyn Backend>, BadBackendUrl> {
@@ -186,7 +189,14 @@ mod tests {
         let backend = from_url("memory?cleanup=2.5s").expect("memory with a clean-up bound");
         assert_eq!(backend.timing().cancel_cleanup, Some(std::time::Duration::from_millis(2500)));
         assert_eq!(backend.timing().base_ttl, SharedLocker::memory().timing().base_ttl);
-        for bad in ["memory?cleanup=soon", "memory?cleanup=-1s", "memory?cleanup=2h", "memory?cleanup=NaNs", "memory://x", "memory?x=1"] {
+        for bad in [
+            "memory?cleanup=soon",
+            "memory?cleanup=-1s",
+            "memory?cleanup=2h",
+            "memory?cleanup=NaNs",
+            "memory://x",
+            "memory?x=1",
+        ] {
             assert!(matches!(from_url(bad), Err(BadBackendUrl::Malformed { .. })), "{bad}");
         }
         assert_eq!(take_cleanup("dflockd://h:1?auth=x&cleanup=13s").expect("parses").0, "dflockd://h:1?auth=x");

@@ -267,7 +267,9 @@ impl fmt::Display for Operation {
             Outcome::Granted { fence, ttl: Some(ttl), .. } => format!("granted, fence {fence}, lease {}", ms(*ttl)),
             Outcome::NotGranted => "not granted".to_owned(),
             Outcome::TimedOut => "timed out".to_owned(),
-            Outcome::TimedOutLocally => "timed out locally (the backend may still grant it; the clean-up gives it back)".to_owned(),
+            Outcome::TimedOutLocally => {
+                "timed out locally (the backend may still grant it; the clean-up gives it back)".to_owned()
+            }
             Outcome::Done => "(harness event)".to_owned(),
             Outcome::Released { held } => format!("released: {}", if *held { "was held" } else { "was not held" }),
             Outcome::Refreshed { held: false, .. } => "refreshed: was not held".to_owned(),

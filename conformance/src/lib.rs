@@ -114,7 +114,7 @@ macro_rules! conformance_suite {
             refresh_after_loss_reports_loss remaining_ttl_counts_down racing_try_acquires
             fencing_increases cancelled_acquire_leaves_nothing fifo_hand_off hand_off_is_pushed
             semaphore_admits_limit semaphore_waiters crashed_holder_frees_within_ttl
-            stale_holder_fenced_off sequential_model random_workload);
+            session_cut_under_holder stale_holder_fenced_off sequential_model random_workload);
     };
     (@tests $name:ident, $backend:expr, $config:expr, $($check:ident)*) => {
         #[cfg(test)]

@@ -43,7 +43,8 @@ async fn reference_server_without_auto_release_passes_every_check() {
 /// cancelled acquire (1.5 base leases, 3 s in whole seconds) plus the tolerance.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_server_passes_what_it_claims() {
-    let Some(service) = python_dflockd(&PythonDflockdOptions::default()).await.expect("the Python dflockd server starts")
+    let Some(service) =
+        python_dflockd(&PythonDflockdOptions::default()).await.expect("the Python dflockd server starts")
     else {
         return;
     };
@@ -85,9 +86,11 @@ async fn an_early_release_on_disconnect_passes_only_where_sessions_are_claimed()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_notices_departures_late_passes_with_its_clean_up_bound() {
     let server = EmbeddedDflockd::start(ServerConfig::ephemeral()).expect("the reference server starts");
-    let proxy = TcpProxy::start(server.addr()).await.expect("the proxy starts").with_close_delay(Duration::from_millis(1500));
+    let proxy =
+        TcpProxy::start(server.addr()).await.expect("the proxy starts").with_close_delay(Duration::from_millis(1500));
     let whole_seconds = Timing::whole_seconds();
-    let timing = Timing { cancel_cleanup: Some(Duration::from_millis(1500) + whole_seconds.tolerance), ..whole_seconds };
+    let timing =
+        Timing { cancel_cleanup: Some(Duration::from_millis(1500) + whole_seconds.tolerance), ..whole_seconds };
     let backend = DflockdBackend::new(DflockdLockerConfig::new([proxy.addr().to_string()])).with_timing(timing);
     let config = SuiteConfig::default().only(["cancelled_acquire_leaves_nothing", "random_workload"]);
     let report = run_suite(&backend, &config).await;

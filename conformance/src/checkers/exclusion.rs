@@ -101,7 +101,8 @@ pub fn check_sessions(history: &History, tolerance: Micros, session_bound: bool)
                     .map(|op| (*op).clone())
                     .collect();
                 let names: Vec<String> = overlapping.iter().map(ToString::to_string).collect();
-                let cut = holding.keys().find_map(|&j| beliefs[j].cut.filter(|&cut| cut <= at).map(|_| beliefs[j].lease));
+                let cut =
+                    holding.keys().find_map(|&j| beliefs[j].cut.filter(|&cut| cut <= at).map(|_| beliefs[j].lease));
                 let predicted = match cut {
                     Some(lease) if session_bound => Some(format!(
                         "leases are bound to sessions: {lease}'s session was cut while its holder lived, so the backend freed it while the holder still believed it held the key; only fencing tokens protect a resource from such a holder"
@@ -111,15 +112,15 @@ pub fn check_sessions(history: &History, tolerance: Micros, session_bound: bool)
                 return Verdict::invalid(Counterexample {
                     predicted,
                     ..Counterexample::new(
-                    Property::MutualExclusion,
-                    format!(
-                        "key {key} (limit {limit}): {} clients believed they held it at {:.1}ms ({})",
-                        holding.len(),
-                        at as f64 / 1000.0,
-                        names.join(", ")
-                    ),
-                    shown,
-                )
+                        Property::MutualExclusion,
+                        format!(
+                            "key {key} (limit {limit}): {} clients believed they held it at {:.1}ms ({})",
+                            holding.len(),
+                            at as f64 / 1000.0,
+                            names.join(", ")
+                        ),
+                        shown,
+                    )
                 });
             }
         }

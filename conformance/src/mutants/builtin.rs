@@ -215,7 +215,11 @@ impl Flawed {
         let _leave = LeaveStack { book: &self.book, key: &key, id, fifo: self.flaw == Flaw::BargingClaimingFifo };
         loop {
             let next = |stack: &Vec<(usize, Arc<Notify>)>| {
-                if self.flaw == Flaw::BargingClaimingFifo { stack.first().map(|(id, _)| *id) } else { stack.last().map(|(id, _)| *id) }
+                if self.flaw == Flaw::BargingClaimingFifo {
+                    stack.first().map(|(id, _)| *id)
+                } else {
+                    stack.last().map(|(id, _)| *id)
+                }
             };
             let on_top = self.book().stacks.get(&key).and_then(next) == Some(id);
             if on_top && let Some(lease) = self.try_inner(request).await? {
@@ -286,8 +290,10 @@ impl Flawed {
             book.next_forced
         };
         let stand_in = LeaseRequest::lock(format!("{}.forced-{forced}", request.key()), request.ttl());
-        let inner = self.inner.try_acquire(&stand_in).await?.ok_or_else(|| LockError::unavailable("stand-in key taken"))?;
-        let lease = Lease::new(request.key(), inner.owner(), inner.fence(), inner.ttl(), inner.acquired_at(), request.limit());
+        let inner =
+            self.inner.try_acquire(&stand_in).await?.ok_or_else(|| LockError::unavailable("stand-in key taken"))?;
+        let lease =
+            Lease::new(request.key(), inner.owner(), inner.fence(), inner.ttl(), inner.acquired_at(), request.limit());
         self.book().forced.insert(lease.owner().bits(), inner);
         Ok(lease)
     }

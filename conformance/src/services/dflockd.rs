@@ -16,6 +16,7 @@ use lockcheck_impls::dflockd::{DflockdLocker, DflockdLockerConfig, Server, Serve
 use lockcheck_impls::{LockError, Locker};
 use tokio::sync::OnceCell;
 
+use super::proxy::TcpProxy;
 use super::{Probe, Service, ServiceError, ServiceSpec, provision};
 use crate::backend::{Backend, Timing};
 
@@ -106,9 +107,12 @@ pub async fn python_dflockd(options: &PythonDflockdOptions) -> Result<Option<Ser
 
 /// The reference server running in-process on a thread of its own (with its own tokio
 /// runtime), so it can be started from synchronous code such as a backend URL and outlives
-/// the runtime of any one test. Stopped (connections closed, state gone) on drop.
+/// the runtime of any one test. A [`TcpProxy`] in front of it, on the same thread, lets a
+/// check cut every client session as a network fault would. Stopped (connections closed,
+/// state gone) on drop.
 pub struct EmbeddedDflockd {
     addr: SocketAddr,
+    proxy: Arc<TcpProxy>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -123,7 +127,7 @@ impl EmbeddedDflockd {
     /// Starts the reference server with `config` (use [`ServerConfig::ephemeral`] for a
     /// free loopback port).
     pub fn start(config: ServerConfig) -> Result<Self, ServerError> {
-        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let (started_tx, started_rx) = std::sync::mpsc::channel::<Result<(SocketAddr, Arc<TcpProxy>), ServerError>>();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("dflockd-embedded".into())
@@ -135,7 +139,15 @@ impl EmbeddedDflockd {
                 runtime.block_on(async move {
                     match Server::start(config).await {
                         Ok(server) => {
-                            let _ = started_tx.send(Ok(server.local_addr()));
+                            let proxy = match TcpProxy::start(server.local_addr()).await {
+                                Ok(proxy) => Arc::new(proxy),
+                                Err(error) => {
+                                    let _ = started_tx
+                                        .send(Err(ServerError::Bind { addr: "127.0.0.1:0".into(), source: error }));
+                                    return;
+                                }
+                            };
+                            let _ = started_tx.send(Ok((server.local_addr(), proxy)));
                             let _ = stopped.await;
                             drop(server);
                         }
@@ -146,13 +158,19 @@ impl EmbeddedDflockd {
                 });
             })
             .expect("spawn the embedded server's thread");
-        let addr = started_rx.recv().expect("the embedded server's thread reports its start")?;
-        Ok(EmbeddedDflockd { addr, stop: Some(stop), thread: Some(thread) })
+        let (addr, proxy) = started_rx.recv().expect("the embedded server's thread reports its start")?;
+        Ok(EmbeddedDflockd { addr, proxy, stop: Some(stop), thread: Some(thread) })
     }
 
-    /// Where clients connect.
+    /// Where the server listens.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The proxy in front of the server: clients that connect to its address can have their
+    /// sessions cut ([`TcpProxy::cut_all`]).
+    pub fn proxy(&self) -> &Arc<TcpProxy> {
+        &self.proxy
     }
 }
 
@@ -217,7 +235,8 @@ impl DflockdBackend {
     pub fn embedded_with(config: ServerConfig) -> Result<Self, ServerError> {
         let session_bound = config.auto_release_on_disconnect;
         let server = EmbeddedDflockd::start(config)?;
-        let mut client = DflockdLockerConfig::new([server.addr().to_string()]);
+        // Through the proxy, so that a check can cut the clients' sessions.
+        let mut client = DflockdLockerConfig::new([server.proxy().addr().to_string()]);
         client.session_bound = session_bound;
         let mut backend = DflockdBackend::new(client);
         backend.name = "dflockd-embedded".into();
@@ -279,5 +298,16 @@ impl Backend for DflockdBackend {
     /// [`DflockdBackend::with_timing`] said otherwise).
     fn timing(&self) -> Timing {
         self.timing
+    }
+
+    /// The embedded server's clients connect through a proxy, which cuts them all.
+    async fn cut_sessions(&self) -> bool {
+        match &self.owned {
+            Owned::Embedded(server) => {
+                server.proxy().cut_all();
+                true
+            }
+            _ => false,
+        }
     }
 }

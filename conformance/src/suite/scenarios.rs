@@ -49,6 +49,7 @@ pub(crate) async fn run(name: &str, ctx: &mut Ctx<'_>) -> Result<Notes, Stop> {
         "semaphore_admits_limit" => semaphore_admits_limit(ctx).await,
         "semaphore_waiters" => semaphore_waiters(ctx).await,
         "crashed_holder_frees_within_ttl" => crashed_holder_frees_within_ttl(ctx).await,
+        "session_cut_under_holder" => session_cut_under_holder(ctx).await,
         "stale_holder_fenced_off" => stale_holder_fenced_off(ctx).await,
         other => Err(Stop::Error(format!("no scenario named {other}"))),
     }
@@ -303,7 +304,11 @@ async fn lease_lasts_its_ttl(ctx: &mut Ctx<'_>) -> Result<Notes, Stop> {
             if Instant::now() > give_up {
                 return Err(ctx.violated_as(
                     Property::Expiry,
-                    format!("a lease of {} still blocked try_acquire {} after it ended", ms(held.ttl()), ms(give_up - ends)),
+                    format!(
+                        "a lease of {} still blocked try_acquire {} after it ended",
+                        ms(held.ttl()),
+                        ms(give_up - ends)
+                    ),
                 ));
             }
             sleep(step).await;
@@ -810,6 +815,61 @@ async fn crashed_holder_frees_within_ttl(ctx: &mut Ctx<'_>) -> Result<Notes, Sto
         }
         Err(error) => Err(error.into()),
     }
+}
+
+/// A live holder's session is cut (its connection breaks; nobody tells it). A backend that
+/// binds leases to sessions may free the lease at once and grant it to the next client, while
+/// the first still believes it holds the key: two holders, which the claim predicts and the
+/// history checkers report as predicted. Only fencing keeps the stale holder's write out of a
+/// protected resource, and that is checked where fencing is claimed.
+async fn session_cut_under_holder(ctx: &mut Ctx<'_>) -> Result<Notes, Stop> {
+    let (a, b) = (ctx.client().await?, ctx.client().await?);
+    let resource = FencedResource::new();
+    let request = LeaseRequest::lock(ctx.key("k"), ctx.timing.long_ttl());
+    let held = must_try(ctx, &a, &request, "the key was never locked").await?;
+    if !resource.write(a.client_id(), request.key(), held.fence().0) {
+        return Err(ctx.violated_as(Property::ResourceSafety, "the holder's first write was refused"));
+    }
+    if !ctx.cut_sessions().await {
+        return Err(Stop::NotChecked(
+            "this backend cannot cut a client's session (an embedded server can, through its proxy)".into(),
+        ));
+    }
+    a.session_ended(std::slice::from_ref(&held), false);
+    let next = match b.acquire(&request, ctx.timing.prompt * 8).await {
+        Ok(next) => next,
+        // The backend kept the lease for its holder: allowed, nothing more to see.
+        Err(error) if error.is_timeout() => {
+            return Ok(vec!["the backend kept the lease after its holder's session was cut".into()]);
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let mut notes = vec![format!(
+        "the lease went to another client while its holder still believed it had {} left",
+        ms(held.locally_remaining())
+    )];
+    if ctx.capabilities.fencing {
+        if !resource.write(b.client_id(), request.key(), next.fence().0) {
+            return Err(ctx.violated_as(Property::ResourceSafety, "the new holder's write was refused"));
+        }
+        if resource.write(a.client_id(), request.key(), held.fence().0) {
+            return Err(ctx.violated_as(
+                Property::ResourceSafety,
+                format!(
+                    "the cut-off holder's stale write with token {} was accepted after the new holder wrote with {}",
+                    held.fence(),
+                    next.fence()
+                ),
+            ));
+        }
+        notes.push("its stale write was refused by the fenced resource".into());
+    } else {
+        notes.push("fencing is not claimed: nothing protects a resource from the cut-off holder".into());
+    }
+    // The new holder works a while: two believed holders, longer than any tolerance excuses.
+    sleep(ctx.timing.tolerance * 2).await;
+    b.release(&next).await?;
+    Ok(notes)
 }
 
 async fn stale_holder_fenced_off(ctx: &mut Ctx<'_>) -> Result<Notes, Stop> {
