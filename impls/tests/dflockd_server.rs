@@ -433,7 +433,13 @@ async fn thousands_of_connections_cost_nothing_lasting() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_keys_is_capped() {
-    let server = server(|c| c.max_locks = 64).await;
+    // The global cap alone (the per-connection ones would stop this one client first).
+    let server = server(|c| {
+        c.max_locks = 64;
+        c.max_keys_per_connection = 0;
+        c.max_waiters_per_connection = 0;
+    })
+    .await;
     let mut c = Raw::connect(server.local_addr()).await;
     let mut refused = 0;
     for i in 0..200 {

@@ -7,6 +7,10 @@
 //! on a oneshot channel. A waiter that gives up (timeout, disconnect) removes itself under
 //! the same mutex; if it is no longer queued, its grant is already in its channel — so a
 //! grant is never lost between "granted" and "gave up".
+//!
+//! A grant can also be refused (the fencing counter is exhausted, or its ceiling cannot be
+//! persisted): a waiter is then sent the refusal instead of a grant, so it answers at once
+//! with the status rather than waiting out its timeout.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -16,19 +20,38 @@ use std::time::Duration;
 use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
-use super::fence::{FenceCounter, token};
+use super::config::{EventSink, ServerEvent};
+use super::fence::{FenceCounter, FenceError, token};
 use crate::dflockd::protocol::{Namespace, Status};
 
 pub(crate) type ConnId = u64;
 pub(crate) type KeyId = (Namespace, String);
 
-/// Leases and waits longer than this are treated as this long (an `Instant` cannot hold
-/// `MAX_PROTOCOL_SECONDS` from now on every platform).
+/// Waits longer than this are treated as this long (an `Instant` cannot hold
+/// `MAX_PROTOCOL_SECONDS` from now on every platform). Leases never reach it: they are
+/// clamped to `MAX_LEASE_TTL_S` (a year) before they get here.
 const MAX_TIMER: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+const _: () = assert!(super::config::MAX_LEASE_TTL_S < MAX_TIMER.as_secs());
 
 pub(crate) fn after(now: Instant, seconds: u64) -> Instant {
-    now + Duration::from_secs(seconds).min(MAX_TIMER)
+    later(now, Duration::from_secs(seconds))
 }
+
+/// `now + duration`, capped at [`MAX_TIMER`] from now: never overflows.
+pub(crate) fn later(now: Instant, duration: Duration) -> Instant {
+    let duration = duration.min(MAX_TIMER);
+    // Ten years fit an instant on every platform tokio runs on; the fallbacks only keep
+    // this free of a panic path.
+    now.checked_add(duration).or_else(|| now.checked_add(Duration::from_secs(24 * 3600))).unwrap_or(now)
+}
+
+/// The most entries a `stats` document lists (locks, semaphores and idle keys together).
+/// The document stays under the client's reply cap (`MAX_REPLY_BYTES`, 1 MiB) even with
+/// keys at the longest a line allows; a `"truncated"` field counts what was left out.
+pub(crate) const MAX_STATS_ENTRIES: usize = 1024;
+
+/// What a queued waiter is sent: its grant, or why it cannot have one.
+pub(crate) type Granted = Result<Grant, Status>;
 
 /// A grant handed to a connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,7 +62,7 @@ pub(crate) struct Grant {
 
 pub(crate) enum Admission {
     Granted(Grant),
-    Queued { waiter: u64, rx: oneshot::Receiver<Grant> },
+    Queued { waiter: u64, rx: oneshot::Receiver<Granted> },
     Busy,
 }
 
@@ -53,7 +76,7 @@ struct Waiter {
     id: u64,
     conn: ConnId,
     lease_s: u64,
-    tx: oneshot::Sender<Grant>,
+    tx: oneshot::Sender<Granted>,
 }
 
 struct KeyState {
@@ -72,6 +95,8 @@ struct Books {
     fence: FenceCounter,
     next_waiter: u64,
     sweeper_wake: Option<Instant>,
+    events: EventSink,
+    fence_exhaustion_reported: bool,
 }
 
 struct Inner {
@@ -82,6 +107,8 @@ struct Inner {
 pub(crate) struct TableLimits {
     pub(crate) max_locks: usize,
     pub(crate) max_waiters: usize,
+    /// Distinct keys one connection may hold, 0 = unlimited.
+    pub(crate) max_keys_per_connection: usize,
     pub(crate) auto_release: bool,
 }
 
@@ -101,7 +128,20 @@ impl Books {
         lease_s: u64,
         now: Instant,
     ) -> Result<Grant, Status> {
-        let fence = self.fence.next().map_err(|_| Status::Error)?;
+        let fence = match self.fence.next() {
+            Ok(fence) => fence,
+            Err(FenceError::Exhausted) => {
+                if !self.fence_exhaustion_reported {
+                    self.fence_exhaustion_reported = true;
+                    self.events.emit(ServerEvent::FenceExhausted { last: self.fence.last() });
+                }
+                return Err(Status::ErrorFenceExhausted);
+            }
+            Err(FenceError::State(error)) => {
+                self.events.emit(ServerEvent::FenceStateUnwritable { message: error.to_string() });
+                return Err(Status::Error);
+            }
+        };
         let token = token(fence);
         let expires_at = after(now, lease_s);
         st.holders.push(Holder { token: token.clone(), conn, expires_at });
@@ -166,9 +206,16 @@ impl Books {
             if waiter.tx.is_closed() {
                 continue;
             }
-            let Ok(grant) = self.grant(id, st, waiter.conn, waiter.lease_s, now) else { return };
+            let grant = match self.grant(id, st, waiter.conn, waiter.lease_s, now) {
+                Ok(grant) => grant,
+                Err(status) => {
+                    // No grant can be made: tell the waiter now rather than at its timeout.
+                    let _ = waiter.tx.send(Err(status));
+                    continue;
+                }
+            };
             let token = grant.token.clone();
-            if waiter.tx.send(grant).is_err() {
+            if waiter.tx.send(Ok(grant)).is_err() {
                 let index = st.holders.iter().position(|h| h.token == token).expect("just granted");
                 self.remove_holder(id, st, index);
             }
@@ -177,7 +224,7 @@ impl Books {
 }
 
 impl Table {
-    pub(crate) fn new(limits: TableLimits, fence: FenceCounter) -> Self {
+    pub(crate) fn new(limits: TableLimits, fence: FenceCounter, events: EventSink) -> Self {
         Table {
             inner: Mutex::new(Inner {
                 keys: HashMap::new(),
@@ -188,6 +235,8 @@ impl Table {
                     fence,
                     next_waiter: 0,
                     sweeper_wake: None,
+                    events,
+                    fence_exhaustion_reported: false,
                 },
             }),
             limits,
@@ -229,6 +278,16 @@ impl Table {
         let mut guard = self.lock();
         let Inner { keys, books } = &mut *guard;
         books.compact_deadlines(keys);
+        // Fair share: a connection at its cap of distinct keys gets no new one (neither a
+        // new key in the table nor a slot on a key it does not hold yet).
+        let cap = self.limits.max_keys_per_connection;
+        if cap > 0
+            && let Some(held) = books.owned.get(&conn)
+            && held.len() >= cap
+            && !held.contains_key(id)
+        {
+            return Err(Status::ErrorMaxLocks);
+        }
         if !keys.contains_key(id) {
             if keys.len() >= self.limits.max_locks {
                 return Err(Status::ErrorMaxLocks);
@@ -258,7 +317,7 @@ impl Table {
             return Err(Status::ErrorMaxWaiters);
         }
         let (tx, rx) = oneshot::channel();
-        books.next_waiter += 1;
+        books.next_waiter = books.next_waiter.wrapping_add(1);
         let waiter = books.next_waiter;
         st.waiters.push_back(Waiter { id: waiter, conn, lease_s, tx });
         Ok(Admission::Queued { waiter, rx })
@@ -390,6 +449,11 @@ impl Table {
         let mut idle_locks = Vec::new();
         let mut idle_semaphores = Vec::new();
         let mut ids: Vec<&KeyId> = guard.keys.keys().collect();
+        let truncated = ids.len().saturating_sub(MAX_STATS_ENTRIES);
+        if truncated > 0 {
+            ids.select_nth_unstable(MAX_STATS_ENTRIES);
+            ids.truncate(MAX_STATS_ENTRIES);
+        }
         ids.sort();
         for id in ids {
             let st = &guard.keys[id];
@@ -416,13 +480,17 @@ impl Table {
                 }
             }
         }
-        serde_json::json!({
+        let mut doc = serde_json::json!({
             "connections": connections,
             "locks": locks,
             "semaphores": semaphores,
             "idle_locks": idle_locks,
             "idle_semaphores": idle_semaphores,
-        })
+        });
+        if truncated > 0 {
+            doc["truncated"] = truncated.into();
+        }
+        doc
     }
 
     /// Number of keys in the table (tests and hostile-input checks).
@@ -436,8 +504,8 @@ mod tests {
     use super::*;
 
     fn table() -> Table {
-        let limits = TableLimits { max_locks: 16, max_waiters: 0, auto_release: false };
-        Table::new(limits, FenceCounter::new(None).expect("no state file"))
+        let limits = TableLimits { max_locks: 16, max_waiters: 0, max_keys_per_connection: 0, auto_release: false };
+        Table::new(limits, FenceCounter::new(None).expect("no state file"), EventSink::new(|_| {}))
     }
 
     fn grant(table: &Table, id: &KeyId, lease_s: u64, conn: ConnId) -> Grant {
