@@ -302,6 +302,7 @@ pub enum ServerEvent {
         last: Option<u64>,
     },
     /// The fence state file could not be written: grants are refused until it can be.
+    /// Reported for the first refusals and then at every power of two.
     FenceStateUnwritable {
         /// Why.
         message: String,

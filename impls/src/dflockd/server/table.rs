@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
-use super::config::{EventSink, ServerEvent};
+use super::config::{EventSink, ServerEvent, worth_reporting};
 use super::fence::{FenceCounter, FenceError, token};
 use crate::dflockd::protocol::{Namespace, Status};
 
@@ -97,6 +97,9 @@ struct Books {
     sweeper_wake: Option<Instant>,
     events: EventSink,
     fence_exhaustion_reported: bool,
+    /// Grants refused because the fence state file could not be written (reported at the
+    /// first few and then at powers of two, not once per grant).
+    fence_state_failures: u64,
 }
 
 struct Inner {
@@ -138,7 +141,10 @@ impl Books {
                 return Err(Status::ErrorFenceExhausted);
             }
             Err(FenceError::State(error)) => {
-                self.events.emit(ServerEvent::FenceStateUnwritable { message: error.to_string() });
+                self.fence_state_failures = self.fence_state_failures.saturating_add(1);
+                if worth_reporting(self.fence_state_failures) {
+                    self.events.emit(ServerEvent::FenceStateUnwritable { message: error.to_string() });
+                }
                 return Err(Status::Error);
             }
         };
@@ -237,6 +243,7 @@ impl Table {
                     sweeper_wake: None,
                     events,
                     fence_exhaustion_reported: false,
+                    fence_state_failures: 0,
                 },
             }),
             limits,
