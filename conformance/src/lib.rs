@@ -109,12 +109,12 @@ macro_rules! conformance_suite {
     ($name:ident, $backend:expr, $config:expr) => {
         $crate::conformance_suite!(@tests $name, $backend, $config,
             double_try_acquire_fails release_by_non_holder_is_noop acquire_waits_then_wins
-            ttl_expiry_frees_lock acquire_honours_wait_bound no_lost_wakeup
-            next_holder_survives_old_ttl refresh_extends refresh_after_loss_reports_loss
-            remaining_ttl_counts_down racing_try_acquires fencing_increases
-            cancelled_acquire_leaves_nothing fifo_hand_off semaphore_admits_limit
-            crashed_holder_frees_within_ttl stale_holder_fenced_off sequential_model
-            random_workload);
+            ttl_expiry_frees_lock lease_lasts_its_ttl acquire_honours_wait_bound
+            wait_bound_under_contention no_lost_wakeup next_holder_survives_old_ttl refresh_extends
+            refresh_after_loss_reports_loss remaining_ttl_counts_down racing_try_acquires
+            fencing_increases cancelled_acquire_leaves_nothing fifo_hand_off hand_off_is_pushed
+            semaphore_admits_limit semaphore_waiters crashed_holder_frees_within_ttl
+            stale_holder_fenced_off sequential_model random_workload);
     };
     (@tests $name:ident, $backend:expr, $config:expr, $($check:ident)*) => {
         #[cfg(test)]

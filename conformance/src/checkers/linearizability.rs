@@ -282,21 +282,26 @@ pub struct Reference {
     pub initial: LockSpec,
     /// How long after the cancellation a cancelled acquire's grant may still hold, in µs.
     pub cancel_cleanup: Micros,
+    /// Whether leases are bound to sessions: only then does a session's end
+    /// ([`Call::SessionEnded`]) let the backend free a lease before its expiry.
+    pub session_bound: bool,
 }
 
 impl Reference {
     /// A free key with `tolerance` µs near lease boundaries, fencing claimed, and clean-up
     /// of cancelled acquires within the same tolerance.
     pub fn with_tolerance(tolerance: Micros) -> Self {
-        Reference { initial: LockSpec::with_tolerance(tolerance), cancel_cleanup: tolerance }
+        Reference { initial: LockSpec::with_tolerance(tolerance), cancel_cleanup: tolerance, session_bound: false }
     }
 
     /// What a backend with these time scales and claims is checked against.
     pub fn for_backend(scales: &Timing, capabilities: &Capabilities) -> Self {
         Reference {
             initial: LockSpec::with_tolerance(scales.tolerance.as_micros() as u64)
+                .with_early_tolerance(scales.early_tolerance().as_micros() as u64)
                 .with_fencing_claimed(capabilities.fencing),
             cancel_cleanup: scales.cancel_cleanup_bound().as_micros() as u64,
+            session_bound: capabilities.session_bound,
         }
     }
 
@@ -305,9 +310,12 @@ impl Reference {
         let mut entries = Vec::with_capacity(ops.len());
         for op in ops {
             match (&op.call, &op.outcome, op.returned) {
+                // A session's end matters only where leases are bound to sessions.
+                (Call::SessionEnded { .. }, _, _) if !self.session_bound => {}
+                // Given up locally with the request still at the backend: a cancellation.
                 (
                     Call::TryAcquire { lease, ttl, limit } | Call::Acquire { lease, ttl, limit, .. },
-                    Outcome::Cancelled,
+                    Outcome::Cancelled | Outcome::TimedOutLocally,
                     Some(cancelled),
                 ) => {
                     // The withdrawal must take effect by the time the clean-up is due; the
@@ -550,7 +558,7 @@ mod tests {
 
     #[test]
     fn a_cancelled_acquire_may_hold_until_its_clean_up_is_due_and_not_after() {
-        let reference = Reference { initial: LockSpec::with_tolerance(0), cancel_cleanup: 5_000 };
+        let reference = Reference { initial: LockSpec::with_tolerance(0), cancel_cleanup: 5_000, session_bound: false };
         let budget = Duration::from_secs(5);
         // Refused while the clean-up may still be under way: the grant raced the cancellation.
         let during = check_history_against(&refused_after_a_cancellation(12_000), &reference, budget);

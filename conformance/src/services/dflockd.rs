@@ -167,23 +167,6 @@ impl Drop for EmbeddedDflockd {
     }
 }
 
-/// The reference server's configuration for conformance runs: the defaults, with
-/// auto-release on disconnect *off*.
-///
-/// Why: with auto-release on, a server frees a lock the moment the holder's connection closes,
-/// before its lease ends. For a crashed holder that is welcome, but the server cannot tell a
-/// crash from a connection that broke under a live holder, which keeps believing it holds the
-/// lock until its lease ends — two believed holders at once. The suite's crashed-holder check
-/// sees exactly that history and reports it as a mutual-exclusion violation
-/// (`conformance/tests/dflockd_suite.rs` asserts that it does). Off, every lease ends by
-/// release or expiry, which is what the lock API promises; a crashed holder's slot still frees
-/// within its TTL (server-side expiry).
-pub fn suite_server_config() -> ServerConfig {
-    let mut config = ServerConfig::ephemeral();
-    config.auto_release_on_disconnect = false;
-    config
-}
-
 /// What keeps a backend's server alive as long as the backend (held for its `Drop`).
 #[derive(Clone)]
 #[allow(dead_code)]
@@ -217,22 +200,26 @@ impl DflockdBackend {
         }
     }
 
-    /// From `dflockd://host:port[,host:port...][?auth=SECRET]`.
+    /// From `dflockd://host:port[,host:port...][?auth=SECRET&session=bound|ttl]`.
     pub fn from_url(url: &str) -> Result<Self, String> {
         DflockdLockerConfig::from_url(url).map(DflockdBackend::new).map_err(|e| e.to_string())
     }
 
-    /// The reference server, started in-process on a free port for the suite
-    /// (`dflockd-embedded`, part of `lockcheck check`'s embedded defaults): the Go server's
-    /// defaults except auto-release on disconnect, which is off — see [`suite_server_config`].
+    /// The reference server with its defaults, started in-process on a free port for the
+    /// suite (`dflockd-embedded`, part of `lockcheck check`'s embedded defaults). Like every
+    /// dflockd server by default it frees a connection's leases when the connection closes:
+    /// its leases are bound to sessions, which the client claims.
     pub fn embedded() -> Result<Self, ServerError> {
-        Self::embedded_with(suite_server_config())
+        Self::embedded_with(ServerConfig::ephemeral())
     }
 
     /// The reference server, started in-process with `config`.
     pub fn embedded_with(config: ServerConfig) -> Result<Self, ServerError> {
+        let session_bound = config.auto_release_on_disconnect;
         let server = EmbeddedDflockd::start(config)?;
-        let mut backend = DflockdBackend::new(DflockdLockerConfig::new([server.addr().to_string()]));
+        let mut client = DflockdLockerConfig::new([server.addr().to_string()]);
+        client.session_bound = session_bound;
+        let mut backend = DflockdBackend::new(client);
         backend.name = "dflockd-embedded".into();
         backend.owned = Owned::Embedded(Arc::new(server));
         Ok(backend)
@@ -255,6 +242,11 @@ impl DflockdBackend {
     /// The client configuration (servers, TLS, auth).
     pub fn config(&self) -> &DflockdLockerConfig {
         &self.config
+    }
+
+    /// The client configuration, to change (what the client claims, TLS, auth).
+    pub fn config_mut(&mut self) -> &mut DflockdLockerConfig {
+        &mut self.config
     }
 
     /// A client of these servers.

@@ -132,9 +132,11 @@ impl Plan {
                     }
                 }
                 _ => {
-                    // An acquire its caller gives up on: the future is dropped mid-wait.
+                    // An acquire its caller gives up on: the future is dropped mid-wait. Its own
+                    // bound is short, because a server may keep a departed waiter queued (and
+                    // grant it) until that bound (the clean-up bound of such a backend covers it).
                     let patience = self.base.mul_f64(rng.random_range(0.0..0.5));
-                    if let Ok(result) = timeout(patience, locker.acquire(&request, self.base * 4)).await {
+                    if let Ok(result) = timeout(patience, locker.acquire(&request, self.base.mul_f64(1.5))).await {
                         match result {
                             Ok(lease) => held.push(lease),
                             Err(error) if error.is_timeout() => {}

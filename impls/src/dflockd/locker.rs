@@ -408,7 +408,9 @@ impl Locker for DflockdLocker {
         // The server counts whole seconds; the caller's bound is enforced here. Running out
         // drops the connection mid-request, which cancels the wait on the server.
         match tokio::time::timeout(wait, self.acquire_on(request, wait)).await {
-            Err(_) => Err(LockError::TimedOut { waited: started.elapsed() }),
+            // The request may be queued on the server, which learns of the departure only
+            // when it notices the closed connection.
+            Err(_) => Err(LockError::TimedOutLocally { waited: started.elapsed() }),
             Ok(result) => match result? {
                 Ok(lease) => Ok(lease),
                 Err((DflockdError::Timeout, Some(conn), _)) => {
