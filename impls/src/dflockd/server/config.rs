@@ -115,7 +115,8 @@ pub struct ServerConfig {
     pub auth_token: Option<String>,
     /// With a secret set: connections not yet authenticated (TLS handshakes included), at
     /// most; over it a new connection is closed at once. Authenticated connections do not
-    /// count, so unauthenticated ones cannot take every slot
+    /// count, so unauthenticated ones cannot take every slot (with `max_connections` set, this
+    /// must be below it)
     /// [`--max-unauthenticated-connections`, `DFLOCKD_MAX_UNAUTHENTICATED_CONNECTIONS`] = 64.
     pub max_unauthenticated_connections: usize,
     /// With a secret set: the time from accept (TLS handshake included) by which `auth`
@@ -263,6 +264,17 @@ impl ServerConfig {
                     "--max-unauthenticated-connections",
                     0,
                     "must be at least 1 with a secret set (no client could authenticate)",
+                ));
+            }
+            if self.max_connections > 0 && self.max_unauthenticated_connections >= self.max_connections {
+                return Err(refuse(
+                    "--max-unauthenticated-connections",
+                    self.max_unauthenticated_connections,
+                    format!(
+                        "must be below --max-connections ({}) with a secret set, or unauthenticated \
+                         connections could take every slot",
+                        self.max_connections
+                    ),
                 ));
             }
         }
@@ -424,6 +436,12 @@ mod tests {
         config.validate().unwrap();
         config.max_unauthenticated_connections = 0;
         assert_eq!(config.validate().unwrap_err().setting, "--max-unauthenticated-connections");
+        config.max_unauthenticated_connections = 64;
+        config.max_connections = 64;
+        let e = config.validate().unwrap_err();
+        assert!(e.to_string().contains("below --max-connections (64)"), "{e}");
+        config.max_connections = 65;
+        config.validate().unwrap();
     }
 
     fn any_duration() -> impl Strategy<Value = Duration> {
