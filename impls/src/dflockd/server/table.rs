@@ -449,42 +449,67 @@ impl Table {
 
     /// The `stats` document (Go v1.10 shape).
     pub(crate) fn stats(&self, connections: usize) -> serde_json::Value {
+        /// One key as the document shows it, copied out under the mutex.
+        struct Row {
+            id: KeyId,
+            limit: u32,
+            live: usize,
+            /// The first live holder's connection and expiry.
+            first: Option<(ConnId, Instant)>,
+            waiters: usize,
+            last_activity: Instant,
+        }
         let now = Instant::now();
-        let guard = self.lock();
+        // Under the mutex only the copy of at most MAX_STATS_ENTRIES rows; the JSON is built
+        // after it is released, so a `stats` loop holds up lock traffic as little as it can.
+        let (rows, truncated) = {
+            let guard = self.lock();
+            let mut ids: Vec<&KeyId> = guard.keys.keys().collect();
+            let truncated = ids.len().saturating_sub(MAX_STATS_ENTRIES);
+            if truncated > 0 {
+                ids.select_nth_unstable(MAX_STATS_ENTRIES);
+                ids.truncate(MAX_STATS_ENTRIES);
+            }
+            let rows: Vec<Row> = ids
+                .into_iter()
+                .map(|id| {
+                    let st = &guard.keys[id];
+                    let mut live = st.holders.iter().filter(|h| h.expires_at > now);
+                    let first = live.next().map(|h| (h.conn, h.expires_at));
+                    Row {
+                        id: id.clone(),
+                        limit: st.limit,
+                        live: usize::from(first.is_some()) + live.count(),
+                        first,
+                        waiters: st.waiters.iter().filter(|w| !w.tx.is_closed()).count(),
+                        last_activity: st.last_activity,
+                    }
+                })
+                .collect();
+            (rows, truncated)
+        };
+        let mut rows = rows;
+        rows.sort_unstable_by(|a, b| a.id.cmp(&b.id));
         let mut locks = Vec::new();
         let mut semaphores = Vec::new();
         let mut idle_locks = Vec::new();
         let mut idle_semaphores = Vec::new();
-        let mut ids: Vec<&KeyId> = guard.keys.keys().collect();
-        let truncated = ids.len().saturating_sub(MAX_STATS_ENTRIES);
-        if truncated > 0 {
-            ids.select_nth_unstable(MAX_STATS_ENTRIES);
-            ids.truncate(MAX_STATS_ENTRIES);
-        }
-        ids.sort();
-        for id in ids {
-            let st = &guard.keys[id];
-            let waiters = st.waiters.iter().filter(|w| !w.tx.is_closed()).count();
-            let live: Vec<&Holder> = st.holders.iter().filter(|h| h.expires_at > now).collect();
-            let idle = live.is_empty() && waiters == 0;
-            let idle_s = now.duration_since(st.last_activity).as_secs_f64();
-            match (id.0, idle) {
-                (Namespace::Lock, false) => {
-                    let holder = live.first();
-                    locks.push(serde_json::json!({
-                        "key": id.1,
-                        "owner_conn_id": holder.map(|h| h.conn),
-                        "lease_expires_in_s": holder.map_or(0.0, |h| h.expires_at.duration_since(now).as_secs_f64()),
-                        "waiters": waiters,
-                    }));
-                }
-                (Namespace::Semaphore, false) => semaphores.push(serde_json::json!({
-                    "key": id.1, "limit": st.limit, "holders": live.len(), "waiters": waiters,
+        for row in rows {
+            let idle = row.live == 0 && row.waiters == 0;
+            let idle_s = now.duration_since(row.last_activity).as_secs_f64();
+            let (ns, key) = row.id;
+            match (ns, idle) {
+                (Namespace::Lock, false) => locks.push(serde_json::json!({
+                    "key": key,
+                    "owner_conn_id": row.first.map(|(conn, _)| conn),
+                    "lease_expires_in_s": row.first.map_or(0.0, |(_, at)| at.duration_since(now).as_secs_f64()),
+                    "waiters": row.waiters,
                 })),
-                (Namespace::Lock, true) => idle_locks.push(serde_json::json!({"key": id.1, "idle_s": idle_s})),
-                (Namespace::Semaphore, true) => {
-                    idle_semaphores.push(serde_json::json!({"key": id.1, "idle_s": idle_s}))
-                }
+                (Namespace::Semaphore, false) => semaphores.push(serde_json::json!({
+                    "key": key, "limit": row.limit, "holders": row.live, "waiters": row.waiters,
+                })),
+                (Namespace::Lock, true) => idle_locks.push(serde_json::json!({"key": key, "idle_s": idle_s})),
+                (Namespace::Semaphore, true) => idle_semaphores.push(serde_json::json!({"key": key, "idle_s": idle_s})),
             }
         }
         let mut doc = serde_json::json!({
@@ -509,6 +534,25 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Guards against a `stats` reply larger than a client accepts (1 MiB) on a big table:
+    /// at most MAX_STATS_ENTRIES keys are listed, the smallest in key order, and the rest
+    /// counted.
+    #[test]
+    fn stats_lists_at_most_its_cap_and_counts_the_rest() {
+        let limits = TableLimits { max_locks: 5000, max_waiters: 0, max_keys_per_connection: 0, auto_release: false };
+        let table = Table::new(limits, FenceCounter::new(None).unwrap(), EventSink::new(|_| {}));
+        for i in 0..MAX_STATS_ENTRIES + 500 {
+            let id = (Namespace::Lock, format!("{i:0>255}"));
+            grant(&table, &id, 60, 1);
+        }
+        let doc = table.stats(1);
+        assert_eq!(doc["truncated"], 500);
+        let locks = doc["locks"].as_array().unwrap();
+        assert_eq!(locks.len(), MAX_STATS_ENTRIES);
+        assert_eq!(locks[0]["key"], format!("{:0>255}", 0));
+        assert!(doc.to_string().len() < crate::dflockd::MAX_REPLY_BYTES, "{} bytes", doc.to_string().len());
+    }
 
     fn table() -> Table {
         let limits = TableLimits { max_locks: 16, max_waiters: 0, max_keys_per_connection: 0, auto_release: false };
