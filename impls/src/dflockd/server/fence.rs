@@ -90,6 +90,14 @@ impl FenceCounter {
         Ok(value)
     }
 
+    /// Makes the next value need a new persisted ceiling (tests of a failing state file).
+    #[cfg(test)]
+    pub(crate) fn reserve_at_next(&mut self) {
+        if let Some(next) = self.next {
+            self.ceiling = next;
+        }
+    }
+
     /// The last value handed out, if any.
     pub(crate) fn last(&self) -> Option<u64> {
         self.last

@@ -535,6 +535,32 @@ impl Table {
 mod tests {
     use super::*;
 
+    /// A fence state file that can no longer be written refuses the grant (nothing beyond
+    /// the persisted ceiling is handed out) and says so, once per burst, not per grant.
+    #[test]
+    fn an_unwritable_fence_state_file_refuses_grants_and_is_reported() {
+        let dir = std::env::temp_dir().join(format!("lockcheck-table-fence-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut fence = FenceCounter::new(Some(dir.join("fence"))).unwrap();
+        fence.reserve_at_next();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let events = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let sink = {
+            let events = events.clone();
+            EventSink::new(move |e| events.lock().unwrap().push(e.clone()))
+        };
+        let limits = TableLimits { max_locks: 16, max_waiters: 0, max_keys_per_connection: 0, auto_release: false };
+        let table = Table::new(limits, fence, sink);
+        let id = (Namespace::Lock, "k".to_owned());
+        for _ in 0..5 {
+            assert!(matches!(table.admit(&id, 1, 5, 1, false), Err(Status::Error)));
+        }
+        let reported =
+            events.lock().unwrap().iter().filter(|e| matches!(e, ServerEvent::FenceStateUnwritable { .. })).count();
+        assert_eq!(reported, 4, "the first three refusals and the fourth");
+        assert_eq!(table.lock().books.holders, 0);
+    }
+
     /// Guards against a `stats` reply larger than a client accepts (1 MiB) on a big table:
     /// at most MAX_STATS_ENTRIES keys are listed, the smallest in key order, and the rest
     /// counted.
