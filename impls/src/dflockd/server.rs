@@ -102,7 +102,6 @@ pub(crate) struct Shared {
     max_waiters_per_connection: usize,
     read_timeout: Duration,
     write_timeout: Duration,
-    auth_timeout: Duration,
     auth_token: Option<String>,
     auth: AuthGate,
     draining: watch::Receiver<bool>,
@@ -168,7 +167,6 @@ impl Server {
             max_waiters_per_connection: config.max_waiters_per_connection,
             read_timeout: config.read_timeout,
             write_timeout: config.write_timeout,
-            auth_timeout: config.auth_timeout,
             auth_token: config.auth_token.clone(),
             auth: AuthGate::new(
                 config.auth_failure_delay,
@@ -307,9 +305,10 @@ async fn accept_loop(
         let slot = ConnectionSlot(shared.clone());
         // With a secret, a connection holds a pre-auth pass until it authenticates; with
         // all passes taken, it is closed at once.
-        let pass = if auth_required {
+        // The auth deadline counts from accept, so the TLS handshake is within it.
+        let pre_auth = if auth_required {
             match shared.auth.admit(peer.ip()) {
-                Some(pass) => Some(pass),
+                Some(pass) => Some((pass, later(Instant::now(), config.auth_timeout))),
                 None => continue,
             }
         } else {
@@ -327,10 +326,10 @@ async fn accept_loop(
         sessions.spawn(async move {
             let _slot = slot;
             match tls {
-                None => session::serve(tcp, shared, conn, peer.ip(), pass).await,
+                None => session::serve(tcp, shared, conn, peer.ip(), pre_auth).await,
                 Some(acceptor) => {
                     if let Ok(Ok(stream)) = tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
-                        session::serve(stream, shared, conn, peer.ip(), pass).await;
+                        session::serve(stream, shared, conn, peer.ip(), pre_auth).await;
                     }
                 }
             }

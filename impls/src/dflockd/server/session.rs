@@ -174,10 +174,9 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Send + Unpin + 'static>(
     shared: Arc<Shared>,
     conn: ConnId,
     peer: IpAddr,
-    pass: Option<PreAuthPass>,
+    pre_auth: Option<(PreAuthPass, Instant)>,
 ) {
     let now = Instant::now();
-    let pre_auth = pass.map(|pass| (pass, later(now, shared.auth_timeout)));
     let out = Vec::with_capacity(64);
     shared.reply_bytes.fetch_add(out.capacity(), Ordering::Relaxed);
     let mut session = Session {
