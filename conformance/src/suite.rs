@@ -20,6 +20,7 @@ mod workload;
 
 #[doc(hidden)]
 pub use in_test::run_check_in_test;
+pub use workload::checked_with as workload_timing;
 
 use std::collections::BTreeMap;
 use std::fmt;
