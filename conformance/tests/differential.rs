@@ -54,6 +54,7 @@ fn random_history(rng: &mut StdRng) -> Vec<Entry<LockOp, LockRet>> {
                             LockRet::Remaining(rng.random_bool(0.6).then(|| rng.random_range(0..10)))
                         }
                         LockOp::Withdraw { .. } => LockRet::Withdrawn,
+                        LockOp::SessionEnded { .. } => LockRet::SessionEnded,
                     }
                 });
                 in_flight[thread] = None;
@@ -93,6 +94,7 @@ fn set_window(op: &mut LockOp, window: Window) {
         | LockOp::Release { at, .. }
         | LockOp::Refresh { at, .. }
         | LockOp::Remaining { at, .. }
+        | LockOp::SessionEnded { at, .. }
         | LockOp::Withdraw { at, .. } => *at = window,
     }
 }
