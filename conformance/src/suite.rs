@@ -678,7 +678,8 @@ pub async fn run_check(backend: &dyn Backend, check: &'static CheckInfo, config:
     match outcome {
         Err(Stop::NotChecked(why)) => {
             for property in check.covers {
-                result.properties.insert(*property, Status::NotChecked);
+                let claimed = Claim::for_property(*property).is_none_or(|claim| claim.claimed_by(&capabilities));
+                result.properties.insert(*property, if claimed { Status::NotChecked } else { Status::NotClaimed });
             }
             result.notes.push(format!("claimed, not checked: {why}"));
             result.elapsed = started.elapsed();
