@@ -12,6 +12,7 @@
 pub mod exclusion;
 pub mod fencing;
 pub mod linearizability;
+mod timeline;
 pub mod timing;
 
 use std::fmt;
@@ -60,12 +61,23 @@ pub struct Counterexample {
     pub summary: String,
     /// The operations that show it.
     pub history: History,
+    /// The operation that misbehaved, as a position in `history` (for the linearizability
+    /// checker: the operation that cannot follow the ones before it). `None` where no single
+    /// operation is to blame.
+    #[serde(default)]
+    pub blamed: Option<usize>,
 }
 
 impl Counterexample {
     /// A counterexample from the operations that show it.
     pub fn new(property: Property, summary: impl Into<String>, operations: Vec<Operation>) -> Self {
-        Counterexample { property, summary: summary.into(), history: History { operations } }
+        Counterexample { property, summary: summary.into(), history: History { operations }, blamed: None }
+    }
+
+    /// The same counterexample, blaming the operation at `position` in its history.
+    pub fn blaming(mut self, position: usize) -> Self {
+        self.blamed = (position < self.len()).then_some(position);
+        self
     }
 
     /// Number of operations.
@@ -77,12 +89,45 @@ impl Counterexample {
     pub fn is_empty(&self) -> bool {
         self.history.operations.is_empty()
     }
+
+    /// The operation blamed, if any.
+    pub fn blamed_operation(&self) -> Option<&Operation> {
+        self.history.operations.get(self.blamed?)
+    }
+
+    /// A text picture of the counterexample: one lane per client, time across
+    /// [`TIMELINE_COLUMNS`] columns; each operation a bar from its invocation to its return
+    /// (`T──┤`), each grant's lease held (`═`) from the grant to its release or expiry; the
+    /// blamed operation's lane marked `>>` and the operation pointed at (`^`) under it.
+    ///
+    /// ```text
+    /// time 0.0ms → 310.0ms, one column ≈ 4.4ms
+    ///    client 0 │T═══════════════════════════════════════════════════════════════R═     │
+    ///    client 1 │                                   T                                  │
+    /// >> client 2 │                                                                     T│
+    ///             │                                                                     ^ 4
+    /// T try_acquire  A acquire  R release  F refresh  Q remaining_ttl  ─ until it returned
+    /// ✗ refused  ? outcome unknown  ═ held
+    /// ```
+    pub fn timeline(&self) -> String {
+        timeline::draw(self)
+    }
 }
+
+/// The width of [`Counterexample::timeline`]'s time axis, in columns.
+pub const TIMELINE_COLUMNS: usize = 72;
 
 impl fmt::Display for Counterexample {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "{} violated: {}", self.property, self.summary)?;
-        write!(f, "{}", self.history)
+        for (position, line) in self.history.numbered().iter().enumerate() {
+            let mark = if self.blamed == Some(position) { ">>" } else { "  " };
+            writeln!(f, "{mark}{line}")?;
+        }
+        if !self.is_empty() {
+            write!(f, "\n{}", self.timeline())?;
+        }
+        Ok(())
     }
 }
 

@@ -86,7 +86,9 @@ pub fn check(history: &History, tolerance: Micros) -> Verdict {
                     .map(|op| (*op).clone())
                     .collect();
                 let names: Vec<String> = overlapping.iter().map(ToString::to_string).collect();
-                return Verdict::invalid(Counterexample::new(
+                // The grant that made one holder too many.
+                let blamed = shown.iter().position(|op| op.call.is_acquire() && op.call.lease() == beliefs[i].lease);
+                let counterexample = Counterexample::new(
                     Property::MutualExclusion,
                     format!(
                         "key {key} (limit {limit}): {} clients believed they held it at {:.1}ms ({})",
@@ -95,7 +97,11 @@ pub fn check(history: &History, tolerance: Micros) -> Verdict {
                         names.join(", ")
                     ),
                     shown,
-                ));
+                );
+                return Verdict::invalid(match blamed {
+                    Some(blamed) => counterexample.blaming(blamed),
+                    None => counterexample,
+                });
             }
         }
     }
