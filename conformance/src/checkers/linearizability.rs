@@ -207,15 +207,15 @@ where
     search_observed(init, entries, budget, turn, |_, _, _| {})
 }
 
-/// [`search_within`], calling `refused(i, state, depth)` whenever entry `i`'s step is refused
-/// in `state`, reached with `depth` operations linearized: the states an operation that
-/// cannot follow was tried in, for explaining it.
+/// [`search_within`], calling `refused(i, state, linearized)` whenever entry `i`'s step is
+/// refused in `state`, reached by linearizing the entries whose bits are set in `linearized`:
+/// the states an operation that cannot follow was tried in, for explaining it.
 fn search_observed<S>(
     init: &S,
     entries: &[Entry<S::Op, S::Ret>],
     budget: Budget,
     turn: impl Fn(&Entry<S::Op, S::Ret>, &S) -> Turn,
-    mut refused: impl FnMut(usize, &S, usize),
+    mut refused: impl FnMut(usize, &S, &[u64]),
 ) -> (Search, u64)
 where
     S: SequentialSpec + Clone + Hash + PartialEq,
@@ -275,7 +275,7 @@ where
                 Some((ret, _)) => {
                     let ok = stepped.is_valid_step(&entry.op, ret);
                     if !ok {
-                        refused(i, &state, stack.len());
+                        refused(i, &state, &linearized);
                     }
                     ok
                 }
@@ -704,12 +704,7 @@ impl Reference {
     /// position of its entry among them; `None` if its outcome is unknown.
     fn known_at(&self, ops: &[Operation], blamed: usize) -> Option<(Vec<Entry<LockOp, LockRet>>, usize)> {
         let (entries, origins) = self.entries_of(ops);
-        let entry = (0..entries.len()).find(|&i| origins[i] == blamed && !entries[i].is_unknown())?;
-        let order = return_order(&entries);
-        let rank = order.iter().position(|&i| i == entry)? + 1;
-        let (known, positions) = known_when(&entries, &order, rank);
-        let at = positions.iter().position(|&i| i == entry)?;
-        Some((known, at))
+        known_at(&entries, &origins, blamed)
     }
 
     /// Whether `ops[blamed]` is the operation that cannot follow in `ops`: the history as known
@@ -725,7 +720,10 @@ impl Reference {
     }
 
     /// Which property `ops[blamed]` (the operation that cannot follow) breaks, and why: the
-    /// spec explains its answer in the states the search tried it in, the furthest first.
+    /// spec explains its answer ([`LockSpec::explain_with`]) in the states the search tried it
+    /// in that follow the most known answers and assume the fewest unknown ones (a state
+    /// where an operation of unknown outcome took effect explains with what the spec chose
+    /// for it, not what happened); then the answer is diagnosed ([`Reference::diagnose`]).
     fn explain(&self, ops: &[Operation], blamed: usize, deadline: Instant) -> (Property, String) {
         let fallback = || {
             let summary = format!(
@@ -737,45 +735,189 @@ impl Reference {
             (Property::MutualExclusion, summary)
         };
         let Some((known, at)) = self.known_at(ops, blamed) else { return fallback() };
-        // The states at the greatest depth (operations linearized before it) are the closest
-        // to explaining it: every operation that had to come first has.
-        let mut furthest: Vec<LockSpec> = Vec::new();
-        let mut depth_reached = 0;
+        let mut best: Vec<LockSpec> = Vec::new();
+        let mut best_score = (0, std::cmp::Reverse(0));
         let budget = Budget { deadline, steps: u64::MAX };
-        search_observed(&self.initial, &known, budget, Reference::turn, |entry, state, depth| {
-            if entry != at || depth < depth_reached {
+        search_observed(&self.initial, &known, budget, Reference::turn, |entry, state, linearized| {
+            if entry != at {
                 return;
             }
-            if depth > depth_reached {
-                furthest.clear();
-                depth_reached = depth;
+            let (mut answers, mut assumed) = (0, 0);
+            for (word, bits) in linearized.iter().enumerate() {
+                let mut bits = *bits;
+                while bits != 0 {
+                    let i = word * 64 + bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    if known[i].is_unknown() { assumed += 1 } else { answers += 1 }
+                }
             }
-            if furthest.len() < 16 && !furthest.contains(state) {
-                furthest.push(state.clone());
+            let score = (answers, std::cmp::Reverse(assumed));
+            if best.is_empty() || score > best_score {
+                best.clear();
+                best_score = score;
+            }
+            if score == best_score && best.len() < 16 && !best.contains(state) {
+                best.push(state.clone());
             }
         });
         let entry = &known[at];
         let Some(ret) = entry.ret() else { return fallback() };
         let story = story_of(ops, blamed, self.cancel_cleanup);
-        LockSpec::explain_among(&furthest, entry.op(), ret, &story).unwrap_or_else(fallback)
+        let Some((property, sentence)) = LockSpec::explain_among(&best, entry.op(), ret, &story) else {
+            return fallback();
+        };
+        (self.diagnose(ops, blamed, property, deadline), sentence)
     }
+
+    /// The property an answer the spec explained as `property` breaks, where the history can
+    /// tell two causes apart.
+    ///
+    /// A refusal while the key had room, or an answer of "held" for a lease whose time was
+    /// up, has more than one possible cause: the backend never expired a lease (P4), or a
+    /// cancelled acquire's grant was never given back (P7). Each is tried as a hypothesis on
+    /// the history as known when the blamed operation returned: the lease(s) that expired
+    /// last before it (for an answer of "held", its own lease) never expiring, or the
+    /// cancelled acquires whose clean-up was due granted at any moment of their wait and never
+    /// given back. A cause is named when it alone makes the history explicable; when both or
+    /// neither do, the spec's label stands.
+    pub fn diagnose(&self, ops: &[Operation], blamed: usize, property: Property, deadline: Instant) -> Property {
+        let op = &ops[blamed];
+        let held = matches!(
+            op.outcome,
+            Outcome::Released { held: true }
+                | Outcome::Refreshed { held: true, .. }
+                | Outcome::Remaining { left: Some(_) }
+        );
+        let refusal = refused(op) && matches!(property, Property::Expiry | Property::NoLostWakeup);
+        let held_for_nothing = held && property == Property::Ownership;
+        if !(refusal || held_for_nothing) {
+            return property;
+        }
+        let by = op.returned.unwrap_or(op.invoked);
+        let story = story_of(ops, blamed, self.cancel_cleanup);
+        let mut expired: Vec<&Ending> =
+            story.endings.iter().filter(|ending| ending.how == Ended::Expired && ending.at <= by).collect();
+        expired.sort_by_key(|ending| std::cmp::Reverse(ending.at));
+        let lasting: BTreeSet<LeaseId> = match &op.call {
+            Call::TryAcquire { limit, .. } | Call::Acquire { limit, .. } => {
+                expired.iter().take(*limit as usize).map(|ending| ending.lease).collect()
+            }
+            call => expired.iter().map(|ending| ending.lease).filter(|lease| *lease == call.lease()).collect(),
+        };
+        let leaked: BTreeSet<usize> = if refusal {
+            (0..ops.len())
+                .filter(|&i| ops[i].outcome == Outcome::Cancelled && ops[i].call.is_acquire())
+                .filter(|&i| ops[i].returned.is_some_and(|at| at.saturating_add(self.cancel_cleanup) <= op.invoked))
+                .collect()
+        } else {
+            BTreeSet::new()
+        };
+        let (entries, origins) = self.entries_of(ops);
+        let explains = |relaxed: Vec<(Entry<LockOp, LockRet>, usize)>| {
+            let (entries, origins): (Vec<_>, Vec<_>) = relaxed.into_iter().unzip();
+            known_at(&entries, &origins, blamed).is_some_and(|(known, _)| {
+                search_within(&self.initial, &known, Budget { deadline, steps: u64::MAX }, Reference::turn).0
+                    == Search::Linearizable
+            })
+        };
+        let pairs = || entries.iter().cloned().zip(origins.iter().copied());
+        // The leases never expire: grants and refreshes of a lease of years. What their
+        // remaining-TTL calls answered counts only as "held" or "not held" (a refresh of as
+        // long changes nothing then).
+        let never_expiring = !lasting.is_empty()
+            && explains(
+                pairs()
+                    .map(|(mut entry, origin)| {
+                        if !lasting.contains(&entry.op.lease()) {
+                            return (entry, origin);
+                        }
+                        let answer = entry.outcome.as_ref().map(|(ret, _)| ret);
+                        match (&mut entry.op, answer) {
+                            (LockOp::Acquire { ttl, .. }, Some(LockRet::Granted { .. }))
+                            | (LockOp::Refresh { ttl, .. }, Some(LockRet::Refreshed(true))) => *ttl = NEVER,
+                            (LockOp::Remaining { lease, at }, Some(LockRet::Remaining(left))) => {
+                                let (lease, at, held) = (*lease, *at, left.is_some());
+                                entry.op = LockOp::Refresh { lease, ttl: NEVER, at };
+                                if let Some((ret, _)) = &mut entry.outcome {
+                                    *ret = LockRet::Refreshed(held);
+                                }
+                            }
+                            _ => {}
+                        }
+                        (entry, origin)
+                    })
+                    .collect(),
+            );
+        // The cancelled acquires may be granted until their wait ran out, and keep the grant
+        // for its lease: an acquire of unknown outcome in that window, with no clean-up.
+        let leaking = !leaked.is_empty()
+            && explains(
+                pairs()
+                    .filter_map(|(entry, origin)| {
+                        if !leaked.contains(&origin) {
+                            return Some((entry, origin));
+                        }
+                        let LockOp::CancelledAcquire { lease, ttl, limit, at } = entry.op else { return None };
+                        let wait = match ops[origin].call {
+                            Call::Acquire { wait, .. } => wait,
+                            _ => 0,
+                        };
+                        let until = at.from.saturating_add(wait).saturating_add(self.initial.tolerance());
+                        let acquire = LockOp::Acquire { lease, ttl, limit, at: Window::new(at.from, until) };
+                        Some((Entry::unknown(acquire, at.from), origin))
+                    })
+                    .collect(),
+            );
+        match (never_expiring, leaking) {
+            (true, false) => Property::Expiry,
+            (false, true) => Property::CancelSafety,
+            _ => property,
+        }
+    }
+}
+
+/// A lease duration no history outlives, for the hypothesis that a lease never expired.
+const NEVER: Micros = 1 << 40;
+
+/// The entries (with the operation each comes from, `origins`) as known when the operation
+/// `blamed` returned, and the position of its entry among them; `None` if its outcome is
+/// unknown.
+fn known_at(
+    entries: &[Entry<LockOp, LockRet>],
+    origins: &[usize],
+    blamed: usize,
+) -> Option<(Vec<Entry<LockOp, LockRet>>, usize)> {
+    let entry = (0..entries.len()).find(|&i| origins[i] == blamed && !entries[i].is_unknown())?;
+    let order = return_order(entries);
+    let rank = order.iter().position(|&i| i == entry)? + 1;
+    let (known, positions) = known_when(entries, &order, rank);
+    let at = positions.iter().position(|&i| i == entry)?;
+    Some((known, at))
 }
 
 /// What `ops` show beyond the spec's state, for explaining `ops[blamed]`: who was granted each
 /// lease, and how each ended (released, expired, or a cancelled acquire's clean-up due).
 fn story_of(ops: &[Operation], blamed: usize, cancel_cleanup: Micros) -> Story {
     let mut holders = BTreeMap::new();
+    let mut fences = BTreeMap::new();
     let mut expires: BTreeMap<LeaseId, Micros> = BTreeMap::new();
     let mut released: BTreeMap<LeaseId, Micros> = BTreeMap::new();
     let mut endings = Vec::new();
-    for op in ops {
+    // What happened before it: not itself (a refresh answering "held" must not extend the
+    // lease it is judged on), nor what came after it.
+    let until = ops[blamed].returned.unwrap_or(Micros::MAX);
+    for (position, op) in ops.iter().enumerate() {
         let lease = op.call.lease();
         let Some(returned) = op.returned else { continue };
+        if position == blamed || op.invoked > until {
+            continue;
+        }
         // Surely over by then: the lease counts from some instant up to the return.
         let expiry = returned.saturating_add(op.lease_ttl().unwrap_or_default());
         match &op.outcome {
-            Outcome::Granted { .. } => {
+            Outcome::Granted { fence, .. } => {
                 holders.insert(lease, op.client);
+                fences.insert(lease, *fence);
                 expires.insert(lease, expiry);
             }
             Outcome::Refreshed { held: true, .. } => {
@@ -798,7 +940,7 @@ fn story_of(ops: &[Operation], blamed: usize, cancel_cleanup: Micros) -> Story {
             _ => Ending { lease, at: expiry, how: Ended::Expired },
         });
     }
-    Story { waited: matches!(ops[blamed].call, Call::Acquire { wait, .. } if wait > 0), holders, endings }
+    Story { waited: matches!(ops[blamed].call, Call::Acquire { wait, .. } if wait > 0), holders, fences, endings }
 }
 
 /// The lease the explanation of a refusal at `ops[blamed]` names: the last to end before it
@@ -864,11 +1006,13 @@ pub fn check_history_against(history: &History, reference: &Reference, budget: D
 /// it is the first anomaly, and every operation before it is explained. Nothing invoked
 /// after it returned bears on it. Then whole leases (an acquire with every call on its
 /// lease), and then single operations, are removed in halving chunks — but a removal is kept
-/// only if that same operation still cannot follow and everything before it still can.
-/// Removing operations can *create* violations (drop a release and the next grant looks
-/// like a double grant; drop an indeterminate acquire and a refusal it explained looks
-/// unjustified), and a shrinker that only asked "still not linearizable?" would blame the
-/// operation its removals made impossible — a correct one.
+/// only if that same operation still cannot follow, everything before it still can, and it
+/// still breaks the same property. Removing operations can *create* violations (drop a
+/// release and the next grant looks like a double grant; drop an indeterminate acquire and a
+/// refusal it explained looks unjustified), and a shrinker that only asked "still not
+/// linearizable?" would blame the operation its removals made impossible — a correct one —
+/// or keep the operation but change its story (a fencing token that went back after a
+/// release becomes a double grant once the release is gone).
 pub fn shrink(mut ops: Vec<Operation>, reference: &Reference, deadline: Instant) -> (Vec<Operation>, Option<usize>) {
     ops.sort_by_key(|op| op.invoked);
     let (entries, origins) = reference.entries_of(&ops);
@@ -885,18 +1029,26 @@ pub fn shrink(mut ops: Vec<Operation>, reference: &Reference, deadline: Instant)
         .filter(|(_, op)| op.invoked <= violation.returned)
         .map(|(position, op)| (position == blamed, op))
         .collect();
-    let blames = |candidate: &[(bool, Operation)]| {
+    let split = |candidate: &[(bool, Operation)]| {
         let ops: Vec<Operation> = candidate.iter().map(|(_, op)| op.clone()).collect();
-        let blamed = candidate.iter().position(|(blamed, _)| *blamed).expect("the blamed operation is kept");
-        reference.blames(&ops, blamed, deadline)
+        (ops, candidate.iter().position(|(blamed, _)| *blamed).expect("the blamed operation is kept"))
     };
     let result = |kept: Vec<(bool, Operation)>| {
         let blamed = kept.iter().position(|(blamed, _)| *blamed);
         (kept.into_iter().map(|(_, op)| op).collect(), blamed)
     };
-    if !blames(&kept) {
-        return result(kept);
-    }
+    // The same operation cannot follow, for the same reason.
+    let property = {
+        let (ops, blamed) = split(&kept);
+        if !reference.blames(&ops, blamed, deadline) {
+            return result(kept);
+        }
+        reference.explain(&ops, blamed, deadline).0
+    };
+    let blames = |candidate: &[(bool, Operation)]| {
+        let (ops, blamed) = split(candidate);
+        reference.blames(&ops, blamed, deadline) && reference.explain(&ops, blamed, deadline).0 == property
+    };
     let (blamed_lease, context) = {
         let ops: Vec<Operation> = kept.iter().map(|(_, op)| op.clone()).collect();
         let blamed = kept.iter().position(|(blamed, _)| *blamed).expect("kept");
@@ -1180,6 +1332,107 @@ mod tests {
             counterexample.summary,
             "try_acquire granted between 6.0 ms and 7.0 ms while L1 (client 0) held the key until at least 1000.0 ms"
         );
+    }
+
+    /// A fencing token that goes back after a release stays a fencing violation: shrinking
+    /// must not drop the release and make it look like a double grant.
+    #[test]
+    fn a_token_going_back_after_a_release_keeps_the_release() {
+        let ops = vec![
+            op(0, try_acquire(1), 0, 1_000, granted(7)),
+            op(0, Call::Release { lease: LeaseId(1) }, 2_000, 3_000, Outcome::Released { held: true }),
+            op(1, try_acquire(2), 4_000, 5_000, granted(3)),
+        ];
+        let counterexample = check_history(&History { operations: ops }, 0, Duration::from_secs(5))
+            .counterexample()
+            .cloned()
+            .expect("a token going back");
+        assert_eq!(counterexample.property, Property::Fencing, "{counterexample}");
+        assert_eq!((counterexample.len(), counterexample.blamed), (3, Some(2)), "{counterexample}");
+        assert_eq!(
+            counterexample.summary,
+            "fencing token 3 granted between 4.0 ms and 5.0 ms after L1 (client 0)'s token 7"
+        );
+    }
+
+    fn labelled(reference: &Reference, ops: Vec<Operation>) -> Counterexample {
+        check_history_against(&History { operations: ops }, reference, Duration::from_secs(5))
+            .counterexample()
+            .cloned()
+            .expect("not linearizable")
+    }
+
+    /// A refusal, or a "held" answer for a lease whose time was up, is pinned on the cause
+    /// that alone explains it: a lease that never expired (P4), a cancelled acquire's grant
+    /// never given back (P7); else the spec's label stands (P5 for a waiter, P2 for an answer
+    /// of "held" another grant contradicts).
+    #[test]
+    fn a_refusal_or_a_held_answer_is_pinned_on_the_cause_that_alone_explains_it() {
+        let reference = Reference { initial: LockSpec::with_tolerance(0), cancel_cleanup: 5_000 };
+        let short = |lease| Call::TryAcquire { lease: LeaseId(lease), ttl: 50_000, limit: 1 };
+        let waiting = |lease| Call::Acquire { lease: LeaseId(lease), ttl: 50_000, limit: 1, wait: 10_000 };
+        // A waiter times out after the only lease expired: the expiry never happened.
+        let expiry = labelled(
+            &reference,
+            vec![op(0, short(1), 0, 100, granted(1)), op(1, waiting(2), 100_000, 110_000, Outcome::TimedOut)],
+        );
+        assert_eq!(expiry.property, Property::Expiry, "{expiry}");
+        // The same waiter after a release: its wake-up was lost.
+        let wakeup = labelled(
+            &reference,
+            vec![
+                op(0, short(1), 0, 100, granted(1)),
+                op(0, Call::Release { lease: LeaseId(1) }, 1_000, 1_100, Outcome::Released { held: true }),
+                op(1, waiting(2), 2_000, 12_000, Outcome::TimedOut),
+            ],
+        );
+        assert_eq!(wakeup.property, Property::NoLostWakeup, "{wakeup}");
+        // A refusal only a cancelled acquire's grant explains, its clean-up long due.
+        let leaked = labelled(
+            &reference,
+            vec![
+                op(0, waiting(1), 0, 10_000, Outcome::Cancelled),
+                op(1, short(2), 20_000, 20_100, Outcome::NotGranted),
+            ],
+        );
+        assert_eq!(leaked.property, Property::CancelSafety, "{leaked}");
+        assert_eq!(leaked.len(), 2, "the cancelled acquire stays: {leaked}");
+        // A refresh answers "held" for a lease whose time was up: it never expired.
+        let refreshed = labelled(
+            &reference,
+            vec![
+                op(0, short(1), 0, 100, granted(1)),
+                op(
+                    0,
+                    Call::Refresh { lease: LeaseId(1), ttl: 50_000 },
+                    100_000,
+                    100_100,
+                    Outcome::Refreshed { held: true, ttl: None },
+                ),
+            ],
+        );
+        assert_eq!(refreshed.property, Property::Expiry, "{refreshed}");
+        // So does a remaining-TTL call, whatever time it says is left.
+        let remaining = labelled(
+            &reference,
+            vec![
+                op(0, short(1), 0, 100, granted(1)),
+                op(0, Call::RemainingTtl { lease: LeaseId(1) }, 100_000, 100_100, Outcome::Remaining { left: Some(0) }),
+            ],
+        );
+        assert_eq!(remaining.property, Property::Expiry, "{remaining}");
+        // ...unless the key went to someone else meanwhile: then the release freed a lease that
+        // was not its own.
+        let released = labelled(
+            &reference,
+            vec![
+                op(0, short(1), 0, 100, granted(1)),
+                op(1, short(2), 60_000, 60_100, granted(2)),
+                op(0, Call::Release { lease: LeaseId(1) }, 70_000, 70_100, Outcome::Released { held: true }),
+            ],
+        );
+        assert_eq!(released.property, Property::Ownership, "{released}");
+        assert_eq!(released.len(), 3, "the other grant stays: {released}");
     }
 
     #[test]

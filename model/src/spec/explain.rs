@@ -28,6 +28,8 @@ pub struct Story {
     pub waited: bool,
     /// The client each lease the history shows granted was granted to.
     pub holders: BTreeMap<LeaseId, u32>,
+    /// The fencing token each lease the history shows granted was granted.
+    pub fences: BTreeMap<LeaseId, u64>,
     /// How leases ended, as the history shows.
     pub endings: Vec<Ending>,
 }
@@ -133,7 +135,8 @@ impl LockSpec {
     /// - a grant while the key was full: P1 mutual exclusion;
     /// - a fencing token not above the last one granted: P3 fencing;
     /// - a refusal while there was room: P4 expiry, or P5 no lost wake-up if the refused
-    ///   acquire was waiting; the sentence names the last lease to end before it;
+    ///   acquire was waiting and the last lease to end before it did not expire (was
+    ///   released, or there was none); the sentence names that lease;
     /// - a release, refresh or remaining-TTL answering "held" for a lease that was not, or
     ///   "not held" for one that surely was: P2 ownership (something other than its holder
     ///   or its expiry ended it);
@@ -195,8 +198,13 @@ impl LockSpec {
                 } else if alive.len() >= *limit as usize {
                     (Property::MutualExclusion, format!("{} granted {at} while {}", name(op), full(*limit, &alive)))
                 } else if probe.fence_goes_backwards(*fence) {
-                    let last = probe.last_fence.unwrap_or_default();
-                    (Property::Fencing, format!("fencing token {fence} granted {at} after token {last}"))
+                    (
+                        Property::Fencing,
+                        format!(
+                            "fencing token {fence} granted {at} after {}",
+                            probe.earlier_token(*lease, *fence, story)
+                        ),
+                    )
                 } else {
                     self.unexplained(op, ret, &name(op))
                 }
@@ -214,8 +222,13 @@ impl LockSpec {
                         ),
                     )
                 } else if probe.fence_goes_backwards(*fence) {
-                    let last = probe.last_fence.unwrap_or_default();
-                    (Property::Fencing, format!("fencing token {fence} granted {at} after token {last}"))
+                    (
+                        Property::Fencing,
+                        format!(
+                            "fencing token {fence} granted {at} after {}",
+                            probe.earlier_token(*lease, *fence, story)
+                        ),
+                    )
                 } else {
                     self.unexplained(op, ret, &name(op))
                 }
@@ -225,8 +238,11 @@ impl LockSpec {
                 // acquire's leaked grant and a lease that never expired explain the same
                 // refusal), so the property is the refused call's, and the sentence names the
                 // last lease to end before it.
+                // A waiter refused after a release lost its wake-up; after an expiry, the
+                // expiry is in question first.
                 let last = story.last_ended_by(from);
-                let property = if story.waited { Property::NoLostWakeup } else { Property::Expiry };
+                let after_expiry = matches!(last, Some(Ending { how: Ended::Expired, .. }));
+                let property = if story.waited && !after_expiry { Property::NoLostWakeup } else { Property::Expiry };
                 let verb = if story.waited { "timed out" } else { "refused" };
                 let room = if probe.holders.is_empty() {
                     "although no lease could still hold the key".to_owned()
@@ -299,6 +315,22 @@ impl LockSpec {
         first.map(|state| state.explain_with(op, ret, story))
     }
 
+    /// The earlier grant a token `fence` for `lease` does not exceed, as the history shows it:
+    /// `L1 (client 0)'s token 7`. The state knows only the last token; the lease it went to is
+    /// the one the history shows with that token, or a holder granted a larger one (a grant
+    /// whose answer came later, which the state placed before with a token of its choosing).
+    fn earlier_token(&self, lease: LeaseId, fence: u64, story: &Story) -> String {
+        let last = self.last_fence.unwrap_or_default();
+        let others = || story.fences.iter().filter(|(other, _)| **other != lease);
+        let named = others()
+            .find(|(_, token)| **token == last)
+            .or_else(|| others().find(|(other, token)| **token >= fence && self.position(**other).is_some()));
+        match named {
+            Some((other, token)) => format!("{}'s token {token}", story.lease(*other)),
+            None => format!("token {last}"),
+        }
+    }
+
     /// A step the spec refuses for no reason the cases above name (an answer of the wrong
     /// kind, a withdrawal that cannot happen here).
     fn unexplained(&self, op: &LockOp, ret: &LockRet, name: &str) -> (Property, String) {
@@ -340,6 +372,7 @@ mod tests {
         let story = Story {
             waited: false,
             holders: BTreeMap::from([(LeaseId(180), 2)]),
+            fences: BTreeMap::new(),
             endings: vec![Ending { lease: LeaseId(180), at: 25_279_200, how: Ended::Released }],
         };
         let (property, why) = key.explain_with(&acquire(181, 1, 25_279_400), &LockRet::NotGranted, &story);
@@ -349,11 +382,16 @@ mod tests {
             "try_acquire refused at 25279.4 ms although no lease could still hold the key \
              (L180 (client 2) was released at 25279.2 ms)"
         );
-        // The same refusal of a waiting acquire lost its wake-up.
+        // The same refusal of a waiting acquire lost its wake-up...
         let waited = Story { waited: true, ..story };
         let (property, why) = key.explain_with(&acquire(181, 1, 25_279_400), &LockRet::NotGranted, &waited);
         assert_eq!(property, Property::NoLostWakeup);
         assert!(why.starts_with("acquire timed out at 25279.4 ms"), "{why}");
+        // ...but after an expiry, the expiry is in question.
+        let expired =
+            Story { endings: vec![Ending { lease: LeaseId(180), at: 25_279_200, how: Ended::Expired }], ..waited };
+        let (property, _) = key.explain_with(&acquire(181, 1, 25_279_400), &LockRet::NotGranted, &expired);
+        assert_eq!(property, Property::Expiry);
     }
 
     #[test]
@@ -371,6 +409,7 @@ mod tests {
         let story = Story {
             waited: false,
             holders: BTreeMap::new(),
+            fences: BTreeMap::new(),
             endings: vec![Ending { lease: LeaseId(2), at: 15_000, how: Ended::CleanedUp }],
         };
         let (property, why) = key.explain_with(&acquire(3, 1, 20_000), &LockRet::NotGranted, &story);
@@ -393,6 +432,9 @@ mod tests {
         let (property, why) = key.explain(&acquire(4, 1, 30_000), &granted(4));
         assert_eq!(property, Property::Fencing);
         assert_eq!(why, "fencing token 4 granted at 30.0 ms after token 7");
+        let named = Story { fences: BTreeMap::from([(LeaseId(3), 7)]), ..story };
+        let (_, why) = key.explain_with(&acquire(4, 1, 30_000), &granted(4), &named);
+        assert_eq!(why, "fencing token 4 granted at 30.0 ms after L3 (client 1)'s token 7");
     }
 
     #[test]
@@ -402,6 +444,7 @@ mod tests {
         let story = Story {
             waited: false,
             holders: BTreeMap::from([(LeaseId(5), 0)]),
+            fences: BTreeMap::new(),
             endings: vec![Ending { lease: LeaseId(5), at: 300_000, how: Ended::Expired }],
         };
         let release = LockOp::Release { lease: LeaseId(5), at: Window::at(310_000) };
