@@ -26,6 +26,7 @@ use lockcheck_impls::{Capabilities, LockError};
 use lockcheck_model::spec::Property;
 
 use crate::backend::{Backend, Timing};
+use crate::checkers::linearizability::Reference;
 use crate::checkers::{self, Counterexample, Verdict};
 use crate::history::{Recorder, RecordingLocker};
 
@@ -482,12 +483,33 @@ impl Ctx<'_> {
 
     /// `property` is violated; the history so far of the key last operated on is the
     /// counterexample (scenarios fail right after the operation that showed the violation).
+    ///
+    /// The operation blamed is the one the scenario just saw misbehave. Scenarios clean up
+    /// before they report (release the intruder's lease, the holder's), so it is not simply the
+    /// last one: where the key's history is not linearizable it is the operation that cannot
+    /// follow (the first anomaly, by return events); else, for a property of *when* a grant
+    /// comes (P5–P9), the last acquire to return; else the last operation to return.
     pub(crate) fn violated_as(&self, property: Property, summary: impl Into<String>) -> Stop {
         let mut operations = self.recorder.history().operations;
         if let Some(key) = operations.iter().max_by_key(|op| op.invoked).map(|op| op.key.clone()) {
             operations.retain(|op| op.key == key);
         }
-        Stop::Violated(Counterexample::new(property, summary, operations))
+        let reference = Reference::for_backend(&self.timing, &self.capabilities);
+        let about_waiting = matches!(property, NoLostWakeup | BoundedWait | CancelSafety | Fifo | CrashSafety);
+        let last_returned = |acquires_only: bool| {
+            (0..operations.len())
+                .filter(|&i| !acquires_only || operations[i].call.is_acquire())
+                .max_by_key(|&i| (operations[i].returned.unwrap_or(operations[i].invoked), operations[i].invoked))
+        };
+        let blamed = reference
+            .blame(&operations, std::time::Instant::now() + Duration::from_secs(2))
+            .or_else(|| if about_waiting { last_returned(true) } else { None })
+            .or_else(|| last_returned(false));
+        let counterexample = Counterexample::new(property, summary, operations);
+        Stop::Violated(match blamed {
+            Some(blamed) => counterexample.blaming(blamed),
+            None => counterexample,
+        })
     }
 
     /// The seed of this check (the suite seed mixed with the check's name, so checks do not
