@@ -13,8 +13,10 @@ use crate::history::{Call, Operation, Outcome};
 const LEGEND: &str = "T try_acquire  A acquire  R release  F refresh  Q remaining_ttl  ─ until it returned\n\
                       ✗ refused  ? outcome unknown  ═ held";
 
-fn ms(us: Micros) -> String {
-    format!("{:.1}ms", us as f64 / 1000.0)
+/// Milliseconds, to the microsecond when the picture spans less than 10 ms (a sequential
+/// run's operations take microseconds).
+fn ms(us: Micros, span: Micros) -> String {
+    if span < 10_000 { format!("{:.3}ms", us as f64 / 1000.0) } else { format!("{:.1}ms", us as f64 / 1000.0) }
 }
 
 /// The letter an operation starts with.
@@ -105,7 +107,13 @@ pub(super) fn draw(counterexample: &Counterexample) -> String {
     let width = clients.iter().map(|client| label(*client).chars().count()).max().unwrap_or(0);
     let blamed = counterexample.blamed_operation();
     let mut out = String::new();
-    let _ = writeln!(out, "time {} → {}, one column ≈ {}", ms(start), ms(end), ms(span.div_ceil(last as u64)));
+    let _ = writeln!(
+        out,
+        "time {} → {}, one column ≈ {}",
+        ms(start, span),
+        ms(end, span),
+        ms(span.div_ceil(last as u64), span)
+    );
     for (client, lane) in &lanes {
         let mark = if blamed.is_some_and(|op| op.client == *client) { ">>" } else { "  " };
         let lane: String = lane.iter().collect();
@@ -173,6 +181,17 @@ mod tests {
         assert_eq!(column, 68, "310 ms of 320 ms on columns 0–71:\n{picture}");
         assert!(pointer.ends_with("^ 4"), "{pointer}");
         assert!(picture.contains("═ held"), "a legend");
+    }
+
+    #[test]
+    fn a_picture_of_microseconds_counts_microseconds() {
+        let mut counterexample = refused_after_release();
+        for op in &mut counterexample.history.operations {
+            op.invoked /= 100;
+            op.returned = op.returned.map(|returned| returned / 100);
+        }
+        let picture = counterexample.timeline();
+        assert!(picture.starts_with("time 0.000ms → 3.200ms, one column ≈ 0.046ms"), "{picture}");
     }
 
     #[test]
