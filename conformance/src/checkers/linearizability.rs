@@ -479,6 +479,15 @@ fn known_when<Op: Clone, Ret: Clone>(
 /// constrains, and an operation invoked later with its outcome unknown may be left out, so
 /// the history as known is linearizable up to some return and not from it on. `None` if the
 /// budget ran out first; `steps` counts the steps taken, and is counted against the budget.
+///
+/// # Cost
+///
+/// Finding a linearization takes the search a few steps per operation; proving there is none
+/// may take it millions (every order of the operations of unknown outcome, such as cancelled
+/// acquires, is tried). So a probe gets [`probe_steps`]: one that runs out is taken for "not
+/// linearizable" and the search goes on below it, and the return it settles on is proven
+/// with the whole budget at the end — if that history turns out linearizable after all, the
+/// search resumes above it. One proof of "not linearizable" instead of one per halving.
 fn locate<S, T>(
     init: &S,
     entries: &[Entry<S::Op, S::Ret>],
@@ -493,25 +502,46 @@ where
     T: Fn(&Entry<S::Op, S::Ret>, &S) -> Turn,
 {
     let order = return_order(entries);
-    // Not linearizable as known after `high` returns (all of them: those invoked after the
-    // last return have unknown outcomes and may be left out); linearizable after `low - 1`
-    // (nothing known).
-    let (mut low, mut high) = (1, order.len());
-    while low < high {
-        let mid = (low + high) / 2;
-        let (known, _) = known_when(entries, &order, mid);
-        let left = Budget { steps: budget.steps.saturating_sub(*steps), ..budget };
-        let (found, taken) = search_within(init, &known, left, turn);
+    let mut probe = |known: usize, cap: u64| {
+        let (history, _) = known_when(entries, &order, known);
+        let left = Budget { steps: budget.steps.saturating_sub(*steps).min(cap), ..budget };
+        let (found, taken) = search_within(init, &history, left, turn);
         *steps += taken;
-        match found {
-            Search::NotLinearizable => high = mid,
-            Search::Linearizable => low = mid + 1,
+        found
+    };
+    // Linearizable as known after `low - 1` returns (none known); not linearizable after
+    // `high` (all of them: those invoked after the last return have unknown outcomes and may
+    // be left out). `proven`: whether `high` is proven, not only suspected.
+    let (mut low, mut high, mut proven) = (1, order.len(), true);
+    // The smallest `high` proven so far.
+    let mut proven_high = order.len();
+    loop {
+        while low < high {
+            let mid = (low + high) / 2;
+            match probe(mid, probe_steps(entries.len())) {
+                Search::Linearizable => low = mid + 1,
+                Search::NotLinearizable => (high, proven, proven_high) = (mid, true, mid),
+                Search::OutOfBudget => (high, proven) = (mid, false),
+            }
+        }
+        if proven {
+            break;
+        }
+        match probe(high, u64::MAX) {
+            Search::NotLinearizable => break,
+            Search::Linearizable => (low, high, proven) = (high + 1, proven_high, true),
             Search::OutOfBudget => return None,
         }
     }
     let blamed = *order.get(high.checked_sub(1)?)?;
     let (prefix, _) = known_when(entries, &order, high - 1);
     Some(Violation { blamed, returned: entries[blamed].returned().expect("ordered entries returned"), prefix })
+}
+
+/// How many steps a probe of a history of `entries` operations gets before it is taken for
+/// "not linearizable" (see [`locate`]): far more than finding a linearization takes.
+fn probe_steps(entries: usize) -> u64 {
+    20_000 + 200 * entries as u64
 }
 
 /// The verdicts of [`check_partitioned`], one per partition.
@@ -684,7 +714,16 @@ impl Reference {
             );
             return Counterexample::new(Property::MutualExclusion, summary, ops);
         };
-        let (property, summary) = self.explain(&ops, blamed, deadline);
+        let explained = self.explain(&ops, blamed, Budget { deadline, steps: u64::MAX });
+        let (property, summary) = explained.unwrap_or_else(|| {
+            let summary = format!(
+                "no order of these {} operations explains operation {} ({}); the time ran out before the spec said why",
+                ops.len(),
+                blamed + 1,
+                ops[blamed]
+            );
+            (Property::MutualExclusion, summary)
+        });
         Counterexample::new(property, summary, ops).blaming(blamed)
     }
 
@@ -707,16 +746,19 @@ impl Reference {
         known_at(&entries, &origins, blamed)
     }
 
-    /// Whether `ops[blamed]` is the operation that cannot follow in `ops`: the history as known
-    /// when it returned is not linearizable, and is with its outcome left unknown.
-    fn blames(&self, ops: &[Operation], blamed: usize, deadline: Instant) -> bool {
+    /// Whether `ops[blamed]` is, provably within `budget`, the operation that cannot follow in
+    /// `ops`: the history as known when it returned is not linearizable, and is with its
+    /// outcome left unknown.
+    fn blames(&self, ops: &[Operation], blamed: usize, budget: Budget) -> bool {
         let Some((mut known, at)) = self.known_at(ops, blamed) else { return false };
-        let budget = Budget { deadline, steps: u64::MAX };
-        if search_within(&self.initial, &known, budget, Reference::turn).0 != Search::NotLinearizable {
+        let answer = known[at].clone();
+        // Without its answer first: finding a linearization is quick, proving none is not.
+        known[at] = answer.clone().forgetting_outcome();
+        if search_within(&self.initial, &known, budget, Reference::turn).0 != Search::Linearizable {
             return false;
         }
-        known[at] = known[at].clone().forgetting_outcome();
-        search_within(&self.initial, &known, budget, Reference::turn).0 == Search::Linearizable
+        known[at] = answer;
+        search_within(&self.initial, &known, budget, Reference::turn).0 == Search::NotLinearizable
     }
 
     /// Which property `ops[blamed]` (the operation that cannot follow) breaks, and why: the
@@ -724,7 +766,8 @@ impl Reference {
     /// in that follow the most known answers and assume the fewest unknown ones (a state
     /// where an operation of unknown outcome took effect explains with what the spec chose
     /// for it, not what happened); then the answer is diagnosed ([`Reference::diagnose`]).
-    fn explain(&self, ops: &[Operation], blamed: usize, deadline: Instant) -> (Property, String) {
+    /// `None` if the search for those states ran out of `budget`.
+    fn explain(&self, ops: &[Operation], blamed: usize, budget: Budget) -> Option<(Property, String)> {
         let fallback = || {
             let summary = format!(
                 "no order of these {} operations explains operation {} ({})",
@@ -734,39 +777,42 @@ impl Reference {
             );
             (Property::MutualExclusion, summary)
         };
-        let Some((known, at)) = self.known_at(ops, blamed) else { return fallback() };
+        let Some((known, at)) = self.known_at(ops, blamed) else { return Some(fallback()) };
         let mut best: Vec<LockSpec> = Vec::new();
         let mut best_score = (0, std::cmp::Reverse(0));
-        let budget = Budget { deadline, steps: u64::MAX };
-        search_observed(&self.initial, &known, budget, Reference::turn, |entry, state, linearized| {
-            if entry != at {
-                return;
-            }
-            let (mut answers, mut assumed) = (0, 0);
-            for (word, bits) in linearized.iter().enumerate() {
-                let mut bits = *bits;
-                while bits != 0 {
-                    let i = word * 64 + bits.trailing_zeros() as usize;
-                    bits &= bits - 1;
-                    if known[i].is_unknown() { assumed += 1 } else { answers += 1 }
+        let (searched, _) =
+            search_observed(&self.initial, &known, budget, Reference::turn, |entry, state, linearized| {
+                if entry != at {
+                    return;
                 }
-            }
-            let score = (answers, std::cmp::Reverse(assumed));
-            if best.is_empty() || score > best_score {
-                best.clear();
-                best_score = score;
-            }
-            if score == best_score && best.len() < 16 && !best.contains(state) {
-                best.push(state.clone());
-            }
-        });
+                let (mut answers, mut assumed) = (0, 0);
+                for (word, bits) in linearized.iter().enumerate() {
+                    let mut bits = *bits;
+                    while bits != 0 {
+                        let i = word * 64 + bits.trailing_zeros() as usize;
+                        bits &= bits - 1;
+                        if known[i].is_unknown() { assumed += 1 } else { answers += 1 }
+                    }
+                }
+                let score = (answers, std::cmp::Reverse(assumed));
+                if best.is_empty() || score > best_score {
+                    best.clear();
+                    best_score = score;
+                }
+                if score == best_score && best.len() < 16 && !best.contains(state) {
+                    best.push(state.clone());
+                }
+            });
+        if searched == Search::OutOfBudget {
+            return None;
+        }
         let entry = &known[at];
-        let Some(ret) = entry.ret() else { return fallback() };
+        let Some(ret) = entry.ret() else { return Some(fallback()) };
         let story = story_of(ops, blamed, self.cancel_cleanup);
         let Some((property, sentence)) = LockSpec::explain_among(&best, entry.op(), ret, &story) else {
-            return fallback();
+            return Some(fallback());
         };
-        (self.diagnose(ops, blamed, property, deadline), sentence)
+        Some((self.diagnose(ops, blamed, property, budget.deadline), sentence))
     }
 
     /// The property an answer the spec explained as `property` breaks, where the history can
@@ -815,9 +861,11 @@ impl Reference {
         let (entries, origins) = self.entries_of(ops);
         let explains = |relaxed: Vec<(Entry<LockOp, LockRet>, usize)>| {
             let (entries, origins): (Vec<_>, Vec<_>) = relaxed.into_iter().unzip();
+            // A hypothesis that explains makes the history linearizable, which the search
+            // finds quickly; one it cannot settle within a probe's steps explains nothing.
             known_at(&entries, &origins, blamed).is_some_and(|(known, _)| {
-                search_within(&self.initial, &known, Budget { deadline, steps: u64::MAX }, Reference::turn).0
-                    == Search::Linearizable
+                let budget = Budget { deadline, steps: probe_steps(known.len()) };
+                search_within(&self.initial, &known, budget, Reference::turn).0 == Search::Linearizable
             })
         };
         let pairs = || entries.iter().cloned().zip(origins.iter().copied());
@@ -1037,17 +1085,22 @@ pub fn shrink(mut ops: Vec<Operation>, reference: &Reference, deadline: Instant)
         let blamed = kept.iter().position(|(blamed, _)| *blamed);
         (kept.into_iter().map(|(_, op)| op).collect(), blamed)
     };
-    // The same operation cannot follow, for the same reason.
+    // The same operation cannot follow, for the same reason. (In the cut it does: `locate`
+    // proved the history as known at its return not linearizable, and the one before
+    // linearizable.) A candidate gets a probe's steps: a removal that cannot be settled
+    // quickly is not made.
     let property = {
         let (ops, blamed) = split(&kept);
-        if !reference.blames(&ops, blamed, deadline) {
+        let Some((property, _)) = reference.explain(&ops, blamed, Budget { deadline, steps: u64::MAX }) else {
             return result(kept);
-        }
-        reference.explain(&ops, blamed, deadline).0
+        };
+        property
     };
     let blames = |candidate: &[(bool, Operation)]| {
         let (ops, blamed) = split(candidate);
-        reference.blames(&ops, blamed, deadline) && reference.explain(&ops, blamed, deadline).0 == property
+        let probe = Budget { deadline, steps: probe_steps(2 * ops.len()) };
+        reference.blames(&ops, blamed, probe)
+            && reference.explain(&ops, blamed, probe).is_some_and(|(explained, _)| explained == property)
     };
     let (blamed_lease, context) = {
         let ops: Vec<Operation> = kept.iter().map(|(_, op)| op.clone()).collect();
@@ -1184,6 +1237,30 @@ mod tests {
         // A budget too small to decide says so.
         let tight = Budget { deadline: far(), steps: 2 };
         assert_eq!(check(&Register('-'), &entries, tight), Linearizability::OutOfBudget);
+    }
+
+    /// Proving a history not linearizable can take the search every subset of its operations of
+    /// unknown outcome; finding a linearization takes a few steps. Here 14 writes never return
+    /// and a read at once returns a value none wrote: each proof costs some 200,000 steps, and
+    /// the 64 reads after it make a binary search of the returns meet six histories with no
+    /// linearization. Probing with a few thousand steps each and proving only the return it
+    /// settles on, the violation is located within three proofs' worth of steps.
+    #[test]
+    fn locating_a_violation_proves_it_once() {
+        let mut entries: Vec<Entry<RegisterOp<char>, RegisterRet<char>>> =
+            ('a'..='n').map(|value| Entry::unknown(RegisterOp::Write(value), 0)).collect();
+        entries.push(read('z', 1, 2));
+        for at in 0..64 {
+            entries.push(read('a', 10 + 2 * at, 11 + 2 * at));
+        }
+        let (proof, one) = search_within(&Register('-'), &entries[..15], budget(), unknown_last);
+        assert_eq!(proof, Search::NotLinearizable);
+        assert!(one > 100_000, "the proof is expensive ({one} steps)");
+        let three = Budget { deadline: far(), steps: 3 * one };
+        let Linearizability::NotLinearizable(Some(violation)) = check(&Register('-'), &entries, three) else {
+            panic!("not located within {} steps", 3 * one);
+        };
+        assert_eq!(violation.blamed, 14, "the read of z");
     }
 
     /// Two registers, each operation on one of them: a spec to partition.
