@@ -948,6 +948,7 @@ fn known_at(
 fn story_of(ops: &[Operation], blamed: usize, cancel_cleanup: Micros) -> Story {
     let mut holders = BTreeMap::new();
     let mut fences = BTreeMap::new();
+    let mut granted = BTreeMap::new();
     let mut expires: BTreeMap<LeaseId, Micros> = BTreeMap::new();
     let mut released: BTreeMap<LeaseId, Micros> = BTreeMap::new();
     let mut endings = Vec::new();
@@ -966,6 +967,7 @@ fn story_of(ops: &[Operation], blamed: usize, cancel_cleanup: Micros) -> Story {
             Outcome::Granted { fence, .. } => {
                 holders.insert(lease, op.client);
                 fences.insert(lease, *fence);
+                granted.insert(lease, returned);
                 expires.insert(lease, expiry);
             }
             Outcome::Refreshed { held: true, .. } => {
@@ -988,7 +990,13 @@ fn story_of(ops: &[Operation], blamed: usize, cancel_cleanup: Micros) -> Story {
             _ => Ending { lease, at: expiry, how: Ended::Expired },
         });
     }
-    Story { waited: matches!(ops[blamed].call, Call::Acquire { wait, .. } if wait > 0), holders, fences, endings }
+    Story {
+        waited: matches!(ops[blamed].call, Call::Acquire { wait, .. } if wait > 0),
+        holders,
+        fences,
+        granted,
+        endings,
+    }
 }
 
 /// The lease the explanation of a refusal at `ops[blamed]` names: the last to end before it

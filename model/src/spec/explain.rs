@@ -30,6 +30,8 @@ pub struct Story {
     pub holders: BTreeMap<LeaseId, u32>,
     /// The fencing token each lease the history shows granted was granted.
     pub fences: BTreeMap<LeaseId, u64>,
+    /// When each lease the history shows granted was granted (its grant returned), µs.
+    pub granted: BTreeMap<LeaseId, Micros>,
     /// How leases ended, as the history shows.
     pub endings: Vec<Ending>,
 }
@@ -69,6 +71,18 @@ impl Story {
     /// How `lease` ended, if the history shows it: the earliest ending.
     fn ending_of(&self, lease: LeaseId) -> Option<Ending> {
         self.endings.iter().filter(|ending| ending.lease == lease).min_by_key(|ending| ending.at).copied()
+    }
+
+    /// The release of another lease, answered "was held", between `lease`'s grant and `by`:
+    /// the one that may have freed `lease` instead of its own (the latest).
+    fn freed_by(&self, lease: LeaseId, by: Micros) -> Option<Ending> {
+        let granted = *self.granted.get(&lease)?;
+        self.endings
+            .iter()
+            .filter(|ending| ending.how == Ended::Released && ending.lease != lease)
+            .filter(|ending| (granted..=by).contains(&ending.at))
+            .max_by_key(|ending| ending.at)
+            .copied()
     }
 
     /// The lease that ended last by `at`: the one a refusal at `at` might have been waiting for.
@@ -137,9 +151,11 @@ impl LockSpec {
     /// - a refusal while there was room: P4 expiry, or P5 no lost wake-up if the refused
     ///   acquire was waiting and the last lease to end before it did not expire (was
     ///   released, or there was none); the sentence names that lease;
-    /// - a release, refresh or remaining-TTL answering "held" for a lease that was not, or
-    ///   "not held" for one that surely was: P2 ownership (something other than its holder
-    ///   or its expiry ended it);
+    /// - a release, refresh or remaining-TTL answering "held" for a lease that was not: P2
+    ///   ownership (a token not current acted as current);
+    /// - one answering "not held" for a lease that surely was: P2 ownership if another lease's
+    ///   release, answered "was held", came after its grant (that release freed it); else P1
+    ///   mutual exclusion (the backend ended it early, under a holder that still holds it);
     /// - a remaining TTL outside the lease's expiry interval: P4 expiry.
     ///
     /// The state should be one that reaches `op` (every operation that returned before `op`
@@ -275,7 +291,20 @@ impl LockSpec {
                 LockRet::Released(false) | LockRet::Refreshed(false) | LockRet::Remaining(None),
             ) if alive.iter().any(|holder| holder.lease == *lease) => {
                 let holder = alive.iter().find(|holder| holder.lease == *lease).expect("checked");
-                (Property::Ownership, format!("{} {at} answered 'not held' although {}", name(op), until(holder)))
+                let answer = format!("{} {at} answered 'not held' although {}", name(op), until(holder));
+                // Ended under its holder: by another lease's release (ownership), or by the
+                // backend on its own before its time (its holder's exclusion ended early).
+                match story.freed_by(*lease, to) {
+                    Some(ending) => (
+                        Property::Ownership,
+                        format!(
+                            "{answer} (the release of {} at {} may have freed it)",
+                            story.lease(ending.lease),
+                            ms(ending.at)
+                        ),
+                    ),
+                    None => (Property::MutualExclusion, format!("{answer}: the backend ended it early")),
+                }
             }
             (LockOp::Remaining { lease, .. }, LockRet::Remaining(Some(left))) => {
                 let holder = &probe.holders[probe.position(*lease).expect("the arm above takes non-holders")];
@@ -373,6 +402,7 @@ mod tests {
             waited: false,
             holders: BTreeMap::from([(LeaseId(180), 2)]),
             fences: BTreeMap::new(),
+            granted: BTreeMap::new(),
             endings: vec![Ending { lease: LeaseId(180), at: 25_279_200, how: Ended::Released }],
         };
         let (property, why) = key.explain_with(&acquire(181, 1, 25_279_400), &LockRet::NotGranted, &story);
@@ -410,6 +440,7 @@ mod tests {
             waited: false,
             holders: BTreeMap::new(),
             fences: BTreeMap::new(),
+            granted: BTreeMap::new(),
             endings: vec![Ending { lease: LeaseId(2), at: 15_000, how: Ended::CleanedUp }],
         };
         let (property, why) = key.explain_with(&acquire(3, 1, 20_000), &LockRet::NotGranted, &story);
@@ -445,6 +476,7 @@ mod tests {
             waited: false,
             holders: BTreeMap::from([(LeaseId(5), 0)]),
             fences: BTreeMap::new(),
+            granted: BTreeMap::new(),
             endings: vec![Ending { lease: LeaseId(5), at: 300_000, how: Ended::Expired }],
         };
         let release = LockOp::Release { lease: LeaseId(5), at: Window::at(310_000) };
@@ -454,13 +486,26 @@ mod tests {
         let forged = LockOp::Release { lease: LeaseId(9), at: Window::at(10_000) };
         let (_, why) = LockSpec::with_tolerance(0).explain(&forged, &LockRet::Released(true));
         assert_eq!(why, "release of L9 at 10.0 ms answered 'was held' but L9 was never granted");
-        // Answering "not held" for a lease surely alive: something else ended it.
+        // Answering "not held" for a lease surely alive: the backend ended it early...
         let mut held = LockSpec::with_tolerance(0);
         assert!(held.step(&acquire(5, 1, 0), Some(&granted(1))));
         let early = LockOp::Refresh { lease: LeaseId(5), ttl: TTL, at: Window::at(40_000) };
         let (property, why) = held.explain(&early, &LockRet::Refreshed(false));
+        assert_eq!(property, Property::MutualExclusion);
+        assert_eq!(
+            why,
+            "refresh of L5 at 40.0 ms answered 'not held' although L5 held the key until at least 80.0 ms: \
+             the backend ended it early"
+        );
+        // ...or another lease's release, answered "was held" after its grant, freed it.
+        let story = Story {
+            granted: BTreeMap::from([(LeaseId(5), 0)]),
+            endings: vec![Ending { lease: LeaseId(4), at: 30_000, how: Ended::Released }],
+            ..Story::default()
+        };
+        let (property, why) = held.explain_with(&early, &LockRet::Refreshed(false), &story);
         assert_eq!(property, Property::Ownership);
-        assert_eq!(why, "refresh of L5 at 40.0 ms answered 'not held' although L5 held the key until at least 80.0 ms");
+        assert!(why.ends_with("(the release of L4 at 30.0 ms may have freed it)"), "{why}");
     }
 
     #[test]
