@@ -338,8 +338,9 @@ pub(crate) fn check_matrix(value: &Value) -> Option<Matrix> {
         return None;
     }
     let rank = |s: &str| match s {
-        "VIOLATED" => 4,
-        "UNKNOWN" => 3,
+        "VIOLATED" => 5,
+        "UNKNOWN" => 4,
+        "predicted" => 3,
         "ok" => 2,
         "not claimed" => 1,
         _ => 0,

@@ -153,8 +153,11 @@ fn print_table(reports: &[SuiteReport]) {
             report.elapsed.as_secs_f64(),
             timing_note(&report.timing)
         );
+        for claim in report.unchecked_claims() {
+            println!("  claimed, not checked: {claim}");
+        }
         for check in &report.checks {
-            if check.status().is_failure() {
+            if check.status().is_failure() || check.status() == Status::Predicted {
                 for note in &check.notes {
                     println!("  {}: {note}", check.check);
                 }
@@ -164,7 +167,14 @@ fn print_table(reports: &[SuiteReport]) {
 }
 
 fn timing_note(timing: &Timing) -> String {
-    format!("leases {:?}, tolerance {:?}, hand-off bound {:?}", timing.base_ttl, timing.tolerance, timing.prompt)
+    format!(
+        "leases {:?}, tolerance {:?} late / {:?} early, hand-off bound {:?}, cancelled acquires cleaned up within {:?}",
+        timing.base_ttl,
+        timing.tolerance,
+        timing.early_tolerance(),
+        timing.prompt,
+        timing.cancel_cleanup_bound()
+    )
 }
 
 fn print_counterexamples(reports: &[SuiteReport]) {
@@ -175,27 +185,53 @@ fn print_counterexamples(reports: &[SuiteReport]) {
     }
 }
 
-/// `--recheck FILE`: every history checker over a saved history.
+/// `check --json` output: the reports, each with the time scales and claims its checks used.
+#[derive(serde::Deserialize)]
+struct JsonOutput {
+    backends: Vec<SuiteReport>,
+}
+
+/// `--recheck FILE`: every history checker over a saved history — a kept history
+/// (`$LOCKCHECK_HISTORY_DIR`, `History::to_json`), or every counterexample of a `check --json`
+/// output, each judged with the time scales and claims of the run that found it.
 fn recheck(path: &std::path::Path, time_scale: f64) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    if let Ok(output) = serde_json::from_str::<JsonOutput>(&text) {
+        let mut failed = false;
+        let mut found = 0;
+        for report in &output.backends {
+            let capabilities = report.capabilities.unwrap_or_else(lockcheck_impls::Capabilities::all_in_process);
+            for (check, counterexample) in report.counterexamples() {
+                found += 1;
+                let timing = match check {
+                    "random_workload" => lockcheck_conformance::suite::workload_timing(report.timing),
+                    _ => report.timing,
+                };
+                println!("{} / {check}: {}", report.backend, counterexample.summary);
+                failed |= recheck_history(&counterexample.history, timing.scaled(time_scale), capabilities);
+            }
+        }
+        anyhow::ensure!(found > 0, "{} holds no counterexample to re-check", path.display());
+        return Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS });
+    }
     let kept = lockcheck_conformance::history::KeptHistory::from_json(&text)
         .with_context(|| format!("parsing {}", path.display()))?;
-    let history = kept.history;
     let timing = kept.timing.unwrap_or_else(Timing::in_process).scaled(time_scale);
     let capabilities = kept.capabilities.unwrap_or_else(lockcheck_impls::Capabilities::all_in_process);
-    let verdicts = lockcheck_conformance::checkers::check_all(
-        &history,
-        &timing,
-        &capabilities,
-        std::time::Duration::from_secs(60),
-    );
+    let failed = recheck_history(&kept.history, timing, capabilities);
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// Prints every checker's verdict on `history`; whether any failed.
+fn recheck_history(
+    history: &lockcheck_conformance::History,
+    timing: Timing,
+    capabilities: lockcheck_impls::Capabilities,
+) -> bool {
+    let verdicts =
+        lockcheck_conformance::checkers::check_all(history, &timing, &capabilities, std::time::Duration::from_secs(60));
     let mut failed = false;
-    println!(
-        "{} operations, tolerance {:?}, cancelled acquires cleaned up within {:?}",
-        history.operations.len(),
-        timing.tolerance,
-        timing.cancel_cleanup_bound()
-    );
+    println!("{} operations, {}", history.operations.len(), timing_note(&timing));
     for (property, verdict) in verdicts {
         let property = property.to_string();
         match verdict {
@@ -204,11 +240,14 @@ fn recheck(path: &std::path::Path, time_scale: f64) -> anyhow::Result<ExitCode> 
                 failed = true;
                 println!("{property:<28} UNKNOWN: {reason}");
             }
+            lockcheck_conformance::Verdict::Invalid { counterexample } if counterexample.predicted.is_some() => {
+                println!("{property:<28} predicted\n{counterexample}");
+            }
             lockcheck_conformance::Verdict::Invalid { counterexample } => {
                 failed = true;
                 println!("{property:<28} VIOLATED\n{counterexample}");
             }
         }
     }
-    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    failed
 }

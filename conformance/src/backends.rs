@@ -9,6 +9,15 @@
 //! | `dflockd-embedded` | lockcheck's reference dflockd server, started in-process | `dflockd` |
 //!
 //! Backend modules add their scheme to [`from_url`] behind their feature.
+//!
+//! Every URL also takes `cleanup=DURATION` (`500ms`, `13s`): how long after a cancelled or
+//! locally timed-out acquire the backend may still hold a grant for it
+//! ([`Timing::cancel_cleanup`](crate::Timing::cancel_cleanup)). Set it for a server that notices
+//! a departed waiter late: the Python dflockd server does not read a connection while its
+//! blocking `l` waits, so it keeps such a waiter queued — and may grant it — until the waiter's
+//! own wait bound. `dflockd://` URLs also take `session=bound|ttl`: whether the servers free a
+//! connection's leases when it closes (the default, `bound`) or only at release or expiry
+//! (`ttl`, for a server run without auto-release on disconnect).
 
 use crate::backend::{Backend, SharedLocker};
 
@@ -67,9 +76,78 @@ pub fn default_urls() -> Vec<&'static str> {
 
 /// The backend a URL names.
 pub fn from_url(url: &str) -> Result<Box<dyn Backend>, BadBackendUrl> {
-    let scheme = url.split_once("://").map_or(url, |(scheme, _)| scheme);
+    let (rest, cleanup) = take_cleanup(url)?;
+    let backend = from_url_without_cleanup(url, &rest)?;
+    Ok(match cleanup {
+        Some(bound) => {
+            let timing = crate::Timing { cancel_cleanup: Some(bound), ..backend.timing() };
+            Box::new(Retimed { inner: backend, timing })
+        }
+        None => backend,
+    })
+}
+
+/// The URL without its `cleanup=` parameter, and that parameter's duration.
+fn take_cleanup(url: &str) -> Result<(String, Option<std::time::Duration>), BadBackendUrl> {
+    let Some((base, query)) = url.split_once('?') else { return Ok((url.to_owned(), None)) };
+    let mut cleanup = None;
+    let mut kept = Vec::new();
+    for pair in query.split('&') {
+        match pair.strip_prefix("cleanup=") {
+            Some(value) => {
+                cleanup = Some(parse_duration(value).ok_or_else(|| BadBackendUrl::Malformed {
+                    url: url.to_owned(),
+                    reason: format!("cleanup={value:?} is not a duration such as 500ms or 13s (at most 1h)"),
+                })?)
+            }
+            None => kept.push(pair),
+        }
+    }
+    let rest = if kept.is_empty() { base.to_owned() } else { format!("{base}?{}", kept.join("&")) };
+    Ok((rest, cleanup))
+}
+
+/// `500ms`, `13s`, `1.5s`: at most an hour.
+fn parse_duration(text: &str) -> Option<std::time::Duration> {
+    let (number, unit) = match text.strip_suffix("ms") {
+        Some(number) => (number, 1e-3),
+        None => (text.strip_suffix('s')?, 1.0),
+    };
+    let seconds = number.parse::<f64>().ok()? * unit;
+    (seconds.is_finite() && (0.0..=3600.0).contains(&seconds)).then(|| std::time::Duration::from_secs_f64(seconds))
+}
+
+/// A backend checked with other time scales than its own.
+struct Retimed {
+    inner: Box<dyn Backend>,
+    timing: crate::Timing,
+}
+
+#[async_trait::async_trait]
+impl Backend for Retimed {
+    fn name(&self) -> String {
+        self.inner.name()
+    }
+    async fn connect(&self) -> Result<std::sync::Arc<dyn lockcheck_impls::Locker>, lockcheck_impls::LockError> {
+        self.inner.connect().await
+    }
+    fn timing(&self) -> crate::Timing {
+        self.timing
+    }
+    async fn cut_sessions(&self) -> bool {
+        self.inner.cut_sessions().await
+    }
+}
+
+fn from_url_without_cleanup(original: &str, url: &str) -> Result<Box<dyn Backend>, BadBackendUrl> {
+    let head = url.split('?').next().unwrap_or(url);
+    let scheme = head.split_once("://").map_or(head, |(scheme, _)| scheme);
     match scheme {
-        "memory" => Ok(Box::new(SharedLocker::memory())),
+        "memory" if url == "memory" => Ok(Box::new(SharedLocker::memory())),
+        "memory" => Err(BadBackendUrl::Malformed {
+            url: original.to_owned(),
+            reason: "`memory` takes no address or parameters (only ?cleanup=)".into(),
+        }),
         #[cfg(feature = "redis")]
         "redis" | "redis+all" | "redis+quorum" => crate::services::redis::RedisBackend::from_url(url)
             .map(|backend| Box::new(backend) as Box<dyn Backend>)
@@ -105,6 +183,24 @@ fn not_built_in(url: &str, feature: &'static str) -> Result<Box<dyn Backend>, Ba
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cleanup_is_taken_from_any_url_and_checked() {
+        let backend = from_url("memory?cleanup=2.5s").expect("memory with a clean-up bound");
+        assert_eq!(backend.timing().cancel_cleanup, Some(std::time::Duration::from_millis(2500)));
+        assert_eq!(backend.timing().base_ttl, SharedLocker::memory().timing().base_ttl);
+        for bad in [
+            "memory?cleanup=soon",
+            "memory?cleanup=-1s",
+            "memory?cleanup=2h",
+            "memory?cleanup=NaNs",
+            "memory://x",
+            "memory?x=1",
+        ] {
+            assert!(matches!(from_url(bad), Err(BadBackendUrl::Malformed { .. })), "{bad}");
+        }
+        assert_eq!(take_cleanup("dflockd://h:1?auth=x&cleanup=13s").expect("parses").0, "dflockd://h:1?auth=x");
+    }
 
     #[test]
     fn memory_parses_and_unknown_schemes_say_what_is_known() {

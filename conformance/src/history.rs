@@ -63,6 +63,17 @@ pub enum Call {
         /// The lease asked about.
         lease: LeaseId,
     },
+    /// Not a call but a fault the harness caused: the session of the client holding `lease`
+    /// ended. `crashed`: the client is gone (a crash) and believes nothing any more; otherwise
+    /// its connection was cut under it and it still believes it holds the lease. Where leases
+    /// are bound to sessions ([`Capabilities::session_bound`]) the backend may free the lease
+    /// from here on.
+    SessionEnded {
+        /// The lease whose holder's session ended.
+        lease: LeaseId,
+        /// Whether the holder crashed (rather than living on without its session).
+        crashed: bool,
+    },
 }
 
 impl Call {
@@ -73,7 +84,8 @@ impl Call {
             | Call::Acquire { lease, .. }
             | Call::Release { lease }
             | Call::Refresh { lease, .. }
-            | Call::RemainingTtl { lease } => *lease,
+            | Call::RemainingTtl { lease }
+            | Call::SessionEnded { lease, .. } => *lease,
         }
     }
 
@@ -105,6 +117,10 @@ pub enum Outcome {
     NotGranted,
     /// `acquire` ran out of its wait bound.
     TimedOut,
+    /// `acquire` ran out of its wait bound on the caller's side with its request still at the
+    /// backend ([`LockError::TimedOutLocally`]): like a cancellation, the backend may still
+    /// grant it, and the clean-up gives such a grant back.
+    TimedOutLocally,
     /// `release` answered whether the lease was still held.
     Released {
         /// Whether it was still held.
@@ -132,6 +148,8 @@ pub enum Outcome {
     /// An acquire was cancelled (its future dropped) at the return instant: by contract its
     /// clean-up leaves nothing held soon after.
     Cancelled,
+    /// A harness event ([`Call::SessionEnded`]) took place at its instant.
+    Done,
     /// The operation may or may not have taken effect.
     Indeterminate {
         /// The error, or why the outcome is unknown.
@@ -175,7 +193,7 @@ impl Operation {
         };
         let asked = match &self.call {
             Call::TryAcquire { ttl, .. } | Call::Acquire { ttl, .. } | Call::Refresh { ttl, .. } => Some(*ttl),
-            Call::Release { .. } | Call::RemainingTtl { .. } => None,
+            Call::Release { .. } | Call::RemainingTtl { .. } | Call::SessionEnded { .. } => None,
         };
         granted.or(asked)
     }
@@ -187,8 +205,9 @@ impl Operation {
     pub fn to_spec(&self) -> Option<(LockOp, Option<LockRet>)> {
         let ret = match &self.outcome {
             Outcome::Failed { .. } => return None,
-            Outcome::Cancelled if self.call.is_acquire() => return None,
-            Outcome::Cancelled | Outcome::Pending | Outcome::Indeterminate { .. } => None,
+            Outcome::Cancelled | Outcome::TimedOutLocally if self.call.is_acquire() => return None,
+            Outcome::Cancelled | Outcome::TimedOutLocally | Outcome::Pending | Outcome::Indeterminate { .. } => None,
+            Outcome::Done => Some(LockRet::SessionEnded),
             Outcome::Granted { fence, .. } => Some(LockRet::Granted { fence: *fence }),
             Outcome::NotGranted | Outcome::TimedOut => Some(LockRet::NotGranted),
             Outcome::Released { held } => Some(LockRet::Released(*held)),
@@ -209,6 +228,7 @@ impl Operation {
                 LockOp::Refresh { lease: *lease, ttl: self.lease_ttl().unwrap_or_default(), at }
             }
             Call::RemainingTtl { lease } => LockOp::Remaining { lease: *lease, at },
+            Call::SessionEnded { lease, .. } => LockOp::SessionEnded { lease: *lease, at },
         };
         Some((op, ret))
     }
@@ -237,6 +257,8 @@ impl fmt::Display for Operation {
             Call::Release { lease } => format!("release({lease})"),
             Call::Refresh { lease, ttl } => format!("refresh({lease}, ttl {})", ms(*ttl)),
             Call::RemainingTtl { lease } => format!("remaining_ttl({lease})"),
+            Call::SessionEnded { lease, crashed: true } => format!("crashed holding {lease}"),
+            Call::SessionEnded { lease, crashed: false } => format!("session cut under {lease}"),
         };
         let returned = self.returned.map_or_else(|| "…".to_owned(), ms);
         let outcome = match &self.outcome {
@@ -245,6 +267,10 @@ impl fmt::Display for Operation {
             Outcome::Granted { fence, ttl: Some(ttl), .. } => format!("granted, fence {fence}, lease {}", ms(*ttl)),
             Outcome::NotGranted => "not granted".to_owned(),
             Outcome::TimedOut => "timed out".to_owned(),
+            Outcome::TimedOutLocally => {
+                "timed out locally (the backend may still grant it; the clean-up gives it back)".to_owned()
+            }
+            Outcome::Done => "(harness event)".to_owned(),
             Outcome::Released { held } => format!("released: {}", if *held { "was held" } else { "was not held" }),
             Outcome::Refreshed { held: false, .. } => "refreshed: was not held".to_owned(),
             Outcome::Refreshed { held: true, ttl: None } => "refreshed: was held".to_owned(),
@@ -384,6 +410,11 @@ impl Recorder {
         self.log.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// The id this history gives `lease`, if a recorded grant produced it.
+    pub fn lease_id(&self, lease: &Lease) -> Option<LeaseId> {
+        self.log().leases.get(&lease.owner().bits()).copied()
+    }
+
     /// The history so far (operations still running show as pending).
     pub fn history(&self) -> History {
         let mut operations = self.log().operations.clone();
@@ -431,7 +462,9 @@ impl InFlight<'_> {
     }
 
     fn finish_err(self, error: &LockError) {
-        let outcome = if error.is_timeout() {
+        let outcome = if matches!(error, LockError::TimedOutLocally { .. }) {
+            Outcome::TimedOutLocally
+        } else if error.is_timeout() {
             Outcome::TimedOut
         } else if error.definitely_not_applied() {
             Outcome::Failed { error: error.to_string() }
@@ -471,6 +504,25 @@ impl RecordingLocker {
     /// The recorder.
     pub fn recorder(&self) -> &Arc<Recorder> {
         &self.recorder
+    }
+
+    /// Records that this client's session ended under `leases` (see [`Call::SessionEnded`]):
+    /// `crashed` when the client is gone, not merely cut off. The caller ends the session
+    /// itself (drops the client, cuts its connections).
+    pub fn session_ended(&self, leases: &[Lease], crashed: bool) {
+        let now = self.recorder.now();
+        let mut log = self.recorder.log();
+        for lease in leases {
+            let id = log.lease_of(lease);
+            log.operations.push(Operation {
+                client: self.client,
+                key: lease.key().to_owned(),
+                call: Call::SessionEnded { lease: id, crashed },
+                invoked: now,
+                returned: Some(now),
+                outcome: Outcome::Done,
+            });
+        }
     }
 
     /// A grant of `request` as lease `id`; its duration is recorded where the backend changed it.

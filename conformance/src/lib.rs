@@ -1,6 +1,6 @@
 //! The lockcheck conformance harness: tells anyone whether a lock backend is correct.
 //!
-//! - [`history`]: a recorder that wraps any [`Locker`](lockcheck_impls::Locker) and records
+//! - [`history`]: a recorder that wraps any [`Locker`] and records
 //!   every operation with its invoke/return instants and outcome (ok, failed, indeterminate).
 //! - [`checkers`]: linearizability against the spec (memoizing Wing–Gong–Lowe, per key, with a
 //!   budget), real-time exclusion, fencing, bounded waits, FIFO. Each says Valid, Invalid with
@@ -11,11 +11,18 @@
 //!   "not claimed".
 //! - [`mutants`]: deliberately broken lockers the suite must catch.
 //! - [`backends`]: backend URLs (`memory`, `redis://…`, …) to [`Backend`]s.
+//! - [`guide`]: writing a backend of your own, and every rule the checks rely on.
 //!
 //! # Plugging in a backend
 //!
-//! Implement [`Backend`] (or wrap a single-process locker in [`SharedLocker`]), then either
-//! run the whole suite and read the report:
+//! The [`guide`] walks a backend author from nothing to a passing suite and lists what the
+//! checks assume of a backend, each rule with its reason. The lock API a backend implements
+//! ([`Locker`], [`Lease`], [`LeaseRequest`], [`LockError`], [`Capabilities`]) is re-exported
+//! here, so one import path serves.
+//!
+//! In short: implement [`Backend`] (or wrap a single-process locker in [`SharedLocker`]),
+//! then either run the whole suite and read the report ([`run_suite_observed`] reports each
+//! check as it goes):
 //!
 //! ```
 //! use lockcheck_conformance::{run_suite, SharedLocker, SuiteConfig, Status};
@@ -33,7 +40,8 @@
 //!
 //! or generate one `#[test]` per check in your own crate's `tests/`, the way ripgrep's
 //! `rgtest!` does — each test panics with the counterexample when its check fails, and a
-//! check your backend does not claim prints "not claimed":
+//! check your backend does not claim prints "not claimed". Each test builds the backend
+//! inside its own tokio runtime, so a constructor may spawn tasks:
 //!
 //! ```
 //! use lockcheck_conformance::{conformance_suite, SharedLocker, SuiteConfig};
@@ -52,6 +60,7 @@
 //! | variable | meaning |
 //! |---|---|
 //! | `LOCKCHECK_SEED` | the seed of every randomized check (default: random, printed). |
+//! | `LOCKCHECK_HISTORY_DIR` | a directory where a random workload that fails keeps its history (`random_workload-<seed>.json`), for `lockcheck check --recheck`. |
 //!
 //! The service layer (`services`, behind the `services` feature) documents its own.
 #![deny(missing_docs)]
@@ -59,6 +68,7 @@
 mod backend;
 pub mod backends;
 pub mod checkers;
+pub mod guide;
 pub mod history;
 pub mod mutants;
 pub mod suite;
@@ -73,11 +83,20 @@ pub use backend::{Backend, SharedLocker, Timing};
 pub use checkers::{Counterexample, Verdict};
 pub use history::{History, Recorder, RecordingLocker};
 pub use lockcheck_model::spec::Property;
-pub use suite::{CHECKS, CheckInfo, CheckResult, Claim, Status, SuiteConfig, SuiteReport, run_check, run_suite};
+pub use suite::{
+    CHECKS, CheckInfo, CheckResult, Claim, Status, SuiteConfig, SuiteReport, run_check, run_suite, run_suite_observed,
+};
+// The lock API a backend implements, so that a backend author imports from one crate.
+pub use lockcheck_impls::{Capabilities, FencingToken, Lease, LeaseRequest, LockError, Locker, OwnerToken};
 
 /// Expands to a module `$name` with one `#[test]` per check of the suite, run against
-/// `$backend` (an expression evaluated afresh in every test). An optional third argument is
-/// the [`SuiteConfig`].
+/// `$backend`. An optional third argument is the [`SuiteConfig`].
+///
+/// `$backend` is an expression evaluated afresh in every test, inside that test's tokio
+/// runtime (multi-threaded, time and I/O enabled): a constructor may `tokio::spawn`, bind a
+/// tokio socket, or run async set-up with `tokio::runtime::Handle::current().block_on(…)`.
+/// It must not `.await` (it is not in an async block). The backend is dropped inside the
+/// runtime too, before it shuts down. See the [guide](crate::guide) for a worked example.
 ///
 /// A test fails on a violated property *and* on an unknown verdict (a backend error, a
 /// checker out of budget); a check whose capability the backend does not claim passes and
@@ -90,12 +109,12 @@ macro_rules! conformance_suite {
     ($name:ident, $backend:expr, $config:expr) => {
         $crate::conformance_suite!(@tests $name, $backend, $config,
             double_try_acquire_fails release_by_non_holder_is_noop acquire_waits_then_wins
-            ttl_expiry_frees_lock acquire_honours_wait_bound no_lost_wakeup
-            next_holder_survives_old_ttl refresh_extends refresh_after_loss_reports_loss
-            remaining_ttl_counts_down racing_try_acquires fencing_increases
-            cancelled_acquire_leaves_nothing fifo_hand_off semaphore_admits_limit
-            crashed_holder_frees_within_ttl stale_holder_fenced_off sequential_model
-            random_workload);
+            ttl_expiry_frees_lock lease_lasts_its_ttl acquire_honours_wait_bound
+            wait_bound_under_contention no_lost_wakeup next_holder_survives_old_ttl refresh_extends
+            refresh_after_loss_reports_loss remaining_ttl_counts_down racing_try_acquires
+            fencing_increases cancelled_acquire_leaves_nothing fifo_hand_off hand_off_is_pushed
+            semaphore_admits_limit semaphore_waiters crashed_holder_frees_within_ttl
+            session_cut_under_holder stale_holder_fenced_off sequential_model random_workload);
     };
     (@tests $name:ident, $backend:expr, $config:expr, $($check:ident)*) => {
         #[cfg(test)]
@@ -105,8 +124,8 @@ macro_rules! conformance_suite {
             $(
                 #[test]
                 fn $check() {
-                    let backend = $backend;
-                    $crate::suite::run_check_in_test(&backend, stringify!($check), $config);
+                    // A closure, so the backend is built inside the test's runtime.
+                    $crate::suite::run_check_in_test(|| $backend, stringify!($check), $config);
                 }
             )*
         }

@@ -44,6 +44,13 @@ pub fn builtin() -> Vec<Mutant> {
     builtin::mutants()
 }
 
+/// Correct backends that behave unlike the reference lockers, which the suite must pass: a
+/// checker is proven by a broken backend it catches *and* by a correct, unusual one it does not
+/// flag. (name, backend).
+pub fn unusual_but_correct() -> Vec<(&'static str, Box<dyn Backend>)> {
+    vec![("memory-sessions: leases freed when the client's session ends, and said so", builtin::session_bound_memory())]
+}
+
 /// Mutants of real services, registered by backend modules behind their features. Each
 /// backend adds one line here, e.g. `#[cfg(feature = "redis")] mutants.extend(redis::mutants());`.
 pub fn service_mutants() -> Vec<Mutant> {

@@ -50,6 +50,7 @@ mod docker;
 #[cfg(feature = "nats")]
 pub mod nats;
 mod process;
+pub mod proxy;
 #[cfg(feature = "redis")]
 pub mod redis;
 

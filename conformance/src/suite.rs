@@ -13,22 +13,27 @@
 //!
 //! Keys are prefixed with a random run id, so runs against a shared server never collide.
 
+mod in_test;
 mod scenarios;
 mod sequential;
 mod workload;
+
+#[doc(hidden)]
+pub use in_test::run_check_in_test;
+pub use workload::checked_with as workload_timing;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lockcheck_impls::{Capabilities, LockError};
+use lockcheck_impls::{Capabilities, Lease, LockError};
 use lockcheck_model::spec::Property;
 
 use crate::backend::{Backend, Timing};
 use crate::checkers::linearizability::Reference;
 use crate::checkers::{self, Counterexample, Verdict};
-use crate::history::{Recorder, RecordingLocker};
+use crate::history::{Operation, Recorder, RecordingLocker};
 
 /// How a suite run is set up.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -51,6 +56,9 @@ pub struct SuiteConfig {
     pub ops_per_client: u32,
     /// Run only the checks with these names (all if empty).
     pub only: Vec<String>,
+    /// Measure the backend's round-trip jitter before checking and widen the early tolerance
+    /// to cover it ([`Timing::calibrated`]). On by default.
+    pub calibrate: bool,
 }
 
 impl Default for SuiteConfig {
@@ -64,6 +72,7 @@ impl Default for SuiteConfig {
             clients: 4,
             ops_per_client: 25,
             only: Vec::new(),
+            calibrate: true,
         }
     }
 }
@@ -129,6 +138,10 @@ pub enum Claim {
     ServerSideExpiry,
     /// Permit limits above 1.
     Semaphores,
+    /// Waiters are woken by the backend, not by polling.
+    PushWakeups,
+    /// Leases end with the client's session.
+    SessionBound,
 }
 
 impl Claim {
@@ -139,6 +152,8 @@ impl Claim {
             Claim::Fifo => capabilities.fifo,
             Claim::ServerSideExpiry => capabilities.server_side_expiry,
             Claim::Semaphores => capabilities.semaphores,
+            Claim::PushWakeups => capabilities.push_wakeups,
+            Claim::SessionBound => capabilities.session_bound,
         }
     }
 
@@ -160,6 +175,8 @@ impl fmt::Display for Claim {
             Claim::Fifo => "FIFO",
             Claim::ServerSideExpiry => "server-side expiry",
             Claim::Semaphores => "semaphores",
+            Claim::PushWakeups => "push wake-ups",
+            Claim::SessionBound => "session-bound leases",
         })
     }
 }
@@ -207,10 +224,22 @@ pub const CHECKS: &[CheckInfo] = &[
         about: "an expired lease frees the key for try-acquire and for a waiter (Go: TestTTL_expiry)",
     },
     CheckInfo {
+        name: "lease_lasts_its_ttl",
+        covers: &[MutualExclusion, Expiry],
+        requires: None,
+        about: "a lease is not handed to anyone else before its TTL runs out (probed every few ms across its end)",
+    },
+    CheckInfo {
         name: "acquire_honours_wait_bound",
         covers: &[BoundedWait],
         requires: None,
         about: "acquire on a held key times out at its wait bound, not later (Go: TestInMemoryAcquireTimeout)",
+    },
+    CheckInfo {
+        name: "wait_bound_under_contention",
+        covers: &[BoundedWait],
+        requires: None,
+        about: "a waiter that is woken and loses the key to a barging holder, again and again, still returns within its original bound",
     },
     CheckInfo {
         name: "no_lost_wakeup",
@@ -264,7 +293,13 @@ pub const CHECKS: &[CheckInfo] = &[
         name: "fifo_hand_off",
         covers: &[Fifo],
         requires: Some(Claim::Fifo),
-        about: "queued waiters are granted in arrival order",
+        about: "queued waiters are granted in arrival order, and a newcomer does not barge past them",
+    },
+    CheckInfo {
+        name: "hand_off_is_pushed",
+        covers: &[NoLostWakeup],
+        requires: Some(Claim::PushWakeups),
+        about: "a waiter is handed a released lock within a few round trips, not a polling period",
     },
     CheckInfo {
         name: "semaphore_admits_limit",
@@ -273,10 +308,22 @@ pub const CHECKS: &[CheckInfo] = &[
         about: "a semaphore of limit 3 admits three holders, refuses a fourth, admits it after a release",
     },
     CheckInfo {
+        name: "semaphore_waiters",
+        covers: &[MutualExclusion, NoLostWakeup],
+        requires: Some(Claim::Semaphores),
+        about: "acquires queued on a full semaphore: each release admits exactly one of them",
+    },
+    CheckInfo {
         name: "crashed_holder_frees_within_ttl",
         covers: &[CrashSafety],
         requires: Some(Claim::ServerSideExpiry),
         about: "a client that vanishes while holding frees the key within its TTL",
+    },
+    CheckInfo {
+        name: "session_cut_under_holder",
+        covers: &[MutualExclusion, ResourceSafety],
+        requires: Some(Claim::SessionBound),
+        about: "a live holder's session is cut: the backend may free its lease while it still believes it holds it (predicted by the claim); fencing keeps its stale write out",
     },
     CheckInfo {
         name: "stale_holder_fenced_off",
@@ -309,8 +356,14 @@ pub fn check_info(name: &str) -> Option<&'static CheckInfo> {
 pub enum Status {
     /// The backend does not claim the capability the property needs: informational.
     NotClaimed,
+    /// Claimed, but this run could not check it (the backend cannot be put through the fault
+    /// the check needs): reported, never read as a pass.
+    NotChecked,
     /// Checked and held.
     Passed,
+    /// Violated in a way the backend's own claims predict (a session-bound lease freed under a
+    /// live holder whose session was cut): not a broken promise, but shown, with its remedy.
+    Predicted,
     /// Could not be decided (a backend error, a checker out of budget): not a pass.
     Unknown,
     /// Violated: there is a counterexample.
@@ -318,7 +371,7 @@ pub enum Status {
 }
 
 impl Status {
-    /// Combines two statuses: Violated > Unknown > Passed > NotClaimed.
+    /// Combines two statuses: Violated > Unknown > Predicted > Passed > NotClaimed.
     pub fn and(self, other: Status) -> Status {
         self.max(other)
     }
@@ -333,7 +386,9 @@ impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Status::NotClaimed => "not claimed",
+            Status::NotChecked => "not checked",
             Status::Passed => "ok",
+            Status::Predicted => "predicted",
             Status::Unknown => "UNKNOWN",
             Status::Violated => "VIOLATED",
         })
@@ -408,6 +463,20 @@ impl SuiteReport {
         self.checks.iter().map(CheckResult::status).fold(Status::NotClaimed, Status::and)
     }
 
+    /// The claims no check of this suite can judge (they need faults: a server restart), each
+    /// with where they are checked instead. Reported as "claimed, not checked", never as passed.
+    pub fn unchecked_claims(&self) -> Vec<&'static str> {
+        let Some(capabilities) = self.capabilities else { return Vec::new() };
+        let mut unchecked = Vec::new();
+        if capabilities.survives_server_restart {
+            unchecked.push("survives server restart (checked by the fault runs, not by `check`)");
+        }
+        if capabilities.fencing_survives_restart {
+            unchecked.push("fencing survives restart (checked by the fault runs, not by `check`)");
+        }
+        unchecked
+    }
+
     /// Every counterexample, in check order.
     pub fn counterexamples(&self) -> impl Iterator<Item = (&str, &Counterexample)> {
         self.checks.iter().flat_map(|check| check.counterexamples.iter().map(move |c| (check.check.as_str(), c)))
@@ -443,6 +512,8 @@ pub(crate) enum Stop {
     Violated(Counterexample),
     /// The backend failed in a way that decides nothing.
     Error(String),
+    /// The check cannot be run against this backend (it cannot be put through the fault).
+    NotChecked(String),
 }
 
 impl From<LockError> for Stop {
@@ -464,6 +535,11 @@ pub(crate) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// Cuts every open client session of the backend ([`Backend::cut_sessions`]).
+    pub(crate) async fn cut_sessions(&self) -> bool {
+        self.backend.cut_sessions().await
+    }
+
     /// A fresh recorded client.
     pub(crate) async fn client(&mut self) -> Result<RecordingLocker, Stop> {
         let locker = self.backend.connect().await.map_err(|error| Stop::Error(format!("connect failed: {error}")))?;
@@ -483,17 +559,35 @@ impl Ctx<'_> {
 
     /// `property` is violated; the history so far of the key last operated on is the
     /// counterexample (scenarios fail right after the operation that showed the violation).
-    ///
-    /// The operation blamed is the one the scenario just saw misbehave. Scenarios clean up
-    /// before they report (release the intruder's lease, the holder's), so it is not simply the
-    /// last one: where the key's history is not linearizable it is the operation that cannot
-    /// follow (the first anomaly, by return events); else, for a property of *when* a grant
-    /// comes (P5–P9), the last acquire to return; else the last operation to return.
     pub(crate) fn violated_as(&self, property: Property, summary: impl Into<String>) -> Stop {
         let mut operations = self.recorder.history().operations;
         if let Some(key) = operations.iter().max_by_key(|op| op.invoked).map(|op| op.key.clone()) {
             operations.retain(|op| op.key == key);
         }
+        Stop::Violated(self.counterexample(property, summary, operations))
+    }
+
+    /// `property` is violated, shown by the operations on `leases` alone (a scenario that
+    /// knows which grants clash, among many probes that do not matter).
+    pub(crate) fn violated_between(&self, property: Property, summary: impl Into<String>, leases: &[&Lease]) -> Stop {
+        let ids: Vec<_> = leases.iter().filter_map(|lease| self.recorder.lease_id(lease)).collect();
+        let mut operations = self.recorder.history().operations;
+        operations.retain(|op| ids.contains(&op.call.lease()));
+        Stop::Violated(self.counterexample(property, summary, operations))
+    }
+
+    /// A scenario's counterexample, blaming the operation the scenario just saw misbehave.
+    /// Scenarios clean up before they report (release the intruder's lease, the holder's), so
+    /// it is not simply the last one: where the operations are not linearizable it is the
+    /// operation that cannot follow (the first anomaly, by return events); else, for a
+    /// property of *when* a grant comes (P5–P9), the last acquire to return; else the last
+    /// operation to return.
+    fn counterexample(
+        &self,
+        property: Property,
+        summary: impl Into<String>,
+        operations: Vec<Operation>,
+    ) -> Counterexample {
         let reference = Reference::for_backend(&self.timing, &self.capabilities);
         let about_waiting = matches!(property, NoLostWakeup | BoundedWait | CancelSafety | Fifo | CrashSafety);
         let last_returned = |acquires_only: bool| {
@@ -502,14 +596,14 @@ impl Ctx<'_> {
                 .max_by_key(|&i| (operations[i].returned.unwrap_or(operations[i].invoked), operations[i].invoked))
         };
         let blamed = reference
-            .blame(&operations, std::time::Instant::now() + Duration::from_secs(2))
+            .blame(&operations, Instant::now() + Duration::from_secs(2))
             .or_else(|| if about_waiting { last_returned(true) } else { None })
             .or_else(|| last_returned(false));
         let counterexample = Counterexample::new(property, summary, operations);
-        Stop::Violated(match blamed {
+        match blamed {
             Some(blamed) => counterexample.blaming(blamed),
             None => counterexample,
-        })
+        }
     }
 
     /// The seed of this check (the suite seed mixed with the check's name, so checks do not
@@ -526,10 +620,41 @@ impl Ctx<'_> {
 
 pub(crate) use checkers::check_all as check_recorded;
 
+/// The spread of `backend`'s round trips: 20 try-acquires (each released) on a scratch key,
+/// the 90th percentile less the fastest. `None` if the backend could not be reached.
+pub async fn measure_jitter(backend: &dyn Backend) -> Option<Duration> {
+    let client = backend.connect().await.ok()?;
+    let request = lockcheck_impls::LeaseRequest::lock(
+        format!("lc-{:08x}-calibration", rand::random::<u32>()),
+        Duration::from_secs(10),
+    );
+    let mut samples = Vec::with_capacity(20);
+    for _ in 0..20 {
+        let sent = Instant::now();
+        let granted = client.try_acquire(&request).await.ok()?;
+        samples.push(sent.elapsed());
+        if let Some(lease) = granted {
+            client.release(&lease).await.ok()?;
+        }
+    }
+    samples.sort_unstable();
+    Some(samples[17] - samples[0])
+}
+
+/// The time scales a check of `backend` runs with: the configured or the backend's own,
+/// calibrated to the backend's measured jitter when the configuration asks for it.
+pub async fn timing_for(backend: &dyn Backend, config: &SuiteConfig) -> Timing {
+    let timing = config.timing.unwrap_or_else(|| backend.timing());
+    match config.calibrate {
+        true => measure_jitter(backend).await.map_or(timing, |jitter| timing.calibrated(jitter)),
+        false => timing,
+    }
+}
+
 /// Runs one check against `backend`.
 pub async fn run_check(backend: &dyn Backend, check: &'static CheckInfo, config: &SuiteConfig) -> CheckResult {
     let started = Instant::now();
-    let timing = config.timing.unwrap_or_else(|| backend.timing());
+    let timing = timing_for(backend, config).await;
     let mut result = CheckResult {
         check: check.name.to_owned(),
         properties: BTreeMap::new(),
@@ -582,9 +707,17 @@ pub async fn run_check(backend: &dyn Backend, check: &'static CheckInfo, config:
         result.properties.insert(*property, if claimed { Status::Passed } else { Status::NotClaimed });
     }
     match outcome {
+        Err(Stop::NotChecked(why)) => {
+            for property in check.covers {
+                result.properties.insert(*property, Status::NotChecked);
+            }
+            result.notes.push(format!("claimed, not checked: {why}"));
+            result.elapsed = started.elapsed();
+            return result;
+        }
         Ok(notes) => result.notes.extend(notes),
         Err(Stop::Violated(counterexample)) => {
-            result.properties.insert(counterexample.property, Status::Violated);
+            result.properties.insert(counterexample.property, status_of(&counterexample));
             result.counterexamples.push(counterexample);
         }
         Err(Stop::Error(message)) => return unknown(result, message),
@@ -595,7 +728,8 @@ pub async fn run_check(backend: &dyn Backend, check: &'static CheckInfo, config:
             match verdict {
                 Verdict::Valid => {}
                 Verdict::Invalid { counterexample } => {
-                    result.properties.insert(counterexample.property, Status::Violated);
+                    let status = result.properties.entry(counterexample.property).or_insert(Status::Passed);
+                    *status = status.and(status_of(&counterexample));
                     result.counterexamples.push(*counterexample);
                 }
                 Verdict::Unknown { reason } => {
@@ -608,6 +742,11 @@ pub async fn run_check(backend: &dyn Backend, check: &'static CheckInfo, config:
     }
     result.elapsed = started.elapsed();
     result
+}
+
+/// What a counterexample makes of its property: violated, or predicted by the claims.
+fn status_of(counterexample: &Counterexample) -> Status {
+    if counterexample.predicted.is_some() { Status::Predicted } else { Status::Violated }
 }
 
 /// Runs every check of the suite (or those in `config.only`) against `backend`.
@@ -624,60 +763,22 @@ pub async fn run_suite_observed(
 ) -> SuiteReport {
     let started = Instant::now();
     let capabilities = backend.connect().await.ok().map(|client| client.capabilities());
+    // Calibrated once, so every check and the report use the same time scales.
+    let timing = timing_for(backend, config).await;
+    let config = SuiteConfig { timing: Some(timing), calibrate: false, ..config.clone() };
     let mut checks = Vec::new();
-    for check in selected(config) {
+    for check in selected(&config) {
         observe(check, None);
-        let result = run_check(backend, check, config).await;
+        let result = run_check(backend, check, &config).await;
         observe(check, Some(&result));
         checks.push(result);
     }
-    SuiteReport {
-        backend: backend.name(),
-        capabilities,
-        seed: config.seed,
-        timing: config.timing.unwrap_or_else(|| backend.timing()),
-        checks,
-        elapsed: started.elapsed(),
-    }
+    SuiteReport { backend: backend.name(), capabilities, seed: config.seed, timing, checks, elapsed: started.elapsed() }
 }
 
 /// The checks `config` selects, in suite order.
 pub fn selected(config: &SuiteConfig) -> impl Iterator<Item = &'static CheckInfo> + '_ {
     CHECKS.iter().filter(|check| config.only.is_empty() || config.only.iter().any(|name| name == check.name))
-}
-
-/// What the [`conformance_suite!`](crate::conformance_suite) tests call: runs one check on a
-/// fresh multi-threaded runtime and panics with the report unless it passed or is not
-/// claimed.
-#[doc(hidden)]
-pub fn run_check_in_test(backend: &dyn Backend, name: &str, config: SuiteConfig) {
-    let check = check_info(name).unwrap_or_else(|| panic!("no conformance check named {name}"));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime for the conformance test");
-    eprintln!(
-        "lockcheck: {name} on {} with seed {} (LOCKCHECK_SEED={} to replay)",
-        backend.name(),
-        config.seed,
-        config.seed
-    );
-    let result = runtime.block_on(run_check(backend, check, &config));
-    match result.status() {
-        Status::Passed => {}
-        Status::NotClaimed => eprintln!("lockcheck: {name} not claimed by {}: skipped, not passed", backend.name()),
-        status => {
-            let mut message = format!("{name} on {}: {status} (seed {})\n", backend.name(), config.seed);
-            for note in &result.notes {
-                message.push_str(&format!("note: {note}\n"));
-            }
-            for counterexample in &result.counterexamples {
-                message.push_str(&format!("{counterexample}\n"));
-            }
-            panic!("{message}");
-        }
-    }
 }
 
 #[cfg(test)]

@@ -59,6 +59,7 @@ fn random_history(rng: &mut StdRng) -> Vec<Entry<LockOp, LockRet>> {
                             LockRet::Remaining(rng.random_bool(0.6).then(|| rng.random_range(0..10)))
                         }
                         LockOp::Withdraw { .. } => LockRet::Withdrawn,
+                        LockOp::SessionEnded { .. } => LockRet::SessionEnded,
                     }
                 };
                 *outcome = Some((ret, time));
@@ -68,7 +69,7 @@ fn random_history(rng: &mut StdRng) -> Vec<Entry<LockOp, LockRet>> {
                 remaining[thread] -= 1;
                 let at = Window::new(time, u64::MAX);
                 let lease = LeaseId(rng.random_range(1..next_lease.max(2)));
-                let op = match rng.random_range(0..12) {
+                let op = match rng.random_range(0..13) {
                     0..=4 => {
                         next_lease += 1;
                         LockOp::Acquire { lease: LeaseId(next_lease - 1), ttl: rng.random_range(3..12), limit, at }
@@ -82,6 +83,8 @@ fn random_history(rng: &mut StdRng) -> Vec<Entry<LockOp, LockRet>> {
                     7..=8 => LockOp::Refresh { lease, ttl: rng.random_range(3..12), at },
                     // A cancelled acquire's clean-up (whether or not its acquire was granted).
                     9 => LockOp::Withdraw { lease, at },
+                    // The holder's session ended: the lease may end at any moment from here.
+                    12 => LockOp::SessionEnded { lease, at },
                     _ => LockOp::Remaining { lease, at },
                 };
                 recorded.push((op, time, None));
@@ -105,7 +108,8 @@ fn set_window(op: &mut LockOp, window: Window) {
         | LockOp::Release { at, .. }
         | LockOp::Refresh { at, .. }
         | LockOp::Remaining { at, .. }
-        | LockOp::Withdraw { at, .. } => *at = window,
+        | LockOp::Withdraw { at, .. }
+        | LockOp::SessionEnded { at, .. } => *at = window,
     }
 }
 

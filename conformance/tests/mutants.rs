@@ -42,3 +42,15 @@ async fn the_random_workload_alone_catches_double_grants_and_stale_timers() {
         assert!(counterexample.len() <= 12, "{name}: the counterexample was not shrunk:\n{counterexample}");
     }
 }
+
+/// The other half of a checker's proof: correct backends that behave unlike the reference
+/// lockers (leases freed when the client's session ends, and said so) pass every check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unusual_but_correct_backends_pass() {
+    let config = SuiteConfig::default();
+    eprintln!("seed {} (LOCKCHECK_SEED to replay)", config.seed);
+    for (name, backend) in mutants::unusual_but_correct() {
+        let report = run_suite(backend.as_ref(), &config).await;
+        assert_eq!(report.status(), Status::Passed, "{name}:\n{report}");
+    }
+}

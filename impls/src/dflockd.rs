@@ -40,6 +40,6 @@ pub use connection::{ConnectOptions, Connection, MAX_REPLY_BYTES};
 pub use error::DflockdError;
 pub use lock::{Lock, LockOptions, RenewErrorCallback, Semaphore};
 pub use locker::{DflockdLocker, DflockdLockerConfig, ServerKind};
-pub use server::{Server, ServerConfig, ServerError};
+pub use server::{ConfigError, EventSink, Server, ServerConfig, ServerError, ServerEvent};
 pub use shard::{ShardFn, crc32_shard};
 pub use tls::{ClientTls, ServerTls, TlsConfigError};

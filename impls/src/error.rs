@@ -81,6 +81,15 @@ pub enum LockError {
         /// How long the caller waited.
         waited: Duration,
     },
+    /// `acquire` ran out of its wait bound on the caller's side while its request was still
+    /// with the backend (the client gave up on the wire, as a dflockd client does by closing
+    /// its connection). The backend may still grant it before it learns the caller left; the
+    /// cancel-safety clean-up gives any such grant back. To the caller it is a time-out.
+    #[error("timed out after waiting {waited:?} for the lock (given up locally)")]
+    TimedOutLocally {
+        /// How long the caller waited.
+        waited: Duration,
+    },
     /// The operation was cancelled before it took effect. Nothing is held.
     #[error("the operation was cancelled")]
     Cancelled,
@@ -145,9 +154,9 @@ impl LockError {
         matches!(self, LockError::InvalidInput(_))
     }
 
-    /// `acquire` ran out of its wait bound.
+    /// `acquire` ran out of its wait bound (on the backend or on the caller's side).
     pub fn is_timeout(&self) -> bool {
-        matches!(self, LockError::TimedOut { .. })
+        matches!(self, LockError::TimedOut { .. } | LockError::TimedOutLocally { .. })
     }
 
     /// The operation was cancelled.

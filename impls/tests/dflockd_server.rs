@@ -433,7 +433,13 @@ async fn thousands_of_connections_cost_nothing_lasting() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_keys_is_capped() {
-    let server = server(|c| c.max_locks = 64).await;
+    // The global cap alone (the per-connection ones would stop this one client first).
+    let server = server(|c| {
+        c.max_locks = 64;
+        c.max_keys_per_connection = 0;
+        c.max_waiters_per_connection = 0;
+    })
+    .await;
     let mut c = Raw::connect(server.local_addr()).await;
     let mut refused = 0;
     for i in 0..200 {
@@ -488,4 +494,291 @@ fn parser_smoke_on_corpus_and_random_bytes() {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Hardening (issue 22): hostile settings, fencing at the end of its range, memory per
+// connection, fair share, authentication abuse.
+// ---------------------------------------------------------------------------------------
+
+use lockcheck_impls::dflockd::server::{EventSink, REPLY_BUFFER_KEEP, ServerError, ServerEvent};
+use std::sync::{Arc, Mutex};
+
+/// Collects the server's events for assertions.
+fn collect_events() -> (EventSink, Arc<Mutex<Vec<ServerEvent>>>) {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = {
+        let events = events.clone();
+        EventSink::new(move |e| events.lock().unwrap().push(e.clone()))
+    };
+    (sink, events)
+}
+
+/// Polls `condition` (bounded by the guard) for state the server exposes only as a number.
+async fn eventually(what: &str, condition: impl Fn() -> bool) {
+    let deadline = Instant::now() + raw::GUARD;
+    while !condition() {
+        assert!(Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("lockcheck-{name}-{}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_out_of_bounds_stop_the_start() {
+    for (setting, change) in [
+        (
+            "--read-timeout",
+            Box::new(|c: &mut ServerConfig| c.read_timeout = Duration::ZERO) as Box<dyn Fn(&mut ServerConfig)>,
+        ),
+        ("--lease-sweep-interval", Box::new(|c: &mut ServerConfig| c.lease_sweep_interval = Duration::MAX)),
+        ("--default-lease-ttl", Box::new(|c: &mut ServerConfig| c.default_lease_ttl_s = u64::MAX)),
+        ("--max-locks", Box::new(|c: &mut ServerConfig| c.max_locks = 0)),
+        ("--auth-token", Box::new(|c: &mut ServerConfig| c.auth_token = Some(" s3cret".into()))),
+    ] {
+        let mut config = ServerConfig::ephemeral();
+        change(&mut config);
+        match Server::start(config).await {
+            Err(ServerError::Config(error)) => assert_eq!(error.setting, setting, "{error}"),
+            other => panic!("{setting}: expected a refusal, got {other:?}"),
+        }
+    }
+}
+
+/// Guards against granting a lease no client can parse (and the server's timer cannot hold):
+/// leases are clamped to the configured maximum and the reply says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_are_clamped_to_the_maximum_and_the_reply_says_so() {
+    let server = server(|c| c.max_lease_ttl_s = 120).await;
+    let mut a = Raw::connect(server.local_addr()).await;
+    let reply = a.req("l", "k", &format!("0 {}", protocol::MAX_PROTOCOL_SECONDS)).await;
+    assert!(reply.ends_with(" 120"), "{reply}");
+    let token = reply.split(' ').nth(1).unwrap().to_owned();
+    assert_eq!(a.req("n", "k", &format!("{token} 99999999")).await, "ok 120");
+    assert_eq!(a.req("n", "k", &format!("{token} 7")).await, "ok 7");
+    let reply = a.req("e", "k2", "99999999").await;
+    assert!(reply.starts_with("acquired ") && reply.ends_with(" 120"), "{reply}");
+    let lease = server.stats()["locks"][0]["lease_expires_in_s"].as_f64().unwrap();
+    assert!(lease <= 120.0, "the server's own deadline is the lease it told: {lease}");
+}
+
+/// Guards against the fence counter wrapping: with a state file near u64::MAX the server
+/// hands out the last values, then refuses every grant with `error_fence_exhausted` (a
+/// queued waiter too, at once), reports it once, and the file keeps u64::MAX.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fencing_stops_at_the_end_of_its_range_and_says_so() {
+    let dir = temp_dir("fence-end");
+    let state = dir.join("fence.state");
+    std::fs::write(&state, format!("{}\n", u64::MAX - 2)).unwrap();
+    let (sink, events) = collect_events();
+    let server = server(|c| {
+        c.fence_state_file = Some(state.clone());
+        c.events = sink;
+    })
+    .await;
+    let addr = server.local_addr();
+    let mut a = Raw::connect(addr).await;
+    let first = a.grant("l", "k", "0").await;
+    assert_eq!(fence_of(&first), u64::MAX - 1);
+    let mut b = Raw::connect(addr).await;
+    assert_eq!(b.req("e", "k", "").await, "queued");
+    let last = a.grant("l", "k2", "0").await;
+    assert_eq!(fence_of(&last), u64::MAX);
+    assert_eq!(a.req("l", "k3", "0").await, "error_fence_exhausted");
+    assert_eq!(a.req("r", "k", &first).await, "ok");
+    assert_eq!(b.req("w", "k", "10").await, "error_fence_exhausted", "the waiter is told at once");
+    assert_eq!(a.req("l", "k", "5").await, "error_fence_exhausted");
+    let exhausted: Vec<_> =
+        events.lock().unwrap().iter().filter(|e| matches!(e, ServerEvent::FenceExhausted { .. })).cloned().collect();
+    assert_eq!(exhausted, [ServerEvent::FenceExhausted { last: Some(u64::MAX) }], "reported once");
+    assert_eq!(std::fs::read_to_string(&state).unwrap().trim(), u64::MAX.to_string());
+    // Renew and release of what is held still work: only new grants are refused.
+    assert_eq!(a.req("n", "k2", &format!("{last} 5")).await, "ok 5");
+    assert_eq!(a.req("r", "k2", &last).await, "ok");
+    drop(server);
+    // A restart on the same file: still nothing granted, and the file is not rewritten lower.
+    let restarted = self::server(|c| c.fence_state_file = Some(state.clone())).await;
+    let mut c = Raw::connect(restarted.local_addr()).await;
+    assert_eq!(c.req("l", "k", "0").await, "error_fence_exhausted");
+    assert_eq!(std::fs::read_to_string(&state).unwrap().trim(), u64::MAX.to_string());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Guards against reply buffers kept for the life of a connection after one large reply
+/// (hundreds of MB with 1,000 connections that asked for `stats` once each).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_reply_does_not_keep_its_buffer() {
+    let server = server(|c| {
+        c.max_locks = 4096;
+        c.max_keys_per_connection = 0;
+    })
+    .await;
+    let addr = server.local_addr();
+    let mut filler = Raw::connect(addr).await;
+    for i in 0..300 {
+        filler.grant("l", &format!("{i:0>200}"), "0").await;
+    }
+    let mut clients = Vec::new();
+    let mut largest = 0;
+    for _ in 0..20 {
+        let mut c = Raw::connect(addr).await;
+        let reply = c.req("stats", "_", "_").await;
+        largest = largest.max(reply.len());
+        clients.push(c);
+    }
+    assert!(largest > 60_000, "the stats reply is large: {largest} bytes");
+    let connections = server.connections();
+    let held = server.reply_buffer_bytes();
+    assert!(
+        held <= connections * REPLY_BUFFER_KEEP,
+        "{held} bytes held by {connections} connections after their replies"
+    );
+}
+
+/// Guards against a client that pipelines requests without reading replies growing server
+/// memory: its connection stalls on the first reply it does not read, and what the server
+/// holds for it stays within one reply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_does_not_read_stalls_itself_not_the_server() {
+    let server = server(|c| {
+        c.max_locks = 4096;
+        c.max_keys_per_connection = 0;
+        c.write_timeout = Duration::from_secs(30);
+    })
+    .await;
+    let addr = server.local_addr();
+    let bystander = Bystander::hold(&server).await;
+    let mut filler = Raw::connect(addr).await;
+    for i in 0..300 {
+        filler.grant("l", &format!("{i:0>200}"), "0").await;
+    }
+    let stats_len = filler.req("stats", "_", "_").await.len() + 1;
+    // Pipelines 500 `stats` (over 30 MB of replies, more than socket buffers hold) and reads
+    // none of them for now.
+    let mut hog = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let requests = b"stats\n_\n_\n".repeat(500);
+    let (mut hog_read, mut hog_write) = hog.split();
+    let send = async {
+        use tokio::io::AsyncWriteExt;
+        hog_write.write_all(&requests).await.unwrap();
+    };
+    let stalled_then_measured = async {
+        tokio::time::timeout(raw::GUARD, server.wait_for_stalled_replies(|n| *n >= 1)).await.expect("stalled");
+        let held = server.reply_buffer_bytes();
+        let bound = server.connections() * REPLY_BUFFER_KEEP + stats_len;
+        assert!(held <= bound, "{held} bytes held while stalled (bound {bound})");
+        // Others are still served meanwhile.
+        let mut other = Raw::connect(addr).await;
+        other.grant("l", "other", "0").await;
+        // Now read everything: every request is answered, in order.
+        use tokio::io::AsyncBufReadExt;
+        let mut lines = tokio::io::BufReader::new(&mut hog_read).lines();
+        for i in 0..500 {
+            let line = tokio::time::timeout(raw::GUARD, lines.next_line()).await.expect("answered").unwrap();
+            assert!(line.is_some_and(|l| l.starts_with("ok {")), "reply {i}");
+        }
+    };
+    tokio::join!(send, stalled_then_measured);
+    bystander.still_holds().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_cannot_take_every_key_permit_or_queue_place() {
+    let server = server(|c| {
+        c.max_locks = 100;
+        c.max_keys_per_connection = 10;
+        c.max_waiters_per_connection = 3;
+        c.max_semaphore_limit = 8;
+    })
+    .await;
+    let addr = server.local_addr();
+    let mut greedy = Raw::connect(addr).await;
+    let mut tokens = Vec::new();
+    for i in 0..10 {
+        tokens.push(greedy.grant("l", &format!("g{i}"), "0").await);
+    }
+    assert_eq!(greedy.req("l", "g10", "0").await, "error_max_locks", "the eleventh key");
+    assert_eq!(greedy.req("sl", "s", "0 2").await, "error_max_locks", "semaphores count too");
+    assert_eq!(greedy.req("l", "g0", "0").await, "timeout", "a key it holds is not a new key");
+    assert_eq!(greedy.req("r", "g9", &tokens.pop().unwrap()).await, "ok");
+    greedy.grant("sl", "s", "0 2").await; // room again after a release
+    // Others are not affected by the greedy connection's cap.
+    let mut fair = Raw::connect(addr).await;
+    fair.grant("l", "f", "0").await;
+    // Permits: a limit above the cap is refused as malformed.
+    assert_eq!(fair.req("sl", "big", "0 9").await, "error");
+    assert_eq!(fair.req("se", "big", "4294967295").await, "error");
+    fair.grant("sl", "big", "0 8").await;
+    // Waiters: three pending two-phase requests per connection.
+    let mut queuer = Raw::connect(addr).await;
+    for i in 0..3 {
+        assert_eq!(queuer.req("e", &format!("g{i}"), "").await, "queued");
+    }
+    assert_eq!(queuer.req("e", "g3", "").await, "error_max_waiters");
+    assert_eq!(queuer.req("w", "g0", "0").await, "timeout");
+    assert_eq!(queuer.req("e", "g3", "").await, "queued", "a place again after a wait");
+}
+
+/// Guards against wrong secrets never being throttled or logged, and unauthenticated
+/// connections taking every slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_secrets_are_delayed_and_reported_and_pre_auth_connections_are_capped() {
+    let (sink, events) = collect_events();
+    let server = server(|c| {
+        c.auth_token = Some("s3cret".into());
+        c.auth_failure_delay = Duration::from_millis(40);
+        c.max_unauthenticated_connections = 4;
+        // Long enough that a loaded machine still sees all four silent connections at once.
+        c.auth_timeout = Duration::from_secs(2);
+        c.events = sink;
+    })
+    .await;
+    let addr = server.local_addr();
+    // Each wrong guess from this address waits longer than the one before (40, 80, 160 ms).
+    let mut waited = Vec::new();
+    for _ in 0..3 {
+        let mut c = Raw::connect(addr).await;
+        let started = Instant::now();
+        assert_eq!(c.req("auth", "_", "guess").await, "error_auth");
+        waited.push(started.elapsed());
+        assert!(c.closed().await);
+    }
+    for (i, floor) in [40, 80, 160].into_iter().enumerate() {
+        assert!(waited[i] >= Duration::from_millis(floor), "guess {i} answered after {:?}", waited[i]);
+    }
+    let failures: Vec<u32> = events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            ServerEvent::AuthFailed { failures, .. } => Some(*failures),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failures, [1, 2, 3], "each failure is reported with its count");
+    // Four silent unauthenticated connections take every pre-auth pass; a fifth is closed.
+    let mut silent = Vec::new();
+    for _ in 0..4 {
+        silent.push(Raw::connect(addr).await);
+    }
+    eventually("the silent connections are accepted", || server.unauthenticated_connections() == 4).await;
+    let mut fifth = Raw::connect(addr).await;
+    assert!(fifth.closed().await, "over the pre-auth cap: closed at once");
+    // An authenticated client is not counted, and is served meanwhile... once a pass frees:
+    // the silent ones are cut off at the auth timeout, not the (longer) read timeout.
+    for mut c in silent {
+        assert_eq!(c.line().await.as_deref(), Some("error"), "cut off at the auth timeout");
+        assert!(c.closed().await);
+    }
+    eventually("the passes are given back", || server.unauthenticated_connections() == 0).await;
+    let mut good = Raw::connect(addr).await;
+    assert_eq!(good.req("auth", "_", "s3cret").await, "ok");
+    assert_eq!(server.unauthenticated_connections(), 0, "an authenticated connection gives its pass back");
+    good.grant("l", "k", "0").await;
+    assert!(events.lock().unwrap().iter().any(|e| matches!(e, ServerEvent::UnauthenticatedLimit { limit: 4, .. })));
 }

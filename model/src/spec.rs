@@ -22,12 +22,22 @@
 //!
 //! Close to a lease's end, a backend may legitimately see the lease either as still held or
 //! as expired: clocks drift, requests travel, timers fire late. Rather than guess, the spec
-//! accepts **either outcome** when the operation's window comes within `tolerance` of the
-//! lease's expiry interval. Concretely a holder is
-//! - surely alive if `to + tolerance < earliest expiry`,
-//! - surely expired if `from > latest expiry + tolerance`,
+//! accepts **either outcome** when the operation's window comes within a tolerance of the
+//! lease's expiry interval. The two sides differ: a lease seen ended *early* lets a second
+//! holder in (a safety matter, and only clock skew and timer granularity excuse it), while a
+//! lease seen held *late* only delays the next holder (expiry sweeps and timer slack excuse
+//! it). So the spec has an `early` tolerance, small, and a `late` one. A holder is
+//! - surely alive if `to + early < earliest expiry`,
+//! - surely expired if `from > latest expiry + late`,
 //! - ambiguous otherwise: an operation may treat it as held (and it stays a holder) or as
 //!   expired (and it is dropped for good).
+//!
+//! # Leases bound to a session
+//!
+//! Where a backend binds leases to the client's session (a connection, a ZooKeeper or etcd
+//! session), a [`LockOp::SessionEnded`] says the holder's session ended: from then on the
+//! lease may end at any moment (the backend frees it when it notices), and at the latest at
+//! its expiry.
 //!
 //! When a grant needs room and only ambiguous holders stand in the way, the spec expires the
 //! ambiguous holders with the earliest latest-expiry first. That greedy choice keeps the spec
@@ -141,6 +151,15 @@ pub enum LockOp {
         /// From its invocation to its clean-up deadline.
         at: Window,
     },
+    /// The session of the lease's holder ended (the holder crashed, or its connection was
+    /// cut): where leases are bound to sessions, the lease may end at any moment from `at.from`
+    /// on, and at the latest when it expires. Only recorded for backends that claim it.
+    SessionEnded {
+        /// The lease whose session ended.
+        lease: LeaseId,
+        /// When the session ended.
+        at: Window,
+    },
     /// The clean-up of a cancelled acquire: if the acquire was granted after all (its request
     /// was in flight when the caller gave up), the lease is given back here, and from here on
     /// it can no longer be granted. The cancel-safety contract (P7) bounds `at`: the clean-up
@@ -162,6 +181,7 @@ impl LockOp {
             | LockOp::Release { at, .. }
             | LockOp::Refresh { at, .. }
             | LockOp::Remaining { at, .. }
+            | LockOp::SessionEnded { at, .. }
             | LockOp::Withdraw { at, .. } => *at,
         }
     }
@@ -174,6 +194,7 @@ impl LockOp {
             | LockOp::Release { lease, .. }
             | LockOp::Refresh { lease, .. }
             | LockOp::Remaining { lease, .. }
+            | LockOp::SessionEnded { lease, .. }
             | LockOp::Withdraw { lease, .. } => *lease,
         }
     }
@@ -197,6 +218,8 @@ pub enum LockRet {
     Remaining(Option<Micros>),
     /// A cancelled acquire's clean-up is done.
     Withdrawn,
+    /// A session's end is noted.
+    SessionEnded,
 }
 
 /// One holder of a slot.
@@ -230,7 +253,10 @@ enum Liveness {
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct LockSpec {
+    /// How late a lease may still be seen held (the late side).
     tolerance: Micros,
+    /// How early a lease may be seen ended (the early side); at most `tolerance`.
+    early_tolerance: Micros,
     now: Micros,
     last_fence: Option<u64>,
     holders: Vec<Holder>,
@@ -249,16 +275,26 @@ impl Default for LockSpec {
 }
 
 impl LockSpec {
-    /// A free key; operations within `tolerance` µs of a lease boundary may see either outcome.
+    /// A free key; operations within `tolerance` µs of a lease boundary may see either outcome
+    /// (on both sides; see [`LockSpec::with_early_tolerance`]).
     pub fn with_tolerance(tolerance: Micros) -> Self {
         LockSpec {
             tolerance,
+            early_tolerance: tolerance,
             now: 0,
             last_fence: None,
             holders: Vec::new(),
             fencing_claimed: true,
             withdrawn: Vec::new(),
         }
+    }
+
+    /// The same spec, accepting a lease seen ended at most `early` µs before its earliest end
+    /// (capped at the late tolerance). A backend that ends leases early by more than clock
+    /// skew and timer granularity can excuse lets two holders in.
+    pub fn with_early_tolerance(mut self, early: Micros) -> Self {
+        self.early_tolerance = early.min(self.tolerance);
+        self
     }
 
     /// The same spec with fencing (P3) checked or not: a backend that does not claim fencing
@@ -272,9 +308,14 @@ impl LockSpec {
         self.fencing_claimed && self.last_fence.is_some_and(|last| fence <= last)
     }
 
-    /// The tolerance near lease boundaries, in µs.
+    /// The tolerance near lease boundaries on the late side, in µs.
     pub fn tolerance(&self) -> Micros {
         self.tolerance
+    }
+
+    /// The tolerance near lease boundaries on the early side, in µs.
+    pub fn early_tolerance(&self) -> Micros {
+        self.early_tolerance
     }
 
     /// The last fencing token granted, if any.
@@ -289,7 +330,7 @@ impl LockSpec {
 
     fn liveness(&self, holder: &Holder, from: Micros, to: Micros) -> Liveness {
         let (earliest, latest) = holder.expires_between;
-        if to.saturating_add(self.tolerance) < earliest {
+        if to.saturating_add(self.early_tolerance) < earliest {
             Liveness::Alive
         } else if from > latest.saturating_add(self.tolerance) {
             Liveness::Expired
@@ -321,13 +362,13 @@ impl LockSpec {
     }
 
     /// The first instant in `[from, to]` at which fewer than `limit` holders are surely alive
-    /// (a holder is, at instant `t`, while `t + tolerance` is before its earliest expiry).
+    /// (a holder is, at instant `t`, while `t + early tolerance` is before its earliest expiry).
     fn first_room(&self, limit: u32, from: Micros, to: Micros) -> Option<Micros> {
         let mut earliest: Vec<Micros> = self.holders.iter().map(|holder| holder.expires_between.0).collect();
         earliest.sort_unstable_by(|a, b| b.cmp(a));
         let instant = match earliest.get(limit.max(1) as usize - 1) {
             // The limit-th latest to end must no longer be surely alive.
-            Some(&ends) => from.max(ends.saturating_sub(self.tolerance)),
+            Some(&ends) => from.max(ends.saturating_sub(self.early_tolerance)),
             None => from,
         };
         (instant <= to).then_some(instant)
@@ -427,6 +468,14 @@ impl LockSpec {
                 }
                 true
             }
+            // From the session's end the lease may end whenever the backend notices.
+            (LockOp::SessionEnded { lease, .. }, LockRet::SessionEnded) => {
+                if let Some(at) = self.position(*lease) {
+                    let holder = &mut self.holders[at];
+                    holder.expires_between.0 = holder.expires_between.0.min(from);
+                }
+                true
+            }
             (LockOp::Acquire { lease, ttl, limit, .. }, LockRet::Granted { fence }) => {
                 let expires_between = (from.saturating_add(*ttl), to.saturating_add(*ttl));
                 self.grant(*lease, *limit, *fence, expires_between, from, to)
@@ -455,7 +504,7 @@ impl LockSpec {
                 Some(at) => {
                     let (earliest, latest) = self.holders[at].expires_between;
                     from.saturating_add(*left) <= latest.saturating_add(self.tolerance)
-                        && to.saturating_add(*left).saturating_add(self.tolerance) >= earliest
+                        && to.saturating_add(*left).saturating_add(self.early_tolerance) >= earliest
                 }
                 None => false,
             },
@@ -474,6 +523,7 @@ impl LockSpec {
                 None => LockRet::NotGranted,
             },
             LockOp::Withdraw { .. } => LockRet::Withdrawn,
+            LockOp::SessionEnded { .. } => LockRet::SessionEnded,
             LockOp::Acquire { limit, .. } => {
                 let alive = probe.holders.iter().filter(|h| probe.liveness(h, from, to) == Liveness::Alive).count();
                 if alive < *limit as usize {

@@ -214,7 +214,7 @@ pub fn normalize_status(raw: &str) -> &'static str {
         "predicted" | "violation-predicted" | "predicted-violation" | "expected" | "expected-violation" => "predicted",
         "not-claimed" | "unclaimed" | "informational" => "not claimed",
         "unknown" | "indeterminate" | "error" => "UNKNOWN",
-        "skipped" | "skip" | "not-run" => "not run",
+        "skipped" | "skip" | "not-run" | "not-checked" => "not run",
         _ => "other",
     }
 }

@@ -5,6 +5,11 @@
 //! (`acquired_at + ttl`, pushed out by successful refreshes). Each belief is shortened by the
 //! tolerance, so a hand-off exactly at a lease boundary is not a violation. This is the
 //! property a lock user actually relies on, checked without the spec.
+//!
+//! A holder that crashed ([`Call::SessionEnded`] with `crashed`) believes nothing from then
+//! on. A holder whose session was cut under it still believes; where leases are bound to
+//! sessions the backend may rightly have freed its lease, so an overlap it takes part in is
+//! a violation the backend's claims *predict* (fencing is the remedy), reported as such.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -20,6 +25,8 @@ struct Belief {
     limit: u32,
     from: Micros,
     until: Micros,
+    /// When the holder's session was cut under it, if it was.
+    cut: Option<Micros>,
 }
 
 fn beliefs(ops: &[&Operation], tolerance: Micros) -> Vec<Belief> {
@@ -34,6 +41,7 @@ fn beliefs(ops: &[&Operation], tolerance: Micros) -> Vec<Belief> {
         };
         let (Outcome::Granted { acquired_at, .. }, Some(from)) = (&op.outcome, op.returned) else { continue };
         let mut until = acquired_at.saturating_add(op.lease_ttl().unwrap_or_default());
+        let mut cut = None;
         for later in by_lease.get(lease).into_iter().flatten().filter(|later| !later.call.is_acquire()) {
             if later.invoked >= until {
                 break;
@@ -44,6 +52,7 @@ fn beliefs(ops: &[&Operation], tolerance: Micros) -> Vec<Belief> {
                 }
                 (Call::RemainingTtl { .. }, Outcome::Remaining { left: Some(_) })
                 | (Call::Refresh { .. }, Outcome::Indeterminate { .. } | Outcome::Pending) => {}
+                (Call::SessionEnded { crashed: false, .. }, _) => cut = cut.or(Some(later.invoked)),
                 _ => {
                     // Release, or the holder learnt the lease was lost.
                     until = later.invoked;
@@ -53,7 +62,7 @@ fn beliefs(ops: &[&Operation], tolerance: Micros) -> Vec<Belief> {
         }
         let until = until.saturating_sub(tolerance);
         if until > from {
-            beliefs.push(Belief { lease: *lease, limit: *limit, from, until });
+            beliefs.push(Belief { lease: *lease, limit: *limit, from, until, cut });
         }
     }
     beliefs
@@ -61,6 +70,12 @@ fn beliefs(ops: &[&Operation], tolerance: Micros) -> Vec<Belief> {
 
 /// Checks every key of `history`: never more than `limit` overlapping beliefs.
 pub fn check(history: &History, tolerance: Micros) -> Verdict {
+    check_sessions(history, tolerance, false)
+}
+
+/// [`check`] for a backend that binds leases to sessions (`session_bound`) or not: an overlap
+/// with a holder whose session was cut under it is then a predicted violation.
+pub fn check_sessions(history: &History, tolerance: Micros, session_bound: bool) -> Verdict {
     for (key, ops) in history.by_key() {
         let beliefs = beliefs(&ops, tolerance);
         // Sweep: ends sort before starts at the same instant (a hand-off is not an overlap).
@@ -88,16 +103,27 @@ pub fn check(history: &History, tolerance: Micros) -> Verdict {
                 let names: Vec<String> = overlapping.iter().map(ToString::to_string).collect();
                 // The grant that made one holder too many.
                 let blamed = shown.iter().position(|op| op.call.is_acquire() && op.call.lease() == beliefs[i].lease);
-                let counterexample = Counterexample::new(
-                    Property::MutualExclusion,
-                    format!(
-                        "key {key} (limit {limit}): {} clients believed they held it at {:.1}ms ({})",
-                        holding.len(),
-                        at as f64 / 1000.0,
-                        names.join(", ")
-                    ),
-                    shown,
-                );
+                let cut =
+                    holding.keys().find_map(|&j| beliefs[j].cut.filter(|&cut| cut <= at).map(|_| beliefs[j].lease));
+                let predicted = match cut {
+                    Some(lease) if session_bound => Some(format!(
+                        "leases are bound to sessions: {lease}'s session was cut while its holder lived, so the backend freed it while the holder still believed it held the key; only fencing tokens protect a resource from such a holder"
+                    )),
+                    _ => None,
+                };
+                let counterexample = Counterexample {
+                    predicted,
+                    ..Counterexample::new(
+                        Property::MutualExclusion,
+                        format!(
+                            "key {key} (limit {limit}): {} clients believed they held it at {:.1}ms ({})",
+                            holding.len(),
+                            at as f64 / 1000.0,
+                            names.join(", ")
+                        ),
+                        shown,
+                    )
+                };
                 return Verdict::invalid(match blamed {
                     Some(blamed) => counterexample.blaming(blamed),
                     None => counterexample,

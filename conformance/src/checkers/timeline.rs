@@ -11,7 +11,7 @@ use super::{Counterexample, TIMELINE_COLUMNS};
 use crate::history::{Call, Operation, Outcome};
 
 const LEGEND: &str = "T try_acquire  A acquire  R release  F refresh  Q remaining_ttl  ─ until it returned\n\
-                      ✗ refused  ? outcome unknown  ═ held";
+                      ✗ refused  ? outcome unknown  ═ held  X crashed  S session cut";
 
 /// Milliseconds, to the microsecond when the picture spans less than 10 ms (a sequential
 /// run's operations take microseconds).
@@ -27,6 +27,8 @@ fn letter(call: &Call) -> char {
         Call::Release { .. } => 'R',
         Call::Refresh { .. } => 'F',
         Call::RemainingTtl { .. } => 'Q',
+        Call::SessionEnded { crashed: true, .. } => 'X',
+        Call::SessionEnded { crashed: false, .. } => 'S',
     }
 }
 
@@ -34,7 +36,7 @@ fn letter(call: &Call) -> char {
 fn end_mark(outcome: &Outcome) -> char {
     match outcome {
         Outcome::NotGranted | Outcome::TimedOut => '✗',
-        Outcome::Pending | Outcome::Indeterminate { .. } | Outcome::Cancelled => '?',
+        Outcome::Pending | Outcome::Indeterminate { .. } | Outcome::Cancelled | Outcome::TimedOutLocally => '?',
         _ => '┤',
     }
 }
@@ -55,7 +57,8 @@ fn held_until(grant: &Operation, returned: Micros, ops: &[Operation]) -> Micros 
             (Call::Refresh { .. }, Outcome::Refreshed { held: true, .. }, Some(refreshed)) => {
                 until = until.max(refreshed.saturating_add(op.lease_ttl().unwrap_or_default()));
             }
-            (Call::Release { .. }, _, _) => return op.invoked,
+            // A crashed holder believes nothing any more.
+            (Call::Release { .. }, _, _) | (Call::SessionEnded { crashed: true, .. }, _, _) => return op.invoked,
             _ => {}
         }
     }

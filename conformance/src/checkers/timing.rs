@@ -11,8 +11,9 @@ pub fn check_bounded_waits(history: &History, slack: Micros) -> Verdict {
     for op in &history.operations {
         let (Call::Acquire { wait, .. }, Some(returned)) = (&op.call, op.returned) else { continue };
         let took = returned.saturating_sub(op.invoked);
-        let late = matches!(op.outcome, Outcome::Granted { .. } | Outcome::TimedOut) && took > wait + slack;
-        let early = op.outcome == Outcome::TimedOut && took + slack < *wait;
+        let timed_out = matches!(op.outcome, Outcome::TimedOut | Outcome::TimedOutLocally);
+        let late = (timed_out || matches!(op.outcome, Outcome::Granted { .. })) && took > wait + slack;
+        let early = timed_out && took + slack < *wait;
         if late || early {
             let how = if late { "past" } else { "before" };
             return Verdict::invalid(

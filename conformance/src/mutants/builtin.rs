@@ -35,6 +35,11 @@ enum Flaw {
     LeaksGrantOnCancel,
     LifoQueue,
     ExpiryNeverEnforced,
+    EarlyExpiry,
+    RewaitsWithFreshBound,
+    SemaphoreAdmitsAllWaiters,
+    BargingClaimingFifo,
+    PollingClaimingPush,
 }
 
 impl Flaw {
@@ -48,6 +53,11 @@ impl Flaw {
             Flaw::LeaksGrantOnCancel => "leaks-grant-on-cancel",
             Flaw::LifoQueue => "lifo-queue-claiming-fifo",
             Flaw::ExpiryNeverEnforced => "expiry-never-enforced",
+            Flaw::EarlyExpiry => "expires-5-percent-early",
+            Flaw::RewaitsWithFreshBound => "rewaits-with-fresh-bound",
+            Flaw::SemaphoreAdmitsAllWaiters => "semaphore-admits-all-waiters",
+            Flaw::BargingClaimingFifo => "barging-claiming-fifo",
+            Flaw::PollingClaimingPush => "polling-claiming-push",
         }
     }
 }
@@ -59,8 +69,14 @@ struct Book {
     held: HashMap<String, Vec<Lease>>,
     /// The restarting fence counter of [`Flaw::NonMonotonicFencing`].
     fences: HashMap<String, u64>,
-    /// The waiter stacks of [`Flaw::LifoQueue`]: (waiter id, its wake-up).
+    /// The waiter stacks of [`Flaw::LifoQueue`] (and queues of [`Flaw::BargingClaimingFifo`]):
+    /// (waiter id, its wake-up).
     stacks: HashMap<String, Vec<(usize, Arc<Notify>)>>,
+    /// Grants [`Flaw::SemaphoreAdmitsAllWaiters`] forced past the limit: the caller's owner
+    /// token → the inner lease (on a key of its own) that stands for it.
+    forced: HashMap<u128, Lease>,
+    /// Forced grants so far (each gets a key of its own).
+    next_forced: u64,
 }
 
 /// The memory locker with one flaw.
@@ -103,7 +119,8 @@ impl Flawed {
                     lease.limit(),
                 )
             }
-            Flaw::ExpiryNeverEnforced => {
+            // The caller is told the TTL it asked for, whatever the locker enforces.
+            Flaw::ExpiryNeverEnforced | Flaw::EarlyExpiry => {
                 Lease::new(lease.key(), lease.owner(), lease.fence(), request.ttl(), lease.acquired_at(), lease.limit())
             }
             _ => lease,
@@ -130,6 +147,9 @@ impl Flawed {
         match self.flaw {
             // The server never expires anything; only the holder knows its TTL.
             Flaw::ExpiryNeverEnforced => LeaseRequest::semaphore(request.key(), request.limit(), MAX_TTL),
+            // Off by 5 %: a lease timer started from a stale clock reading, a TTL in a coarser
+            // unit rounded down.
+            Flaw::EarlyExpiry => LeaseRequest::semaphore(request.key(), request.limit(), request.ttl().mul_f64(0.95)),
             _ => request.clone(),
         }
     }
@@ -183,7 +203,8 @@ impl Flawed {
         let deadline = Instant::now() + wait;
         let key = request.key().to_owned();
         {
-            let idle = self.book().stacks.get(&key).is_none_or(Vec::is_empty);
+            // A barging queue lets every newcomer try first, queued waiters or not.
+            let idle = self.flaw == Flaw::BargingClaimingFifo || self.book().stacks.get(&key).is_none_or(Vec::is_empty);
             if idle && let Some(lease) = self.try_inner(request).await? {
                 return Ok(lease);
             }
@@ -191,9 +212,16 @@ impl Flawed {
         let id = self.next_waiter.fetch_add(1, Ordering::Relaxed);
         let wake = Arc::new(Notify::new());
         self.book().stacks.entry(key.clone()).or_default().push((id, wake.clone()));
-        let _leave = LeaveStack { book: &self.book, key: &key, id };
+        let _leave = LeaveStack { book: &self.book, key: &key, id, fifo: self.flaw == Flaw::BargingClaimingFifo };
         loop {
-            let on_top = self.book().stacks.get(&key).and_then(|stack| stack.last()).is_some_and(|(top, _)| *top == id);
+            let next = |stack: &Vec<(usize, Arc<Notify>)>| {
+                if self.flaw == Flaw::BargingClaimingFifo {
+                    stack.first().map(|(id, _)| *id)
+                } else {
+                    stack.last().map(|(id, _)| *id)
+                }
+            };
+            let on_top = self.book().stacks.get(&key).and_then(next) == Some(id);
             if on_top && let Some(lease) = self.try_inner(request).await? {
                 return Ok(lease);
             }
@@ -210,9 +238,84 @@ impl Flawed {
     }
 
     fn wake_top(&self, key: &str) {
-        if let Some((_, wake)) = self.book().stacks.get(key).and_then(|stack| stack.last()) {
+        let book = self.book();
+        let Some(stack) = book.stacks.get(key) else { return };
+        let next = if self.flaw == Flaw::BargingClaimingFifo { stack.first() } else { stack.last() };
+        if let Some((_, wake)) = next {
             wake.notify_one();
         }
+    }
+
+    /// Waiting by notification with the wait bound restarted at every wake-up: a waiter that
+    /// is woken and loses the race waits its whole bound again.
+    async fn acquire_rewaiting(&self, request: &LeaseRequest, wait: Duration) -> Result<Lease, LockError> {
+        let started = Instant::now();
+        loop {
+            let notified = self.released.notified();
+            if let Some(lease) = self.try_inner(request).await? {
+                return Ok(lease);
+            }
+            let deadline = Instant::now() + wait;
+            let expiry = self.next_expiry(request.key()).unwrap_or(deadline);
+            tokio::select! {
+                () = notified => {}
+                () = sleep_until(expiry.min(deadline)) => {
+                    if Instant::now() >= deadline {
+                        return Err(LockError::TimedOut { waited: started.elapsed() });
+                    }
+                }
+            }
+        }
+    }
+
+    /// A semaphore whose waiters are all woken by a release and all admitted, full or not.
+    async fn acquire_admitting_all(&self, request: &LeaseRequest, wait: Duration) -> Result<Lease, LockError> {
+        if request.limit() == 1 {
+            let lease = self.inner.acquire(request, wait).await?;
+            return Ok(self.granted(request, lease));
+        }
+        let notified = self.released.notified();
+        if let Some(lease) = self.try_inner(request).await? {
+            return Ok(lease);
+        }
+        let deadline = Instant::now() + wait;
+        tokio::select! {
+            () = notified => {}
+            () = sleep_until(deadline) => return Err(LockError::TimedOut { waited: wait }),
+        }
+        // Woken by a release: admitted without looking at how many hold the key.
+        let forced = {
+            let mut book = self.book();
+            book.next_forced += 1;
+            book.next_forced
+        };
+        let stand_in = LeaseRequest::lock(format!("{}.forced-{forced}", request.key()), request.ttl());
+        let inner =
+            self.inner.try_acquire(&stand_in).await?.ok_or_else(|| LockError::unavailable("stand-in key taken"))?;
+        let lease =
+            Lease::new(request.key(), inner.owner(), inner.fence(), inner.ttl(), inner.acquired_at(), request.limit());
+        self.book().forced.insert(lease.owner().bits(), inner);
+        Ok(lease)
+    }
+
+    /// Waiting by polling every 25 ms (while claiming push wake-ups).
+    async fn acquire_polling(&self, request: &LeaseRequest, wait: Duration) -> Result<Lease, LockError> {
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Some(lease) = self.try_inner(request).await? {
+                return Ok(lease);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(LockError::TimedOut { waited: wait });
+            }
+            sleep_until((now + Duration::from_millis(25)).min(deadline)).await;
+        }
+    }
+
+    /// The inner lease a forced grant stands for, if `lease` is one.
+    fn stand_in(&self, lease: &Lease) -> Option<Lease> {
+        self.book().forced.get(&lease.owner().bits()).cloned()
     }
 }
 
@@ -222,6 +325,7 @@ struct LeaveStack<'a> {
     book: &'a Mutex<Book>,
     key: &'a str,
     id: usize,
+    fifo: bool,
 }
 
 impl Drop for LeaveStack<'_> {
@@ -229,7 +333,7 @@ impl Drop for LeaveStack<'_> {
         let mut book = self.book.lock().expect("mutant bookkeeping");
         if let Some(stack) = book.stacks.get_mut(self.key) {
             stack.retain(|(id, _)| *id != self.id);
-            if let Some((_, wake)) = stack.last() {
+            if let Some((_, wake)) = if self.fifo { stack.first() } else { stack.last() } {
                 wake.notify_one();
             }
         }
@@ -244,7 +348,7 @@ impl Locker for Flawed {
 
     fn capabilities(&self) -> Capabilities {
         let mut capabilities = Capabilities::all_in_process();
-        if self.flaw == Flaw::SubscribeAfterTry {
+        if matches!(self.flaw, Flaw::SubscribeAfterTry | Flaw::RewaitsWithFreshBound | Flaw::PollingClaimingPush) {
             // It never claimed an order; only its wake-ups are broken.
             capabilities.fifo = false;
         }
@@ -264,7 +368,10 @@ impl Locker for Flawed {
         request.validate()?;
         match self.flaw {
             Flaw::SubscribeAfterTry => self.acquire_subscribing_late(request, wait).await,
-            Flaw::LifoQueue => self.acquire_lifo(request, wait).await,
+            Flaw::LifoQueue | Flaw::BargingClaimingFifo => self.acquire_lifo(request, wait).await,
+            Flaw::RewaitsWithFreshBound => self.acquire_rewaiting(request, wait).await,
+            Flaw::SemaphoreAdmitsAllWaiters => self.acquire_admitting_all(request, wait).await,
+            Flaw::PollingClaimingPush => self.acquire_polling(request, wait).await,
             // Waits for the grant however long it takes.
             Flaw::IgnoresWaitBound => {
                 let lease = self.inner.acquire(&self.inner_request(request), MAX_WAIT).await?;
@@ -293,23 +400,35 @@ impl Locker for Flawed {
             }
             _ => lease.clone(),
         };
-        let released = self.inner.release(&target).await?;
+        let released = match self.stand_in(&target) {
+            Some(stand_in) => {
+                self.book().forced.remove(&target.owner().bits());
+                self.inner.release(&stand_in).await?
+            }
+            None => self.inner.release(&target).await?,
+        };
         self.forget(&target);
         self.released.notify_waiters();
-        if self.flaw == Flaw::LifoQueue {
+        if matches!(self.flaw, Flaw::LifoQueue | Flaw::BargingClaimingFifo) {
             self.wake_top(lease.key());
         }
         Ok(released)
     }
 
     async fn refresh(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>, LockError> {
-        let inner_ttl = if self.flaw == Flaw::ExpiryNeverEnforced { MAX_TTL } else { ttl };
-        let renewed = self.inner.refresh(lease, inner_ttl).await?;
+        let inner_ttl = match self.flaw {
+            Flaw::ExpiryNeverEnforced => MAX_TTL,
+            Flaw::EarlyExpiry => ttl.mul_f64(0.95),
+            _ => ttl,
+        };
+        let target = self.stand_in(lease).unwrap_or_else(|| lease.clone());
+        let renewed = self.inner.refresh(&target, inner_ttl).await?;
         Ok(renewed.map(|_| lease.refreshed(ttl, Instant::now())))
     }
 
     async fn remaining_ttl(&self, lease: &Lease) -> Result<Option<Duration>, LockError> {
-        let left = self.inner.remaining_ttl(lease).await?;
+        let target = self.stand_in(lease).unwrap_or_else(|| lease.clone());
+        let left = self.inner.remaining_ttl(&target).await?;
         Ok(match self.flaw {
             Flaw::ExpiryNeverEnforced => left.map(|_| lease.locally_remaining()),
             _ => left,
@@ -380,5 +499,143 @@ pub(super) fn mutants() -> Vec<Mutant> {
             "a lock held forever after its holder crashed: expiry kept only in the holder's process",
             Property::Expiry,
         ),
+        flawed(
+            Flaw::EarlyExpiry,
+            "a lease that ends 5 % before its TTL (a timer started from a stale clock reading)",
+            Property::MutualExclusion,
+        ),
+        flawed(
+            Flaw::RewaitsWithFreshBound,
+            "a waiter woken and beaten to the key waits its whole bound again",
+            Property::BoundedWait,
+        ),
+        flawed(
+            Flaw::SemaphoreAdmitsAllWaiters,
+            "a semaphore release wakes every waiter and admits them all past the limit",
+            Property::MutualExclusion,
+        ),
+        flawed(
+            Flaw::BargingClaimingFifo,
+            "FIFO claimed, but a newcomer barges past the queued waiters when a lock frees",
+            Property::Fifo,
+        ),
+        flawed(
+            Flaw::PollingClaimingPush,
+            "push wake-ups claimed, but waiters poll every 25 ms",
+            Property::NoLostWakeup,
+        ),
+        session_mutant(),
     ]
+}
+
+/// The memory locker behind clients that are sessions: a client that goes away (a crash)
+/// frees its leases at once, as a dflockd connection, a ZooKeeper session or a Postgres
+/// backend does. Correct when it claims session-bound leases; a broken promise when it does
+/// not.
+struct Sessions {
+    locker: Arc<MemoryLocker>,
+    claims: Capabilities,
+    name: &'static str,
+}
+
+#[async_trait]
+impl Backend for Sessions {
+    fn name(&self) -> String {
+        self.name.to_owned()
+    }
+
+    async fn connect(&self) -> Result<Arc<dyn Locker>, LockError> {
+        Ok(Arc::new(Session { locker: self.locker.clone(), claims: self.claims, held: Mutex::default() }))
+    }
+}
+
+/// One client's session: what it holds is freed when it goes.
+struct Session {
+    locker: Arc<MemoryLocker>,
+    claims: Capabilities,
+    held: Mutex<Vec<Lease>>,
+}
+
+impl Session {
+    fn holds(&self, lease: &Lease) {
+        self.held.lock().expect("session leases").push(lease.clone());
+    }
+
+    fn forgets(&self, lease: &Lease) {
+        self.held.lock().expect("session leases").retain(|held| held.owner() != lease.owner());
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let held = std::mem::take(&mut *self.held.lock().unwrap_or_else(|e| e.into_inner()));
+        let locker = self.locker.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                for lease in held {
+                    let _ = locker.release(&lease).await;
+                }
+            });
+        }
+    }
+}
+
+#[async_trait]
+impl Locker for Session {
+    fn describe(&self) -> String {
+        "memory-sessions".to_owned()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.claims
+    }
+
+    async fn try_acquire(&self, request: &LeaseRequest) -> Result<Option<Lease>, LockError> {
+        let granted = self.locker.try_acquire(request).await?;
+        if let Some(lease) = &granted {
+            self.holds(lease);
+        }
+        Ok(granted)
+    }
+
+    async fn acquire(&self, request: &LeaseRequest, wait: Duration) -> Result<Lease, LockError> {
+        let lease = self.locker.acquire(request, wait).await?;
+        self.holds(&lease);
+        Ok(lease)
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<bool, LockError> {
+        self.forgets(lease);
+        self.locker.release(lease).await
+    }
+
+    async fn refresh(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>, LockError> {
+        self.locker.refresh(lease, ttl).await
+    }
+
+    async fn remaining_ttl(&self, lease: &Lease) -> Result<Option<Duration>, LockError> {
+        self.locker.remaining_ttl(lease).await
+    }
+}
+
+/// A correct but unusual backend: leases bound to the client's session, and said so.
+pub(super) fn session_bound_memory() -> Box<dyn Backend> {
+    Box::new(Sessions {
+        locker: Arc::new(MemoryLocker::new()),
+        claims: Capabilities::all_in_process().with_session_bound(true),
+        name: "memory-sessions",
+    })
+}
+
+fn session_mutant() -> Mutant {
+    Mutant {
+        name: "frees-on-disconnect-unclaimed",
+        failure_class: "a crashed client's leases are freed before their TTL by a backend that does not say its leases end with the session",
+        expected_to_violate: Property::MutualExclusion,
+        backend: Box::new(Sessions {
+            locker: Arc::new(MemoryLocker::new()),
+            claims: Capabilities::all_in_process(),
+            name: "mutant:frees-on-disconnect-unclaimed",
+        }),
+    }
 }

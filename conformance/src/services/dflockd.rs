@@ -16,6 +16,7 @@ use lockcheck_impls::dflockd::{DflockdLocker, DflockdLockerConfig, Server, Serve
 use lockcheck_impls::{LockError, Locker};
 use tokio::sync::OnceCell;
 
+use super::proxy::TcpProxy;
 use super::{Probe, Service, ServiceError, ServiceSpec, provision};
 use crate::backend::{Backend, Timing};
 
@@ -106,9 +107,12 @@ pub async fn python_dflockd(options: &PythonDflockdOptions) -> Result<Option<Ser
 
 /// The reference server running in-process on a thread of its own (with its own tokio
 /// runtime), so it can be started from synchronous code such as a backend URL and outlives
-/// the runtime of any one test. Stopped (connections closed, state gone) on drop.
+/// the runtime of any one test. A [`TcpProxy`] in front of it, on the same thread, lets a
+/// check cut every client session as a network fault would. Stopped (connections closed,
+/// state gone) on drop.
 pub struct EmbeddedDflockd {
     addr: SocketAddr,
+    proxy: Arc<TcpProxy>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -123,7 +127,7 @@ impl EmbeddedDflockd {
     /// Starts the reference server with `config` (use [`ServerConfig::ephemeral`] for a
     /// free loopback port).
     pub fn start(config: ServerConfig) -> Result<Self, ServerError> {
-        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let (started_tx, started_rx) = std::sync::mpsc::channel::<Result<(SocketAddr, Arc<TcpProxy>), ServerError>>();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("dflockd-embedded".into())
@@ -135,7 +139,15 @@ impl EmbeddedDflockd {
                 runtime.block_on(async move {
                     match Server::start(config).await {
                         Ok(server) => {
-                            let _ = started_tx.send(Ok(server.local_addr()));
+                            let proxy = match TcpProxy::start(server.local_addr()).await {
+                                Ok(proxy) => Arc::new(proxy),
+                                Err(error) => {
+                                    let _ = started_tx
+                                        .send(Err(ServerError::Bind { addr: "127.0.0.1:0".into(), source: error }));
+                                    return;
+                                }
+                            };
+                            let _ = started_tx.send(Ok((server.local_addr(), proxy)));
                             let _ = stopped.await;
                             drop(server);
                         }
@@ -146,13 +158,19 @@ impl EmbeddedDflockd {
                 });
             })
             .expect("spawn the embedded server's thread");
-        let addr = started_rx.recv().expect("the embedded server's thread reports its start")?;
-        Ok(EmbeddedDflockd { addr, stop: Some(stop), thread: Some(thread) })
+        let (addr, proxy) = started_rx.recv().expect("the embedded server's thread reports its start")?;
+        Ok(EmbeddedDflockd { addr, proxy, stop: Some(stop), thread: Some(thread) })
     }
 
-    /// Where clients connect.
+    /// Where the server listens.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The proxy in front of the server: clients that connect to its address can have their
+    /// sessions cut ([`TcpProxy::cut_all`]).
+    pub fn proxy(&self) -> &Arc<TcpProxy> {
+        &self.proxy
     }
 }
 
@@ -165,23 +183,6 @@ impl Drop for EmbeddedDflockd {
             let _ = thread.join();
         }
     }
-}
-
-/// The reference server's configuration for conformance runs: the defaults, with
-/// auto-release on disconnect *off*.
-///
-/// Why: with auto-release on, a server frees a lock the moment the holder's connection closes,
-/// before its lease ends. For a crashed holder that is welcome, but the server cannot tell a
-/// crash from a connection that broke under a live holder, which keeps believing it holds the
-/// lock until its lease ends — two believed holders at once. The suite's crashed-holder check
-/// sees exactly that history and reports it as a mutual-exclusion violation
-/// (`conformance/tests/dflockd_suite.rs` asserts that it does). Off, every lease ends by
-/// release or expiry, which is what the lock API promises; a crashed holder's slot still frees
-/// within its TTL (server-side expiry).
-pub fn suite_server_config() -> ServerConfig {
-    let mut config = ServerConfig::ephemeral();
-    config.auto_release_on_disconnect = false;
-    config
 }
 
 /// What keeps a backend's server alive as long as the backend (held for its `Drop`).
@@ -217,22 +218,27 @@ impl DflockdBackend {
         }
     }
 
-    /// From `dflockd://host:port[,host:port...][?auth=SECRET]`.
+    /// From `dflockd://host:port[,host:port...][?auth=SECRET&session=bound|ttl]`.
     pub fn from_url(url: &str) -> Result<Self, String> {
         DflockdLockerConfig::from_url(url).map(DflockdBackend::new).map_err(|e| e.to_string())
     }
 
-    /// The reference server, started in-process on a free port for the suite
-    /// (`dflockd-embedded`, part of `lockcheck check`'s embedded defaults): the Go server's
-    /// defaults except auto-release on disconnect, which is off — see [`suite_server_config`].
+    /// The reference server with its defaults, started in-process on a free port for the
+    /// suite (`dflockd-embedded`, part of `lockcheck check`'s embedded defaults). Like every
+    /// dflockd server by default it frees a connection's leases when the connection closes:
+    /// its leases are bound to sessions, which the client claims.
     pub fn embedded() -> Result<Self, ServerError> {
-        Self::embedded_with(suite_server_config())
+        Self::embedded_with(ServerConfig::ephemeral())
     }
 
     /// The reference server, started in-process with `config`.
     pub fn embedded_with(config: ServerConfig) -> Result<Self, ServerError> {
+        let session_bound = config.auto_release_on_disconnect;
         let server = EmbeddedDflockd::start(config)?;
-        let mut backend = DflockdBackend::new(DflockdLockerConfig::new([server.addr().to_string()]));
+        // Through the proxy, so that a check can cut the clients' sessions.
+        let mut client = DflockdLockerConfig::new([server.proxy().addr().to_string()]);
+        client.session_bound = session_bound;
+        let mut backend = DflockdBackend::new(client);
         backend.name = "dflockd-embedded".into();
         backend.owned = Owned::Embedded(Arc::new(server));
         Ok(backend)
@@ -255,6 +261,11 @@ impl DflockdBackend {
     /// The client configuration (servers, TLS, auth).
     pub fn config(&self) -> &DflockdLockerConfig {
         &self.config
+    }
+
+    /// The client configuration, to change (what the client claims, TLS, auth).
+    pub fn config_mut(&mut self) -> &mut DflockdLockerConfig {
+        &mut self.config
     }
 
     /// A client of these servers.
@@ -287,5 +298,16 @@ impl Backend for DflockdBackend {
     /// [`DflockdBackend::with_timing`] said otherwise).
     fn timing(&self) -> Timing {
         self.timing
+    }
+
+    /// The embedded server's clients connect through a proxy, which cuts them all.
+    async fn cut_sessions(&self) -> bool {
+        match &self.owned {
+            Owned::Embedded(server) => {
+                server.proxy().cut_all();
+                true
+            }
+            _ => false,
+        }
     }
 }

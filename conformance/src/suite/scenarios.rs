@@ -17,9 +17,9 @@ use std::time::Duration;
 use lockcheck_impls::{FencingToken, Lease, LeaseRequest, LockError, Locker, OwnerToken};
 use lockcheck_model::spec::Property;
 use rand::{Rng, SeedableRng};
-use tokio::sync::oneshot;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio::time::{Instant, sleep, timeout};
+use tokio::time::{Instant, sleep, sleep_until, timeout, timeout_at};
 
 use super::{Ctx, Stop};
 use crate::checkers::fencing::FencedResource;
@@ -33,7 +33,9 @@ pub(crate) async fn run(name: &str, ctx: &mut Ctx<'_>) -> Result<Notes, Stop> {
         "release_by_non_holder_is_noop" => release_by_non_holder_is_noop(ctx).await,
         "acquire_waits_then_wins" => acquire_waits_then_wins(ctx).await,
         "ttl_expiry_frees_lock" => ttl_expiry_frees_lock(ctx).await,
+        "lease_lasts_its_ttl" => lease_lasts_its_ttl(ctx).await,
         "acquire_honours_wait_bound" => acquire_honours_wait_bound(ctx).await,
+        "wait_bound_under_contention" => wait_bound_under_contention(ctx).await,
         "no_lost_wakeup" => no_lost_wakeup(ctx).await,
         "next_holder_survives_old_ttl" => next_holder_survives_old_ttl(ctx).await,
         "refresh_extends" => refresh_extends(ctx).await,
@@ -43,8 +45,11 @@ pub(crate) async fn run(name: &str, ctx: &mut Ctx<'_>) -> Result<Notes, Stop> {
         "fencing_increases" => fencing_increases(ctx).await,
         "cancelled_acquire_leaves_nothing" => cancelled_acquire_leaves_nothing(ctx).await,
         "fifo_hand_off" => fifo_hand_off(ctx).await,
+        "hand_off_is_pushed" => hand_off_is_pushed(ctx).await,
         "semaphore_admits_limit" => semaphore_admits_limit(ctx).await,
+        "semaphore_waiters" => semaphore_waiters(ctx).await,
         "crashed_holder_frees_within_ttl" => crashed_holder_frees_within_ttl(ctx).await,
+        "session_cut_under_holder" => session_cut_under_holder(ctx).await,
         "stale_holder_fenced_off" => stale_holder_fenced_off(ctx).await,
         other => Err(Stop::Error(format!("no scenario named {other}"))),
     }
@@ -86,26 +91,21 @@ impl Waiter {
         F: FnOnce(Lease) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send,
     {
-        let (polled_tx, polled) = oneshot::channel();
         let (client, request) = (client.clone(), request.clone());
-        let task = tokio::spawn(async move {
-            let mut acquire = pin!(client.acquire(&request, wait));
-            let mut polled_tx = Some(polled_tx);
-            let result = std::future::poll_fn(|cx| {
-                let poll = acquire.as_mut().poll(cx);
-                if let Some(tx) = polled_tx.take() {
-                    let _ = tx.send(());
-                }
-                poll
-            })
-            .await;
+        let mut acquire = Box::pin(async move {
+            let result = client.acquire(&request, wait).await;
             let at = Instant::now();
             if let Ok(lease) = &result {
                 then(lease.clone()).await;
             }
             (result, at)
         });
-        let _ = polled.await;
+        // The first poll happens here, in the caller's task, so the request is on its way (or
+        // queued, in process) before this returns and before anything the caller does next.
+        let task = match std::future::poll_fn(|cx| Poll::Ready(acquire.as_mut().poll(cx))).await {
+            Poll::Ready(outcome) => tokio::spawn(async move { outcome }),
+            Poll::Pending => tokio::spawn(acquire),
+        };
         sleep(ctx.timing.arrival_gap).await;
         Waiter { task }
     }
@@ -262,6 +262,123 @@ async fn acquire_honours_wait_bound(ctx: &mut Ctx<'_>) -> Result<Notes, Stop> {
         }
         Ok(Err(error)) => Err(error.into()),
     }
+}
+
+/// Probes a lease's end from another client every few milliseconds: a grant before the lease
+/// could have ended (counted from the holder's invocation, a lower bound of the grant) by more
+/// than the early tolerance is a second holder. Three leases, so one stalled probe does not
+/// hide an early end.
+async fn lease_lasts_its_ttl(ctx: &mut Ctx<'_>) -> Result<Notes, Stop> {
+    let (a, b) = (ctx.client().await?, ctx.client().await?);
+    let ttl = ctx.timing.boundary_ttl();
+    let early = ctx.timing.early_tolerance();
+    let step = (ttl / 200).max(Duration::from_micros(500));
+    let mut handed_over = Vec::new();
+    for round in 0..3 {
+        let request = LeaseRequest::lock(ctx.key(&format!("k{round}")), ttl);
+        let invoked = Instant::now();
+        let held = must_try(ctx, &a, &request, "the key was never locked").await?;
+        // The backend counts the lease from its grant, which came after `invoked`.
+        let ends = invoked + held.ttl();
+        let give_up = ends + ctx.timing.tolerance + ctx.timing.prompt;
+        sleep_until(invoked + held.ttl().mul_f64(0.85)).await;
+        loop {
+            if let Some(next) = b.try_acquire(&request).await? {
+                let granted = Instant::now();
+                b.release(&next).await?;
+                if granted + early < ends {
+                    return Err(ctx.violated_between(
+                        Property::MutualExclusion,
+                        format!(
+                            "a lease of {} was handed to another client {} before it could have ended (the early tolerance is {})",
+                            ms(held.ttl()),
+                            ms(ends - granted),
+                            ms(early)
+                        ),
+                        &[&held, &next],
+                    ));
+                }
+                handed_over.push(granted.saturating_duration_since(ends));
+                break;
+            }
+            if Instant::now() > give_up {
+                return Err(ctx.violated_as(
+                    Property::Expiry,
+                    format!(
+                        "a lease of {} still blocked try_acquire {} after it ended",
+                        ms(held.ttl()),
+                        ms(give_up - ends)
+                    ),
+                ));
+            }
+            sleep(step).await;
+        }
+    }
+    let latest = handed_over.iter().max().copied().unwrap_or_default();
+    Ok(vec![format!(
+        "{} leases probed every {} across their end; handed over at most {} after it (early tolerance {})",
+        handed_over.len(),
+        ms(step),
+        ms(latest),
+        ms(early)
+    )])
+}
+
+/// A waiter whose wake-up is stolen: once it is queued, the holder releases and at once
+/// takes the key again, then holds it past the waiter's bound. Where the backend hands a
+/// released key to its waiter, the waiter simply wins; elsewhere it is woken, loses, waits
+/// again — and must still return within the bound it was *first* given. Up to three rounds,
+/// until the key was stolen once.
+async fn wait_bound_under_contention(ctx: &mut Ctx<'_>) -> Result<Notes, Stop> {
+    let (a, w) = (ctx.client().await?, ctx.client().await?);
+    let wait = ctx.timing.prompt * 4;
+    for round in 0..3 {
+        let request = LeaseRequest::lock(ctx.key(&format!("k{round}")), ctx.timing.long_ttl());
+        let held = must_try(ctx, &a, &request, "the key was never locked").await?;
+        let started = Instant::now();
+        let waiter = Waiter::start(ctx, &w, &request, wait).await;
+        sleep(wait / 4).await;
+        a.release(&held).await?;
+        let Some(stolen) = a.try_acquire(&request).await? else {
+            // The waiter had the key first: nothing was stolen this round.
+            let (result, _) = waiter.outcome().await?;
+            w.release(&result?).await?;
+            continue;
+        };
+        let overdue = started + wait + ctx.timing.prompt * 2;
+        let outcome = timeout_at(overdue, waiter.task).await;
+        a.release(&stolen).await?;
+        let (result, at) = match outcome {
+            Ok(joined) => joined.map_err(|error| Stop::Error(format!("waiter task failed: {error}")))?,
+            Err(_) => {
+                return Err(ctx.violated(format!(
+                    "an acquire with a {} wait bound was still waiting after {}, having been woken and beaten to the key",
+                    ms(wait),
+                    ms(overdue - started)
+                )));
+            }
+        };
+        let took = at.duration_since(started);
+        return match result {
+            Ok(lease) => {
+                w.release(&lease).await?;
+                Err(ctx.violated_as(
+                    Property::MutualExclusion,
+                    "a waiter was granted while the key was held by the client that took it back",
+                ))
+            }
+            Err(error) if error.is_timeout() && took > wait + ctx.timing.prompt => Err(ctx.violated(format!(
+                "an acquire with a {} wait bound returned after {}, having been woken and beaten to the key",
+                ms(wait),
+                ms(took)
+            ))),
+            Err(error) if error.is_timeout() => {
+                Ok(vec![format!("round {}: the waiter lost the key and timed out at its bound", round + 1)])
+            }
+            Err(error) => Err(error.into()),
+        };
+    }
+    Ok(vec!["the backend handed every released key to its waiter: no wake-up could be stolen".into()])
 }
 
 async fn no_lost_wakeup(ctx: &mut Ctx<'_>) -> Result<Notes, Stop> {
@@ -501,34 +618,46 @@ async fn cancelled_acquire_leaves_nothing(ctx: &mut Ctx<'_>) -> Result<Notes, St
     }
 }
 
+/// Four waiters queue behind a holder; the holder releases and a newcomer asks at once. The
+/// waiters must be granted in arrival order and the newcomer last. Five rounds: whether a
+/// barging newcomer beats the woken waiter is a race on another thread, lost now and then.
 async fn fifo_hand_off(ctx: &mut Ctx<'_>) -> Result<Notes, Stop> {
     let holder = ctx.client().await?;
-    let request = LeaseRequest::lock(ctx.key("k"), ctx.timing.long_ttl());
-    let held = must_try(ctx, &holder, &request, "the key was never locked").await?;
-    let order = Arc::new(Mutex::new(Vec::new()));
-    let mut waiters = Vec::new();
-    for _ in 0..4 {
-        let client = ctx.client().await?;
-        let (order, id, releaser) = (order.clone(), client.client_id(), client.clone());
-        let wait = ctx.timing.prompt * 40;
-        waiters.push(
-            Waiter::start_then(ctx, &client, &request, wait, move |lease| async move {
-                order.lock().expect("order").push(id);
-                let _ = releaser.release(&lease).await;
-            })
-            .await,
-        );
+    let mut queued = Vec::new();
+    for _ in 0..5 {
+        queued.push(ctx.client().await?);
     }
-    holder.release(&held).await?;
-    let mut arrival = Vec::new();
-    for waiter in waiters {
-        let (result, _) = waiter.outcome().await?;
-        result?;
-    }
-    arrival.extend(1..=4);
-    let granted = order.lock().expect("order").clone();
-    if granted != arrival {
-        return Err(ctx.violated(format!("waiters arrived as clients {arrival:?} but were granted as {granted:?}")));
+    let arrival: Vec<u32> = queued.iter().map(RecordingLocker::client_id).collect();
+    for round in 0..5 {
+        let request = LeaseRequest::lock(ctx.key(&format!("k{round}")), ctx.timing.long_ttl());
+        let held = must_try(ctx, &holder, &request, "the key was never locked").await?;
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut waiters = Vec::new();
+        for (n, client) in queued.iter().enumerate() {
+            // The last one is the newcomer: it asks right after the release.
+            if n == queued.len() - 1 {
+                holder.release(&held).await?;
+            }
+            let (order, id, releaser) = (order.clone(), client.client_id(), client.clone());
+            waiters.push(
+                Waiter::start_then(ctx, client, &request, ctx.timing.prompt * 40, move |lease| async move {
+                    order.lock().expect("order").push(id);
+                    let _ = releaser.release(&lease).await;
+                })
+                .await,
+            );
+        }
+        for waiter in waiters {
+            let (result, _) = waiter.outcome().await?;
+            result?;
+        }
+        let granted = order.lock().expect("order").clone();
+        if granted != arrival {
+            return Err(ctx.violated(format!(
+                "round {}: waiters arrived as clients {arrival:?} (the last right after the release) but were granted as {granted:?}",
+                round + 1
+            )));
+        }
     }
     Ok(vec![])
 }
@@ -555,15 +684,112 @@ async fn semaphore_admits_limit(ctx: &mut Ctx<'_>) -> Result<Notes, Stop> {
     Ok(vec![])
 }
 
+/// The median hand-off (release → the queued waiter's grant) against the median round trip
+/// (a refused try-acquire), both measured here: a backend that wakes its waiters hands over
+/// within a few round trips; one that polls takes half its polling period.
+async fn hand_off_is_pushed(ctx: &mut Ctx<'_>) -> Result<Notes, Stop> {
+    let (a, b) = (ctx.client().await?, ctx.client().await?);
+    let mut round_trips = Vec::new();
+    let mut hand_offs = Vec::new();
+    for round in 0..15 {
+        let request = LeaseRequest::lock(ctx.key(&format!("k{round}")), ctx.timing.long_ttl());
+        let held = must_try(ctx, &a, &request, "the key was never locked").await?;
+        let sent = Instant::now();
+        if b.try_acquire(&request).await?.is_some() {
+            return Err(ctx.violated_as(Property::MutualExclusion, "try_acquire succeeded while the lock was held"));
+        }
+        round_trips.push(sent.elapsed());
+        let waiter = Waiter::start(ctx, &b, &request, ctx.timing.prompt * 4).await;
+        a.release(&held).await?;
+        let released = Instant::now();
+        let (result, at) = waiter.outcome().await?;
+        match result {
+            Ok(lease) => b.release(&lease).await?,
+            Err(error) if error.is_timeout() => {
+                return Err(ctx.violated(format!("round {round}: the waiter was never woken after the release")));
+            }
+            Err(error) => return Err(error.into()),
+        };
+        hand_offs.push(at.saturating_duration_since(released));
+    }
+    let median = |samples: &mut Vec<Duration>| {
+        samples.sort_unstable();
+        samples[samples.len() / 2]
+    };
+    let (round_trip, hand_off) = (median(&mut round_trips), median(&mut hand_offs));
+    // A few round trips (release reply, wake-up, the waiter's grant) and scheduling noise.
+    let bound = round_trip * 4 + Duration::from_millis(5);
+    if hand_off > bound {
+        return Err(ctx.violated(format!(
+            "hand-offs took a median of {} against a median round trip of {} (bound {}): waiters are not woken, they poll",
+            ms(hand_off),
+            ms(round_trip),
+            ms(bound)
+        )));
+    }
+    Ok(vec![format!("median hand-off {} against a median round trip of {}", ms(hand_off), ms(round_trip))])
+}
+
+/// Acquires queued on a full semaphore of limit 2: each release admits exactly one of them
+/// (the history checkers judge "exactly": a release that lets every waiter in shows as more
+/// than two holders), and none is left waiting while a permit is free.
+async fn semaphore_waiters(ctx: &mut Ctx<'_>) -> Result<Notes, Stop> {
+    let (h1, h2) = (ctx.client().await?, ctx.client().await?);
+    let request = LeaseRequest::semaphore(ctx.key("s"), 2, ctx.timing.long_ttl());
+    let mut holders = vec![
+        (h1.clone(), must_try(ctx, &h1, &request, "the semaphore had a free permit").await?),
+        (h2.clone(), must_try(ctx, &h2, &request, "the semaphore had a free permit").await?),
+    ];
+    let (admitted_tx, mut admitted) = mpsc::unbounded_channel();
+    let mut waiters = Vec::new();
+    for _ in 0..3 {
+        let client = ctx.client().await?;
+        let (admitted_tx, holder) = (admitted_tx.clone(), client.clone());
+        waiters.push(
+            Waiter::start_then(ctx, &client, &request, ctx.timing.prompt * 40, move |lease| async move {
+                let _ = admitted_tx.send((holder, lease));
+            })
+            .await,
+        );
+    }
+    drop(admitted_tx);
+    if waiters.iter().any(|waiter| waiter.task.is_finished()) {
+        return Err(ctx.violated_as(Property::MutualExclusion, "a third permit of a semaphore of limit 2 was granted"));
+    }
+    // Free one permit at a time; each must admit a waiter promptly.
+    for step in 0..3 {
+        let (client, lease) = holders.remove(0);
+        client.release(&lease).await?;
+        match timeout(ctx.timing.prompt * 4, admitted.recv()).await {
+            Ok(Some(admitted)) => holders.push(admitted),
+            _ => {
+                return Err(ctx.violated_as(
+                    Property::NoLostWakeup,
+                    format!("release {}: a permit was freed but no queued acquire was admitted", step + 1),
+                ));
+            }
+        }
+    }
+    for waiter in waiters {
+        waiter.outcome().await?.0?;
+    }
+    for (client, lease) in holders {
+        client.release(&lease).await?;
+    }
+    Ok(vec![])
+}
+
 async fn crashed_holder_frees_within_ttl(ctx: &mut Ctx<'_>) -> Result<Notes, Stop> {
     let ttl = ctx.timing.base_ttl;
     let request = LeaseRequest::lock(ctx.key("k"), ttl);
     let crashed_at;
     {
         let doomed = ctx.client().await?;
-        must_try(ctx, &doomed, &request, "the key was never locked").await?;
+        let lease = must_try(ctx, &doomed, &request, "the key was never locked").await?;
         crashed_at = Instant::now();
-        // The client vanishes without releasing: its connection (where there is one) closes.
+        // The client vanishes without releasing: its connection (where there is one) closes,
+        // which a backend that binds leases to sessions may take as a release.
+        doomed.session_ended(&[lease], true);
     }
     let survivor = ctx.client().await?;
     // A grant later than this (counted from the crash, so the acquire's own bound is never
@@ -581,13 +807,69 @@ async fn crashed_holder_frees_within_ttl(ctx: &mut Ctx<'_>) -> Result<Notes, Sto
                     ms(took)
                 )));
             }
-            Ok(vec![])
+            let freed = if took < ttl { "before its TTL: the backend ended it with the session" } else { "at its TTL" };
+            Ok(vec![format!("the crashed holder's {} lease was freed {} after the crash, {freed}", ms(ttl), ms(took))])
         }
         Err(error) if error.is_timeout() => {
             Err(ctx.violated(format!("a crashed holder's {} lease still blocked the key after {}", ms(ttl), ms(bound))))
         }
         Err(error) => Err(error.into()),
     }
+}
+
+/// A live holder's session is cut (its connection breaks; nobody tells it). A backend that
+/// binds leases to sessions may free the lease at once and grant it to the next client, while
+/// the first still believes it holds the key: two holders, which the claim predicts and the
+/// history checkers report as predicted. Only fencing keeps the stale holder's write out of a
+/// protected resource, and that is checked where fencing is claimed.
+async fn session_cut_under_holder(ctx: &mut Ctx<'_>) -> Result<Notes, Stop> {
+    let (a, b) = (ctx.client().await?, ctx.client().await?);
+    let resource = FencedResource::new();
+    let request = LeaseRequest::lock(ctx.key("k"), ctx.timing.long_ttl());
+    let held = must_try(ctx, &a, &request, "the key was never locked").await?;
+    if !resource.write(a.client_id(), request.key(), held.fence().0) {
+        return Err(ctx.violated_as(Property::ResourceSafety, "the holder's first write was refused"));
+    }
+    if !ctx.cut_sessions().await {
+        return Err(Stop::NotChecked(
+            "this backend cannot cut a client's session (an embedded server can, through its proxy)".into(),
+        ));
+    }
+    a.session_ended(std::slice::from_ref(&held), false);
+    let next = match b.acquire(&request, ctx.timing.prompt * 8).await {
+        Ok(next) => next,
+        // The backend kept the lease for its holder: allowed, nothing more to see.
+        Err(error) if error.is_timeout() => {
+            return Ok(vec!["the backend kept the lease after its holder's session was cut".into()]);
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let mut notes = vec![format!(
+        "the lease went to another client while its holder still believed it had {} left",
+        ms(held.locally_remaining())
+    )];
+    if ctx.capabilities.fencing {
+        if !resource.write(b.client_id(), request.key(), next.fence().0) {
+            return Err(ctx.violated_as(Property::ResourceSafety, "the new holder's write was refused"));
+        }
+        if resource.write(a.client_id(), request.key(), held.fence().0) {
+            return Err(ctx.violated_as(
+                Property::ResourceSafety,
+                format!(
+                    "the cut-off holder's stale write with token {} was accepted after the new holder wrote with {}",
+                    held.fence(),
+                    next.fence()
+                ),
+            ));
+        }
+        notes.push("its stale write was refused by the fenced resource".into());
+    } else {
+        notes.push("fencing is not claimed: nothing protects a resource from the cut-off holder".into());
+    }
+    // The new holder works a while: two believed holders, longer than any tolerance excuses.
+    sleep(ctx.timing.tolerance * 2).await;
+    b.release(&next).await?;
+    Ok(notes)
 }
 
 async fn stale_holder_fenced_off(ctx: &mut Ctx<'_>) -> Result<Notes, Stop> {

@@ -137,6 +137,7 @@ fn shape(ret: &LockRet) -> String {
         LockRet::Refreshed(held) => format!("refreshed (held: {held})"),
         LockRet::Remaining(left) => format!("remaining (held: {})", left.is_some()),
         LockRet::Withdrawn => "withdrawn".into(),
+        LockRet::SessionEnded => "session ended".into(),
     }
 }
 

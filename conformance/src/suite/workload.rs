@@ -39,10 +39,7 @@ pub(crate) async fn run(ctx: &mut Ctx<'_>) -> Result<Vec<String>, Stop> {
         }
     }
     let history = ctx.recorder.history();
-    let mut timing = ctx.timing;
-    // Scheduling noise on a busy machine can delay a request between being recorded and
-    // reaching the backend; FIFO order is only judged between arrivals further apart.
-    timing.arrival_gap += timing.prompt;
+    let timing = checked_with(ctx.timing);
     let mut verdict = Verdict::Valid;
     for (_, found) in check_recorded(&history, &timing, &ctx.capabilities, ctx.config.checker_budget) {
         verdict = verdict.and(found);
@@ -66,6 +63,14 @@ pub(crate) async fn run(ctx: &mut Ctx<'_>) -> Result<Vec<String>, Stop> {
         }
         Verdict::Unknown { reason } => Err(Stop::Error(reason)),
     }
+}
+
+/// The time scales a workload's history is checked with: the suite's, with FIFO judged only
+/// between arrivals a hand-off bound further apart, since scheduling noise on a busy machine
+/// can delay a request between being recorded and reaching the backend. `lockcheck check
+/// --recheck` re-checks a workload's counterexample with the same.
+pub fn checked_with(timing: crate::Timing) -> crate::Timing {
+    crate::Timing { arrival_gap: timing.arrival_gap + timing.prompt, ..timing }
 }
 
 /// Writes a history the checkers did not pass, with the time scales and claims they checked
@@ -132,9 +137,11 @@ impl Plan {
                     }
                 }
                 _ => {
-                    // An acquire its caller gives up on: the future is dropped mid-wait.
+                    // An acquire its caller gives up on: the future is dropped mid-wait. Its own
+                    // bound is short, because a server may keep a departed waiter queued (and
+                    // grant it) until that bound (the clean-up bound of such a backend covers it).
                     let patience = self.base.mul_f64(rng.random_range(0.0..0.5));
-                    if let Ok(result) = timeout(patience, locker.acquire(&request, self.base * 4)).await {
+                    if let Ok(result) = timeout(patience, locker.acquire(&request, self.base.mul_f64(1.5))).await {
                         match result {
                             Ok(lease) => held.push(lease),
                             Err(error) if error.is_timeout() => {}

@@ -45,6 +45,9 @@ pub enum DflockdError {
     /// `error_draining`: the server is shutting down.
     #[error("the server is shutting down")]
     Draining,
+    /// `error_fence_exhausted`: the server's fencing counter is at its end; it grants nothing.
+    #[error("the server's fencing counter is exhausted; it grants nothing more")]
+    FenceExhausted,
     /// A reply the client does not understand.
     #[error("unexpected reply {reply:?} to {command}")]
     UnexpectedReply {
@@ -112,6 +115,7 @@ impl DflockdError {
             Status::ErrorNotEnqueued => DflockdError::NotEnqueued,
             Status::ErrorLeaseExpired => DflockdError::LeaseExpired,
             Status::ErrorDraining => DflockdError::Draining,
+            Status::ErrorFenceExhausted => DflockdError::FenceExhausted,
         }
     }
 
@@ -128,6 +132,7 @@ impl DflockdError {
             DflockdError::NotEnqueued => Status::ErrorNotEnqueued,
             DflockdError::LeaseExpired => Status::ErrorLeaseExpired,
             DflockdError::Draining => Status::ErrorDraining,
+            DflockdError::FenceExhausted => Status::ErrorFenceExhausted,
             _ => return None,
         })
     }

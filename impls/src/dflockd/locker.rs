@@ -67,6 +67,10 @@ pub struct DflockdLockerConfig {
     pub shard: ShardFn,
     /// The server generation; `None` = find out with `ping` when connecting.
     pub kind: Option<ServerKind>,
+    /// Whether the servers free a connection's leases when it closes (every dflockd server's
+    /// default, `--auto-release-on-disconnect`). The client cannot see the server's setting;
+    /// this is what [`Capabilities::session_bound`] claims. Default `true`.
+    pub session_bound: bool,
 }
 
 impl std::fmt::Debug for DflockdLockerConfig {
@@ -89,10 +93,13 @@ impl DflockdLockerConfig {
             auth_token: None,
             shard: crc32_shard,
             kind: None,
+            session_bound: true,
         }
     }
 
-    /// From a backend URL: `dflockd://host:port[,host:port...][?auth=SECRET]`.
+    /// From a backend URL: `dflockd://host:port[,host:port...][?auth=SECRET&session=bound|ttl]`.
+    /// `session=ttl` says the servers run without auto-release on disconnect: leases end only
+    /// by release or expiry.
     pub fn from_url(url: &str) -> Result<Self, LockError> {
         let rest = url
             .strip_prefix("dflockd://")
@@ -106,6 +113,8 @@ impl DflockdLockerConfig {
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             match pair.split_once('=') {
                 Some(("auth", secret)) => config.auth_token = Some(secret.to_owned()),
+                Some(("session", "bound")) => config.session_bound = true,
+                Some(("session", "ttl")) => config.session_bound = false,
                 _ => return Err(crate::error::InvalidInput::Backend(format!("unknown URL parameter {pair:?}")).into()),
             }
         }
@@ -379,6 +388,7 @@ impl Locker for DflockdLocker {
             survives_server_restart: false,
             semaphores: newest,
             push_wakeups: true,
+            session_bound: self.config.session_bound,
         }
     }
 
@@ -398,7 +408,9 @@ impl Locker for DflockdLocker {
         // The server counts whole seconds; the caller's bound is enforced here. Running out
         // drops the connection mid-request, which cancels the wait on the server.
         match tokio::time::timeout(wait, self.acquire_on(request, wait)).await {
-            Err(_) => Err(LockError::TimedOut { waited: started.elapsed() }),
+            // The request may be queued on the server, which learns of the departure only
+            // when it notices the closed connection.
+            Err(_) => Err(LockError::TimedOutLocally { waited: started.elapsed() }),
             Ok(result) => match result? {
                 Ok(lease) => Ok(lease),
                 Err((DflockdError::Timeout, Some(conn), _)) => {

@@ -305,11 +305,14 @@ pub enum Status {
     ErrorLeaseExpired,
     /// `error_draining`: the server is shutting down.
     ErrorDraining,
+    /// `error_fence_exhausted`: the reference server's fencing counter has handed out its
+    /// largest value, so it grants nothing more (no real dflockd server sends this).
+    ErrorFenceExhausted,
 }
 
 impl Status {
     /// Every status, for tests and tables.
-    pub const ALL: [Status; 10] = [
+    pub const ALL: [Status; 11] = [
         Status::Timeout,
         Status::Error,
         Status::ErrorAuth,
@@ -320,6 +323,7 @@ impl Status {
         Status::ErrorNotEnqueued,
         Status::ErrorLeaseExpired,
         Status::ErrorDraining,
+        Status::ErrorFenceExhausted,
     ];
 
     /// The word on the wire.
@@ -335,6 +339,7 @@ impl Status {
             Status::ErrorNotEnqueued => "error_not_enqueued",
             Status::ErrorLeaseExpired => "error_lease_expired",
             Status::ErrorDraining => "error_draining",
+            Status::ErrorFenceExhausted => "error_fence_exhausted",
         }
     }
 

@@ -10,6 +10,23 @@
 //! next periodic sweep, so a hand-off after expiry is not delayed by the sweep interval; the
 //! interval still bounds how long the sweeper sleeps.
 //!
+//! # Hostile clients and settings
+//! Settings are validated before the server binds ([`ServerConfig::validate`]); leases are
+//! clamped to [`ServerConfig::max_lease_ttl_s`]; fencing stops (`error_fence_exhausted`)
+//! rather than wraps; per-connection caps keep one client from taking every key, permit or
+//! queue place; failed authentication is delayed and reported ([`ServerEvent`]).
+//!
+//! # Memory
+//! Per connection the server keeps a fixed 1 KiB inbox (one request at its longest, never
+//! grown) and a reply buffer that is back to at most [`REPLY_BUFFER_KEEP`] bytes after
+//! every reply. A connection reads its next request only once its previous reply is
+//! written in full: a client that pipelines requests without reading replies stalls its
+//! own connection after one reply (what it sent beyond that waits in the kernel's socket
+//! buffers, bounded by `net.ipv4.tcp_rmem`/`tcp_wmem`), and it is closed at the write
+//! timeout. A `stats` document is the only large reply: it lists at most 1024 keys, and at
+//! most [`MAX_CONCURRENT_STATS`] are being built or written at once across the server.
+//! [`Server::reply_buffer_bytes`] reports what the reply buffers hold now.
+//!
 //! ```
 //! use lockcheck_impls::dflockd::{Connection, ConnectOptions, Server, ServerConfig, commands};
 //! use std::time::Duration;
@@ -25,103 +42,44 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod auth;
+mod config;
 mod fence;
 mod session;
 mod table;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
-pub use fence::FenceStateError;
+pub use config::{
+    ConfigError, EventSink, MAX_AUTH_FAILURE_BASE_DELAY, MAX_AUTH_FAILURE_DELAY, MAX_KEYS, MAX_LEASE_TTL_S,
+    MAX_SEMAPHORE_LIMIT, MAX_SETTING_DURATION, ServerConfig, ServerEvent,
+};
+pub use fence::{FenceStateError, parse_ceiling};
+pub use session::REPLY_BUFFER_KEEP;
 
-use super::tls::ServerTls;
+use auth::AuthGate;
 use fence::FenceCounter;
-use table::{Table, TableLimits};
+use table::{Table, TableLimits, later};
 
-/// The server's settings. Defaults are the Go server's (`--flag` / `DFLOCKD_*` names in
-/// brackets; `lockcheck serve` reads both, the variable winning).
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct ServerConfig {
-    /// Bind address [`--host`, `DFLOCKD_HOST`] = 127.0.0.1.
-    pub host: String,
-    /// Bind port, 0 = any free port [`--port`, `DFLOCKD_PORT`] = 6388.
-    pub port: u16,
-    /// Lease when a request names none, seconds [`--default-lease-ttl`, `DFLOCKD_DEFAULT_LEASE_TTL_S`] = 33.
-    pub default_lease_ttl_s: u64,
-    /// Longest sleep of the expiry sweeper [`--lease-sweep-interval`, `DFLOCKD_LEASE_SWEEP_INTERVAL_S`] = 1 s.
-    pub lease_sweep_interval: Duration,
-    /// How often idle keys are pruned [`--gc-interval`, `DFLOCKD_GC_LOOP_SLEEP`] = 5 s.
-    pub gc_interval: Duration,
-    /// Idle time after which a free key is pruned [`--gc-max-idle`, `DFLOCKD_GC_MAX_UNUSED_TIME`] = 60 s.
-    pub gc_max_idle: Duration,
-    /// Keys, locks and semaphores together [`--max-locks`, `DFLOCKD_MAX_LOCKS`] = 1024.
-    pub max_locks: usize,
-    /// Concurrent connections, 0 = unlimited [`--max-connections`, `DFLOCKD_MAX_CONNECTIONS`] = 0.
-    pub max_connections: usize,
-    /// Waiters per key, 0 = unlimited [`--max-waiters`, `DFLOCKD_MAX_WAITERS`] = 0.
-    pub max_waiters: usize,
-    /// Time allowed for each request line, idle time between requests included
-    /// [`--read-timeout`, `DFLOCKD_READ_TIMEOUT_S`] = 23 s.
-    pub read_timeout: Duration,
-    /// Time allowed to write a reply [`--write-timeout`, `DFLOCKD_WRITE_TIMEOUT_S`] = 5 s.
-    pub write_timeout: Duration,
-    /// Drain time on shutdown, zero = wait forever [`--shutdown-timeout`, `DFLOCKD_SHUTDOWN_TIMEOUT_S`] = 30 s.
-    pub shutdown_timeout: Duration,
-    /// Release a connection's slots when it closes
-    /// [`--auto-release-on-disconnect`, `DFLOCKD_AUTO_RELEASE_ON_DISCONNECT`] = true.
-    pub auto_release_on_disconnect: bool,
-    /// Shared secret; when set, the first command must be `auth`
-    /// [`--auth-token`, `DFLOCKD_AUTH_TOKEN`; or `--auth-token-file`, `DFLOCKD_AUTH_TOKEN_FILE`].
-    pub auth_token: Option<String>,
-    /// TLS on the port [`--tls-cert` + `--tls-key`, `DFLOCKD_TLS_CERT` + `DFLOCKD_TLS_KEY`].
-    pub tls: Option<ServerTls>,
-    /// Where the fence ceiling is persisted [`--fence-state-file`, `DFLOCKD_FENCE_STATE_FILE`].
-    pub fence_state_file: Option<PathBuf>,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        ServerConfig {
-            host: "127.0.0.1".into(),
-            port: 6388,
-            default_lease_ttl_s: 33,
-            lease_sweep_interval: Duration::from_secs(1),
-            gc_interval: Duration::from_secs(5),
-            gc_max_idle: Duration::from_secs(60),
-            max_locks: 1024,
-            max_connections: 0,
-            max_waiters: 0,
-            read_timeout: Duration::from_secs(23),
-            write_timeout: Duration::from_secs(5),
-            shutdown_timeout: Duration::from_secs(30),
-            auto_release_on_disconnect: true,
-            auth_token: None,
-            tls: None,
-            fence_state_file: None,
-        }
-    }
-}
-
-impl ServerConfig {
-    /// The defaults on 127.0.0.1 and a free port (tests, the in-process backend).
-    pub fn ephemeral() -> Self {
-        ServerConfig { port: 0, ..ServerConfig::default() }
-    }
-}
+/// How many `stats` documents may be built or written at once across the server; a further
+/// `stats` request waits its turn (bounds the memory large replies take in total).
+pub const MAX_CONCURRENT_STATS: usize = 8;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServerError {
+    /// A setting is out of its bounds.
+    #[error("invalid setting: {0}")]
+    Config(#[from] ConfigError),
     /// The address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -139,11 +97,20 @@ pub enum ServerError {
 pub(crate) struct Shared {
     table: Table,
     default_lease_s: u64,
+    max_lease_s: u64,
+    max_semaphore_limit: u32,
+    max_waiters_per_connection: usize,
     read_timeout: Duration,
     write_timeout: Duration,
     auth_token: Option<String>,
+    auth: AuthGate,
     draining: watch::Receiver<bool>,
     connections: watch::Sender<usize>,
+    /// Bytes held by reply buffers (and `stats` documents being written), all connections.
+    reply_bytes: AtomicUsize,
+    /// Connections whose reply waits for the peer to read.
+    stalled: watch::Sender<usize>,
+    stats_turns: Semaphore,
 }
 
 /// Counts a connection from accept to close.
@@ -176,6 +143,7 @@ impl std::fmt::Debug for Server {
 impl Server {
     /// Binds and starts serving in the background on the current tokio runtime.
     pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
+        config.validate()?;
         let addr = format!("{}:{}", config.host, config.port);
         let listener =
             TcpListener::bind(&addr).await.map_err(|source| ServerError::Bind { addr: addr.clone(), source })?;
@@ -187,16 +155,29 @@ impl Server {
                 TableLimits {
                     max_locks: config.max_locks,
                     max_waiters: config.max_waiters,
+                    max_keys_per_connection: config.max_keys_per_connection,
                     auto_release: config.auto_release_on_disconnect,
                 },
                 fence,
+                config.events.clone(),
             ),
-            default_lease_s: config.default_lease_ttl_s.max(1),
+            default_lease_s: config.default_lease_ttl_s,
+            max_lease_s: config.max_lease_ttl_s,
+            max_semaphore_limit: config.max_semaphore_limit,
+            max_waiters_per_connection: config.max_waiters_per_connection,
             read_timeout: config.read_timeout,
             write_timeout: config.write_timeout,
             auth_token: config.auth_token.clone(),
+            auth: AuthGate::new(
+                config.auth_failure_delay,
+                config.max_unauthenticated_connections,
+                config.events.clone(),
+            ),
             draining,
             connections: watch::Sender::new(0),
+            reply_bytes: AtomicUsize::new(0),
+            stalled: watch::Sender::new(0),
+            stats_turns: Semaphore::new(MAX_CONCURRENT_STATS),
         });
         let sessions = Arc::new(Mutex::new(JoinSet::new()));
         let accept = tokio::spawn(accept_loop(listener, shared.clone(), sessions.clone(), config.clone()));
@@ -233,6 +214,24 @@ impl Server {
     pub async fn wait_for_connections(&self, condition: impl FnMut(&usize) -> bool) {
         let mut connections = self.shared.connections.subscribe();
         let _ = connections.wait_for(condition).await;
+    }
+
+    /// Bytes the connections' reply buffers hold now (with `stats` documents being written):
+    /// at most [`REPLY_BUFFER_KEEP`] per connection between replies.
+    pub fn reply_buffer_bytes(&self) -> usize {
+        self.shared.reply_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Waits until the number of connections whose reply is waiting for the peer to read
+    /// satisfies `condition` (tests: "that client's connection has stalled").
+    pub async fn wait_for_stalled_replies(&self, condition: impl FnMut(&usize) -> bool) {
+        let mut stalled = self.shared.stalled.subscribe();
+        let _ = stalled.wait_for(condition).await;
+    }
+
+    /// Connections that have not authenticated yet (always 0 without a secret).
+    pub fn unauthenticated_connections(&self) -> usize {
+        self.shared.auth.unauthenticated()
     }
 
     /// Keys in the table (held, queued or not yet collected).
@@ -280,9 +279,10 @@ async fn accept_loop(
 ) {
     static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
     let tls = config.tls.as_ref().map(|t| tokio_rustls::TlsAcceptor::from(t.config.clone()));
+    let auth_required = shared.auth_token.is_some();
     loop {
-        let tcp = match listener.accept().await {
-            Ok((tcp, _)) => tcp,
+        let (tcp, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
             Err(_) => {
                 // Out of file descriptors or a connection reset before accept: back off a
                 // little instead of spinning, then keep serving.
@@ -303,20 +303,33 @@ async fn accept_loop(
             continue;
         }
         let slot = ConnectionSlot(shared.clone());
+        // With a secret, a connection holds a pre-auth pass until it authenticates; with
+        // all passes taken, it is closed at once.
+        // The auth deadline counts from accept, so the TLS handshake is within it.
+        let pre_auth = if auth_required {
+            match shared.auth.admit(peer.ip()) {
+                Some(pass) => Some((pass, later(Instant::now(), config.auth_timeout))),
+                None => continue,
+            }
+        } else {
+            None
+        };
         let _ = tcp.set_nodelay(true);
         let conn = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
         let shared = shared.clone();
         let tls = tls.clone();
-        let handshake_timeout = config.read_timeout;
+        // Before authentication, the auth timeout bounds the handshake too.
+        let handshake_timeout =
+            if auth_required { config.read_timeout.min(config.auth_timeout) } else { config.read_timeout };
         let mut sessions = sessions.lock().unwrap_or_else(|e| e.into_inner());
         while sessions.try_join_next().is_some() {}
         sessions.spawn(async move {
             let _slot = slot;
             match tls {
-                None => session::serve(tcp, shared, conn).await,
+                None => session::serve(tcp, shared, conn, peer.ip(), pre_auth).await,
                 Some(acceptor) => {
                     if let Ok(Ok(stream)) = tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
-                        session::serve(stream, shared, conn).await;
+                        session::serve(stream, shared, conn, peer.ip(), pre_auth).await;
                     }
                 }
             }
@@ -329,7 +342,7 @@ async fn sweep_leases(shared: Arc<Shared>, interval: Duration) {
     loop {
         let now = Instant::now();
         let next = shared.table.expire_due(now);
-        let wake = next.map_or(now + interval, |at| at.min(now + interval));
+        let wake = next.map_or(later(now, interval), |at| at.min(later(now, interval)));
         tokio::select! {
             () = tokio::time::sleep_until(wake) => {}
             () = shared.table.deadline_added.notified() => {}

@@ -169,6 +169,7 @@ impl LockSpec {
             LockOp::Refresh { lease, .. } => format!("refresh of {lease}"),
             LockOp::Remaining { lease, .. } => format!("remaining_ttl of {lease}"),
             LockOp::Withdraw { lease, .. } => format!("the clean-up of the cancelled acquire of {lease}"),
+            LockOp::SessionEnded { lease, .. } => format!("the end of {lease}'s session"),
         };
         let window = op.window();
         if !self.fits_next(op) {
@@ -188,12 +189,12 @@ impl LockSpec {
         let alive: Vec<&super::Holder> =
             probe.holders.iter().filter(|holder| probe.liveness(holder, from, to) == Liveness::Alive).collect();
         // "L3 (client 1) held the key until at least 80.0 ms": surely alive while
-        // `t + tolerance` is before its earliest expiry.
+        // `t + early tolerance` is before its earliest expiry.
         let until = |holder: &super::Holder| {
             format!(
                 "{} held the key until at least {}",
                 story.lease(holder.lease),
-                ms(holder.expires_between.0.saturating_sub(probe.tolerance))
+                ms(holder.expires_between.0.saturating_sub(probe.early_tolerance))
             )
         };
         let full = |limit: u32, alive: &[&super::Holder]| match alive {

@@ -8,6 +8,12 @@
 //! values, writes the end of the block (atomically: temp file, fsync, rename) before handing
 //! out any value in it, and after a restart starts above the stored ceiling. Fencing then
 //! survives restarts whatever the clock does, at the cost of one small write per block.
+//!
+//! The counter never wraps: the largest value is `u64::MAX` (16 hex digits hold no more).
+//! Once it is handed out, or once the state file's ceiling is `u64::MAX`, the counter is
+//! *exhausted*: [`FenceCounter::next`] refuses every further value, so the server refuses
+//! to grant (`error_fence_exhausted`) rather than hand out a token that orders before an
+//! older one. The file only ever stores ceilings that grow, at most `u64::MAX`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -24,39 +30,84 @@ pub struct FenceStateError {
     message: String,
 }
 
+/// Why no fencing value was handed out.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum FenceError {
+    /// Every value up to `u64::MAX` has been handed out (or reserved by an earlier run).
+    #[error("the fencing counter is exhausted")]
+    Exhausted,
+    /// The next block's ceiling could not be persisted.
+    #[error(transparent)]
+    State(#[from] FenceStateError),
+}
+
 pub(crate) struct FenceCounter {
-    next: u64,
+    /// The next value to hand out; `None` once exhausted.
+    next: Option<u64>,
+    /// Values below this are covered by the persisted ceiling (with a state file).
     ceiling: u64,
+    /// The last value handed out.
+    last: Option<u64>,
     state_file: Option<PathBuf>,
 }
 
 impl FenceCounter {
     pub(crate) fn new(state_file: Option<PathBuf>) -> Result<Self, FenceStateError> {
-        let clock = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-        let mut next = clock.max(1);
+        let clock = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let clock = u64::try_from(clock).unwrap_or(u64::MAX);
+        Self::starting_at(clock.max(1), state_file)
+    }
+
+    /// A counter whose first value is `start`, or above the state file's ceiling if that is
+    /// higher (tests start near the end of the range).
+    pub(crate) fn starting_at(start: u64, state_file: Option<PathBuf>) -> Result<Self, FenceStateError> {
+        let mut next = Some(start);
+        let mut ceiling = start;
         if let Some(path) = &state_file
             && let Some(stored) = read_ceiling(path)?
         {
-            next = next.max(stored.saturating_add(1));
+            // A stored ceiling of u64::MAX leaves nothing above it: exhausted from the start.
+            next = next.map(|n| n.max(stored)).and_then(|n| if n == stored { stored.checked_add(1) } else { Some(n) });
+            ceiling = ceiling.max(stored);
         }
-        let mut counter = FenceCounter { next, ceiling: next, state_file };
-        counter.reserve()?;
+        let mut counter = FenceCounter { next, ceiling, last: None, state_file };
+        if counter.next.is_some() {
+            counter.reserve()?;
+        }
         Ok(counter)
     }
 
-    /// The next fencing value. Fails only if the ceiling cannot be persisted, in which case
-    /// no value beyond the persisted ceiling is handed out.
-    pub(crate) fn next(&mut self) -> Result<u64, FenceStateError> {
-        if self.next >= self.ceiling {
+    /// The next fencing value. Fails if the counter is exhausted, or if the ceiling cannot be
+    /// persisted (then no value beyond the persisted ceiling is handed out).
+    pub(crate) fn next(&mut self) -> Result<u64, FenceError> {
+        let value = self.next.ok_or(FenceError::Exhausted)?;
+        if value >= self.ceiling {
             self.reserve()?;
         }
-        let value = self.next;
-        self.next += 1;
+        // Past u64::MAX there is nothing: exhausted, never wrapped.
+        self.next = value.checked_add(1);
+        self.last = Some(value);
         Ok(value)
     }
 
+    /// Makes the next value need a new persisted ceiling (tests of a failing state file).
+    #[cfg(test)]
+    pub(crate) fn reserve_at_next(&mut self) {
+        if let Some(next) = self.next {
+            self.ceiling = next;
+        }
+    }
+
+    /// The last value handed out, if any.
+    pub(crate) fn last(&self) -> Option<u64> {
+        self.last
+    }
+
+    /// Persists a ceiling above the next value. At the end of the range the ceiling is
+    /// `u64::MAX` itself, which covers the last value.
     fn reserve(&mut self) -> Result<(), FenceStateError> {
-        let ceiling = self.next.saturating_add(BLOCK);
+        let Some(next) = self.next else { return Ok(()) };
+        let ceiling = next.saturating_add(BLOCK).max(self.ceiling);
         if let Some(path) = &self.state_file {
             write_ceiling(path, ceiling)?;
         }
@@ -65,10 +116,23 @@ impl FenceCounter {
     }
 }
 
+/// The state file's text: one decimal u64 (surrounding whitespace allowed). Anything else
+/// (empty, negative, over u64::MAX, junk) is an error, never a silent fresh start.
+pub fn parse_ceiling(text: &str) -> Result<u64, String> {
+    let digits = text.trim();
+    if digits.is_empty() {
+        return Err("empty".into());
+    }
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("not a decimal number: {:?}", digits.chars().take(40).collect::<String>()));
+    }
+    digits.parse::<u64>().map_err(|_| format!("larger than {}", u64::MAX))
+}
+
 fn read_ceiling(path: &Path) -> Result<Option<u64>, FenceStateError> {
     let err = |message: String| FenceStateError { path: path.to_owned(), message };
     match std::fs::read_to_string(path) {
-        Ok(text) => text.trim().parse::<u64>().map(Some).map_err(|e| err(format!("not a number: {e}"))),
+        Ok(text) => parse_ceiling(&text).map(Some).map_err(err),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(err(e.to_string())),
     }
@@ -113,6 +177,84 @@ mod tests {
         let mut restarted = FenceCounter::new(Some(path)).unwrap();
         assert!(restarted.next().unwrap() > last);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn state_file(name: &str) -> (PathBuf, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("lockcheck-fence-{name}-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        (dir.join("fence"), dir)
+    }
+
+    /// Guards against the fence counter wrapping: with a state file near u64::MAX it used to
+    /// hand out u64::MAX, then 0 (or panic in a debug build), and persist the wrapped ceiling.
+    #[test]
+    fn the_counter_is_exhausted_at_the_end_of_the_range_never_wrapped() {
+        let (path, dir) = state_file("end");
+        write_ceiling(&path, u64::MAX - 3).unwrap();
+        let mut counter = FenceCounter::new(Some(path.clone())).unwrap();
+        let values: Vec<u64> = std::iter::from_fn(|| counter.next().ok()).take(10).collect();
+        assert_eq!(values, [u64::MAX - 2, u64::MAX - 1, u64::MAX]);
+        assert!(matches!(counter.next(), Err(FenceError::Exhausted)));
+        assert!(matches!(counter.next(), Err(FenceError::Exhausted)), "and stays exhausted");
+        assert_eq!(counter.last(), Some(u64::MAX));
+        assert_eq!(read_ceiling(&path).unwrap(), Some(u64::MAX), "the file holds the end, not a wrapped value");
+        drop(counter);
+        // A restart on that file grants nothing either.
+        let mut restarted = FenceCounter::new(Some(path.clone())).unwrap();
+        assert!(matches!(restarted.next(), Err(FenceError::Exhausted)));
+        assert_eq!(read_ceiling(&path).unwrap(), Some(u64::MAX));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn without_a_state_file_the_end_of_the_range_is_exhausted_too() {
+        let mut counter = FenceCounter::starting_at(u64::MAX - 1, None).unwrap();
+        assert_eq!(counter.next().unwrap(), u64::MAX - 1);
+        assert_eq!(counter.next().unwrap(), u64::MAX);
+        assert!(matches!(counter.next(), Err(FenceError::Exhausted)));
+    }
+
+    #[test]
+    fn a_hostile_state_file_is_refused_not_read_as_zero() {
+        for text in ["", "  ", "-1", "18446744073709551616", "1e9", "0x10", "12 34", "\u{0}"] {
+            assert!(parse_ceiling(text).is_err(), "{text:?}");
+        }
+        assert_eq!(parse_ceiling(" 42\n"), Ok(42));
+        assert_eq!(parse_ceiling("18446744073709551615"), Ok(u64::MAX));
+        let (path, dir) = state_file("junk");
+        std::fs::write(&path, "junk").unwrap();
+        let error = FenceCounter::new(Some(path)).err().expect("junk is refused");
+        assert!(error.to_string().contains("not a decimal number"), "{error}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    proptest::proptest! {
+        /// Any file content: parsed or refused, never a panic; what parses round-trips.
+        #[test]
+        fn parse_ceiling_never_panics(text in ".{0,64}", n in proptest::prelude::any::<u64>()) {
+            let _ = parse_ceiling(&text);
+            proptest::prop_assert_eq!(parse_ceiling(&format!("{n}\n")), Ok(n));
+        }
+
+        /// From any start, the values handed out strictly increase until exhaustion.
+        #[test]
+        fn values_strictly_increase_until_exhausted(back in 0u64..200, take in 0usize..300) {
+            let mut counter = FenceCounter::starting_at(u64::MAX - back, None).unwrap();
+            let mut last = None;
+            for _ in 0..take {
+                match counter.next() {
+                    Ok(v) => {
+                        proptest::prop_assert!(last.is_none_or(|l| v > l));
+                        last = Some(v);
+                    }
+                    Err(FenceError::Exhausted) => {
+                        proptest::prop_assert_eq!(last, Some(u64::MAX));
+                        break;
+                    }
+                    Err(e) => proptest::prop_assert!(false, "{e}"),
+                }
+            }
+        }
     }
 
     #[test]

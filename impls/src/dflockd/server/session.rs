@@ -12,11 +12,21 @@
 //! target drives), the read timeout and the drain signal are one timer and one subscription
 //! per connection, re-armed rather than re-created for every line, and a reply that fits the
 //! socket buffer is written without arming the write timer at all.
+//!
+//! Memory: the inbox is fixed (1 KiB); the reply buffer is shrunk back to
+//! [`REPLY_BUFFER_KEEP`] after any reply that grew it, and a `stats` document is written from
+//! its own buffer, freed once written. The next request is read only once the reply before
+//! it is written in full, so a client that does not read its replies stalls itself, not
+//! the server. Before authentication (with a secret set) the connection holds a pre-auth
+//! pass and must authenticate by its auth deadline; a wrong secret is answered only after
+//! the throttling delay.
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -26,7 +36,8 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::{Instant, Sleep, timeout_at};
 
 use super::Shared;
-use super::table::{Admission, ConnId, Grant, KeyId, after};
+use super::auth::PreAuthPass;
+use super::table::{Admission, ConnId, Grant, Granted, KeyId, after, later};
 use crate::dflockd::protocol::{
     LineScan, MAX_LINE_BYTES, Reply, Request, RequestError, Status, parse_request, scan_line,
 };
@@ -36,9 +47,14 @@ use crate::dflockd::protocol::{
 const INBOX_BYTES: usize = 1024;
 const _: () = assert!(INBOX_BYTES >= 3 * (MAX_LINE_BYTES + 2));
 
+/// The most a connection's reply buffer keeps between replies, in bytes. Every reply but
+/// `stats` is far shorter (a grant is under 64 bytes); a buffer that grew past this for
+/// one reply is given back right after it.
+pub const REPLY_BUFFER_KEEP: usize = 1024;
+
 enum Enqueued {
     Granted { grant: Grant, lease_s: u64 },
-    Waiting { waiter: u64, rx: oneshot::Receiver<Grant>, lease_s: u64 },
+    Waiting { waiter: u64, rx: oneshot::Receiver<Granted>, lease_s: u64 },
 }
 
 /// Why a connection ends.
@@ -138,30 +154,44 @@ struct Session<S> {
     inbox: Inbox,
     shared: Arc<Shared>,
     conn: ConnId,
+    peer: IpAddr,
     authenticated: bool,
+    /// Until authenticated (with a secret set): the connection's place among the
+    /// unauthenticated, and the time by which it must have authenticated.
+    pre_auth: Option<(PreAuthPass, Instant)>,
     /// Fires once the server drains (whether it is draining now: `shared.draining`).
     drain: DrainSignal,
     /// The read timeout of the line being waited for, or a queued request's wait bound.
     timer: Pin<Box<Sleep>>,
     enqueued: HashMap<KeyId, Enqueued>,
     out: Vec<u8>,
+    /// The reply buffer's capacity as counted in `shared.reply_bytes`.
+    out_counted: usize,
 }
 
 pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Send + Unpin + 'static>(
     stream: S,
     shared: Arc<Shared>,
     conn: ConnId,
+    peer: IpAddr,
+    pre_auth: Option<(PreAuthPass, Instant)>,
 ) {
+    let now = Instant::now();
+    let out = Vec::with_capacity(64);
+    shared.reply_bytes.fetch_add(out.capacity(), Ordering::Relaxed);
     let mut session = Session {
         stream,
         inbox: Inbox { buf: Box::new([0; INBOX_BYTES]), start: 0, end: 0 },
         authenticated: shared.auth_token.is_none(),
+        pre_auth,
         drain: DrainSignal::new(shared.draining.clone()),
-        timer: Box::pin(tokio::time::sleep_until(Instant::now() + shared.read_timeout)),
+        timer: Box::pin(tokio::time::sleep_until(later(now, shared.read_timeout))),
         shared,
         conn,
+        peer,
         enqueued: HashMap::new(),
-        out: Vec::with_capacity(64),
+        out_counted: out.capacity(),
+        out,
     };
     if let End::Reply(status) = session.run().await {
         let _ = session.write(&Reply::Status(status)).await;
@@ -171,6 +201,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Send + Unpin + 'static>(
 
 impl<S> Drop for Session<S> {
     fn drop(&mut self) {
+        self.shared.reply_bytes.fetch_sub(self.out_counted, Ordering::Relaxed);
         let waiting: Vec<(KeyId, u64)> = self
             .enqueued
             .drain()
@@ -194,6 +225,12 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Session<S> {
                 return End::Reply(Status::ErrorDraining);
             }
             let request = match parsed {
+                Ok(Request::Stats) if self.authenticated => {
+                    if let Err(end) = self.write_stats().await {
+                        return end;
+                    }
+                    continue;
+                }
                 Ok(request) => request,
                 Err(_) if !self.authenticated => return End::Reply(Status::ErrorAuth),
                 // Like the Go server: a malformed request is answered and the connection
@@ -235,7 +272,10 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Session<S> {
                     let deadline = match waiting {
                         Some((line, deadline)) if line == complete => deadline,
                         _ => {
-                            let deadline = Instant::now() + self.shared.read_timeout;
+                            let mut deadline = later(Instant::now(), self.shared.read_timeout);
+                            if let Some((_, auth_deadline)) = &self.pre_auth {
+                                deadline = deadline.min(*auth_deadline);
+                            }
                             waiting = Some((complete, deadline));
                             deadline
                         }
@@ -261,15 +301,60 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Session<S> {
 
     async fn write(&mut self, reply: &Reply) -> Result<(), End> {
         use std::io::Write;
-        self.out.clear();
-        write!(self.out, "{reply}").expect("writing to a Vec");
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
+        write!(out, "{reply}").expect("writing to a Vec");
+        let sent = self.send(&out).await;
+        // A reply that grew the buffer does not keep it for the life of the connection.
+        if out.capacity() > REPLY_BUFFER_KEEP {
+            out = Vec::with_capacity(64);
+        }
+        self.out = out;
+        self.count_reply_buffer();
+        sent
+    }
+
+    /// Keeps `shared.reply_bytes` in step with the reply buffer's capacity.
+    fn count_reply_buffer(&mut self) {
+        let capacity = self.out.capacity();
+        if capacity > self.out_counted {
+            self.shared.reply_bytes.fetch_add(capacity - self.out_counted, Ordering::Relaxed);
+        } else {
+            self.shared.reply_bytes.fetch_sub(self.out_counted - capacity, Ordering::Relaxed);
+        }
+        self.out_counted = capacity;
+    }
+
+    /// `stats`: built and written in its own buffer, freed once written, with at most
+    /// `MAX_CONCURRENT_STATS` such documents alive across the server.
+    async fn write_stats(&mut self) -> Result<(), End> {
+        let shared = self.shared.clone();
+        let _turn = tokio::select! {
+            turn = shared.stats_turns.acquire() => turn.expect("the stats semaphore is never closed"),
+            () = self.drain.fired() => return Err(End::Reply(Status::ErrorDraining)),
+        };
+        let json = shared.table.stats(*shared.connections.borrow()).to_string();
+        let mut doc = String::with_capacity(json.len() + 4);
+        doc.push_str("ok ");
+        doc.push_str(&json);
+        doc.push('\n');
+        drop(json);
+        let held = doc.capacity();
+        shared.reply_bytes.fetch_add(held, Ordering::Relaxed);
+        let sent = self.send(doc.as_bytes()).await;
+        shared.reply_bytes.fetch_sub(held, Ordering::Relaxed);
+        sent
+    }
+
+    /// Writes `bytes` in full, within the write timeout.
+    async fn send(&mut self, bytes: &[u8]) -> Result<(), End> {
         // A reply almost always fits the socket buffer at once: try that before arming the
         // write timeout, which costs a clock read and a timer.
-        let Session { stream, out, .. } = self;
+        let stream = &mut self.stream;
         let mut written = 0;
         let done = std::future::poll_fn(|cx| {
-            while written < out.len() {
-                match Pin::new(&mut *stream).poll_write(cx, &out[written..]) {
+            while written < bytes.len() {
+                match Pin::new(&mut *stream).poll_write(cx, &bytes[written..]) {
                     Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Err(End::Gone)),
                     Poll::Ready(Ok(n)) => written += n,
                     Poll::Pending => return Poll::Ready(Ok(false)),
@@ -285,15 +370,18 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Session<S> {
         if done {
             return Ok(());
         }
-        let deadline = Instant::now() + self.shared.write_timeout;
-        match timeout_at(deadline, self.stream.write_all(&self.out[written..])).await {
-            Ok(Ok(())) => {}
-            _ => return Err(End::Gone),
-        }
-        match timeout_at(deadline, self.stream.flush()).await {
-            Ok(Ok(())) => Ok(()),
+        // The peer is not reading: this connection reads nothing more until it does.
+        self.shared.stalled.send_modify(|n| *n += 1);
+        let deadline = later(Instant::now(), self.shared.write_timeout);
+        let result = match timeout_at(deadline, self.stream.write_all(&bytes[written..])).await {
+            Ok(Ok(())) => match timeout_at(deadline, self.stream.flush()).await {
+                Ok(Ok(())) => Ok(()),
+                _ => Err(End::Gone),
+            },
             _ => Err(End::Gone),
-        }
+        };
+        self.shared.stalled.send_modify(|n| *n -= 1);
+        result
     }
 
     async fn handle(&mut self, request: Request) -> Result<Reply, End> {
@@ -301,31 +389,43 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Session<S> {
             return Err(End::Reply(Status::ErrorAuth));
         }
         let default_lease = self.shared.default_lease_s;
+        // Longer leases are granted this long; the reply says so.
+        let max_lease = self.shared.max_lease_s;
+        let max_limit = self.shared.max_semaphore_limit;
         Ok(match request {
             Request::Auth { secret } => match &self.shared.auth_token {
                 None => Reply::Ok,
                 Some(expected) => {
                     if bool::from(secret.as_bytes().ct_eq(expected.as_bytes())) {
                         self.authenticated = true;
+                        self.pre_auth = None;
                         Reply::Ok
                     } else {
+                        let delay = self.shared.auth.failed(self.peer);
+                        tokio::select! {
+                            () = tokio::time::sleep(delay) => {}
+                            () = self.drain.fired() => {}
+                        }
                         return Err(End::Reply(Status::ErrorAuth));
                     }
                 }
             },
             Request::Ping => Reply::Ok,
             Request::Stats => Reply::Stats(self.shared.table.stats(*self.shared.connections.borrow()).to_string()),
+            Request::Acquire { limit, .. } | Request::Enqueue { limit, .. } if limit > max_limit => {
+                Reply::Status(Status::Error)
+            }
             Request::Acquire { ns, key, timeout_s, limit, lease_s } => {
                 let id = (ns, key);
-                let lease_s = lease_s.unwrap_or(default_lease);
+                let lease_s = lease_s.unwrap_or(default_lease).min(max_lease);
                 match self.shared.table.admit(&id, limit, lease_s, self.conn, timeout_s > 0) {
                     Err(status) => Reply::Status(status),
                     Ok(Admission::Busy) => Reply::Status(Status::Timeout),
                     Ok(Admission::Granted(Grant { token, lease_s })) => Reply::Granted { token, lease_s },
                     Ok(Admission::Queued { waiter, mut rx }) => {
                         match self.wait_for_grant(&id, waiter, &mut rx, timeout_s).await? {
-                            Some(Grant { token, lease_s }) => Reply::Granted { token, lease_s },
-                            None => Reply::Status(Status::Timeout),
+                            Ok(Grant { token, lease_s }) => Reply::Granted { token, lease_s },
+                            Err(status) => Reply::Status(status),
                         }
                     }
                 }
@@ -338,7 +438,7 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Session<S> {
                 }
             }
             Request::Renew { ns, key, token, lease_s } => {
-                match self.shared.table.renew(&(ns, key), &token, lease_s.unwrap_or(default_lease)) {
+                match self.shared.table.renew(&(ns, key), &token, lease_s.unwrap_or(default_lease).min(max_lease)) {
                     Some(lease_s) => Reply::Renewed { lease_s },
                     None => Reply::Status(Status::Error),
                 }
@@ -348,7 +448,11 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Session<S> {
                 if self.enqueued.contains_key(&id) {
                     return Ok(Reply::Status(Status::ErrorAlreadyEnqueued));
                 }
-                let lease_s = lease_s.unwrap_or(default_lease);
+                let cap = self.shared.max_waiters_per_connection;
+                if cap > 0 && self.enqueued.len() >= cap {
+                    return Ok(Reply::Status(Status::ErrorMaxWaiters));
+                }
+                let lease_s = lease_s.unwrap_or(default_lease).min(max_lease);
                 match self.shared.table.admit(&id, limit, lease_s, self.conn, true) {
                     Err(status) => Reply::Status(status),
                     Ok(Admission::Busy) => unreachable!("admit with queue=true never reports busy"),
@@ -367,15 +471,15 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Session<S> {
                 let id = (ns, key);
                 let grant = match self.enqueued.remove(&id) {
                     None => return Ok(Reply::Status(Status::ErrorNotEnqueued)),
-                    Some(Enqueued::Granted { grant, lease_s }) => Some((grant, lease_s)),
+                    Some(Enqueued::Granted { grant, lease_s }) => Ok((grant, lease_s)),
                     Some(Enqueued::Waiting { waiter, mut rx, lease_s }) => {
                         self.wait_for_grant(&id, waiter, &mut rx, timeout_s).await?.map(|g| (g, lease_s))
                     }
                 };
                 match grant {
-                    None => Reply::Status(Status::Timeout),
+                    Err(status) => Reply::Status(status),
                     // A successful wait restarts the lease given at enqueue.
-                    Some((grant, lease_s)) => match self.shared.table.renew(&id, &grant.token, lease_s) {
+                    Ok((grant, lease_s)) => match self.shared.table.renew(&id, &grant.token, lease_s) {
                         Some(lease_s) => Reply::Granted { token: grant.token, lease_s },
                         None => Reply::Status(Status::ErrorLeaseExpired),
                     },
@@ -385,14 +489,15 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Session<S> {
     }
 
     /// Waits for a queued grant up to `timeout_s`, watching for the peer going away and for
-    /// a drain. `Ok(None)` on timeout (the waiter has left the queue).
+    /// a drain. `Ok(Err(Timeout))` on timeout (the waiter has left the queue); `Ok(Err(_))`
+    /// with another status if the grant was refused (the fencing counter is exhausted).
     async fn wait_for_grant(
         &mut self,
         id: &KeyId,
         waiter: u64,
-        rx: &mut oneshot::Receiver<Grant>,
+        rx: &mut oneshot::Receiver<Granted>,
         timeout_s: u64,
-    ) -> Result<Option<Grant>, End> {
+    ) -> Result<Granted, End> {
         self.timer.as_mut().reset(after(Instant::now(), timeout_s));
         // Bytes the client pipelines behind a blocking request stay in the buffer; only an
         // empty buffer lets us watch for the peer closing.
@@ -404,12 +509,12 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Session<S> {
                     // A slot freed by the drain itself (a holder told to go) is not handed to
                     // a waiter the drain is also telling to go: give it back, answer the drain.
                     if *shared.draining.borrow() {
-                        if let Ok(grant) = &granted {
+                        if let Ok(Ok(grant)) = &granted {
                             shared.table.release(id, &grant.token);
                         }
                         return Err(End::Reply(Status::ErrorDraining));
                     }
-                    return Ok(granted.ok());
+                    return Ok(granted.unwrap_or(Err(Status::Timeout)));
                 }
                 () = timer.as_mut() => None,
                 read = stream.read(inbox.spare()), if watch_peer => match read {
@@ -421,20 +526,20 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Session<S> {
             // Leaving the queue: if we are no longer in it, the grant is already ours.
             if self.shared.table.cancel_waiter(id, waiter) {
                 return match outcome {
-                    None => Ok(None),
+                    None => Ok(Err(Status::Timeout)),
                     Some(end) => Err(end),
                 };
             }
             let grant = rx.try_recv().ok();
             return match (outcome, grant) {
-                (None, grant) => Ok(grant),
-                (Some(end), Some(grant)) => {
+                (None, grant) => Ok(grant.unwrap_or(Err(Status::Timeout))),
+                (Some(end), Some(Ok(grant))) => {
                     // Nobody will learn this token: give the slot back now rather than at
                     // disconnect (which releases only with auto-release on).
                     self.shared.table.release(id, &grant.token);
                     Err(end)
                 }
-                (Some(end), None) => Err(end),
+                (Some(end), _) => Err(end),
             };
         }
     }

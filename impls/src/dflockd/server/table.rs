@@ -7,6 +7,10 @@
 //! on a oneshot channel. A waiter that gives up (timeout, disconnect) removes itself under
 //! the same mutex; if it is no longer queued, its grant is already in its channel — so a
 //! grant is never lost between "granted" and "gave up".
+//!
+//! A grant can also be refused (the fencing counter is exhausted, or its ceiling cannot be
+//! persisted): a waiter is then sent the refusal instead of a grant, so it answers at once
+//! with the status rather than waiting out its timeout.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -16,19 +20,38 @@ use std::time::Duration;
 use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
-use super::fence::{FenceCounter, token};
+use super::config::{EventSink, ServerEvent, worth_reporting};
+use super::fence::{FenceCounter, FenceError, token};
 use crate::dflockd::protocol::{Namespace, Status};
 
 pub(crate) type ConnId = u64;
 pub(crate) type KeyId = (Namespace, String);
 
-/// Leases and waits longer than this are treated as this long (an `Instant` cannot hold
-/// `MAX_PROTOCOL_SECONDS` from now on every platform).
+/// Waits longer than this are treated as this long (an `Instant` cannot hold
+/// `MAX_PROTOCOL_SECONDS` from now on every platform). Leases never reach it: they are
+/// clamped to `MAX_LEASE_TTL_S` (a year) before they get here.
 const MAX_TIMER: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+const _: () = assert!(super::config::MAX_LEASE_TTL_S < MAX_TIMER.as_secs());
 
 pub(crate) fn after(now: Instant, seconds: u64) -> Instant {
-    now + Duration::from_secs(seconds).min(MAX_TIMER)
+    later(now, Duration::from_secs(seconds))
 }
+
+/// `now + duration`, capped at [`MAX_TIMER`] from now: never overflows.
+pub(crate) fn later(now: Instant, duration: Duration) -> Instant {
+    let duration = duration.min(MAX_TIMER);
+    // Ten years fit an instant on every platform tokio runs on; the fallbacks only keep
+    // this free of a panic path.
+    now.checked_add(duration).or_else(|| now.checked_add(Duration::from_secs(24 * 3600))).unwrap_or(now)
+}
+
+/// The most entries a `stats` document lists (locks, semaphores and idle keys together).
+/// The document stays under the client's reply cap (`MAX_REPLY_BYTES`, 1 MiB) even with
+/// keys at the longest a line allows; a `"truncated"` field counts what was left out.
+pub(crate) const MAX_STATS_ENTRIES: usize = 1024;
+
+/// What a queued waiter is sent: its grant, or why it cannot have one.
+pub(crate) type Granted = Result<Grant, Status>;
 
 /// A grant handed to a connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,7 +62,7 @@ pub(crate) struct Grant {
 
 pub(crate) enum Admission {
     Granted(Grant),
-    Queued { waiter: u64, rx: oneshot::Receiver<Grant> },
+    Queued { waiter: u64, rx: oneshot::Receiver<Granted> },
     Busy,
 }
 
@@ -53,7 +76,7 @@ struct Waiter {
     id: u64,
     conn: ConnId,
     lease_s: u64,
-    tx: oneshot::Sender<Grant>,
+    tx: oneshot::Sender<Granted>,
 }
 
 struct KeyState {
@@ -72,6 +95,11 @@ struct Books {
     fence: FenceCounter,
     next_waiter: u64,
     sweeper_wake: Option<Instant>,
+    events: EventSink,
+    fence_exhaustion_reported: bool,
+    /// Grants refused because the fence state file could not be written (reported at the
+    /// first few and then at powers of two, not once per grant).
+    fence_state_failures: u64,
 }
 
 struct Inner {
@@ -82,6 +110,8 @@ struct Inner {
 pub(crate) struct TableLimits {
     pub(crate) max_locks: usize,
     pub(crate) max_waiters: usize,
+    /// Distinct keys one connection may hold, 0 = unlimited.
+    pub(crate) max_keys_per_connection: usize,
     pub(crate) auto_release: bool,
 }
 
@@ -101,7 +131,23 @@ impl Books {
         lease_s: u64,
         now: Instant,
     ) -> Result<Grant, Status> {
-        let fence = self.fence.next().map_err(|_| Status::Error)?;
+        let fence = match self.fence.next() {
+            Ok(fence) => fence,
+            Err(FenceError::Exhausted) => {
+                if !self.fence_exhaustion_reported {
+                    self.fence_exhaustion_reported = true;
+                    self.events.emit(ServerEvent::FenceExhausted { last: self.fence.last() });
+                }
+                return Err(Status::ErrorFenceExhausted);
+            }
+            Err(FenceError::State(error)) => {
+                self.fence_state_failures = self.fence_state_failures.saturating_add(1);
+                if worth_reporting(self.fence_state_failures) {
+                    self.events.emit(ServerEvent::FenceStateUnwritable { message: error.to_string() });
+                }
+                return Err(Status::Error);
+            }
+        };
         let token = token(fence);
         let expires_at = after(now, lease_s);
         st.holders.push(Holder { token: token.clone(), conn, expires_at });
@@ -166,9 +212,16 @@ impl Books {
             if waiter.tx.is_closed() {
                 continue;
             }
-            let Ok(grant) = self.grant(id, st, waiter.conn, waiter.lease_s, now) else { return };
+            let grant = match self.grant(id, st, waiter.conn, waiter.lease_s, now) {
+                Ok(grant) => grant,
+                Err(status) => {
+                    // No grant can be made: tell the waiter now rather than at its timeout.
+                    let _ = waiter.tx.send(Err(status));
+                    continue;
+                }
+            };
             let token = grant.token.clone();
-            if waiter.tx.send(grant).is_err() {
+            if waiter.tx.send(Ok(grant)).is_err() {
                 let index = st.holders.iter().position(|h| h.token == token).expect("just granted");
                 self.remove_holder(id, st, index);
             }
@@ -177,7 +230,7 @@ impl Books {
 }
 
 impl Table {
-    pub(crate) fn new(limits: TableLimits, fence: FenceCounter) -> Self {
+    pub(crate) fn new(limits: TableLimits, fence: FenceCounter, events: EventSink) -> Self {
         Table {
             inner: Mutex::new(Inner {
                 keys: HashMap::new(),
@@ -188,6 +241,9 @@ impl Table {
                     fence,
                     next_waiter: 0,
                     sweeper_wake: None,
+                    events,
+                    fence_exhaustion_reported: false,
+                    fence_state_failures: 0,
                 },
             }),
             limits,
@@ -229,6 +285,16 @@ impl Table {
         let mut guard = self.lock();
         let Inner { keys, books } = &mut *guard;
         books.compact_deadlines(keys);
+        // Fair share: a connection at its cap of distinct keys gets no new one (neither a
+        // new key in the table nor a slot on a key it does not hold yet).
+        let cap = self.limits.max_keys_per_connection;
+        if cap > 0
+            && let Some(held) = books.owned.get(&conn)
+            && held.len() >= cap
+            && !held.contains_key(id)
+        {
+            return Err(Status::ErrorMaxLocks);
+        }
         if !keys.contains_key(id) {
             if keys.len() >= self.limits.max_locks {
                 return Err(Status::ErrorMaxLocks);
@@ -258,7 +324,7 @@ impl Table {
             return Err(Status::ErrorMaxWaiters);
         }
         let (tx, rx) = oneshot::channel();
-        books.next_waiter += 1;
+        books.next_waiter = books.next_waiter.wrapping_add(1);
         let waiter = books.next_waiter;
         st.waiters.push_back(Waiter { id: waiter, conn, lease_s, tx });
         Ok(Admission::Queued { waiter, rx })
@@ -383,46 +449,80 @@ impl Table {
 
     /// The `stats` document (Go v1.10 shape).
     pub(crate) fn stats(&self, connections: usize) -> serde_json::Value {
+        /// One key as the document shows it, copied out under the mutex.
+        struct Row {
+            id: KeyId,
+            limit: u32,
+            live: usize,
+            /// The first live holder's connection and expiry.
+            first: Option<(ConnId, Instant)>,
+            waiters: usize,
+            last_activity: Instant,
+        }
         let now = Instant::now();
-        let guard = self.lock();
+        // Under the mutex only the copy of at most MAX_STATS_ENTRIES rows; the JSON is built
+        // after it is released, so a `stats` loop holds up lock traffic as little as it can.
+        let (rows, truncated) = {
+            let guard = self.lock();
+            let mut ids: Vec<&KeyId> = guard.keys.keys().collect();
+            let truncated = ids.len().saturating_sub(MAX_STATS_ENTRIES);
+            if truncated > 0 {
+                ids.select_nth_unstable(MAX_STATS_ENTRIES);
+                ids.truncate(MAX_STATS_ENTRIES);
+            }
+            let rows: Vec<Row> = ids
+                .into_iter()
+                .map(|id| {
+                    let st = &guard.keys[id];
+                    let mut live = st.holders.iter().filter(|h| h.expires_at > now);
+                    let first = live.next().map(|h| (h.conn, h.expires_at));
+                    Row {
+                        id: id.clone(),
+                        limit: st.limit,
+                        live: usize::from(first.is_some()) + live.count(),
+                        first,
+                        waiters: st.waiters.iter().filter(|w| !w.tx.is_closed()).count(),
+                        last_activity: st.last_activity,
+                    }
+                })
+                .collect();
+            (rows, truncated)
+        };
+        let mut rows = rows;
+        rows.sort_unstable_by(|a, b| a.id.cmp(&b.id));
         let mut locks = Vec::new();
         let mut semaphores = Vec::new();
         let mut idle_locks = Vec::new();
         let mut idle_semaphores = Vec::new();
-        let mut ids: Vec<&KeyId> = guard.keys.keys().collect();
-        ids.sort();
-        for id in ids {
-            let st = &guard.keys[id];
-            let waiters = st.waiters.iter().filter(|w| !w.tx.is_closed()).count();
-            let live: Vec<&Holder> = st.holders.iter().filter(|h| h.expires_at > now).collect();
-            let idle = live.is_empty() && waiters == 0;
-            let idle_s = now.duration_since(st.last_activity).as_secs_f64();
-            match (id.0, idle) {
-                (Namespace::Lock, false) => {
-                    let holder = live.first();
-                    locks.push(serde_json::json!({
-                        "key": id.1,
-                        "owner_conn_id": holder.map(|h| h.conn),
-                        "lease_expires_in_s": holder.map_or(0.0, |h| h.expires_at.duration_since(now).as_secs_f64()),
-                        "waiters": waiters,
-                    }));
-                }
-                (Namespace::Semaphore, false) => semaphores.push(serde_json::json!({
-                    "key": id.1, "limit": st.limit, "holders": live.len(), "waiters": waiters,
+        for row in rows {
+            let idle = row.live == 0 && row.waiters == 0;
+            let idle_s = now.duration_since(row.last_activity).as_secs_f64();
+            let (ns, key) = row.id;
+            match (ns, idle) {
+                (Namespace::Lock, false) => locks.push(serde_json::json!({
+                    "key": key,
+                    "owner_conn_id": row.first.map(|(conn, _)| conn),
+                    "lease_expires_in_s": row.first.map_or(0.0, |(_, at)| at.duration_since(now).as_secs_f64()),
+                    "waiters": row.waiters,
                 })),
-                (Namespace::Lock, true) => idle_locks.push(serde_json::json!({"key": id.1, "idle_s": idle_s})),
-                (Namespace::Semaphore, true) => {
-                    idle_semaphores.push(serde_json::json!({"key": id.1, "idle_s": idle_s}))
-                }
+                (Namespace::Semaphore, false) => semaphores.push(serde_json::json!({
+                    "key": key, "limit": row.limit, "holders": row.live, "waiters": row.waiters,
+                })),
+                (Namespace::Lock, true) => idle_locks.push(serde_json::json!({"key": key, "idle_s": idle_s})),
+                (Namespace::Semaphore, true) => idle_semaphores.push(serde_json::json!({"key": key, "idle_s": idle_s})),
             }
         }
-        serde_json::json!({
+        let mut doc = serde_json::json!({
             "connections": connections,
             "locks": locks,
             "semaphores": semaphores,
             "idle_locks": idle_locks,
             "idle_semaphores": idle_semaphores,
-        })
+        });
+        if truncated > 0 {
+            doc["truncated"] = truncated.into();
+        }
+        doc
     }
 
     /// Number of keys in the table (tests and hostile-input checks).
@@ -435,9 +535,54 @@ impl Table {
 mod tests {
     use super::*;
 
+    /// A fence state file that can no longer be written refuses the grant (nothing beyond
+    /// the persisted ceiling is handed out) and says so, once per burst, not per grant.
+    #[test]
+    fn an_unwritable_fence_state_file_refuses_grants_and_is_reported() {
+        let dir = std::env::temp_dir().join(format!("lockcheck-table-fence-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut fence = FenceCounter::new(Some(dir.join("fence"))).unwrap();
+        fence.reserve_at_next();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let events = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let sink = {
+            let events = events.clone();
+            EventSink::new(move |e| events.lock().unwrap().push(e.clone()))
+        };
+        let limits = TableLimits { max_locks: 16, max_waiters: 0, max_keys_per_connection: 0, auto_release: false };
+        let table = Table::new(limits, fence, sink);
+        let id = (Namespace::Lock, "k".to_owned());
+        for _ in 0..5 {
+            assert!(matches!(table.admit(&id, 1, 5, 1, false), Err(Status::Error)));
+        }
+        let reported =
+            events.lock().unwrap().iter().filter(|e| matches!(e, ServerEvent::FenceStateUnwritable { .. })).count();
+        assert_eq!(reported, 4, "the first three refusals and the fourth");
+        assert_eq!(table.lock().books.holders, 0);
+    }
+
+    /// Guards against a `stats` reply larger than a client accepts (1 MiB) on a big table:
+    /// at most MAX_STATS_ENTRIES keys are listed, the smallest in key order, and the rest
+    /// counted.
+    #[test]
+    fn stats_lists_at_most_its_cap_and_counts_the_rest() {
+        let limits = TableLimits { max_locks: 5000, max_waiters: 0, max_keys_per_connection: 0, auto_release: false };
+        let table = Table::new(limits, FenceCounter::new(None).unwrap(), EventSink::new(|_| {}));
+        for i in 0..MAX_STATS_ENTRIES + 500 {
+            let id = (Namespace::Lock, format!("{i:0>255}"));
+            grant(&table, &id, 60, 1);
+        }
+        let doc = table.stats(1);
+        assert_eq!(doc["truncated"], 500);
+        let locks = doc["locks"].as_array().unwrap();
+        assert_eq!(locks.len(), MAX_STATS_ENTRIES);
+        assert_eq!(locks[0]["key"], format!("{:0>255}", 0));
+        assert!(doc.to_string().len() < crate::dflockd::MAX_REPLY_BYTES, "{} bytes", doc.to_string().len());
+    }
+
     fn table() -> Table {
-        let limits = TableLimits { max_locks: 16, max_waiters: 0, auto_release: false };
-        Table::new(limits, FenceCounter::new(None).expect("no state file"))
+        let limits = TableLimits { max_locks: 16, max_waiters: 0, max_keys_per_connection: 0, auto_release: false };
+        Table::new(limits, FenceCounter::new(None).expect("no state file"), EventSink::new(|_| {}))
     }
 
     fn grant(table: &Table, id: &KeyId, lease_s: u64, conn: ConnId) -> Grant {
