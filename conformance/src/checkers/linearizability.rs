@@ -9,9 +9,13 @@
 //! differential oracle in tests.
 //!
 //! The search is generic over any stateright [`SequentialSpec`] whose state is `Clone + Hash +
-//! PartialEq` ([`search`]), so it also checks register histories. [`check_history`] is the lock
-//! front end: it partitions a [`History`] per key, checks each key against
-//! [`LockSpec`], and shrinks a violation to a short counterexample.
+//! PartialEq` ([`search`]), so it also checks register histories; [`check`] also says where a
+//! history stops being linearizable ([`Violation`]), and [`check_partitioned`] checks
+//! independent objects apart. An [`Entry`] is built [`completed`](Entry::completed) or
+//! [`unknown`](Entry::unknown): an operation of unknown outcome has no return instant.
+//! [`check_history`] is the lock front end: it partitions a [`History`] per key, checks each
+//! key against [`LockSpec`], and shrinks a violation to a short counterexample that blames
+//! one operation and names the property it breaks.
 //!
 //! Operations with an unknown outcome (indeterminate, or still running when the history was
 //! taken) may take effect at any point after their invocation, or never. A cancelled acquire
@@ -26,16 +30,23 @@
 //! not shorten the proof that *no* order exists: a history with such a window that is not
 //! linearizable may still exhaust the budget, and is then reported Unknown, never Valid.
 //!
+//! # Which operation is to blame
+//!
+//! A history with no linearization has no single wrong operation by itself; it is read by
+//! return events, as it unfolded. The history *as known at `t`* holds every operation invoked
+//! by `t`, with the outcomes of those that returned by `t`. The first return at which it stops
+//! being linearizable belongs to the operation that cannot follow: everything before it is
+//! explained ([`Violation`]). Replaying in invocation order instead (as this checker once
+//! explained) blames correct operations: a refusal that a late-returning release had to
+//! follow.
+//!
 //! # Shrinking
 //!
 //! Removing operations from a history can *create* violations (drop a release and the next
 //! grant looks like a double grant; drop a holder and a refusal looks unjustified), so the
-//! shrinker only removes what cannot: it cuts the history at an invocation (operations still
-//! running at the cut become unknown, which only adds freedom); it removes refused acquires
-//! (one constraint fewer); and once no refusal is left, it removes whole leases — an acquire
-//! with every release, refresh and remaining-TTL call on its lease (fewer holders only add
-//! room, and no other call depends on a lease but its own). What is left is still invalid by
-//! itself.
+//! shrinker ([`shrink`]) keeps a removal only if the same operation still cannot follow, for
+//! the same property. Then the spec says why ([`LockSpec::explain_with`]) and the
+//! [`Reference::diagnose`] step names the cause the history can tell apart.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::hash::{Hash, Hasher};
