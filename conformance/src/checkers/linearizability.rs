@@ -733,7 +733,9 @@ impl Reference {
             );
             return Counterexample::new(Property::MutualExclusion, summary, ops);
         };
-        let explained = self.explain(&ops, blamed, Budget { deadline, steps: u64::MAX });
+        // Shrinking may use up the deadline; saying why gets a moment of its own.
+        let explaining = deadline.max(Instant::now() + Duration::from_secs(1));
+        let explained = self.explain(&ops, blamed, Budget { deadline: explaining, steps: u64::MAX });
         let (property, summary) = explained.unwrap_or_else(|| {
             let summary = format!(
                 "no order of these {} operations explains operation {} ({}); the time ran out before the spec said why",
