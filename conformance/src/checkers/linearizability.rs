@@ -1269,6 +1269,30 @@ mod tests {
         assert_eq!(check(&Register('-'), &entries, tight), Linearizability::OutOfBudget);
     }
 
+    /// Proving a history not linearizable can take the search every subset of its operations of
+    /// unknown outcome; finding a linearization takes a few steps. Here 14 writes never return
+    /// and a read at once returns a value none wrote: each proof costs some 200,000 steps, and
+    /// the 64 reads after it make a binary search of the returns meet six histories with no
+    /// linearization. Probing with a few thousand steps each and proving only the return it
+    /// settles on, the violation is located within three proofs' worth of steps.
+    #[test]
+    fn locating_a_violation_proves_it_once() {
+        let mut entries: Vec<Entry<RegisterOp<char>, RegisterRet<char>>> =
+            ('a'..='n').map(|value| Entry::unknown(RegisterOp::Write(value), 0)).collect();
+        entries.push(read('z', 1, 2));
+        for at in 0..64 {
+            entries.push(read('a', 10 + 2 * at, 11 + 2 * at));
+        }
+        let (proof, one) = search_within(&Register('-'), &entries[..15], budget(), unknown_last);
+        assert_eq!(proof, Search::NotLinearizable);
+        assert!(one > 100_000, "the proof is expensive ({one} steps)");
+        let three = Budget { deadline: far(), steps: 3 * one };
+        let Linearizability::NotLinearizable(Some(violation)) = check(&Register('-'), &entries, three) else {
+            panic!("not located within {} steps", 3 * one);
+        };
+        assert_eq!(violation.blamed, 14, "the read of z");
+    }
+
     /// Two registers, each operation on one of them: a spec to partition.
     #[derive(Clone, Debug, Hash, PartialEq)]
     struct Registers([char; 2]);
