@@ -77,7 +77,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     println!("{:<34} {:<20} {:<20} {:>5} {:>9}  check", "mutant", "expected", "caught by", "ops", "time");
     for outcome in &outcomes {
-        let caught = outcome.caught_by.map_or("SURVIVED".to_owned(), |p| p.to_string());
+        let caught = match (outcome.caught_by, outcome.status) {
+            (Some(property), _) => property.to_string(),
+            (None, "not-run") => "NOT RUN".to_owned(),
+            (None, _) => "SURVIVED".to_owned(),
+        };
         println!(
             "{:<34} {:<20} {:<20} {:>5} {:>8.2}s  {}",
             outcome.mutant,
@@ -93,11 +97,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             println!("\n{} — {}\n{counterexample}", outcome.mutant, outcome.failure_class);
         }
     }
-    let survivors: Vec<&str> = outcomes.iter().filter(|o| o.caught_by.is_none()).map(|o| o.mutant.as_str()).collect();
+    let survivors: Vec<&str> =
+        outcomes.iter().filter(|o| o.status == "survived").map(|o| o.mutant.as_str()).collect();
+    let not_run: Vec<&str> = outcomes.iter().filter(|o| o.status == "not-run").map(|o| o.mutant.as_str()).collect();
     let other: Vec<&str> = outcomes.iter().filter(|o| o.status == "caught-other").map(|o| o.mutant.as_str()).collect();
     println!(
         "\n{} of {} mutants caught{}",
-        outcomes.len() - survivors.len(),
+        outcomes.len() - survivors.len() - not_run.len(),
         outcomes.len(),
         if other.is_empty() {
             String::new()
@@ -111,8 +117,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
+    if !not_run.is_empty() {
+        println!("NOT RUN (their servers could not be reached; see the check column): {}", not_run.join(", "));
+    }
     if !survivors.is_empty() {
         println!("SURVIVED: {}", survivors.join(", "));
+    }
+    if !survivors.is_empty() || !not_run.is_empty() {
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
@@ -124,6 +135,20 @@ async fn hunt(mutant: &Mutant, config: &SuiteConfig) -> Outcome {
     for check in selected(config) {
         let result = run_check(mutant.backend.as_ref(), check, config).await;
         elapsed += result.elapsed;
+        // A mutant whose server could not be reached was not tested: say so, never "survived".
+        if let Some(why) = result.notes.iter().find(|note| note.starts_with("could not connect")) {
+            return Outcome {
+                mutant: mutant.name.to_owned(),
+                failure_class: mutant.failure_class.to_owned(),
+                expected: mutant.expected_to_violate,
+                status: "not-run",
+                caught_by: None,
+                check: Some(why.clone()),
+                counterexample_operations: None,
+                time_to_catch: elapsed,
+                counterexample: None,
+            };
+        }
         if result.status() == Status::Violated {
             let counterexample = result
                 .counterexamples

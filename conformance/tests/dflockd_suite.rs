@@ -17,7 +17,12 @@ async fn reference_server_passes_every_check() {
     let backend = DflockdBackend::embedded().expect("the reference server starts");
     let report = run_suite(&backend, &SuiteConfig::default()).await;
     println!("{report}");
-    assert_eq!(report.status(), Status::Passed, "{report}");
+    // Its leases are bound to sessions (auto-release on disconnect, the default): a session cut
+    // under a live holder frees the lease, which its claims predict, and nothing else fails.
+    assert_eq!(report.status(), Status::Predicted, "{report}");
+    let cut = report.checks.iter().find(|check| check.check == "session_cut_under_holder").expect("run");
+    assert_eq!(cut.properties.get(&Property::MutualExclusion), Some(&Status::Predicted), "{report}");
+    assert_eq!(cut.properties.get(&Property::ResourceSafety), Some(&Status::Passed), "{report}");
 }
 
 /// The reference server without auto-release on disconnect: leases end only by release or

@@ -54,3 +54,18 @@ async fn unusual_but_correct_backends_pass() {
         assert_eq!(report.status(), Status::Passed, "{name}:\n{report}");
     }
 }
+
+/// A lease that ends 5 % early is caught at the embedded dflockd server's time scales too
+/// (whole-second leases, 1 s late tolerance), not only at the memory locker's: the early side
+/// has its own, small tolerance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_ending_five_percent_early_is_caught_at_whole_second_time_scales() {
+    let mutant = mutants::builtin().into_iter().find(|m| m.name == "expires-5-percent-early").expect("registered");
+    let config = SuiteConfig::default()
+        .timing(lockcheck_conformance::Timing::whole_seconds())
+        .only(["ttl_expiry_frees_lock", "lease_lasts_its_ttl"]);
+    let report = run_suite(mutant.backend.as_ref(), &config).await;
+    let (_, counterexample) =
+        report.counterexamples().next().unwrap_or_else(|| panic!("the early expiry survived:\n{report}"));
+    assert_eq!(counterexample.property, mutant.expected_to_violate, "{counterexample}");
+}

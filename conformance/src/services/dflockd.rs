@@ -8,6 +8,7 @@
 //! | `LOCKCHECK_VENV` | the venv holding the Python server and client (default `~/.cache/lockcheck/venv`). |
 
 use std::net::SocketAddr;
+use std::time::Duration;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -206,12 +207,20 @@ pub struct DflockdBackend {
 }
 
 impl DflockdBackend {
-    /// Servers that are already running.
+    /// Servers that are already running. A dflockd server may not read a connection while
+    /// its blocking `l` waits (the Python one does not), so it can keep a departed waiter
+    /// queued and grant it until the waiter's own wait bound: the clean-up bound covers the
+    /// longest wait the suite gives an acquire it then cancels (1.5 base leases, 3 s) plus the
+    /// tolerance. Override with `cleanup=` in the URL.
     pub fn new(config: DflockdLockerConfig) -> Self {
         let name = format!("dflockd://{}", config.servers.join(","));
+        let whole_seconds = Timing::whole_seconds();
         DflockdBackend {
             name,
-            timing: Timing::whole_seconds(),
+            timing: Timing {
+                cancel_cleanup: Some(Duration::from_secs(3) + whole_seconds.tolerance),
+                ..whole_seconds
+            },
             config,
             kind: Arc::new(OnceCell::new()),
             owned: Owned::Nothing,
@@ -238,7 +247,8 @@ impl DflockdBackend {
         // Through the proxy, so that a check can cut the clients' sessions.
         let mut client = DflockdLockerConfig::new([server.proxy().addr().to_string()]);
         client.session_bound = session_bound;
-        let mut backend = DflockdBackend::new(client);
+        // It reads every waiting connection, so it drops a departed waiter at once.
+        let mut backend = DflockdBackend::new(client).with_timing(Timing::whole_seconds());
         backend.name = "dflockd-embedded".into();
         backend.owned = Owned::Embedded(Arc::new(server));
         Ok(backend)
