@@ -165,6 +165,11 @@ async fn the_random_workload_blames_an_operation_and_names_the_cause() {
         "ignores-wait-bound",
         "expiry-never-enforced",
     ];
+    // A release without an ownership check, of a lease whose time was just up (the spec
+    // still accepts "was held" then), frees another client's permit; the first answer no
+    // order explains may be the grant that freed permit let in, a grant while the semaphore
+    // looked full (P1), rather than a later answer of its owner.
+    const ALSO: [(&str, Property); 1] = [("release-without-ownership-check", Property::MutualExclusion)];
     let _alone = ONE_AT_A_TIME.lock().await;
     let check = check_info("random_workload").expect("listed");
     let mut wrong = Vec::new();
@@ -185,7 +190,8 @@ async fn the_random_workload_blames_an_operation_and_names_the_cause() {
                 counterexample.blamed.map(|at| at + 1)
             );
             assert_explains(&format!("seed {seed}: {} by the workload", mutant.name), counterexample);
-            if PINNED.contains(&mutant.name) && counterexample.property != mutant.expected_to_violate {
+            let also = ALSO.contains(&(mutant.name, counterexample.property));
+            if PINNED.contains(&mutant.name) && counterexample.property != mutant.expected_to_violate && !also {
                 wrong.push(format!(
                     "seed {seed}: {} expected {}:\n{counterexample}",
                     mutant.name, mutant.expected_to_violate
