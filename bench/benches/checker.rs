@@ -130,7 +130,10 @@ fn entries(history: &History) -> Vec<Entry<LockOp, LockRet>> {
         .iter()
         .filter_map(|op| {
             let (spec_op, ret) = op.to_spec()?;
-            Some(Entry { returned: ret.as_ref().and(op.returned), op: spec_op, ret, invoked: op.invoked })
+            Some(match (ret, op.returned) {
+                (Some(ret), Some(returned)) => Entry::completed(spec_op, ret, op.invoked, returned),
+                _ => Entry::unknown(spec_op, op.invoked),
+            })
         })
         .collect()
 }

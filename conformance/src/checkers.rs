@@ -12,6 +12,7 @@
 pub mod exclusion;
 pub mod fencing;
 pub mod linearizability;
+mod timeline;
 pub mod timing;
 
 use std::fmt;
@@ -61,6 +62,11 @@ pub struct Counterexample {
     pub summary: String,
     /// The operations that show it.
     pub history: History,
+    /// The operation that misbehaved, as a position in `history` (for the linearizability
+    /// checker: the operation that cannot follow the ones before it). `None` where no single
+    /// operation is to blame.
+    #[serde(default)]
+    pub blamed: Option<usize>,
     /// Why the backend's own claims predict this violation (a lease bound to a session that
     /// was cut under a live holder): it is reported as predicted, not as a broken promise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -70,7 +76,19 @@ pub struct Counterexample {
 impl Counterexample {
     /// A counterexample from the operations that show it.
     pub fn new(property: Property, summary: impl Into<String>, operations: Vec<Operation>) -> Self {
-        Counterexample { property, summary: summary.into(), history: History { operations }, predicted: None }
+        Counterexample {
+            property,
+            summary: summary.into(),
+            history: History { operations },
+            blamed: None,
+            predicted: None,
+        }
+    }
+
+    /// The same counterexample, blaming the operation at `position` in its history.
+    pub fn blaming(mut self, position: usize) -> Self {
+        self.blamed = (position < self.len()).then_some(position);
+        self
     }
 
     /// Number of operations.
@@ -82,7 +100,33 @@ impl Counterexample {
     pub fn is_empty(&self) -> bool {
         self.history.operations.is_empty()
     }
+
+    /// The operation blamed, if any.
+    pub fn blamed_operation(&self) -> Option<&Operation> {
+        self.history.operations.get(self.blamed?)
+    }
+
+    /// A text picture of the counterexample: one lane per client, time across
+    /// [`TIMELINE_COLUMNS`] columns; each operation a bar from its invocation to its return
+    /// (`T──┤`), each grant's lease held (`═`) from the grant to its release or expiry; the
+    /// blamed operation's lane marked `>>` and the operation pointed at (`^`) under it.
+    ///
+    /// ```text
+    /// time 0.0ms → 310.0ms, one column ≈ 4.4ms
+    ///    client 0 │T═══════════════════════════════════════════════════════════════R═     │
+    ///    client 1 │                                   T                                  │
+    /// >> client 2 │                                                                     T│
+    ///             │                                                                     ^ 4
+    /// T try_acquire  A acquire  R release  F refresh  Q remaining_ttl  ─ until it returned
+    /// ✗ refused  ? outcome unknown  ═ held
+    /// ```
+    pub fn timeline(&self) -> String {
+        timeline::draw(self)
+    }
 }
+
+/// The width of [`Counterexample::timeline`]'s time axis, in columns.
+pub const TIMELINE_COLUMNS: usize = 72;
 
 impl fmt::Display for Counterexample {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -90,7 +134,14 @@ impl fmt::Display for Counterexample {
         if let Some(why) = &self.predicted {
             writeln!(f, "  predicted by the backend's claims: {why}")?;
         }
-        write!(f, "{}", self.history)
+        for (position, line) in self.history.numbered().iter().enumerate() {
+            let mark = if self.blamed == Some(position) { ">>" } else { "  " };
+            writeln!(f, "{mark}{line}")?;
+        }
+        if !self.is_empty() {
+            write!(f, "\n{}", self.timeline())?;
+        }
+        Ok(())
     }
 }
 

@@ -31,8 +31,9 @@ use lockcheck_impls::{Capabilities, Lease, LockError};
 use lockcheck_model::spec::Property;
 
 use crate::backend::{Backend, Timing};
+use crate::checkers::linearizability::Reference;
 use crate::checkers::{self, Counterexample, Verdict};
-use crate::history::{Recorder, RecordingLocker};
+use crate::history::{Operation, Recorder, RecordingLocker};
 
 /// How a suite run is set up.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -563,7 +564,7 @@ impl Ctx<'_> {
         if let Some(key) = operations.iter().max_by_key(|op| op.invoked).map(|op| op.key.clone()) {
             operations.retain(|op| op.key == key);
         }
-        Stop::Violated(Counterexample::new(property, summary, operations))
+        Stop::Violated(self.counterexample(property, summary, operations))
     }
 
     /// `property` is violated, shown by the operations on `leases` alone (a scenario that
@@ -572,7 +573,37 @@ impl Ctx<'_> {
         let ids: Vec<_> = leases.iter().filter_map(|lease| self.recorder.lease_id(lease)).collect();
         let mut operations = self.recorder.history().operations;
         operations.retain(|op| ids.contains(&op.call.lease()));
-        Stop::Violated(Counterexample::new(property, summary, operations))
+        Stop::Violated(self.counterexample(property, summary, operations))
+    }
+
+    /// A scenario's counterexample, blaming the operation the scenario just saw misbehave.
+    /// Scenarios clean up before they report (release the intruder's lease, the holder's), so
+    /// it is not simply the last one: where the operations are not linearizable it is the
+    /// operation that cannot follow (the first anomaly, by return events); else, for a
+    /// property of *when* a grant comes (P5–P9), the last acquire to return; else the last
+    /// operation to return.
+    fn counterexample(
+        &self,
+        property: Property,
+        summary: impl Into<String>,
+        operations: Vec<Operation>,
+    ) -> Counterexample {
+        let reference = Reference::for_backend(&self.timing, &self.capabilities);
+        let about_waiting = matches!(property, NoLostWakeup | BoundedWait | CancelSafety | Fifo | CrashSafety);
+        let last_returned = |acquires_only: bool| {
+            (0..operations.len())
+                .filter(|&i| !acquires_only || operations[i].call.is_acquire())
+                .max_by_key(|&i| (operations[i].returned.unwrap_or(operations[i].invoked), operations[i].invoked))
+        };
+        let blamed = reference
+            .blame(&operations, Instant::now() + Duration::from_secs(2))
+            .or_else(|| if about_waiting { last_returned(true) } else { None })
+            .or_else(|| last_returned(false));
+        let counterexample = Counterexample::new(property, summary, operations);
+        match blamed {
+            Some(blamed) => counterexample.blaming(blamed),
+            None => counterexample,
+        }
     }
 
     /// The seed of this check (the suite seed mixed with the check's name, so checks do not

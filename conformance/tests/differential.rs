@@ -1,21 +1,28 @@
 //! Differential test of the memoizing linearizability checker against stateright's
 //! `LinearizabilityTester` (the unmemoized reference) on thousands of small random lock
-//! histories: both must give the same verdict on every one.
+//! histories: both must give the same verdict on every one, and where a history is not
+//! linearizable, stateright must agree on where it stops being so (the prefix the checker
+//! reports is linearizable; the history as known when the blamed operation returned is not).
 
 use std::time::{Duration, Instant};
 
-use lockcheck_conformance::checkers::linearizability::{Budget, Entry, Reference, Search, Turn, search, search_within};
+use lockcheck_conformance::checkers::linearizability::{
+    Budget, Entry, Linearizability, Reference, Search, Turn, check, search, search_within,
+};
 use lockcheck_model::spec::{LeaseId, LockOp, LockRet, LockSpec, Window};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use stateright::semantics::{ConsistencyTester, LinearizabilityTester, SequentialSpec};
+
+/// An entry being recorded: the operation, its invocation, and what it returned and when.
+type Recorded = (LockOp, u64, Option<(LockRet, u64)>);
 
 /// A random history: `(thread, op, ret)` events in time order, as both checkers see them.
 fn random_history(rng: &mut StdRng) -> Vec<Entry<LockOp, LockRet>> {
     let threads = rng.random_range(2..=3);
     let mut remaining: Vec<u32> = (0..threads).map(|_| rng.random_range(1..=4)).collect();
     let mut in_flight: Vec<Option<usize>> = vec![None; threads];
-    let mut entries: Vec<Entry<LockOp, LockRet>> = Vec::new();
+    let mut recorded: Vec<Recorded> = Vec::new();
     let mut next_lease = 1;
     let limit = if rng.random_bool(0.8) { 1 } else { 2 };
     let mut time = 0;
@@ -34,16 +41,14 @@ fn random_history(rng: &mut StdRng) -> Vec<Entry<LockOp, LockRet>> {
                     in_flight[thread] = None;
                     continue;
                 }
-                let entry = &mut entries[index];
-                entry.returned = Some(time);
-                let at = Window::new(entry.invoked, time);
-                set_window(&mut entry.op, at);
+                let (op, invoked, outcome) = &mut recorded[index];
+                set_window(op, Window::new(*invoked, time));
                 // Mostly what a correct lock would answer at the return instant, sometimes noise.
-                let plausible = model.invoke(&entry.op);
-                entry.ret = Some(if rng.random_bool(0.8) {
+                let plausible = model.invoke(op);
+                let ret = if rng.random_bool(0.8) {
                     plausible
                 } else {
-                    match &entry.op {
+                    match op {
                         LockOp::Acquire { .. } | LockOp::CancelledAcquire { .. } if rng.random_bool(0.6) => {
                             LockRet::Granted { fence: rng.random_range(1..6) }
                         }
@@ -56,14 +61,15 @@ fn random_history(rng: &mut StdRng) -> Vec<Entry<LockOp, LockRet>> {
                         LockOp::Withdraw { .. } => LockRet::Withdrawn,
                         LockOp::SessionEnded { .. } => LockRet::SessionEnded,
                     }
-                });
+                };
+                *outcome = Some((ret, time));
                 in_flight[thread] = None;
             }
             None => {
                 remaining[thread] -= 1;
                 let at = Window::new(time, u64::MAX);
                 let lease = LeaseId(rng.random_range(1..next_lease.max(2)));
-                let op = match rng.random_range(0..12) {
+                let op = match rng.random_range(0..13) {
                     0..=4 => {
                         next_lease += 1;
                         LockOp::Acquire { lease: LeaseId(next_lease - 1), ttl: rng.random_range(3..12), limit, at }
@@ -77,14 +83,22 @@ fn random_history(rng: &mut StdRng) -> Vec<Entry<LockOp, LockRet>> {
                     7..=8 => LockOp::Refresh { lease, ttl: rng.random_range(3..12), at },
                     // A cancelled acquire's clean-up (whether or not its acquire was granted).
                     9 => LockOp::Withdraw { lease, at },
+                    // The holder's session ended: the lease may end at any moment from here.
+                    12 => LockOp::SessionEnded { lease, at },
                     _ => LockOp::Remaining { lease, at },
                 };
-                entries.push(Entry { op, ret: None, invoked: time, returned: None });
-                in_flight[thread] = Some(entries.len() - 1);
+                recorded.push((op, time, None));
+                in_flight[thread] = Some(recorded.len() - 1);
             }
         }
     }
-    entries
+    recorded
+        .into_iter()
+        .map(|(op, invoked, outcome)| match outcome {
+            Some((ret, returned)) => Entry::completed(op, ret, invoked, returned),
+            None => Entry::unknown(op, invoked),
+        })
+        .collect()
 }
 
 fn set_window(op: &mut LockOp, window: Window) {
@@ -94,8 +108,8 @@ fn set_window(op: &mut LockOp, window: Window) {
         | LockOp::Release { at, .. }
         | LockOp::Refresh { at, .. }
         | LockOp::Remaining { at, .. }
-        | LockOp::SessionEnded { at, .. }
-        | LockOp::Withdraw { at, .. } => *at = window,
+        | LockOp::Withdraw { at, .. }
+        | LockOp::SessionEnded { at, .. } => *at = window,
     }
 }
 
@@ -103,8 +117,8 @@ fn set_window(op: &mut LockOp, window: Window) {
 fn stateright_verdict(spec: &LockSpec, entries: &[Entry<LockOp, LockRet>], threads_of: &[usize]) -> bool {
     let mut events: Vec<(u64, bool, usize)> = Vec::new();
     for (i, entry) in entries.iter().enumerate() {
-        events.push((entry.invoked, true, i));
-        if let Some(returned) = entry.returned {
+        events.push((entry.invoked(), true, i));
+        if let Some(returned) = entry.returned() {
             events.push((returned, false, i));
         }
     }
@@ -112,9 +126,9 @@ fn stateright_verdict(spec: &LockSpec, entries: &[Entry<LockOp, LockRet>], threa
     let mut tester = LinearizabilityTester::new(spec.clone());
     for (_, invoke, i) in events {
         let result = if invoke {
-            tester.on_invoke(threads_of[i], entries[i].op.clone()).map(|_| ())
+            tester.on_invoke(threads_of[i], entries[i].op().clone()).map(|_| ())
         } else {
-            tester.on_return(threads_of[i], entries[i].ret.clone().expect("returned")).map(|_| ())
+            tester.on_return(threads_of[i], entries[i].ret().cloned().expect("returned")).map(|_| ())
         };
         result.expect("a well-formed history");
     }
@@ -128,12 +142,12 @@ fn threads(entries: &[Entry<LockOp, LockRet>]) -> Vec<usize> {
     entries
         .iter()
         .map(|entry| {
-            let free = busy_until.iter().position(|&until| until < entry.invoked);
+            let free = busy_until.iter().position(|&until| until < entry.invoked());
             let thread = free.unwrap_or_else(|| {
                 busy_until.push(0);
                 busy_until.len() - 1
             });
-            busy_until[thread] = entry.returned.unwrap_or(u64::MAX);
+            busy_until[thread] = entry.returned().unwrap_or(u64::MAX);
             thread
         })
         .collect()
@@ -158,9 +172,9 @@ fn the_memoizing_checker_agrees_with_stateright_on_small_random_histories() {
         let budget = Budget { deadline: Instant::now() + Duration::from_secs(10), steps: u64::MAX };
         let (lock_order, _) = search_within(&spec, &entries, budget, Reference::turn);
         assert_eq!(lock_order, ours, "case {case} (seed {seed}): the lock order disagrees on {entries:#?}");
-        let late: Vec<u64> = entries.iter().filter(|_| rng.random_bool(0.5)).map(|entry| entry.invoked).collect();
+        let late: Vec<u64> = entries.iter().filter(|_| rng.random_bool(0.5)).map(Entry::invoked).collect();
         let random_turn = |entry: &Entry<LockOp, LockRet>, _: &LockSpec| {
-            if late.contains(&entry.invoked) { Turn::Late } else { Turn::Early }
+            if late.contains(&entry.invoked()) { Turn::Late } else { Turn::Early }
         };
         let (random_order, _) = search_within(&spec, &entries, budget, random_turn);
         assert_eq!(random_order, ours, "case {case} (seed {seed}): a random order disagrees on {entries:#?}");
@@ -168,6 +182,28 @@ fn the_memoizing_checker_agrees_with_stateright_on_small_random_histories() {
             linearizable += 1;
         } else {
             not_linearizable += 1;
+            // Where it stops being linearizable, by stateright's verdict too: the prefix is
+            // linearizable, and the history as known when the blamed operation returned is not.
+            let Linearizability::NotLinearizable(Some(violation)) = check(&spec, &entries, budget) else {
+                panic!("case {case} (seed {seed}): no violation located in {entries:#?}");
+            };
+            assert!(
+                stateright_verdict(&spec, &violation.prefix, &threads(&violation.prefix)),
+                "case {case} (seed {seed}): the prefix is not linearizable: {violation:#?}"
+            );
+            let known: Vec<Entry<LockOp, LockRet>> = entries
+                .iter()
+                .filter(|entry| entry.invoked() <= violation.returned)
+                .map(|entry| match entry.returned() {
+                    Some(returned) if returned <= violation.returned => entry.clone(),
+                    _ => entry.clone().forgetting_outcome(),
+                })
+                .collect();
+            assert!(
+                !stateright_verdict(&spec, &known, &threads(&known)),
+                "case {case} (seed {seed}): linearizable as known when the blamed operation returned: {violation:#?}"
+            );
+            assert_eq!(entries[violation.blamed].returned(), Some(violation.returned));
         }
     }
     eprintln!("{linearizable} linearizable, {not_linearizable} not");

@@ -56,9 +56,13 @@
 //! conformance harness checks them with dedicated checkers and scenarios. Every property has a
 //! name in [`Property`].
 
+mod explain;
+
 use std::fmt;
 
 use stateright::semantics::SequentialSpec;
+
+pub use explain::{Ended, Ending, Story};
 
 /// Microseconds on the recorder's clock.
 pub type Micros = u64;
@@ -553,27 +557,13 @@ impl LockSpec {
         ret
     }
 
-    /// Which property a rejected step breaks, for reports. `None` if the step is allowed.
+    /// Which property a rejected step breaks, for reports (see [`LockSpec::explain`]). `None` if
+    /// the step is allowed.
     pub fn violated_by(&self, op: &LockOp, ret: &LockRet) -> Option<Property> {
         if self.clone().step(op, Some(ret)) {
             return None;
         }
-        Some(match (op, ret) {
-            (LockOp::Acquire { lease, .. } | LockOp::CancelledAcquire { lease, .. }, LockRet::Granted { fence }) => {
-                if self.fence_goes_backwards(*fence) || self.position(*lease).is_some() {
-                    Property::Fencing
-                } else {
-                    Property::MutualExclusion
-                }
-            }
-            // Refused although the key had room: a lease that should have expired still blocked.
-            (LockOp::Acquire { .. }, LockRet::NotGranted) => Property::Expiry,
-            // Answered "held" for a lease that was not (or the other way round).
-            (LockOp::Remaining { .. }, LockRet::Remaining(Some(_))) if self.position(op.lease()).is_some() => {
-                Property::Expiry
-            }
-            _ => Property::Ownership,
-        })
+        Some(self.explain(op, ret).0)
     }
 }
 

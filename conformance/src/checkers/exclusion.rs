@@ -101,6 +101,8 @@ pub fn check_sessions(history: &History, tolerance: Micros, session_bound: bool)
                     .map(|op| (*op).clone())
                     .collect();
                 let names: Vec<String> = overlapping.iter().map(ToString::to_string).collect();
+                // The grant that made one holder too many.
+                let blamed = shown.iter().position(|op| op.call.is_acquire() && op.call.lease() == beliefs[i].lease);
                 let cut =
                     holding.keys().find_map(|&j| beliefs[j].cut.filter(|&cut| cut <= at).map(|_| beliefs[j].lease));
                 let predicted = match cut {
@@ -109,7 +111,7 @@ pub fn check_sessions(history: &History, tolerance: Micros, session_bound: bool)
                     )),
                     _ => None,
                 };
-                return Verdict::invalid(Counterexample {
+                let counterexample = Counterexample {
                     predicted,
                     ..Counterexample::new(
                         Property::MutualExclusion,
@@ -121,6 +123,10 @@ pub fn check_sessions(history: &History, tolerance: Micros, session_bound: bool)
                         ),
                         shown,
                     )
+                };
+                return Verdict::invalid(match blamed {
+                    Some(blamed) => counterexample.blaming(blamed),
+                    None => counterexample,
                 });
             }
         }

@@ -50,7 +50,8 @@ pub fn check_order(history: &History) -> Verdict {
                         "key {key}: a grant with fencing token {fence} came after a grant with token {earlier_fence}"
                     ),
                     vec![earlier.clone(), (*op).clone()],
-                ));
+                )
+                .blaming(1));
             }
         }
     }

@@ -16,15 +16,18 @@ pub fn check_bounded_waits(history: &History, slack: Micros) -> Verdict {
         let early = timed_out && took + slack < *wait;
         if late || early {
             let how = if late { "past" } else { "before" };
-            return Verdict::invalid(Counterexample::new(
-                Property::BoundedWait,
-                format!(
-                    "an acquire with a {:.1}ms wait bound returned after {:.1}ms, {how} its bound",
-                    *wait as f64 / 1000.0,
-                    took as f64 / 1000.0
-                ),
-                vec![op.clone()],
-            ));
+            return Verdict::invalid(
+                Counterexample::new(
+                    Property::BoundedWait,
+                    format!(
+                        "an acquire with a {:.1}ms wait bound returned after {:.1}ms, {how} its bound",
+                        *wait as f64 / 1000.0,
+                        took as f64 / 1000.0
+                    ),
+                    vec![op.clone()],
+                )
+                .blaming(0),
+            );
         }
     }
     Verdict::Valid
@@ -63,7 +66,8 @@ pub fn check_fifo(history: &History, arrival_gap: Micros) -> Verdict {
                         op.client, earlier.client
                     ),
                     vec![earlier.clone(), (*op).clone()],
-                ));
+                )
+                .blaming(1));
             }
         }
     }

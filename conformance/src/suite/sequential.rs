@@ -2,11 +2,18 @@
 //! from the spec ([`LockSpec`]) as its `ReferenceStateMachine`, runs them against the backend
 //! one at a time, and compares every answer with the spec's. A failure is shrunk by
 //! proptest to a shortest sequence, which is rerun once more to record it as the
-//! counterexample.
+//! counterexample, its last operation the one that disagreed.
+//!
+//! Shrinking starts by dropping the steps the failing run never reached, counted by the
+//! strategy's `seen` counter: the test must count every step it runs, as
+//! proptest-state-machine's own `StateMachineTest` does. A test that does not count has run
+//! "none", and the shrinker drops every step — a zero-step "counterexample" that explains
+//! nothing.
 //!
 //! Leases here are long, so nothing expires mid-sequence: this test is about grants,
 //! refusals, ownership and fencing, not time (the scenarios and the workload cover time).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use lockcheck_impls::{Lease, LeaseRequest, Locker, OwnerToken};
@@ -134,14 +141,27 @@ fn shape(ret: &LockRet) -> String {
     }
 }
 
+/// A step in words, e.g. `a release of key 0 with a forged token`.
+fn describe(step: &Step) -> String {
+    match step {
+        Step::TryAcquire { client, key } => format!("client {client}'s try_acquire of key {key}"),
+        Step::Release { grant } => format!("the release of grant {}", grant + 1),
+        Step::Refresh { grant } => format!("the refresh of grant {}", grant + 1),
+        Step::Remaining { grant } => format!("remaining_ttl of grant {}", grant + 1),
+        Step::ForgedRelease { key } => format!("a release of key {key} with a forged token"),
+    }
+}
+
 /// Runs `steps` against the backend; `Err((property, what))` at the first disagreement.
 /// Fencing tokens must increase only where the backend claims fencing (`fencing_claimed`).
+/// `seen` counts the steps run (before each), for the shrinker.
 async fn execute(
     clients: &[RecordingLocker],
     namespace: &str,
     ttl: Duration,
     fencing_claimed: bool,
     steps: &[Step],
+    seen: Option<&AtomicUsize>,
 ) -> Result<(), (Property, String)> {
     let mut model = fresh_model();
     let keys: Vec<String> = (0..KEYS).map(|key| format!("{namespace}-k{key}")).collect();
@@ -150,6 +170,9 @@ async fn execute(
     let backend_error =
         |error: lockcheck_impls::LockError| (Property::MutualExclusion, format!("backend error: {error}"));
     for (number, step) in steps.iter().enumerate() {
+        if let Some(seen) = seen {
+            seen.fetch_add(1, Ordering::SeqCst);
+        }
         let (key, op) = model.op(step);
         let expected = model.keys[key].clone().invoke(&op);
         let (actual, granted) = match step {
@@ -185,16 +208,16 @@ async fn execute(
             }
         };
         if shape(&actual) != shape(&expected) {
-            let property = match (&expected, &actual) {
-                (LockRet::NotGranted, LockRet::Granted { .. }) => Property::MutualExclusion,
-                (LockRet::Granted { .. }, LockRet::NotGranted) => Property::Expiry,
-                _ => Property::Ownership,
-            };
+            // The spec's label for the answer (tokens judged apart, below: the model's own
+            // tokens are not the backend's).
+            let property = model.keys[key].clone().with_fencing_claimed(false).explain(&op, &actual).0;
             return Err((
                 property,
                 format!(
-                    "step {}: {step:?} answered {}, the spec says {}",
+                    "step {} of {}, {}, answered {}; the spec says {}",
                     number + 1,
+                    steps.len(),
+                    describe(step),
                     shape(&actual),
                     shape(&expected)
                 ),
@@ -204,7 +227,13 @@ async fn execute(
             if fencing_claimed && last_fence[key].is_some_and(|last| *fence <= last) {
                 return Err((
                     Property::Fencing,
-                    format!("step {}: fencing token {fence} after token {}", number + 1, last_fence[key].unwrap_or(0)),
+                    format!(
+                        "step {} of {}, {}, was granted fencing token {fence} after token {}",
+                        number + 1,
+                        steps.len(),
+                        describe(step),
+                        last_fence[key].unwrap_or(0)
+                    ),
                 ));
             }
             last_fence[key] = Some(*fence);
@@ -241,11 +270,11 @@ pub(crate) async fn run(ctx: &mut Ctx<'_>) -> Result<Vec<String>, Stop> {
         let config = Config { cases, failure_persistence: None, max_shrink_iters: 512, ..Config::default() };
         let mut runner = TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes));
         let case = std::sync::atomic::AtomicU32::new(0);
-        runner.run(&LockModel::sequential_strategy(1..24), |(_, steps, _)| {
-            let case = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        runner.run(&LockModel::sequential_strategy(1..24), |(_, steps, seen)| {
+            let case = case.fetch_add(1, Ordering::Relaxed);
             let namespace = format!("{runner_namespace}{case}");
             handle
-                .block_on(execute(&runner_clients, &namespace, ttl, fencing_claimed, &steps))
+                .block_on(execute(&runner_clients, &namespace, ttl, fencing_claimed, &steps, seen.as_deref()))
                 .map_err(|(property, what)| TestCaseError::fail(format!("{}|{what}", property.code())))
         })
     })
@@ -262,15 +291,32 @@ pub(crate) async fn run(ctx: &mut Ctx<'_>) -> Result<Vec<String>, Stop> {
                 let inner: std::sync::Arc<dyn Locker> = std::sync::Arc::new(client.clone());
                 replay.push(recorder.client(id as u32, inner));
             }
-            let replayed = execute(&replay, &format!("{namespace}-shrunk"), ttl, fencing_claimed, &steps).await;
-            let reason = reason.to_string();
-            let (code, what) = reason.split_once('|').unwrap_or(("P1", &reason));
-            let property = Property::ALL.into_iter().find(|p| p.code() == code).unwrap_or(Property::MutualExclusion);
-            let mut summary = format!("shrunk to {} steps: {what}", steps.len());
-            if replayed.is_ok() {
-                summary.push_str(" (the shrunk sequence passed when replayed: the failure depends on timing)");
-            }
-            Err(Stop::Violated(Counterexample::new(property, summary, recorder.history().operations)))
+            let replayed = execute(&replay, &format!("{namespace}-shrunk"), ttl, fencing_claimed, &steps, None).await;
+            let operations = recorder.history().operations;
+            let counterexample = match replayed {
+                // The replay stopped right after the step that disagreed: the last operation.
+                Err((property, what)) => {
+                    let last = operations.len().checked_sub(1);
+                    let counterexample =
+                        Counterexample::new(property, format!("shrunk to {} steps: {what}", steps.len()), operations);
+                    match last {
+                        Some(last) => counterexample.blaming(last),
+                        None => counterexample,
+                    }
+                }
+                Ok(()) => {
+                    let reason = reason.to_string();
+                    let (code, what) = reason.split_once('|').unwrap_or(("P1", &reason));
+                    let property =
+                        Property::ALL.into_iter().find(|p| p.code() == code).unwrap_or(Property::MutualExclusion);
+                    let summary = format!(
+                        "shrunk to {} steps: {what} (the shrunk sequence passed when replayed: the failure depends on timing)",
+                        steps.len()
+                    );
+                    Counterexample::new(property, summary, operations)
+                }
+            };
+            Err(Stop::Violated(counterexample))
         }
     }
 }
