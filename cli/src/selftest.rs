@@ -97,8 +97,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             println!("\n{} — {}\n{counterexample}", outcome.mutant, outcome.failure_class);
         }
     }
-    let survivors: Vec<&str> =
-        outcomes.iter().filter(|o| o.status == "survived").map(|o| o.mutant.as_str()).collect();
+    let survivors: Vec<&str> = outcomes.iter().filter(|o| o.status == "survived").map(|o| o.mutant.as_str()).collect();
     let not_run: Vec<&str> = outcomes.iter().filter(|o| o.status == "not-run").map(|o| o.mutant.as_str()).collect();
     let other: Vec<&str> = outcomes.iter().filter(|o| o.status == "caught-other").map(|o| o.mutant.as_str()).collect();
     println!(

@@ -8,9 +8,9 @@
 //! | `LOCKCHECK_VENV` | the venv holding the Python server and client (default `~/.cache/lockcheck/venv`). |
 
 use std::net::SocketAddr;
-use std::time::Duration;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use lockcheck_impls::dflockd::{DflockdLocker, DflockdLockerConfig, Server, ServerConfig, ServerError, ServerKind};
@@ -217,10 +217,7 @@ impl DflockdBackend {
         let whole_seconds = Timing::whole_seconds();
         DflockdBackend {
             name,
-            timing: Timing {
-                cancel_cleanup: Some(Duration::from_secs(3) + whole_seconds.tolerance),
-                ..whole_seconds
-            },
+            timing: Timing { cancel_cleanup: Some(Duration::from_secs(3) + whole_seconds.tolerance), ..whole_seconds },
             config,
             kind: Arc::new(OnceCell::new()),
             owned: Owned::Nothing,
