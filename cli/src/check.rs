@@ -46,7 +46,19 @@ pub struct Args {
     recheck: Option<PathBuf>,
 }
 
+/// The largest `--time-scale`: a factor beyond it makes minute-long leases of a suite that
+/// would take hours, and is a typo.
+const MAX_TIME_SCALE: f64 = 100.0;
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if let Some(factor) = args.time_scale {
+        anyhow::ensure!(
+            factor.is_finite() && factor > 0.0 && factor <= MAX_TIME_SCALE,
+            "--time-scale {factor}: a factor above 0 and at most {MAX_TIME_SCALE} is expected"
+        );
+    }
+    anyhow::ensure!(args.cases != Some(0), "--cases 0 runs no random case: nothing tested is not a pass");
+    let env_seed = crate::seed_from_env()?;
     if args.list {
         for check in lockcheck_conformance::CHECKS {
             let covers: Vec<String> = check.covers.iter().map(|p| p.code()).collect();
@@ -70,7 +82,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         anyhow::bail!("no backend to check: nothing tested is not a pass");
     }
     let mut config = SuiteConfig::default();
-    if let Some(seed) = args.seed {
+    if let Some(seed) = args.seed.or(env_seed) {
         config.seed = seed;
     }
     if let Some(cases) = args.cases {
@@ -208,7 +220,14 @@ fn recheck(path: &std::path::Path, time_scale: f64) -> anyhow::Result<ExitCode> 
                     _ => report.timing,
                 };
                 println!("{} / {check}: {}", report.backend, counterexample.summary);
-                failed |= recheck_history(&counterexample.history, timing.scaled(time_scale), capabilities);
+                counterexample.history.validate().with_context(|| {
+                    format!(
+                        "{} / {check} in {} is not a history that can have happened",
+                        report.backend,
+                        path.display()
+                    )
+                })?;
+                failed |= recheck_history(&counterexample.history, checked_timing(timing, time_scale)?, capabilities);
             }
         }
         anyhow::ensure!(found > 0, "{} holds no counterexample to re-check", path.display());
@@ -216,10 +235,35 @@ fn recheck(path: &std::path::Path, time_scale: f64) -> anyhow::Result<ExitCode> 
     }
     let kept = lockcheck_conformance::history::KeptHistory::from_json(&text)
         .with_context(|| format!("parsing {}", path.display()))?;
-    let timing = kept.timing.unwrap_or_else(Timing::in_process).scaled(time_scale);
+    let timing = kept.timing.unwrap_or_else(Timing::in_process);
     let capabilities = kept.capabilities.unwrap_or_else(lockcheck_impls::Capabilities::all_in_process);
-    let failed = recheck_history(&kept.history, timing, capabilities);
+    kept.history.validate().with_context(|| format!("{} is not a history that can have happened", path.display()))?;
+    let failed = recheck_history(&kept.history, checked_timing(timing, time_scale)?, capabilities);
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// Kept time scales times `--time-scale`, refused when a duration is beyond a day (a hostile
+/// or corrupt file; the checkers' arithmetic stays in range below that).
+fn checked_timing(timing: Timing, time_scale: f64) -> anyhow::Result<Timing> {
+    anyhow::ensure!(
+        time_scale.is_finite() && time_scale > 0.0 && time_scale <= MAX_TIME_SCALE,
+        "--time-scale {time_scale}: a factor above 0 and at most {MAX_TIME_SCALE} is expected"
+    );
+    let day = std::time::Duration::from_secs(86_400);
+    let durations = [
+        timing.base_ttl,
+        timing.tolerance,
+        timing.early_tolerance(),
+        timing.prompt,
+        timing.arrival_gap,
+        timing.cancel_cleanup_bound(),
+    ];
+    anyhow::ensure!(
+        durations.iter().all(|d| d.mul_f64(time_scale) <= day),
+        "the kept time scales ({}) are beyond a day once scaled: not the scales of a run",
+        timing_note(&timing)
+    );
+    Ok(timing.scaled(time_scale))
 }
 
 /// Prints every checker's verdict on `history`; whether any failed.
@@ -250,4 +294,20 @@ fn recheck_history(
         }
     }
     failed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_time_scales_are_refused_and_sane_ones_scale() {
+        for factor in [f64::NAN, f64::INFINITY, -1.0, 0.0, 1e9] {
+            assert!(checked_timing(Timing::in_process(), factor).is_err(), "{factor}");
+        }
+        let huge = Timing { base_ttl: std::time::Duration::from_secs(u64::MAX / 2), ..Timing::in_process() };
+        assert!(checked_timing(huge, 1.0).is_err());
+        let doubled = checked_timing(Timing::in_process(), 2.0).expect("a sane factor");
+        assert_eq!(doubled.base_ttl, Timing::in_process().base_ttl * 2);
+    }
 }

@@ -32,6 +32,20 @@ enum Command {
     Report(report::Args),
 }
 
+/// `LOCKCHECK_SEED`, checked: a seed that does not parse is an error, never a silent random
+/// seed (a replay that replays something else).
+pub(crate) fn seed_from_env() -> anyhow::Result<Option<u64>> {
+    match std::env::var("LOCKCHECK_SEED") {
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(raw)) => anyhow::bail!("LOCKCHECK_SEED={raw:?} is not a seed"),
+        Ok(raw) => {
+            raw.trim().parse().map(Some).map_err(|_| {
+                anyhow::anyhow!("LOCKCHECK_SEED={raw:?} is not a seed (an integer from 0 to {})", u64::MAX)
+            })
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {

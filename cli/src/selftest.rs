@@ -58,7 +58,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let chosen: Vec<Mutant> =
         all.into_iter().filter(|m| args.only.is_empty() || args.only.iter().any(|name| name == m.name)).collect();
     let mut config = SuiteConfig::default();
-    if let Some(seed) = args.seed {
+    if let Some(seed) = args.seed.or(crate::seed_from_env()?) {
         config.seed = seed;
     }
     eprintln!("lockcheck selftest: seed {} (rerun with --seed {})", config.seed, config.seed);

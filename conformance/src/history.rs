@@ -302,6 +302,40 @@ impl History {
         keys
     }
 
+    /// Whether this history could have happened: every operation returned no earlier than it
+    /// was invoked, within a day of the recording's start; every acquire asked for a limit of at
+    /// least 1 and a lease of at most a day. A history read from a file is checked with this
+    /// before any checker sees it.
+    pub fn validate(&self) -> Result<(), ImpossibleHistory> {
+        const DAY: Micros = 86_400_000_000;
+        for (index, op) in self.operations.iter().enumerate() {
+            let bad = |why: String| Err(ImpossibleHistory { operation: index + 1, why });
+            if op.invoked > DAY || op.returned.is_some_and(|returned| returned > DAY) {
+                return bad("its instants are more than a day after the recording started".into());
+            }
+            if op.returned.is_some_and(|returned| returned < op.invoked) {
+                return bad("it returned before it was invoked".into());
+            }
+            match &op.call {
+                Call::TryAcquire { limit: 0, .. } | Call::Acquire { limit: 0, .. } => {
+                    return bad("it asked for a permit limit of 0".into());
+                }
+                _ => {}
+            }
+            if op.lease_ttl().is_some_and(|ttl| ttl > DAY)
+                || matches!(op.call, Call::Acquire { wait, .. } if wait > DAY)
+            {
+                return bad("it asked for a lease or a wait of more than a day".into());
+            }
+            if let Outcome::Granted { acquired_at, .. } = op.outcome
+                && acquired_at > DAY
+            {
+                return bad("its grant counts from more than a day after the recording started".into());
+            }
+        }
+        Ok(())
+    }
+
     /// The history as JSON.
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("a history always serializes")
@@ -316,6 +350,16 @@ impl History {
     pub fn numbered(&self) -> Vec<String> {
         self.operations.iter().enumerate().map(|(i, op)| format!("{:>3}. {op}", i + 1)).collect()
     }
+}
+
+/// Why a history read from a file cannot have happened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("operation {operation}: {why}")]
+pub struct ImpossibleHistory {
+    /// The operation's number (1-based, as [`History::numbered`] shows it).
+    pub operation: usize,
+    /// What is impossible about it.
+    pub why: String,
 }
 
 /// A history together with what it was checked against, as a random workload keeps it in
@@ -612,6 +656,28 @@ impl Locker for RecordingLocker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_impossible_history_is_refused_naming_the_operation() {
+        let fine = Operation {
+            client: 0,
+            key: "k".into(),
+            call: Call::Acquire { lease: LeaseId(1), ttl: 1_000, limit: 1, wait: 0 },
+            invoked: 10,
+            returned: Some(20),
+            outcome: Outcome::Granted { fence: 1, acquired_at: 15, ttl: None },
+        };
+        assert_eq!(History { operations: vec![fine.clone()] }.validate(), Ok(()));
+        let backwards = Operation { returned: Some(5), ..fine.clone() };
+        let no_permit =
+            Operation { call: Call::Acquire { lease: LeaseId(2), ttl: 1_000, limit: 0, wait: 0 }, ..fine.clone() };
+        let far = Operation { returned: Some(u64::MAX), ..fine.clone() };
+        for (bad, word) in [(backwards, "before"), (no_permit, "limit of 0"), (far, "day")] {
+            let error = History { operations: vec![fine.clone(), bad] }.validate().expect_err("impossible");
+            assert_eq!(error.operation, 2);
+            assert!(error.to_string().contains(word), "{error}");
+        }
+    }
 
     /// A grant whose lease the backend rounded up carries two durations: the one asked for
     /// and the one granted. Both survive the JSON a history is kept in.
