@@ -169,7 +169,7 @@ fn print_table(reports: &[SuiteReport]) {
             println!("  claimed, not checked: {claim}");
         }
         for check in &report.checks {
-            if check.status().is_failure() || check.status() == Status::Predicted {
+            if check.status().is_failure() || matches!(check.status(), Status::Predicted | Status::NotChecked) {
                 for note in &check.notes {
                     println!("  {}: {note}", check.check);
                 }
