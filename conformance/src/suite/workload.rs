@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use lockcheck_impls::{Lease, LeaseRequest, Locker};
+use lockcheck_impls::{Lease, LeaseRequest, LockError, Locker};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::{sleep, timeout};
@@ -105,26 +105,27 @@ impl Plan {
             match roll {
                 0..=29 if !held.is_empty() => {
                     let lease = held.swap_remove(rng.random_range(0..held.len()));
-                    locker.release(&lease).await?;
+                    settled(locker.release(&lease).await)?;
                 }
                 30..=39 if !held.is_empty() => {
                     let at = rng.random_range(0..held.len());
                     let ttl = self.base.mul_f64(rng.random_range(0.5..2.0));
-                    match locker.refresh(&held[at], ttl).await? {
-                        Some(renewed) => held[at] = renewed,
-                        None => {
+                    match settled(locker.refresh(&held[at], ttl).await)? {
+                        Some(Some(renewed)) => held[at] = renewed,
+                        // Lost, or unknown: the client stops counting on it.
+                        Some(None) | None => {
                             held.swap_remove(at);
                         }
                     }
                 }
                 40..=47 if !held.is_empty() => {
                     let at = rng.random_range(0..held.len());
-                    if locker.remaining_ttl(&held[at]).await?.is_none() {
+                    if settled(locker.remaining_ttl(&held[at]).await)?.is_none_or(|left| left.is_none()) {
                         held.swap_remove(at);
                     }
                 }
                 48..=69 => {
-                    if let Some(lease) = locker.try_acquire(&request).await? {
+                    if let Some(Some(lease)) = settled(locker.try_acquire(&request).await)? {
                         held.push(lease);
                     }
                 }
@@ -133,7 +134,7 @@ impl Plan {
                     match locker.acquire(&request, wait).await {
                         Ok(lease) => held.push(lease),
                         Err(error) if error.is_timeout() => {}
-                        Err(error) => return Err(error.into()),
+                        Err(error) => settled::<()>(Err(error)).map(drop)?,
                     }
                 }
                 _ => {
@@ -145,7 +146,7 @@ impl Plan {
                         match result {
                             Ok(lease) => held.push(lease),
                             Err(error) if error.is_timeout() => {}
-                            Err(error) => return Err(error.into()),
+                            Err(error) => settled::<()>(Err(error)).map(drop)?,
                         }
                     }
                 }
@@ -155,8 +156,21 @@ impl Plan {
             }
         }
         for lease in held {
-            locker.release(&lease).await?;
+            settled(locker.release(&lease).await)?;
         }
         Ok(())
+    }
+}
+
+/// An operation's result for the client's next step: `Some` when it answered, `None` when its
+/// outcome is unknown (a dropped connection mid-request). The history records such an
+/// operation as indeterminate and the checkers judge every way it could have gone, as Jepsen
+/// does, so the client carries on instead of ending the workload as undecided. Errors that
+/// say nothing happened for a reason the workload did not cause still stop it.
+fn settled<T>(result: Result<T, LockError>) -> Result<Option<T>, Stop> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(error) if !error.definitely_not_applied() => Ok(None),
+        Err(error) => Err(error.into()),
     }
 }
