@@ -92,9 +92,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         anyhow::ensure!(lockcheck_conformance::suite::check_info(name).is_some(), "no check named {name} (see --list)");
     }
     config.only = args.only.clone();
-    eprintln!("lockcheck check: seed {} (rerun with --seed {})", config.seed, config.seed);
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    for backend in &backends {
+        reachable(&runtime, backend.as_ref())?;
+    }
+    eprintln!("lockcheck check: seed {} (rerun with --seed {})", config.seed, config.seed);
     let checks = selected(&config).count() as u64;
     let progress = ProgressBar::new(checks * backends.len() as u64);
     progress.set_style(
@@ -197,6 +200,22 @@ fn print_counterexamples(reports: &[SuiteReport]) {
     }
 }
 
+/// How long a backend has to accept one connection before `check` runs anything on it.
+const REACH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// One connection to `backend` before any check runs: a backend that cannot be reached is
+/// reported within seconds, once, with its address and the reason, instead of as an unknown
+/// verdict on every check; and since nothing has run yet, nothing is lost.
+fn reachable(runtime: &tokio::runtime::Runtime, backend: &dyn Backend) -> anyhow::Result<()> {
+    let name = backend.name();
+    match runtime.block_on(async { tokio::time::timeout(REACH_TIMEOUT, backend.connect()).await }) {
+        Ok(Ok(_locker)) => Ok(()),
+        // The locker's message already names the cause; its source chain would repeat it.
+        Ok(Err(error)) => anyhow::bail!("{name} cannot be reached; nothing was checked: {error}"),
+        Err(_) => anyhow::bail!("{name} accepted no connection within {REACH_TIMEOUT:?}; nothing was checked"),
+    }
+}
+
 /// `check --json` output: the reports, each with the time scales and claims its checks used.
 #[derive(serde::Deserialize)]
 struct JsonOutput {
@@ -249,17 +268,18 @@ fn checked_timing(timing: Timing, time_scale: f64) -> anyhow::Result<Timing> {
         time_scale.is_finite() && time_scale > 0.0 && time_scale <= MAX_TIME_SCALE,
         "--time-scale {time_scale}: a factor above 0 and at most {MAX_TIME_SCALE} is expected"
     );
-    let day = std::time::Duration::from_secs(86_400);
+    const DAY_SECONDS: f64 = 86_400.0;
     let durations = [
         timing.base_ttl,
         timing.tolerance,
-        timing.early_tolerance(),
+        timing.early_tolerance.unwrap_or_default(),
         timing.prompt,
         timing.arrival_gap,
-        timing.cancel_cleanup_bound(),
+        timing.cancel_cleanup.unwrap_or_default(),
     ];
     anyhow::ensure!(
-        durations.iter().all(|d| d.mul_f64(time_scale) <= day),
+        // In floating point: scaling a huge duration as a `Duration` would overflow.
+        durations.iter().all(|d| d.as_secs_f64() * time_scale <= DAY_SECONDS),
         "the kept time scales ({}) are beyond a day once scaled: not the scales of a run",
         timing_note(&timing)
     );
@@ -299,6 +319,50 @@ fn recheck_history(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unreachable_backends_are_reported_at_once_with_their_address() {
+        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a runtime");
+        // A port nothing listens on: bound, then closed.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().unwrap().port();
+        for url in [
+            format!("redis://127.0.0.1:{port}"),
+            format!("nats://127.0.0.1:{port}"),
+            format!("dflockd://127.0.0.1:{port}"),
+        ] {
+            let backend = backends::from_url(&url).expect("a well-formed URL");
+            let started = std::time::Instant::now();
+            let error = reachable(&runtime, backend.as_ref()).expect_err("nothing listens there");
+            let message = format!("{error:#}");
+            assert!(started.elapsed() < REACH_TIMEOUT, "{url}: reported after {:?}", started.elapsed());
+            assert!(message.contains(&format!("127.0.0.1:{port}")), "{url}: {message}");
+            assert!(message.contains("refused"), "{url}: the cause is named: {message}");
+        }
+    }
+
+    fn any_duration() -> impl proptest::strategy::Strategy<Value = std::time::Duration> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (0..10_000_000u64).prop_map(std::time::Duration::from_micros),
+            (any::<u64>(), 0..1_000_000_000u32).prop_map(|(secs, nanos)| std::time::Duration::new(secs, nanos)),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Kept time scales and factors from a file or a flag, however hostile, are scaled or
+        /// refused, never a panic; what is accepted stays within a day.
+        #[test]
+        fn any_kept_time_scales_are_scaled_or_refused(
+            base_ttl in any_duration(), tolerance in any_duration(), early in proptest::option::of(any_duration()),
+            prompt in any_duration(), arrival_gap in any_duration(), cleanup in proptest::option::of(any_duration()),
+            factor in proptest::prop_oneof![0.0..200.0f64, proptest::num::f64::ANY],
+        ) {
+            let timing = Timing { base_ttl, tolerance, early_tolerance: early, prompt, arrival_gap, cancel_cleanup: cleanup };
+            if let Ok(scaled) = checked_timing(timing, factor) {
+                proptest::prop_assert!(scaled.base_ttl <= std::time::Duration::from_secs(86_400));
+            }
+        }
+    }
 
     #[test]
     fn hostile_time_scales_are_refused_and_sane_ones_scale() {

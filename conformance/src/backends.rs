@@ -165,6 +165,11 @@ fn from_url_without_cleanup(original: &str, url: &str) -> Result<Box<dyn Backend
             .map(|backend| Box::new(backend) as Box<dyn Backend>)
             .map_err(|reason| BadBackendUrl::Malformed { url: url.to_owned(), reason }),
         #[cfg(feature = "dflockd")]
+        "dflockd-embedded" if url != "dflockd-embedded" => Err(BadBackendUrl::Malformed {
+            url: original.to_owned(),
+            reason: "`dflockd-embedded` takes no address or parameters (only ?cleanup=)".into(),
+        }),
+        #[cfg(feature = "dflockd")]
         "dflockd-embedded" => crate::services::dflockd::DflockdBackend::embedded()
             .map(|backend| Box::new(backend) as Box<dyn Backend>)
             .map_err(|error| BadBackendUrl::Malformed { url: url.to_owned(), reason: error.to_string() }),

@@ -315,12 +315,15 @@ impl NatsLocker {
                 }
                 std::future::ready(())
             })
-            .retry_on_initial_connect()
+            // The first connection must succeed (each server tried once, within the
+            // connection timeout): a server that cannot be reached is reported at once, with
+            // its address, instead of as a JetStream time-out minutes later. Once connected,
+            // the client reconnects for ever.
             .max_reconnects(None)
             .connection_timeout(Duration::from_secs(2))
             .connect(servers.as_slice())
             .await
-            .map_err(|e| unavailable(format!("cannot connect to NATS at {url}"), e))?;
+            .map_err(|e| unavailable(format!("cannot connect to NATS at {url}: {e}"), e))?;
         let hosts: Vec<&str> = url.split(',').map(|host| host.trim().trim_start_matches("nats://")).collect();
         let describe = format!("nats://{}?bucket={}", hosts.join(","), bucket.name);
         Self::open_bucket(client, &describe, bucket, reconnects).await

@@ -460,16 +460,16 @@ async fn a_flood_of_keys_is_capped() {
     }
 }
 
-/// The fuzz target's property (impls/fuzz), run briefly on every test run: the request
-/// parser never panics and never accepts a key the protocol forbids. The full run is
-/// `cargo +nightly fuzz run request_parser` from impls/ (see impls/fuzz/README.md).
+/// The fuzz target's property (`fuzz/`), run briefly on every test run: the request
+/// parser never panics and never accepts a key the protocol forbids. The coverage-guided run
+/// is `scripts/fuzz` (see fuzz/README.md).
 #[test]
 fn parser_smoke_on_corpus_and_random_bytes() {
     let seed: u64 = std::env::var("LOCKCHECK_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
     println!("parser smoke seed: {seed} (LOCKCHECK_SEED to replay)");
     use rand::{Rng, SeedableRng};
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let corpus_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/request_parser");
+    let corpus_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/request_parser");
     let mut inputs: Vec<Vec<u8>> = std::fs::read_dir(&corpus_dir)
         .map(|dir| dir.filter_map(|e| std::fs::read(e.ok()?.path()).ok()).collect())
         .unwrap_or_default();

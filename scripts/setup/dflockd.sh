@@ -2,7 +2,7 @@
 # What the dflockd tests need: the real Python dflockd 0.5 server and the dflockd-client
 # package (both in the venv python.sh builds; run it first, it is idempotent). The reference
 # server is Rust and runs in-process, so nothing else is installed. Fuzzing (cargo-fuzz,
-# nightly) is a separate, documented command: see impls/fuzz/README.md.
+# nightly) is a separate, documented command: see fuzz/README.md.
 set -euo pipefail
 here="$(dirname "$0")"
 source "$here/../env.sh"

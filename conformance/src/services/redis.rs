@@ -131,6 +131,7 @@ impl RedisBackend {
             other => return Err(format!("{other} is not a Redis scheme")),
         };
         if mode == RedisMode::Single {
+            lockcheck_impls::redis::check_url(url).map_err(|error| error.to_string())?;
             return Ok(Self::new(mode, vec![url.to_owned()]));
         }
         let (hosts, db) = match rest.split_once('/') {
@@ -155,6 +156,9 @@ impl RedisBackend {
                 .collect();
         if urls.is_empty() {
             return Err("no hosts".to_owned());
+        }
+        for url in &urls {
+            lockcheck_impls::redis::check_url(url).map_err(|error| error.to_string())?;
         }
         Ok(Self::new(mode, urls))
     }

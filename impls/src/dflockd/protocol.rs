@@ -4,7 +4,7 @@
 //! A request is three `\n`-terminated lines, `<cmd>\n<key>\n<arg>\n`; a reply is one line,
 //! `<status>[ <field>...]\n`. Lines are capped at [`MAX_LINE_BYTES`] so that a hostile client
 //! cannot make the server buffer without bound. Everything here is pure so that the
-//! `cargo fuzz` target (impls/fuzz) exercises exactly the code the server runs.
+//! fuzz target (`fuzz/`) exercises exactly the code the server runs.
 
 use std::fmt;
 

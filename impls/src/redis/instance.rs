@@ -236,10 +236,7 @@ impl Instance {
     /// Connects and loads every script. A server that refuses scripts fails here, with a
     /// clear error, before any lock is touched.
     pub(crate) async fn connect(url: &str, config: &RedisConfig) -> Result<Instance, LockError> {
-        let not_a_url = |e: RedisError| LockError::Unavailable {
-            message: format!("not a Redis URL {url:?}: {e}"),
-            source: Some(Box::new(e)),
-        };
+        let not_a_url = |e: RedisError| LockError::from(not_a_redis_url(url, &e));
         let info = url.into_connection_info().map_err(not_a_url)?;
         // No Nagle: a lock request is one small write, and a waiter's retry must not wait
         // for the acknowledgement of the previous one.
@@ -524,6 +521,16 @@ pub fn cluster_slot(key: &str) -> u16 {
         .filter(|tag| !tag.is_empty())
         .unwrap_or(key);
     crc16(tag.as_bytes()) % 16384
+}
+
+/// A URL the Redis client cannot parse is the caller's mistake, not an unreachable server.
+pub(crate) fn not_a_redis_url(url: &str, error: &RedisError) -> crate::error::InvalidInput {
+    crate::error::InvalidInput::Backend(format!("not a Redis URL {url:?}: {error}"))
+}
+
+/// Checks that `url` is a URL the Redis client accepts, without connecting.
+pub fn check_url(url: &str) -> Result<(), crate::error::InvalidInput> {
+    url.into_connection_info().map(drop).map_err(|error| not_a_redis_url(url, &error))
 }
 
 #[cfg(test)]

@@ -1,0 +1,173 @@
+//! The harness's own inputs never panic it: backend URLs and history files, arbitrary or
+//! hostile, get an answer (a backend, a clear error, or a verdict).
+//!
+//! A history that `History::validate` accepts goes through every checker: anything the
+//! validator lets in must be something the checkers' arithmetic can take.
+
+use std::time::Duration;
+
+use lockcheck_conformance::backends::from_url;
+use lockcheck_conformance::checkers::check_all;
+use lockcheck_conformance::history::{Call, Operation, Outcome};
+use lockcheck_conformance::{Capabilities, History, Timing};
+use lockcheck_model::spec::{LeaseId, Micros};
+use proptest::prelude::*;
+
+/// Text shaped like a backend URL: a known scheme (or near miss), a separator, then address,
+/// path and parameter characters, with the occasional character no URL holds.
+fn url_like() -> impl Strategy<Value = String> {
+    let scheme = prop_oneof![
+        Just("memory".to_owned()),
+        Just("redis".to_owned()),
+        Just("redis+all".to_owned()),
+        Just("redis+quorum".to_owned()),
+        Just("nats".to_owned()),
+        Just("dflockd".to_owned()),
+        Just("dflockd-embedded".to_owned()),
+        "[a-z+]{0,10}",
+    ];
+    let separator = prop_oneof![Just("://"), Just(""), Just(":/"), Just("?"), Just(":")];
+    let rest = prop_oneof![
+        "[a-zA-Z0-9:/,?&=.%@_ -]{0,40}",
+        "[0-9.:,]{0,30}(\\?(cleanup|bucket|replicas|storage|offers|auth|session)=[a-z0-9.]{0,12}){0,3}",
+        "\\PC{0,20}",
+    ];
+    (scheme, separator, rest).prop_map(|(scheme, separator, rest)| format!("{scheme}{separator}{rest}"))
+}
+
+/// Instants and durations in microseconds: mostly those of a run, sometimes extreme.
+fn micros() -> impl Strategy<Value = Micros> {
+    prop_oneof![
+        8 => 0..400_000u64,
+        1 => Just(86_400_000_000u64),
+        1 => Just(u64::MAX),
+        1 => Just(u64::MAX / 2),
+        1 => any::<u64>(),
+    ]
+}
+
+fn lease() -> impl Strategy<Value = LeaseId> {
+    prop_oneof![4 => (0..6u32).prop_map(LeaseId), 1 => Just(LeaseId(u32::MAX))]
+}
+
+fn limit() -> impl Strategy<Value = u32> {
+    prop_oneof![4 => 0..4u32, 1 => Just(u32::MAX)]
+}
+
+fn call() -> impl Strategy<Value = Call> {
+    prop_oneof![
+        (lease(), micros(), limit()).prop_map(|(lease, ttl, limit)| Call::TryAcquire { lease, ttl, limit }),
+        (lease(), micros(), limit(), micros()).prop_map(|(lease, ttl, limit, wait)| Call::Acquire {
+            lease,
+            ttl,
+            limit,
+            wait
+        }),
+        lease().prop_map(|lease| Call::Release { lease }),
+        (lease(), micros()).prop_map(|(lease, ttl)| Call::Refresh { lease, ttl }),
+        lease().prop_map(|lease| Call::RemainingTtl { lease }),
+        (lease(), any::<bool>()).prop_map(|(lease, crashed)| Call::SessionEnded { lease, crashed }),
+    ]
+}
+
+fn fence() -> impl Strategy<Value = u64> {
+    prop_oneof![4 => 0..8u64, 1 => Just(u64::MAX), 1 => any::<u64>()]
+}
+
+fn outcome() -> impl Strategy<Value = Outcome> {
+    prop_oneof![
+        Just(Outcome::Pending),
+        (fence(), micros(), proptest::option::of(micros())).prop_map(|(fence, acquired_at, ttl)| Outcome::Granted {
+            fence,
+            acquired_at,
+            ttl
+        }),
+        Just(Outcome::NotGranted),
+        Just(Outcome::TimedOut),
+        Just(Outcome::TimedOutLocally),
+        any::<bool>().prop_map(|held| Outcome::Released { held }),
+        (any::<bool>(), proptest::option::of(micros())).prop_map(|(held, ttl)| Outcome::Refreshed { held, ttl }),
+        proptest::option::of(micros()).prop_map(|left| Outcome::Remaining { left }),
+        Just(Outcome::Failed { error: "refused".into() }),
+        Just(Outcome::Cancelled),
+        Just(Outcome::Done),
+        Just(Outcome::Indeterminate { error: "connection reset".into() }),
+    ]
+}
+
+fn operation() -> impl Strategy<Value = Operation> {
+    (0..4u32, prop_oneof![Just("a"), Just("b"), Just("")], call(), micros(), proptest::option::of(micros()), outcome())
+        .prop_map(|(client, key, call, invoked, returned, outcome)| Operation {
+            client,
+            key: key.to_owned(),
+            call,
+            invoked,
+            returned,
+            outcome,
+        })
+}
+
+fn history() -> impl Strategy<Value = History> {
+    proptest::collection::vec(operation(), 0..10).prop_map(|mut operations| {
+        operations.sort_by_key(|op| op.invoked);
+        History { operations }
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn any_backend_url_gets_a_backend_or_a_clear_error(url in prop_oneof![url_like(), any::<String>()]) {
+        // Some backends start helpers on a runtime when they are built.
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()
+            .expect("a runtime");
+        let _entered = runtime.enter();
+        match from_url(&url) {
+            Ok(backend) => prop_assert!(!backend.name().is_empty()),
+            Err(error) => prop_assert!(!error.to_string().is_empty()),
+        }
+    }
+
+    #[test]
+    fn any_history_text_is_read_or_refused(text in prop_oneof![any::<String>(), "[\\[\\]{}\":,a-z0-9 -]{0,80}"]) {
+        if let Ok(history) = History::from_json(&text) {
+            let _ = history.validate();
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn a_history_the_validator_accepts_is_judged_without_a_panic(history in history()) {
+        let read_back = History::from_json(&history.to_json()).expect("a history reads back");
+        prop_assert_eq!(&read_back, &history);
+        if history.validate().is_ok() {
+            for claims in [Capabilities::all_in_process(), Capabilities::none()] {
+                let verdicts = check_all(&history, &Timing::in_process(), &claims, Duration::from_millis(200));
+                prop_assert!(!verdicts.is_empty());
+            }
+        }
+    }
+}
+
+/// The validator names the operation that could not have happened.
+#[test]
+fn impossible_operations_are_refused_by_number() {
+    let op = |call: Call, invoked: Micros, returned: Option<Micros>, outcome: Outcome| Operation {
+        client: 0,
+        key: "k".into(),
+        call,
+        invoked,
+        returned,
+        outcome,
+    };
+    let fine = op(Call::Release { lease: LeaseId(1) }, 10, Some(20), Outcome::Released { held: false });
+    let backwards = op(Call::Release { lease: LeaseId(1) }, 30, Some(20), Outcome::Released { held: false });
+    let history = History { operations: vec![fine.clone(), backwards] };
+    let error = history.validate().expect_err("a return before its invocation");
+    assert!(error.to_string().contains('2'), "{error}");
+    assert!(History { operations: vec![fine] }.validate().is_ok());
+}
