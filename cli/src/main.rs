@@ -35,7 +35,11 @@ enum Command {
 /// `LOCKCHECK_SEED`, checked: a seed that does not parse is an error, never a silent random
 /// seed (a replay that replays something else).
 pub(crate) fn seed_from_env() -> anyhow::Result<Option<u64>> {
-    match std::env::var("LOCKCHECK_SEED") {
+    parse_seed(std::env::var("LOCKCHECK_SEED"))
+}
+
+fn parse_seed(value: Result<String, std::env::VarError>) -> anyhow::Result<Option<u64>> {
+    match value {
         Err(std::env::VarError::NotPresent) => Ok(None),
         Err(std::env::VarError::NotUnicode(raw)) => anyhow::bail!("LOCKCHECK_SEED={raw:?} is not a seed"),
         Ok(raw) => {
@@ -61,5 +65,28 @@ fn main() -> ExitCode {
             eprintln!("lockcheck: {error:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_seed_that_does_not_parse_is_an_error_not_a_random_seed() {
+        assert_eq!(parse_seed(Err(std::env::VarError::NotPresent)).unwrap(), None);
+        assert_eq!(parse_seed(Ok(" 42 ".into())).unwrap(), Some(42));
+        for bad in ["", "-1", "0x10", "18446744073709551616", "seed"] {
+            let error = parse_seed(Ok(bad.into())).expect_err(bad);
+            assert!(error.to_string().contains("not a seed"), "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn check_refuses_to_test_nothing() {
+        let cli = Cli::try_parse_from(["lockcheck", "check", "--cases", "0"]).expect("the flags parse");
+        let Command::Check(args) = cli.command else { panic!("parsed as check") };
+        let error = check::run(args).expect_err("--cases 0 tests nothing");
+        assert!(error.to_string().contains("nothing tested"), "{error}");
     }
 }

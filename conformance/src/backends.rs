@@ -208,6 +208,22 @@ mod tests {
     }
 
     #[test]
+    fn malformed_urls_are_refused_as_malformed_before_anything_connects() {
+        #[allow(unused_mut)]
+        let mut malformed = vec!["memory://x"];
+        #[cfg(feature = "redis")]
+        malformed.extend(["redis://", "redis://host:notaport", "redis+quorum://a:x,b:1,c:1", "redis+all://h/db"]);
+        #[cfg(feature = "nats")]
+        malformed.extend(["nats://", "nats://a:1?colour=red"]);
+        #[cfg(feature = "dflockd")]
+        malformed.extend(["dflockd-embedded?x=1", "dflockd-embedded://h:1"]);
+        for url in malformed {
+            let error = from_url(url).err().unwrap_or_else(|| panic!("{url} was accepted"));
+            assert!(matches!(error, BadBackendUrl::Malformed { .. }), "{url}: {error}");
+        }
+    }
+
+    #[test]
     fn memory_parses_and_unknown_schemes_say_what_is_known() {
         assert_eq!(from_url("memory").map(|backend| backend.name()).ok(), Some("memory".to_owned()));
         let error = from_url("zookeeper://localhost:2181").err().expect("unknown scheme");

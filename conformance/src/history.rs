@@ -303,13 +303,18 @@ impl History {
     }
 
     /// Whether this history could have happened: every operation returned no earlier than it
-    /// was invoked, within a day of the recording's start; every acquire asked for a limit of at
-    /// least 1 and a lease of at most a day. A history read from a file is checked with this
+    /// was invoked, within a day of the recording's start; every acquire named a grant of its
+    /// own and asked for a limit of at least 1 and a lease of at most a day. A history read from a file is checked with this
     /// before any checker sees it.
     pub fn validate(&self) -> Result<(), ImpossibleHistory> {
         const DAY: Micros = 86_400_000_000;
+        let mut acquired = std::collections::HashSet::new();
         for (index, op) in self.operations.iter().enumerate() {
             let bad = |why: String| Err(ImpossibleHistory { operation: index + 1, why });
+            // The recorder names every acquire's grant afresh.
+            if op.call.is_acquire() && !acquired.insert(op.call.lease()) {
+                return bad(format!("it names grant {} that an earlier acquire already named", op.call.lease()));
+            }
             if op.invoked > DAY || op.returned.is_some_and(|returned| returned > DAY) {
                 return bad("its instants are more than a day after the recording started".into());
             }

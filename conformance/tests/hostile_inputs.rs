@@ -51,7 +51,7 @@ fn lease() -> impl Strategy<Value = LeaseId> {
 }
 
 fn limit() -> impl Strategy<Value = u32> {
-    prop_oneof![4 => 0..4u32, 1 => Just(u32::MAX)]
+    prop_oneof![8 => 1..4u32, 1 => Just(0), 1 => Just(u32::MAX)]
 }
 
 fn call() -> impl Strategy<Value = Call> {
@@ -96,25 +96,57 @@ fn outcome() -> impl Strategy<Value = Outcome> {
 }
 
 fn operation() -> impl Strategy<Value = Operation> {
-    (0..4u32, prop_oneof![Just("a"), Just("b"), Just("")], call(), micros(), proptest::option::of(micros()), outcome())
-        .prop_map(|(client, key, call, invoked, returned, outcome)| Operation {
+    (0..4u32, prop_oneof![Just("a"), Just("b"), Just("")], call(), micros(), returned(), outcome()).prop_map(
+        |(client, key, call, invoked, returned, outcome)| Operation {
             client,
             key: key.to_owned(),
             call,
             invoked,
-            returned,
+            returned: match returned {
+                Returned::After(delay) => Some(invoked.saturating_add(delay)),
+                Returned::At(at) => Some(at),
+                Returned::Never => None,
+            },
             outcome,
-        })
+        },
+    )
+}
+
+#[derive(Clone, Debug)]
+enum Returned {
+    After(Micros),
+    At(Micros),
+    Never,
+}
+
+/// Mostly a return some time after the invocation; sometimes none, sometimes any instant.
+fn returned() -> impl Strategy<Value = Returned> {
+    prop_oneof![
+        6 => (0..200_000u64).prop_map(Returned::After),
+        1 => Just(Returned::Never),
+        1 => micros().prop_map(Returned::At),
+    ]
 }
 
 fn history() -> impl Strategy<Value = History> {
     // Mostly in invocation order, as recorded; sometimes not, as a hand-edited file may be.
-    (proptest::collection::vec(operation(), 0..10), proptest::bool::weighted(0.8)).prop_map(|(mut operations, sorted)| {
-        if sorted {
-            operations.sort_by_key(|op| op.invoked);
-        }
-        History { operations }
-    })
+    // Mostly with a grant of its own per acquire, as the recorder writes them; sometimes not.
+    (proptest::collection::vec(operation(), 0..10), proptest::bool::weighted(0.8), proptest::bool::weighted(0.9))
+        .prop_map(|(mut operations, sorted, own_grants)| {
+            if sorted {
+                operations.sort_by_key(|op| op.invoked);
+            }
+            if own_grants {
+                let mut next = 0;
+                for op in &mut operations {
+                    if let Call::TryAcquire { lease, .. } | Call::Acquire { lease, .. } = &mut op.call {
+                        *lease = LeaseId(next);
+                        next += 1;
+                    }
+                }
+            }
+            History { operations }
+        })
 }
 
 proptest! {
@@ -183,4 +215,18 @@ fn impossible_operations_are_refused_by_number() {
     let error = history.validate().expect_err("a return before its invocation");
     assert!(error.to_string().contains('2'), "{error}");
     assert!(History { operations: vec![fine] }.validate().is_ok());
+}
+
+/// Found by the `history_file` fuzz target: two acquires naming one grant (which the recorder
+/// never writes) made the linearizability search apply a step its own spec refused.
+#[test]
+fn two_acquires_naming_one_grant_are_refused() {
+    let text = r#"{"operations":[
+        {"client":0,"key":"k","call":"acquire","lease":0,"ttl":80000,"limit":1,"wait":100000,"invoked":10,"returned":50,"outcome":"granted","fence":1,"acquired_at":30},
+        {"client":1,"key":"k","call":"try-acquire","lease":0,"ttl":80000,"limit":1,"invoked":60,"outcome":"not-granted"},
+        {"client":0,"key":"k","call":"release","lease":1,"invoked":100,"returned":140,"outcome":"released","held":true}
+    ]}"#;
+    let history = History::from_json(text).expect("well-formed JSON");
+    let error = history.validate().expect_err("grant 0 is named twice");
+    assert_eq!(error.operation, 2, "{error}");
 }

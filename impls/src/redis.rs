@@ -95,8 +95,8 @@ use crate::error::LockError;
 use crate::lease::{FencingToken, Lease, OwnerToken};
 use crate::locker::{Capabilities, Locker};
 use crate::request::{LeaseRequest, validate_ttl, validate_wait};
-pub use instance::{check_url, cluster_slot};
 use instance::{Attempt, Enqueue, Instance, QueueEntry};
+pub use instance::{check_url, cluster_slot};
 pub use multi::{RedisAllLocker, RedlockLocker};
 use wakeups::{Subscribers, Waiters};
 
