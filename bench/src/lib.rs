@@ -1,4 +1,4 @@
-//! Contention benchmarks of lockcheck's lockers, and the renderer of `reports/`.
+//! Contention benchmarks of lockcheck's lockers against their floors and peers.
 //!
 //! # The harness
 //!
@@ -62,20 +62,16 @@
 mod contender;
 mod floor;
 mod measure;
-pub mod render;
-mod results;
-mod stats;
 mod suite;
-
-use std::path::PathBuf;
 
 pub use contender::{BENCH_TTL, BENCH_WAIT, Contender, DirectMemory, HeldLease, LockerContender, TokioMutexFloor};
 pub use floor::{RoundTrip, TcpEcho};
 pub use measure::{Batch, UNCONTENDED_GROUP, hand_off, throughput, uncontended, uncontended_in_groups};
-pub use results::{
-    BenchRun, Kind, Machine, Measurement, Mode, Role, SCHEMA, base_versions, results_dir, workspace_root,
+// The run documents and their statistics live with the renderer, which reads them.
+pub use lockcheck_report::{
+    BenchRun, Kind, Machine, Measurement, Mode, Role, SCHEMA, Samples, Summary, base_versions, median, percentile,
+    render, results_dir, workspace_root,
 };
-pub use stats::{Samples, Summary, median, percentile};
 pub use suite::{Shape, Suite};
 
 /// Why a benchmark or a rendering failed.
@@ -104,18 +100,9 @@ pub enum BenchError {
     /// Socket or runtime setup failed.
     #[error("I/O: {0}")]
     Io(#[source] std::io::Error),
-    /// A results file could not be read or written.
-    #[error("{path}: {source}", path = .0.display(), source = .1)]
-    File(PathBuf, #[source] std::io::Error),
-    /// A results file is not valid JSON of the expected shape.
-    #[error("results JSON: {0}")]
-    Json(#[source] serde_json::Error),
-    /// PNG text needs a TTF font and none was found or it could not be read.
-    #[error("{0}")]
-    NoFont(String),
-    /// Drawing a picture failed.
-    #[error("drawing {path}: {what}", path = .0.display(), what = .1)]
-    Draw(PathBuf, String),
+    /// A run document could not be written.
+    #[error(transparent)]
+    Report(#[from] lockcheck_report::ReportError),
 }
 
 /// A plain-text table of a run: every measurement's p50 / p99 / max and its ratio to the

@@ -23,10 +23,7 @@ pub struct Batch {
     pub total: Duration,
 }
 
-/// Uncontended operations are timed in groups of this many: one clock read (~20–30 ns) is as
-/// long as an uncontended `tokio::sync::Mutex` lock+unlock, so timing each would measure the
-/// clock. Each latency sample of [`uncontended`] is a group's mean.
-pub const UNCONTENDED_GROUP: u64 = 32;
+pub use lockcheck_report::UNCONTENDED_GROUP;
 
 /// Uncontended try-lock + unlock of key 0 by client 0, `iterations` times, timed in groups
 /// of [`UNCONTENDED_GROUP`].

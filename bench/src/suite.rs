@@ -12,8 +12,8 @@ use crate::BenchError;
 use crate::contender::Contender;
 use crate::floor::RoundTrip;
 use crate::measure::{self, Batch};
-use crate::results::{self, BenchRun, Kind, Machine, Measurement, Mode, Role};
-use crate::stats::Samples;
+use lockcheck_report::Samples;
+use lockcheck_report::{self as results, BenchRun, Kind, Machine, Measurement, Mode, Role};
 
 /// The contention shape every backend is profiled with.
 #[derive(Clone, Debug, PartialEq, Eq)]

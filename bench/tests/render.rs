@@ -105,7 +105,7 @@ fn renders_every_picture_and_says_what_is_missing() {
     let mut options = RenderOptions::new(out.0.clone());
     options.bench_dirs = vec![runs.0.clone()];
     let rendered = match render(&options) {
-        Err(lockcheck_bench::BenchError::NoFont(why)) if fonts_optional => {
+        Err(lockcheck_report::ReportError::NoFont(why)) if fonts_optional => {
             println!("SKIPPED (LOCKCHECK_SERVICES=skip): {why}");
             return;
         }

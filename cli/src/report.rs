@@ -2,19 +2,19 @@
 //! runs and the JSON results of `check`, `selftest`, `model` and the fault runs.
 //!
 //! Missing inputs do not fail the command: the report says what is missing and which command
-//! produces it. The rendering itself lives in `lockcheck_bench::render`.
+//! produces it. The rendering itself lives in `lockcheck_report::render`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use lockcheck_bench::render::{RenderOptions, render};
+use lockcheck_report::render::{RenderOptions, render};
 
 /// Arguments of `lockcheck report`.
 #[derive(clap::Args)]
 pub struct Args {
     /// The report folder to write.
-    #[arg(long, default_value_os_t = lockcheck_bench::workspace_root().join("reports"))]
+    #[arg(long, default_value_os_t = lockcheck_report::workspace_root().join("reports"))]
     out: PathBuf,
     /// A folder of benchmark runs (`<dir>/<suite>/*.json`); repeatable. Default: where
     /// `cargo bench -p lockcheck-bench` writes ($LOCKCHECK_BENCH_OUT, else

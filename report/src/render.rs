@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::BenchError;
+use crate::ReportError;
 use crate::results::{Kind, Role};
 use charts::{Cell, Curve, Holding, MatrixLayout, TimelineOp, both, ensure_dir};
 use inputs::{BenchInputs, Figure, JsonInput, PROPERTIES, collect_runs, find_objects, normalize_status};
@@ -84,7 +84,7 @@ pub(crate) struct Report {
 
 /// Renders the report folder. Fails only when nothing can be drawn at all (no font) or a file
 /// cannot be written; missing inputs are listed in [`Rendered::missing`] and in the README.
-pub fn render(options: &RenderOptions) -> Result<Rendered, BenchError> {
+pub fn render(options: &RenderOptions) -> Result<Rendered, ReportError> {
     font::ensure_font()?;
     let out = &options.out;
     let raw_bench = out.join("raw").join("bench");
@@ -243,7 +243,7 @@ pub fn render(options: &RenderOptions) -> Result<Rendered, BenchError> {
 
     let report = Report { options: options.clone(), bench, figures, pictures, check, selftest, model, faults, missing };
     let readme = out.join("README.md");
-    std::fs::write(&readme, readme::readme(&report)).map_err(|e| BenchError::File(readme.clone(), e))?;
+    std::fs::write(&readme, readme::readme(&report)).map_err(|e| ReportError::File(readme.clone(), e))?;
     rendered.files.push(readme);
     rendered.missing = report.missing;
     Ok(rendered)
@@ -251,7 +251,7 @@ pub fn render(options: &RenderOptions) -> Result<Rendered, BenchError> {
 
 /// Copies the runs a report uses into `raw_bench` and removes the ones it no longer uses, so
 /// the committed report can be rendered again from what is committed.
-fn keep_runs(bench: &BenchInputs, raw_bench: &Path, rendered: &mut Rendered) -> Result<(), BenchError> {
+fn keep_runs(bench: &BenchInputs, raw_bench: &Path, rendered: &mut Rendered) -> Result<(), ReportError> {
     for (suite, runs) in &bench.runs {
         let folder = raw_bench.join(suite);
         ensure_dir(&folder)?;
@@ -260,13 +260,13 @@ fn keep_runs(bench: &BenchInputs, raw_bench: &Path, rendered: &mut Rendered) -> 
         for (path, _) in runs {
             let target = folder.join(path.file_name().unwrap_or_default());
             if *path != target {
-                std::fs::copy(path, &target).map_err(|e| BenchError::File(target.clone(), e))?;
+                std::fs::copy(path, &target).map_err(|e| ReportError::File(target.clone(), e))?;
             }
             rendered.files.push(target);
         }
-        for old in std::fs::read_dir(&folder).map_err(|e| BenchError::File(folder.clone(), e))?.flatten() {
+        for old in std::fs::read_dir(&folder).map_err(|e| ReportError::File(folder.clone(), e))?.flatten() {
             if !keep.contains(&old.path()) {
-                std::fs::remove_file(old.path()).map_err(|e| BenchError::File(old.path(), e))?;
+                std::fs::remove_file(old.path()).map_err(|e| ReportError::File(old.path(), e))?;
             }
         }
     }

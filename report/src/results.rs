@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::BenchError;
+use crate::ReportError;
 use crate::stats::Summary;
 
 /// The version of this format; bumped on incompatible changes.
@@ -198,25 +198,25 @@ impl BenchRun {
     }
 
     /// Writes the run as pretty JSON to `<dir>/<suite>/<started>-<pid>.json`.
-    pub fn write_to(&self, dir: &Path) -> Result<PathBuf, BenchError> {
+    pub fn write_to(&self, dir: &Path) -> Result<PathBuf, ReportError> {
         let folder = dir.join(&self.suite);
-        std::fs::create_dir_all(&folder).map_err(|e| BenchError::File(folder.clone(), e))?;
+        std::fs::create_dir_all(&folder).map_err(|e| ReportError::File(folder.clone(), e))?;
         let path = folder.join(format!("{}-{}.json", self.started_unix, std::process::id()));
-        let json = serde_json::to_string_pretty(self).map_err(BenchError::Json)?;
-        std::fs::write(&path, json).map_err(|e| BenchError::File(path.clone(), e))?;
+        let json = serde_json::to_string_pretty(self).map_err(ReportError::Json)?;
+        std::fs::write(&path, json).map_err(|e| ReportError::File(path.clone(), e))?;
         Ok(path)
     }
 
     /// Reads one run.
-    pub fn read(path: &Path) -> Result<BenchRun, BenchError> {
-        let text = std::fs::read_to_string(path).map_err(|e| BenchError::File(path.to_owned(), e))?;
-        serde_json::from_str(&text).map_err(BenchError::Json)
+    pub fn read(path: &Path) -> Result<BenchRun, ReportError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ReportError::File(path.to_owned(), e))?;
+        serde_json::from_str(&text).map_err(ReportError::Json)
     }
 }
 
-/// The workspace root (the bench crate's parent folder).
+/// The workspace root (this crate's parent folder).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("bench/ has a parent").to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("report/ has a parent").to_owned()
 }
 
 /// Where runs are written: `LOCKCHECK_BENCH_OUT`, else `$CARGO_TARGET_DIR/lockcheck-bench`,
@@ -261,6 +261,11 @@ pub fn base_versions() -> BTreeMap<String, String> {
     }
     versions
 }
+
+/// Uncontended operations are timed in groups of this many: one clock read (~20–30 ns) is as
+/// long as an uncontended `tokio::sync::Mutex` lock+unlock, so timing each would measure the
+/// clock. Each latency sample of an uncontended measurement is a group's mean.
+pub const UNCONTENDED_GROUP: u64 = 32;
 
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> u64 {

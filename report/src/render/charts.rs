@@ -9,7 +9,7 @@ use plotters::prelude::*;
 
 use super::format_ns;
 use super::inputs::Figure;
-use crate::BenchError;
+use crate::ReportError;
 use crate::results::{Kind, Role};
 
 pub(crate) type DrawResult = Result<(), Box<dyn Error>>;
@@ -21,15 +21,15 @@ macro_rules! both {
         let png = $dir.join(format!("{}.png", $stem));
         {
             let area = SVGBackend::new(&svg, $size).into_drawing_area();
-            ($draw)(&area).map_err(|e| BenchError::Draw(svg.clone(), e.to_string()))?;
-            area.present().map_err(|e| BenchError::Draw(svg.clone(), e.to_string()))?;
+            ($draw)(&area).map_err(|e| ReportError::Draw(svg.clone(), e.to_string()))?;
+            area.present().map_err(|e| ReportError::Draw(svg.clone(), e.to_string()))?;
         }
         {
             let area = BitMapBackend::new(&png, $size).into_drawing_area();
-            ($draw)(&area).map_err(|e| BenchError::Draw(png.clone(), e.to_string()))?;
-            area.present().map_err(|e| BenchError::Draw(png.clone(), e.to_string()))?;
+            ($draw)(&area).map_err(|e| ReportError::Draw(png.clone(), e.to_string()))?;
+            area.present().map_err(|e| ReportError::Draw(png.clone(), e.to_string()))?;
         }
-        Ok::<(PathBuf, PathBuf), BenchError>((svg, png))
+        Ok::<(PathBuf, PathBuf), ReportError>((svg, png))
     }};
 }
 pub(crate) use both;
@@ -683,8 +683,8 @@ impl RgbaExt for RGBAColor {
 }
 
 /// Makes sure `dir` exists.
-pub(crate) fn ensure_dir(dir: &Path) -> Result<(), BenchError> {
-    std::fs::create_dir_all(dir).map_err(|e| BenchError::File(dir.to_owned(), e))
+pub(crate) fn ensure_dir(dir: &Path) -> Result<(), ReportError> {
+    std::fs::create_dir_all(dir).map_err(|e| ReportError::File(dir.to_owned(), e))
 }
 
 #[cfg(test)]

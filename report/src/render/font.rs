@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 
 use plotters::style::FontStyle;
 
-use crate::BenchError;
+use crate::ReportError;
 
 /// Where we look for a font when `LOCKCHECK_FONT` is not set.
 const CANDIDATES: [&str; 4] = [
@@ -20,9 +20,9 @@ const CANDIDATES: [&str; 4] = [
 ];
 
 /// Registers the font once per process; later calls return the first outcome.
-pub(crate) fn ensure_font() -> Result<(), BenchError> {
+pub(crate) fn ensure_font() -> Result<(), ReportError> {
     static REGISTERED: OnceLock<Result<(), String>> = OnceLock::new();
-    REGISTERED.get_or_init(register).clone().map_err(BenchError::NoFont)
+    REGISTERED.get_or_init(register).clone().map_err(ReportError::NoFont)
 }
 
 fn register() -> Result<(), String> {
