@@ -54,14 +54,17 @@
 //! Liveness (no lost wake-up, bounded waits), FIFO order, cancel safety and crash safety are
 //! properties of *when* things happen, not of which sequential order explains them; the
 //! conformance harness checks them with dedicated checkers and scenarios. Every property has a
-//! name in [`Property`].
+//! name in [`Property`]; which of them a backend is held to depends on what it claims
+//! ([`Capabilities`]).
 
+mod claims;
 mod explain;
 
 use std::fmt;
 
 use stateright::semantics::SequentialSpec;
 
+pub use claims::Capabilities;
 pub use explain::{Ended, Ending, Story};
 
 /// Microseconds on the recorder's clock.
