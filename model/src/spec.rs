@@ -62,6 +62,7 @@ mod explain;
 
 use std::fmt;
 
+#[cfg(feature = "models")]
 use stateright::semantics::SequentialSpec;
 
 pub use claims::Capabilities;
@@ -570,6 +571,7 @@ impl LockSpec {
     }
 }
 
+#[cfg(feature = "models")]
 impl SequentialSpec for LockSpec {
     type Op = LockOp;
     type Ret = LockRet;
@@ -824,6 +826,7 @@ mod tests {
         assert!(spec.step(&take(3, 2), Some(&LockRet::NotGranted)));
     }
 
+    #[cfg(feature = "models")]
     #[test]
     fn invoke_agrees_with_is_valid_step() {
         let mut spec = LockSpec::with_tolerance(100);
