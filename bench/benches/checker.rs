@@ -1,5 +1,5 @@
 //! The linearizability checker on big histories: 8 clients × 10,000 operations, linearizable
-//! and not, through `lockcheck_conformance::checkers::linearizability::check_history` (per-key
+//! and not, through `lockcheck_history::checkers::linearizability::check_history` (per-key
 //! memoizing Wing–Gong–Lowe search, and shrinking when invalid); and 3 clients × 50
 //! operations, not linearizable, through both lockcheck's search and stateright's
 //! `LinearizabilityTester` for the ratio.
@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group};
 use lockcheck_bench::Mode;
-use lockcheck_conformance::checkers::linearizability::{Entry, Search, check_history, search};
-use lockcheck_conformance::history::{Call, History, Operation, Outcome};
+use lockcheck_history::checkers::linearizability::{Entry, Search, check_history, search};
+use lockcheck_history::{Call, History, Operation, Outcome};
 use lockcheck_model::spec::{LeaseId, LockOp, LockRet, LockSpec};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

@@ -10,6 +10,7 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use lockcheck_conformance::suite::selected;
 use lockcheck_conformance::{Backend, Property, Status, SuiteConfig, SuiteReport, Timing, backends};
+use lockcheck_history::{Capabilities, History, KeptHistory, Verdict, check_all};
 
 /// Arguments of `lockcheck check`.
 #[derive(clap::Args)]
@@ -231,7 +232,7 @@ fn recheck(path: &std::path::Path, time_scale: f64) -> anyhow::Result<ExitCode> 
         let mut failed = false;
         let mut found = 0;
         for report in &output.backends {
-            let capabilities = report.capabilities.unwrap_or_else(lockcheck_impls::Capabilities::all_in_process);
+            let capabilities = report.capabilities.unwrap_or_else(Capabilities::all_in_process);
             for (check, counterexample) in report.counterexamples() {
                 found += 1;
                 let timing = match check {
@@ -252,10 +253,9 @@ fn recheck(path: &std::path::Path, time_scale: f64) -> anyhow::Result<ExitCode> 
         anyhow::ensure!(found > 0, "{} holds no counterexample to re-check", path.display());
         return Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS });
     }
-    let kept = lockcheck_conformance::history::KeptHistory::from_json(&text)
-        .with_context(|| format!("parsing {}", path.display()))?;
+    let kept = KeptHistory::from_json(&text).with_context(|| format!("parsing {}", path.display()))?;
     let timing = kept.timing.unwrap_or_else(Timing::in_process);
-    let capabilities = kept.capabilities.unwrap_or_else(lockcheck_impls::Capabilities::all_in_process);
+    let capabilities = kept.capabilities.unwrap_or_else(Capabilities::all_in_process);
     kept.history.validate().with_context(|| format!("{} is not a history that can have happened", path.display()))?;
     let failed = recheck_history(&kept.history, checked_timing(timing, time_scale)?, capabilities);
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
@@ -287,27 +287,22 @@ fn checked_timing(timing: Timing, time_scale: f64) -> anyhow::Result<Timing> {
 }
 
 /// Prints every checker's verdict on `history`; whether any failed.
-fn recheck_history(
-    history: &lockcheck_conformance::History,
-    timing: Timing,
-    capabilities: lockcheck_impls::Capabilities,
-) -> bool {
-    let verdicts =
-        lockcheck_conformance::checkers::check_all(history, &timing, &capabilities, std::time::Duration::from_secs(60));
+fn recheck_history(history: &History, timing: Timing, capabilities: Capabilities) -> bool {
+    let verdicts = check_all(history, &timing, &capabilities, std::time::Duration::from_secs(60));
     let mut failed = false;
     println!("{} operations, {}", history.operations.len(), timing_note(&timing));
     for (property, verdict) in verdicts {
         let property = property.to_string();
         match verdict {
-            lockcheck_conformance::Verdict::Valid => println!("{property:<28} ok"),
-            lockcheck_conformance::Verdict::Unknown { reason } => {
+            Verdict::Valid => println!("{property:<28} ok"),
+            Verdict::Unknown { reason } => {
                 failed = true;
                 println!("{property:<28} UNKNOWN: {reason}");
             }
-            lockcheck_conformance::Verdict::Invalid { counterexample } if counterexample.predicted.is_some() => {
+            Verdict::Invalid { counterexample } if counterexample.predicted.is_some() => {
                 println!("{property:<28} predicted\n{counterexample}");
             }
-            lockcheck_conformance::Verdict::Invalid { counterexample } => {
+            Verdict::Invalid { counterexample } => {
                 failed = true;
                 println!("{property:<28} VIOLATED\n{counterexample}");
             }

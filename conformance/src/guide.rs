@@ -191,8 +191,9 @@
 //! # The rules
 //!
 //! Every rule below is something a checker or a scenario assumes. The checks are listed in
-//! [`CHECKS`]; the history checkers are in [`checkers`](crate::checkers), and the recorder
-//! that turns your answers into a history is [`history`](crate::history).
+//! [`CHECKS`]; the history checkers are in [`checkers`](crate::checkers) (the
+//! `lockcheck-history` crate, which judges a history without an async runtime), and the
+//! recorder that turns your answers into a history is [`history`](crate::history).
 //!
 //! ## The backend
 //!

@@ -5,6 +5,9 @@
 //! - [`checkers`]: linearizability against the spec (memoizing Wing–Gong–Lowe, per key, with a
 //!   budget), real-time exclusion, fencing, bounded waits, FIFO. Each says Valid, Invalid with
 //!   a minimal counterexample, or Unknown — never a silent pass.
+//!
+//!   The history format and the checkers are the `lockcheck-history` crate's, re-exported
+//!   here: a user who only judges histories depends on that crate alone, without tokio.
 //! - [`suite`]: the checks, written once: scenarios (every behaviour the original Go lockers
 //!   tested and more), a sequential model-based test with the spec as reference, and seeded
 //!   concurrent random workloads. Capability-aware: unclaimed properties are reported as
@@ -67,7 +70,6 @@
 
 mod backend;
 pub mod backends;
-pub mod checkers;
 pub mod guide;
 pub mod history;
 pub mod mutants;
@@ -79,9 +81,9 @@ pub mod services;
 #[cfg(feature = "services")]
 pub mod faults;
 
-pub use backend::{Backend, SharedLocker, Timing};
-pub use checkers::{Counterexample, Verdict};
+pub use backend::{Backend, SharedLocker};
 pub use history::{History, Recorder, RecordingLocker};
+pub use lockcheck_history::{Counterexample, Timing, Verdict, checkers};
 pub use lockcheck_model::spec::Property;
 pub use suite::{
     CHECKS, CheckInfo, CheckResult, Claim, Status, SuiteConfig, SuiteReport, run_check, run_suite, run_suite_observed,

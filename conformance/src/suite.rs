@@ -27,12 +27,13 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use lockcheck_history::Timing;
+use lockcheck_history::checkers::linearizability::Reference;
+use lockcheck_history::checkers::{self, Counterexample, Verdict};
 use lockcheck_impls::{Capabilities, Lease, LockError};
 use lockcheck_model::spec::Property;
 
-use crate::backend::{Backend, Timing};
-use crate::checkers::linearizability::Reference;
-use crate::checkers::{self, Counterexample, Verdict};
+use crate::backend::Backend;
 use crate::history::{Operation, Recorder, RecordingLocker};
 
 /// How a suite run is set up.

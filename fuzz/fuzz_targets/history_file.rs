@@ -6,8 +6,7 @@
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use lockcheck_conformance::history::KeptHistory;
-use lockcheck_conformance::{Capabilities, Timing};
+use lockcheck_history::{Capabilities, KeptHistory, Timing};
 
 fuzz_target!(|text: &str| {
     let Ok(kept) = KeptHistory::from_json(text) else { return };
@@ -15,7 +14,7 @@ fuzz_target!(|text: &str| {
         return;
     }
     let claims = kept.capabilities.unwrap_or_else(Capabilities::all_in_process);
-    let verdicts = lockcheck_conformance::checkers::check_all(
+    let verdicts = lockcheck_history::check_all(
         &kept.history,
         &Timing::in_process(),
         &claims,

@@ -34,7 +34,10 @@ mod waiting;
 pub use error::{InvalidInput, LockError};
 pub use guard::{AutoRenew, LockGuard, LostReason};
 pub use lease::{BadOwnerToken, FencingToken, Lease, OwnerToken};
-pub use locker::{Capabilities, Locker};
+// The claims live with the spec they select properties of, so that the history checkers
+// can read them without this crate's runtime.
+pub use lockcheck_model::spec::Capabilities;
+pub use locker::Locker;
 pub use memory::MemoryLocker;
 pub use request::{
     LeaseRequest, MAX_KEY_BYTES, MAX_PERMITS, MAX_TTL, MAX_WAIT, MIN_TTL, validate_key, validate_ttl, validate_wait,

@@ -1,111 +1,14 @@
-//! The lock API every backend implements, and the capabilities a backend declares.
+//! The lock API every backend implements.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::Capabilities;
 use crate::error::LockError;
 use crate::lease::Lease;
 use crate::request::LeaseRequest;
-
-/// What a backend promises. The conformance suite checks every claimed property and
-/// reports the unclaimed ones as "not claimed" — never silently.
-///
-/// The struct is `#[non_exhaustive]` so that new promises can be added; a backend outside
-/// this crate states its own with [`Capabilities::none`] and the `with_*` setters:
-///
-/// ```
-/// use lockcheck_impls::Capabilities;
-///
-/// let claims = Capabilities::none().with_fencing(true).with_server_side_expiry(true).with_session_bound(true);
-/// assert!(claims.fencing && claims.session_bound && !claims.fifo);
-/// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(default)]
-#[non_exhaustive]
-pub struct Capabilities {
-    /// Fencing tokens strictly increase per key, in grant order.
-    pub fencing: bool,
-    /// Fencing tokens stay monotonic across a server restart.
-    pub fencing_survives_restart: bool,
-    /// Waiters are granted in arrival order.
-    pub fifo: bool,
-    /// Leases expire on the backend itself: a crashed holder's slot frees within its TTL.
-    pub server_side_expiry: bool,
-    /// Held leases survive a restart of the backend's server.
-    pub survives_server_restart: bool,
-    /// Permit limits above 1.
-    pub semaphores: bool,
-    /// Waiters are woken by the backend (no polling delay on hand-off).
-    pub push_wakeups: bool,
-    /// Leases end with the client's session (its connection; a ZooKeeper or etcd session, a
-    /// Postgres backend): when the session ends, the backend frees the client's leases at
-    /// once, before their TTL. A crashed holder's early release is then correct; a *live*
-    /// holder whose session is cut loses its lease while it still believes it holds it, which
-    /// only fencing makes safe.
-    pub session_bound: bool,
-}
-
-macro_rules! capability_setters {
-    ($($(#[$doc:meta])* $setter:ident => $field:ident;)*) => {$(
-        $(#[$doc])*
-        #[must_use]
-        pub const fn $setter(mut self, claimed: bool) -> Self {
-            self.$field = claimed;
-            self
-        }
-    )*};
-}
-
-impl Capabilities {
-    /// No promise at all: the starting point for a backend's own claims.
-    pub const fn none() -> Self {
-        Capabilities {
-            fencing: false,
-            fencing_survives_restart: false,
-            fifo: false,
-            server_side_expiry: false,
-            survives_server_restart: false,
-            semaphores: false,
-            push_wakeups: false,
-            session_bound: false,
-        }
-    }
-
-    /// Everything a correct single-process locker offers (the memory locker's claims).
-    pub const fn all_in_process() -> Self {
-        Capabilities {
-            fencing: true,
-            fencing_survives_restart: false,
-            fifo: true,
-            server_side_expiry: true,
-            survives_server_restart: false,
-            semaphores: true,
-            push_wakeups: true,
-            session_bound: false,
-        }
-    }
-
-    capability_setters! {
-        /// Claims (or not) [`Capabilities::fencing`].
-        with_fencing => fencing;
-        /// Claims (or not) [`Capabilities::fencing_survives_restart`].
-        with_fencing_survives_restart => fencing_survives_restart;
-        /// Claims (or not) [`Capabilities::fifo`].
-        with_fifo => fifo;
-        /// Claims (or not) [`Capabilities::server_side_expiry`].
-        with_server_side_expiry => server_side_expiry;
-        /// Claims (or not) [`Capabilities::survives_server_restart`].
-        with_survives_server_restart => survives_server_restart;
-        /// Claims (or not) [`Capabilities::semaphores`].
-        with_semaphores => semaphores;
-        /// Claims (or not) [`Capabilities::push_wakeups`].
-        with_push_wakeups => push_wakeups;
-        /// Claims (or not) [`Capabilities::session_bound`].
-        with_session_bound => session_bound;
-    }
-}
 
 /// A lock backend: leased locks and semaphores with owner tokens and fencing tokens.
 ///

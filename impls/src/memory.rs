@@ -28,9 +28,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::time::{Instant, sleep_until};
 
+use crate::Capabilities;
 use crate::error::LockError;
 use crate::lease::Lease;
-use crate::locker::{Capabilities, Locker};
+use crate::locker::Locker;
 use crate::request::{LeaseRequest, validate_ttl, validate_wait};
 use crate::sync::Mutex;
 use table::{Enqueued, Table};

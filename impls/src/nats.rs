@@ -78,9 +78,10 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
 
+use crate::Capabilities;
 use crate::error::{InvalidInput, LockError};
 use crate::lease::{FencingToken, Lease, OwnerToken};
-use crate::locker::{Capabilities, Locker};
+use crate::locker::Locker;
 use crate::request::{LeaseRequest, validate_ttl, validate_wait};
 use crate::waiting::WaitingCount;
 
@@ -1068,16 +1069,15 @@ impl Locker for NatsLocker {
         // A file-backed stream keeps its entries and its sequence counter across a restart; a
         // memory stream starts empty at sequence 1.
         let durable = !self.inner.memory_storage;
-        Capabilities {
-            fencing: true,
-            fencing_survives_restart: durable,
-            fifo: false,
-            server_side_expiry: true,
-            survives_server_restart: durable,
-            semaphores: false,
-            push_wakeups: true,
-            session_bound: false,
-        }
+        Capabilities::none()
+            .with_fencing(true)
+            .with_fencing_survives_restart(durable)
+            .with_fifo(false)
+            .with_server_side_expiry(true)
+            .with_survives_server_restart(durable)
+            .with_semaphores(false)
+            .with_push_wakeups(true)
+            .with_session_bound(false)
     }
 
     async fn try_acquire(&self, request: &LeaseRequest) -> Result<Option<Lease>, LockError> {

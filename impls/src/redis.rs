@@ -91,9 +91,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::time::{Instant, sleep_until};
 
+use crate::Capabilities;
 use crate::error::LockError;
 use crate::lease::{FencingToken, Lease, OwnerToken};
-use crate::locker::{Capabilities, Locker};
+use crate::locker::Locker;
 use crate::request::{LeaseRequest, validate_ttl, validate_wait};
 use instance::{Attempt, Enqueue, Instance, QueueEntry};
 pub use instance::{check_url, cluster_slot};
@@ -450,16 +451,15 @@ fn check_lock_request(request: &LeaseRequest) -> Result<(), LockError> {
 
 /// What every Redis locker promises (see the module docs).
 const fn redis_capabilities(fencing: bool, push_wakeups: bool) -> Capabilities {
-    Capabilities {
-        fencing,
-        fencing_survives_restart: false,
-        fifo: false,
-        server_side_expiry: true,
-        survives_server_restart: false,
-        semaphores: false,
-        push_wakeups,
-        session_bound: false,
-    }
+    Capabilities::none()
+        .with_fencing(fencing)
+        .with_fencing_survives_restart(false)
+        .with_fifo(false)
+        .with_server_side_expiry(true)
+        .with_survives_server_restart(false)
+        .with_semaphores(false)
+        .with_push_wakeups(push_wakeups)
+        .with_session_bound(false)
 }
 
 #[async_trait]

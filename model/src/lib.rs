@@ -1,9 +1,12 @@
 //! The locking spec and models of lock algorithms.
 //!
 //! - [`spec`]: the sequential reference object for leased locks and semaphores with logical
-//!   time, and the named properties P1–P10.
-//! - [`systems`]: lock algorithms written as stateright actor systems, checked exhaustively.
+//!   time, the named properties P1–P10, and the [`Capabilities`](spec::Capabilities) a
+//!   backend claims, which select the properties it is held to.
+//! - [`systems`]: lock algorithms written as stateright actor systems, checked exhaustively
+//!   (the `models` feature, on by default).
 #![deny(missing_docs)]
 
 pub mod spec;
+#[cfg(feature = "models")]
 pub mod systems;

@@ -54,14 +54,18 @@
 //! Liveness (no lost wake-up, bounded waits), FIFO order, cancel safety and crash safety are
 //! properties of *when* things happen, not of which sequential order explains them; the
 //! conformance harness checks them with dedicated checkers and scenarios. Every property has a
-//! name in [`Property`].
+//! name in [`Property`]; which of them a backend is held to depends on what it claims
+//! ([`Capabilities`]).
 
+mod claims;
 mod explain;
 
 use std::fmt;
 
+#[cfg(feature = "models")]
 use stateright::semantics::SequentialSpec;
 
+pub use claims::Capabilities;
 pub use explain::{Ended, Ending, Story};
 
 /// Microseconds on the recorder's clock.
@@ -567,6 +571,7 @@ impl LockSpec {
     }
 }
 
+#[cfg(feature = "models")]
 impl SequentialSpec for LockSpec {
     type Op = LockOp;
     type Ret = LockRet;
@@ -821,6 +826,7 @@ mod tests {
         assert!(spec.step(&take(3, 2), Some(&LockRet::NotGranted)));
     }
 
+    #[cfg(feature = "models")]
     #[test]
     fn invoke_agrees_with_is_valid_step() {
         let mut spec = LockSpec::with_tolerance(100);

@@ -8,13 +8,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use lockcheck_history::checkers::fencing::FencedResource;
 use lockcheck_impls::redis::{RedisConfig, RedisLocker, RedlockLocker};
 use lockcheck_impls::{AutoRenew, LeaseRequest, LockGuard, Locker};
 use lockcheck_model::spec::Property;
 use tokio::time::{Instant, sleep_until};
 
 use super::{Fault, FaultError, FaultOutcome, FaultReport};
-use crate::checkers::fencing::FencedResource;
 use crate::services::Service;
 use crate::services::redis::url;
 

@@ -23,6 +23,7 @@ use std::time::{Duration, SystemTime};
 use async_nats::jetstream::{self, kv};
 use async_trait::async_trait;
 use futures::StreamExt;
+use lockcheck_history::Timing;
 use lockcheck_impls::nats::{BucketConfig, NatsLocker, encode_key};
 use lockcheck_impls::{
     Capabilities, FencingToken, Lease, LeaseRequest, LockError, Locker, OwnerToken, validate_ttl, validate_wait,
@@ -33,7 +34,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until};
 
 use super::Mutant;
-use crate::backend::{Backend, Timing};
+use crate::backend::Backend;
 use crate::services::Service;
 use crate::services::nats::spec;
 

@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
+use lockcheck_history::Timing;
 use lockcheck_impls::{
     Capabilities, FencingToken, Lease, LeaseRequest, LockError, Locker, OwnerToken, WaitingCount, validate_ttl,
     validate_wait,
@@ -36,7 +37,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until};
 
 use super::Mutant;
-use crate::backend::{Backend, Timing};
+use crate::backend::Backend;
 use crate::services::Service;
 use crate::services::redis::{RedisOptions, spec};
 

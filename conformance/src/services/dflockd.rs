@@ -13,13 +13,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use lockcheck_history::Timing;
 use lockcheck_impls::dflockd::{DflockdLocker, DflockdLockerConfig, Server, ServerConfig, ServerError, ServerKind};
 use lockcheck_impls::{LockError, Locker};
 use tokio::sync::OnceCell;
 
 use super::proxy::TcpProxy;
 use super::{Probe, Service, ServiceError, ServiceSpec, provision};
-use crate::backend::{Backend, Timing};
+use crate::backend::Backend;
 
 /// The venv of the Python peers.
 pub fn venv() -> PathBuf {

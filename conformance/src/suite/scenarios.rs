@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
 
+use lockcheck_history::checkers::fencing::FencedResource;
 use lockcheck_impls::{FencingToken, Lease, LeaseRequest, LockError, Locker, OwnerToken};
 use lockcheck_model::spec::Property;
 use rand::{Rng, SeedableRng};
@@ -22,7 +23,6 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, sleep_until, timeout, timeout_at};
 
 use super::{Ctx, Stop};
-use crate::checkers::fencing::FencedResource;
 use crate::history::RecordingLocker;
 
 type Notes = Vec<String>;

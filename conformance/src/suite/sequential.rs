@@ -16,6 +16,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use lockcheck_history::checkers::Counterexample;
 use lockcheck_impls::{Lease, LeaseRequest, Locker, OwnerToken};
 use lockcheck_model::spec::{LeaseId, LockOp, LockRet, LockSpec, Property, Window};
 use proptest::prelude::*;
@@ -26,7 +27,6 @@ use tokio::runtime::Handle;
 use tokio::time::Instant;
 
 use super::{Ctx, Stop};
-use crate::checkers::Counterexample;
 use crate::history::{Recorder, RecordingLocker};
 
 const KEYS: usize = 2;

@@ -9,13 +9,13 @@
 
 use std::time::Duration;
 
+use lockcheck_history::checkers::Verdict;
 use lockcheck_impls::{Lease, LeaseRequest, LockError, Locker};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::{sleep, timeout};
 
 use super::{Ctx, Stop, check_recorded};
-use crate::checkers::Verdict;
 use crate::history::{KeptHistory, RecordingLocker};
 
 pub(crate) async fn run(ctx: &mut Ctx<'_>) -> Result<Vec<String>, Stop> {

@@ -37,9 +37,10 @@ use super::error::DflockdError;
 use super::lock::open;
 use super::protocol::Namespace;
 use super::shard::{ShardFn, crc32_shard};
+use crate::Capabilities;
 use crate::error::LockError;
 use crate::lease::{FencingToken, Lease, OwnerToken};
-use crate::locker::{Capabilities, Locker};
+use crate::locker::Locker;
 use crate::request::{LeaseRequest, validate_wait};
 
 /// Which generation of dflockd server answers; decides fencing and semaphores.
@@ -379,17 +380,16 @@ impl Locker for DflockdLocker {
 
     fn capabilities(&self) -> Capabilities {
         let newest = self.kind == ServerKind::Fencing;
-        Capabilities {
-            fencing: newest,
+        Capabilities::none()
+            .with_fencing(newest)
             // The client cannot see whether the server persists its fence ceiling.
-            fencing_survives_restart: false,
-            fifo: true,
-            server_side_expiry: true,
-            survives_server_restart: false,
-            semaphores: newest,
-            push_wakeups: true,
-            session_bound: self.config.session_bound,
-        }
+            .with_fencing_survives_restart(false)
+            .with_fifo(true)
+            .with_server_side_expiry(true)
+            .with_survives_server_restart(false)
+            .with_semaphores(newest)
+            .with_push_wakeups(true)
+            .with_session_bound(self.config.session_bound)
     }
 
     async fn try_acquire(&self, request: &LeaseRequest) -> Result<Option<Lease>, LockError> {

@@ -30,9 +30,10 @@ use super::wakeups::{Subscribers, Waiters};
 use super::{
     Outcome, RedisConfig, Rollback, Wakeups, check_lock_request, redis_capabilities, start_wakeups, wait_for_grant,
 };
+use crate::Capabilities;
 use crate::error::LockError;
 use crate::lease::{FencingToken, Lease, OwnerToken};
-use crate::locker::{Capabilities, Locker};
+use crate::locker::Locker;
 use crate::request::{LeaseRequest, validate_ttl, validate_wait};
 
 /// The servers of a multi-instance locker and their shared wake-ups.

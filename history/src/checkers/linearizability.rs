@@ -52,13 +52,13 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::hash::{Hash, Hasher};
 use std::time::{Duration, Instant};
 
-use lockcheck_model::spec::{Ended, Ending, LeaseId, LockOp, LockRet, LockSpec, Micros, Property, Story, Window};
+use lockcheck_model::spec::{
+    Capabilities, Ended, Ending, LeaseId, LockOp, LockRet, LockSpec, Micros, Property, Story, Window,
+};
 use stateright::semantics::SequentialSpec;
 
-use lockcheck_impls::Capabilities;
-
 use super::{Counterexample, Verdict};
-use crate::backend::Timing;
+use crate::Timing;
 use crate::history::{Call, History, Operation, Outcome};
 
 /// One operation for [`search`]: what was invoked and when, and, if its outcome is known,
@@ -405,7 +405,7 @@ pub struct Violation<Op, Ret> {
 ///
 /// ```
 /// use std::time::{Duration, Instant};
-/// use lockcheck_conformance::checkers::linearizability::{Budget, Entry, Linearizability, check};
+/// use lockcheck_history::checkers::linearizability::{Budget, Entry, Linearizability, check};
 /// use stateright::semantics::register::{Register, RegisterOp, RegisterRet};
 ///
 /// let entries = vec![

@@ -12,9 +12,8 @@
 
 use std::time::{Duration, Instant};
 
-use lockcheck_conformance::checkers::linearizability::{Budget, Reference, Search};
-use lockcheck_conformance::history::{Call, KeptHistory, Operation, Outcome};
-use lockcheck_model::spec::LeaseId;
+use lockcheck_history::checkers::linearizability::{Budget, Reference, Search};
+use lockcheck_history::{Call, KeptHistory, LeaseId, Operation, Outcome};
 
 const FIXTURE: &str = include_str!("fixtures/python-dflockd-cancel-window.json");
 

@@ -19,10 +19,9 @@ use std::fmt;
 
 use std::time::Duration;
 
-use lockcheck_impls::Capabilities;
-use lockcheck_model::spec::Property;
+use lockcheck_model::spec::{Capabilities, Property};
 
-use crate::backend::Timing;
+use crate::Timing;
 use crate::history::{History, Operation};
 
 /// Every history checker that applies to a backend with `capabilities`, with the

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use lockcheck_conformance::checkers::linearizability::{
+use lockcheck_history::checkers::linearizability::{
     Budget, Entry, Linearizability, Reference, Search, Turn, check, search, search_within,
 };
 use lockcheck_model::spec::{LeaseId, LockOp, LockRet, LockSpec, Window};
