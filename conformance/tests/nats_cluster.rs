@@ -1,5 +1,5 @@
 //! The NATS JetStream KV locker on a three-node JetStream cluster (containers on a private
-//! Docker network, an R3 bucket), with the cluster faults of issue 6 and their outcomes
+//! Docker network, an R3 bucket), with the cluster faults and their outcomes
 //! asserted:
 //!
 //! * **stream leader killed** — safe: a held lease survives the failover (replicated by

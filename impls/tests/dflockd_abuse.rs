@@ -1,4 +1,4 @@
-//! The reference dflockd server under abuse (issue 22), bounded and on loopback: hostile
+//! The reference dflockd server under abuse, bounded and on loopback: hostile
 //! clients replay each class of the hardening campaign — a key flood, a semaphore asking for
 //! billions of permits, a queue flood, a client that pipelines without reading, a `stats`
 //! loop, secret guessing, silent unauthenticated connections, leases no client could parse,

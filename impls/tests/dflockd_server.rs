@@ -497,7 +497,7 @@ fn parser_smoke_on_corpus_and_random_bytes() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Hardening (issue 22): hostile settings, fencing at the end of its range, memory per
+// Hardening: hostile settings, fencing at the end of its range, memory per
 // connection, fair share, authentication abuse.
 // ---------------------------------------------------------------------------------------
 

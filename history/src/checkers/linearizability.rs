@@ -1370,7 +1370,7 @@ mod tests {
         Outcome::Granted { fence, acquired_at: 0, ttl: None }
     }
 
-    /// Issue 16's history in small: after the only lease was released, a try_acquire was
+    /// A real server's history in small: after the only lease was released, a try_acquire was
     /// refused. The release of L1 was invoked before a correct refusal but must come after it
     /// (it returned late); replayed in invocation order, as the checker used to explain, that
     /// correct refusal was "impossible" and blamed.

@@ -17,9 +17,9 @@ struct Target {
     at_most: f64,
 }
 
-/// The targets of a suite, as its backend's issue sets them: memory (issue 2) against
-/// `tokio::sync::Mutex`; Redis (issue 5) against `PING`; NATS (issue 6) against a NATS round
-/// trip; dflockd (issue 7) against a TCP echo. Every backend's hand-off must also be flat in
+/// The targets of a suite, each against the floor of its own run: memory against
+/// `tokio::sync::Mutex`; Redis against `PING`; NATS against a NATS round trip; dflockd
+/// against a TCP echo. Every backend's hand-off must also be flat in
 /// the number of waiters ([`FLATNESS`]); dflockd's throughput target is [`PEER_THROUGHPUT`].
 fn targets(suite: &str) -> Vec<Target> {
     let uncontended = |what, at_most| Target { what, kind: |k| k == Kind::Uncontended, at_most };
@@ -42,7 +42,7 @@ fn targets(suite: &str) -> Vec<Target> {
     }
 }
 
-/// dflockd (issue 7): the reference server's throughput with the most clients, at least this
+/// dflockd: the reference server's throughput with the most clients, at least this
 /// multiple of the Python server's in the same runs.
 const PEER_THROUGHPUT: f64 = 10.0;
 
