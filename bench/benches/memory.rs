@@ -19,13 +19,11 @@ use std::sync::Arc;
 use lockcheck_bench::{BenchRun, DirectMemory, Kind, LockerContender, Role, Suite, TokioMutexFloor};
 use lockcheck_impls::MemoryLocker;
 
-/// Hand-off within this multiple of tokio's mutex.
-const HAND_OFF_TARGET: f64 = 2.0;
-/// Uncontended within this multiple of tokio's mutex.
-const UNCONTENDED_TARGET: f64 = 10.0;
-/// "Flat in waiters": the median hand-off with the most waiters within this multiple of the
-/// median with one.
-const FLATNESS_TARGET: f64 = 1.5;
+// The targets, as the report judges them too.
+const TARGETS: lockcheck_report::targets::SuiteTargets = lockcheck_report::targets::MEMORY;
+const HAND_OFF_TARGET: f64 = TARGETS.hand_off.unwrap();
+const UNCONTENDED_TARGET: f64 = TARGETS.uncontended.unwrap();
+const FLATNESS_TARGET: f64 = TARGETS.flatness;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut suite = Suite::new("memory")?;
@@ -61,10 +59,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// Issue 2's targets against this run's figures, for each way of calling the memory locker.
+/// The targets against this run's figures, for each way of calling the memory locker.
 fn targets(run: &BenchRun) -> String {
     let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
-    let mut lines = vec!["issue 2 targets (p50 ratios to tokio::sync::Mutex, this run):".to_owned()];
+    let mut lines = vec!["targets (p50 ratios to tokio::sync::Mutex, this run):".to_owned()];
     let mut subjects: Vec<&str> = Vec::new();
     for m in run.measurements.iter().filter(|m| m.role == Role::Subject) {
         if !subjects.contains(&m.subject.as_str()) {

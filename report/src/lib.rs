@@ -25,6 +25,7 @@
 pub mod render;
 mod results;
 mod stats;
+pub mod targets;
 
 use std::path::PathBuf;
 

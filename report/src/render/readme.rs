@@ -12,43 +12,40 @@ use crate::results::{Kind, Role};
 
 /// A target from the issues, as a ratio to the floor of the same run.
 struct Target {
-    what: &'static str,
+    what: String,
     kind: fn(Kind) -> bool,
     at_most: f64,
 }
 
-/// The targets of a suite, each against the floor of its own run: memory against
-/// `tokio::sync::Mutex`; Redis against `PING`; NATS against a NATS round trip; dflockd
-/// against a TCP echo. Every backend's hand-off must also be flat in
-/// the number of waiters ([`FLATNESS`]); dflockd's throughput target is [`PEER_THROUGHPUT`].
+/// The targets of a suite as rows of the report (see [`crate::targets`]).
 fn targets(suite: &str) -> Vec<Target> {
-    let uncontended = |what, at_most| Target { what, kind: |k| k == Kind::Uncontended, at_most };
-    let hand_off = |what, at_most| Target { what, kind: |k| matches!(k, Kind::HandOff { .. }), at_most };
-    match suite {
-        "memory" => vec![
-            uncontended("uncontended try-lock + release ≤ 10× tokio::sync::Mutex", 10.0),
-            hand_off("hand-off ≤ 2× tokio::sync::Mutex, at every queue length", 2.0),
-        ],
-        "redis" => vec![
-            uncontended("uncontended acquire + release ≤ 2.5× PING", 2.5),
-            hand_off("hand-off ≤ 4× PING, at every queue length", 4.0),
-        ],
-        "nats" => vec![hand_off("hand-off ≤ 4× the NATS round trip, at every queue length", 4.0)],
-        "dflockd" => vec![
-            uncontended("uncontended acquire + release ≤ 3× the TCP echo", 3.0),
-            hand_off("hand-off ≤ 3× the TCP echo, at every queue length", 3.0),
-        ],
-        _ => Vec::new(),
+    let t = crate::targets::for_suite(suite);
+    let mut rows = Vec::new();
+    if let Some(at_most) = t.uncontended {
+        rows.push(Target {
+            what: format!("uncontended acquire + release ≤ {at_most}× {}", t.floor),
+            kind: |k| k == Kind::Uncontended,
+            at_most,
+        });
     }
+    if let Some(at_most) = t.hand_off {
+        rows.push(Target {
+            what: format!("hand-off ≤ {at_most}× {}, at every queue length", t.floor),
+            kind: |k| matches!(k, Kind::HandOff { .. }),
+            at_most,
+        });
+    }
+    rows
 }
 
-/// dflockd: the reference server's throughput with the most clients, at least this
-/// multiple of the Python server's in the same runs.
-const PEER_THROUGHPUT: f64 = 10.0;
+/// dflockd: the reference server's throughput with the most clients, at least this multiple
+/// of the Python server's in the same runs.
+const PEER_THROUGHPUT: f64 = match crate::targets::DFLOCKD.peer_speedup {
+    Some(speedup) => speedup,
+    None => f64::INFINITY,
+};
 
-/// "Flat in waiters": the median hand-off with the most waiters within this multiple of the
-/// median with the fewest.
-const FLATNESS: f64 = 1.5;
+const FLATNESS: f64 = crate::targets::FLATNESS;
 
 fn picture(out: &mut String, report: &Report, png: &Path, alt: &str) {
     let name = png.file_name().and_then(|n| n.to_str()).unwrap_or_default();
@@ -86,9 +83,10 @@ fn peer_throughput(o: &mut String, figures: &[Figure], subject: &str) {
     let verdict = if speedup >= PEER_THROUGHPUT { "met" } else { "**missed**" };
     let _ = writeln!(
         o,
-        "| {} | throughput at {} clients ≥ {PEER_THROUGHPUT}× {} | {} vs {} = {speedup:.1}× | {verdict} |",
+        "| {} | throughput at {} clients ≥ {}× {} | {} vs {} = {speedup:.1}× | {verdict} |",
         escape(subject),
         ours.0,
+        PEER_THROUGHPUT,
         escape(&theirs.3),
         format_rate(ours.2),
         format_rate(theirs.2),
