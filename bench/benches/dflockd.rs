@@ -19,7 +19,8 @@ use lockcheck_bench::{BenchRun, Kind, LockerContender, Role, Suite, TcpEcho};
 use lockcheck_conformance::services::Service;
 use lockcheck_conformance::services::dflockd::{PythonDflockdOptions, python_spec};
 use lockcheck_impls::Locker;
-use lockcheck_impls::dflockd::{DflockdLocker, DflockdLockerConfig, Server, ServerConfig, ServerKind};
+use lockcheck_impls::dflockd::{DflockdLocker, DflockdLockerConfig, ServerKind};
+use lockcheck_server::{Server, ServerConfig};
 
 // The targets, as the report judges them too.
 const TARGETS: lockcheck_report::targets::SuiteTargets = lockcheck_report::targets::DFLOCKD;

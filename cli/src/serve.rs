@@ -12,7 +12,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context;
-use lockcheck_impls::dflockd::{Server, ServerConfig, ServerTls};
+use lockcheck_impls::dflockd::ServerTls;
+use lockcheck_server::{Server, ServerConfig};
 
 /// Arguments of `lockcheck serve` (each also read from the `DFLOCKD_*` variable named in
 /// its help, which takes precedence).

@@ -15,10 +15,10 @@ use std::time::Duration;
 use lockcheck_conformance::services::dflockd::{PythonDflockdOptions, python_dflockd, venv_python};
 use lockcheck_conformance::services::{Policy, Service};
 use lockcheck_impls::dflockd::{
-    ConnectOptions, Connection, DflockdError, DflockdLocker, DflockdLockerConfig, Server, ServerConfig, ServerKind,
-    ServerTls, commands,
+    ConnectOptions, Connection, DflockdError, DflockdLocker, DflockdLockerConfig, ServerKind, ServerTls, commands,
 };
 use lockcheck_impls::{LeaseRequest, LockError, Locker};
+use lockcheck_server::{Server, ServerConfig};
 use tokio::time::Instant;
 
 // ---------------------------------------------------------------------------------------

@@ -9,7 +9,8 @@ use lockcheck_conformance::services::dflockd::{DflockdBackend, EmbeddedDflockd, 
 use lockcheck_conformance::services::proxy::TcpProxy;
 use lockcheck_conformance::suite::check_info;
 use lockcheck_conformance::{Property, Status, SuiteConfig, Timing, run_check, run_suite};
-use lockcheck_impls::dflockd::{DflockdLockerConfig, ServerConfig};
+use lockcheck_impls::dflockd::DflockdLockerConfig;
+use lockcheck_server::ServerConfig;
 
 /// Every check against the reference server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

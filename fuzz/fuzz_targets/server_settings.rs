@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use lockcheck_impls::dflockd::ServerConfig;
+use lockcheck_server::ServerConfig;
 use lockcheck_impls::dflockd::protocol::{MAX_LINE_BYTES, MAX_PROTOCOL_SECONDS};
 
 fn duration(u: &mut Unstructured<'_>) -> Result<Duration> {

@@ -409,11 +409,14 @@ mod tests {
             outcome: Outcome::Granted { fence: 1, acquired_at: 15, ttl: None },
         };
         assert_eq!(History { operations: vec![fine.clone()] }.validate(), Ok(()));
-        let backwards = Operation { returned: Some(5), ..fine.clone() };
-        let no_permit =
-            Operation { call: Call::Acquire { lease: LeaseId(2), ttl: 1_000, limit: 0, wait: 0 }, ..fine.clone() };
-        let far = Operation { returned: Some(u64::MAX), ..fine.clone() };
-        for (bad, word) in [(backwards, "before"), (no_permit, "limit of 0"), (far, "day")] {
+        let acquire = |lease, limit| Call::Acquire { lease: LeaseId(lease), ttl: 1_000, limit, wait: 0 };
+        let backwards = Operation { call: acquire(2, 1), returned: Some(5), ..fine.clone() };
+        let no_permit = Operation { call: acquire(3, 0), ..fine.clone() };
+        let far = Operation { call: acquire(4, 1), returned: Some(u64::MAX), ..fine.clone() };
+        let same_grant = fine.clone();
+        for (bad, word) in
+            [(backwards, "before"), (no_permit, "limit of 0"), (far, "day"), (same_grant, "already named")]
+        {
             let error = History { operations: vec![fine.clone(), bad] }.validate().expect_err("impossible");
             assert_eq!(error.operation, 2);
             assert!(error.to_string().contains(word), "{error}");

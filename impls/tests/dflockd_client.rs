@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use lockcheck_impls::dflockd::{
     ClientTls, ConnectOptions, Connection, DflockdError, DflockdLocker, DflockdLockerConfig, Lock, LockOptions,
-    Semaphore, Server, ServerConfig, ServerKind, ServerTls, commands, crc32_shard,
+    Semaphore, ServerKind, ServerTls, commands, crc32_shard,
 };
 use lockcheck_impls::{LeaseRequest, LockError, Locker};
+use lockcheck_server::{Server, ServerConfig};
 use tokio::time::Instant;
 
 async fn server(configure: impl FnOnce(&mut ServerConfig)) -> Server {

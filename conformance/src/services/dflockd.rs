@@ -14,8 +14,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use lockcheck_history::Timing;
-use lockcheck_impls::dflockd::{DflockdLocker, DflockdLockerConfig, Server, ServerConfig, ServerError, ServerKind};
+use lockcheck_impls::dflockd::{DflockdLocker, DflockdLockerConfig, ServerKind};
 use lockcheck_impls::{LockError, Locker};
+use lockcheck_server::{Server, ServerConfig, ServerError};
 use tokio::sync::OnceCell;
 
 use super::proxy::TcpProxy;

@@ -108,4 +108,9 @@ impl ServerTls {
     pub fn from_config(config: Arc<rustls::ServerConfig>) -> Self {
         ServerTls { config }
     }
+
+    /// The rustls configuration a server accepts connections with.
+    pub fn rustls_config(&self) -> Arc<rustls::ServerConfig> {
+        self.config.clone()
+    }
 }

@@ -24,8 +24,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::super::tls::ServerTls;
-use crate::dflockd::protocol::{MAX_LINE_BYTES, MAX_PROTOCOL_SECONDS};
+use lockcheck_impls::dflockd::ServerTls;
+use lockcheck_impls::dflockd::protocol::{MAX_LINE_BYTES, MAX_PROTOCOL_SECONDS};
 
 /// The longest duration any setting may have: one year. Far below what an instant can hold
 /// on any platform, so `now + setting` never overflows.

@@ -1,4 +1,5 @@
-//! The reference dflockd server (`lockcheck serve`), on tokio.
+//! The reference dflockd lock server (`lockcheck serve`), on tokio: the protocol of
+//! `lockcheck_impls::dflockd`, served.
 //!
 //! The whole protocol of the newest servers: FIFO leases, semaphores with limit rules, two-phase
 //! acquisition per connection, renew, auth (constant-time compare), TLS on the same port,
@@ -28,7 +29,8 @@
 //! [`Server::reply_buffer_bytes`] reports what the reply buffers hold now.
 //!
 //! ```
-//! use lockcheck_impls::dflockd::{Connection, ConnectOptions, Server, ServerConfig, commands};
+//! use lockcheck_impls::dflockd::{Connection, ConnectOptions, commands};
+//! use lockcheck_server::{Server, ServerConfig};
 //! use std::time::Duration;
 //!
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
@@ -41,6 +43,8 @@
 //! # })?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+
+#![deny(missing_docs)]
 
 mod auth;
 mod config;
@@ -278,7 +282,7 @@ async fn accept_loop(
     config: ServerConfig,
 ) {
     static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
-    let tls = config.tls.as_ref().map(|t| tokio_rustls::TlsAcceptor::from(t.config.clone()));
+    let tls = config.tls.as_ref().map(|t| tokio_rustls::TlsAcceptor::from(t.rustls_config()));
     let auth_required = shared.auth_token.is_some();
     loop {
         let (tcp, peer) = match listener.accept().await {

@@ -6,17 +6,15 @@
 //! stay up, stay fair (every well-behaved acquire is granted, none is refused for want of
 //! room), keep mutual exclusion and keep its fencing tokens increasing, and hold no more
 //! reply memory than its documented bound. Every loop is bounded by a count, not a clock.
-#![cfg(feature = "dflockd")]
 
-#[path = "dflockd_support/raw.rs"]
+#[path = "support/raw.rs"]
 mod raw;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lockcheck_impls::dflockd::server::{EventSink, REPLY_BUFFER_KEEP, ServerEvent};
-use lockcheck_impls::dflockd::{Server, ServerConfig};
+use lockcheck_server::{EventSink, REPLY_BUFFER_KEEP, Server, ServerConfig, ServerEvent};
 use raw::{Raw, fence_of};
 use tokio::io::AsyncWriteExt;
 

@@ -1,14 +1,14 @@
 //! The reference dflockd server, driven byte by byte: the protocol as specified
-//! (shared/reference/dflockd-protocol.md), then hostile input. Each test starts its own
+//! (`lockcheck_impls::dflockd::protocol`), then hostile input. Each test starts its own
 //! in-process server on a free loopback port.
-#![cfg(feature = "dflockd")]
 
-#[path = "dflockd_support/raw.rs"]
+#[path = "support/raw.rs"]
 mod raw;
 
 use std::time::Duration;
 
-use lockcheck_impls::dflockd::{Server, ServerConfig, protocol};
+use lockcheck_impls::dflockd::protocol;
+use lockcheck_server::{Server, ServerConfig};
 use raw::{Raw, fence_of};
 use tokio::time::Instant;
 
@@ -501,7 +501,7 @@ fn parser_smoke_on_corpus_and_random_bytes() {
 // connection, fair share, authentication abuse.
 // ---------------------------------------------------------------------------------------
 
-use lockcheck_impls::dflockd::server::{EventSink, REPLY_BUFFER_KEEP, ServerError, ServerEvent};
+use lockcheck_server::{EventSink, REPLY_BUFFER_KEEP, ServerError, ServerEvent};
 use std::sync::{Arc, Mutex};
 
 /// Collects the server's events for assertions.

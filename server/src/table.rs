@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 use super::config::{EventSink, ServerEvent, worth_reporting};
 use super::fence::{FenceCounter, FenceError, token};
-use crate::dflockd::protocol::{Namespace, Status};
+use lockcheck_impls::dflockd::protocol::{Namespace, Status};
 
 pub(crate) type ConnId = u64;
 pub(crate) type KeyId = (Namespace, String);
@@ -577,7 +577,7 @@ mod tests {
         let locks = doc["locks"].as_array().unwrap();
         assert_eq!(locks.len(), MAX_STATS_ENTRIES);
         assert_eq!(locks[0]["key"], format!("{:0>255}", 0));
-        assert!(doc.to_string().len() < crate::dflockd::MAX_REPLY_BYTES, "{} bytes", doc.to_string().len());
+        assert!(doc.to_string().len() < lockcheck_impls::dflockd::MAX_REPLY_BYTES, "{} bytes", doc.to_string().len());
     }
 
     fn table() -> Table {

@@ -38,7 +38,7 @@ use tokio::time::{Instant, Sleep, timeout_at};
 use super::Shared;
 use super::auth::PreAuthPass;
 use super::table::{Admission, ConnId, Grant, Granted, KeyId, after, later};
-use crate::dflockd::protocol::{
+use lockcheck_impls::dflockd::protocol::{
     LineScan, MAX_LINE_BYTES, Reply, Request, RequestError, Status, parse_request, scan_line,
 };
 
