@@ -632,11 +632,26 @@ async fn fifo_hand_off(ctx: &mut Ctx<'_>) -> Result<Notes, Stop> {
         let request = LeaseRequest::lock(ctx.key(&format!("k{round}")), ctx.timing.long_ttl());
         let held = must_try(ctx, &holder, &request, "the key was never locked").await?;
         let order = Arc::new(Mutex::new(Vec::new()));
-        let mut waiters = Vec::new();
+        let mut waiters: Vec<Waiter> = Vec::new();
         for (n, client) in queued.iter().enumerate() {
-            // The last one is the newcomer: it asks right after the release.
+            // The last one is the newcomer: it asks right after the release, first without
+            // waiting, from the releasing task itself, so that it asks before a woken waiter
+            // can run: a lock that lets newcomers barge in is free at that moment.
             if n == queued.len() - 1 {
                 holder.release(&held).await?;
+                if let Some(barged) = client.try_acquire(&request).await? {
+                    client.release(&barged).await?;
+                    // The queued waiters finish (granted in turn), so the history is whole.
+                    for waiter in waiters {
+                        waiter.outcome().await?;
+                    }
+                    return Err(ctx.violated(format!(
+                        "round {}: a newcomer's try_acquire right after the release was granted ahead of {} \
+                         queued waiters",
+                        round + 1,
+                        queued.len() - 1
+                    )));
+                }
             }
             let (order, id, releaser) = (order.clone(), client.client_id(), client.clone());
             waiters.push(
