@@ -1,7 +1,6 @@
 //! The Rust dflockd client against the reference server (in-process): the three layers,
 //! renewal and the lost-lock signal, two-phase, sharding, auth, TLS, and the lockcheck
 //! `Locker` API.
-#![cfg(feature = "dflockd")]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
