@@ -16,11 +16,11 @@
 use std::sync::Arc;
 
 use lockcheck_bench::{BenchRun, Kind, LockerContender, Role, Suite, TcpEcho};
-use lockcheck_conformance::services::Service;
-use lockcheck_conformance::services::dflockd::{PythonDflockdOptions, python_spec};
 use lockcheck_impls::Locker;
 use lockcheck_impls::dflockd::{DflockdLocker, DflockdLockerConfig, ServerKind};
 use lockcheck_server::{Server, ServerConfig};
+use lockcheck_support::Service;
+use lockcheck_support::dflockd::{PythonDflockdOptions, python_spec};
 
 // The targets, as the report judges them too.
 const TARGETS: lockcheck_report::targets::SuiteTargets = lockcheck_report::targets::DFLOCKD;

@@ -31,10 +31,10 @@ use lockcheck_bench::{
     BENCH_TTL, BENCH_WAIT, BenchError, BenchRun, Contender, Kind, LockerContender, Role, RoundTrip, Suite,
 };
 use lockcheck_conformance::mutants::nats::PortedNatsLocker;
-use lockcheck_conformance::services::Service;
-use lockcheck_conformance::services::nats::spec;
 use lockcheck_impls::nats::{BucketConfig, NatsLocker};
 use lockcheck_impls::{Lease, LeaseRequest, Locker};
+use lockcheck_support::Service;
+use lockcheck_support::nats::spec;
 use tokio::time::Instant;
 
 const HAND_OFF_TARGET: f64 = 4.0;

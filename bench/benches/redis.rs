@@ -17,10 +17,10 @@ use std::sync::Arc;
 
 use lockcheck_bench::{BENCH_TTL, BenchError, BenchRun, Contender, Kind, LockerContender, Role, RoundTrip, Suite};
 use lockcheck_conformance::mutants::redis::PortedRedisLocker;
-use lockcheck_conformance::services::Service;
-use lockcheck_conformance::services::redis::{RedisOptions, spec, url};
 use lockcheck_impls::WaitingCount;
 use lockcheck_impls::redis::RedisLocker;
+use lockcheck_support::Service;
+use lockcheck_support::redis::{RedisOptions, spec, url};
 
 const UNCONTENDED_TARGET: f64 = 2.5;
 const HAND_OFF_TARGET: f64 = 4.0;

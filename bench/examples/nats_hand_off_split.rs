@@ -27,10 +27,10 @@ use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
 use lockcheck_bench::{LockerContender, hand_off};
-use lockcheck_conformance::services::Service;
-use lockcheck_conformance::services::nats::spec;
 use lockcheck_impls::nats::{BucketConfig, NatsLocker, NatsStats};
 use lockcheck_impls::{LeaseRequest, Locker};
+use lockcheck_support::Service;
+use lockcheck_support::nats::spec;
 use tokio::time::Instant;
 
 const BUCKET: &str = "hand-off-split";

@@ -4,13 +4,11 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
-use lockcheck_conformance::mutants::{self, Mutant};
-use lockcheck_conformance::suite::selected;
-use lockcheck_conformance::{Counterexample, Property, Status, SuiteConfig, run_check};
+use lockcheck_conformance::SuiteConfig;
+use lockcheck_conformance::mutants::{self, HuntVerdict, Mutant};
 
 /// Arguments of `lockcheck selftest`.
 #[derive(clap::Args)]
@@ -27,21 +25,6 @@ pub struct Args {
     /// List the mutants and exit.
     #[arg(long)]
     list: bool,
-}
-
-/// How one mutant fared.
-#[derive(serde::Serialize)]
-struct Outcome {
-    mutant: String,
-    failure_class: String,
-    expected: Property,
-    /// `caught`, `caught-other` (by another property than expected) or `survived`.
-    status: &'static str,
-    caught_by: Option<Property>,
-    check: Option<String>,
-    counterexample_operations: Option<usize>,
-    time_to_catch: Duration,
-    counterexample: Option<Counterexample>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -70,16 +53,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut outcomes = Vec::new();
     for mutant in &chosen {
         progress.set_message(mutant.name);
-        outcomes.push(runtime.block_on(hunt(mutant, &config)));
+        outcomes.push(runtime.block_on(mutants::hunt(mutant, &config)));
         progress.inc(1);
     }
     progress.finish_and_clear();
 
     println!("{:<34} {:<20} {:<20} {:>5} {:>9}  check", "mutant", "expected", "caught by", "ops", "time");
     for outcome in &outcomes {
-        let caught = match (outcome.caught_by, outcome.status) {
+        let caught = match (outcome.caught_by, outcome.verdict) {
             (Some(property), _) => property.to_string(),
-            (None, "not-run") => "NOT RUN".to_owned(),
+            (None, HuntVerdict::NotRun) => "NOT RUN".to_owned(),
             (None, _) => "SURVIVED".to_owned(),
         };
         println!(
@@ -97,9 +80,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             println!("\n{} — {}\n{counterexample}", outcome.mutant, outcome.failure_class);
         }
     }
-    let survivors: Vec<&str> = outcomes.iter().filter(|o| o.status == "survived").map(|o| o.mutant.as_str()).collect();
-    let not_run: Vec<&str> = outcomes.iter().filter(|o| o.status == "not-run").map(|o| o.mutant.as_str()).collect();
-    let other: Vec<&str> = outcomes.iter().filter(|o| o.status == "caught-other").map(|o| o.mutant.as_str()).collect();
+    let named = |verdict: HuntVerdict| -> Vec<&str> {
+        outcomes.iter().filter(|o| o.verdict == verdict).map(|o| o.mutant.as_str()).collect()
+    };
+    let (survivors, not_run, other) =
+        (named(HuntVerdict::Survived), named(HuntVerdict::NotRun), named(HuntVerdict::CaughtOther));
     println!(
         "\n{} of {} mutants caught{}",
         outcomes.len() - survivors.len() - not_run.len(),
@@ -126,58 +111,4 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Runs the suite's checks in order against `mutant` until one reports a violation.
-async fn hunt(mutant: &Mutant, config: &SuiteConfig) -> Outcome {
-    let mut elapsed = Duration::ZERO;
-    for check in selected(config) {
-        let result = run_check(mutant.backend.as_ref(), check, config).await;
-        elapsed += result.elapsed;
-        // A mutant whose server could not be reached was not tested: say so, never "survived".
-        if let Some(why) = result.notes.iter().find(|note| note.starts_with("could not connect")) {
-            return Outcome {
-                mutant: mutant.name.to_owned(),
-                failure_class: mutant.failure_class.to_owned(),
-                expected: mutant.expected_to_violate,
-                status: "not-run",
-                caught_by: None,
-                check: Some(why.clone()),
-                counterexample_operations: None,
-                time_to_catch: elapsed,
-                counterexample: None,
-            };
-        }
-        if result.status() == Status::Violated {
-            let counterexample = result
-                .counterexamples
-                .iter()
-                .find(|c| c.property == mutant.expected_to_violate)
-                .or(result.counterexamples.first())
-                .cloned();
-            let caught_by = counterexample.as_ref().map(|c| c.property);
-            return Outcome {
-                mutant: mutant.name.to_owned(),
-                failure_class: mutant.failure_class.to_owned(),
-                expected: mutant.expected_to_violate,
-                status: if caught_by == Some(mutant.expected_to_violate) { "caught" } else { "caught-other" },
-                caught_by,
-                check: Some(result.check.clone()),
-                counterexample_operations: counterexample.as_ref().map(Counterexample::len),
-                time_to_catch: elapsed,
-                counterexample,
-            };
-        }
-    }
-    Outcome {
-        mutant: mutant.name.to_owned(),
-        failure_class: mutant.failure_class.to_owned(),
-        expected: mutant.expected_to_violate,
-        status: "survived",
-        caught_by: None,
-        check: None,
-        counterexample_operations: None,
-        time_to_catch: elapsed,
-        counterexample: None,
-    }
 }

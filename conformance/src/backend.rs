@@ -126,3 +126,65 @@ impl Backend for SharedLocker {
         self.timing
     }
 }
+
+/// A backend together with the servers it runs on: they live as long as the backend and stop
+/// when it is dropped, so a test that builds one owns its servers (a fixture per test, as
+/// redis-rs's test contexts do) and nothing leaks from one test into the next.
+pub struct Served<B> {
+    backend: B,
+    // Declared after `backend`, so clients' backend is dropped before the servers stop.
+    _servers: Box<dyn std::any::Any + Send + Sync>,
+}
+
+impl<B: Backend> Served<B> {
+    /// `backend` running on `servers` (a `Service`, a `Vec` of them, a cluster — anything whose
+    /// `Drop` stops them).
+    pub fn new(backend: B, servers: impl std::any::Any + Send + Sync) -> Self {
+        Served { backend, _servers: Box::new(servers) }
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+}
+
+#[async_trait]
+impl<B: Backend> Backend for Served<B> {
+    fn name(&self) -> String {
+        self.backend.name()
+    }
+    async fn connect(&self) -> Result<Arc<dyn Locker>, LockError> {
+        self.backend.connect().await
+    }
+    fn timing(&self) -> Timing {
+        self.backend.timing()
+    }
+    async fn cut_sessions(&self) -> bool {
+        self.backend.cut_sessions().await
+    }
+}
+
+/// What a [`conformance_suite!`](crate::conformance_suite) test may be given: a backend, or
+/// `Option<backend>` where `None` means its servers could not be started and the run allows
+/// skipping (`LOCKCHECK_SERVICES=skip`; the service layer has printed why).
+pub trait MaybeBackend {
+    /// The backend.
+    type Backend: Backend;
+    /// The backend, or `None` to skip.
+    fn into_backend(self) -> Option<Self::Backend>;
+}
+
+impl<B: Backend> MaybeBackend for B {
+    type Backend = B;
+    fn into_backend(self) -> Option<B> {
+        Some(self)
+    }
+}
+
+impl<B: Backend> MaybeBackend for Option<B> {
+    type Backend = B;
+    fn into_backend(self) -> Option<B> {
+        self
+    }
+}

@@ -19,6 +19,13 @@
 //! connection's leases when it closes (the default, `bound`) or only at release or expiry
 //! (`ttl`, for a server run without auto-release on disconnect).
 
+#[cfg(feature = "dflockd")]
+pub mod dflockd;
+#[cfg(feature = "nats")]
+pub mod nats;
+#[cfg(feature = "redis")]
+pub mod redis;
+
 use crate::backend::{Backend, SharedLocker};
 
 /// Why a URL names no backend.
@@ -149,19 +156,19 @@ fn from_url_without_cleanup(original: &str, url: &str) -> Result<Box<dyn Backend
             reason: "`memory` takes no address or parameters (only ?cleanup=)".into(),
         }),
         #[cfg(feature = "redis")]
-        "redis" | "redis+all" | "redis+quorum" => crate::services::redis::RedisBackend::from_url(url)
+        "redis" | "redis+all" | "redis+quorum" => redis::RedisBackend::from_url(url)
             .map(|backend| Box::new(backend) as Box<dyn Backend>)
             .map_err(|reason| BadBackendUrl::Malformed { url: url.to_owned(), reason }),
         #[cfg(not(feature = "redis"))]
         "redis" | "redis+all" | "redis+quorum" => not_built_in(url, "redis"),
         #[cfg(feature = "nats")]
-        "nats" => crate::services::nats::NatsBackend::from_url(url)
+        "nats" => nats::NatsBackend::from_url(url)
             .map(|backend| Box::new(backend) as Box<dyn Backend>)
             .map_err(|reason| BadBackendUrl::Malformed { url: url.to_owned(), reason }),
         #[cfg(not(feature = "nats"))]
         "nats" => not_built_in(url, "nats"),
         #[cfg(feature = "dflockd")]
-        "dflockd" => crate::services::dflockd::DflockdBackend::from_url(url)
+        "dflockd" => dflockd::DflockdBackend::from_url(url)
             .map(|backend| Box::new(backend) as Box<dyn Backend>)
             .map_err(|reason| BadBackendUrl::Malformed { url: url.to_owned(), reason }),
         #[cfg(feature = "dflockd")]
@@ -170,7 +177,7 @@ fn from_url_without_cleanup(original: &str, url: &str) -> Result<Box<dyn Backend
             reason: "`dflockd-embedded` takes no address or parameters (only ?cleanup=)".into(),
         }),
         #[cfg(feature = "dflockd")]
-        "dflockd-embedded" => crate::services::dflockd::DflockdBackend::embedded()
+        "dflockd-embedded" => dflockd::DflockdBackend::embedded()
             .map(|backend| Box::new(backend) as Box<dyn Backend>)
             .map_err(|error| BadBackendUrl::Malformed { url: url.to_owned(), reason: error.to_string() }),
         #[cfg(not(feature = "dflockd"))]

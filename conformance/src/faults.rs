@@ -1,6 +1,6 @@
 //! Fault injection: what becomes of a lock when its server or its client misbehaves.
 //!
-//! A fault run injects one [`Fault`] through a [`Service`](crate::services::Service) (pause,
+//! A fault run injects one [`Fault`] through a [`Service`](lockcheck_support::Service) (pause,
 //! kill, restart, network disconnect) or through the client itself (a holder that stalls past
 //! its lease), observes the lock from several clients, and judges the result as a
 //! [`FaultOutcome`]:
@@ -227,7 +227,7 @@ impl fmt::Display for FaultReport {
 pub enum FaultError {
     /// The fault could not be injected (or is impossible on this runtime).
     #[error(transparent)]
-    Service(#[from] crate::services::ServiceError),
+    Service(#[from] lockcheck_support::ServiceError),
     /// A lock operation failed where the run needed an answer.
     #[error("{step}: {source}")]
     Lock {

@@ -13,7 +13,8 @@
 //!   concurrent random workloads. Capability-aware: unclaimed properties are reported as
 //!   "not claimed".
 //! - [`mutants`]: deliberately broken lockers the suite must catch.
-//! - [`backends`]: backend URLs (`memory`, `redis://…`, …) to [`Backend`]s.
+//! - [`backends`]: backend URLs (`memory`, `redis://…`, …) to [`Backend`]s, and each real
+//!   backend as the suite sees it (behind its feature).
 //! - [`guide`]: writing a backend of your own, and every rule the checks rely on.
 //!
 //! # Plugging in a backend
@@ -65,7 +66,8 @@
 //! | `LOCKCHECK_SEED` | the seed of every randomized check (default: random, printed). |
 //! | `LOCKCHECK_HISTORY_DIR` | a directory where a random workload that fails keeps its history (`random_workload-<seed>.json`), for `lockcheck check --recheck`. |
 //!
-//! The service layer (`services`, behind the `services` feature) documents its own.
+//! The servers the suites run against are `lockcheck-support`'s fixtures, which document their
+//! own variables.
 #![deny(missing_docs)]
 
 mod backend;
@@ -76,12 +78,9 @@ pub mod mutants;
 pub mod suite;
 
 #[cfg(feature = "services")]
-pub mod services;
-
-#[cfg(feature = "services")]
 pub mod faults;
 
-pub use backend::{Backend, SharedLocker};
+pub use backend::{Backend, MaybeBackend, Served, SharedLocker};
 pub use history::{History, Recorder, RecordingLocker};
 pub use lockcheck_history::{Counterexample, Timing, Verdict, checkers};
 pub use lockcheck_model::spec::Property;
@@ -99,10 +98,14 @@ pub use lockcheck_impls::{Capabilities, FencingToken, Lease, LeaseRequest, LockE
 /// tokio socket, or run async set-up with `tokio::runtime::Handle::current().block_on(…)`.
 /// It must not `.await` (it is not in an async block). The backend is dropped inside the
 /// runtime too, before it shuts down. See the [guide](crate::guide) for a worked example.
+/// It may also be an `Option` of a backend ([`MaybeBackend`]): a [`Served`] backend whose
+/// servers a test starts for itself is `None` when they cannot be started and the run allows
+/// skipping, and the test then prints that it skipped.
 ///
 /// A test fails on a violated property *and* on an unknown verdict (a backend error, a
 /// checker out of budget); a check whose capability the backend does not claim passes and
-/// prints "not claimed".
+/// prints "not claimed", as does a violation the backend's own claims predict (printed with
+/// its remedy) and a claim the backend cannot be put to the test of ("not checked").
 #[macro_export]
 macro_rules! conformance_suite {
     ($name:ident, $backend:expr) => {
@@ -116,7 +119,8 @@ macro_rules! conformance_suite {
             refresh_after_loss_reports_loss remaining_ttl_counts_down racing_try_acquires
             fencing_increases cancelled_acquire_leaves_nothing fifo_hand_off hand_off_is_pushed
             semaphore_admits_limit semaphore_waiters crashed_holder_frees_within_ttl
-            session_cut_under_holder stale_holder_fenced_off sequential_model random_workload);
+            session_cut_under_holder stale_holder_fenced_off bad_input_changes_nothing sequential_model
+            random_workload);
     };
     (@tests $name:ident, $backend:expr, $config:expr, $($check:ident)*) => {
         #[cfg(test)]

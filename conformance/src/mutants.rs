@@ -48,7 +48,13 @@ pub fn builtin() -> Vec<Mutant> {
 /// checker is proven by a broken backend it catches *and* by a correct, unusual one it does not
 /// flag. (name, backend).
 pub fn unusual_but_correct() -> Vec<(&'static str, Box<dyn Backend>)> {
-    vec![("memory-sessions: leases freed when the client's session ends, and said so", builtin::session_bound_memory())]
+    vec![
+        ("memory-sessions: leases freed when the client's session ends, and said so", builtin::session_bound_memory()),
+        (
+            "memory-lenient-keys: keys with whitespace and control characters accepted and locked",
+            builtin::lenient_keys_memory(),
+        ),
+    ]
 }
 
 /// Mutants of real services, registered by backend modules behind their features. Each
@@ -68,4 +74,109 @@ pub fn all() -> Vec<Mutant> {
     let mut mutants = builtin();
     mutants.extend(service_mutants());
     mutants
+}
+
+/// How a mutant fared against the suite ([`hunt`]).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Hunt {
+    /// The mutant's name.
+    pub mutant: String,
+    /// Its failure class.
+    pub failure_class: String,
+    /// The property it is expected to break.
+    pub expected: Property,
+    /// What became of it.
+    #[serde(rename = "status")]
+    pub verdict: HuntVerdict,
+    /// The property its counterexample names, if it was caught.
+    pub caught_by: Option<Property>,
+    /// The check that caught it, or why it could not be run.
+    pub check: Option<String>,
+    /// The number of operations in the counterexample.
+    pub counterexample_operations: Option<usize>,
+    /// The suite's time until it was caught (or in all, if it survived).
+    pub time_to_catch: std::time::Duration,
+    /// The counterexample.
+    pub counterexample: Option<lockcheck_history::Counterexample>,
+}
+
+/// What became of a hunted mutant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HuntVerdict {
+    /// Caught, with a counterexample of the property it was expected to break.
+    Caught,
+    /// Caught, but by another property than expected.
+    CaughtOther,
+    /// Every check passed it: the harness could not fail it.
+    Survived,
+    /// Its server could not be reached: not tested, never read as survived or caught.
+    NotRun,
+}
+
+/// Runs the suite's checks (those `config` selects) in order against `mutant` until one reports
+/// a violation: the one loop behind `lockcheck selftest` and every "each mutant is caught" test.
+pub async fn hunt(mutant: &Mutant, config: &crate::SuiteConfig) -> Hunt {
+    let mut hunt = Hunt {
+        mutant: mutant.name.to_owned(),
+        failure_class: mutant.failure_class.to_owned(),
+        expected: mutant.expected_to_violate,
+        verdict: HuntVerdict::Survived,
+        caught_by: None,
+        check: None,
+        counterexample_operations: None,
+        time_to_catch: std::time::Duration::ZERO,
+        counterexample: None,
+    };
+    for check in crate::suite::selected(config) {
+        let result = crate::run_check(mutant.backend.as_ref(), check, config).await;
+        hunt.time_to_catch += result.elapsed;
+        if let Some(why) = result.notes.iter().find(|note| note.starts_with("could not connect")) {
+            hunt.verdict = HuntVerdict::NotRun;
+            hunt.check = Some(why.clone());
+            return hunt;
+        }
+        if result.status() == crate::Status::Violated {
+            let counterexample = result
+                .counterexamples
+                .iter()
+                .find(|c| c.property == mutant.expected_to_violate)
+                .or(result.counterexamples.first())
+                .cloned();
+            hunt.caught_by = counterexample.as_ref().map(|c| c.property);
+            hunt.verdict = match hunt.caught_by == Some(mutant.expected_to_violate) {
+                true => HuntVerdict::Caught,
+                false => HuntVerdict::CaughtOther,
+            };
+            hunt.check = Some(result.check.clone());
+            hunt.counterexample_operations = counterexample.as_ref().map(lockcheck_history::Counterexample::len);
+            hunt.counterexample = counterexample;
+            return hunt;
+        }
+    }
+    hunt
+}
+
+/// Hunts each of `mutants` and returns those not caught by the property they are expected to
+/// break, each with what became of it; prints one line per mutant (for test logs).
+pub async fn not_caught_as_expected(mutants: &[Mutant], config: &crate::SuiteConfig) -> Vec<Hunt> {
+    let mut missed = Vec::new();
+    for mutant in mutants {
+        let hunt = hunt(mutant, config).await;
+        eprintln!(
+            "{:<34} {:?} by {:?} in {:.1}s ({})",
+            hunt.mutant,
+            hunt.verdict,
+            hunt.caught_by,
+            hunt.time_to_catch.as_secs_f64(),
+            hunt.check.as_deref().unwrap_or("-")
+        );
+        if let Some(counterexample) = &hunt.counterexample {
+            eprintln!("{counterexample}");
+        }
+        if hunt.verdict != HuntVerdict::Caught {
+            missed.push(hunt);
+        }
+    }
+    missed
 }

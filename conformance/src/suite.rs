@@ -13,6 +13,7 @@
 //!
 //! Keys are prefixed with a random run id, so runs against a shared server never collide.
 
+mod bad_input;
 mod in_test;
 mod scenarios;
 mod sequential;
@@ -331,6 +332,12 @@ pub const CHECKS: &[CheckInfo] = &[
         covers: &[ResourceSafety],
         requires: Some(Claim::Fencing),
         about: "a holder paused past its lease cannot write to a fenced resource after the next holder did",
+    },
+    CheckInfo {
+        name: "bad_input_changes_nothing",
+        covers: &[MutualExclusion, CancelSafety, Expiry, Ownership],
+        requires: None,
+        about: "requests the lock API refuses (bad keys, TTLs, limits, waits), on a held key and a free one, change nothing: the holder keeps its lease, nothing refused stays queued",
     },
     CheckInfo {
         name: "sequential_model",
@@ -699,6 +706,7 @@ pub async fn run_check(backend: &dyn Backend, check: &'static CheckInfo, config:
     let outcome = match check.name {
         "sequential_model" => sequential::run(&mut ctx).await,
         "random_workload" => workload::run(&mut ctx).await,
+        "bad_input_changes_nothing" => bad_input::run(&mut ctx).await,
         name => scenarios::run(name, &mut ctx).await,
     };
     let history = ctx.recorder.history();

@@ -6,7 +6,7 @@
 //! Mutants are listed by `mutants::builtin()`, so one added later is covered too. Seeds are
 //! fixed: a failure here replays.
 
-use lockcheck_conformance::suite::{check_info, selected};
+use lockcheck_conformance::suite::check_info;
 use lockcheck_conformance::{CheckResult, Counterexample, Property, Status, SuiteConfig, mutants, run_check};
 
 /// The longest counterexample a reader should have to read: one round of the FIFO check,
@@ -59,43 +59,30 @@ async fn every_builtin_mutant_is_caught_with_a_short_counterexample_naming_its_p
     let mut caught_once = std::collections::BTreeSet::new();
     for seed in SEEDS {
         for mutant in mutants::builtin() {
-            let config = SuiteConfig::with_seed(seed);
-            let mut caught = None;
-            for check in selected(&config) {
-                let result = run_check(mutant.backend.as_ref(), check, &config).await;
-                if result.status() == Status::Violated {
-                    caught = Some(result);
-                    break;
-                }
-            }
+            let hunt = mutants::hunt(&mutant, &SuiteConfig::with_seed(seed)).await;
             // Whether a timing flaw shows in one run is tests/mutants.rs's business; here it
             // must show in one of the seeds, and explain itself each time it does.
-            let Some(result) = caught else {
+            let (Some(counterexample), Some(check)) = (&hunt.counterexample, &hunt.check) else {
                 eprintln!("seed {seed}: {} survived the suite", mutant.name);
                 continue;
             };
             caught_once.insert(mutant.name);
-            let counterexample = result
-                .counterexamples
-                .iter()
-                .find(|counterexample| counterexample.property == mutant.expected_to_violate)
-                .unwrap_or_else(|| first(&result));
             eprintln!(
                 "seed {seed}: {:<34} {:<34} {:<22} {:>2} operations, blamed {:?}",
                 mutant.name,
-                result.check,
+                check,
                 counterexample.property.to_string(),
                 counterexample.len(),
                 counterexample.blamed.map(|at| at + 1)
             );
-            assert_explains(&format!("seed {seed}: {} by {}", mutant.name, result.check), counterexample);
+            assert_explains(&format!("seed {seed}: {} by {check}", mutant.name), counterexample);
             let also = ALSO_SHOWN
                 .iter()
                 .any(|(name, property, _)| *name == mutant.name && *property == counterexample.property);
             if counterexample.property != mutant.expected_to_violate && !also {
                 wrong.push(format!(
                     "seed {seed}: {} expected {}, {} named {}:\n{counterexample}",
-                    mutant.name, mutant.expected_to_violate, result.check, counterexample.property
+                    mutant.name, mutant.expected_to_violate, check, counterexample.property
                 ));
             }
         }

@@ -12,13 +12,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use lockcheck_conformance::services::dflockd::{PythonDflockdOptions, python_dflockd, venv_python};
-use lockcheck_conformance::services::{Policy, Service};
 use lockcheck_impls::dflockd::{
     ConnectOptions, Connection, DflockdError, DflockdLocker, DflockdLockerConfig, ServerKind, ServerTls, commands,
 };
 use lockcheck_impls::{LeaseRequest, LockError, Locker};
 use lockcheck_server::{Server, ServerConfig};
+use lockcheck_support::dflockd::{PythonDflockdOptions, python_dflockd, venv_python};
+use lockcheck_support::{Policy, Service};
 use tokio::time::Instant;
 
 // ---------------------------------------------------------------------------------------

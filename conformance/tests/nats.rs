@@ -11,10 +11,11 @@
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
-use lockcheck_conformance::services::Service;
-use lockcheck_conformance::services::nats::{locker, nats};
+use lockcheck_conformance::backends::nats::locker;
 use lockcheck_impls::nats::{BucketConfig, NatsLocker, OFFER_TIMEOUT, RECHECK_AFTER, encode_key};
 use lockcheck_impls::{Lease, LeaseRequest, LockError, Locker};
+use lockcheck_support::Service;
+use lockcheck_support::nats::nats;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 

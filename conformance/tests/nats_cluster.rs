@@ -14,10 +14,11 @@
 
 use std::time::Duration;
 
+use lockcheck_conformance::backends::nats::cluster_locker;
 use lockcheck_conformance::faults::{Fault, FaultOutcome, FaultReport};
-use lockcheck_conformance::services::nats::NatsCluster;
 use lockcheck_impls::nats::{BucketConfig, NatsLocker};
 use lockcheck_impls::{Lease, LeaseRequest, LockError, Locker};
+use lockcheck_support::nats::NatsCluster;
 use tokio::time::Instant;
 
 const LONG: Duration = Duration::from_secs(60);
@@ -33,7 +34,7 @@ fn report(fault: Fault, locker: &NatsLocker, notes: Vec<String>) {
 async fn fixture(test: &str) -> Option<(NatsCluster, NatsLocker)> {
     let cluster =
         NatsCluster::provision().await.expect("a three-node NATS cluster (Docker and scripts/setup/nats.sh)")?;
-    let locker = cluster.locker(test).await.expect("the R3 bucket is placed");
+    let locker = cluster_locker(&cluster, test).await.expect("the R3 bucket is placed");
     println!("REAL-SERVER nats-cluster: {test} against {}", locker.describe());
     Some((cluster, locker))
 }
@@ -67,7 +68,7 @@ async fn the_cluster_grants_releases_and_wakes_waiters() {
     // wakes one of them, announced by whichever node leads the stream.
     let mut waiters = Vec::new();
     for _ in 0..4 {
-        waiters.push(cluster.locker("basics").await.expect("another client"));
+        waiters.push(cluster_locker(&cluster, "basics").await.expect("another client"));
     }
     let mut tasks = tokio::task::JoinSet::new();
     for waiter in &waiters {

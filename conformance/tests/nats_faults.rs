@@ -5,8 +5,8 @@
 #![cfg(feature = "nats")]
 
 use lockcheck_conformance::faults::{FaultOutcome, FaultReport, nats as faults};
-use lockcheck_conformance::services::nats::nats;
 use lockcheck_model::spec::Property;
+use lockcheck_support::nats::nats;
 
 fn show(report: &FaultReport) {
     print!("REAL NATS: fault {report}");

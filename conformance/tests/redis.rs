@@ -8,10 +8,10 @@
 
 use std::time::Duration;
 
-use lockcheck_conformance::services::Service;
-use lockcheck_conformance::services::redis::{RedisOptions, redis, url};
 use lockcheck_impls::redis::{RedisConfig, RedisLocker, Wakeups, cluster_slot as slot};
 use lockcheck_impls::{InvalidInput, LeaseRequest, LockError, Locker};
+use lockcheck_support::Service;
+use lockcheck_support::redis::{RedisOptions, redis, url};
 
 const LONG: Duration = Duration::from_secs(30);
 

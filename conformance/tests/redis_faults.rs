@@ -4,9 +4,9 @@
 #![cfg(feature = "redis")]
 
 use lockcheck_conformance::faults::{FaultOutcome, FaultReport, redis as faults};
-use lockcheck_conformance::services::Runtime;
-use lockcheck_conformance::services::redis::{RedisOptions, redis, redis_many};
 use lockcheck_model::spec::Property;
+use lockcheck_support::Runtime;
+use lockcheck_support::redis::{RedisOptions, redis, redis_many};
 
 fn show(report: &FaultReport) {
     print!("REAL REDIS: fault {report}");

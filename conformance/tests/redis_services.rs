@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use lockcheck_conformance::services::redis::{RedisOptions, spec};
-use lockcheck_conformance::services::{Policy, Runtime, Service, provision};
+use lockcheck_support::redis::{RedisOptions, spec};
+use lockcheck_support::{Policy, Runtime, Service, provision};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -13,7 +13,7 @@
 //!   holder's process and held the key forever.
 //!
 //! The cluster faults (stream leader killed, leader partitioned away) run in
-//! `tests/nats_cluster.rs` on a [`NatsCluster`](crate::services::nats::NatsCluster).
+//! `tests/nats_cluster.rs` on a [`NatsCluster`](lockcheck_support::nats::NatsCluster).
 
 use std::time::Duration;
 
@@ -23,8 +23,8 @@ use lockcheck_model::spec::Property;
 use tokio::time::Instant;
 
 use super::{Fault, FaultError, FaultOutcome, FaultReport};
-use crate::services::Service;
-use crate::services::nats::locker;
+use crate::backends::nats::locker;
+use lockcheck_support::Service;
 
 fn ms(duration: Duration) -> String {
     format!("{:.0}ms", duration.as_secs_f64() * 1e3)
@@ -64,11 +64,12 @@ pub async fn server_restarted(server: &mut Service, storage_kept: bool) -> Resul
     // A client connected after the restart. Opening the bucket waits for JetStream to have
     // recovered it (bounded: readiness, not a retry of an operation under test).
     let address = server.address().to_string();
-    let contender = crate::services::nats::await_ready("JetStream after the restart", Duration::from_secs(20), || {
-        let (address, bucket) = (address.clone(), bucket.clone());
-        async move { NatsLocker::connect(&address, bucket).await }
-    })
-    .await?;
+    let contender =
+        lockcheck_support::nats::await_ready("JetStream after the restart", Duration::from_secs(20), || {
+            let (address, bucket) = (address.clone(), bucket.clone());
+            async move { NatsLocker::connect(&address, bucket).await }
+        })
+        .await?;
     let broken = match contender.acquire(&request, Duration::from_secs(1)).await {
         Ok(second) => {
             notes.push(format!("contender granted fence {}", second.fence()));

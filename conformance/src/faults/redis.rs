@@ -15,8 +15,8 @@ use lockcheck_model::spec::Property;
 use tokio::time::{Instant, sleep_until};
 
 use super::{Fault, FaultError, FaultOutcome, FaultReport};
-use crate::services::Service;
-use crate::services::redis::url;
+use lockcheck_support::Service;
+use lockcheck_support::redis::url;
 
 /// The lockers' settings under faults: answers within 300 ms, or indeterminate.
 fn config() -> RedisConfig {

@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use lockcheck_impls::{
-    Capabilities, FencingToken, Lease, LeaseRequest, LockError, Locker, MAX_TTL, MAX_WAIT, MemoryLocker,
+    Capabilities, FencingToken, InvalidInput, Lease, LeaseRequest, LockError, Locker, MAX_TTL, MAX_WAIT, MIN_TTL,
+    MemoryLocker,
 };
 use lockcheck_model::spec::Property;
 use tokio::sync::Notify;
@@ -40,6 +41,8 @@ enum Flaw {
     SemaphoreAdmitsAllWaiters,
     BargingClaimingFifo,
     PollingClaimingPush,
+    QueuesBeforeValidating,
+    RefreshActsBeforeValidating,
 }
 
 impl Flaw {
@@ -58,6 +61,8 @@ impl Flaw {
             Flaw::SemaphoreAdmitsAllWaiters => "semaphore-admits-all-waiters",
             Flaw::BargingClaimingFifo => "barging-claiming-fifo",
             Flaw::PollingClaimingPush => "polling-claiming-push",
+            Flaw::QueuesBeforeValidating => "queues-before-validating",
+            Flaw::RefreshActsBeforeValidating => "refresh-acts-before-validating",
         }
     }
 }
@@ -237,6 +242,20 @@ impl Flawed {
         }
     }
 
+    /// The request is queued before its wait bound is checked: the caller is refused, and the
+    /// queue entry stays behind, to be granted a lock nobody will release.
+    async fn queue_then_refuse(&self, request: &LeaseRequest, wait: Duration) -> Result<Lease, LockError> {
+        let (inner, queued) = (self.inner.clone(), request.clone());
+        let mut enqueue = Box::pin(async move {
+            let _never_released = inner.acquire(&queued, MAX_WAIT).await;
+        });
+        // Polled once here, so the entry is in the queue before the refusal returns.
+        if std::future::poll_fn(|cx| std::task::Poll::Ready(enqueue.as_mut().poll(cx))).await.is_pending() {
+            tokio::spawn(enqueue);
+        }
+        Err(InvalidInput::WaitTooLong { wait, max: MAX_WAIT }.into())
+    }
+
     fn wake_top(&self, key: &str) {
         let book = self.book();
         let Some(stack) = book.stacks.get(key) else { return };
@@ -366,6 +385,9 @@ impl Locker for Flawed {
 
     async fn acquire(&self, request: &LeaseRequest, wait: Duration) -> Result<Lease, LockError> {
         request.validate()?;
+        if self.flaw == Flaw::QueuesBeforeValidating && wait > MAX_WAIT {
+            return self.queue_then_refuse(request, wait).await;
+        }
         match self.flaw {
             Flaw::SubscribeAfterTry => self.acquire_subscribing_late(request, wait).await,
             Flaw::LifoQueue | Flaw::BargingClaimingFifo => self.acquire_lifo(request, wait).await,
@@ -416,6 +438,12 @@ impl Locker for Flawed {
     }
 
     async fn refresh(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>, LockError> {
+        if self.flaw == Flaw::RefreshActsBeforeValidating && ttl < MIN_TTL {
+            // The store is told first (Redis `PEXPIRE key 0` deletes the key), the caller is
+            // told the TTL was refused.
+            self.inner.release(lease).await?;
+            return Err(InvalidInput::TtlTooShort { ttl, min: MIN_TTL }.into());
+        }
         let inner_ttl = match self.flaw {
             Flaw::ExpiryNeverEnforced => MAX_TTL,
             Flaw::EarlyExpiry => ttl.mul_f64(0.95),
@@ -523,6 +551,16 @@ pub(super) fn mutants() -> Vec<Mutant> {
             Flaw::PollingClaimingPush,
             "push wake-ups claimed, but waiters poll every 25 ms",
             Property::NoLostWakeup,
+        ),
+        flawed(
+            Flaw::QueuesBeforeValidating,
+            "a request queued before its input is checked: refused, yet granted later to nobody",
+            Property::CancelSafety,
+        ),
+        flawed(
+            Flaw::RefreshActsBeforeValidating,
+            "a refresh with a zero TTL reaches the store before it is refused, and ends the lease",
+            Property::MutualExclusion,
         ),
         session_mutant(),
     ]
@@ -638,4 +676,81 @@ fn session_mutant() -> Mutant {
             name: "mutant:frees-on-disconnect-unclaimed",
         }),
     }
+}
+
+/// A correct but unusual locker: it accepts keys the lock API refuses (whitespace, control
+/// characters) and locks them like any other, by escaping them before they reach the store —
+/// as a backend whose store takes any bytes may. Bad TTLs, limits and waits it still refuses.
+struct LenientKeys {
+    store: MemoryLocker,
+}
+
+impl LenientKeys {
+    /// `%` and every character the lock API refuses in a key, as `%XX` per UTF-8 byte.
+    fn escaped(key: &str) -> String {
+        let mut escaped = String::with_capacity(key.len());
+        for c in key.chars() {
+            if c == '%' || c.is_whitespace() || c.is_control() {
+                let mut bytes = [0; 4];
+                for byte in c.encode_utf8(&mut bytes).bytes() {
+                    escaped.push_str(&format!("%{byte:02X}"));
+                }
+            } else {
+                escaped.push(c);
+            }
+        }
+        escaped
+    }
+
+    fn request(request: &LeaseRequest) -> LeaseRequest {
+        LeaseRequest::semaphore(Self::escaped(request.key()), request.limit(), request.ttl())
+    }
+
+    /// `lease` under `key`: the caller's key, or its escaped form in the store.
+    fn lease(lease: &Lease, key: &str) -> Lease {
+        Lease::new(key, lease.owner(), lease.fence(), lease.ttl(), lease.acquired_at(), lease.limit())
+    }
+
+    fn stored(lease: &Lease) -> Lease {
+        Self::lease(lease, &Self::escaped(lease.key()))
+    }
+}
+
+#[async_trait]
+impl Locker for LenientKeys {
+    fn describe(&self) -> String {
+        "memory-lenient-keys".to_owned()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.store.capabilities()
+    }
+
+    async fn try_acquire(&self, request: &LeaseRequest) -> Result<Option<Lease>, LockError> {
+        let granted = self.store.try_acquire(&Self::request(request)).await?;
+        Ok(granted.map(|lease| Self::lease(&lease, request.key())))
+    }
+
+    async fn acquire(&self, request: &LeaseRequest, wait: Duration) -> Result<Lease, LockError> {
+        let lease = self.store.acquire(&Self::request(request), wait).await?;
+        Ok(Self::lease(&lease, request.key()))
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<bool, LockError> {
+        self.store.release(&Self::stored(lease)).await
+    }
+
+    async fn refresh(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>, LockError> {
+        let renewed = self.store.refresh(&Self::stored(lease), ttl).await?;
+        Ok(renewed.map(|renewed| Self::lease(&renewed, lease.key())))
+    }
+
+    async fn remaining_ttl(&self, lease: &Lease) -> Result<Option<Duration>, LockError> {
+        self.store.remaining_ttl(&Self::stored(lease)).await
+    }
+}
+
+/// A correct but unusual backend: keys the lock API refuses are accepted and locked correctly.
+pub(super) fn lenient_keys_memory() -> Box<dyn Backend> {
+    Box::new(SharedLocker::new(Arc::new(LenientKeys { store: MemoryLocker::new() })))
 }

@@ -35,8 +35,8 @@ use tokio::time::{Instant, sleep_until};
 
 use super::Mutant;
 use crate::backend::Backend;
-use crate::services::Service;
-use crate::services::nats::spec;
+use lockcheck_support::Service;
+use lockcheck_support::nats::spec;
 
 fn unavailable(message: &str, error: impl std::error::Error + Send + Sync + 'static) -> LockError {
     LockError::Unavailable { message: message.to_owned(), source: Some(Box::new(error)) }

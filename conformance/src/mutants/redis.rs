@@ -38,8 +38,8 @@ use tokio::time::{Instant, sleep_until};
 
 use super::Mutant;
 use crate::backend::Backend;
-use crate::services::Service;
-use crate::services::redis::{RedisOptions, spec};
+use lockcheck_support::Service;
+use lockcheck_support::redis::{RedisOptions, spec};
 
 const ACQUIRE: &str = r"
 local granted

@@ -2,17 +2,19 @@
 //! of its own, against a backend built inside that runtime.
 
 use super::{Status, SuiteConfig, check_info, run_check};
-use crate::backend::Backend;
+use crate::backend::{Backend, MaybeBackend};
 
 /// Runs check `name` against the backend that `backend` builds, on a fresh multi-threaded
-/// runtime, and panics with the report unless the check passed or is not claimed.
+/// runtime, and panics with the report unless the check passed, is not claimed, or found only
+/// what the backend's own claims predict. A `None` backend (servers that could not be started,
+/// where the run allows skipping) returns at once.
 ///
 /// `backend` is called with the runtime entered, so a constructor may do what a tokio
 /// program's constructors do: spawn a task, bind a `tokio::net::TcpListener`, or
 /// `Handle::current().block_on` its own async set-up. The backend is dropped in the same
 /// context, before the runtime shuts down, so a `Drop` that spawns its clean-up works too.
 #[doc(hidden)]
-pub fn run_check_in_test<B: Backend>(backend: impl FnOnce() -> B, name: &str, config: SuiteConfig) {
+pub fn run_check_in_test<M: MaybeBackend>(backend: impl FnOnce() -> M, name: &str, config: SuiteConfig) {
     let check = check_info(name).unwrap_or_else(|| panic!("no conformance check named {name}"));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -20,7 +22,10 @@ pub fn run_check_in_test<B: Backend>(backend: impl FnOnce() -> B, name: &str, co
         .build()
         .expect("a tokio runtime for the conformance test");
     let entered = runtime.enter();
-    let backend = backend();
+    let Some(backend) = backend().into_backend() else {
+        eprintln!("lockcheck: {name} skipped: no backend (LOCKCHECK_SERVICES=skip)");
+        return;
+    };
     eprintln!(
         "lockcheck: {name} on {} with seed {} (LOCKCHECK_SEED={} to replay)",
         backend.name(),
@@ -34,6 +39,17 @@ pub fn run_check_in_test<B: Backend>(backend: impl FnOnce() -> B, name: &str, co
     match result.status() {
         Status::Passed => {}
         Status::NotClaimed => eprintln!("lockcheck: {name} not claimed by {backend_name}: skipped, not passed"),
+        Status::NotChecked => {
+            eprintln!(
+                "lockcheck: {name} on {backend_name}: claimed, but this backend cannot be put through it: not checked"
+            )
+        }
+        Status::Predicted => {
+            eprintln!("lockcheck: {name} on {backend_name}: a violation its claims predict");
+            for note in &result.notes {
+                eprintln!("note: {note}");
+            }
+        }
         status => {
             let mut message = format!("{name} on {backend_name}: {status} (seed {})\n", config.seed);
             for note in &result.notes {

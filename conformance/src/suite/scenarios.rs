@@ -647,7 +647,7 @@ async fn fifo_hand_off(ctx: &mut Ctx<'_>) -> Result<Notes, Stop> {
                     if granted_before < n {
                         // The queued waiters finish (granted in turn), so the history is whole.
                         for waiter in waiters {
-                            waiter.outcome().await?;
+                            let _ = waiter.outcome().await?;
                         }
                         return Err(ctx.violated(format!(
                             "round {}: a newcomer's try_acquire right after the release was granted while \

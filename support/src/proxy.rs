@@ -10,7 +10,7 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use lockcheck_conformance::services::proxy::TcpProxy;
+//! use lockcheck_support::proxy::TcpProxy;
 //!
 //! # async fn example(server: std::net::SocketAddr) -> std::io::Result<()> {
 //! let proxy = TcpProxy::start(server).await?.with_close_delay(Duration::from_millis(1500));

@@ -1,5 +1,6 @@
-//! Real servers for the suites and the fault runs: a Docker container when an engine answers,
-//! a local process otherwise, and a loud failure when neither is possible.
+//! Real servers as test fixtures, for the lockers' own tests, the suites and the fault runs: a
+//! Docker container when an engine answers, a local process otherwise, and a loud failure when
+//! neither is possible.
 //!
 //! A backend describes its server once as a [`ServiceSpec`] (image, binary, arguments, port,
 //! readiness) and calls [`provision`]; the returned [`Service`] owns the server and removes it
@@ -28,7 +29,7 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use lockcheck_conformance::services::{provision, Probe, ServiceSpec};
+//! use lockcheck_support::{provision, Probe, ServiceSpec};
 //!
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 //! let spec = ServiceSpec::new("echo-server", "example/echo:1", "echo-server", 7000)
@@ -44,14 +45,14 @@
 //! # }
 //! ```
 
-#[cfg(feature = "dflockd")]
+#![deny(missing_docs)]
+
 pub mod dflockd;
 mod docker;
 #[cfg(feature = "nats")]
 pub mod nats;
 mod process;
 pub mod proxy;
-#[cfg(feature = "redis")]
 pub mod redis;
 
 use std::fmt;

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Probe, Runtime, Service, ServiceError, ServiceSpec, provision};
+use crate::{Probe, Runtime, Service, ServiceError, ServiceSpec, provision};
 
 /// The default image, built by `scripts/setup/nats.sh`.
 pub const DEFAULT_IMAGE: &str = "lockcheck/nats:2";
@@ -221,29 +221,6 @@ pub async fn await_ready<T, E: std::fmt::Display, F: std::future::Future<Output 
     }
 }
 
-/// A locker on `service`'s bucket `bucket`.
-pub async fn locker(
-    service: &Service,
-    bucket: lockcheck_impls::nats::BucketConfig,
-) -> Result<lockcheck_impls::nats::NatsLocker, lockcheck_impls::LockError> {
-    lockcheck_impls::nats::NatsLocker::connect(&service.address().to_string(), bucket).await
-}
-
-impl NatsCluster {
-    /// A locker on an R3 bucket `bucket`, connected to every node. Waits (bounded) for the
-    /// cluster to elect its JetStream meta leader and place the bucket.
-    pub async fn locker(&self, bucket: &str) -> Result<lockcheck_impls::nats::NatsLocker, ServiceError> {
-        let hosts: Vec<String> = self.nodes.iter().map(|node| node.address().to_string()).collect();
-        let hosts = hosts.join(",");
-        await_ready("the JetStream cluster", Duration::from_secs(30), || {
-            let config = lockcheck_impls::nats::BucketConfig::new(bucket).replicas(CLUSTER_SIZE);
-            let hosts = hosts.clone();
-            async move { lockcheck_impls::nats::NatsLocker::connect(&hosts, config).await }
-        })
-        .await
-    }
-}
-
 impl NatsCluster {
     /// The index of the node that currently leads the stream of KV bucket `bucket`, asked of
     /// any node that answers. `None` while the stream has no leader (an election).
@@ -320,80 +297,4 @@ impl NatsCluster {
 struct StreamState {
     leader: Option<usize>,
     lagging: Vec<usize>,
-}
-
-/// NATS as a conformance [`Backend`](crate::Backend): every client is a new locker on its own
-/// connection, on one bucket of one server or cluster.
-#[derive(Clone, Debug)]
-pub struct NatsBackend {
-    /// Comma-separated `host:port` list.
-    hosts: String,
-    bucket: lockcheck_impls::nats::BucketConfig,
-}
-
-impl NatsBackend {
-    /// A backend on `hosts` (`host:port[,host:port…]`) and `bucket`.
-    pub fn new(hosts: impl Into<String>, bucket: lockcheck_impls::nats::BucketConfig) -> Self {
-        NatsBackend { hosts: hosts.into(), bucket }
-    }
-
-    /// A backend on a running server.
-    pub fn on(service: &Service, bucket: lockcheck_impls::nats::BucketConfig) -> Self {
-        Self::new(service.address().to_string(), bucket)
-    }
-
-    /// A backend on every node of a cluster, with an R3 bucket.
-    pub fn on_cluster(cluster: &NatsCluster, bucket: &str) -> Self {
-        let hosts: Vec<String> = cluster.nodes.iter().map(|node| node.address().to_string()).collect();
-        Self::new(hosts.join(","), lockcheck_impls::nats::BucketConfig::new(bucket).replicas(CLUSTER_SIZE))
-    }
-
-    /// Parses a NATS backend URL (see `BucketConfig::from_url`).
-    pub fn from_url(url: &str) -> Result<Self, String> {
-        if !url.starts_with("nats://") {
-            return Err("not a nats:// URL".to_owned());
-        }
-        let (hosts, bucket) = lockcheck_impls::nats::BucketConfig::from_url(url).map_err(|e| e.to_string())?;
-        Ok(Self::new(hosts, bucket))
-    }
-}
-
-#[async_trait::async_trait]
-impl crate::Backend for NatsBackend {
-    fn name(&self) -> String {
-        let offers = if self.bucket.offers { "" } else { "&offers=off" };
-        format!("nats://{}?bucket={}{offers}", self.hosts, self.bucket.name)
-    }
-
-    async fn connect(&self) -> Result<std::sync::Arc<dyn lockcheck_impls::Locker>, lockcheck_impls::LockError> {
-        Ok(std::sync::Arc::new(lockcheck_impls::nats::NatsLocker::connect(&self.hosts, self.bucket.clone()).await?))
-    }
-
-    /// NATS per-message TTLs are whole seconds: the suite's leases must be too.
-    fn timing(&self) -> crate::Timing {
-        crate::Timing::whole_seconds()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_parse_hosts_bucket_and_options() {
-        let backend = NatsBackend::from_url("nats://a:1,b:2?bucket=locks&replicas=3&storage=memory").unwrap();
-        assert_eq!(backend.hosts, "a:1,b:2");
-        assert_eq!(
-            (backend.bucket.name.as_str(), backend.bucket.replicas, backend.bucket.memory_storage),
-            ("locks", 3, true)
-        );
-        let plain = NatsBackend::from_url("nats://127.0.0.1:4222").unwrap();
-        assert_eq!(plain.bucket.name, lockcheck_impls::nats::DEFAULT_BUCKET);
-        assert!(plain.bucket.offers, "contended releases offer their lease unless told not to");
-        assert!(!NatsBackend::from_url("nats://a:1?offers=off").unwrap().bucket.offers);
-        assert!(NatsBackend::from_url("nats://a:1?offers=maybe").is_err());
-        assert!(NatsBackend::from_url("nats://").is_err());
-        assert!(NatsBackend::from_url("nats://a:1?colour=red").is_err());
-        assert!(NatsBackend::from_url("redis://a:1").is_err());
-    }
 }

@@ -1,14 +1,8 @@
-//! dflockd servers for the suites: the real Python server (`dflockd` 0.5 from PyPI, run as a
-//! process from the venv `scripts/setup/python.sh` makes) and lockcheck's reference server
-//! started in-process ([`EmbeddedDflockd`]), plus the [`DflockdBackend`] the suite runs.
-//!
-//! | variable | meaning |
-//! |---|---|
-//! | `LOCKCHECK_DFLOCKD_SERVER` | the Python `dflockd` console script (default: `$LOCKCHECK_VENV/bin/dflockd`, else `dflockd` on `PATH`). |
-//! | `LOCKCHECK_VENV` | the venv holding the Python server and client (default `~/.cache/lockcheck/venv`). |
+//! dflockd as the suite sees it: a [`DflockdBackend`] hands out a fresh dflockd client per
+//! client, against the real Python server (a `lockcheck_support::dflockd` process) or
+//! lockcheck's reference server started in-process ([`EmbeddedDflockd`]).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,94 +13,10 @@ use lockcheck_impls::{LockError, Locker};
 use lockcheck_server::{Server, ServerConfig, ServerError};
 use tokio::sync::OnceCell;
 
-use super::proxy::TcpProxy;
-use super::{Probe, Service, ServiceError, ServiceSpec, provision};
+use lockcheck_support::Service;
+use lockcheck_support::proxy::TcpProxy;
+
 use crate::backend::Backend;
-
-/// The venv of the Python peers.
-pub fn venv() -> PathBuf {
-    if let Some(venv) = std::env::var_os("LOCKCHECK_VENV") {
-        return PathBuf::from(venv);
-    }
-    let home = std::env::var_os("LOCKCHECK_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/lockcheck"));
-    home.join("venv")
-}
-
-/// The venv's Python (for the Python client's scripts).
-pub fn venv_python() -> PathBuf {
-    venv().join("bin/python")
-}
-
-fn python_server_binary() -> String {
-    if let Ok(binary) = std::env::var("LOCKCHECK_DFLOCKD_SERVER") {
-        return binary;
-    }
-    let in_venv = venv().join("bin/dflockd");
-    if in_venv.is_file() { in_venv.to_string_lossy().into_owned() } else { "dflockd".to_owned() }
-}
-
-/// Settings of the Python server, passed as flags (its `DFLOCKD_*` variables are mostly
-/// overridden by flag defaults).
-#[derive(Clone, Debug)]
-pub struct PythonDflockdOptions {
-    /// `--default-lease-ttl` (default 33).
-    pub default_lease_ttl_s: u64,
-    /// `--read-timeout` (default 23).
-    pub read_timeout_s: u64,
-    /// `--max-locks` (default 1024).
-    pub max_locks: u64,
-    /// `--[no-]auto-release-on-disconnect` (default on).
-    pub auto_release_on_disconnect: bool,
-}
-
-impl Default for PythonDflockdOptions {
-    fn default() -> Self {
-        PythonDflockdOptions {
-            default_lease_ttl_s: 33,
-            read_timeout_s: 23,
-            max_locks: 1024,
-            auto_release_on_disconnect: true,
-        }
-    }
-}
-
-/// How to run the Python server: a process only (there is no image of it); ready when it
-/// logs `listening on` and accepts a connection. It has no `ping`, so the probe only connects.
-pub fn python_spec(options: &PythonDflockdOptions) -> ServiceSpec {
-    let options = options.clone();
-    ServiceSpec::new("dflockd-python", "lockcheck/dflockd-python:0.5", python_server_binary(), 6388)
-        .args(move |port| {
-            let auto_release = if options.auto_release_on_disconnect {
-                "--auto-release-on-disconnect"
-            } else {
-                "--no-auto-release-on-disconnect"
-            };
-            [
-                auto_release,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--default-lease-ttl",
-                &options.default_lease_ttl_s.to_string(),
-                "--read-timeout",
-                &options.read_timeout_s.to_string(),
-                "--max-locks",
-                &options.max_locks.to_string(),
-            ]
-            .map(str::to_owned)
-            .to_vec()
-        })
-        .ready_log("listening on")
-        .probe(Probe::Connect)
-}
-
-/// Starts the Python server (`Ok(None)`, printed, only under `LOCKCHECK_SERVICES=skip`).
-pub async fn python_dflockd(options: &PythonDflockdOptions) -> Result<Option<Service>, ServiceError> {
-    provision(&python_spec(options)).await
-}
 
 /// The reference server running in-process on a thread of its own (with its own tokio
 /// runtime), so it can be started from synchronous code such as a backend URL and outlives
