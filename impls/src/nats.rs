@@ -75,15 +75,15 @@ use std::time::{Duration, SystemTime};
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, context::PublishAckFuture, context::PublishErrorKind, kv};
 use async_trait::async_trait;
-use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
 
 use crate::Capabilities;
+use crate::cleanup;
 use crate::error::{InvalidInput, LockError};
 use crate::lease::{FencingToken, Lease, OwnerToken};
 use crate::locker::Locker;
+use crate::queued::{Queued, QueuedCount};
 use crate::request::{LeaseRequest, validate_ttl, validate_wait};
-use crate::waiting::WaitingCount;
 
 mod wakeups;
 
@@ -246,9 +246,9 @@ struct Inner {
 /// The live counters behind [`NatsStats`].
 #[derive(Default)]
 struct Counters {
-    /// Watchable, not an atomic: [`NatsLocker::waiting_changes`] lets a caller await a
-    /// waiter being queued.
-    waiting: WaitingCount,
+    /// Watchable, not an atomic: [`Locker::queued`] lets a caller await a waiter being
+    /// queued.
+    waiting: QueuedCount,
     creates_refused: AtomicU64,
     grants_after_recheck: AtomicU64,
     offers_taken: AtomicU64,
@@ -431,15 +431,6 @@ impl NatsLocker {
     /// The KV store (for tests and tools that inspect entries).
     pub fn store(&self) -> &kv::Store {
         &self.inner.kv
-    }
-
-    /// How many of this locker's acquires wait for a wake-up ([`NatsStats::waiting`]), as it
-    /// changes. An acquire counts once it has joined its key's waiters *and* found the key
-    /// held, so its subscription is at the server: from then on every release of the key is
-    /// announced to it. Lets a test or a benchmark release only once a waiter is really queued
-    /// (having called `acquire` is not enough: its subscription may still be on the wire).
-    pub fn waiting_changes(&self) -> watch::Receiver<u64> {
-        self.inner.stats.waiting.changes()
     }
 
     /// What this locker has seen of contention so far.
@@ -885,12 +876,10 @@ impl Inner {
     /// [`Inner::release_owner`] in a task of its own, for a grant dropped where nothing can
     /// await (a cancelled acquire). If there is no runtime left, the server's TTL frees it.
     fn release_owner_later(self: &Arc<Self>, key: &str, owner: OwnerToken) {
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let (inner, key) = (self.clone(), key.to_owned());
-            runtime.spawn(async move {
-                let _ = inner.release_owner(&key, owner).await;
-            });
-        }
+        let (inner, key) = (self.clone(), key.to_owned());
+        cleanup::spawn(async move {
+            let _ = inner.release_owner(&key, owner).await;
+        });
     }
 
     /// Releases whatever `owner` holds on `key` (cleanup of a grant nobody will use).
@@ -961,10 +950,9 @@ impl PendingCreate<'_> {
 impl Drop for PendingCreate<'_> {
     fn drop(&mut self) {
         let Some(ack) = self.ack.take() else { return };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         let (inner, key, encoded_key, owner, answer_to) =
             (self.inner.clone(), self.key.to_owned(), self.encoded_key.to_owned(), self.owner, self.answer_to.take());
-        runtime.spawn(async move {
+        cleanup::spawn(async move {
             let answer = published("acquire", ack.await);
             // The offering holder's lease is gone if the take-over was stored, even though
             // nobody will use the grant.
@@ -1018,9 +1006,9 @@ impl OfferOut<'_> {
 
 impl Drop for OfferOut<'_> {
     fn drop(&mut self) {
-        if let (Some(revision), Ok(runtime)) = (self.revision, tokio::runtime::Handle::try_current()) {
+        if let Some(revision) = self.revision {
             let (inner, encoded_key) = (self.inner.clone(), self.encoded_key.to_owned());
-            runtime.spawn(async move {
+            cleanup::spawn(async move {
                 let _ = inner.purge(&encoded_key, revision).await;
             });
         }
@@ -1234,6 +1222,13 @@ impl Locker for NatsLocker {
         let expires = SystemTime::from(entry.created) + Duration::from_secs(ttl_secs);
         let remaining = expires.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
         Ok(Some(remaining.min(Duration::from_secs(ttl_secs))))
+    }
+
+    /// The acquires waiting for a wake-up ([`NatsStats::waiting`]). An acquire counts once it
+    /// has joined its key's waiters *and* found the key held, so its subscription is at the
+    /// server: from then on every release of the key is announced to it.
+    fn queued(&self) -> Option<Queued> {
+        Some(self.inner.stats.waiting.queued())
     }
 }
 

@@ -223,10 +223,8 @@ impl Waiting {
 
 impl Drop for Waiting {
     fn drop(&mut self) {
-        if let Some(subscriber) = self.subscriber.take()
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
-            runtime.spawn(pass_on(self.client.clone(), self.subject.clone(), subscriber));
+        if let Some(subscriber) = self.subscriber.take() {
+            crate::cleanup::spawn(pass_on(self.client.clone(), self.subject.clone(), subscriber));
         }
     }
 }
