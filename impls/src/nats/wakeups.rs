@@ -130,7 +130,7 @@ fn wake_of(message: &async_nats::Message) -> Option<Wake> {
         let revision = offered.as_str().parse().ok()?;
         return Some(Wake::Offered { revision, reply: message.reply.clone()? });
     }
-    if super::operation_of(headers) == async_nats::jetstream::kv::Operation::Put {
+    if super::entry::operation_of(headers) == async_nats::jetstream::kv::Operation::Put {
         return None;
     }
     let revision = headers.get(async_nats::header::NATS_SEQUENCE)?.as_str().parse().ok()?;
