@@ -23,6 +23,7 @@
 #![deny(missing_docs)]
 
 mod cleanup;
+mod connect;
 mod error;
 mod guard;
 mod lease;
@@ -32,6 +33,7 @@ mod queued;
 mod request;
 mod sync;
 
+pub use connect::{LockerUrl, connect, parse, schemes};
 pub use error::{InvalidInput, LockError};
 pub use guard::{AutoRenew, LockGuard, LostReason};
 pub use lease::{BadOwnerToken, FencingToken, Lease, OwnerToken};

@@ -83,6 +83,7 @@
 
 mod instance;
 mod multi;
+mod target;
 mod wakeups;
 
 use std::sync::Arc;
@@ -101,6 +102,7 @@ use crate::request::{LeaseRequest, validate_ttl, validate_wait};
 use instance::{Attempt, Enqueue, Instance, QueueEntry};
 pub use instance::{check_url, cluster_slot};
 pub use multi::{RedisAllLocker, RedlockLocker};
+pub use target::{RedisMode, RedisUrl};
 use wakeups::{Subscribers, Waiters};
 
 /// Connection and waiting settings shared by the Redis lockers.
