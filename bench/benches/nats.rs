@@ -10,14 +10,14 @@
 //! off (purge, notice, create: two writes) is measured beside it in the same run.
 //!
 //! A hand-off is timed from a release to a queued waiter: the harness releases once the
-//! lockers count `waiters` acquires waiting ([`NatsLocker::waiting_changes`]: each found the
+//! lockers count `waiters` acquires waiting ([`Locker::queued`](lockcheck_impls::Locker::queued): each found the
 //! key held with its subscription at the server), not merely once the waiters have called
 //! `lock`. The Go original's port cannot tell, so its releases go by the calls, racing its
 //! waiters' arrival (which can only flatter it: an arrival that finds the key free is
 //! granted at once). `cargo run --release -p lockcheck-bench --example nats_hand_off_split`
 //! times both rules on our locker.
 //!
-//! The server comes from the conformance services (a `lockcheck/nats` container, or a
+//! The server comes from lockcheck-support (a `lockcheck/nats` container, or a
 //! `nats-server` process without Docker) and lives on a runtime of its own, so the
 //! container's removal never blocks the measuring thread. Every contending client has its
 //! own connection, as separate processes would. `cargo bench -p lockcheck-bench --bench nats`,
@@ -175,9 +175,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ping = Arc::new(ping);
     // The harness releases once the lockers count the waiters queued: each found the key held
     // with its subscription at the server.
-    let ours = LockerContender::per_client_counting(ours, 1, NatsLocker::waiting_changes);
+    let ours = LockerContender::per_client_counting(ours, 1);
     let ours = Arc::new(ours.named("lockcheck NatsLocker"));
-    let purge_only = LockerContender::per_client_counting(purge_only, 1, NatsLocker::waiting_changes);
+    let purge_only = LockerContender::per_client_counting(purge_only, 1);
     let purge_only = Arc::new(purge_only.named(PURGE_ONLY));
     let go_retried = Arc::new(RetriedAcquire::new(
         &format!("Go original (watch after try), Acquire re-called every {} ms", GO_RETRY_EVERY.as_millis()),

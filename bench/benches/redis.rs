@@ -8,7 +8,7 @@
 //! Issue 5's targets: uncontended acquire + release ≤ 2.5× PING; hand-off p50 ≤ 4× PING and
 //! flat in the number of waiters; ≥ 10× faster hand-off than both peers at 8 waiters.
 //!
-//! The server comes from the conformance services (a `lockcheck/redis` container, or a
+//! The server comes from lockcheck-support (a `lockcheck/redis` container, or a
 //! `redis-server` process without Docker). Every contending client has its own connection,
 //! as separate processes would. `cargo bench -p lockcheck-bench --bench redis`, or with
 //! `LOCKCHECK_BENCH=quick`.
@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use lockcheck_bench::{BENCH_TTL, BenchError, BenchRun, Contender, Kind, LockerContender, Role, RoundTrip, Suite};
 use lockcheck_conformance::mutants::redis::PortedRedisLocker;
-use lockcheck_impls::WaitingCount;
+use lockcheck_impls::QueuedCount;
 use lockcheck_impls::redis::RedisLocker;
 use lockcheck_support::Service;
 use lockcheck_support::redis::{RedisOptions, spec, url};
@@ -52,7 +52,7 @@ impl RoundTrip for Ping {
 struct Rslock {
     managers: Vec<rslock::LockManager>,
     key: String,
-    waiting: WaitingCount,
+    waiting: QueuedCount,
 }
 
 /// rslock 0.10's `lock`: this many attempts, each refused one but the last followed by a
@@ -71,7 +71,7 @@ impl Rslock {
                 manager
             })
             .collect();
-        Rslock { managers, key: format!("lockcheck-bench/rslock/{}", std::process::id()), waiting: WaitingCount::new() }
+        Rslock { managers, key: format!("lockcheck-bench/rslock/{}", std::process::id()), waiting: QueuedCount::new() }
     }
 
     fn manager(&self, client: usize) -> &rslock::LockManager {
@@ -127,9 +127,8 @@ impl Contender for Rslock {
     }
 
     async fn until_queued(&self, _key: usize, waiters: usize) {
-        let mut waiting = self.waiting.changes();
-        // The sender lives in `self`, so the wait ends only by reaching the count.
-        let _ = waiting.wait_for(|waiting| *waiting >= waiters as u64).await;
+        // The count lives in `self`, so the wait ends only by reaching it.
+        self.waiting.queued().until_at_least(waiters as u64).await;
     }
 }
 
@@ -162,9 +161,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // with its interest registered and its queue entry written was refused, the Go port and
     // rslock once their first try was refused (they then sleep out their backoff or retry
     // delay).
-    let ours = LockerContender::per_client_counting(ours, 1, RedisLocker::waiting_changes);
+    let ours = LockerContender::per_client_counting(ours, 1);
     let ours = Arc::new(ours.named("lockcheck RedisLocker"));
-    let go = LockerContender::per_client_counting(go, 1, PortedRedisLocker::waiting_changes);
+    let go = LockerContender::per_client_counting(go, 1);
     let go = Arc::new(go.named("Go original (5→500 ms backoff)"));
     let rslock = Arc::new(Rslock::new(&url(&server, 3), PEER_WAITERS.iter().max().copied().unwrap_or(1) + 1));
 

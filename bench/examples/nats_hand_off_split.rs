@@ -1,7 +1,7 @@
 //! Where a NATS hand-off's time goes: `cargo run --release -p lockcheck-bench --example
 //! nats_hand_off_split`.
 //!
-//! Against a NATS server from the conformance services, it prints, as multiples of the NATS
+//! Against a NATS server from lockcheck-support, it prints, as multiples of the NATS
 //! round trip measured in the same run (p50 of 300):
 //!
 //! * the holder's release until it returns,
@@ -110,7 +110,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                             let (holder, request) = (holder.clone(), request.clone());
                             tokio::spawn(async move { holder.acquire(&request, Duration::from_secs(5)).await })
                         };
-                        holder.waiting_changes().wait_for(|waiting| *waiting == 1).await?;
+                        until_queued(holder).await?;
                         first.release(&blocker).await?;
                         acquire.await??
                     }
@@ -121,7 +121,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         waiter.acquire(&request, Duration::from_secs(5)).await.map(|l| (l, Instant::now()))
                     })
                 };
-                waiter.waiting_changes().wait_for(|waiting| *waiting == 1).await?;
+                until_queued(waiter).await?;
                 while notices.next().now_or_never().flatten().is_some() {}
                 let released_at = Instant::now();
                 let release = async {
@@ -159,7 +159,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
         drop(notices);
         let clients: Vec<Arc<dyn Locker>> = lockers.iter().map(|l| Arc::new(l.clone()) as Arc<dyn Locker>).collect();
-        let queued = LockerContender::per_client_counting(lockers.clone(), 1, NatsLocker::waiting_changes);
+        let queued = LockerContender::per_client_counting(lockers.clone(), 1);
         let queued = queued.named("NatsLocker");
         let called = LockerContender::per_client(clients, 1).named("NatsLocker");
         for (rule, contender) in [
@@ -191,4 +191,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         Ok::<(), Box<dyn std::error::Error>>(())
     })
+}
+
+/// Waits until `locker` has an acquire queued: its subscription is at the server.
+async fn until_queued(locker: &NatsLocker) -> Result<(), &'static str> {
+    let mut queued = locker.queued().ok_or("a NATS locker counts its queued acquires")?;
+    if queued.until_at_least(1).await { Ok(()) } else { Err("the locker is gone") }
 }

@@ -9,8 +9,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lockcheck_impls::{Lease, LeaseRequest, Locker, MemoryLocker};
-use tokio::sync::watch;
+use lockcheck_impls::{Lease, LeaseRequest, Locker, MemoryLocker, Queued};
 
 use crate::BenchError;
 
@@ -65,7 +64,7 @@ pub struct LockerContender {
     requests: Vec<LeaseRequest>,
     /// Each locker's count of its acquires that are queued (see
     /// [`LockerContender::queued_by`]); empty when the backend does not report one.
-    queued: Vec<watch::Receiver<u64>>,
+    queued: Vec<Queued>,
 }
 
 impl LockerContender {
@@ -90,22 +89,19 @@ impl LockerContender {
         }
     }
 
-    /// [`LockerContender::per_client`] on lockers that count their waiting acquires, and
-    /// [`LockerContender::queued_by`] those counts (`waiting` reads one locker's).
-    pub fn per_client_counting<L: Locker + 'static>(
-        lockers: Vec<L>,
-        keys: usize,
-        waiting: impl Fn(&L) -> watch::Receiver<u64>,
-    ) -> Self {
-        let counts = lockers.iter().map(waiting).collect();
+    /// [`LockerContender::per_client`], and [`LockerContender::queued_by`] the lockers' own
+    /// counts of their queued acquires ([`Locker::queued`]). If any locker cannot tell, the
+    /// harness goes by time alone, as for [`LockerContender::per_client`].
+    pub fn per_client_counting<L: Locker + 'static>(lockers: Vec<L>, keys: usize) -> Self {
+        let counts = lockers.iter().map(Locker::queued).collect::<Option<Vec<_>>>().unwrap_or_default();
         let lockers = lockers.into_iter().map(|locker| Arc::new(locker) as Arc<dyn Locker>).collect();
         Self::per_client(lockers, keys).queued_by(counts)
     }
 
     /// Has [`Contender::until_queued`] go by the backend's own count of queued acquires: one
-    /// count per locker (e.g. `NatsLocker::waiting_changes`), summed over the lockers. The
-    /// counts cover all of a locker's keys; a hand-off run contends for one.
-    pub fn queued_by(mut self, counts: Vec<watch::Receiver<u64>>) -> Self {
+    /// count per locker ([`Locker::queued`]), summed over the lockers. The counts cover all of
+    /// a locker's keys; a hand-off run contends for one.
+    pub fn queued_by(mut self, counts: Vec<Queued>) -> Self {
         self.queued = counts;
         self
     }
@@ -175,12 +171,12 @@ impl Contender for LockerContender {
             return;
         }
         loop {
-            let queued: u64 = counts.iter_mut().map(|count| *count.borrow_and_update()).sum();
+            let queued: u64 = counts.iter().map(Queued::count).sum();
             if queued >= waiters as u64 {
                 return;
             }
             let changed = futures::future::select_all(counts.iter_mut().map(|count| Box::pin(count.changed())));
-            if changed.await.0.is_err() {
+            if !changed.await.0 {
                 // A locker is gone: nothing will change any more, and its waiters with it.
                 return;
             }

@@ -8,7 +8,9 @@
 //! | `dflockd://host:port[,host2...][?auth=SECRET]` | dflockd protocol | `dflockd` |
 //! | `dflockd-embedded` | lockcheck's reference dflockd server, started in-process | `dflockd` |
 //!
-//! Backend modules add their scheme to [`from_url`] behind their feature.
+//! The lockers' schemes are parsed by the lock API ([`lockcheck_impls::parse`]), so their
+//! syntax lives in one place; this module adds what only the harness knows: `dflockd-embedded`
+//! and the `cleanup=` parameter.
 //!
 //! Every URL also takes `cleanup=DURATION` (`500ms`, `13s`): how long after a cancelled or
 //! locally timed-out acquire the backend may still hold a grant for it
@@ -25,6 +27,7 @@ pub mod dflockd;
 pub mod nats;
 #[cfg(feature = "redis")]
 pub mod redis;
+use lockcheck_impls::{InvalidInput, LockerUrl};
 
 use crate::backend::{Backend, SharedLocker};
 
@@ -147,42 +150,68 @@ impl Backend for Retimed {
 }
 
 fn from_url_without_cleanup(original: &str, url: &str) -> Result<Box<dyn Backend>, BadBackendUrl> {
+    // The harness's own schemes first; every other URL is a locker's, parsed by the lock API.
     let head = url.split('?').next().unwrap_or(url);
     let scheme = head.split_once("://").map_or(head, |(scheme, _)| scheme);
-    match scheme {
-        "memory" if url == "memory" => Ok(Box::new(SharedLocker::memory())),
-        "memory" => Err(BadBackendUrl::Malformed {
-            url: original.to_owned(),
-            reason: "`memory` takes no address or parameters (only ?cleanup=)".into(),
-        }),
+    if scheme == "dflockd-embedded" {
+        return embedded_dflockd(original, url);
+    }
+    let malformed = |reason: String| BadBackendUrl::Malformed { url: original.to_owned(), reason };
+    let parsed = lockcheck_impls::parse(url).map_err(|error| match error {
+        InvalidInput::UnknownScheme { .. } => {
+            BadBackendUrl::UnknownScheme { url: url.to_owned(), known: known_schemes().join(", ") }
+        }
+        InvalidInput::SchemeNotBuiltIn { feature, .. } => BadBackendUrl::NotBuiltIn { url: url.to_owned(), feature },
+        other => malformed(other.to_string()),
+    })?;
+    Ok(match parsed {
+        LockerUrl::Memory => Box::new(SharedLocker::memory()),
         #[cfg(feature = "redis")]
-        "redis" | "redis+all" | "redis+quorum" => redis::RedisBackend::from_url(url)
-            .map(|backend| Box::new(backend) as Box<dyn Backend>)
-            .map_err(|reason| BadBackendUrl::Malformed { url: url.to_owned(), reason }),
-        #[cfg(not(feature = "redis"))]
-        "redis" | "redis+all" | "redis+quorum" => not_built_in(url, "redis"),
+        LockerUrl::Redis(_) => Box::new(redis::RedisBackend::from_url(url).map_err(malformed)?),
         #[cfg(feature = "nats")]
-        "nats" => nats::NatsBackend::from_url(url)
-            .map(|backend| Box::new(backend) as Box<dyn Backend>)
-            .map_err(|reason| BadBackendUrl::Malformed { url: url.to_owned(), reason }),
-        #[cfg(not(feature = "nats"))]
-        "nats" => not_built_in(url, "nats"),
+        LockerUrl::Nats { hosts, bucket } => Box::new(nats::NatsBackend::new(hosts, bucket)),
         #[cfg(feature = "dflockd")]
-        "dflockd" => dflockd::DflockdBackend::from_url(url)
-            .map(|backend| Box::new(backend) as Box<dyn Backend>)
-            .map_err(|reason| BadBackendUrl::Malformed { url: url.to_owned(), reason }),
+        LockerUrl::Dflockd(config) => Box::new(dflockd::DflockdBackend::new(config)),
+        // The lock API was built with a backend feature this crate was not (another crate
+        // of the build turned it on).
+        #[allow(unreachable_patterns)]
+        other => return not_built_in(url, feature_of(&other)),
+    })
+}
+
+/// The cargo feature a parsed URL's backend needs here.
+#[allow(dead_code, unreachable_patterns)]
+fn feature_of(url: &LockerUrl) -> &'static str {
+    match url {
+        LockerUrl::Memory => "memory",
+        #[cfg(feature = "redis")]
+        LockerUrl::Redis(_) => "redis",
+        #[cfg(feature = "nats")]
+        LockerUrl::Nats { .. } => "nats",
         #[cfg(feature = "dflockd")]
-        "dflockd-embedded" if url != "dflockd-embedded" => Err(BadBackendUrl::Malformed {
-            url: original.to_owned(),
-            reason: "`dflockd-embedded` takes no address or parameters (only ?cleanup=)".into(),
-        }),
-        #[cfg(feature = "dflockd")]
-        "dflockd-embedded" => dflockd::DflockdBackend::embedded()
+        LockerUrl::Dflockd(_) => "dflockd",
+        _ => "a backend",
+    }
+}
+
+/// `dflockd-embedded`: the reference server started in-process (harness only).
+fn embedded_dflockd(original: &str, url: &str) -> Result<Box<dyn Backend>, BadBackendUrl> {
+    #[cfg(feature = "dflockd")]
+    {
+        if url != "dflockd-embedded" {
+            return Err(BadBackendUrl::Malformed {
+                url: original.to_owned(),
+                reason: "`dflockd-embedded` takes no address or parameters (only ?cleanup=)".into(),
+            });
+        }
+        dflockd::DflockdBackend::embedded()
             .map(|backend| Box::new(backend) as Box<dyn Backend>)
-            .map_err(|error| BadBackendUrl::Malformed { url: url.to_owned(), reason: error.to_string() }),
-        #[cfg(not(feature = "dflockd"))]
-        "dflockd" | "dflockd-embedded" => not_built_in(url, "dflockd"),
-        _ => Err(BadBackendUrl::UnknownScheme { url: url.to_owned(), known: known_schemes().join(", ") }),
+            .map_err(|error| BadBackendUrl::Malformed { url: url.to_owned(), reason: error.to_string() })
+    }
+    #[cfg(not(feature = "dflockd"))]
+    {
+        let _ = original;
+        not_built_in(url, "dflockd")
     }
 }
 

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use lockcheck_impls::{Capabilities, Lease, LeaseRequest, LockError, Locker};
+use lockcheck_impls::{Capabilities, Lease, LeaseRequest, LockError, Locker, Queued};
 use lockcheck_model::spec::{LeaseId, Micros};
 use tokio::time::Instant;
 
@@ -272,5 +272,9 @@ impl Locker for RecordingLocker {
             Err(error) => flight.finish_err(error),
         }
         result
+    }
+
+    fn queued(&self) -> Option<Queued> {
+        self.inner.queued()
     }
 }

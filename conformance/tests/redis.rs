@@ -254,7 +254,7 @@ async fn a_release_wakes_one_queued_waiter_not_the_herd() {
     assert_eq!(queued(&mut connection, &queue).await, 0, "every entry left with its grant");
 }
 
-/// A waiter counts as waiting (`RedisLocker::waiting_changes`, what the hand-off benchmark
+/// A waiter counts as queued (`Locker::queued`, what the hand-off benchmark
 /// waits for) only once its entry is in the key's queue on the server, and stops counting
 /// when it is granted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -265,15 +265,15 @@ async fn a_waiter_counts_as_waiting_once_its_queue_entry_is_on_the_server() {
     let waiter = RedisLocker::connect(&url(&server, 1)).await.unwrap();
     let request = LeaseRequest::lock("counted", LONG);
     let held = holder.try_acquire(&request).await.unwrap().expect("free");
-    let mut waiting = waiter.waiting_changes();
-    assert_eq!(*waiting.borrow_and_update(), 0);
+    let mut counter = waiter.queued().expect("a Redis locker counts its queued acquires");
+    assert_eq!(counter.count(), 0);
     let acquire = spawn_acquire(waiter, &request);
-    let counted = tokio::time::timeout(LONG, waiting.wait_for(|waiting| *waiting == 1)).await.map(|seen| seen.is_ok());
+    let counted = tokio::time::timeout(LONG, counter.until_at_least(1)).await;
     assert_eq!(counted, Ok(true), "the waiter was never counted");
     assert_eq!(queued(&mut connection, &queue_key(&holder, "counted")).await, 1, "counted before it queued");
     assert!(holder.release(&held).await.unwrap());
     acquire.await.unwrap().expect("granted");
-    assert_eq!(*waiting.borrow(), 0, "still counted after its grant");
+    assert_eq!(counter.count(), 0, "still counted after its grant");
 }
 
 /// `locker` waiting up to 20 s for `request`, in a task of its own.

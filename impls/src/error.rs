@@ -63,9 +63,26 @@ pub enum InvalidInput {
         /// The maximum.
         max: u32,
     },
-    /// A backend-specific restriction (for example a TTL the backend cannot represent).
+    /// A backend-specific restriction (for example a TTL the backend cannot represent), or a
+    /// backend URL that is malformed for its scheme.
     #[error("{0}")]
     Backend(String),
+    /// A backend URL whose scheme no locker serves.
+    #[error("unknown backend scheme in {url:?}; known: {known}")]
+    UnknownScheme {
+        /// The URL.
+        url: String,
+        /// The schemes this build serves.
+        known: String,
+    },
+    /// A backend URL whose locker is behind a cargo feature this build lacks.
+    #[error("{url:?} needs lockcheck-impls built with the `{feature}` feature")]
+    SchemeNotBuiltIn {
+        /// The URL.
+        url: String,
+        /// The missing cargo feature.
+        feature: &'static str,
+    },
 }
 
 /// The error of a lock operation.

@@ -155,13 +155,10 @@ impl<L: Locker + ?Sized + 'static> Drop for LockGuard<L> {
             return;
         }
         // Best effort: a guard dropped outside a runtime leaves its lease to expire.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let locker = self.locker.clone();
-            let lease = self.shared.lease();
-            runtime.spawn(async move {
-                let _ = locker.release(&lease).await;
-            });
-        }
+        let (locker, lease) = (self.locker.clone(), self.shared.lease());
+        crate::cleanup::spawn(async move {
+            let _ = locker.release(&lease).await;
+        });
     }
 }
 

@@ -22,15 +22,18 @@
 //! ```
 #![deny(missing_docs)]
 
+mod cleanup;
+mod connect;
 mod error;
 mod guard;
 mod lease;
 mod locker;
 mod memory;
+mod queued;
 mod request;
 mod sync;
-mod waiting;
 
+pub use connect::{LockerUrl, connect, parse, schemes};
 pub use error::{InvalidInput, LockError};
 pub use guard::{AutoRenew, LockGuard, LostReason};
 pub use lease::{BadOwnerToken, FencingToken, Lease, OwnerToken};
@@ -39,10 +42,10 @@ pub use lease::{BadOwnerToken, FencingToken, Lease, OwnerToken};
 pub use lockcheck_model::spec::Capabilities;
 pub use locker::Locker;
 pub use memory::MemoryLocker;
+pub use queued::{Counted, Queued, QueuedCount};
 pub use request::{
     LeaseRequest, MAX_KEY_BYTES, MAX_PERMITS, MAX_TTL, MAX_WAIT, MIN_TTL, validate_key, validate_ttl, validate_wait,
 };
-pub use waiting::{Counted, WaitingCount};
 
 #[cfg(feature = "redis")]
 pub mod redis;

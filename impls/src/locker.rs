@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use crate::Capabilities;
 use crate::error::LockError;
 use crate::lease::Lease;
+use crate::queued::Queued;
 use crate::request::LeaseRequest;
 
 /// A lock backend: leased locks and semaphores with owner tokens and fencing tokens.
@@ -50,6 +51,16 @@ pub trait Locker: Send + Sync {
 
     /// The lease's remaining time by the backend's clock; `Ok(None)` if it is no longer held.
     async fn remaining_ttl(&self, lease: &Lease) -> Result<Option<Duration>, LockError>;
+
+    /// This client's acquires that are queued: each has reached the point where a release will
+    /// wake it (registered for a wake-up, or in the backend's queue). `None` when the locker
+    /// cannot tell; callers then have only time to go by.
+    ///
+    /// The count covers all of the locker's keys. Clients that share one locker object (one
+    /// `MemoryLocker` behind an `Arc`, say) see one count, theirs together.
+    fn queued(&self) -> Option<Queued> {
+        None
+    }
 }
 
 macro_rules! forward_locker {
@@ -76,6 +87,9 @@ macro_rules! forward_locker {
             }
             async fn remaining_ttl(&self, lease: &Lease) -> Result<Option<Duration>, LockError> {
                 (**self).remaining_ttl(lease).await
+            }
+            fn queued(&self) -> Option<Queued> {
+                (**self).queued()
             }
         }
     )*};

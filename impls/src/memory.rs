@@ -32,6 +32,7 @@ use crate::Capabilities;
 use crate::error::LockError;
 use crate::lease::Lease;
 use crate::locker::Locker;
+use crate::queued::Queued;
 use crate::request::{LeaseRequest, validate_ttl, validate_wait};
 use crate::sync::Mutex;
 use table::{Enqueued, Table};
@@ -204,5 +205,11 @@ impl Locker for MemoryLocker {
 
     async fn remaining_ttl(&self, lease: &Lease) -> Result<Option<Duration>, LockError> {
         MemoryLocker::remaining_ttl(self, lease).await
+    }
+
+    /// Every waiter in this locker's queues, all keys, whichever client queued it: a waiter
+    /// counts from its enqueueing to its grant or withdrawal, both under the table lock.
+    fn queued(&self) -> Option<Queued> {
+        Some(self.table().queued())
     }
 }

@@ -83,6 +83,7 @@
 
 mod instance;
 mod multi;
+mod target;
 mod wakeups;
 
 use std::sync::Arc;
@@ -92,13 +93,16 @@ use async_trait::async_trait;
 use tokio::time::{Instant, sleep_until};
 
 use crate::Capabilities;
+use crate::cleanup::{self, OnDrop};
 use crate::error::LockError;
 use crate::lease::{FencingToken, Lease, OwnerToken};
 use crate::locker::Locker;
+use crate::queued::Queued;
 use crate::request::{LeaseRequest, validate_ttl, validate_wait};
 use instance::{Attempt, Enqueue, Instance, QueueEntry};
 pub use instance::{check_url, cluster_slot};
 pub use multi::{RedisAllLocker, RedlockLocker};
+pub use target::{RedisMode, RedisUrl};
 use wakeups::{Subscribers, Waiters};
 
 /// Connection and waiting settings shared by the Redis lockers.
@@ -187,40 +191,20 @@ async fn start_wakeups(
 }
 
 /// Releases `token`'s grant on every instance if dropped while armed: the cancel-safety net
-/// of a grant request whose answer never reached us.
-struct Rollback {
-    instances: Vec<Arc<Instance>>,
-    key: String,
+/// of a grant request whose answer never reached us. The release follows the grant request
+/// on the same connection, so Redis runs it after the grant if the grant ran at all; it is
+/// token-checked, so it frees only our grant.
+fn rollback(
+    instances: &[Arc<Instance>],
+    key: &str,
     token: OwnerToken,
-    armed: bool,
-}
-
-impl Rollback {
-    fn new(instances: &[Arc<Instance>], key: &str, token: OwnerToken) -> Self {
-        Rollback { instances: instances.to_vec(), key: key.to_owned(), token, armed: true }
-    }
-
-    fn disarm(mut self) {
-        self.armed = false;
-    }
-}
-
-impl Drop for Rollback {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
+) -> OnDrop<impl std::future::Future<Output = ()> + Send + 'static> {
+    let (instances, key) = (instances.to_vec(), key.to_owned());
+    OnDrop::new(async move {
+        for instance in instances {
+            let _ = instance.release(&key, token).await;
         }
-        // Without a runtime nothing can be sent; the grant (if any) ends with its TTL.
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-        let (instances, key, token) = (std::mem::take(&mut self.instances), std::mem::take(&mut self.key), self.token);
-        runtime.spawn(async move {
-            // The release follows the grant request on the same connection, so Redis runs it
-            // after the grant if the grant ran at all. Token-checked: it frees only our grant.
-            for instance in instances {
-                let _ = instance.release(&key, token).await;
-            }
-        });
-    }
+    })
 }
 
 /// The answer of one grant attempt of a locker (single or multi-instance).
@@ -238,7 +222,7 @@ enum Outcome {
 }
 
 /// A waiter's place in a key's queue on one server: withdrawn (in the background, like
-/// [`Rollback`]) when the acquire ends without the grant that takes it out of the queue —
+/// [`rollback`]) when the acquire ends without the grant that takes it out of the queue —
 /// timed out, failed or cancelled.
 struct Place {
     instance: Arc<Instance>,
@@ -249,9 +233,8 @@ struct Place {
 impl Drop for Place {
     fn drop(&mut self) {
         let Some(entry) = self.entry.take() else { return };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         let (instance, key) = (self.instance.clone(), std::mem::take(&mut self.key));
-        runtime.spawn(async move {
+        cleanup::spawn(async move {
             // Best effort: an entry left behind is skipped after its deadline, and a release
             // that names it is passed on by our subscription task.
             let _ = instance.withdraw(&key, &entry).await;
@@ -395,13 +378,6 @@ impl RedisLocker {
         Ok(RedisLocker { instance, config, waiters, wakeups, _subscribers: subscribers })
     }
 
-    /// How many of this locker's acquires wait, as it changes: an acquire counts once a try
-    /// made with its interest registered (and its entry in the key's queue) was refused, so a
-    /// release from then on reaches it. Lets a benchmark release only to queued waiters.
-    pub fn waiting_changes(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.waiters.waiting().changes()
-    }
-
     /// How waiters are woken.
     pub fn wakeups(&self) -> &Wakeups {
         &self.wakeups
@@ -422,13 +398,13 @@ impl RedisLocker {
         // The lease counts from before the request is sent: the holder's belief ends no
         // later than the server's expiry.
         let sent_at = Instant::now();
-        let rollback = Rollback::new(std::slice::from_ref(&self.instance), request.key(), token);
+        let rollback = rollback(std::slice::from_ref(&self.instance), request.key(), token);
         let attempt = self.instance.try_grant(request.key(), token, request.ttl(), enqueue).await;
         if let Err(error) = &attempt {
             if error.definitely_not_applied() {
                 rollback.disarm();
             }
-            // An indeterminate grant is rolled back (the Rollback drops armed).
+            // An indeterminate grant is rolled back (the rollback drops armed).
         } else {
             rollback.disarm();
         }
@@ -502,5 +478,11 @@ impl Locker for RedisLocker {
 
     async fn remaining_ttl(&self, lease: &Lease) -> Result<Option<Duration>, LockError> {
         self.instance.remaining(lease.key(), lease.owner()).await
+    }
+
+    /// An acquire counts once a try made with its interest registered (and its entry in the
+    /// key's queue) was refused: a release from then on reaches it.
+    fn queued(&self) -> Option<Queued> {
+        Some(self.waiters.waiting().queued())
     }
 }

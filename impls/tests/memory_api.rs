@@ -372,3 +372,37 @@ async fn the_api_works_generically_and_through_dyn() {
     assert!(capabilities.fencing && capabilities.fifo && capabilities.semaphores && capabilities.push_wakeups);
     assert!(capabilities.server_side_expiry && !capabilities.survives_server_restart);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_queued_count_follows_a_waiter_from_its_enqueueing_to_its_grant_or_withdrawal() {
+    let locker = locker();
+    let mut queued = locker.queued().expect("the memory locker knows its queue");
+    assert_eq!(queued.count(), 0);
+    let holder = locker.try_acquire(&lock(secs(10))).await.unwrap().unwrap();
+    let waiter = tokio::spawn({
+        let locker = locker.clone();
+        async move { locker.acquire(&lock(secs(10)), secs(60)).await }
+    });
+    // Bounded well inside the waiter's own wait: a count that never rises fails here instead
+    // of hanging (the paused clock jumps to the bound as soon as nothing else can run).
+    let rose = tokio::time::timeout(secs(30), queued.until_at_least(1)).await;
+    assert_eq!(rose, Ok(true), "a waiter on a held key is counted before the holder releases");
+    assert!(!waiter.is_finished());
+    assert!(locker.release(&holder).await.unwrap());
+    assert_eq!(queued.count(), 0, "the release granted the waiter: no longer queued");
+    let lease = waiter.await.unwrap().unwrap();
+
+    let cancelled = tokio::spawn({
+        let locker = locker.clone();
+        async move { locker.acquire(&lock(secs(10)), secs(60)).await }
+    });
+    let rose = tokio::time::timeout(secs(30), queued.until_at_least(1)).await;
+    assert_eq!(rose, Ok(true));
+    cancelled.abort();
+    assert!(cancelled.await.unwrap_err().is_cancelled(), "dropped while queued");
+    assert_eq!(queued.count(), 0, "a dropped acquire withdraws from the queue");
+    assert!(locker.release(&lease).await.unwrap());
+
+    drop(locker);
+    assert!(!queued.until_at_least(1).await, "the locker is gone: the wait returns");
+}

@@ -138,7 +138,10 @@ impl DflockdBackend {
 
     /// From `dflockd://host:port[,host:port...][?auth=SECRET&session=bound|ttl]`.
     pub fn from_url(url: &str) -> Result<Self, String> {
-        DflockdLockerConfig::from_url(url).map(DflockdBackend::new).map_err(|e| e.to_string())
+        match lockcheck_impls::parse(url).map_err(|e| e.to_string())? {
+            lockcheck_impls::LockerUrl::Dflockd(config) => Ok(DflockdBackend::new(config)),
+            _ => Err(format!("not a dflockd:// URL: {url}")),
+        }
     }
 
     /// The reference server with its defaults, started in-process on a free port for the

@@ -56,13 +56,12 @@ impl NatsBackend {
         Self::new(hosts.join(","), lockcheck_impls::nats::BucketConfig::new(bucket).replicas(CLUSTER_SIZE))
     }
 
-    /// Parses a NATS backend URL (see `BucketConfig::from_url`).
+    /// Parses a NATS backend URL (see `lockcheck_impls::parse`).
     pub fn from_url(url: &str) -> Result<Self, String> {
-        if !url.starts_with("nats://") {
-            return Err("not a nats:// URL".to_owned());
+        match lockcheck_impls::parse(url).map_err(|e| e.to_string())? {
+            lockcheck_impls::LockerUrl::Nats { hosts, bucket } => Ok(Self::new(hosts, bucket)),
+            _ => Err("not a nats:// URL".to_owned()),
         }
-        let (hosts, bucket) = lockcheck_impls::nats::BucketConfig::from_url(url).map_err(|e| e.to_string())?;
-        Ok(Self::new(hosts, bucket))
     }
 }
 

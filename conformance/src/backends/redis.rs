@@ -59,44 +59,15 @@ impl RedisBackend {
     /// `redis+quorum://h1,h2,h3[/db]` (a host without a port uses 6379; the database applies
     /// to every host).
     pub fn from_url(url: &str) -> Result<Self, String> {
-        let (scheme, rest) = url.split_once("://").ok_or("no scheme")?;
-        let mode = match scheme {
-            "redis" => RedisMode::Single,
-            "redis+all" => RedisMode::All,
-            "redis+quorum" => RedisMode::Quorum,
-            other => return Err(format!("{other} is not a Redis scheme")),
+        use lockcheck_impls::redis::{RedisMode as Mode, RedisUrl};
+        let parsed = RedisUrl::parse(url).map_err(|error| error.to_string())?;
+        let mode = match parsed.mode {
+            Mode::Single => RedisMode::Single,
+            Mode::All => RedisMode::All,
+            Mode::Quorum => RedisMode::Quorum,
+            other => return Err(format!("{} is not a mode this harness runs", other.scheme())),
         };
-        if mode == RedisMode::Single {
-            lockcheck_impls::redis::check_url(url).map_err(|error| error.to_string())?;
-            return Ok(Self::new(mode, vec![url.to_owned()]));
-        }
-        let (hosts, db) = match rest.split_once('/') {
-            Some((hosts, db)) => {
-                let db: u32 = db.parse().map_err(|_| format!("database {db:?} is not a number"))?;
-                (hosts, db)
-            }
-            None => (rest, 0),
-        };
-        let urls: Vec<String> =
-            hosts
-                .split(',')
-                .map(str::trim)
-                .filter(|host| !host.is_empty())
-                .map(|host| {
-                    if host.contains(':') {
-                        format!("redis://{host}/{db}")
-                    } else {
-                        format!("redis://{host}:6379/{db}")
-                    }
-                })
-                .collect();
-        if urls.is_empty() {
-            return Err("no hosts".to_owned());
-        }
-        for url in &urls {
-            lockcheck_impls::redis::check_url(url).map_err(|error| error.to_string())?;
-        }
-        Ok(Self::new(mode, urls))
+        Ok(Self::new(mode, parsed.urls))
     }
 
     /// Connects a fresh locker of the backend's mode.

@@ -16,7 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use lockcheck_impls::{
     Capabilities, FencingToken, InvalidInput, Lease, LeaseRequest, LockError, Locker, MAX_TTL, MAX_WAIT, MIN_TTL,
-    MemoryLocker,
+    MemoryLocker, Queued,
 };
 use lockcheck_model::spec::Property;
 use tokio::sync::Notify;
@@ -462,6 +462,20 @@ impl Locker for Flawed {
             _ => left,
         })
     }
+
+    /// The memory locker's count where its `acquire` waits in the memory locker's queue; the
+    /// flaws that wait their own way cannot tell.
+    fn queued(&self) -> Option<Queued> {
+        match self.flaw {
+            Flaw::SubscribeAfterTry
+            | Flaw::LifoQueue
+            | Flaw::BargingClaimingFifo
+            | Flaw::RewaitsWithFreshBound
+            | Flaw::SemaphoreAdmitsAllWaiters
+            | Flaw::PollingClaimingPush => None,
+            _ => self.inner.queued(),
+        }
+    }
 }
 
 /// Two lock nodes that each grant from their own state and tell each other nothing — the
@@ -653,6 +667,11 @@ impl Locker for Session {
 
     async fn remaining_ttl(&self, lease: &Lease) -> Result<Option<Duration>, LockError> {
         self.locker.remaining_ttl(lease).await
+    }
+
+    /// The shared memory locker's count: every session's waiters together.
+    fn queued(&self) -> Option<Queued> {
+        self.locker.queued()
     }
 }
 

@@ -27,12 +27,12 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use lockcheck_history::Timing;
 use lockcheck_impls::{
-    Capabilities, FencingToken, Lease, LeaseRequest, LockError, Locker, OwnerToken, WaitingCount, validate_ttl,
+    Capabilities, FencingToken, Lease, LeaseRequest, LockError, Locker, OwnerToken, Queued, QueuedCount, validate_ttl,
     validate_wait,
 };
 use lockcheck_model::spec::Property;
 use redis::aio::MultiplexedConnection;
-use tokio::sync::{Notify, OnceCell, watch};
+use tokio::sync::{Notify, OnceCell};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until};
 
@@ -91,9 +91,8 @@ pub struct PortedRedisLocker {
     /// The client-side expiry timers of [`Port::server_side_ttl`] = false; they die with the
     /// locker, as they would with the holder's process.
     timers: Mutex<HashMap<OwnerToken, JoinHandle<()>>>,
-    /// How many acquires wait (their first try refused): see
-    /// [`PortedRedisLocker::waiting_changes`].
-    waiting: WaitingCount,
+    /// How many acquires wait (their first try refused): see [`Locker::queued`].
+    waiting: QueuedCount,
 }
 
 impl Drop for PortedRedisLocker {
@@ -110,13 +109,6 @@ fn unavailable(error: redis::RedisError) -> LockError {
 }
 
 impl PortedRedisLocker {
-    /// How many of this locker's acquires wait, as it changes: an acquire counts once its
-    /// first try was refused (it then sleeps out its backoff, or until a key event). Lets a
-    /// benchmark release only to waiters that are queued the port's way.
-    pub fn waiting_changes(&self) -> watch::Receiver<u64> {
-        self.waiting.changes()
-    }
-
     /// The Go locker, faithfully ([`Port::GO_ORIGINAL`]).
     pub async fn go_original(url: &str) -> Result<Self, LockError> {
         Self::connect(url, Port::GO_ORIGINAL).await
@@ -174,7 +166,7 @@ impl PortedRedisLocker {
             wake,
             subscriber,
             timers: Mutex::default(),
-            waiting: WaitingCount::new(),
+            waiting: QueuedCount::new(),
         })
     }
 
@@ -330,6 +322,12 @@ impl Locker for PortedRedisLocker {
             -1 => Some(lease.locally_remaining()),
             left => Some(Duration::from_millis(left as u64)),
         })
+    }
+
+    /// An acquire counts once its first try was refused (it then sleeps out its backoff, or
+    /// until a key event): queued the port's way.
+    fn queued(&self) -> Option<Queued> {
+        Some(self.waiting.queued())
     }
 }
 

@@ -130,7 +130,7 @@ impl DflockdLockerConfig {
 /// fresh connection. This is what keeps a cancelled acquire from leaving a lock behind when
 /// the server does not release on disconnect.
 ///
-/// It borrows what the background task would need and copies it only if that task runs.
+/// It borrows what the background task would need and copies it only if a reply is pending.
 struct PendingAcquire<'a> {
     conn: Option<Connection>,
     ns: Namespace,
@@ -146,11 +146,10 @@ impl Drop for PendingAcquire<'_> {
         if !conn.reply_pending() {
             return;
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         let (ns, key, patience) = (self.ns, self.key.to_owned(), self.patience);
         let addr = self.config.servers[self.server].clone();
         let (connect, auth) = (self.config.connect.clone(), self.config.auth_token.clone());
-        runtime.spawn(async move {
+        crate::cleanup::spawn(async move {
             let Some(reply) = conn.abandon(patience).await else { return };
             let mut fields = reply.split(' ');
             if let (Some("ok"), Some(token), Some(_), None) =

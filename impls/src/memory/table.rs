@@ -33,6 +33,7 @@ use tokio::time::Instant;
 use super::waiter::GrantSlot;
 use crate::error::LockError;
 use crate::lease::{FencingToken, Lease, OwnerToken};
+use crate::queued::{Queued, QueuedCount};
 use crate::request::LeaseRequest;
 
 /// Below this many remembered keys, idle keys are never swept.
@@ -78,6 +79,9 @@ pub(crate) struct Table {
     issuer: Issuer,
     last_waiter: u64,
     sweep_at: usize,
+    /// How many waiters all keys' queues hold: kept in step with the queues, under the same
+    /// lock, so it never counts a waiter that is granted or gone.
+    queued: QueuedCount,
 }
 
 /// Issues the fencing and owner tokens of every grant.
@@ -113,7 +117,13 @@ impl Issuer {
 
 impl Default for Table {
     fn default() -> Self {
-        Table { keys: HashMap::default(), issuer: Issuer::new(), last_waiter: 0, sweep_at: SWEEP_FLOOR }
+        Table {
+            keys: HashMap::default(),
+            issuer: Issuer::new(),
+            last_waiter: 0,
+            sweep_at: SWEEP_FLOOR,
+            queued: QueuedCount::new(),
+        }
     }
 }
 
@@ -128,7 +138,7 @@ impl Table {
         };
         // Expire first: a key whose leases all ended is free, whatever limit it had, exactly
         // as if it had already been forgotten.
-        state.expire_due(now, &mut self.issuer);
+        state.expire_due(now, &mut self.issuer, &self.queued);
         if state.limit != request.limit() {
             if !state.is_idle() {
                 let existing = state.limit;
@@ -175,7 +185,13 @@ impl Table {
         let wake_at = state.wake_at(deadline);
         slot.arm(wake_at);
         state.waiters.push_back(Waiter { id, ttl: request.ttl(), slot: slot.clone() });
+        self.queued.add(1);
         Enqueued::Queued { id, slot, wake_at }
+    }
+
+    /// The number of waiters queued on all keys, as it changes.
+    pub(crate) fn queued(&self) -> Queued {
+        self.queued.queued()
     }
 
     /// The instant a waiter on `key` whose wait bound ends at `deadline` must wake: the
@@ -220,6 +236,7 @@ impl Table {
                 None => {
                     if let Some(at) = state.waiters.iter().position(|waiter| waiter.id == id) {
                         state.waiters.remove(at);
+                        self.queued.remove(1);
                         if at == 0 {
                             state.keep_head_on_time();
                         }
@@ -227,7 +244,7 @@ impl Table {
                 }
                 Some(lease) if !keep_grant => {
                     state.holders.retain(|holder| holder.owner != lease.owner());
-                    state.hand_off(now, &mut self.issuer);
+                    state.hand_off(now, &mut self.issuer, &self.queued);
                 }
                 Some(_) => {}
             }
@@ -245,15 +262,15 @@ impl Table {
             }
             None => false,
         };
-        state.expire_due(now, &mut self.issuer);
-        state.hand_off(now, &mut self.issuer);
+        state.expire_due(now, &mut self.issuer, &self.queued);
+        state.hand_off(now, &mut self.issuer, &self.queued);
         held
     }
 
     /// Extends `lease` to `ttl` from `now` if it is still held.
     pub(crate) fn refresh(&mut self, lease: &Lease, ttl: Duration, now: Instant) -> Option<Lease> {
         let state = self.keys.get_mut(lease.key())?;
-        state.expire_due(now, &mut self.issuer);
+        state.expire_due(now, &mut self.issuer, &self.queued);
         let holder = state.holders.iter_mut().find(|holder| holder.owner == lease.owner())?;
         let shortened = now + ttl < holder.expires_at;
         holder.expires_at = now + ttl;
@@ -266,7 +283,7 @@ impl Table {
     /// The time `lease` has left, if it is still held.
     pub(crate) fn remaining_ttl(&mut self, lease: &Lease, now: Instant) -> Option<Duration> {
         let state = self.keys.get_mut(lease.key())?;
-        state.expire_due(now, &mut self.issuer);
+        state.expire_due(now, &mut self.issuer, &self.queued);
         let holder = state.holders.iter().find(|holder| holder.owner == lease.owner())?;
         Some(holder.expires_at - now)
     }
@@ -274,7 +291,7 @@ impl Table {
     /// Expires every lease of `key` that ended by `now` and hands the slots on.
     pub(crate) fn expire_due(&mut self, key: &str, now: Instant) {
         if let Some(state) = self.keys.get_mut(key) {
-            state.expire_due(now, &mut self.issuer);
+            state.expire_due(now, &mut self.issuer, &self.queued);
         }
     }
 
@@ -311,7 +328,7 @@ impl Table {
             if !state.holders.is_empty() {
                 state.holders.remove(0);
             }
-            state.hand_off(now, &mut self.issuer);
+            state.hand_off(now, &mut self.issuer, &self.queued);
         }
     }
 }
@@ -357,24 +374,25 @@ impl KeyState {
     }
 
     /// Drops holders whose lease ended by `now`, then hands their slots on.
-    fn expire_due(&mut self, now: Instant, issuer: &mut Issuer) {
+    fn expire_due(&mut self, now: Instant, issuer: &mut Issuer, queued: &QueuedCount) {
         let before = self.holders.len();
         self.holders.retain(|holder| holder.expires_at > now);
         if self.holders.len() != before {
-            self.hand_off(now, issuer);
+            self.hand_off(now, issuer, queued);
         }
     }
 
     /// Grants free slots to the queue's head, in arrival order.
-    fn hand_off(&mut self, now: Instant, issuer: &mut Issuer) {
-        let mut granted = false;
+    fn hand_off(&mut self, now: Instant, issuer: &mut Issuer, queued: &QueuedCount) {
+        let mut granted = 0;
         while self.holders.len() < self.limit as usize {
             let Some(waiter) = self.waiters.pop_front() else { break };
             let lease = self.grant(waiter.ttl, now, issuer);
             waiter.slot.fill(lease);
-            granted = true;
+            granted += 1;
         }
-        if granted {
+        queued.remove(granted);
+        if granted > 0 {
             // A new head, and a new lease that may end before the head's timer fires.
             self.keep_head_on_time();
         }

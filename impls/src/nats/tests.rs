@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{decode_key, encode_key, entry_value, parse_entry, server_ttl, taken_over_in};
+use super::entry::{decode_key, encode_key, entry_value, parse_entry, server_ttl, taken_over_in};
 use crate::OwnerToken;
 
 #[test]

@@ -130,7 +130,7 @@ fn wake_of(message: &async_nats::Message) -> Option<Wake> {
         let revision = offered.as_str().parse().ok()?;
         return Some(Wake::Offered { revision, reply: message.reply.clone()? });
     }
-    if super::operation_of(headers) == async_nats::jetstream::kv::Operation::Put {
+    if super::entry::operation_of(headers) == async_nats::jetstream::kv::Operation::Put {
         return None;
     }
     let revision = headers.get(async_nats::header::NATS_SEQUENCE)?.as_str().parse().ok()?;
@@ -223,10 +223,8 @@ impl Waiting {
 
 impl Drop for Waiting {
     fn drop(&mut self) {
-        if let Some(subscriber) = self.subscriber.take()
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
-            runtime.spawn(pass_on(self.client.clone(), self.subject.clone(), subscriber));
+        if let Some(subscriber) = self.subscriber.take() {
+            crate::cleanup::spawn(pass_on(self.client.clone(), self.subject.clone(), subscriber));
         }
     }
 }

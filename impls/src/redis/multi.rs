@@ -28,12 +28,13 @@ use tokio::time::Instant;
 use super::instance::{Attempt, Instance};
 use super::wakeups::{Subscribers, Waiters};
 use super::{
-    Outcome, RedisConfig, Rollback, Wakeups, check_lock_request, redis_capabilities, start_wakeups, wait_for_grant,
+    Outcome, RedisConfig, Wakeups, check_lock_request, redis_capabilities, rollback, start_wakeups, wait_for_grant,
 };
 use crate::Capabilities;
 use crate::error::LockError;
 use crate::lease::{FencingToken, Lease, OwnerToken};
 use crate::locker::Locker;
+use crate::queued::Queued;
 use crate::request::{LeaseRequest, validate_ttl, validate_wait};
 
 /// The servers of a multi-instance locker and their shared wake-ups.
@@ -90,7 +91,7 @@ impl RedisAllLocker {
         let instances = &self.servers.instances;
         let token = OwnerToken::random();
         let sent_at = Instant::now();
-        let rollback = Rollback::new(instances, request.key(), token);
+        let rollback = rollback(instances, request.key(), token);
         let mut first_fence = None;
         for (at, instance) in instances.iter().enumerate() {
             let refused = match instance.try_grant(request.key(), token, request.ttl(), None).await {
@@ -175,6 +176,12 @@ impl Locker for RedisAllLocker {
         }
         Ok(shortest)
     }
+
+    /// An acquire counts once a try made with its key's events subscribed on every server was
+    /// refused: a release from then on wakes it.
+    fn queued(&self) -> Option<Queued> {
+        Some(self.servers.waiters.waiting().queued())
+    }
 }
 
 /// How many rounds `try_acquire` gives a split vote.
@@ -209,7 +216,7 @@ impl RedlockLocker {
         let instances = &self.servers.instances;
         let token = OwnerToken::random();
         let sent_at = Instant::now();
-        let rollback = Rollback::new(instances, request.key(), token);
+        let rollback = rollback(instances, request.key(), token);
         let answers =
             join_all(instances.iter().map(|instance| instance.try_grant(request.key(), token, request.ttl(), None)))
                 .await;
@@ -332,6 +339,11 @@ impl Locker for RedlockLocker {
             join_all(self.servers.instances.iter().map(|instance| instance.remaining(lease.key(), lease.owner())))
                 .await;
         self.majority(answers)
+    }
+
+    /// As [`RedisAllLocker`]'s: counted once subscribed and refused.
+    fn queued(&self) -> Option<Queued> {
+        Some(self.servers.waiters.waiting().queued())
     }
 }
 

@@ -46,7 +46,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::waiting::WaitingCount;
+use crate::queued::QueuedCount;
 
 /// The keyspace events that free a lock: a release (`DEL` in the release script) and an
 /// expiry. Anything else on the key's channel (`expire` from a refresh) frees nothing.
@@ -104,8 +104,8 @@ pub(crate) struct Waiters {
     /// How long a waiter waits for its subscription to be confirmed before it polls instead.
     confirm_timeout: Duration,
     /// How many of this locker's acquires wait: their first try was refused, and they
-    /// listen (and, on one server, queue) for the key (`RedisLocker::waiting_changes`).
-    waiting: WaitingCount,
+    /// listen (and, on one server, queue) for the key (`Locker::queued`).
+    waiting: QueuedCount,
 }
 
 /// A waiter's interest in one key, withdrawn on drop.
@@ -197,7 +197,7 @@ pub(crate) type NoEvents = String;
 
 impl Waiters {
     /// How many of this locker's acquires wait for their key.
-    pub(crate) fn waiting(&self) -> &WaitingCount {
+    pub(crate) fn waiting(&self) -> &QueuedCount {
         &self.waiting
     }
 
@@ -210,7 +210,7 @@ impl Waiters {
             servers: Vec::new(),
             push: false,
             confirm_timeout: Duration::ZERO,
-            waiting: WaitingCount::new(),
+            waiting: QueuedCount::new(),
         })
     }
 
@@ -244,7 +244,7 @@ impl Waiters {
                 .collect(),
             push: true,
             confirm_timeout: response_timeout,
-            waiting: WaitingCount::new(),
+            waiting: QueuedCount::new(),
         });
         let tasks = instances
             .iter()
@@ -575,7 +575,7 @@ mod tests {
             servers: vec![server(1), server(2)],
             push: true,
             confirm_timeout: Duration::from_secs(1),
-            waiting: WaitingCount::new(),
+            waiting: QueuedCount::new(),
         })
     }
 
