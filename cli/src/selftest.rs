@@ -6,11 +6,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use lockcheck_conformance::mutants::{self, Mutant};
 use lockcheck_conformance::suite::selected;
-use lockcheck_conformance::{Counterexample, Property, Status, SuiteConfig, run_check};
+use lockcheck_conformance::{Counterexample, Status, SuiteConfig, run_check};
+use lockcheck_report::documents::{Document, Hunt, MutantOutcome as Outcome, SelftestDocument};
 
 /// Arguments of `lockcheck selftest`.
 #[derive(clap::Args)]
@@ -27,21 +27,6 @@ pub struct Args {
     /// List the mutants and exit.
     #[arg(long)]
     list: bool,
-}
-
-/// How one mutant fared.
-#[derive(serde::Serialize)]
-struct Outcome {
-    mutant: String,
-    failure_class: String,
-    expected: Property,
-    /// `caught`, `caught-other` (by another property than expected) or `survived`.
-    status: &'static str,
-    caught_by: Option<Property>,
-    check: Option<String>,
-    counterexample_operations: Option<usize>,
-    time_to_catch: Duration,
-    counterexample: Option<Counterexample>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -79,7 +64,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     for outcome in &outcomes {
         let caught = match (outcome.caught_by, outcome.status) {
             (Some(property), _) => property.to_string(),
-            (None, "not-run") => "NOT RUN".to_owned(),
+            (None, Hunt::NotRun) => "NOT RUN".to_owned(),
             (None, _) => "SURVIVED".to_owned(),
         };
         println!(
@@ -97,9 +82,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             println!("\n{} — {}\n{counterexample}", outcome.mutant, outcome.failure_class);
         }
     }
-    let survivors: Vec<&str> = outcomes.iter().filter(|o| o.status == "survived").map(|o| o.mutant.as_str()).collect();
-    let not_run: Vec<&str> = outcomes.iter().filter(|o| o.status == "not-run").map(|o| o.mutant.as_str()).collect();
-    let other: Vec<&str> = outcomes.iter().filter(|o| o.status == "caught-other").map(|o| o.mutant.as_str()).collect();
+    let survivors: Vec<&str> =
+        outcomes.iter().filter(|o| o.status == Hunt::Survived).map(|o| o.mutant.as_str()).collect();
+    let not_run: Vec<&str> = outcomes.iter().filter(|o| o.status == Hunt::NotRun).map(|o| o.mutant.as_str()).collect();
+    let other: Vec<&str> =
+        outcomes.iter().filter(|o| o.status == Hunt::CaughtOther).map(|o| o.mutant.as_str()).collect();
     println!(
         "\n{} of {} mutants caught{}",
         outcomes.len() - survivors.len() - not_run.len(),
@@ -111,9 +98,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     );
     if let Some(path) = &args.json {
-        let json = serde_json::json!({ "seed": config.seed, "mutants": outcomes });
-        std::fs::write(path, serde_json::to_string_pretty(&json)?)
-            .with_context(|| format!("writing {}", path.display()))?;
+        SelftestDocument { seed: config.seed, mutants: outcomes.clone() }.write(path)?;
         eprintln!("wrote {}", path.display());
     }
     if !not_run.is_empty() {
@@ -140,7 +125,7 @@ async fn hunt(mutant: &Mutant, config: &SuiteConfig) -> Outcome {
                 mutant: mutant.name.to_owned(),
                 failure_class: mutant.failure_class.to_owned(),
                 expected: mutant.expected_to_violate,
-                status: "not-run",
+                status: Hunt::NotRun,
                 caught_by: None,
                 check: Some(why.clone()),
                 counterexample_operations: None,
@@ -160,7 +145,7 @@ async fn hunt(mutant: &Mutant, config: &SuiteConfig) -> Outcome {
                 mutant: mutant.name.to_owned(),
                 failure_class: mutant.failure_class.to_owned(),
                 expected: mutant.expected_to_violate,
-                status: if caught_by == Some(mutant.expected_to_violate) { "caught" } else { "caught-other" },
+                status: if caught_by == Some(mutant.expected_to_violate) { Hunt::Caught } else { Hunt::CaughtOther },
                 caught_by,
                 check: Some(result.check.clone()),
                 counterexample_operations: counterexample.as_ref().map(Counterexample::len),
@@ -173,7 +158,7 @@ async fn hunt(mutant: &Mutant, config: &SuiteConfig) -> Outcome {
         mutant: mutant.name.to_owned(),
         failure_class: mutant.failure_class.to_owned(),
         expected: mutant.expected_to_violate,
-        status: "survived",
+        status: Hunt::Survived,
         caught_by: None,
         check: None,
         counterexample_operations: None,
