@@ -69,8 +69,8 @@ pub use floor::{RoundTrip, TcpEcho};
 pub use measure::{Batch, UNCONTENDED_GROUP, hand_off, throughput, uncontended, uncontended_in_groups};
 // The run documents and their statistics live with the renderer, which reads them.
 pub use lockcheck_report::{
-    BenchRun, Kind, Machine, Measurement, Mode, Role, SCHEMA, Samples, Summary, base_versions, median, percentile,
-    render, results_dir, workspace_root,
+    BenchRun, Kind, Machine, Measurement, Mode, Role, Samples, Summary, base_versions, median, percentile, render,
+    results_dir, workspace_root,
 };
 pub use suite::{Shape, Suite};
 

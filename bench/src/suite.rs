@@ -68,7 +68,6 @@ impl Suite {
             Mode::Full => format!("cargo bench -p lockcheck-bench --bench {name}"),
         };
         let run = BenchRun {
-            schema: results::SCHEMA,
             suite: name.to_owned(),
             mode,
             started_unix: results::unix_now(),

@@ -5,9 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use lockcheck_bench::render::{RenderOptions, render};
-use lockcheck_bench::{
-    BenchRun, Kind, LockerContender, Machine, Measurement, Mode, Role, SCHEMA, Samples, TokioMutexFloor,
-};
+use lockcheck_bench::{BenchRun, Kind, LockerContender, Machine, Measurement, Mode, Role, Samples, TokioMutexFloor};
 use lockcheck_impls::MemoryLocker;
 
 /// A folder removed on drop, even when the test panics.
@@ -70,7 +68,6 @@ fn measured_run() -> BenchRun {
         }
     });
     BenchRun {
-        schema: SCHEMA,
         suite: "memory".to_owned(),
         mode: Mode::Quick,
         started_unix: 1_795_919_241,
@@ -82,17 +79,8 @@ fn measured_run() -> BenchRun {
     }
 }
 
-/// A `lockcheck check --json` result in the conformance suite's shape, with a double grant.
-const CHECK_JSON: &str = r#"[{"backend": "memory", "seed": 7, "checks": [
-  {"check": "mutual exclusion", "properties": {"mutual-exclusion": "violated", "fencing": "passed", "fifo": "not-claimed"},
-   "counterexamples": [{"property": "mutual-exclusion", "summary": "two clients held k at once",
-     "history": {"operations": [
-       {"client": 0, "key": "k", "call": "acquire", "lease": 1, "ttl": 50000, "limit": 1, "wait": 1000, "invoked": 0, "returned": 300, "outcome": "granted", "fence": 1, "acquired_at": 0},
-       {"client": 1, "key": "k", "call": "acquire", "lease": 2, "ttl": 50000, "limit": 1, "wait": 9000, "invoked": 500, "returned": 2000, "outcome": "granted", "fence": 2, "acquired_at": 1900},
-       {"client": 0, "key": "k", "call": "release", "lease": 1, "invoked": 4000, "returned": 4100, "outcome": "released", "held": true},
-       {"client": 1, "key": "k", "call": "release", "lease": 2, "invoked": 5000, "returned": null, "outcome": "pending"}
-     ]}}],
-   "notes": [], "elapsed": {"secs": 0, "nanos": 5000000}, "operations": 4}]}]"#;
+/// A `lockcheck check --json` document with a double grant (the report crate's fixture).
+const CHECK_JSON: &str = include_str!("../../report/tests/fixtures/check.json");
 
 #[test]
 fn renders_every_picture_and_says_what_is_missing() {

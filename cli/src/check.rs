@@ -2,7 +2,6 @@
 //! backend table and the minimal counterexamples; exit 1 on any violated or undecided
 //! property.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -11,6 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use lockcheck_conformance::suite::selected;
 use lockcheck_conformance::{Backend, Property, Status, SuiteConfig, SuiteReport, Timing, backends};
 use lockcheck_history::{Capabilities, History, KeptHistory, Verdict, check_all};
+use lockcheck_report::documents::{CheckDocument, Document, DocumentError};
 
 /// Arguments of `lockcheck check`.
 #[derive(clap::Args)]
@@ -132,15 +132,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     print_table(&reports);
     print_counterexamples(&reports);
+    let failed = reports.iter().any(|report| report.status().is_failure());
     if let Some(path) = &args.json {
-        let table: BTreeMap<&str, BTreeMap<Property, Status>> =
-            reports.iter().map(|report| (report.backend.as_str(), report.by_property())).collect();
-        let json = serde_json::json!({ "seed": config.seed, "table": table, "backends": reports });
-        std::fs::write(path, serde_json::to_string_pretty(&json)?)
-            .with_context(|| format!("writing {}", path.display()))?;
+        CheckDocument::new(config.seed, reports).write(path)?;
         eprintln!("wrote {}", path.display());
     }
-    let failed = reports.iter().any(|report| report.status().is_failure());
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
@@ -217,18 +213,21 @@ fn reachable(runtime: &tokio::runtime::Runtime, backend: &dyn Backend) -> anyhow
     }
 }
 
-/// `check --json` output: the reports, each with the time scales and claims its checks used.
-#[derive(serde::Deserialize)]
-struct JsonOutput {
-    backends: Vec<SuiteReport>,
-}
-
 /// `--recheck FILE`: every history checker over a saved history — a kept history
 /// (`$LOCKCHECK_HISTORY_DIR`, `History::to_json`), or every counterexample of a `check --json`
 /// output, each judged with the time scales and claims of the run that found it.
 fn recheck(path: &std::path::Path, time_scale: f64) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    if let Ok(output) = serde_json::from_str::<JsonOutput>(&text) {
+    let output = match CheckDocument::from_json(&text) {
+        Ok(output) => Some(output),
+        // Another kind of document, or a newer check document, is refused as such rather
+        // than misread as a history.
+        Err(error @ (DocumentError::WrongKind { .. } | DocumentError::NewerVersion { .. })) => {
+            return Err(anyhow::Error::new(error).context(format!("reading {}", path.display())));
+        }
+        Err(_) => None,
+    };
+    if let Some(output) = output {
         let mut failed = false;
         let mut found = 0;
         for report in &output.backends {
@@ -293,19 +292,12 @@ fn recheck_history(history: &History, timing: Timing, capabilities: Capabilities
     println!("{} operations, {}", history.operations.len(), timing_note(&timing));
     for (property, verdict) in verdicts {
         let property = property.to_string();
+        let status = verdict.status();
+        failed |= status.is_failure();
         match verdict {
-            Verdict::Valid => println!("{property:<28} ok"),
-            Verdict::Unknown { reason } => {
-                failed = true;
-                println!("{property:<28} UNKNOWN: {reason}");
-            }
-            Verdict::Invalid { counterexample } if counterexample.predicted.is_some() => {
-                println!("{property:<28} predicted\n{counterexample}");
-            }
-            Verdict::Invalid { counterexample } => {
-                failed = true;
-                println!("{property:<28} VIOLATED\n{counterexample}");
-            }
+            Verdict::Valid => println!("{property:<28} {status}"),
+            Verdict::Unknown { reason } => println!("{property:<28} {status}: {reason}"),
+            Verdict::Invalid { counterexample } => println!("{property:<28} {status}\n{counterexample}"),
         }
     }
     failed
@@ -357,6 +349,35 @@ mod tests {
                 proptest::prop_assert!(scaled.base_ttl <= std::time::Duration::from_secs(86_400));
             }
         }
+    }
+
+    fn fixture(name: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../report/tests/fixtures").join(name)
+    }
+
+    /// `check --json` output from before documents were marked is what users have kept: it
+    /// still re-checks, as does the marked document.
+    #[test]
+    fn recheck_reads_the_check_document_and_its_unmarked_predecessor() {
+        for name in ["check-v0.json", "check.json"] {
+            // The fixture's counterexample is a double grant: re-checked, it fails again.
+            let code = recheck(&fixture(name), 1.0).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+            assert_eq!(code, ExitCode::from(1), "{name}");
+        }
+    }
+
+    #[test]
+    fn recheck_refuses_another_kind_of_document_naming_both() {
+        let error = recheck(&fixture("selftest.json"), 1.0).expect_err("a selftest document is no check output");
+        let message = format!("{error:#}");
+        assert!(message.contains("lockcheck.selftest") && message.contains("lockcheck.check"), "{message}");
+        let dir = std::env::temp_dir().join(format!("lockcheck-recheck-newer-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let newer = dir.join("check.json");
+        std::fs::write(&newer, r#"{"kind": "lockcheck.check", "version": 99, "seed": 1, "backends": []}"#).unwrap();
+        let message = format!("{:#}", recheck(&newer, 1.0).expect_err("a newer check document"));
+        assert!(message.contains("version 99") && message.contains("up to 1"), "{message}");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use lockcheck_model::systems::{self, CheckOptions, Options, Outcome, Progress, System, Verdict};
+use lockcheck_report::documents::{Document, ModelDocument};
 
 /// Arguments of `lockcheck model`.
 #[derive(clap::Args)]
@@ -105,9 +106,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         print_table(&outcomes);
     }
     if let Some(path) = &args.json {
-        let json: Vec<&Outcome> = outcomes.iter().map(|(_, o, _)| o).collect();
-        std::fs::write(path, serde_json::to_vec_pretty(&json)?)
-            .with_context(|| format!("writing {}", path.display()))?;
+        ModelDocument { outcomes: outcomes.iter().map(|(_, o, _)| o.clone()).collect() }.write(path)?;
     }
     Ok(if as_expected { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
@@ -139,7 +138,9 @@ fn print_outcome(system: &System, outcome: &Outcome, ok: bool) {
             Verdict::Violated { .. } => "VIOLATED",
             Verdict::Unknown => "unknown (search incomplete)",
         };
-        println!("  {:<55} {verdict}", property.name);
+        // The property of P1-P10 it checks, where it checks one.
+        let checks = property.property.map(|p| format!("[{}] ", p.code())).unwrap_or_default();
+        println!("  {checks:<6}{:<55} {verdict}", property.name);
     }
     for property in &outcome.properties {
         if let Verdict::Violated { trace } = &property.verdict {

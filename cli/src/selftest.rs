@@ -5,10 +5,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use lockcheck_conformance::SuiteConfig;
-use lockcheck_conformance::mutants::{self, HuntVerdict, Mutant};
+use lockcheck_conformance::mutants::{self, Hunt, Mutant};
+use lockcheck_report::documents::{Document, SelftestDocument};
 
 /// Arguments of `lockcheck selftest`.
 #[derive(clap::Args)]
@@ -60,9 +60,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     println!("{:<34} {:<20} {:<20} {:>5} {:>9}  check", "mutant", "expected", "caught by", "ops", "time");
     for outcome in &outcomes {
-        let caught = match (outcome.caught_by, outcome.verdict) {
+        let caught = match (outcome.caught_by, outcome.status) {
             (Some(property), _) => property.to_string(),
-            (None, HuntVerdict::NotRun) => "NOT RUN".to_owned(),
+            (None, Hunt::NotRun) => "NOT RUN".to_owned(),
             (None, _) => "SURVIVED".to_owned(),
         };
         println!(
@@ -80,11 +80,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             println!("\n{} — {}\n{counterexample}", outcome.mutant, outcome.failure_class);
         }
     }
-    let named = |verdict: HuntVerdict| -> Vec<&str> {
-        outcomes.iter().filter(|o| o.verdict == verdict).map(|o| o.mutant.as_str()).collect()
+    let named = |status: Hunt| -> Vec<&str> {
+        outcomes.iter().filter(|o| o.status == status).map(|o| o.mutant.as_str()).collect()
     };
-    let (survivors, not_run, other) =
-        (named(HuntVerdict::Survived), named(HuntVerdict::NotRun), named(HuntVerdict::CaughtOther));
+    let (survivors, not_run, other) = (named(Hunt::Survived), named(Hunt::NotRun), named(Hunt::CaughtOther));
     println!(
         "\n{} of {} mutants caught{}",
         outcomes.len() - survivors.len() - not_run.len(),
@@ -96,9 +95,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     );
     if let Some(path) = &args.json {
-        let json = serde_json::json!({ "seed": config.seed, "mutants": outcomes });
-        std::fs::write(path, serde_json::to_string_pretty(&json)?)
-            .with_context(|| format!("writing {}", path.display()))?;
+        SelftestDocument { seed: config.seed, mutants: outcomes.clone() }.write(path)?;
         eprintln!("wrote {}", path.display());
     }
     if !not_run.is_empty() {

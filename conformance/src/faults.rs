@@ -22,7 +22,8 @@ pub mod redis;
 use std::fmt;
 
 use lockcheck_impls::Capabilities;
-use lockcheck_model::spec::Property;
+use lockcheck_model::spec::{Property, Status};
+use lockcheck_report::documents::{FaultRecord, FaultsDocument};
 
 /// The faults lockcheck injects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -126,6 +127,16 @@ impl FaultOutcome {
         }
     }
 
+    /// The outcome as a status: safe passes, a violation is violated, and a violation the
+    /// backend's declared capabilities predict is predicted.
+    pub fn status(&self) -> Status {
+        match self {
+            FaultOutcome::Safe => Status::Passed,
+            FaultOutcome::Violation { .. } => Status::Violated,
+            FaultOutcome::PredictedViolation { .. } => Status::Predicted,
+        }
+    }
+
     /// Whether the run broke a claimed property.
     pub fn is_violation(&self) -> bool {
         matches!(self, FaultOutcome::Violation { .. })
@@ -172,41 +183,36 @@ impl FaultReport {
         }
     }
 
-    /// Adds this result to the JSON array in the file `$LOCKCHECK_FAULTS_OUT`, if set (the
-    /// test command sets it; `lockcheck report --faults FILE` renders it). Replaces an earlier
-    /// result for the same backend kind and fault. Best effort: a write error is printed,
-    /// since the test's own assertions are what decide it.
+    /// The result as a record of the `faults` document.
+    pub fn to_record(&self) -> FaultRecord {
+        let (property, evidence, predicted_by) = match &self.outcome {
+            FaultOutcome::Safe => (None, None, None),
+            FaultOutcome::Violation { property, evidence } => (Some(*property), Some(evidence.clone()), None),
+            FaultOutcome::PredictedViolation { property, evidence, predicted_by } => {
+                (Some(*property), Some(evidence.clone()), Some((*predicted_by).to_owned()))
+            }
+        };
+        FaultRecord {
+            backend: self.backend_kind(),
+            fault: self.fault.name().to_owned(),
+            status: self.outcome.status(),
+            property,
+            evidence,
+            predicted_by,
+            notes: self.notes.clone(),
+        }
+    }
+
+    /// Adds this result to the `faults` document in the file `$LOCKCHECK_FAULTS_OUT`, if set
+    /// (the test command sets it; `lockcheck report --faults FILE` renders it). Replaces an
+    /// earlier result for the same backend kind and fault. Best effort: a write error is
+    /// printed, since the test's own assertions are what decide it.
     pub fn record(&self) {
         static WRITING: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let Some(path) = std::env::var_os(FAULTS_OUT) else { return };
         let _writing = WRITING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let (outcome, property, evidence) = match &self.outcome {
-            FaultOutcome::Safe => ("safe".to_owned(), None, None),
-            FaultOutcome::Violation { property, evidence } => ("VIOLATION".to_owned(), Some(*property), Some(evidence)),
-            FaultOutcome::PredictedViolation { property, evidence, predicted_by } => {
-                (format!("predicted ({predicted_by})"), Some(*property), Some(evidence))
-            }
-        };
-        let row = serde_json::json!({
-            "backend": self.backend_kind(),
-            "fault": self.fault.name(),
-            "outcome": outcome,
-            "property": property.map(|p| p.name()),
-            "evidence": evidence,
-            "notes": self.notes.join("; "),
-        });
-        let mut rows: Vec<serde_json::Value> =
-            std::fs::read(&path).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok()).unwrap_or_default();
-        rows.retain(|old| !(old["backend"] == row["backend"] && old["fault"] == row["fault"]));
-        rows.push(row);
-        let written = serde_json::to_vec_pretty(&rows)
-            .map_err(std::io::Error::other)
-            .and_then(|json| std::fs::write(&path, json));
-        if let Err(error) = written {
-            eprintln!(
-                "lockcheck: could not record the fault result in {}: {error}",
-                std::path::Path::new(&path).display()
-            );
+        if let Err(error) = FaultsDocument::record_in(std::path::Path::new(&path), self.to_record()) {
+            eprintln!("lockcheck: could not record the fault result: {error}");
         }
     }
 }
@@ -263,5 +269,30 @@ mod tests {
         let outcome = FaultOutcome::judge(Fault::NetworkPartition, claims, broken());
         assert!(outcome.is_violation(), "{outcome}");
         assert_eq!(FaultOutcome::judge(Fault::NetworkPartition, claims, None), FaultOutcome::Safe);
+    }
+
+    #[test]
+    fn a_fault_result_is_recorded_as_a_typed_document() {
+        let mut claims = Capabilities::all_in_process();
+        claims.survives_server_restart = false;
+        let broken = Some((Property::MutualExclusion, "double grant".to_owned()));
+        let report = FaultReport {
+            backend: "redis://127.0.0.1:6379,127.0.0.1:6380/0".to_owned(),
+            fault: Fault::ServerRestartedWithoutPersistence,
+            outcome: FaultOutcome::judge(Fault::ServerRestartedWithoutPersistence, claims, broken),
+            notes: vec!["restarted".to_owned()],
+        };
+        let record = report.to_record();
+        assert_eq!(record.backend, "redis (2 servers)");
+        assert_eq!(record.status, Status::Predicted);
+        assert_eq!(record.predicted_by.as_deref(), Some("survives_server_restart: false"));
+        let dir = std::env::temp_dir().join(format!("lockcheck-faults-record-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("faults.json");
+        FaultsDocument::record_in(&path, record.clone()).unwrap();
+        FaultsDocument::record_in(&path, record.clone()).unwrap();
+        use lockcheck_report::documents::Document;
+        assert_eq!(FaultsDocument::read(&path).unwrap().results, vec![record]);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -76,52 +76,16 @@ pub fn all() -> Vec<Mutant> {
     mutants
 }
 
-/// How a mutant fared against the suite ([`hunt`]).
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct Hunt {
-    /// The mutant's name.
-    pub mutant: String,
-    /// Its failure class.
-    pub failure_class: String,
-    /// The property it is expected to break.
-    pub expected: Property,
-    /// What became of it.
-    #[serde(rename = "status")]
-    pub verdict: HuntVerdict,
-    /// The property its counterexample names, if it was caught.
-    pub caught_by: Option<Property>,
-    /// The check that caught it, or why it could not be run.
-    pub check: Option<String>,
-    /// The number of operations in the counterexample.
-    pub counterexample_operations: Option<usize>,
-    /// The suite's time until it was caught (or in all, if it survived).
-    pub time_to_catch: std::time::Duration,
-    /// The counterexample.
-    pub counterexample: Option<lockcheck_history::Counterexample>,
-}
-
-/// What became of a hunted mutant.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum HuntVerdict {
-    /// Caught, with a counterexample of the property it was expected to break.
-    Caught,
-    /// Caught, but by another property than expected.
-    CaughtOther,
-    /// Every check passed it: the harness could not fail it.
-    Survived,
-    /// Its server could not be reached: not tested, never read as survived or caught.
-    NotRun,
-}
+pub use lockcheck_report::documents::{Hunt, MutantOutcome};
 
 /// Runs the suite's checks (those `config` selects) in order against `mutant` until one reports
 /// a violation: the one loop behind `lockcheck selftest` and every "each mutant is caught" test.
-pub async fn hunt(mutant: &Mutant, config: &crate::SuiteConfig) -> Hunt {
-    let mut hunt = Hunt {
+pub async fn hunt(mutant: &Mutant, config: &crate::SuiteConfig) -> MutantOutcome {
+    let mut hunt = MutantOutcome {
         mutant: mutant.name.to_owned(),
         failure_class: mutant.failure_class.to_owned(),
         expected: mutant.expected_to_violate,
-        verdict: HuntVerdict::Survived,
+        status: Hunt::Survived,
         caught_by: None,
         check: None,
         counterexample_operations: None,
@@ -132,7 +96,7 @@ pub async fn hunt(mutant: &Mutant, config: &crate::SuiteConfig) -> Hunt {
         let result = crate::run_check(mutant.backend.as_ref(), check, config).await;
         hunt.time_to_catch += result.elapsed;
         if let Some(why) = result.notes.iter().find(|note| note.starts_with("could not connect")) {
-            hunt.verdict = HuntVerdict::NotRun;
+            hunt.status = Hunt::NotRun;
             hunt.check = Some(why.clone());
             return hunt;
         }
@@ -144,9 +108,9 @@ pub async fn hunt(mutant: &Mutant, config: &crate::SuiteConfig) -> Hunt {
                 .or(result.counterexamples.first())
                 .cloned();
             hunt.caught_by = counterexample.as_ref().map(|c| c.property);
-            hunt.verdict = match hunt.caught_by == Some(mutant.expected_to_violate) {
-                true => HuntVerdict::Caught,
-                false => HuntVerdict::CaughtOther,
+            hunt.status = match hunt.caught_by == Some(mutant.expected_to_violate) {
+                true => Hunt::Caught,
+                false => Hunt::CaughtOther,
             };
             hunt.check = Some(result.check.clone());
             hunt.counterexample_operations = counterexample.as_ref().map(lockcheck_history::Counterexample::len);
@@ -159,14 +123,14 @@ pub async fn hunt(mutant: &Mutant, config: &crate::SuiteConfig) -> Hunt {
 
 /// Hunts each of `mutants` and returns those not caught by the property they are expected to
 /// break, each with what became of it; prints one line per mutant (for test logs).
-pub async fn not_caught_as_expected(mutants: &[Mutant], config: &crate::SuiteConfig) -> Vec<Hunt> {
+pub async fn not_caught_as_expected(mutants: &[Mutant], config: &crate::SuiteConfig) -> Vec<MutantOutcome> {
     let mut missed = Vec::new();
     for mutant in mutants {
         let hunt = hunt(mutant, config).await;
         eprintln!(
-            "{:<34} {:?} by {:?} in {:.1}s ({})",
+            "{:<34} {} by {:?} in {:.1}s ({})",
             hunt.mutant,
-            hunt.verdict,
+            hunt.status,
             hunt.caught_by,
             hunt.time_to_catch.as_secs_f64(),
             hunt.check.as_deref().unwrap_or("-")
@@ -174,7 +138,7 @@ pub async fn not_caught_as_expected(mutants: &[Mutant], config: &crate::SuiteCon
         if let Some(counterexample) = &hunt.counterexample {
             eprintln!("{counterexample}");
         }
-        if hunt.verdict != HuntVerdict::Caught {
+        if hunt.status != Hunt::Caught {
             missed.push(hunt);
         }
     }

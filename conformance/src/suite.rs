@@ -33,6 +33,10 @@ use lockcheck_history::checkers::linearizability::Reference;
 use lockcheck_history::checkers::{self, Counterexample, Verdict};
 use lockcheck_impls::{Capabilities, Lease, LockError};
 use lockcheck_model::spec::Property;
+// The result types are the `check` document's (shared with the report), and the status is
+// the spec's: every producer and reader speaks one vocabulary.
+pub use lockcheck_model::spec::Status;
+pub use lockcheck_report::documents::{CheckResult, SuiteReport};
 
 use crate::backend::Backend;
 use crate::history::{Operation, Recorder, RecordingLocker};
@@ -358,161 +362,6 @@ pub fn check_info(name: &str) -> Option<&'static CheckInfo> {
     CHECKS.iter().find(|check| check.name == name)
 }
 
-/// The outcome of one property in one check.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Status {
-    /// The backend does not claim the capability the property needs: informational.
-    NotClaimed,
-    /// Claimed, but this run could not check it (the backend cannot be put through the fault
-    /// the check needs): reported, never read as a pass.
-    NotChecked,
-    /// Checked and held.
-    Passed,
-    /// Violated in a way the backend's own claims predict (a session-bound lease freed under a
-    /// live holder whose session was cut): not a broken promise, but shown, with its remedy.
-    Predicted,
-    /// Could not be decided (a backend error, a checker out of budget): not a pass.
-    Unknown,
-    /// Violated: there is a counterexample.
-    Violated,
-}
-
-impl Status {
-    /// Combines two statuses: Violated > Unknown > Predicted > Passed > NotClaimed.
-    pub fn and(self, other: Status) -> Status {
-        self.max(other)
-    }
-
-    /// Whether this status should fail a CI gate.
-    pub fn is_failure(self) -> bool {
-        matches!(self, Status::Violated | Status::Unknown)
-    }
-}
-
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Status::NotClaimed => "not claimed",
-            Status::NotChecked => "not checked",
-            Status::Passed => "ok",
-            Status::Predicted => "predicted",
-            Status::Unknown => "UNKNOWN",
-            Status::Violated => "VIOLATED",
-        })
-    }
-}
-
-/// The result of one check.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub struct CheckResult {
-    /// The check's name.
-    pub check: String,
-    /// The status of every property it covers.
-    pub properties: BTreeMap<Property, Status>,
-    /// The counterexamples it found.
-    pub counterexamples: Vec<Counterexample>,
-    /// Why something is unknown or not claimed.
-    pub notes: Vec<String>,
-    /// How long it took.
-    pub elapsed: Duration,
-    /// The operations it performed.
-    pub operations: usize,
-}
-
-impl CheckResult {
-    /// The combined status.
-    pub fn status(&self) -> Status {
-        self.properties.values().copied().fold(Status::NotClaimed, Status::and)
-    }
-
-    /// The first property it found violated.
-    pub fn violated(&self) -> Option<Property> {
-        self.counterexamples.first().map(|counterexample| counterexample.property)
-    }
-}
-
-/// The result of a suite run against one backend.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub struct SuiteReport {
-    /// The backend's name.
-    pub backend: String,
-    /// What it claimed (`None` if no client could connect).
-    pub capabilities: Option<Capabilities>,
-    /// The seed (rerun with `--seed` / `LOCKCHECK_SEED`).
-    pub seed: u64,
-    /// The time scales used.
-    pub timing: Timing,
-    /// Every check's result.
-    pub checks: Vec<CheckResult>,
-    /// How long the run took.
-    pub elapsed: Duration,
-}
-
-impl SuiteReport {
-    /// Property × status, combined over checks (Violated > Unknown > Passed > NotClaimed).
-    pub fn by_property(&self) -> BTreeMap<Property, Status> {
-        let mut table: BTreeMap<Property, Status> = BTreeMap::new();
-        for check in &self.checks {
-            for (property, status) in &check.properties {
-                let entry = table.entry(*property).or_insert(*status);
-                *entry = entry.and(*status);
-            }
-        }
-        table
-    }
-
-    /// The combined status of the whole run.
-    pub fn status(&self) -> Status {
-        if self.checks.is_empty() {
-            // Nothing tested is not a pass.
-            return Status::Unknown;
-        }
-        self.checks.iter().map(CheckResult::status).fold(Status::NotClaimed, Status::and)
-    }
-
-    /// The claims no check of this suite can judge (they need faults: a server restart), each
-    /// with where they are checked instead. Reported as "claimed, not checked", never as passed.
-    pub fn unchecked_claims(&self) -> Vec<&'static str> {
-        let Some(capabilities) = self.capabilities else { return Vec::new() };
-        let mut unchecked = Vec::new();
-        if capabilities.survives_server_restart {
-            unchecked.push("survives server restart (checked by the fault runs, not by `check`)");
-        }
-        if capabilities.fencing_survives_restart {
-            unchecked.push("fencing survives restart (checked by the fault runs, not by `check`)");
-        }
-        unchecked
-    }
-
-    /// Every counterexample, in check order.
-    pub fn counterexamples(&self) -> impl Iterator<Item = (&str, &Counterexample)> {
-        self.checks.iter().flat_map(|check| check.counterexamples.iter().map(move |c| (check.check.as_str(), c)))
-    }
-}
-
-impl fmt::Display for SuiteReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "backend {} (seed {}, {:.1}s)", self.backend, self.seed, self.elapsed.as_secs_f64())?;
-        for check in &self.checks {
-            writeln!(
-                f,
-                "  {:<34} {:<12} {:>7.0}ms",
-                check.check,
-                check.status().to_string(),
-                check.elapsed.as_secs_f64() * 1e3
-            )?;
-            for note in &check.notes {
-                writeln!(f, "      note: {note}")?;
-            }
-        }
-        for (check, counterexample) in self.counterexamples() {
-            writeln!(f, "\n[{check}] {counterexample}")?;
-        }
-        Ok(())
-    }
-}
-
 /// Why a check stopped early.
 #[derive(Debug)]
 pub(crate) enum Stop {
@@ -803,13 +652,5 @@ mod tests {
         let listed: Vec<&str> = source[start..end].split_whitespace().skip(4).collect();
         let names: Vec<&str> = CHECKS.iter().map(|check| check.name).collect();
         assert_eq!(listed, names);
-    }
-
-    #[test]
-    fn statuses_combine_worst_first() {
-        assert_eq!(Status::Passed.and(Status::Violated), Status::Violated);
-        assert_eq!(Status::Unknown.and(Status::Passed), Status::Unknown);
-        assert_eq!(Status::NotClaimed.and(Status::Passed), Status::Passed);
-        assert!(Status::Unknown.is_failure());
     }
 }

@@ -19,7 +19,7 @@ use std::fmt;
 
 use std::time::Duration;
 
-use lockcheck_model::spec::{Capabilities, Property};
+use lockcheck_model::spec::{Capabilities, Property, Status};
 
 use crate::Timing;
 use crate::history::{History, Operation};
@@ -73,6 +73,11 @@ pub struct Counterexample {
 }
 
 impl Counterexample {
+    /// What the counterexample makes of its property: violated, or predicted by the claims.
+    pub fn status(&self) -> Status {
+        if self.predicted.is_some() { Status::Predicted } else { Status::Violated }
+    }
+
     /// A counterexample from the operations that show it.
     pub fn new(property: Property, summary: impl Into<String>, operations: Vec<Operation>) -> Self {
         Counterexample {
@@ -179,6 +184,16 @@ impl Verdict {
             (invalid @ Verdict::Invalid { .. }, _) | (_, invalid @ Verdict::Invalid { .. }) => invalid,
             (unknown @ Verdict::Unknown { .. }, _) | (_, unknown @ Verdict::Unknown { .. }) => unknown,
             _ => Verdict::Valid,
+        }
+    }
+
+    /// The verdict as a status: Valid passes, Unknown stays unknown, and Invalid is
+    /// violated, or predicted where the backend's own claims predict it.
+    pub fn status(&self) -> Status {
+        match self {
+            Verdict::Valid => Status::Passed,
+            Verdict::Invalid { counterexample } => counterexample.status(),
+            Verdict::Unknown { .. } => Status::Unknown,
         }
     }
 

@@ -83,6 +83,18 @@ impl Call {
         }
     }
 
+    /// Its name as histories are written (`try-acquire`, `release`…).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Call::TryAcquire { .. } => "try-acquire",
+            Call::Acquire { .. } => "acquire",
+            Call::Release { .. } => "release",
+            Call::Refresh { .. } => "refresh",
+            Call::RemainingTtl { .. } => "remaining-ttl",
+            Call::SessionEnded { .. } => "session-ended",
+        }
+    }
+
     /// Whether the call asks for a grant.
     pub fn is_acquire(&self) -> bool {
         matches!(self, Call::TryAcquire { .. } | Call::Acquire { .. })
@@ -152,6 +164,24 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Its name as histories are written (`granted`, `timed-out-locally`…).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Outcome::Pending => "pending",
+            Outcome::Granted { .. } => "granted",
+            Outcome::NotGranted => "not-granted",
+            Outcome::TimedOut => "timed-out",
+            Outcome::TimedOutLocally => "timed-out-locally",
+            Outcome::Released { .. } => "released",
+            Outcome::Refreshed { .. } => "refreshed",
+            Outcome::Remaining { .. } => "remaining",
+            Outcome::Failed { .. } => "failed",
+            Outcome::Cancelled => "cancelled",
+            Outcome::Done => "done",
+            Outcome::Indeterminate { .. } => "indeterminate",
+        }
+    }
+
     /// Whether the outcome is unknown (pending or indeterminate).
     pub fn is_indeterminate(&self) -> bool {
         matches!(self, Outcome::Pending | Outcome::Indeterminate { .. })
@@ -397,6 +427,39 @@ impl fmt::Display for History {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn calls_and_outcomes_are_named_as_they_are_written() {
+        let lease = LeaseId(1);
+        let calls = [
+            Call::TryAcquire { lease, ttl: 1, limit: 1 },
+            Call::Acquire { lease, ttl: 1, limit: 1, wait: 1 },
+            Call::Release { lease },
+            Call::Refresh { lease, ttl: 1 },
+            Call::RemainingTtl { lease },
+            Call::SessionEnded { lease, crashed: true },
+        ];
+        for call in calls {
+            assert_eq!(serde_json::to_value(&call).unwrap()["call"], call.name());
+        }
+        let outcomes = [
+            Outcome::Pending,
+            Outcome::Granted { fence: 1, acquired_at: 1, ttl: None },
+            Outcome::NotGranted,
+            Outcome::TimedOut,
+            Outcome::TimedOutLocally,
+            Outcome::Released { held: true },
+            Outcome::Refreshed { held: true, ttl: None },
+            Outcome::Remaining { left: None },
+            Outcome::Failed { error: String::new() },
+            Outcome::Cancelled,
+            Outcome::Done,
+            Outcome::Indeterminate { error: String::new() },
+        ];
+        for outcome in outcomes {
+            assert_eq!(serde_json::to_value(&outcome).unwrap()["outcome"], outcome.name());
+        }
+    }
 
     #[test]
     fn an_impossible_history_is_refused_naming_the_operation() {

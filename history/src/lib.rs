@@ -54,5 +54,5 @@ mod scales;
 pub use checkers::{Counterexample, Verdict, check_all};
 pub use history::{Call, History, ImpossibleHistory, KeptHistory, Operation, Outcome};
 // The spec's types that appear in histories and verdicts, so that one import path serves.
-pub use lockcheck_model::spec::{Capabilities, LeaseId, Micros, Property};
+pub use lockcheck_model::spec::{Capabilities, LeaseId, Micros, Property, Status};
 pub use scales::Timing;

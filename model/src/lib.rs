@@ -5,8 +5,10 @@
 //!   backend claims, which select the properties it is held to.
 //! - [`systems`]: lock algorithms written as stateright actor systems, checked exhaustively
 //!   (the `models` feature, on by default).
+//! - [`outcome`]: what a model check found, as data a report reads without the checker.
 #![deny(missing_docs)]
 
+pub mod outcome;
 pub mod spec;
 #[cfg(feature = "models")]
 pub mod systems;

@@ -59,6 +59,7 @@
 
 mod claims;
 mod explain;
+mod status;
 
 use std::fmt;
 
@@ -67,6 +68,7 @@ use stateright::semantics::SequentialSpec;
 
 pub use claims::Capabilities;
 pub use explain::{Ended, Ending, Story};
+pub use status::Status;
 
 /// Microseconds on the recorder's clock.
 pub type Micros = u64;
@@ -654,6 +656,22 @@ impl Property {
         format!("P{}", self.number())
     }
 
+    /// The identifier results are written with (its JSON name), e.g. `mutual-exclusion`.
+    pub fn id(self) -> &'static str {
+        match self {
+            Property::MutualExclusion => "mutual-exclusion",
+            Property::Ownership => "ownership",
+            Property::Fencing => "fencing",
+            Property::Expiry => "expiry",
+            Property::NoLostWakeup => "no-lost-wakeup",
+            Property::BoundedWait => "bounded-wait",
+            Property::CancelSafety => "cancel-safety",
+            Property::Fifo => "fifo",
+            Property::CrashSafety => "crash-safety",
+            Property::ResourceSafety => "resource-safety",
+        }
+    }
+
     /// The plain-English name, e.g. "mutual exclusion".
     pub fn name(self) -> &'static str {
         match self {
@@ -852,5 +870,12 @@ mod tests {
         assert_eq!(codes.first().map(String::as_str), Some("P1"));
         assert_eq!(codes.last().map(String::as_str), Some("P10"));
         assert_eq!(Property::NoLostWakeup.to_string(), "P5 no lost wake-up");
+    }
+
+    #[test]
+    fn property_ids_are_their_json_names() {
+        for property in Property::ALL {
+            assert_eq!(serde_json::to_string(&property).unwrap(), format!("\"{}\"", property.id()));
+        }
     }
 }

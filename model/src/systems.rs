@@ -336,3 +336,41 @@ pub const SYSTEMS: &[System] = &[
 pub fn find(name: &str) -> Option<&'static System> {
     SYSTEMS.iter().find(|s| s.name == name)
 }
+
+#[cfg(test)]
+mod tests {
+    use stateright::Model;
+
+    use super::*;
+    use crate::spec::Property;
+
+    /// Every property a model registers names its P1–P10 property through the catalogue, or
+    /// is listed as model-only with a reason; the dflockd model registers every one of them
+    /// (a fenced resource, fencing and FIFO claimed, clients that crash).
+    #[test]
+    fn every_model_property_is_catalogued_or_model_only() {
+        let names: Vec<&'static str> = dflockd(&Options::default()).properties().iter().map(|p| p.name).collect();
+        assert_eq!(names.len(), 7, "{names:?}");
+        for name in names {
+            let model_only = properties::MODEL_ONLY.iter().find(|(n, _)| *n == name);
+            match (properties::catalogued(name), model_only) {
+                (Some(_), None) => {}
+                (None, Some((_, reason))) => assert!(!reason.is_empty(), "{name}: model-only without a reason"),
+                (Some(p), Some(_)) => panic!("{name}: catalogued as {p} and listed as model-only"),
+                (None, None) => panic!("{name}: neither catalogued nor listed as model-only"),
+            }
+        }
+        assert_eq!(properties::catalogued(MUTUAL_EXCLUSION), Some(Property::MutualExclusion));
+        assert_eq!(properties::catalogued(RESOURCE_EXCLUSION), Some(Property::ResourceSafety));
+    }
+
+    #[test]
+    fn a_model_result_names_its_properties_through_the_catalogue() {
+        let system = find("redis-del").expect("registered");
+        let check = CheckOptions { until_violated: system.expected.to_vec(), ..CheckOptions::default() };
+        let outcome = system.check(&Options::default(), &check, &mut |_| {});
+        let ownership = outcome.properties.iter().find(|p| p.name == OWNERSHIP).expect("checked");
+        assert_eq!(ownership.property, Some(Property::Ownership));
+        assert_eq!(outcome.by_property().get(&Property::Ownership), Some(&crate::spec::Status::Violated));
+    }
+}

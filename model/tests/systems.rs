@@ -42,7 +42,7 @@ fn pin_with(name: &str, clients: usize, expected: &[&str], unique_states: Option
     assert!(outcome.complete, "{name}: the exhaustive search did not finish: {outcome:#?}");
     assert!(outcome.reduced, "{name}: the check runs reduced by default");
     for property in &outcome.properties {
-        let expected_violation = expected.contains(&property.name);
+        let expected_violation = expected.contains(&property.name.as_str());
         match &property.verdict {
             Verdict::Holds => assert!(!expected_violation, "{name}: expected \"{}\" to be violated", property.name),
             Verdict::Violated { trace } => {
@@ -70,7 +70,7 @@ fn pin_violations(name: &str) {
     let check = CheckOptions { until_violated: system.expected.to_vec(), ..CheckOptions::default() };
     let outcome = system.check(&Options { clients: 2, keys: 1 }, &check, &mut |_| {});
     for property in &outcome.properties {
-        let expected_violation = system.expected.contains(&property.name);
+        let expected_violation = system.expected.contains(&property.name.as_str());
         match &property.verdict {
             Verdict::Violated { trace } => {
                 assert!(expected_violation, "{name}: \"{}\" violated:\n{}", property.name, trace.join("\n"));
@@ -269,10 +269,10 @@ fn reductions_find_every_violation_of_the_restarting_redlock() {
     let reduced = system.check(&options, &until, &mut |_| {});
     let full = system.check(&options, &CheckOptions { reduce: false, ..until }, &mut |_| {});
     assert!(reduced.replies_taken_at_once && reduced.server_symmetry, "{name}: every reduction applies");
-    let sorted = |mut names: Vec<&'static str>| {
+    fn sorted(mut names: Vec<&str>) -> Vec<&str> {
         names.sort_unstable();
         names
-    };
+    }
     let expected = sorted(system.expected.to_vec());
     assert_eq!(sorted(full.violated()), expected, "{name}: the full search finds the expected violations");
     assert_eq!(sorted(reduced.violated()), expected, "{name}: the reduction lost or made up a violation");

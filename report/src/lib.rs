@@ -1,5 +1,11 @@
 //! lockcheck's results as documents, and the report rendered from them.
 //!
+//! Every command's results are a typed, versioned [document](documents): `check`'s
+//! [`SuiteReport`](documents::SuiteReport)s, `selftest`'s mutant hunts, `model`'s outcomes,
+//! the fault runs' results and benchmark runs. The producers write them and the renderer
+//! reads them through the same types. Without the `render` feature (on by default) the crate
+//! is the documents alone, for producers that should not compile the drawing library.
+//!
 //! A benchmark run is a [`BenchRun`]: the machine, the versions, the mode and every
 //! measurement with its latency [`Summary`] (p50/p90/p99/max and a CDF), written as JSON by
 //! `cargo bench -p lockcheck-bench`. [`render`](render::render) turns the latest runs, and
@@ -22,6 +28,8 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod documents;
+#[cfg(feature = "render")]
 pub mod render;
 mod results;
 mod stats;
@@ -30,7 +38,7 @@ pub mod targets;
 use std::path::PathBuf;
 
 pub use results::{
-    BenchRun, Kind, Machine, Measurement, Mode, Role, SCHEMA, UNCONTENDED_GROUP, base_versions, results_dir, unix_now,
+    BenchRun, Kind, Machine, Measurement, Mode, Role, UNCONTENDED_GROUP, base_versions, results_dir, unix_now,
     workspace_root,
 };
 pub use stats::{Samples, Summary, median, percentile};
@@ -45,6 +53,9 @@ pub enum ReportError {
     /// A results file is not valid JSON of the expected shape.
     #[error("results JSON: {0}")]
     Json(#[source] serde_json::Error),
+    /// A results file is not a result document of the expected kind and version.
+    #[error("{path}: {source}", path = .0.display(), source = .1)]
+    Document(PathBuf, #[source] documents::DocumentError),
     /// PNG text needs a TTF font and none was found or it could not be read.
     #[error("{0}")]
     NoFont(String),

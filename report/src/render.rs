@@ -1,6 +1,6 @@
 //! Renders `reports/`: pictures (SVG and PNG) and `reports/README.md` from the latest
-//! benchmark runs and the JSON results of `lockcheck check`, `selftest`, `model` and the fault
-//! runs.
+//! benchmark runs and the result documents of `lockcheck check`, `selftest`, `model` and the
+//! fault runs, read through their types ([`crate::documents`]).
 //!
 //! Inputs are read tolerantly: a missing or unreadable input leaves its section saying so
 //! (and which command produces it) instead of failing the whole report. The benchmark runs a
@@ -15,12 +15,14 @@ mod readme;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
+use lockcheck_history::{Call, Counterexample, Outcome};
+use lockcheck_model::spec::{Property, Status};
 
 use crate::ReportError;
+use crate::documents::{CheckDocument, FaultsDocument, ModelDocument, SelftestDocument};
 use crate::results::{Kind, Role};
 use charts::{Cell, Curve, Holding, MatrixLayout, TimelineOp, both, ensure_dir};
-use inputs::{BenchInputs, Figure, JsonInput, PROPERTIES, collect_runs, find_objects, normalize_status};
+use inputs::{BenchInputs, Figure, Input, collect_runs};
 use plotters::prelude::*;
 
 /// What to render from and where to.
@@ -39,7 +41,7 @@ pub struct RenderOptions {
     pub selftest: PathBuf,
     /// `lockcheck model --json` output.
     pub model: PathBuf,
-    /// Fault-run results.
+    /// The fault runs' results (the `faults` document the fault tests write).
     pub faults: PathBuf,
 }
 
@@ -75,10 +77,10 @@ pub(crate) struct Report {
     pub bench: BenchInputs,
     pub figures: BTreeMap<String, Vec<Figure>>,
     pub pictures: BTreeMap<&'static str, Vec<(String, PathBuf)>>,
-    pub check: JsonInput,
-    pub selftest: JsonInput,
-    pub model: JsonInput,
-    pub faults: JsonInput,
+    pub check: Input<CheckDocument>,
+    pub selftest: Input<SelftestDocument>,
+    pub model: Input<ModelDocument>,
+    pub faults: Input<FaultsDocument>,
     pub missing: Vec<String>,
 }
 
@@ -128,38 +130,52 @@ pub fn render(options: &RenderOptions) -> Result<Rendered, ReportError> {
         rendered.files.extend([svg, png]);
     }
 
-    let check = JsonInput::load(&options.check);
-    let selftest = JsonInput::load(&options.selftest);
-    let model = JsonInput::load(&options.model);
-    let faults = JsonInput::load(&options.faults);
-    for (what, input, command) in [
-        ("check results", &check, "produce it with `lockcheck check --json reports/raw/check.json`"),
-        ("selftest results", &selftest, "produce it with `lockcheck selftest --json reports/raw/selftest.json`"),
-        ("model results", &model, "produce it with `lockcheck model --json reports/raw/model.json`"),
+    let check = Input::<CheckDocument>::load(&options.check);
+    let selftest = Input::<SelftestDocument>::load(&options.selftest);
+    let model = Input::<ModelDocument>::load(&options.model);
+    let faults = Input::<FaultsDocument>::load(&options.faults);
+    for (what, path, problem, command) in [
+        (
+            "check results",
+            &options.check,
+            problem(&check),
+            "produce it with `lockcheck check --json reports/raw/check.json`",
+        ),
+        (
+            "selftest results",
+            &options.selftest,
+            problem(&selftest),
+            "produce it with `lockcheck selftest --json reports/raw/selftest.json`",
+        ),
+        (
+            "model results",
+            &options.model,
+            problem(&model),
+            "produce it with `lockcheck model --json reports/raw/model.json`",
+        ),
         (
             "fault results",
-            &faults,
-            "a JSON array of {backend, fault, outcome: safe | violation | predicted-violation}; no command writes it yet",
+            &options.faults,
+            problem(&faults),
+            "the fault tests write it where $LOCKCHECK_FAULTS_OUT names (scripts/test)",
         ),
     ] {
-        match input {
-            JsonInput::Missing(path) => missing.push(format!("{what}: no {} ({command})", shown(path))),
-            JsonInput::Unreadable(path, why) => missing.push(format!("{what}: {} is unreadable: {why}", shown(path))),
-            JsonInput::Loaded(..) => {}
+        match problem {
+            Some(None) => missing.push(format!("{what}: no {} ({command})", shown(path))),
+            Some(Some(why)) => missing.push(format!("{what}: {} is unreadable: {why}", shown(path))),
+            None => {}
         }
     }
-    if let Some(value) = check.value() {
-        if let Some((rows, columns, cells)) = check_matrix(value) {
+    let legend = |statuses: &[Status]| -> Vec<(&'static str, RGBColor)> {
+        statuses.iter().map(|s| (status_word(*s), charts::status_color(*s))).collect()
+    };
+    if let Some(document) = check.document() {
+        if let Some((rows, columns, cells)) = check_matrix(document) {
             let layout = MatrixLayout::new(&rows, &columns);
             let lookup = |r: usize, c: usize| {
-                cells.get(&(r, c)).map(|s| Cell { text: s.to_string(), fill: charts::status_color(s) })
+                cells.get(&(r, c)).map(|s| Cell { text: status_word(*s).to_owned(), fill: charts::status_color(*s) })
             };
-            let legend = [
-                ("ok", charts::status_color("ok")),
-                ("VIOLATED", charts::status_color("VIOLATED")),
-                ("UNKNOWN", charts::status_color("UNKNOWN")),
-                ("not claimed", charts::status_color("not claimed")),
-            ];
+            let legend = legend(&[Status::Passed, Status::Violated, Status::Unknown, Status::NotClaimed]);
             let (svg, png) = both!(out, "check-matrix", layout.size(), |a| charts::matrix(
                 a,
                 "lockcheck check: backend × property",
@@ -171,24 +187,15 @@ pub fn render(options: &RenderOptions) -> Result<Rendered, ReportError> {
             pictures.entry("check").or_default().push(("check".to_owned(), png.clone()));
             rendered.files.extend([svg, png]);
         } else {
-            missing.push(format!(
-                "check results: {} holds no backend reports (objects with `backend` and `checks`)",
-                shown(&options.check)
-            ));
+            missing.push(format!("check results: {} holds no backend reports", shown(&options.check)));
         }
     }
-    let fault_sources: Vec<&Value> = [faults.value(), check.value()].into_iter().flatten().collect();
-    if let Some((rows, columns, cells)) = fault_sources.iter().find_map(|v| fault_matrix(v)) {
+    if let Some((rows, columns, cells)) = faults.document().and_then(fault_matrix) {
         let layout = MatrixLayout::new(&rows, &columns);
         let lookup = |r: usize, c: usize| {
-            cells.get(&(r, c)).map(|s| Cell { text: s.to_string(), fill: charts::status_color(s) })
+            cells.get(&(r, c)).map(|s| Cell { text: status_word(*s).to_owned(), fill: charts::status_color(*s) })
         };
-        let legend = [
-            ("ok", charts::status_color("ok")),
-            ("VIOLATED", charts::status_color("VIOLATED")),
-            ("predicted", charts::status_color("predicted")),
-            ("UNKNOWN", charts::status_color("UNKNOWN")),
-        ];
+        let legend = legend(&[Status::Passed, Status::Violated, Status::Predicted, Status::Unknown]);
         let (svg, png) = both!(out, "fault-matrix", layout.size(), |a| charts::matrix(
             a,
             "Faults: backend × fault",
@@ -199,30 +206,17 @@ pub fn render(options: &RenderOptions) -> Result<Rendered, ReportError> {
         ))?;
         pictures.entry("faults").or_default().push(("faults".to_owned(), png.clone()));
         rendered.files.extend([svg, png]);
-    } else if faults.value().is_some() {
-        missing.push(format!(
-            "fault results: {} holds no fault outcomes (objects with `fault` and an outcome)",
-            shown(&options.faults)
-        ));
+    } else if faults.document().is_some() {
+        missing.push(format!("fault results: {} holds no fault outcomes", shown(&options.faults)));
     }
-    let counterexamples: Vec<(String, &Value)> = [check.value(), selftest.value(), faults.value()]
-        .into_iter()
-        .flatten()
-        .flat_map(|v| {
-            find_objects(v, &|m| {
-                m.contains_key("property") && m.get("history").is_some_and(|h| h.get("operations").is_some())
-            })
-        })
-        .map(|(context, v)| (context.join(", "), v))
-        .collect();
+    let counterexamples = counterexamples(check.document(), selftest.document());
     // A few pictures, one per violated property, mutual exclusion first: it is the one a
     // timeline shows best (two green bars over one red band).
-    let mut chosen: Vec<&(String, &Value)> = Vec::new();
-    let property = |c: &(String, &Value)| c.1.get("property").and_then(Value::as_str).unwrap_or("").to_owned();
-    let mut ordered: Vec<&(String, &Value)> = counterexamples.iter().collect();
-    ordered.sort_by_key(|c| property(c) != "mutual-exclusion");
+    let mut chosen: Vec<&(String, &Counterexample)> = Vec::new();
+    let mut ordered: Vec<&(String, &Counterexample)> = counterexamples.iter().collect();
+    ordered.sort_by_key(|c| c.1.property != Property::MutualExclusion);
     for c in ordered {
-        if chosen.len() < 4 && !chosen.iter().any(|d| property(d) == property(c)) {
+        if chosen.len() < 4 && !chosen.iter().any(|d| d.1.property == c.1.property) {
             chosen.push(c);
         }
     }
@@ -236,9 +230,7 @@ pub fn render(options: &RenderOptions) -> Result<Rendered, ReportError> {
         rendered.files.extend([svg, png]);
     }
     if counterexamples.is_empty() {
-        missing.push(
-            "counterexample timeline: no counterexample history in the check, selftest or fault results".to_owned(),
-        );
+        missing.push("counterexample timeline: no counterexample history in the check or selftest results".to_owned());
     }
 
     let report = Report { options: options.clone(), bench, figures, pictures, check, selftest, model, faults, missing };
@@ -326,50 +318,40 @@ fn cdf_curves(run: &crate::BenchRun) -> Vec<Curve> {
     curves
 }
 
-type Matrix = (Vec<String>, Vec<String>, BTreeMap<(usize, usize), &'static str>);
+/// What is wrong with an input: `None` if it was read, `Some(None)` if it is missing,
+/// `Some(Some(why))` if it could not be read.
+fn problem<D>(input: &Input<D>) -> Option<Option<&str>> {
+    match input {
+        Input::Loaded(..) => None,
+        Input::Missing(_) => Some(None),
+        Input::Unreadable(_, why) => Some(Some(why)),
+    }
+}
+
+/// A status as the report writes it: one word each.
+pub(crate) fn status_word(status: Status) -> &'static str {
+    match status {
+        Status::NotClaimed => "not claimed",
+        Status::NotChecked => "not run",
+        Status::Passed => "ok",
+        Status::Predicted => "predicted",
+        Status::Unknown => "UNKNOWN",
+        Status::Violated => "VIOLATED",
+    }
+}
+
+type Matrix = (Vec<String>, Vec<String>, BTreeMap<(usize, usize), Status>);
 
 /// Backend × property from `lockcheck check` results: each property's status combined over
-/// the checks (violated > unknown > ok > not claimed).
-pub(crate) fn check_matrix(value: &Value) -> Option<Matrix> {
-    let reports = find_objects(value, &|m| {
-        m.get("backend").is_some_and(Value::is_string) && m.get("checks").is_some_and(Value::is_array)
-    });
-    if reports.is_empty() {
+/// the checks ([`crate::documents::SuiteReport::by_property`]), properties in P1–P10 order.
+pub(crate) fn check_matrix(document: &CheckDocument) -> Option<Matrix> {
+    if document.backends.is_empty() {
         return None;
     }
-    let rank = |s: &str| match s {
-        "VIOLATED" => 5,
-        "UNKNOWN" => 4,
-        "predicted" => 3,
-        "ok" => 2,
-        "not claimed" => 1,
-        _ => 0,
-    };
-    let mut rows = Vec::new();
-    let mut by_row: Vec<BTreeMap<String, &'static str>> = Vec::new();
-    for (_, report) in &reports {
-        let mut statuses: BTreeMap<String, &'static str> = BTreeMap::new();
-        for check in report["checks"].as_array().into_iter().flatten() {
-            for (property, status) in check.get("properties").and_then(Value::as_object).into_iter().flatten() {
-                let s = normalize_status(status.as_str().unwrap_or("unknown"));
-                let entry = statuses.entry(property.clone()).or_insert(s);
-                if rank(s) > rank(entry) {
-                    *entry = s;
-                }
-            }
-        }
-        rows.push(report["backend"].as_str().unwrap_or("?").to_owned());
-        by_row.push(statuses);
-    }
-    let mut columns: Vec<String> =
-        PROPERTIES.iter().map(|p| p.to_string()).filter(|p| by_row.iter().any(|r| r.contains_key(p))).collect();
-    for r in &by_row {
-        for p in r.keys() {
-            if !columns.contains(p) {
-                columns.push(p.clone());
-            }
-        }
-    }
+    let rows: Vec<String> = document.backends.iter().map(|report| report.backend.clone()).collect();
+    let by_row: Vec<BTreeMap<Property, Status>> = document.backends.iter().map(|r| r.by_property()).collect();
+    let columns: Vec<Property> =
+        Property::ALL.into_iter().filter(|p| by_row.iter().any(|r| r.contains_key(p))).collect();
     let mut cells = BTreeMap::new();
     for (ri, r) in by_row.iter().enumerate() {
         for (ci, c) in columns.iter().enumerate() {
@@ -378,118 +360,106 @@ pub(crate) fn check_matrix(value: &Value) -> Option<Matrix> {
             }
         }
     }
-    Some((rows, columns, cells))
+    Some((rows, columns.iter().map(|p| p.id().to_owned()).collect(), cells))
 }
 
-/// Backend × fault from fault results: objects with a `fault` name and an outcome (`outcome`,
-/// `verdict`, `status` or `result`, a string or a tagged object); the backend comes from the
-/// object or an enclosing one.
-pub(crate) fn fault_matrix(value: &Value) -> Option<Matrix> {
-    let outcome_of = |m: &serde_json::Map<String, Value>| -> Option<&'static str> {
-        ["outcome", "verdict", "status", "result"].iter().find_map(|k| match m.get(*k)? {
-            Value::String(s) => Some(normalize_status(s)),
-            Value::Object(o) => o
-                .values()
-                .find_map(Value::as_str)
-                .map(normalize_status)
-                .or_else(|| o.keys().next().map(|k| normalize_status(k))),
-            _ => None,
-        })
-    };
-    let found = find_objects(value, &|m| m.get("fault").is_some_and(Value::is_string) && outcome_of(m).is_some());
-    if found.is_empty() {
+/// Backend × fault from the fault runs' results, rows and columns in name order, whatever
+/// order the fault tests (which run in parallel) recorded them in.
+pub(crate) fn fault_matrix(document: &FaultsDocument) -> Option<Matrix> {
+    if document.results.is_empty() {
         return None;
     }
-    // Outcomes by (backend, fault); rows and columns in name order, whatever order the fault
-    // tests (which run in parallel) appended them in.
-    let mut outcomes: BTreeMap<(String, String), &str> = BTreeMap::new();
-    for (context, v) in found {
-        let m = v.as_object()?;
-        let backend = m
-            .get("backend")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .or_else(|| context.iter().rev().find_map(|c| c.strip_prefix("backend ").map(str::to_owned)))
-            .unwrap_or_else(|| "?".to_owned());
-        let fault = m["fault"].as_str().unwrap_or("?").to_owned();
-        outcomes.insert((backend, fault), outcome_of(m).unwrap_or("UNKNOWN"));
-    }
-    let rows: Vec<String> =
-        outcomes.keys().map(|(backend, _)| backend.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+    let outcomes: BTreeMap<(&str, &str), Status> =
+        document.results.iter().map(|r| ((r.backend.as_str(), r.fault.as_str()), r.status)).collect();
+    let rows: Vec<String> = outcomes.keys().map(|(b, _)| b.to_string()).collect::<BTreeSet<_>>().into_iter().collect();
     let columns: Vec<String> =
-        outcomes.keys().map(|(_, fault)| fault.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+        outcomes.keys().map(|(_, f)| f.to_string()).collect::<BTreeSet<_>>().into_iter().collect();
     let position = |names: &[String], name: &str| names.iter().position(|x| x == name).expect("collected above");
     let cells = outcomes
         .into_iter()
-        .map(|((backend, fault), outcome)| ((position(&rows, &backend), position(&columns, &fault)), outcome))
+        .map(|((backend, fault), status)| ((position(&rows, backend), position(&columns, fault)), status))
         .collect();
     Some((rows, columns, cells))
 }
 
+/// Every counterexample of the check and selftest results, with where it was found
+/// (`backend memory, check racing_try_acquires`, `mutant no_ttl`).
+fn counterexamples<'a>(
+    check: Option<&'a CheckDocument>,
+    selftest: Option<&'a SelftestDocument>,
+) -> Vec<(String, &'a Counterexample)> {
+    let found = check.into_iter().flat_map(|document| {
+        document.backends.iter().flat_map(|report| {
+            report.counterexamples().map(move |(check, c)| (format!("backend {}, check {check}", report.backend), c))
+        })
+    });
+    let caught = selftest.into_iter().flat_map(|document| {
+        document.mutants.iter().filter_map(|m| Some((format!("mutant {}", m.mutant), m.counterexample.as_ref()?)))
+    });
+    found.chain(caught).collect()
+}
+
 /// A counterexample's operations and holding intervals, in ms.
-fn timeline_of(context: &str, counterexample: &Value) -> Option<(String, Vec<TimelineOp>, Vec<Holding>)> {
-    let property = counterexample.get("property").and_then(Value::as_str).unwrap_or("?");
-    let summary = counterexample.get("summary").and_then(Value::as_str).unwrap_or("");
-    let ops_json = counterexample["history"]["operations"].as_array()?;
-    if ops_json.is_empty() {
+fn timeline_of(context: &str, counterexample: &Counterexample) -> Option<(String, Vec<TimelineOp>, Vec<Holding>)> {
+    let operations = &counterexample.history.operations;
+    if operations.is_empty() {
         return None;
     }
-    let ms = |v: &Value| v.as_f64().map(|us| us / 1000.0);
+    let ms = |us: u64| us as f64 / 1000.0;
     let mut ops = Vec::new();
-    let mut grants: Vec<(u64, u32, f64, Option<f64>)> = Vec::new(); // lease, client, from, expiry
-    let mut ends: BTreeMap<u64, f64> = BTreeMap::new();
-    let mut refreshed: BTreeMap<u64, f64> = BTreeMap::new();
-    for op in ops_json {
-        let client = op.get("client").and_then(Value::as_u64).unwrap_or(0) as u32;
-        let call = op.get("call").and_then(Value::as_str).unwrap_or("?");
-        let outcome = op.get("outcome").and_then(Value::as_str).unwrap_or("?");
-        let lease = op.get("lease").and_then(Value::as_u64);
-        let start = op.get("invoked").and_then(ms).unwrap_or(0.0);
-        let end = op.get("returned").and_then(ms);
-        let detail = match outcome {
-            "granted" => format!("granted, fence {}", op.get("fence").map(|f| f.to_string()).unwrap_or_default()),
-            "released" | "refreshed" => {
-                format!("{outcome}, held={}", op.get("held").map(|h| h.to_string()).unwrap_or_default())
+    let mut grants: Vec<(u32, u32, f64, Option<f64>)> = Vec::new(); // lease, client, from, expiry
+    let mut ends: BTreeMap<u32, f64> = BTreeMap::new();
+    let mut refreshed: BTreeMap<u32, f64> = BTreeMap::new();
+    for op in operations {
+        let client = op.client;
+        let lease = op.call.lease().0;
+        let asked_ttl = match op.call {
+            Call::TryAcquire { ttl, .. } | Call::Acquire { ttl, .. } | Call::Refresh { ttl, .. } => Some(ms(ttl)),
+            _ => None,
+        };
+        let start = ms(op.invoked);
+        let end = op.returned.map(ms);
+        let detail = match &op.outcome {
+            Outcome::Granted { fence, .. } => format!("granted, fence {fence}"),
+            Outcome::Released { held } | Outcome::Refreshed { held, .. } => {
+                format!("{}, held={held}", op.outcome.name())
             }
-            other => other.replace('-', " "),
+            other => other.name().replace('-', " "),
         };
-        let status = match outcome {
-            "pending" | "indeterminate" => "UNKNOWN",
-            "granted" | "released" | "refreshed" | "remaining" => "ok",
-            _ => "other",
+        let status = match op.outcome {
+            Outcome::Pending | Outcome::Indeterminate { .. } => Some(Status::Unknown),
+            Outcome::Granted { .. }
+            | Outcome::Released { .. }
+            | Outcome::Refreshed { .. }
+            | Outcome::Remaining { .. } => Some(Status::Passed),
+            _ => None,
         };
-        let lease_label = lease.map(|l| format!(" L{l}")).unwrap_or_default();
         ops.push(TimelineOp {
             client,
             start_ms: start,
             end_ms: end,
-            label: format!("{call}{lease_label} → {detail}"),
+            label: format!("{} L{lease} → {detail}", op.call.name()),
             status,
         });
-        if let Some(lease) = lease {
-            match (call, outcome) {
-                ("acquire" | "try-acquire", "granted") => {
-                    let from = end.unwrap_or(start);
-                    let ttl = op.get("ttl").and_then(ms);
-                    let at = op.get("acquired_at").and_then(ms).unwrap_or(start);
-                    grants.push((lease, client, from, ttl.map(|t| at + t)));
-                }
-                ("acquire" | "try-acquire", "pending" | "indeterminate") => {
-                    // It may have been granted: a holding that may have started at once.
-                    let ttl = op.get("ttl").and_then(ms);
-                    grants.push((lease, client, start, ttl.map(|t| start + t)));
-                }
-                ("release", _) => {
-                    ends.entry(lease).and_modify(|e| *e = e.min(start)).or_insert(start);
-                }
-                ("refresh", "refreshed") if op.get("held").and_then(Value::as_bool) == Some(true) => {
-                    if let Some(t) = op.get("ttl").and_then(ms) {
-                        let until = end.unwrap_or(start) + t;
-                        refreshed.entry(lease).and_modify(|e| *e = e.max(until)).or_insert(until);
-                    }
-                }
-                _ => {}
+        match (&op.call, &op.outcome) {
+            (Call::Acquire { .. } | Call::TryAcquire { .. }, Outcome::Granted { acquired_at, .. }) => {
+                let from = end.unwrap_or(start);
+                grants.push((lease, client, from, asked_ttl.map(|t| ms(*acquired_at) + t)));
             }
+            (Call::Acquire { .. } | Call::TryAcquire { .. }, Outcome::Pending | Outcome::Indeterminate { .. }) => {
+                // It may have been granted: a holding that may have started at once.
+                grants.push((lease, client, start, asked_ttl.map(|t| start + t)));
+            }
+            (Call::Release { .. }, _) => {
+                ends.entry(lease).and_modify(|e| *e = e.min(start)).or_insert(start);
+            }
+            (Call::Refresh { .. }, Outcome::Refreshed { held: true, .. }) => {
+                if let Some(t) = asked_ttl {
+                    let until = end.unwrap_or(start) + t;
+                    refreshed.entry(lease).and_modify(|e| *e = e.max(until)).or_insert(until);
+                }
+            }
+            _ => {}
         }
     }
     let history_end = ops.iter().map(|o| o.end_ms.unwrap_or(o.start_ms)).fold(0.0, f64::max);
@@ -506,7 +476,7 @@ fn timeline_of(context: &str, counterexample: &Value) -> Option<(String, Vec<Tim
         })
         .collect();
     let where_ = if context.is_empty() { String::new() } else { format!(" ({context})") };
-    let title = format!("{property} violated{where_}: {summary}");
+    let title = format!("{} violated{where_}: {}", counterexample.property.id(), counterexample.summary);
     let title =
         if title.chars().count() > 110 { format!("{}…", title.chars().take(109).collect::<String>()) } else { title };
     Some((title, ops, holdings))
@@ -544,27 +514,4 @@ pub fn format_ns(ns: f64) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_fault_matrix_does_not_depend_on_the_order_faults_were_recorded_in() {
-        let outcome = |backend: &str, fault: &str, outcome: &str| serde_json::json!({ "backend": backend, "fault": fault, "outcome": outcome });
-        let recorded = vec![
-            outcome("redis", "server restarted", "ok"),
-            outcome("nats", "client crashed", "ok"),
-            outcome("redis+quorum", "one instance killed", "ok"),
-            outcome("nats", "server restarted", "predicted"),
-        ];
-        let mut reversed = recorded.clone();
-        reversed.reverse();
-        let forward = fault_matrix(&Value::Array(recorded)).expect("faults found");
-        let backward = fault_matrix(&Value::Array(reversed)).expect("faults found");
-        assert_eq!(forward, backward);
-        let (rows, columns, cells) = forward;
-        assert_eq!(rows, ["nats", "redis", "redis+quorum"]);
-        assert_eq!(columns, ["client crashed", "one instance killed", "server restarted"]);
-        assert_eq!(cells.get(&(0, 2)).copied(), Some(normalize_status("predicted")));
-        assert_eq!(cells.len(), 4);
-    }
-}
+mod tests;

@@ -1,7 +1,7 @@
 //! The results format every benchmark writes and `lockcheck report` reads.
 //!
 //! One JSON file per run of one suite: `<out>/<suite>/<unix-seconds>-<pid>.json` holding a
-//! [`BenchRun`] — the machine and versions it ran on, the mode, and every [`Measurement`] with
+//! [`BenchRun`] document (kind `lockcheck.bench`, see [`crate::documents`]) — the machine and versions it ran on, the mode, and every [`Measurement`] with
 //! its latency distribution. Floors and peers are measurements of the same run, so every
 //! ratio the report prints compares figures taken side by side.
 
@@ -12,10 +12,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::ReportError;
+use crate::documents::Document;
 use crate::stats::Summary;
-
-/// The version of this format; bumped on incompatible changes.
-pub const SCHEMA: u32 = 1;
 
 /// How long a suite measures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,8 +145,6 @@ impl Machine {
 /// One run of one benchmark suite.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BenchRun {
-    /// [`SCHEMA`] at the time of writing.
-    pub schema: u32,
     /// The suite (one per backend): `memory`, `redis`, `nats`, `dflockd`…
     pub suite: String,
     /// Quick or full.
@@ -202,15 +198,24 @@ impl BenchRun {
         let folder = dir.join(&self.suite);
         std::fs::create_dir_all(&folder).map_err(|e| ReportError::File(folder.clone(), e))?;
         let path = folder.join(format!("{}-{}.json", self.started_unix, std::process::id()));
-        let json = serde_json::to_string_pretty(self).map_err(ReportError::Json)?;
-        std::fs::write(&path, json).map_err(|e| ReportError::File(path.clone(), e))?;
+        Document::write(self, &path)?;
         Ok(path)
     }
 
     /// Reads one run.
     pub fn read(path: &Path) -> Result<BenchRun, ReportError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ReportError::File(path.to_owned(), e))?;
-        serde_json::from_str(&text).map_err(ReportError::Json)
+        <BenchRun as Document>::read(path)
+    }
+}
+
+impl Document for BenchRun {
+    const KIND: &'static str = "lockcheck.bench";
+    const VERSION: u32 = 1;
+
+    /// Runs written before documents were marked carry `"schema": 1` instead of a kind; the
+    /// body is the same.
+    fn legacy(text: &str) -> Option<Result<Self, serde_json::Error>> {
+        Some(serde_json::from_str(text))
     }
 }
 
@@ -285,7 +290,6 @@ mod tests {
     #[test]
     fn ratios_use_the_same_kind_of_floor_else_the_round_trip() {
         let run = BenchRun {
-            schema: SCHEMA,
             suite: "t".to_owned(),
             mode: Mode::Quick,
             started_unix: 0,

@@ -7,7 +7,6 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use stateright::actor::{ActorModelAction, Id};
 use stateright::{Checker, CheckerBuilder, Expectation, HasDiscoveries, Model, Property};
 
@@ -59,80 +58,7 @@ pub struct Progress {
     pub elapsed: Duration,
 }
 
-/// The verdict on one property.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "verdict", rename_all = "snake_case")]
-pub enum Verdict {
-    /// The exhaustive search finished and found no violation.
-    Holds,
-    /// A violation, with the shortest run that shows it.
-    Violated {
-        /// The numbered steps of the counterexample.
-        trace: Vec<String>,
-    },
-    /// No violation found, but the search did not finish (depth bound), so nothing is proven.
-    Unknown,
-}
-
-/// One property's outcome.
-#[derive(Clone, Debug, Serialize)]
-pub struct PropertyOutcome {
-    /// The property's plain-English name.
-    pub name: &'static str,
-    /// What the check found.
-    pub verdict: Verdict,
-}
-
-/// The outcome of checking one system.
-#[derive(Clone, Debug, Serialize)]
-pub struct Outcome {
-    /// The system's name.
-    pub system: String,
-    /// Clients in the configuration.
-    pub clients: usize,
-    /// Keys in the configuration.
-    pub keys: usize,
-    /// Whether the search visited every reachable state.
-    pub complete: bool,
-    /// Whether the search was reduced (see [`super::symmetry`]): then `unique_states`
-    /// counts classes of states that differ only in garbage in flight.
-    pub reduced: bool,
-    /// Whether the reduction included client symmetry: then `unique_states` counts classes
-    /// of states that also differ only in which client is which.
-    pub symmetry: bool,
-    /// Whether the reduction included server symmetry too (interchangeable instances):
-    /// then `unique_states` counts classes of states that also differ only in which server
-    /// is which.
-    pub server_symmetry: bool,
-    /// Whether the reduction let clients take the messages on their way to them at once
-    /// ([`super::symmetry::with_clients_caught_up`]): then `unique_states` counts only the
-    /// states in which no acquiring client has a server's message waiting for it.
-    pub replies_taken_at_once: bool,
-    /// Unique states visited.
-    pub unique_states: usize,
-    /// States generated (with repeats).
-    pub states: usize,
-    /// The deepest path explored.
-    pub max_depth: usize,
-    /// Wall-clock time of the exhaustive search, in seconds.
-    pub seconds: f64,
-    /// Unique states per second of the search.
-    pub states_per_second: f64,
-    /// Per-property verdicts.
-    pub properties: Vec<PropertyOutcome>,
-}
-
-impl Outcome {
-    /// The names of the violated properties.
-    pub fn violated(&self) -> Vec<&'static str> {
-        self.properties.iter().filter(|p| matches!(p.verdict, Verdict::Violated { .. })).map(|p| p.name).collect()
-    }
-
-    /// The verdict on a property, if it was checked.
-    pub fn verdict(&self, name: &str) -> Option<&Verdict> {
-        self.properties.iter().find(|p| p.name == name).map(|p| &p.verdict)
-    }
-}
+pub use crate::outcome::{Outcome, PropertyOutcome, Verdict};
 
 /// Checks `model` exhaustively (up to `options.max_depth`), reporting progress.
 pub fn check<A: Algorithm>(
@@ -183,7 +109,7 @@ pub fn check<A: Algorithm>(
                 None if complete => Verdict::Holds,
                 None => Verdict::Unknown,
             };
-            PropertyOutcome { name: p.name, verdict }
+            PropertyOutcome { name: p.name.to_owned(), property: super::properties::catalogued(p.name), verdict }
         })
         .collect();
     Outcome {

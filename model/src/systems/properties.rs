@@ -14,6 +14,7 @@ use stateright::Expectation;
 use stateright::actor::{ActorModel, ActorModelState, Id, Network};
 
 use super::actor::{Algorithm, ClientState, Fence, LockActor, NodeState, Phase, Role, Setup, Timer};
+use crate::spec::Property;
 
 /// "Never two live clients that believe they hold the same key." (P1)
 pub const MUTUAL_EXCLUSION: &str = "mutual exclusion (believed by clients)";
@@ -30,6 +31,27 @@ pub const NO_LOST_WAKEUP: &str = "no lost wake-up (eventual grant)";
 pub const CRASH_LIVENESS: &str = "crash liveness (a crashed holder's lock frees)";
 /// "A client never holds the lock while one that arrived before it still waits." (P8)
 pub const FIFO: &str = "FIFO (granted in arrival order)";
+
+/// The property of P1–P10 a model property checks, by the model property's name: how a
+/// model result says "P1 mutual exclusion: passed". Two model properties may check one
+/// property from two sides (exclusion as clients believe it is P1, as the resource sees it
+/// P10). A name that is not here must be in [`MODEL_ONLY`].
+pub fn catalogued(name: &str) -> Option<Property> {
+    match name {
+        MUTUAL_EXCLUSION => Some(Property::MutualExclusion),
+        OWNERSHIP => Some(Property::Ownership),
+        FENCING => Some(Property::Fencing),
+        NO_LOST_WAKEUP => Some(Property::NoLostWakeup),
+        FIFO => Some(Property::Fifo),
+        CRASH_LIVENESS => Some(Property::CrashSafety),
+        RESOURCE_EXCLUSION => Some(Property::ResourceSafety),
+        _ => None,
+    }
+}
+
+/// Model properties that check none of P1–P10, each with the reason. Every property a model
+/// registers is either [`catalogued`] or listed here.
+pub const MODEL_ONLY: &[(&str, &str)] = &[];
 
 /// Which optional properties a system claims.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -4,6 +4,7 @@
 use std::error::Error;
 use std::path::Path;
 
+use lockcheck_model::spec::Status;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
@@ -356,17 +357,20 @@ pub(crate) struct Cell {
     pub fill: RGBColor,
 }
 
-/// The colour of a normalized status word.
-pub(crate) fn status_color(status: &str) -> RGBColor {
+/// The colour of a status.
+pub(crate) fn status_color(status: Status) -> RGBColor {
     match status {
-        "ok" => RGBColor(166, 219, 160),
-        "VIOLATED" => RGBColor(239, 100, 90),
-        "predicted" => RGBColor(253, 204, 138),
-        "UNKNOWN" => RGBColor(200, 170, 230),
-        "not claimed" | "not run" => RGBColor(230, 230, 230),
-        _ => RGBColor(255, 255, 255),
+        Status::Passed => RGBColor(166, 219, 160),
+        Status::Violated => RGBColor(239, 100, 90),
+        Status::Predicted => RGBColor(253, 204, 138),
+        Status::Unknown => RGBColor(200, 170, 230),
+        Status::NotClaimed | Status::NotChecked => RGBColor(230, 230, 230),
     }
 }
+
+/// The colour of an operation that neither returned well nor left its outcome open (failed,
+/// not granted, timed out).
+const OTHER_OPERATION: RGBColor = RGBColor(255, 255, 255);
 
 /// A rows × columns grid of coloured cells with a legend: the check and fault matrices.
 pub(crate) fn matrix<DB: DrawingBackend>(
@@ -455,7 +459,9 @@ pub(crate) struct TimelineOp {
     pub start_ms: f64,
     pub end_ms: Option<f64>,
     pub label: String,
-    pub status: &'static str,
+    /// Passed: it returned what it asked for; unknown: its outcome is open; `None`: anything
+    /// else (failed, not granted).
+    pub status: Option<Status>,
 }
 
 /// An interval in which a client believed it held the lock.
@@ -542,7 +548,7 @@ where
     }
     for (op, lane) in ops.iter().zip(&layout.lanes) {
         let y = layout.op_y(op.client, *lane);
-        let fill = status_color(op.status);
+        let fill = op.status.map_or(OTHER_OPERATION, status_color);
         let end = op.end_ms.unwrap_or(cut).max(op.start_ms + layout.min_width);
         let style = if op.end_ms.is_some() { fill.filled() } else { fill.mix(0.45).filled() };
         let corners = [(op.start_ms, y - 0.4), (end, y + 0.4)];
@@ -568,9 +574,9 @@ where
     }
     let mut x = 20;
     for (label, fill) in [
-        ("operation (invoke → return)", status_color("ok")),
-        ("outcome unknown", status_color("UNKNOWN")),
-        ("failed / not granted", RGBColor(255, 255, 255)),
+        ("operation (invoke → return)", status_color(Status::Passed)),
+        ("outcome unknown", status_color(Status::Unknown)),
+        ("failed / not granted", OTHER_OPERATION),
         ("believed held (grant → release / expiry)", held),
         ("held by two at once", RGBColor(239, 60, 50).mix(0.3).to_rgba().rgb_color()),
     ] {

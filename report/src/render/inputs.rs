@@ -1,12 +1,11 @@
-//! What the report is rendered from: benchmark runs, and the JSON results other subcommands
-//! write (`check`, `selftest`, `model`, fault runs) — read tolerantly, because a report with
-//! one input missing or in an older shape is still worth having; what is missing is said.
+//! What the report is rendered from: benchmark runs, and the result documents other
+//! subcommands write (`check`, `selftest`, `model`, fault runs) — read tolerantly, because a
+//! report with one input missing or unreadable is still worth having; what is missing is said.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
-
+use crate::documents::Document;
 use crate::results::{BenchRun, Kind, Role};
 use crate::stats::median;
 
@@ -116,210 +115,38 @@ pub fn figures(suite: &str, runs: &[(PathBuf, BenchRun)]) -> Vec<Figure> {
     out
 }
 
-/// A JSON result file of another subcommand: absent, unreadable, or its value.
+/// A result document of another subcommand: absent, unreadable (or of another kind or a
+/// newer version), or read.
 #[derive(Debug)]
-pub enum JsonInput {
+pub enum Input<D> {
     /// No file at the path.
     Missing(PathBuf),
-    /// The file exists but is not JSON.
+    /// The file exists but is not a document of the expected kind and version: why.
     Unreadable(PathBuf, String),
-    /// The parsed file.
-    Loaded(PathBuf, Value),
+    /// The document read.
+    Loaded(PathBuf, D),
 }
 
-impl JsonInput {
-    /// Reads `path`.
-    pub fn load(path: &Path) -> JsonInput {
+impl<D: Document> Input<D> {
+    /// Reads the document at `path`.
+    pub fn load(path: &Path) -> Input<D> {
         match std::fs::read_to_string(path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => JsonInput::Missing(path.to_owned()),
-            Err(e) => JsonInput::Unreadable(path.to_owned(), e.to_string()),
-            Ok(text) => match serde_json::from_str(&text) {
-                Ok(value) => JsonInput::Loaded(path.to_owned(), value),
-                Err(e) => JsonInput::Unreadable(path.to_owned(), e.to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Input::Missing(path.to_owned()),
+            Err(e) => Input::Unreadable(path.to_owned(), e.to_string()),
+            Ok(text) => match D::from_json(&text) {
+                Ok(document) => Input::Loaded(path.to_owned(), document),
+                Err(e) => Input::Unreadable(path.to_owned(), e.to_string()),
             },
         }
     }
+}
 
-    /// The value, if loaded.
-    pub fn value(&self) -> Option<&Value> {
+impl<D> Input<D> {
+    /// The document, if read.
+    pub fn document(&self) -> Option<&D> {
         match self {
-            JsonInput::Loaded(_, v) => Some(v),
+            Input::Loaded(_, document) => Some(document),
             _ => None,
         }
-    }
-}
-
-/// The plain-English property names, P1..P10, in the order of DESIGN.md.
-pub const PROPERTIES: [&str; 10] = [
-    "mutual-exclusion",
-    "ownership",
-    "fencing",
-    "expiry",
-    "no-lost-wakeup",
-    "bounded-wait",
-    "cancel-safety",
-    "fifo",
-    "crash-safety",
-    "resource-safety",
-];
-
-/// Every object in `value` (depth first) that satisfies `pick`, with the `backend`, `check`
-/// or `mutant` names of its ancestors as context.
-pub fn find_objects<'a>(
-    value: &'a Value,
-    pick: &dyn Fn(&serde_json::Map<String, Value>) -> bool,
-) -> Vec<(Vec<String>, &'a Value)> {
-    fn walk<'a>(
-        value: &'a Value,
-        context: &mut Vec<String>,
-        pick: &dyn Fn(&serde_json::Map<String, Value>) -> bool,
-        out: &mut Vec<(Vec<String>, &'a Value)>,
-    ) {
-        match value {
-            Value::Object(map) => {
-                let named = ["backend", "mutant", "check", "system", "fault"]
-                    .iter()
-                    .find_map(|k| map.get(*k).and_then(Value::as_str).map(|v| format!("{k} {v}")));
-                if let Some(name) = &named {
-                    context.push(name.clone());
-                }
-                if pick(map) {
-                    out.push((context.clone(), value));
-                } else {
-                    for child in map.values() {
-                        walk(child, context, pick, out);
-                    }
-                }
-                if named.is_some() {
-                    context.pop();
-                }
-            }
-            Value::Array(items) => items.iter().for_each(|item| walk(item, context, pick, out)),
-            _ => {}
-        }
-    }
-    let mut out = Vec::new();
-    walk(value, &mut Vec::new(), pick, &mut out);
-    out
-}
-
-/// A status word as the report shows it, normalized from the spellings the subcommands use.
-/// A parenthesized reason after the word (`predicted (survives_server_restart: false)`, as
-/// the fault runs write it) does not change the status.
-pub fn normalize_status(raw: &str) -> &'static str {
-    let word = raw.split(" (").next().unwrap_or(raw).trim();
-    match word.to_ascii_lowercase().replace(['_', ' '], "-").as_str() {
-        "passed" | "ok" | "valid" | "safe" | "pass" | "held" => "ok",
-        "violated" | "invalid" | "violation" | "fail" | "failed" => "VIOLATED",
-        "predicted" | "violation-predicted" | "predicted-violation" | "expected" | "expected-violation" => "predicted",
-        "not-claimed" | "unclaimed" | "informational" => "not claimed",
-        "unknown" | "indeterminate" | "error" => "UNKNOWN",
-        "skipped" | "skip" | "not-run" | "not-checked" => "not run",
-        _ => "other",
-    }
-}
-
-/// A duration as serde writes `std::time::Duration` (`{"secs":…,"nanos":…}`), or seconds,
-/// or milliseconds in a field named `*_ms`.
-pub fn duration_secs(value: &Value) -> Option<f64> {
-    match value {
-        Value::Object(map) => {
-            let secs = map.get("secs")?.as_f64()?;
-            let nanos = map.get("nanos").and_then(Value::as_f64).unwrap_or(0.0);
-            Some(secs + nanos / 1e9)
-        }
-        Value::Number(n) => n.as_f64(),
-        _ => None,
-    }
-}
-
-/// A table of the array of objects in `value` with the most rows: one row per object, one
-/// column per scalar field (durations formatted), at most `max_columns` columns.
-pub fn generic_table(value: &Value, max_columns: usize) -> Option<(Vec<String>, Vec<Vec<String>>)> {
-    fn arrays<'a>(value: &'a Value, out: &mut Vec<&'a Vec<Value>>) {
-        match value {
-            Value::Array(items) => {
-                if !items.is_empty() && items.iter().all(Value::is_object) {
-                    out.push(items);
-                }
-                items.iter().for_each(|i| arrays(i, out));
-            }
-            Value::Object(map) => map.values().for_each(|v| arrays(v, out)),
-            _ => {}
-        }
-    }
-    let mut found = Vec::new();
-    arrays(value, &mut found);
-    let rows = found.into_iter().max_by_key(|a| a.len())?;
-    let cell = |v: &Value| -> Option<String> {
-        match v {
-            Value::String(s) => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
-            Value::Bool(b) => Some(b.to_string()),
-            Value::Null => Some(String::new()),
-            Value::Object(_) => duration_secs(v).map(|s| format!("{s:.3} s")),
-            Value::Array(items) if items.iter().all(|i| !i.is_object() && !i.is_array()) => Some(
-                items
-                    .iter()
-                    .map(|i| i.as_str().map(str::to_owned).unwrap_or_else(|| i.to_string()))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            ),
-            Value::Array(items) => Some(format!("{} items", items.len())),
-        }
-    };
-    let mut columns: Vec<String> = Vec::new();
-    for row in rows {
-        for (k, v) in row.as_object().into_iter().flatten() {
-            // A column is worth showing when some row has a value (not just null) for it.
-            if !columns.contains(k) && !v.is_null() && cell(v).is_some() {
-                columns.push(k.clone());
-            }
-        }
-    }
-    // JSON objects come back with sorted keys; put the naming columns first.
-    const FIRST: [&str; 12] = [
-        "mutant", "system", "backend", "name", "failure", "expected", "status", "caught", "check", "property", "fault",
-        "time",
-    ];
-    columns.sort_by_key(|c| FIRST.iter().position(|f| c.starts_with(f)).unwrap_or(FIRST.len()));
-    columns.truncate(max_columns);
-    let table = rows
-        .iter()
-        .map(|row| columns.iter().map(|c| row.get(c).and_then(cell).unwrap_or_default()).collect())
-        .collect();
-    Some((columns, table))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn statuses_normalize() {
-        assert_eq!(normalize_status("passed"), "ok");
-        assert_eq!(normalize_status("Violated"), "VIOLATED");
-        assert_eq!(normalize_status("not-claimed"), "not claimed");
-        assert_eq!(normalize_status("violation_predicted"), "predicted");
-        assert_eq!(normalize_status("predicted (survives_server_restart: false)"), "predicted");
-        assert_eq!(normalize_status("violated (no reason given)"), "VIOLATED");
-        assert_eq!(normalize_status("UNKNOWN"), "UNKNOWN");
-    }
-
-    #[test]
-    fn objects_are_found_with_their_context() {
-        let v = json!({"reports": [{"backend": "memory", "checks": [{"check": "wake-up", "counterexamples": [{"property": "fifo", "history": {"operations": []}}]}]}]});
-        let found = find_objects(&v, &|m| m.contains_key("history") && m.contains_key("property"));
-        assert_eq!(found.len(), 1);
-        assert_eq!(found[0].0, vec!["backend memory".to_owned(), "check wake-up".to_owned()]);
-    }
-
-    #[test]
-    fn generic_tables_take_scalars_and_durations() {
-        let v = json!({"mutants": [{"mutant": "a", "caught": true, "elapsed": {"secs": 1, "nanos": 500_000_000}, "history": {"x": 1}}]});
-        let (columns, rows) = generic_table(&v, 8).unwrap();
-        assert_eq!(columns, vec!["mutant", "caught", "elapsed"]);
-        assert_eq!(rows[0], vec!["a", "true", "1.500 s"]);
     }
 }

@@ -3,11 +3,10 @@
 use std::fmt::Write;
 use std::path::Path;
 
-use serde_json::Value;
-
 use super::charts::format_rate;
-use super::inputs::{Figure, generic_table};
-use super::{Report, check_matrix, fault_matrix, format_ns};
+use super::inputs::Figure;
+use super::{Report, check_matrix, fault_matrix, format_ns, status_word};
+use crate::documents::{ModelDocument, SelftestDocument};
 use crate::results::{Kind, Role};
 
 /// A target from the issues, as a ratio to the floor of the same run.
@@ -100,7 +99,7 @@ pub(crate) fn readme(report: &Report) -> String {
     let _ = writeln!(
         o,
         "Rendered by `lockcheck report` from the newest benchmark runs (medians over up to {} runs per backend; \
-         every ratio compares figures of the *same* run) and the JSON results of `lockcheck check`, `selftest` and `model`.\n",
+         every ratio compares figures of the *same* run) and the result documents of `lockcheck check`, `selftest` and `model`.\n",
         report.options.runs
     );
     let _ = writeln!(o, "**Regenerate:**\n");
@@ -325,7 +324,7 @@ pub(crate) fn readme(report: &Report) -> String {
 
     // Conformance.
     let _ = writeln!(o, "## Conformance: `lockcheck check`\n");
-    match report.check.value().and_then(check_matrix) {
+    match report.check.document().and_then(check_matrix) {
         Some((rows, columns, cells)) => {
             if let Some((_, png)) = report.pictures.get("check").and_then(|p| p.first()) {
                 picture(o, report, png, "backend × property verdicts");
@@ -333,7 +332,8 @@ pub(crate) fn readme(report: &Report) -> String {
             let _ = writeln!(o, "| backend | {} |", columns.join(" | "));
             let _ = writeln!(o, "|---|{}", "---|".repeat(columns.len()));
             for (r, row) in rows.iter().enumerate() {
-                let cells: Vec<&str> = (0..columns.len()).map(|c| cells.get(&(r, c)).copied().unwrap_or("–")).collect();
+                let cells: Vec<&str> =
+                    (0..columns.len()).map(|c| cells.get(&(r, c)).map_or("–", |s| status_word(*s))).collect();
                 let _ = writeln!(o, "| {} | {} |", escape(row), cells.join(" | "));
             }
             let _ = writeln!(o);
@@ -346,30 +346,38 @@ pub(crate) fn readme(report: &Report) -> String {
             );
         }
     }
-    generic_section(
-        o,
-        "Self-test: `lockcheck selftest` (each flawed locker and what caught it)",
-        report.selftest.value(),
-        &report.options.selftest,
-        "lockcheck selftest --json",
-    );
-    match report.model.value().and_then(model_table) {
-        Some(table) => {
-            let _ = writeln!(o, "## Model checking: `lockcheck model`\n");
-            let _ = writeln!(o, "{table}");
+    let _ = writeln!(o, "## Self-test: `lockcheck selftest` (each flawed locker and what caught it)\n");
+    match report.selftest.document() {
+        Some(document) if !document.mutants.is_empty() => {
+            let _ = writeln!(o, "{}", selftest_table(document));
         }
-        None => generic_section(
-            o,
-            "Model checking: `lockcheck model`",
-            report.model.value(),
-            &report.options.model,
-            "lockcheck model --json",
-        ),
+        Some(_) => {
+            let _ = writeln!(o, "_{} holds no table of results._\n", super::shown(&report.options.selftest));
+        }
+        None => {
+            let _ = writeln!(
+                o,
+                "_No results: run `lockcheck selftest --json {}`._\n",
+                super::shown(&report.options.selftest)
+            );
+        }
+    }
+    let _ = writeln!(o, "## Model checking: `lockcheck model`\n");
+    match report.model.document() {
+        Some(document) if !document.outcomes.is_empty() => {
+            let _ = writeln!(o, "{}", model_table(document));
+        }
+        Some(_) => {
+            let _ = writeln!(o, "_{} holds no table of results._\n", super::shown(&report.options.model));
+        }
+        None => {
+            let _ =
+                writeln!(o, "_No results: run `lockcheck model --json {}`._\n", super::shown(&report.options.model));
+        }
     }
 
     let _ = writeln!(o, "## Faults\n");
-    let faults = [report.faults.value(), report.check.value()].into_iter().flatten().find_map(fault_matrix);
-    match faults {
+    match report.faults.document().and_then(fault_matrix) {
         Some((rows, columns, cells)) => {
             if let Some((_, png)) = report.pictures.get("faults").and_then(|p| p.first()) {
                 picture(o, report, png, "backend × fault outcomes");
@@ -377,7 +385,8 @@ pub(crate) fn readme(report: &Report) -> String {
             let _ = writeln!(o, "| backend | {} |", columns.join(" | "));
             let _ = writeln!(o, "|---|{}", "---|".repeat(columns.len()));
             for (r, row) in rows.iter().enumerate() {
-                let cells: Vec<&str> = (0..columns.len()).map(|c| cells.get(&(r, c)).copied().unwrap_or("–")).collect();
+                let cells: Vec<&str> =
+                    (0..columns.len()).map(|c| cells.get(&(r, c)).map_or("–", |s| status_word(*s))).collect();
                 let _ = writeln!(o, "| {} | {} |", escape(row), cells.join(" | "));
             }
             let _ = writeln!(
@@ -414,35 +423,26 @@ pub(crate) fn readme(report: &Report) -> String {
 }
 
 /// `lockcheck model --json` output as a table: one row per system, with its search's size
-/// and speed and which properties it violated. `None` if the JSON has another shape.
-fn model_table(value: &Value) -> Option<String> {
-    let outcomes = value.as_array()?;
+/// and speed and which properties it violated.
+fn model_table(document: &ModelDocument) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "| system | clients | unique states | states/s | seconds | search | violated |");
     let _ = writeln!(o, "|---|---|---|---|---|---|---|");
-    for outcome in outcomes {
-        let system = outcome.get("system")?.as_str()?;
-        let violated: Vec<&str> = outcome
-            .get("properties")?
-            .as_array()?
-            .iter()
-            .filter(|p| p.pointer("/verdict/verdict").and_then(Value::as_str) == Some("violated"))
-            .filter_map(|p| p.get("name")?.as_str())
-            .collect();
-        let complete = outcome.get("complete").and_then(Value::as_bool) == Some(true);
-        let search = match (complete, violated.is_empty()) {
+    for outcome in &document.outcomes {
+        let violated = outcome.violated();
+        let search = match (outcome.complete, violated.is_empty()) {
             (true, _) => "exhaustive",
             (false, false) => "stopped at the expected violations",
             (false, true) => "incomplete",
         };
-        let number = |key: &str| outcome.get(key).and_then(Value::as_f64);
         let _ = writeln!(
             o,
-            "| {system} | {} | {} | {} | {} | {search} | {} |",
-            number("clients").map_or("–".to_owned(), |n| format!("{n:.0}")),
-            number("unique_states").map_or("–".to_owned(), |n| format!("{n:.0}")),
-            number("states_per_second").map_or("–".to_owned(), |n| format!("{n:.0}")),
-            number("seconds").map_or("–".to_owned(), |n| format!("{n:.2}")),
+            "| {} | {} | {} | {:.0} | {:.2} | {search} | {} |",
+            outcome.system,
+            outcome.clients,
+            outcome.unique_states,
+            outcome.states_per_second,
+            outcome.seconds,
             if violated.is_empty() { "none".to_owned() } else { escape(&violated.join("; ")) },
         );
     }
@@ -451,27 +451,33 @@ fn model_table(value: &Value) -> Option<String> {
         "\nA correct system must be searched exhaustively with nothing violated; a flawed one is searched until its \
          expected violations are found (`--until-expected`), each with a counterexample trace (`lockcheck model SYSTEM`)."
     );
-    Some(o)
+    o
 }
 
-fn generic_section(o: &mut String, title: &str, value: Option<&Value>, path: &Path, command: &str) {
-    let _ = writeln!(o, "## {title}\n");
-    match value.and_then(|v| generic_table(v, 8)) {
-        Some((columns, rows)) => {
-            let _ = writeln!(o, "| {} |", columns.join(" | "));
-            let _ = writeln!(o, "|{}", "---|".repeat(columns.len()));
-            for row in rows {
-                let _ = writeln!(o, "| {} |", row.iter().map(|c| escape(c)).collect::<Vec<_>>().join(" | "));
-            }
-            let _ = writeln!(o);
-        }
-        None if value.is_some() => {
-            let _ = writeln!(o, "_{} holds no table of results._\n", super::shown(path));
-        }
-        None => {
-            let _ = writeln!(o, "_No results: run `{command} {}`._\n", super::shown(path));
-        }
+/// `lockcheck selftest --json` output as a table: one row per mutant, with the property it
+/// breaks, what became of it, what caught it and how fast.
+fn selftest_table(document: &SelftestDocument) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "| mutant | failure_class | expected | status | caught_by | check | time_to_catch | counterexample_operations |"
+    );
+    let _ = writeln!(o, "|---|---|---|---|---|---|---|---|");
+    for m in &document.mutants {
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {} | {} | {} | {:.3} s | {} |",
+            escape(&m.mutant),
+            escape(&m.failure_class),
+            m.expected.id(),
+            m.status,
+            m.caught_by.map_or("", |p| p.id()),
+            escape(m.check.as_deref().unwrap_or_default()),
+            m.time_to_catch.as_secs_f64(),
+            m.counterexample_operations.map(|n| n.to_string()).unwrap_or_default(),
+        );
     }
+    o
 }
 
 /// The distinct (subject, role) pairs of `figures` whose role passes `keep`, in order.
@@ -514,21 +520,13 @@ mod tests {
 
     #[test]
     fn model_outcomes_become_a_table() {
-        let json = serde_json::json!([
-            {"system": "redis-single", "clients": 2, "complete": true, "unique_states": 321,
-             "states_per_second": 59403.2, "seconds": 0.0054,
-             "properties": [{"name": "mutual exclusion", "verdict": {"verdict": "holds"}}]},
-            {"system": "redis-del", "clients": 2, "complete": false, "unique_states": 345,
-             "states_per_second": 65379.0, "seconds": 0.0053,
-             "properties": [{"name": "ownership", "verdict": {"verdict": "violated", "trace": ["1. ..."]}},
-                            {"name": "mutual exclusion", "verdict": {"verdict": "unknown"}}]}
-        ]);
-        let table = model_table(&json).unwrap();
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/model.json")).unwrap();
+        let document = <ModelDocument as crate::documents::Document>::from_json(&text).unwrap();
+        let table = model_table(&document);
         assert!(table.contains("| redis-single | 2 | 321 | 59403 | 0.01 | exhaustive | none |"), "{table}");
         assert!(
-            table.contains("| redis-del | 2 | 345 | 65379 | 0.01 | stopped at the expected violations | ownership |"),
+            table.contains("| redis-del | 2 | 345 | 65379 | 0.01 | stopped at the expected violations | ownership (only its holder or its TTL frees a lease) |"),
             "{table}"
         );
-        assert!(model_table(&serde_json::json!({"not": "a list"})).is_none());
     }
 }
