@@ -380,12 +380,14 @@
 //! | `tolerance` | how far past a lease's end it may still be seen held, and how far a holder's belief may outlast the backend's expiry | the spec's ambiguous zone after a lease's end; each holder's belief is shortened by it; scenarios wait TTL + 2 × tolerance before expecting expiry; a time-out may come this early | the service expires leases by a periodic sweep (at least the sweep period), or `acquired_at` is an estimate |
 //! | `early_tolerance` | how far *before* its end a lease may be seen ended (`None`: `tolerance`) | the spec's ambiguous zone before a lease's end; `lease_lasts_its_ttl` probes a lease of [`Timing::boundary_ttl`] across its end; the suite raises it to twice the round-trip jitter it measures ([`Timing::calibrated`]) | the service's clock is not this process's and drifts, or it keeps time in coarse units and rounds down |
 //! | `prompt` | how soon a freed slot reaches a waiter, and how far past its wait bound an acquire may return | hand-off scenarios; the bounded-wait checker's slack; the crash bound (TTL + prompt + tolerance) | a hand-off takes several round trips, or waiters poll |
-//! | `arrival_gap` | how long after a waiter's request was first polled it counts as queued | scenarios wait this long before releasing to a waiter or cancelling it; the FIFO checker orders only waiters invoked further apart (the workload adds `prompt`) | a request takes longer to reach the service's queue (one-way latency, client-side batching) |
+//! | `arrival_gap` | how long after a waiter's request was first polled it counts as queued, for a locker that cannot say ([`Locker::queued`] is `None`) | scenarios wait for the locker's queued count to rise before releasing to a waiter or cancelling it, or, without a count, this long; the FIFO checker orders only waiters invoked further apart (the workload adds `prompt`) | a request takes longer to reach the service's queue (one-way latency, client-side batching) |
 //! | `cancel_cleanup` | how long after its cancellation a cancelled acquire may still hold a grant; `None`: [`Timing::cancel_cleanup_bound`] is `min(tolerance, prompt)`, one clean-up request | the linearizability checker's withdrawal deadline | the service keeps a gone waiter queued until its wait bound and may grant it a whole lease (the trait's weaker promise); a long bound makes cancelled acquires concurrent with everything and the linearizability search slower — raise [`SuiteConfig::checker_budget`] or shorten the workload with it |
 //!
 //! The suite never sleeps to synchronize: a waiter counts as queued once its acquire has been
-//! polled and `arrival_gap` has passed. It does sleep where the story needs time to pass — a
-//! lease running out — so the checks' run time grows with `base_ttl`.
+//! polled and its locker's [`Locker::queued`] count has risen — implement it if your client
+//! knows when a request is queued; without it, `arrival_gap` is the only signal there is. It
+//! does sleep where the story needs time to pass — a lease running out — so the checks' run
+//! time grows with `base_ttl`.
 
 // What the guide's links name; only rustdoc needs them.
 #[cfg(doc)]

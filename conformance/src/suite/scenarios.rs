@@ -4,9 +4,9 @@
 //! `TestInMemoryAcquireNoLostWakeup`, `TestInMemoryAcquireTimeout`, `TestNATSAcquireTimeout`).
 //!
 //! Scenarios never sleep to synchronize: a waiter counts as queued once its acquire future
-//! has been polled (and, for networked backends, the backend's `arrival_gap` has passed so the
-//! request reached the server). They do sleep where the story needs time to pass — a lease
-//! running out, a holder paused past its TTL.
+//! has been polled and the locker counts it queued ([`Locker::queued`]); only for a locker that
+//! cannot tell does the backend's `arrival_gap` stand in. They do sleep where the story needs
+//! time to pass — a lease running out, a holder paused past its TTL.
 
 use std::future::Future;
 use std::pin::pin;
@@ -15,7 +15,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use lockcheck_history::checkers::fencing::FencedResource;
-use lockcheck_impls::{FencingToken, Lease, LeaseRequest, LockError, Locker, OwnerToken};
+use lockcheck_impls::{FencingToken, Lease, LeaseRequest, LockError, Locker, OwnerToken, Queued};
 use lockcheck_model::spec::Property;
 use rand::{Rng, SeedableRng};
 use tokio::sync::mpsc;
@@ -68,8 +68,32 @@ async fn must_try(ctx: &Ctx<'_>, client: &RecordingLocker, request: &LeaseReques
     }
 }
 
+/// `client`'s queued count now, to tell when an acquire it is about to start is queued.
+fn queued_now(client: &RecordingLocker) -> Option<(Queued, u64)> {
+    client.queued().map(|queued| {
+        let now = queued.count();
+        (queued, now)
+    })
+}
+
+/// Waits until an acquire started after `queued_now` is queued at the backend: the client's
+/// queued count ([`Locker::queued`]) rose past what it was. A backend that cannot tell is given
+/// its arrival gap instead. The count is the locker's, and clients of one in-process locker
+/// share it: another waiter leaving the queue at the same moment can hide the rise, so the wait
+/// is bounded too, by a few arrival gaps and hand-off bounds.
+async fn until_queued(ctx: &Ctx<'_>, queued: Option<(Queued, u64)>) {
+    match queued {
+        Some((mut queued, before)) => {
+            let bound = (ctx.timing.arrival_gap + ctx.timing.prompt) * 4;
+            let _ = timeout(bound, queued.until_at_least(before + 1)).await;
+        }
+        None => sleep(ctx.timing.arrival_gap).await,
+    }
+}
+
 /// An acquire running in its own task, already queued at the backend when this returns: its
-/// future has been polled once and the backend's arrival gap has passed.
+/// future has been polled once and the backend counts it queued (or, for a backend that cannot
+/// tell, its arrival gap has passed).
 struct Waiter {
     task: JoinHandle<(Result<Lease, LockError>, Instant)>,
 }
@@ -91,6 +115,7 @@ impl Waiter {
         F: FnOnce(Lease) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send,
     {
+        let queued = queued_now(client);
         let (client, request) = (client.clone(), request.clone());
         let mut acquire = Box::pin(async move {
             let result = client.acquire(&request, wait).await;
@@ -103,10 +128,10 @@ impl Waiter {
         // The first poll happens here, in the caller's task, so the request is on its way (or
         // queued, in process) before this returns and before anything the caller does next.
         let task = match std::future::poll_fn(|cx| Poll::Ready(acquire.as_mut().poll(cx))).await {
-            Poll::Ready(outcome) => tokio::spawn(async move { outcome }),
+            Poll::Ready(outcome) => return Waiter { task: tokio::spawn(async move { outcome }) },
             Poll::Pending => tokio::spawn(acquire),
         };
-        sleep(ctx.timing.arrival_gap).await;
+        until_queued(ctx, queued).await;
         Waiter { task }
     }
 
@@ -592,15 +617,16 @@ async fn cancelled_acquire_leaves_nothing(ctx: &mut Ctx<'_>) -> Result<Notes, St
     let request = LeaseRequest::lock(ctx.key("k"), ctx.timing.long_ttl());
     let held = must_try(ctx, &a, &request, "the key was never locked").await?;
     {
+        let queued = queued_now(&b);
         let mut acquire = pin!(b.acquire(&request, ctx.timing.long_ttl()));
         let first = std::future::poll_fn(|cx| Poll::Ready(acquire.as_mut().poll(cx))).await;
         if let Poll::Ready(result) = first {
             result?;
             return Err(ctx.violated_as(Property::MutualExclusion, "acquire was granted while the lock was held"));
         }
-        // Let the request reach the backend, then free the lock so a grant races the
+        // Let the request reach the backend's queue, then free the lock so a grant races the
         // cancellation below.
-        sleep(ctx.timing.arrival_gap).await;
+        until_queued(ctx, queued).await;
         a.release(&held).await?;
         // The acquire future is dropped here, unpolled since the release.
     }
