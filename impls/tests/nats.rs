@@ -11,13 +11,17 @@
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
-use lockcheck_conformance::backends::nats::locker;
 use lockcheck_impls::nats::{BucketConfig, NatsLocker, OFFER_TIMEOUT, RECHECK_AFTER, encode_key};
 use lockcheck_impls::{Lease, LeaseRequest, LockError, Locker};
 use lockcheck_support::Service;
 use lockcheck_support::nats::nats;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
+
+/// A locker on `service`'s bucket `bucket`.
+async fn locker(service: &Service, bucket: BucketConfig) -> Result<NatsLocker, LockError> {
+    NatsLocker::connect(&service.address().to_string(), bucket).await
+}
 
 /// A server and a locker on a bucket of its own; `None` when the run allows skipping.
 async fn fixture(test: &str) -> Option<(Service, NatsLocker)> {

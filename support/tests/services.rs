@@ -1,6 +1,5 @@
 //! The service layer on real Redis: start, readiness, and every fault the fault tests use,
 //! on Docker and on the process fallback.
-#![cfg(feature = "redis")]
 
 use std::time::Duration;
 

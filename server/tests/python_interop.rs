@@ -7,7 +7,6 @@
 //!
 //! Both come from the venv `scripts/setup/python.sh` builds. Missing, they fail the run unless
 //! `LOCKCHECK_SERVICES=skip`, which prints the skip.
-#![cfg(feature = "dflockd")]
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
