@@ -30,7 +30,7 @@ use futures::StreamExt;
 use lockcheck_bench::{
     BENCH_TTL, BENCH_WAIT, BenchError, BenchRun, Contender, Kind, LockerContender, Role, RoundTrip, Suite,
 };
-use lockcheck_conformance::mutants::nats::PortedNatsLocker;
+use lockcheck_conformance::peers::nats::PortedNatsLocker;
 use lockcheck_impls::nats::{BucketConfig, NatsLocker};
 use lockcheck_impls::{Lease, LeaseRequest, Locker};
 use lockcheck_support::Service;

@@ -16,7 +16,7 @@
 use std::sync::Arc;
 
 use lockcheck_bench::{BENCH_TTL, BenchError, BenchRun, Contender, Kind, LockerContender, Role, RoundTrip, Suite};
-use lockcheck_conformance::mutants::redis::PortedRedisLocker;
+use lockcheck_conformance::peers::redis::PortedRedisLocker;
 use lockcheck_impls::QueuedCount;
 use lockcheck_impls::redis::RedisLocker;
 use lockcheck_support::Service;

@@ -13,6 +13,8 @@
 //!   concurrent random workloads. Capability-aware: unclaimed properties are reported as
 //!   "not claimed".
 //! - [`mutants`]: deliberately broken lockers the suite must catch.
+//! - `peers` (with `redis` or `nats`): ports of the Go lockers lockcheck started from — the
+//!   peers the benchmarks race, and the raw material of the service mutants.
 //! - [`backends`]: backend URLs (`memory`, `redis://…`, …) to [`Backend`]s, and each real
 //!   backend as the suite sees it (behind its feature).
 //! - [`guide`]: writing a backend of your own, and every rule the checks rely on.
@@ -75,6 +77,8 @@ pub mod backends;
 pub mod guide;
 pub mod history;
 pub mod mutants;
+#[cfg(any(feature = "redis", feature = "nats"))]
+pub mod peers;
 pub mod suite;
 
 #[cfg(feature = "services")]
