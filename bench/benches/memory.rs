@@ -1,5 +1,5 @@
-//! The in-memory locker against its floor, `tokio::sync::Mutex`, in the same run (issue 2's
-//! benchmark, and the memory row of the contention suite).
+//! The in-memory locker against its floor, `tokio::sync::Mutex`, in the same run (the memory
+//! row of the contention suite).
 //!
 //! Both are FIFO and in-process, so the targets are tight: hand-off (release → next waiter
 //! running) within 2× of tokio's mutex and flat in the number of waiters; uncontended
