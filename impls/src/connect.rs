@@ -17,9 +17,9 @@
 
 use std::sync::Arc;
 
-use crate::error::{InvalidInput, LockError};
-use crate::locker::Locker;
+use crate::Locker;
 use crate::memory::MemoryLocker;
+use crate::{InvalidInput, LockError};
 
 /// A backend URL, checked: which locker it names and with what settings.
 #[derive(Clone)]

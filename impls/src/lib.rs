@@ -1,4 +1,6 @@
-//! The lockcheck lock API and its reference lockers.
+//! lockcheck's reference lockers — memory, Redis, NATS JetStream KV, the dflockd client — and
+//! [`connect`], which turns a URL of any of their schemes into a locker. The lock API they
+//! implement is `lockcheck-api`'s, re-exported here.
 //!
 //! A [`Locker`] grants [`Lease`]s on keys: locks, or permits of a semaphore. Every lease
 //! carries an unguessable [`OwnerToken`] (release and refresh prove ownership with it) and a
@@ -22,30 +24,20 @@
 //! ```
 #![deny(missing_docs)]
 
-mod cleanup;
 mod connect;
-mod error;
-mod guard;
-mod lease;
-mod locker;
 mod memory;
-mod queued;
-mod request;
 mod sync;
 
+// Every locker cleans up after a cancelled operation the same way.
+pub(crate) use lockcheck_api::cleanup;
+
 pub use connect::{LockerUrl, connect, parse, schemes};
-pub use error::{InvalidInput, LockError};
-pub use guard::{AutoRenew, LockGuard, LostReason};
-pub use lease::{BadOwnerToken, FencingToken, Lease, OwnerToken};
-// The claims live with the spec they select properties of, so that the history checkers
-// can read them without this crate's runtime.
-pub use lockcheck_model::spec::Capabilities;
-pub use locker::Locker;
-pub use memory::MemoryLocker;
-pub use queued::{Counted, Queued, QueuedCount};
-pub use request::{
-    LeaseRequest, MAX_KEY_BYTES, MAX_PERMITS, MAX_TTL, MAX_WAIT, MIN_TTL, validate_key, validate_ttl, validate_wait,
+pub use lockcheck_api::{
+    AutoRenew, BadOwnerToken, Capabilities, Counted, FencingToken, InvalidInput, Lease, LeaseRequest, LockError,
+    LockGuard, Locker, LostReason, MAX_KEY_BYTES, MAX_PERMITS, MAX_TTL, MAX_WAIT, MIN_TTL, OwnerToken, Queued,
+    QueuedCount, validate_key, validate_ttl, validate_wait,
 };
+pub use memory::MemoryLocker;
 
 #[cfg(feature = "redis")]
 pub mod redis;

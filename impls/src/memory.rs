@@ -29,12 +29,12 @@ use async_trait::async_trait;
 use tokio::time::{Instant, sleep_until};
 
 use crate::Capabilities;
-use crate::error::LockError;
-use crate::lease::Lease;
-use crate::locker::Locker;
-use crate::queued::Queued;
-use crate::request::{LeaseRequest, validate_ttl, validate_wait};
+use crate::Lease;
+use crate::LockError;
+use crate::Locker;
+use crate::Queued;
 use crate::sync::Mutex;
+use crate::{LeaseRequest, validate_ttl, validate_wait};
 use table::{Enqueued, Table};
 use waiter::{GrantSlot, SlotEvent};
 

@@ -76,11 +76,11 @@ use async_trait::async_trait;
 use tokio::time::Instant;
 
 use crate::Capabilities;
-use crate::error::LockError;
-use crate::lease::{Lease, OwnerToken};
-use crate::locker::Locker;
-use crate::queued::{Queued, QueuedCount};
-use crate::request::LeaseRequest;
+use crate::LeaseRequest;
+use crate::LockError;
+use crate::Locker;
+use crate::{Lease, OwnerToken};
+use crate::{Queued, QueuedCount};
 
 mod acquire;
 mod bucket;

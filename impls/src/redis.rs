@@ -93,12 +93,12 @@ use async_trait::async_trait;
 use tokio::time::{Instant, sleep_until};
 
 use crate::Capabilities;
+use crate::LockError;
+use crate::Locker;
+use crate::Queued;
 use crate::cleanup::{self, OnDrop};
-use crate::error::LockError;
-use crate::lease::{FencingToken, Lease, OwnerToken};
-use crate::locker::Locker;
-use crate::queued::Queued;
-use crate::request::{LeaseRequest, validate_ttl, validate_wait};
+use crate::{FencingToken, Lease, OwnerToken};
+use crate::{LeaseRequest, validate_ttl, validate_wait};
 use instance::{Attempt, Enqueue, Instance, QueueEntry};
 pub use instance::{check_url, cluster_slot};
 pub use multi::{RedisAllLocker, RedlockLocker};

@@ -4,7 +4,7 @@
 
 use std::io;
 
-use crate::error::{InvalidInput, LockError};
+use crate::{InvalidInput, LockError};
 
 use super::protocol::Status;
 

@@ -38,10 +38,10 @@ use super::lock::open;
 use super::protocol::Namespace;
 use super::shard::{ShardFn, crc32_shard};
 use crate::Capabilities;
-use crate::error::LockError;
-use crate::lease::{FencingToken, Lease, OwnerToken};
-use crate::locker::Locker;
-use crate::request::{LeaseRequest, validate_wait};
+use crate::LockError;
+use crate::Locker;
+use crate::{FencingToken, Lease, OwnerToken};
+use crate::{LeaseRequest, validate_wait};
 
 /// Which generation of dflockd server answers; decides fencing and semaphores.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,11 +104,11 @@ impl DflockdLockerConfig {
     pub fn from_url(url: &str) -> Result<Self, LockError> {
         let rest = url
             .strip_prefix("dflockd://")
-            .ok_or_else(|| crate::error::InvalidInput::Backend(format!("not a dflockd:// URL: {url}")))?;
+            .ok_or_else(|| crate::InvalidInput::Backend(format!("not a dflockd:// URL: {url}")))?;
         let (hosts, query) = rest.split_once('?').unwrap_or((rest, ""));
         let servers: Vec<String> = hosts.split(',').filter(|h| !h.is_empty()).map(str::to_owned).collect();
         if servers.is_empty() {
-            return Err(crate::error::InvalidInput::Backend(format!("no servers in {url}")).into());
+            return Err(crate::InvalidInput::Backend(format!("no servers in {url}")).into());
         }
         let mut config = DflockdLockerConfig::new(servers);
         for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -116,7 +116,7 @@ impl DflockdLockerConfig {
                 Some(("auth", secret)) => config.auth_token = Some(secret.to_owned()),
                 Some(("session", "bound")) => config.session_bound = true,
                 Some(("session", "ttl")) => config.session_bound = false,
-                _ => return Err(crate::error::InvalidInput::Backend(format!("unknown URL parameter {pair:?}")).into()),
+                _ => return Err(crate::InvalidInput::Backend(format!("unknown URL parameter {pair:?}")).into()),
             }
         }
         Ok(config)
@@ -217,7 +217,7 @@ impl DflockdLocker {
     /// Connects to the first server (to fail early and, unless configured, learn its kind).
     pub async fn connect(config: DflockdLockerConfig) -> Result<Self, LockError> {
         if config.servers.is_empty() {
-            return Err(crate::error::InvalidInput::Backend("no dflockd servers configured".into()).into());
+            return Err(crate::InvalidInput::Backend("no dflockd servers configured".into()).into());
         }
         let kind = match config.kind {
             Some(kind) => kind,
@@ -447,7 +447,7 @@ impl Locker for DflockdLocker {
     }
 
     async fn refresh(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>, LockError> {
-        crate::request::validate_ttl(ttl)?;
+        crate::validate_ttl(ttl)?;
         let token = token_text(lease.owner());
         let lease_s = whole_seconds(ttl);
         let entry =

@@ -31,10 +31,10 @@ use rand::{RngCore, SeedableRng};
 use tokio::time::Instant;
 
 use super::waiter::GrantSlot;
-use crate::error::LockError;
-use crate::lease::{FencingToken, Lease, OwnerToken};
-use crate::queued::{Queued, QueuedCount};
-use crate::request::LeaseRequest;
+use crate::LeaseRequest;
+use crate::LockError;
+use crate::{FencingToken, Lease, OwnerToken};
+use crate::{Queued, QueuedCount};
 
 /// Below this many remembered keys, idle keys are never swept.
 const SWEEP_FLOOR: usize = 64;

@@ -16,7 +16,7 @@ use std::task::{Context, Poll, Waker};
 
 use tokio::time::Instant;
 
-use crate::lease::Lease;
+use crate::Lease;
 use crate::sync::{Arc, Mutex};
 
 #[derive(Default)]

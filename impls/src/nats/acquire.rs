@@ -15,9 +15,9 @@ use super::entry::{encode_key, entry_value, server_ttl};
 use super::stream::{Published, published};
 use super::wakeups::{self, RECHECK_AFTER, Waiting, Wake};
 use crate::cleanup;
-use crate::error::{InvalidInput, LockError};
-use crate::lease::{FencingToken, Lease, OwnerToken};
-use crate::request::{LeaseRequest, validate_wait};
+use crate::{FencingToken, Lease, OwnerToken};
+use crate::{InvalidInput, LockError};
+use crate::{LeaseRequest, validate_wait};
 
 /// What a create expects the key's last revision to be.
 #[derive(Clone)]
@@ -57,7 +57,7 @@ pub(super) fn check_request(request: &LeaseRequest) -> Result<(), LockError> {
     if request.limit() != 1 {
         return Err(LockError::Unsupported { operation: "semaphores" });
     }
-    if encode_key(request.key()).len() > 3 * crate::request::MAX_KEY_BYTES {
+    if encode_key(request.key()).len() > 3 * crate::MAX_KEY_BYTES {
         // Unreachable with the shared key limit; kept so a change there is caught here.
         return Err(InvalidInput::Backend("key too long for a NATS subject".to_owned()).into());
     }

@@ -10,7 +10,7 @@ use async_nats::jetstream::{self, kv};
 use super::stream::unavailable;
 use super::wakeups::{self, Reconnects};
 use super::{Counters, Inner, NatsLocker};
-use crate::error::{InvalidInput, LockError};
+use crate::{InvalidInput, LockError};
 
 /// The bucket a [`NatsLocker`] uses when none is named.
 pub const DEFAULT_BUCKET: &str = "lockcheck";

@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_nats::HeaderMap;
 use async_nats::jetstream::kv;
 
-use crate::lease::{Lease, OwnerToken};
+use crate::{Lease, OwnerToken};
 
 /// The TTL the server enforces for a requested TTL: whole seconds, rounded up.
 pub fn server_ttl(ttl: Duration) -> Duration {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use tokio::time::Instant;
 
 use super::{CONTENDED_FOR, Inner, Known, REMEMBERED_LEASES};
-use crate::lease::OwnerToken;
+use crate::OwnerToken;
 
 impl Inner {
     pub(super) fn revisions(&self) -> std::sync::MutexGuard<'_, HashMap<(String, OwnerToken), Known>> {

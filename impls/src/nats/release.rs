@@ -13,10 +13,10 @@ use super::Inner;
 use super::entry::{encode_key, entry_value, is_held_by, parse_entry, server_ttl, was_taken_over};
 use super::stream::Published;
 use super::wakeups::{self, Offered};
+use crate::LockError;
 use crate::cleanup;
-use crate::error::LockError;
-use crate::lease::{Lease, OwnerToken};
-use crate::request::validate_ttl;
+use crate::validate_ttl;
+use crate::{Lease, OwnerToken};
 
 /// Whether `lease` ran out by its own clock. The server may keep its entry up to a second
 /// longer (TTLs round up to whole seconds, and the server's expiry timer runs late), but the

@@ -6,7 +6,7 @@ use async_nats::jetstream::{self, context::PublishAckFuture, context::PublishErr
 
 use super::Inner;
 use super::entry::operation_of;
-use crate::error::LockError;
+use crate::LockError;
 
 pub(super) fn unavailable(
     message: impl Into<String>,

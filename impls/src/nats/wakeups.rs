@@ -68,7 +68,7 @@ use async_nats::{Client, HeaderMap, Subject, Subscriber};
 use futures::{FutureExt, StreamExt};
 use tokio::sync::watch;
 
-use crate::error::LockError;
+use crate::LockError;
 
 /// The queue group every waiter of a key joins.
 pub(super) const WAITERS: &str = "lockcheck-waiters";

@@ -7,8 +7,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, IntoConnectionInfo, RedisError, Script};
 
 use super::RedisConfig;
-use crate::error::LockError;
-use crate::lease::OwnerToken;
+use crate::LockError;
+use crate::OwnerToken;
 
 /// Shared by the scripts that may free a lock: names the longest-waiting live waiter of the
 /// key's queue (a sorted set scored by arrival) by publishing `n:<waiter id>:<lock key>` on
@@ -524,12 +524,12 @@ pub fn cluster_slot(key: &str) -> u16 {
 }
 
 /// A URL the Redis client cannot parse is the caller's mistake, not an unreachable server.
-pub(crate) fn not_a_redis_url(url: &str, error: &RedisError) -> crate::error::InvalidInput {
-    crate::error::InvalidInput::Backend(format!("not a Redis URL {url:?}: {error}"))
+pub(crate) fn not_a_redis_url(url: &str, error: &RedisError) -> crate::InvalidInput {
+    crate::InvalidInput::Backend(format!("not a Redis URL {url:?}: {error}"))
 }
 
 /// Checks that `url` is a URL the Redis client accepts, without connecting.
-pub fn check_url(url: &str) -> Result<(), crate::error::InvalidInput> {
+pub fn check_url(url: &str) -> Result<(), crate::InvalidInput> {
     url.into_connection_info().map(drop).map_err(|error| not_a_redis_url(url, &error))
 }
 

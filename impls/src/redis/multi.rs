@@ -31,11 +31,11 @@ use super::{
     Outcome, RedisConfig, Wakeups, check_lock_request, redis_capabilities, rollback, start_wakeups, wait_for_grant,
 };
 use crate::Capabilities;
-use crate::error::LockError;
-use crate::lease::{FencingToken, Lease, OwnerToken};
-use crate::locker::Locker;
-use crate::queued::Queued;
-use crate::request::{LeaseRequest, validate_ttl, validate_wait};
+use crate::LockError;
+use crate::Locker;
+use crate::Queued;
+use crate::{FencingToken, Lease, OwnerToken};
+use crate::{LeaseRequest, validate_ttl, validate_wait};
 
 /// The servers of a multi-instance locker and their shared wake-ups.
 struct Servers {

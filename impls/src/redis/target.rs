@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use super::{RedisAllLocker, RedisConfig, RedisLocker, RedlockLocker, check_url};
-use crate::error::{InvalidInput, LockError};
-use crate::locker::Locker;
+use crate::Locker;
+use crate::{InvalidInput, LockError};
 
 /// How a lock is held on the servers of a Redis URL.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

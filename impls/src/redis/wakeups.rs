@@ -46,7 +46,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::queued::QueuedCount;
+use crate::QueuedCount;
 
 /// The keyspace events that free a lock: a release (`DEL` in the release script) and an
 /// expiry. Anything else on the key's channel (`expire` from a refresh) frees nothing.

@@ -18,9 +18,9 @@ use shuttle::thread;
 use tokio::time::Instant;
 
 use super::support::{KEY, NO_DEADLINE, await_grant};
-use crate::lease::Lease;
+use crate::Lease;
+use crate::LeaseRequest;
 use crate::memory::table::{Enqueued, Table};
-use crate::request::LeaseRequest;
 use crate::sync::{Arc, Mutex};
 
 const LIMIT: u32 = 2;

@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use crate::lease::Lease;
-use crate::memory::waiter::{GrantSlot, SlotEvent};
+use crate::Lease;
 #[cfg(loom)]
-use crate::request::LeaseRequest;
+use crate::LeaseRequest;
+use crate::memory::waiter::{GrantSlot, SlotEvent};
 
 pub(super) const KEY: &str = "checked-key";
 

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::error::LockError;
+use crate::LeaseRequest;
+use crate::LockError;
 use crate::memory::table::{Enqueued, Table};
 use crate::memory::waiter::{GrantSlot, SlotEvent};
-use crate::request::LeaseRequest;
 
 const KEY: &str = "unit-key";
 

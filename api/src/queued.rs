@@ -43,14 +43,14 @@ impl QueuedCount {
     }
 
     /// Counts `n` more queued acquires (for a locker that tracks its queue itself).
-    pub(crate) fn add(&self, n: u64) {
+    pub fn add(&self, n: u64) {
         if n > 0 {
             self.0.send_modify(|queued| *queued += n);
         }
     }
 
     /// Counts `n` fewer queued acquires.
-    pub(crate) fn remove(&self, n: u64) {
+    pub fn remove(&self, n: u64) {
         if n > 0 {
             self.0.send_modify(|queued| *queued -= n);
         }

@@ -1,4 +1,5 @@
-//! Clean-up that outlives the future that needed it: work spawned when a guard is dropped.
+//! Clean-up that outlives the future that needed it: work spawned when a guard is dropped. For
+//! lockers: every reference locker's cancelled operations clean up this way.
 //!
 //! A cancelled acquire or release cannot await anything: its future is simply dropped. What
 //! it left on the wire (a grant request, a queue entry, a subscription, an offer) is cleaned
@@ -11,7 +12,7 @@ use std::future::Future;
 
 /// Spawns `work` on the current tokio runtime and forgets it; skipped (returns `false`)
 /// without a runtime (see the module docs for why that is safe).
-pub(crate) fn spawn<F>(work: F) -> bool
+pub fn spawn<F>(work: F) -> bool
 where
     F: Future<Output = ()> + Send + 'static,
 {
@@ -27,19 +28,16 @@ where
 /// Work that is [`spawn`]ed when this is dropped, unless [`OnDrop::disarm`]ed first: for a
 /// clean-up whose every input is known when the guard is made.
 #[must_use = "the clean-up runs when this is dropped: bind it to a variable"]
-// Its users (the Redis lockers' rollback) are behind a feature.
-#[cfg_attr(not(feature = "redis"), allow(dead_code))]
-pub(crate) struct OnDrop<F: Future<Output = ()> + Send + 'static>(Option<F>);
+pub struct OnDrop<F: Future<Output = ()> + Send + 'static>(Option<F>);
 
-#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 impl<F: Future<Output = ()> + Send + 'static> OnDrop<F> {
     /// Arms `work`.
-    pub(crate) fn new(work: F) -> Self {
+    pub fn new(work: F) -> Self {
         OnDrop(Some(work))
     }
 
     /// The normal path finished: drop the work without running it.
-    pub(crate) fn disarm(mut self) {
+    pub fn disarm(mut self) {
         self.0 = None;
     }
 }
