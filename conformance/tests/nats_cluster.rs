@@ -80,10 +80,10 @@ async fn the_cluster_grants_releases_and_wakes_waiters() {
             waiter.release(&refreshed).await.map(|released| (lease.fence(), released))
         });
     }
-    let started = Instant::now();
-    while waiters.iter().any(|waiter| waiter.stats().waiting != 1) {
-        assert!(started.elapsed() < LONG, "waiters never started waiting");
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    for waiter in &waiters {
+        let mut queued = waiter.queued().expect("the NATS locker counts its queued acquires");
+        let queued = tokio::time::timeout(LONG, queued.until_at_least(1)).await;
+        assert_eq!(queued, Ok(true), "a waiter never started waiting");
     }
     assert!(locker.release(&first).await.unwrap());
     while let Some(outcome) = tasks.join_next().await {
