@@ -28,7 +28,7 @@ pub(super) async fn image_exists(image: &str) -> Result<(), String> {
 }
 
 /// Runs the docker command line; its stdout, or its stderr as the error.
-async fn docker(args: &[&str]) -> Result<String, String> {
+pub(crate) async fn docker(args: &[&str]) -> Result<String, String> {
     let output = tokio::time::timeout(
         Duration::from_secs(30),
         tokio::process::Command::new("docker").args(args).kill_on_drop(true).output(),

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::docker::docker;
 use crate::{Probe, Runtime, Service, ServiceError, ServiceSpec, provision};
 
 /// The default image, built by `scripts/setup/nats.sh`.
@@ -80,21 +81,6 @@ pub const CLUSTER_SIZE: usize = 3;
 /// The server name of node `index` (what JetStream reports as a stream's leader).
 pub fn node_name(index: usize) -> String {
     format!("n{index}")
-}
-
-async fn docker(args: &[&str]) -> Result<String, String> {
-    let output = tokio::time::timeout(
-        Duration::from_secs(30),
-        tokio::process::Command::new("docker").args(args).kill_on_drop(true).output(),
-    )
-    .await
-    .map_err(|_| format!("docker {} took over 30 s", args.join(" ")))?
-    .map_err(|e| format!("docker: {e}"))?;
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
-    } else {
-        Err(String::from_utf8_lossy(&output.stderr).trim().to_owned())
-    }
 }
 
 impl NatsCluster {

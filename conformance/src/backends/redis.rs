@@ -4,44 +4,22 @@
 use lockcheck_support::Service;
 use lockcheck_support::redis::url;
 
-/// Which Redis locker a [`RedisBackend`] builds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RedisMode {
-    /// [`RedisLocker`](lockcheck_impls::redis::RedisLocker) on one server (`redis://`).
-    Single,
-    /// [`RedisAllLocker`](lockcheck_impls::redis::RedisAllLocker): every server, in order
-    /// (`redis+all://`).
-    All,
-    /// [`RedlockLocker`](lockcheck_impls::redis::RedlockLocker): a majority
-    /// (`redis+quorum://`).
-    Quorum,
-}
-
-impl RedisMode {
-    /// The URL scheme.
-    pub fn scheme(self) -> &'static str {
-        match self {
-            RedisMode::Single => "redis",
-            RedisMode::All => "redis+all",
-            RedisMode::Quorum => "redis+quorum",
-        }
-    }
-}
+pub use lockcheck_impls::redis::RedisMode;
+use lockcheck_impls::redis::RedisUrl;
 
 /// Redis servers as a conformance [`Backend`](crate::Backend): every client is a new locker
 /// with its own connections (and its own key-event subscriber), so clients really are
 /// separate processes as far as Redis can tell.
 #[derive(Clone, Debug)]
 pub struct RedisBackend {
-    mode: RedisMode,
-    urls: Vec<String>,
+    target: RedisUrl,
     config: lockcheck_impls::redis::RedisConfig,
 }
 
 impl RedisBackend {
     /// A backend on `redis://` URLs (one for [`RedisMode::Single`]).
     pub fn new(mode: RedisMode, urls: Vec<String>) -> Self {
-        RedisBackend { mode, urls, config: lockcheck_impls::redis::RedisConfig::default() }
+        RedisBackend { target: RedisUrl::new(mode, urls), config: lockcheck_impls::redis::RedisConfig::default() }
     }
 
     /// A backend on running servers, database `db`.
@@ -59,36 +37,23 @@ impl RedisBackend {
     /// `redis+quorum://h1,h2,h3[/db]` (a host without a port uses 6379; the database applies
     /// to every host).
     pub fn from_url(url: &str) -> Result<Self, String> {
-        use lockcheck_impls::redis::{RedisMode as Mode, RedisUrl};
-        let parsed = RedisUrl::parse(url).map_err(|error| error.to_string())?;
-        let mode = match parsed.mode {
-            Mode::Single => RedisMode::Single,
-            Mode::All => RedisMode::All,
-            Mode::Quorum => RedisMode::Quorum,
-            other => return Err(format!("{} is not a mode this harness runs", other.scheme())),
-        };
-        Ok(Self::new(mode, parsed.urls))
+        let target = RedisUrl::parse(url).map_err(|error| error.to_string())?;
+        Ok(RedisBackend { target, config: lockcheck_impls::redis::RedisConfig::default() })
     }
 
     /// Connects a fresh locker of the backend's mode.
     pub async fn locker(&self) -> Result<std::sync::Arc<dyn lockcheck_impls::Locker>, lockcheck_impls::LockError> {
-        use lockcheck_impls::redis::{RedisAllLocker, RedisLocker, RedlockLocker};
-        let config = self.config.clone();
-        Ok(match self.mode {
-            RedisMode::Single => std::sync::Arc::new(RedisLocker::connect_with(&self.urls[0], config).await?),
-            RedisMode::All => std::sync::Arc::new(RedisAllLocker::connect(&self.urls, config).await?),
-            RedisMode::Quorum => std::sync::Arc::new(RedlockLocker::connect(&self.urls, config).await?),
-        })
+        self.target.connect(self.config.clone()).await
     }
 }
 
 #[async_trait::async_trait]
 impl crate::Backend for RedisBackend {
     fn name(&self) -> String {
-        match self.mode {
-            RedisMode::Single => self.urls[0].clone(),
+        match self.target.mode {
+            RedisMode::Single => self.target.urls[0].clone(),
             mode => {
-                let hosts: Vec<&str> = self.urls.iter().map(|url| url.trim_start_matches("redis://")).collect();
+                let hosts: Vec<&str> = self.target.urls.iter().map(|url| url.trim_start_matches("redis://")).collect();
                 format!("{}://{}", mode.scheme(), hosts.join(","))
             }
         }
@@ -110,15 +75,15 @@ mod tests {
     #[test]
     fn urls_of_every_mode_parse() {
         let single = RedisBackend::from_url("redis://127.0.0.1:6379/1").unwrap();
-        assert_eq!((single.mode, single.urls), (RedisMode::Single, vec!["redis://127.0.0.1:6379/1".to_owned()]));
+        assert_eq!(single.target, RedisUrl::new(RedisMode::Single, vec!["redis://127.0.0.1:6379/1".to_owned()]));
         let all = RedisBackend::from_url("redis+all://a:1,b/2").unwrap();
         assert_eq!(
-            (all.mode, all.urls),
-            (RedisMode::All, vec!["redis://a:1/2".to_owned(), "redis://b:6379/2".to_owned()])
+            all.target,
+            RedisUrl::new(RedisMode::All, vec!["redis://a:1/2".to_owned(), "redis://b:6379/2".to_owned()])
         );
         let quorum = RedisBackend::from_url("redis+quorum://a,b,c").unwrap();
-        assert_eq!(quorum.mode, RedisMode::Quorum);
-        assert_eq!(quorum.urls.len(), 3);
+        assert_eq!(quorum.target.mode, RedisMode::Quorum);
+        assert_eq!(quorum.target.urls.len(), 3);
         assert!(RedisBackend::from_url("redis+all://").is_err());
         assert!(RedisBackend::from_url("redis+all://a/x").is_err());
     }

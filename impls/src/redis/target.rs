@@ -41,6 +41,11 @@ pub struct RedisUrl {
 }
 
 impl RedisUrl {
+    /// Servers already checked (`redis://host:port/db` each), held in `mode`.
+    pub fn new(mode: RedisMode, urls: Vec<String>) -> Self {
+        RedisUrl { mode, urls }
+    }
+
     /// Parses `redis://[user:pass@]host:port[/db]` (any URL the Redis client accepts),
     /// `redis+all://h1:p1,h2:p2[/db]` or `redis+quorum://h1,h2,h3[/db]` (a host without a
     /// port uses 6379; the database applies to every host).
