@@ -28,7 +28,8 @@ mod connect;
 mod memory;
 mod sync;
 
-// Every locker cleans up after a cancelled operation the same way.
+// Every networked locker cleans up after a cancelled operation the same way.
+#[cfg(any(feature = "redis", feature = "nats", feature = "dflockd"))]
 pub(crate) use lockcheck_api::cleanup;
 
 pub use connect::{LockerUrl, connect, parse, schemes};
