@@ -210,6 +210,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     progress.finish_and_clear();
 
     print_table(&rows);
+    println!("\nschedules (each replayed by its seed):");
+    for (backend, _, outcomes) in &rows {
+        for outcome in outcomes {
+            println!("  {} seed {}: {}", backend.name(), outcome.seed, outcome.schedule);
+        }
+    }
     for (_, _, outcomes) in &rows {
         for outcome in outcomes.iter().filter(|outcome| outcome.status() >= Status::Predicted) {
             println!("\n{outcome}");

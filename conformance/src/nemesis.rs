@@ -147,6 +147,7 @@ async fn heal_of(service: &Mutex<Service>, fault: Fault) -> Result<(), FaultErro
 /// it runs in Docker.
 pub struct ServiceTarget {
     service: Mutex<Service>,
+    name: String,
     runtime: Runtime,
     persistent: bool,
 }
@@ -154,7 +155,12 @@ pub struct ServiceTarget {
 impl ServiceTarget {
     /// `service`, started without persistence: a restart forgets every lock.
     pub fn new(service: Service) -> Self {
-        ServiceTarget { runtime: service.runtime(), service: Mutex::new(service), persistent: false }
+        ServiceTarget {
+            name: format!("{} ({})", service.name(), service.runtime()),
+            runtime: service.runtime(),
+            service: Mutex::new(service),
+            persistent: false,
+        }
     }
 
     /// `service`, started with persistence (Redis append-only, JetStream file storage): a
@@ -172,8 +178,7 @@ impl ServiceTarget {
 #[async_trait]
 impl FaultTarget for ServiceTarget {
     fn name(&self) -> String {
-        let name = self.service.try_lock().map(|service| service.name().to_owned()).unwrap_or_default();
-        format!("{name} ({})", self.runtime)
+        self.name.clone()
     }
 
     fn faults(&self) -> Vec<Fault> {

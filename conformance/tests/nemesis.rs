@@ -212,6 +212,11 @@ async fn dflockd_python_restarted_is_ok_or_predicted_and_leaves_no_process() {
         assert!(matches!(outcome.status(), Status::Passed | Status::Predicted), "{outcome}");
         assert!(children() > before, "the server runs as a child process");
     }
+    // The kill on drop is delivered at once, the exit a moment later: awaited, within a bound.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while children() > before && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(children(), before, "the server's process is gone with its target");
 }
 
