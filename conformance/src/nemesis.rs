@@ -720,3 +720,98 @@ fn judge(
     let also = also.into_iter().filter(|(property, _)| Some(*property) != shown);
     (verdict, also.map(|(_, found)| format!("also: {found}")).collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SharedLocker;
+
+    /// A target that can be put through a pause and does nothing: the workload runs as
+    /// without faults, so the verdict is the locker's alone. `fail` makes injection fail.
+    struct Inert {
+        fail: bool,
+    }
+
+    #[async_trait]
+    impl FaultTarget for Inert {
+        fn name(&self) -> String {
+            "inert".into()
+        }
+        fn faults(&self) -> Vec<Fault> {
+            vec![Fault::ServerPausedPastTtl]
+        }
+        async fn inject(&self, _fault: Fault, _instance: usize) -> Result<(), FaultError> {
+            match self.fail {
+                true => Err(FaultError::Service(lockcheck_support::ServiceError::Unsupported {
+                    operation: "pause",
+                    runtime: Runtime::Process,
+                })),
+                false => Ok(()),
+            }
+        }
+        async fn heal(&self, _fault: Fault, _instance: usize) -> Result<(), FaultError> {
+            Ok(())
+        }
+    }
+
+    fn quick(seed: u64) -> NemesisConfig {
+        NemesisConfig::new(seed, Duration::from_millis(800)).timing(Timing::in_process())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_correct_locker_is_ok_and_the_double_grant_mutant_is_violated() {
+        let outcome =
+            run_nemesis(&SharedLocker::memory(), &Inert { fail: false }, Fault::ServerPausedPastTtl, &quick(3)).await;
+        assert!(matches!(outcome.verdict, NemesisVerdict::Ok), "{outcome}");
+        assert!(outcome.operations > 20, "{outcome}");
+        let mutant = crate::mutants::builtin().into_iter().find(|mutant| mutant.name == "double-grant").unwrap();
+        let outcome =
+            run_nemesis(mutant.backend.as_ref(), &Inert { fail: false }, Fault::ServerPausedPastTtl, &quick(3)).await;
+        assert_eq!(outcome.status(), Status::Violated, "{outcome}");
+        assert_eq!(outcome.to_record().status, Status::Violated);
+        assert_eq!(outcome.to_record().fault, "nemesis: server paused past the TTL");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fault_that_cannot_be_injected_is_unknown_and_one_not_offered_is_not_checked() {
+        let memory = SharedLocker::memory();
+        let outcome = run_nemesis(&memory, &Inert { fail: true }, Fault::ServerPausedPastTtl, &quick(4)).await;
+        assert_eq!(outcome.status(), Status::Unknown, "{outcome}");
+        let outcome = run_nemesis(&memory, &Inert { fail: false }, Fault::NetworkPartition, &quick(4)).await;
+        assert_eq!(outcome.status(), Status::NotChecked, "{outcome}");
+    }
+
+    #[test]
+    fn a_violation_is_predicted_only_under_a_fault_and_claim_that_predict_it() {
+        use crate::history::{Call, Operation, Outcome};
+        let grant = |client, lease, at| Operation {
+            client,
+            key: "k".into(),
+            call: Call::TryAcquire { lease: lease_id(lease), ttl: 1_000_000, limit: 1 },
+            invoked: at,
+            returned: Some(at + 10),
+            outcome: Outcome::Granted { fence: u64::from(lease), acquired_at: at, ttl: None },
+        };
+        fn lease_id(n: u32) -> lockcheck_model::spec::LeaseId {
+            lockcheck_model::spec::LeaseId(n)
+        }
+        let history = History { operations: vec![grant(0, 1, 0), grant(1, 2, 1_000)] };
+        let mut claims = Capabilities::all_in_process();
+        let timing = Timing::in_process();
+        let budget = Duration::from_secs(5);
+        claims.survives_server_restart = false;
+        let restart = Fault::ServerRestartedWithoutPersistence;
+        let (verdict, _) = judge(&history, restart, &claims, &timing, budget, Probe::Granted);
+        assert_eq!(verdict.status(), Status::Predicted, "{verdict}");
+        let (verdict, _) = judge(&history, Fault::ServerPausedPastTtl, &claims, &timing, budget, Probe::Granted);
+        assert_eq!(verdict.status(), Status::Violated, "{verdict}");
+        claims.survives_server_restart = true;
+        let (verdict, _) = judge(&history, restart, &claims, &timing, budget, Probe::Granted);
+        assert_eq!(verdict.status(), Status::Violated, "{verdict}");
+        let stuck = Probe::Stuck { key: "k".into(), waited: Duration::from_secs(1) };
+        let alone = History { operations: vec![grant(0, 1, 0)] };
+        let (verdict, _) = judge(&alone, Fault::ServerPausedPastTtl, &claims, &timing, budget, stuck);
+        let NemesisVerdict::Violated { counterexample } = verdict else { panic!("a stuck key is a violation") };
+        assert_eq!(counterexample.property, Property::Expiry);
+    }
+}
