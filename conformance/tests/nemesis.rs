@@ -246,14 +246,16 @@ async fn dflockd_python_restarted_is_ok_or_predicted_and_leaves_no_process() {
     assert_eq!(left(), 0, "the server's process is gone with its target");
 }
 
-/// NATS single, frozen past the lease. Ignored, with a finding to diagnose: in one run of four
-/// with this seed, right after a 5.3 s pause two clients were granted the same key within
+/// NATS single, frozen past the lease. Ignored, with a finding to diagnose: with this seed,
+/// in two runs of six, right after a 5.3 s pause two clients were granted the same key within
 /// 3 ms (fences 51 and 54, both leases live; a try-acquire sent during the pause and an
-/// acquire sent just before the resume) — a P1 counterexample no ordering explains. The
-/// bucket offers contended releases to waiters (the default); whether the hand-off by offer,
-/// the expiry marker or the checker is at fault is not settled. Run with `--ignored`.
+/// acquire sent just before the resume) — a P1 counterexample no ordering explains, the same
+/// operations each time. `lockcheck faults --backend nats --fault pause --seed 18 --seconds 6`
+/// reproduces it (its first run). Whether the server's expiry marker for a lease that expired
+/// during the pause lands after the new grant, the locker's hand-off, or something else is at
+/// fault is not settled. Run with `--ignored`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "finding: a P1 double grant after a pause (seed 18, 1 run in 4), under investigation"]
+#[ignore = "finding: a P1 double grant after a pause (seed 18, 2 runs in 6), under investigation"]
 async fn nats_paused_past_the_lease_is_ok() {
     let _turn = TURNS.lock().await;
     let Some(server) = lockcheck_support::nats::nats().await.expect("a NATS server") else { return };
