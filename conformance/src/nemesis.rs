@@ -209,7 +209,9 @@ impl FaultTarget for ServiceTarget {
 }
 
 /// The instances of a multi-instance lock (Redlock's servers): one of them, chosen by the
-/// schedule, killed for a while, or killed and restarted empty.
+/// schedule, killed for a while (up to three base leases), or killed and restarted at once.
+/// Either way the instance is started again at the end of its window, empty: the next window
+/// may pick another instance, and the quorum must survive the run.
 pub struct InstancesTarget {
     services: Vec<Mutex<Service>>,
     name: String,
@@ -281,6 +283,13 @@ impl NemesisConfig {
     /// Overrides the backend's time scales.
     pub fn timing(mut self, timing: Timing) -> Self {
         self.timing = Some(timing);
+        self
+    }
+
+    /// Sets the linearizability checker's time budget. A fault leaves operations undecided,
+    /// and each one multiplies the orders the search must weigh.
+    pub fn checker_budget(mut self, budget: Duration) -> Self {
+        self.checker_budget = budget;
         self
     }
 }
@@ -646,6 +655,16 @@ async fn probe(
     Probe::Granted
 }
 
+/// The fault a window amounts to once healed, for what the claims predict: the nemesis starts
+/// a killed instance again (or the quorum would be gone after a few windows), and a server
+/// without persistence comes back empty, so a kill ends as a restart without its state.
+fn as_healed(fault: Fault) -> Fault {
+    match fault {
+        Fault::OneInstanceKilled => Fault::OneInstanceRestarted,
+        fault => fault,
+    }
+}
+
 /// The verdict on a run's history: every checker with the claims, and the probe; with a
 /// note for each further property found broken, which the verdict (one counterexample) does
 /// not show.
@@ -683,7 +702,7 @@ fn judge(
                 if !seen.insert(counterexample.property) {
                     continue;
                 }
-                let claim = fault
+                let claim = as_healed(fault)
                     .predicted_by(counterexample.property, *capabilities)
                     .map(str::to_owned)
                     .or_else(|| counterexample.predicted.clone());
@@ -808,6 +827,10 @@ mod tests {
         claims.survives_server_restart = true;
         let (verdict, _) = judge(&history, restart, &claims, &timing, budget, Probe::Granted);
         assert_eq!(verdict.status(), Status::Violated, "{verdict}");
+        claims.survives_server_restart = false;
+        let (verdict, _) = judge(&history, Fault::OneInstanceKilled, &claims, &timing, budget, Probe::Granted);
+        assert_eq!(verdict.status(), Status::Predicted, "a killed instance comes back empty: {verdict}");
+        claims.survives_server_restart = true;
         let stuck = Probe::Stuck { key: "k".into(), waited: Duration::from_secs(1) };
         let alone = History { operations: vec![grant(0, 1, 0)] };
         let (verdict, _) = judge(&alone, Fault::ServerPausedPastTtl, &claims, &timing, budget, stuck);
