@@ -1,7 +1,9 @@
 //! `lockcheck`: checks lock backends against the locking spec, proves the checks can fail,
-//! model-checks lock algorithms, serves the reference lock server and renders reports.
+//! injects faults during random workloads, model-checks lock algorithms, serves the reference
+//! lock server and renders reports.
 
 mod check;
+mod faults;
 mod model;
 mod report;
 mod selftest;
@@ -22,6 +24,9 @@ struct Cli {
 enum Command {
     /// Run the conformance suite against backends (default: the embedded ones).
     Check(check::Args),
+    /// Inject faults on a seeded schedule during random workloads (the nemesis), on servers
+    /// the command starts and removes itself.
+    Faults(faults::Args),
     /// Run the suite against the built-in flawed lockers and show each one caught.
     Selftest(selftest::Args),
     /// Model-check a lock algorithm.
@@ -54,6 +59,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Check(args) => check::run(args),
+        Command::Faults(args) => faults::run(args),
         Command::Selftest(args) => selftest::run(args),
         Command::Model(args) => model::run(args),
         Command::Serve(args) => serve::run(args),

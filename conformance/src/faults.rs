@@ -71,10 +71,16 @@ impl Fault {
 
     /// The capability whose absence predicts a violation of `property` under this fault,
     /// if any.
+    ///
+    /// A restart that loses the server's state — the whole server, or one instance of a
+    /// multi-instance lock coming back empty — forgets leases: another client may be granted
+    /// a held key, and a holder's release or refresh finds its lease gone.
     pub fn predicted_by(self, property: Property, capabilities: Capabilities) -> Option<&'static str> {
-        let restart = matches!(self, Fault::ServerRestartedWithoutPersistence);
+        let restart = matches!(self, Fault::ServerRestartedWithoutPersistence | Fault::OneInstanceRestarted);
         match property {
-            Property::MutualExclusion | Property::Expiry if restart && !capabilities.survives_server_restart => {
+            Property::MutualExclusion | Property::Expiry | Property::Ownership
+                if restart && !capabilities.survives_server_restart =>
+            {
                 Some("survives_server_restart: false")
             }
             Property::Fencing | Property::ResourceSafety if restart && !capabilities.fencing_survives_restart => {
@@ -208,12 +214,18 @@ impl FaultReport {
     /// earlier result for the same backend kind and fault. Best effort: a write error is
     /// printed, since the test's own assertions are what decide it.
     pub fn record(&self) {
-        static WRITING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let Some(path) = std::env::var_os(FAULTS_OUT) else { return };
-        let _writing = WRITING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Err(error) = FaultsDocument::record_in(std::path::Path::new(&path), self.to_record()) {
-            eprintln!("lockcheck: could not record the fault result: {error}");
-        }
+        record_in_env(self.to_record());
+    }
+}
+
+/// Adds `record` to the `faults` document in `$LOCKCHECK_FAULTS_OUT`, if set; one writer at a
+/// time within a process. Best effort: a write error is printed.
+pub(crate) fn record_in_env(record: FaultRecord) {
+    static WRITING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let Some(path) = std::env::var_os(FAULTS_OUT) else { return };
+    let _writing = WRITING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Err(error) = FaultsDocument::record_in(std::path::Path::new(&path), record) {
+        eprintln!("lockcheck: could not record the fault result: {error}");
     }
 }
 

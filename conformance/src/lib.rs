@@ -15,6 +15,8 @@
 //! - [`mutants`]: deliberately broken lockers the suite must catch.
 //! - `peers` (with `redis` or `nats`): ports of the Go lockers lockcheck started from — the
 //!   peers the benchmarks race, and the raw material of the service mutants.
+//! - `faults` and `nemesis` (with `services`): scripted fault stories, and faults injected on
+//!   a seeded schedule during the random workload with the whole history judged.
 //! - [`backends`]: backend URLs (`memory`, `redis://…`, …) to [`Backend`]s, and each real
 //!   backend as the suite sees it (behind its feature).
 //! - [`guide`]: writing a backend of your own, and every rule the checks rely on.
@@ -83,6 +85,8 @@ pub mod suite;
 
 #[cfg(feature = "services")]
 pub mod faults;
+#[cfg(feature = "services")]
+pub mod nemesis;
 
 pub use backend::{Backend, MaybeBackend, Served, SharedLocker};
 pub use history::{History, Recorder, RecordingLocker};

@@ -17,7 +17,7 @@ mod bad_input;
 mod in_test;
 mod scenarios;
 mod sequential;
-mod workload;
+pub(crate) mod workload;
 
 #[doc(hidden)]
 pub use in_test::run_check_in_test;

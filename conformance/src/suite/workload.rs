@@ -88,14 +88,14 @@ fn keep_history(history: &KeptHistory, seed: u64) {
 }
 
 /// One client's part of a case.
-struct Plan {
-    requests: Vec<LeaseRequest>,
-    ops: u32,
-    base: Duration,
+pub(crate) struct Plan {
+    pub(crate) requests: Vec<LeaseRequest>,
+    pub(crate) ops: u32,
+    pub(crate) base: Duration,
 }
 
 impl Plan {
-    async fn run(self, locker: RecordingLocker, mut rng: StdRng) -> Result<(), Stop> {
+    pub(crate) async fn run(self, locker: RecordingLocker, mut rng: StdRng) -> Result<(), Stop> {
         let mut held: Vec<Lease> = Vec::new();
         for _ in 0..self.ops {
             let request = &self.requests[rng.random_range(0..self.requests.len())];

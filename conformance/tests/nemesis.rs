@@ -1,0 +1,306 @@
+//! The nemesis on real servers, quick tier: a few seconds of random workload per run while a
+//! seeded schedule injects one fault, the whole history judged with the backend's claims.
+//! Each test starts its own servers. The runs take turns (one lock for the binary): their
+//! verdicts depend on time, and two runs competing for two cores would judge the machine.
+#![cfg(all(feature = "redis", feature = "nats", feature = "dflockd"))]
+
+use std::time::Duration;
+
+use lockcheck_conformance::backends::dflockd::DflockdBackend;
+use lockcheck_conformance::backends::nats::NatsBackend;
+use lockcheck_conformance::backends::redis::{RedisBackend, RedisMode};
+use lockcheck_conformance::faults::Fault;
+use lockcheck_conformance::nemesis::{
+    GuessingBackend, InstancesTarget, NemesisConfig, NemesisOutcome, NemesisVerdict, PessimistBackend, Schedule,
+    ServiceTarget, run_nemesis,
+};
+use lockcheck_conformance::{Property, Status, SuiteConfig, Timing, run_check, suite::check_info};
+use lockcheck_impls::dflockd::DflockdLockerConfig;
+use lockcheck_impls::redis::RedisConfig;
+use lockcheck_support::Service;
+use lockcheck_support::dflockd::{PythonDflockdOptions, python_dflockd};
+use lockcheck_support::redis::{RedisOptions, redis, redis_many};
+
+static TURNS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn seed(fixed: u64) -> u64 {
+    lockcheck_conformance::suite::seed_from_env().unwrap_or(fixed)
+}
+
+/// A run of `seconds` with `seed`. The checker's budget is generous: a pause leaves a dozen
+/// operations undecided, and a search out of budget says unknown, which fails the test.
+fn config(seed: u64, seconds: u64) -> NemesisConfig {
+    NemesisConfig::new(seed, Duration::from_secs(seconds)).checker_budget(Duration::from_secs(40))
+}
+
+/// The lockers' settings under faults: an answer within 300 ms, or indeterminate, so a
+/// request to a frozen server does not hang past every bound.
+fn redis_config() -> RedisConfig {
+    let mut config = RedisConfig::default();
+    config.response_timeout = Duration::from_millis(300);
+    config.connect_timeout = Duration::from_millis(500);
+    config
+}
+
+async fn redis_single(options: &RedisOptions) -> Option<(RedisBackend, Service)> {
+    let server = redis(options).await.expect("a Redis server")?;
+    let backend = RedisBackend::on(RedisMode::Single, std::slice::from_ref(&server), 1).with_config(redis_config());
+    Some((backend, server))
+}
+
+/// Prints the run and records it in the fault matrix (`$LOCKCHECK_FAULTS_OUT`).
+fn show(outcome: &NemesisOutcome) {
+    print!("NEMESIS: {outcome}");
+    outcome.record();
+}
+
+/// Prints a run of a wrapped locker, which is not the backend its fault-matrix row names.
+fn show_only(outcome: &NemesisOutcome) {
+    print!("NEMESIS: {outcome}");
+}
+
+fn assert_ok(outcome: &NemesisOutcome) {
+    show(outcome);
+    assert!(matches!(outcome.verdict, NemesisVerdict::Ok), "{outcome}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_paused_past_the_lease_is_ok_and_leaves_no_container() {
+    let _turn = TURNS.lock().await;
+    let container = {
+        let Some((backend, server)) = redis_single(&RedisOptions::default()).await else { return };
+        let container = server.container_id().map(str::to_owned);
+        let target = ServiceTarget::new(server);
+        let outcome = run_nemesis(&backend, &target, Fault::ServerPausedPastTtl, &config(seed(11), 4)).await;
+        show(&outcome);
+        assert_safe_but_for_wait_bounds(&outcome);
+        assert!(outcome.indeterminate > 0, "a pause makes requests in flight undecided: {outcome}");
+        if let Some(id) = &container {
+            assert!(!docker_ps(id).is_empty(), "the container {id} runs during the test");
+        }
+        container
+    };
+    if let Some(id) = container {
+        assert!(docker_ps(&id).is_empty(), "the container {id} is removed with its target");
+    }
+}
+
+/// Safe: AOF fsynced on every write keeps every lock and the fence counter across the
+/// restarts. Besides, the nemesis finds that an acquire made while the server is down or frozen
+/// can return (even granted) past its wait bound: the Redis lockers bound each request by their
+/// connect and response timeouts, not by what is left of the caller's wait (P6). That is a
+/// finding in the locker, shown and recorded as violated; no other property may break.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_with_fsynced_aof_is_safe() {
+    let _turn = TURNS.lock().await;
+    let options = RedisOptions { append_only: true, ..RedisOptions::default() };
+    let Some((backend, server)) = redis_single(&options).await else { return };
+    let target = ServiceTarget::persistent(server);
+    let outcome = run_nemesis(&backend, &target, Fault::ServerRestartedWithPersistence, &config(seed(12), 4)).await;
+    show(&outcome);
+    assert_safe_but_for_wait_bounds(&outcome);
+}
+
+/// Ok, or the one finding these lockers are known to show under outages: an acquire past its
+/// wait bound (P6), and no other property broken unless predicted (every further one is among
+/// the notes).
+fn assert_safe_but_for_wait_bounds(outcome: &NemesisOutcome) {
+    match &outcome.verdict {
+        NemesisVerdict::Ok => {}
+        NemesisVerdict::Violated { counterexample } if counterexample.property == Property::BoundedWait => {
+            println!("FINDING: an acquire returned past its wait bound while a server was down");
+            let others: Vec<_> = outcome
+                .notes
+                .iter()
+                .filter(|note| note.starts_with("also:") && !note.contains("predicted by"))
+                .collect();
+            assert!(others.is_empty(), "{others:?}\n{outcome}");
+        }
+        other => panic!("{other}\n{outcome}"),
+    }
+}
+
+/// Unsafe by design, and declared so (`survives_server_restart: false`): the run must show the
+/// violation as predicted — a plain ok would mean the nemesis did not look.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_without_persistence_is_a_predicted_violation() {
+    let _turn = TURNS.lock().await;
+    let Some((backend, server)) = redis_single(&RedisOptions::default()).await else { return };
+    let target = ServiceTarget::new(server);
+    let outcome = run_nemesis(&backend, &target, Fault::ServerRestartedWithoutPersistence, &config(seed(13), 4)).await;
+    show(&outcome);
+    let predicted = |claim: &str| claim.contains("survives_server_restart: false") || claim.contains("fencing");
+    match &outcome.verdict {
+        NemesisVerdict::Predicted { predicted_by, .. } => assert!(predicted(predicted_by), "{outcome}"),
+        // The P6 finding below can outrank the predicted violation; it must then be among the
+        // notes.
+        NemesisVerdict::Violated { .. } => {
+            assert_safe_but_for_wait_bounds(&outcome);
+            let noted = outcome.notes.iter().any(|note| note.contains("predicted by") && predicted(note));
+            assert!(noted, "a restart without persistence forgets held locks, as declared:\n{outcome}");
+        }
+        other => panic!("a restart without persistence forgets held locks, as declared: {other}\n{outcome}"),
+    }
+}
+
+/// Redlock over three servers, one of them at a time restarted empty. A single empty instance
+/// leaves the holder a majority only while the others keep its key; the schedule restarts
+/// instance after instance while leases are renewed across the windows, so a lease can end up
+/// on a minority and a second client win a majority (Kleppmann 2016; the remedy is to keep a
+/// restarted instance out for a lease). Redlock's claims say `survives_server_restart: false`:
+/// that double grant is predicted, and no safety property may be broken otherwise.
+///
+/// What the nemesis finds besides: an acquire's attempt on an instance that is down waits for
+/// the client's connect or response timeout, whatever is left of the caller's wait, so an
+/// acquire can return past its wait bound (P6) — a finding in the locker, not a tolerance the
+/// checker lacks. It is shown (and recorded as violated), and anything else fails the test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redlock_with_one_instance_restarted_empty_is_safe_or_predicted() {
+    let _turn = TURNS.lock().await;
+    let Some(servers) = redis_many(&RedisOptions::default(), 3).await.expect("Redis servers") else { return };
+    let backend = RedisBackend::on(RedisMode::Quorum, &servers, 1).with_config(redis_config());
+    let target = InstancesTarget::new(servers);
+    let outcome = run_nemesis(&backend, &target, Fault::OneInstanceRestarted, &config(seed(14), 4)).await;
+    show(&outcome);
+    match &outcome.verdict {
+        NemesisVerdict::Ok => {}
+        NemesisVerdict::Predicted { predicted_by, .. } => {
+            assert!(predicted_by.contains("survives_server_restart: false") || predicted_by.contains("fencing"))
+        }
+        _ => assert_safe_but_for_wait_bounds(&outcome),
+    }
+}
+
+/// Proves the nemesis both ways on the same service and seed: a client that reads a
+/// time-out as "not granted" passes the plain random workload (no faults, no time-outs) and is
+/// caught under pauses; a client that reports every failure as unknown is correct, and passes.
+/// The mutant is caught by P4 when a request it called refused is granted on resume and others
+/// are refused while no recorded lease holds the key, or by P6 when its invented time-out
+/// comes past the wait bound — which the Redis locker itself also shows now and then (the
+/// finding above), so only the P4 catch sets the two apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mutant_only_faults_reveal_is_caught_and_a_pessimist_passes() {
+    let _turn = TURNS.lock().await;
+    let Some((backend, server)) = redis_single(&RedisOptions::default()).await else { return };
+    let mutant = GuessingBackend::wrap(backend.clone());
+    let plain =
+        run_check(&mutant, check_info("random_workload").unwrap(), &SuiteConfig::with_seed(seed(15)).cases(1)).await;
+    println!("plain workload of the mutant: {plain:?}");
+    assert!(plain.counterexamples.is_empty(), "without faults the mutant is the Redis locker: {plain:?}");
+    let target = ServiceTarget::new(server);
+    // Only the verdict matters here, and an unexplained violation outranks a search out of
+    // budget: the default budget.
+    let quick = NemesisConfig::new(seed(15), Duration::from_secs(4));
+    let caught = run_nemesis(&mutant, &target, Fault::ServerPausedPastTtl, &quick).await;
+    show_only(&caught);
+    assert_eq!(caught.status(), Status::Violated, "the nemesis must catch the mutant:\n{caught}");
+    if let NemesisVerdict::Violated { counterexample } = &caught.verdict {
+        println!("the mutant was caught by {:?}", counterexample.property);
+    }
+    let pessimist = PessimistBackend::wrap(backend);
+    // Every failure undecided multiplies the orders the linearizability search weighs: a
+    // smaller run keeps it within budget.
+    let passed = run_nemesis(&pessimist, &target, Fault::ServerPausedPastTtl, &config(seed(15), 3).clients(3)).await;
+    show_only(&passed);
+    assert!(matches!(passed.verdict, NemesisVerdict::Ok), "{passed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_seed_gives_the_same_schedule() {
+    let timing = Timing::networked();
+    let a = Schedule::new(99, Fault::OneInstanceRestarted, 3, Duration::from_secs(4), &timing);
+    let b = Schedule::new(99, Fault::OneInstanceRestarted, 3, Duration::from_secs(4), &timing);
+    println!("schedule of seed 99: {a}");
+    assert_eq!(a, b);
+    assert_eq!(a.to_string(), b.to_string());
+    assert_ne!(a, Schedule::new(100, Fault::OneInstanceRestarted, 3, Duration::from_secs(4), &timing));
+}
+
+/// A partition needs Docker; on a process it is reported not checked, with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_of_a_process_is_not_checked() {
+    let _turn = TURNS.lock().await;
+    let Some(server) = python_dflockd(&PythonDflockdOptions::default()).await.expect("the Python dflockd") else {
+        return;
+    };
+    let backend = DflockdBackend::new(DflockdLockerConfig::new([server.address().to_string()]));
+    let target = ServiceTarget::new(server);
+    let outcome = run_nemesis(&backend, &target, Fault::NetworkPartition, &config(seed(16), 1)).await;
+    show(&outcome);
+    assert_eq!(outcome.status(), Status::NotChecked, "{outcome}");
+    assert!(outcome.verdict.to_string().contains("docker runtime"), "{outcome}");
+}
+
+/// The Python dflockd server (a process) restarted without persistence: its client declares
+/// `survives_server_restart: false`, so a violation is predicted; the run leaves no process
+/// behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dflockd_python_restarted_is_ok_or_predicted_and_leaves_no_process() {
+    let _turn = TURNS.lock().await;
+    let before = children();
+    let started = {
+        let Some(server) = python_dflockd(&PythonDflockdOptions::default()).await.expect("the Python dflockd") else {
+            return;
+        };
+        let backend = DflockdBackend::new(DflockdLockerConfig::new([server.address().to_string()]));
+        let target = ServiceTarget::new(server);
+        let outcome =
+            run_nemesis(&backend, &target, Fault::ServerRestartedWithoutPersistence, &config(seed(17), 5)).await;
+        show(&outcome);
+        assert!(matches!(outcome.status(), Status::Passed | Status::Predicted), "{outcome}");
+        let started: Vec<u32> = children().into_iter().filter(|pid| !before.contains(pid)).collect();
+        assert!(!started.is_empty(), "the server runs as a child process");
+        started
+    };
+    // The kill on drop is delivered at once, the exit a moment later: awaited, within a bound.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let left = || children().into_iter().filter(|pid| started.contains(pid)).count();
+    while left() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(left(), 0, "the server's process is gone with its target");
+}
+
+/// NATS single, frozen past the lease. Ignored, with a finding to diagnose: with this seed,
+/// in two runs of six, right after a 5.3 s pause two clients were granted the same key within
+/// 3 ms (fences 51 and 54, both leases live; a try-acquire sent during the pause and an
+/// acquire sent just before the resume) — a P1 counterexample no ordering explains, the same
+/// operations each time. `lockcheck faults --backend nats --fault pause --seed 18 --seconds 6`
+/// reproduces it (its first run). Whether the server's expiry marker for a lease that expired
+/// during the pause lands after the new grant, the locker's hand-off, or something else is at
+/// fault is not settled. Run with `--ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "finding: a P1 double grant after a pause (seed 18, 2 runs in 6), under investigation"]
+async fn nats_paused_past_the_lease_is_ok() {
+    let _turn = TURNS.lock().await;
+    let Some(server) = lockcheck_support::nats::nats().await.expect("a NATS server") else { return };
+    let backend = NatsBackend::on(&server, lockcheck_impls::nats::BucketConfig::new("nemesis"));
+    let target = ServiceTarget::new(server);
+    assert_ok(&run_nemesis(&backend, &target, Fault::ServerPausedPastTtl, &config(seed(18), 6)).await);
+}
+
+/// This process's child processes that are still running (a zombie not yet reaped is gone).
+fn children() -> Vec<u32> {
+    let me = std::process::id().to_string();
+    let Ok(processes) = std::fs::read_dir("/proc") else { return Vec::new() };
+    processes
+        .flatten()
+        .filter_map(|process| {
+            let pid = process.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(process.path().join("stat")).ok()?;
+            // `pid (comm) state ppid …`; the command may hold spaces and parentheses.
+            let (_, rest) = stat.rsplit_once(')')?;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            (fields.len() > 1 && fields[0] != "Z" && fields[1] == me).then_some(pid)
+        })
+        .collect()
+}
+
+/// The ids of containers (running or not) matching `id`.
+fn docker_ps(id: &str) -> String {
+    let output = std::process::Command::new("docker")
+        .args(["ps", "-aq", "--no-trunc", "--filter", &format!("id={id}")])
+        .output()
+        .expect("docker ps");
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
