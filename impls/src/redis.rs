@@ -193,7 +193,8 @@ async fn start_wakeups(
 /// Releases `token`'s grant on every instance if dropped while armed: the cancel-safety net
 /// of a grant request whose answer never reached us. The release follows the grant request
 /// on the same connection, so Redis runs it after the grant if the grant ran at all; it is
-/// token-checked, so it frees only our grant.
+/// token-checked, so it frees only our grant. The instances are released at once, not in
+/// turn: one that is down must not keep the grant alive on the others until its time-out.
 fn rollback(
     instances: &[Arc<Instance>],
     key: &str,
@@ -201,9 +202,7 @@ fn rollback(
 ) -> OnDrop<impl std::future::Future<Output = ()> + Send + 'static> {
     let (instances, key) = (instances.to_vec(), key.to_owned());
     OnDrop::new(async move {
-        for instance in instances {
-            let _ = instance.release(&key, token).await;
-        }
+        futures::future::join_all(instances.iter().map(|instance| instance.release(&key, token))).await;
     })
 }
 
@@ -269,7 +268,7 @@ where
 {
     let started = Instant::now();
     let deadline = started + wait;
-    if let Outcome::Granted(lease) = attempt(None).await? {
+    if let Outcome::Granted(lease) = within_wait(started, deadline, attempt(None)).await? {
         return Ok(lease);
     }
     let now = Instant::now();
@@ -298,7 +297,7 @@ where
             channel: interest.wake_channel(0).to_owned(),
         });
         let queued = enqueue.is_some();
-        let (retry_in, split) = match attempt(enqueue).await? {
+        let (retry_in, split) = match within_wait(started, deadline, attempt(enqueue)).await? {
             Outcome::Granted(lease) => {
                 if let Some(place) = place.as_mut().filter(|_| queued) {
                     // The grant took the entry out of the queue.
@@ -351,6 +350,28 @@ where
                 () = sleep_until(retry_at.min(fallback_at).min(deadline)) => break,
             }
         }
+    }
+}
+
+/// The least time an attempt is given, however little of the wait is left: one round trip's
+/// allowance, so that an acquire with a wait of zero still asks once.
+const LEAST_ATTEMPT: Duration = Duration::from_millis(100);
+
+/// Runs one grant attempt of an acquire bounded by what is left of its wait (but at least
+/// [`LEAST_ATTEMPT`]): a server that is down or frozen must not hold the caller past its
+/// bound, as the client's own connect and response time-outs would. An attempt cut off may
+/// still be granted on the server: dropping it rolls its grant back, and a queue entry it may
+/// have made ends at the wait's deadline, which has come. To the caller it is a time-out given
+/// up locally.
+async fn within_wait<T>(
+    started: Instant,
+    deadline: Instant,
+    attempt: impl std::future::Future<Output = Result<T, LockError>>,
+) -> Result<T, LockError> {
+    let bound = deadline.max(Instant::now() + LEAST_ATTEMPT);
+    match tokio::time::timeout_at(bound, attempt).await {
+        Ok(result) => result,
+        Err(_) => Err(LockError::TimedOutLocally { waited: started.elapsed() }),
     }
 }
 

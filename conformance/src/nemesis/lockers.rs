@@ -17,11 +17,11 @@ use crate::backend::Backend;
 /// How a wrapper rewrites an error of the wrapped locker.
 #[derive(Clone, Copy)]
 enum Rewrite {
-    /// An acquire whose outcome is unknown is reported as not granted: a client that turns
-    /// a time-out on the wire into a refusal. A request a frozen server still holds is
-    /// granted when the server resumes, to a lease nobody knows of — the classic "timeout
-    /// means no" bug.
-    Guess,
+    /// An acquire that gave up on a server that did not answer (its outcome unknown, or its
+    /// wait run out while the request was on the wire) is sent again with the whole wait
+    /// bound, up to three times: a client whose retry after a time-out starts a fresh budget,
+    /// so the caller waits several bounds while a server is frozen.
+    Retry,
     /// Every error but a wait running out is reported as unknown, even one that says nothing
     /// happened: pessimistic, never wrong.
     Pessimist,
@@ -33,13 +33,6 @@ struct Wrapped {
 }
 
 impl Wrapped {
-    fn acquire_error(&self, error: LockError) -> LockError {
-        match self.rewrite {
-            Rewrite::Guess if error.is_indeterminate() => LockError::TimedOut { waited: Duration::ZERO },
-            _ => self.other_error("acquire", error),
-        }
-    }
-
     fn other_error(&self, operation: &'static str, error: LockError) -> LockError {
         match self.rewrite {
             Rewrite::Pessimist if !error.is_timeout() && !error.is_invalid_input() => {
@@ -61,14 +54,17 @@ impl Locker for Wrapped {
     }
 
     async fn try_acquire(&self, request: &LeaseRequest) -> Result<Option<Lease>, LockError> {
-        match self.inner.try_acquire(request).await {
-            Err(error) if matches!(self.rewrite, Rewrite::Guess) && error.is_indeterminate() => Ok(None),
-            result => result.map_err(|error| self.other_error("try_acquire", error)),
-        }
+        self.inner.try_acquire(request).await.map_err(|error| self.other_error("try_acquire", error))
     }
 
     async fn acquire(&self, request: &LeaseRequest, wait: Duration) -> Result<Lease, LockError> {
-        self.inner.acquire(request, wait).await.map_err(|error| self.acquire_error(error))
+        let mut tries = 1;
+        loop {
+            match self.inner.acquire(request, wait).await {
+                Err(error) if matches!(self.rewrite, Rewrite::Retry) && tries < 3 && unanswered(&error) => tries += 1,
+                result => return result.map_err(|error| self.other_error("acquire", error)),
+            }
+        }
     }
 
     async fn release(&self, lease: &Lease) -> Result<bool, LockError> {
@@ -86,6 +82,12 @@ impl Locker for Wrapped {
     fn queued(&self) -> Option<Queued> {
         self.inner.queued()
     }
+}
+
+/// The server did not answer in time: the outcome is unknown, or the wait ran out while the
+/// request was on the wire. (A wait that ran out with the server answering "held" is neither.)
+fn unanswered(error: &LockError) -> bool {
+    error.is_indeterminate() || matches!(error, LockError::TimedOutLocally { .. })
 }
 
 struct WrappingBackend<B> {
@@ -110,16 +112,19 @@ impl<B: Backend> Backend for WrappingBackend<B> {
     }
 }
 
-/// A mutant caught only under faults: the clients of `inner` report an acquire whose outcome
-/// is unknown as not granted. With the server answering it is `inner`; with the server frozen,
-/// a request that times out on the client is still granted on resume, and the history shows
-/// the key refused to others while no recorded lease holds it.
+/// A mutant caught only under faults: the clients of `inner` send an acquire that the server
+/// did not answer again, with the whole wait bound each time. With the server answering it is
+/// `inner`; with the server frozen, the caller waits past its bound (P6).
 pub struct GuessingBackend;
 
 impl GuessingBackend {
     /// `inner` with the mutation.
     pub fn wrap<B: Backend + 'static>(inner: B) -> Box<dyn Backend> {
-        Box::new(WrappingBackend { inner, rewrite: Rewrite::Guess, label: "mutant: timeout means not granted" })
+        Box::new(WrappingBackend {
+            inner,
+            rewrite: Rewrite::Retry,
+            label: "mutant: retries a time-out with a fresh bound",
+        })
     }
 }
 
