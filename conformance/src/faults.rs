@@ -181,12 +181,7 @@ impl FaultReport {
     /// The backend as a row of the fault matrix: its URL scheme, and how many servers
     /// (`nats (3 servers)`), without the run's ports.
     pub fn backend_kind(&self) -> String {
-        let (scheme, rest) = self.backend.split_once("://").unwrap_or(("?", &self.backend));
-        let hosts = rest.split(['/', '?']).next().unwrap_or_default();
-        match hosts.split(',').count() {
-            1 => scheme.to_owned(),
-            n => format!("{scheme} ({n} servers)"),
-        }
+        backend_kind(&self.backend)
     }
 
     /// The result as a record of the `faults` document.
@@ -261,6 +256,17 @@ impl FaultError {
     /// Wraps a lock error with the step it interrupted.
     pub fn lock(step: &'static str) -> impl FnOnce(lockcheck_impls::LockError) -> FaultError {
         move |source| FaultError::Lock { step, source }
+    }
+}
+
+/// A backend as a row of the fault matrix: its URL's scheme, and how many servers where more
+/// than one (`redis+quorum (3 servers)`).
+pub fn backend_kind(backend: &str) -> String {
+    let (scheme, rest) = backend.split_once("://").unwrap_or(("?", backend));
+    let hosts = rest.split(['/', '?']).next().unwrap_or_default();
+    match hosts.split(',').count() {
+        1 => scheme.to_owned(),
+        n => format!("{scheme} ({n} servers)"),
     }
 }
 

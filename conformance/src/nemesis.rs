@@ -408,7 +408,7 @@ impl NemesisOutcome {
         ];
         notes.extend(self.notes.iter().cloned());
         FaultRecord {
-            backend: backend_kind(&self.backend),
+            backend: crate::faults::backend_kind(&self.backend),
             fault: Self::column(self.fault),
             status: self.status(),
             property,
@@ -435,17 +435,6 @@ impl fmt::Display for NemesisOutcome {
         }
         Ok(())
     }
-}
-
-/// The backend as a row of the fault matrix: the scheme and how many servers.
-fn backend_kind(backend: &str) -> String {
-    crate::faults::FaultReport {
-        backend: backend.to_owned(),
-        fault: Fault::ServerPausedPastTtl,
-        outcome: crate::faults::FaultOutcome::Safe,
-        notes: Vec::new(),
-    }
-    .backend_kind()
 }
 
 /// Runs the random workload on `backend` while `target` goes through `fault` on the seeded
