@@ -195,9 +195,22 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             progress.set_message(format!("{} × {} run {} (seed {run_seed})", backend.name(), fault.fault(), run + 1));
             let config = NemesisConfig::new(run_seed, Duration::from_secs(args.seconds));
             let outcome = runtime.block_on(async {
-                let (locker, target) = backend.start(fault).await?;
-                anyhow::Ok(run_nemesis(locker.as_ref(), target.as_ref(), fault.fault(), &config).await)
+                let run = async {
+                    let (locker, target) = backend.start(fault).await?;
+                    anyhow::Ok(run_nemesis(locker.as_ref(), target.as_ref(), fault.fault(), &config).await)
+                };
+                // Ctrl-C drops the run here, inside the runtime: its servers' `Drop` removes
+                // them (containers, networks, processes) before the command exits.
+                tokio::select! {
+                    outcome = run => Some(outcome),
+                    _ = tokio::signal::ctrl_c() => None,
+                }
             });
+            let Some(outcome) = outcome else {
+                progress.finish_and_clear();
+                eprintln!("lockcheck faults: interrupted; the run's servers are removed");
+                return Ok(ExitCode::from(130));
+            };
             let outcome = outcome.with_context(|| format!("{} × {}", backend.name(), fault.fault()))?;
             if outcome.status() == Status::Violated {
                 progress.println(format!("{} × {} (seed {run_seed}): VIOLATED", backend.name(), fault.fault()));

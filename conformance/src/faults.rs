@@ -69,6 +69,23 @@ impl Fault {
         }
     }
 
+    /// Whether the fault takes the server (or an instance, or the leader) out of service for
+    /// a while — frozen, cut off, or down — so that it cannot act on time: expire a lease,
+    /// clean up a cancelled acquire's grant.
+    pub fn is_outage(self) -> bool {
+        match self {
+            Fault::ServerPausedPastTtl
+            | Fault::ServerRestartedWithoutPersistence
+            | Fault::ServerRestartedWithPersistence
+            | Fault::OneInstanceKilled
+            | Fault::OneInstanceRestarted
+            | Fault::NetworkPartition
+            | Fault::LeaderKilled
+            | Fault::NodePartitioned => true,
+            Fault::ClientPausedPastLease | Fault::ClientCrashedWhileHolding => false,
+        }
+    }
+
     /// The capability whose absence predicts a violation of `property` under this fault,
     /// if any.
     ///

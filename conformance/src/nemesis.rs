@@ -514,7 +514,15 @@ pub async fn run_nemesis(
         .iter()
         .filter(|op| matches!(op.outcome, crate::history::Outcome::Indeterminate { .. }))
         .count();
-    let (verdict, also) = judge(&history, fault, &capabilities, &timing, config.checker_budget, probe);
+    let judged = through_outages(timing, &schedule);
+    if judged.tolerance > timing.tolerance {
+        outcome.notes.push(format!(
+            "a lease may be seen held up to {} ms past its end: the server could not expire it during a {} ms outage",
+            judged.tolerance.as_millis(),
+            (judged.tolerance - timing.tolerance).as_millis()
+        ));
+    }
+    let (verdict, also) = judge(&history, fault, &capabilities, &judged, config.checker_budget, probe);
     outcome.verdict = verdict;
     outcome.notes.extend(also);
     if matches!(outcome.verdict, NemesisVerdict::Violated { .. } | NemesisVerdict::Unknown { .. }) {
@@ -642,6 +650,23 @@ async fn probe(
         }
     }
     Probe::Granted
+}
+
+/// The time scales a run's history is judged with: the late side widened by the schedule's
+/// longest outage. While a server is frozen, cut off or down it cannot end a lease or clean up
+/// after a cancelled acquire, and once back it may take its usual slack to catch up: a lease
+/// seen held late, or a cancelled acquire's grant given back late, only delays the next holder
+/// (the spec's late side). The early side — a lease seen ended before its end, which lets a
+/// second holder in — keeps its bound: no fault excuses that.
+fn through_outages(timing: Timing, schedule: &Schedule) -> Timing {
+    let outage = schedule.windows.iter().filter(|window| window.fault.is_outage()).map(|window| window.hold).max();
+    let Some(outage) = outage else { return timing };
+    Timing {
+        tolerance: timing.tolerance + outage,
+        early_tolerance: Some(timing.early_tolerance()),
+        cancel_cleanup: Some(timing.cancel_cleanup_bound() + outage),
+        ..timing
+    }
 }
 
 /// The fault a window amounts to once healed, for what the claims predict: the nemesis starts

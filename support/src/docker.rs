@@ -47,6 +47,7 @@ impl DockerService {
     pub(super) async fn start(spec: &ServiceSpec, host_port: u16) -> Result<Self, ServiceError> {
         let start_error =
             |message: String| ServiceError::Start { name: spec.name.clone(), runtime: Runtime::Docker, message };
+        crate::orphans::sweep_once().await;
         let (repository, tag) = match spec.image.rsplit_once(':') {
             Some((repository, tag)) if !tag.contains('/') => (repository, tag),
             _ => (spec.image.as_str(), "latest"),
@@ -59,7 +60,8 @@ impl DockerService {
             .with_mapped_port(host_port, spec.port.tcp())
             .with_cmd((spec.args)(spec.port))
             .with_startup_timeout(spec.startup_timeout)
-            .with_label("lockcheck.service", spec.name.clone());
+            .with_label("lockcheck.service", spec.name.clone())
+            .with_label(crate::orphans::OWNER_LABEL, crate::orphans::owner());
         if let Some(network) = &spec.network {
             request = request.with_network(network.clone());
         }

@@ -51,6 +51,7 @@ pub mod dflockd;
 mod docker;
 #[cfg(feature = "nats")]
 pub mod nats;
+pub mod orphans;
 mod process;
 pub mod proxy;
 pub mod redis;

@@ -98,7 +98,9 @@ impl NatsCluster {
             return Err(ServiceError::Unsupported { operation: "a NATS cluster", runtime: Runtime::Process });
         }
         let network = format!("lockcheck-nats-{}-{:08x}", std::process::id(), rand::random::<u32>());
-        docker(&["network", "create", &network]).await.map_err(start_error)?;
+        crate::orphans::sweep_once().await;
+        let owner = format!("{}={}", crate::orphans::OWNER_LABEL, crate::orphans::owner());
+        docker(&["network", "create", "--label", &owner, &network]).await.map_err(start_error)?;
         let mut cluster = NatsCluster { network: network.clone(), nodes: Vec::new() };
         let mut seed = None::<String>;
         for index in 0..CLUSTER_SIZE {

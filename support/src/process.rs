@@ -73,7 +73,7 @@ impl ProcessService {
     /// is the caller's.
     async fn spawn(&mut self) -> Result<(), ServiceError> {
         let binary = find_binary(&self.spec.binary).map_err(|e| self.start_error(e))?;
-        let mut child = Command::new(&binary)
+        let mut child = crate::orphans::dying_with_parent(&binary)
             .args((self.spec.args)(self.host_port))
             .current_dir(&self.dir)
             .stdin(Stdio::null())
