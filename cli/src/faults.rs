@@ -20,6 +20,7 @@ use lockcheck_conformance::{Backend, Status};
 use lockcheck_report::documents::{Document, FaultsDocument};
 use lockcheck_support::ServiceError;
 use lockcheck_support::redis::RedisOptions;
+use tokio::signal::unix::SignalKind;
 
 /// A backend the command can start servers for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -187,6 +188,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .progress_chars("=> "),
     );
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // Installed before the first server starts, and kept: a Ctrl-C while a server is starting
+    // waits in it until the start has returned a handle whose drop removes the server.
+    let mut interrupt = runtime.block_on(async { tokio::signal::unix::signal(SignalKind::interrupt()) })?;
     let mut rows: Vec<(BackendKind, FaultName, Vec<NemesisOutcome>)> = Vec::new();
     for (backend, fault) in plan {
         let mut outcomes = Vec::new();
@@ -195,23 +199,25 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             progress.set_message(format!("{} × {} run {} (seed {run_seed})", backend.name(), fault.fault(), run + 1));
             let config = NemesisConfig::new(run_seed, Duration::from_secs(args.seconds));
             let outcome = runtime.block_on(async {
-                let run = async {
-                    let (locker, target) = backend.start(fault).await?;
-                    anyhow::Ok(run_nemesis(locker.as_ref(), target.as_ref(), fault.fault(), &config).await)
-                };
-                // Ctrl-C drops the run here, inside the runtime: its servers' `Drop` removes
+                let (locker, target) = backend.start(fault).await?;
+                // Ctrl-C drops the run here, inside the runtime: the servers' `Drop` removes
                 // them (containers, networks, processes) before the command exits.
-                tokio::select! {
-                    outcome = run => Some(outcome),
-                    _ = tokio::signal::ctrl_c() => None,
-                }
+                anyhow::Ok(tokio::select! {
+                    biased;
+                    _ = interrupt.recv() => None,
+                    outcome = run_nemesis(locker.as_ref(), target.as_ref(), fault.fault(), &config) => Some(outcome),
+                })
             });
+            let outcome = outcome.with_context(|| format!("{} × {}", backend.name(), fault.fault()))?;
             let Some(outcome) = outcome else {
                 progress.finish_and_clear();
+                // Belt and braces: anything this process still owns in Docker.
+                if let Err(error) = runtime.block_on(lockcheck_support::orphans::remove_own()) {
+                    eprintln!("lockcheck faults: could not look for servers left behind: {error}");
+                }
                 eprintln!("lockcheck faults: interrupted; the run's servers are removed");
                 return Ok(ExitCode::from(130));
             };
-            let outcome = outcome.with_context(|| format!("{} × {}", backend.name(), fault.fault()))?;
             if outcome.status() == Status::Violated {
                 progress.println(format!("{} × {} (seed {run_seed}): VIOLATED", backend.name(), fault.fault()));
             }

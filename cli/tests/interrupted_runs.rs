@@ -27,7 +27,14 @@ fn signal(pid: u32, signal: &str) {
 /// Containers whose owner label names `pid`.
 fn containers_of(pid: u32) -> BTreeSet<String> {
     let output = Command::new("docker")
-        .args(["ps", "--all", "--filter", "label=lockcheck.owner", "--format", "{{.ID}} {{.Label \"lockcheck.owner\"}}"])
+        .args([
+            "ps",
+            "--all",
+            "--filter",
+            "label=lockcheck.owner",
+            "--format",
+            "{{.ID}} {{.Label \"lockcheck.owner\"}}",
+        ])
         .output()
         .expect("docker runs");
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
@@ -121,9 +128,8 @@ fn a_killed_runs_containers_are_removed_by_the_next_run() {
     run.wait().expect("the run ends");
     assert_eq!(containers_of(pid), left, "a killed run cannot clean up by itself");
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let removed = runtime.block_on(lockcheck_support::orphans::remove_orphans()).expect("the sweep runs");
-    for id in &left {
-        assert!(removed.containers.iter().any(|removed| removed.starts_with(id.as_str())), "{id} not removed");
-    }
+    // The other tests' runs sweep too, at their first container: whoever gets there first
+    // removes them.
+    runtime.block_on(lockcheck_support::orphans::remove_orphans()).expect("the sweep runs");
     assert_eq!(containers_of(pid), BTreeSet::new(), "containers left behind");
 }

@@ -51,30 +51,59 @@ pub struct Removed {
 }
 
 /// Removes every container and network labelled with an owner that is no longer running.
-/// Containers first: a network with endpoints cannot be removed.
 pub async fn remove_orphans() -> Result<Removed, String> {
+    remove_where(|owner| !is_running(owner)).await
+}
+
+/// Removes every container and network this process started and still owns: for an
+/// interrupted run, whose servers may be caught half-started (a container created, its start
+/// cancelled before a handle to it existed).
+pub async fn remove_own() -> Result<Removed, String> {
+    let me = owner();
+    remove_where(|owner| owner == me).await
+}
+
+/// Removes the labelled containers, then networks (a network with endpoints cannot be
+/// removed), whose owner `doomed` picks.
+async fn remove_where(doomed: impl Fn(&str) -> bool) -> Result<Removed, String> {
     let mut removed = Removed::default();
     let format = format!("{{{{.ID}}}} {{{{.Label \"{OWNER_LABEL}\"}}}}");
     let filter = format!("label={OWNER_LABEL}");
     let containers = docker(&["ps", "--all", "--filter", &filter, "--format", &format]).await?;
-    for id in orphaned(&containers) {
-        docker(&["rm", "--force", "--volumes", &id]).await?;
-        removed.containers.push(id);
+    for id in owned_by(&containers, &doomed) {
+        if removal(docker(&["rm", "--force", "--volumes", &id]).await)? {
+            removed.containers.push(id);
+        }
     }
     let networks = docker(&["network", "ls", "--filter", &filter, "--format", &format]).await?;
-    for id in orphaned(&networks) {
-        docker(&["network", "rm", &id]).await?;
-        removed.networks.push(id);
+    for id in owned_by(&networks, &doomed) {
+        if removal(docker(&["network", "rm", &id]).await)? {
+            removed.networks.push(id);
+        }
     }
     Ok(removed)
 }
 
-/// The ids in `listing` (lines of `ID OWNER`) whose owner is gone.
-fn orphaned(listing: &str) -> BTreeSet<String> {
+/// Whether a removal removed something: one that another process (another run's sweep) is
+/// doing, or has done, is not an error.
+fn removal(result: Result<String, String>) -> Result<bool, String> {
+    match result {
+        Ok(_) => Ok(true),
+        Err(error)
+            if error.contains("already in progress") || error.contains("No such") || error.contains("not found") =>
+        {
+            Ok(false)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// The ids in `listing` (lines of `ID OWNER`) whose owner `doomed` picks.
+fn owned_by(listing: &str, doomed: impl Fn(&str) -> bool) -> BTreeSet<String> {
     listing
         .lines()
         .filter_map(|line| line.split_once(' '))
-        .filter(|(_, owner)| !is_running(owner.trim()))
+        .filter(|(_, owner)| doomed(owner.trim()))
         .map(|(id, _)| id.to_owned())
         .collect()
 }
@@ -130,7 +159,9 @@ mod tests {
     #[test]
     fn orphans_are_the_ids_whose_owner_is_gone() {
         let listing = format!("aaa {}\nbbb 4194305-5\nccc \nddd nonsense", owner());
-        let ids: Vec<String> = orphaned(&listing).into_iter().collect();
+        let ids: Vec<String> = owned_by(&listing, |owner| !is_running(owner)).into_iter().collect();
         assert_eq!(ids, ["bbb", "ccc", "ddd"]);
+        let ids: Vec<String> = owned_by(&listing, |owner| owner == super::owner()).into_iter().collect();
+        assert_eq!(ids, ["aaa"]);
     }
 }
