@@ -257,6 +257,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 fn combined(outcomes: &[NemesisOutcome]) -> lockcheck_report::documents::FaultRecord {
     let worst = outcomes.iter().max_by_key(|outcome| outcome.status()).expect("at least one run");
     let mut record = worst.to_record();
+    record.runs = outcomes.iter().flat_map(|outcome| outcome.to_record().runs).collect();
     let runs: Vec<String> =
         outcomes.iter().map(|outcome| format!("seed {}: {}", outcome.seed, verdict(outcome))).collect();
     record.notes.insert(0, format!("{} runs: {}", outcomes.len(), runs.join(", ")));

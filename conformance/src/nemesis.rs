@@ -79,7 +79,7 @@ use lockcheck_history::Timing;
 use lockcheck_history::checkers::{Counterexample, Verdict};
 use lockcheck_impls::{Capabilities, LeaseRequest, Locker};
 use lockcheck_model::spec::{Property, Status};
-use lockcheck_report::documents::FaultRecord;
+use lockcheck_report::documents::{FaultRecord, FaultRun};
 use lockcheck_support::{Runtime, Service};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -415,6 +415,7 @@ impl NemesisOutcome {
             evidence,
             predicted_by,
             notes,
+            runs: vec![FaultRun { seed: self.seed, status: self.status() }],
         }
     }
 

@@ -22,7 +22,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use check::{CheckDocument, CheckResult, SuiteReport};
-pub use faults::{FaultRecord, FaultsDocument};
+pub use faults::{FaultRecord, FaultRun, FaultsDocument};
 pub use model::ModelDocument;
 pub use selftest::{Hunt, MutantOutcome, SelftestDocument};
 

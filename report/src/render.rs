@@ -19,7 +19,7 @@ use lockcheck_history::{Call, Counterexample, Outcome};
 use lockcheck_model::spec::{Property, Status};
 
 use crate::ReportError;
-use crate::documents::{CheckDocument, FaultsDocument, ModelDocument, SelftestDocument};
+use crate::documents::{CheckDocument, FaultRecord, FaultsDocument, ModelDocument, SelftestDocument};
 use crate::results::{Kind, Role};
 use charts::{Cell, Curve, Holding, MatrixLayout, TimelineOp, both, ensure_dir};
 use inputs::{BenchInputs, Figure, Input, collect_runs};
@@ -173,7 +173,7 @@ pub fn render(options: &RenderOptions) -> Result<Rendered, ReportError> {
         if let Some((rows, columns, cells)) = check_matrix(document) {
             let layout = MatrixLayout::new(&rows, &columns);
             let lookup = |r: usize, c: usize| {
-                cells.get(&(r, c)).map(|s| Cell { text: status_word(*s).to_owned(), fill: charts::status_color(*s) })
+                cells.get(&(r, c)).map(|(s, text)| Cell { text: text.clone(), fill: charts::status_color(*s) })
             };
             let legend = legend(&[Status::Passed, Status::Violated, Status::Unknown, Status::NotClaimed]);
             let (svg, png) = both!(out, "check-matrix", layout.size(), |a| charts::matrix(
@@ -193,7 +193,7 @@ pub fn render(options: &RenderOptions) -> Result<Rendered, ReportError> {
     if let Some((rows, columns, cells)) = faults.document().and_then(fault_matrix) {
         let layout = MatrixLayout::new(&rows, &columns);
         let lookup = |r: usize, c: usize| {
-            cells.get(&(r, c)).map(|s| Cell { text: status_word(*s).to_owned(), fill: charts::status_color(*s) })
+            cells.get(&(r, c)).map(|(s, text)| Cell { text: text.clone(), fill: charts::status_color(*s) })
         };
         let legend = legend(&[Status::Passed, Status::Violated, Status::Predicted, Status::Unknown]);
         let (svg, png) = both!(out, "fault-matrix", layout.size(), |a| charts::matrix(
@@ -340,7 +340,8 @@ pub(crate) fn status_word(status: Status) -> &'static str {
     }
 }
 
-type Matrix = (Vec<String>, Vec<String>, BTreeMap<(usize, usize), Status>);
+/// Rows, columns, and each filled cell's status and the words shown in it.
+type Matrix = (Vec<String>, Vec<String>, BTreeMap<(usize, usize), (Status, String)>);
 
 /// Backend × property from `lockcheck check` results: each property's status combined over
 /// the checks ([`crate::documents::SuiteReport::by_property`]), properties in P1–P10 order.
@@ -356,7 +357,7 @@ pub(crate) fn check_matrix(document: &CheckDocument) -> Option<Matrix> {
     for (ri, r) in by_row.iter().enumerate() {
         for (ci, c) in columns.iter().enumerate() {
             if let Some(s) = r.get(c) {
-                cells.insert((ri, ci), *s);
+                cells.insert((ri, ci), (*s, status_word(*s).to_owned()));
             }
         }
     }
@@ -369,17 +370,26 @@ pub(crate) fn fault_matrix(document: &FaultsDocument) -> Option<Matrix> {
     if document.results.is_empty() {
         return None;
     }
-    let outcomes: BTreeMap<(&str, &str), Status> =
-        document.results.iter().map(|r| ((r.backend.as_str(), r.fault.as_str()), r.status)).collect();
+    let outcomes: BTreeMap<(&str, &str), (Status, String)> =
+        document.results.iter().map(|r| ((r.backend.as_str(), r.fault.as_str()), (r.status, fault_cell(r)))).collect();
     let rows: Vec<String> = outcomes.keys().map(|(b, _)| b.to_string()).collect::<BTreeSet<_>>().into_iter().collect();
     let columns: Vec<String> =
         outcomes.keys().map(|(_, f)| f.to_string()).collect::<BTreeSet<_>>().into_iter().collect();
     let position = |names: &[String], name: &str| names.iter().position(|x| x == name).expect("collected above");
     let cells = outcomes
         .into_iter()
-        .map(|((backend, fault), status)| ((position(&rows, backend), position(&columns, fault)), status))
+        .map(|((backend, fault), cell)| ((position(&rows, backend), position(&columns, fault)), cell))
         .collect();
     Some((rows, columns, cells))
+}
+
+/// A fault cell's words: its status, and for seeded runs how many of them had it (`ok 3/3`,
+/// `VIOLATED 1/3`).
+fn fault_cell(record: &FaultRecord) -> String {
+    match record.tally() {
+        Some((with, of)) => format!("{} {with}/{of}", status_word(record.status)),
+        None => status_word(record.status).to_owned(),
+    }
 }
 
 /// Every counterexample of the check and selftest results, with where it was found

@@ -43,13 +43,53 @@ pub struct FaultRecord {
     /// What the run observed on the way.
     #[serde(default)]
     pub notes: Vec<String>,
+    /// Each run's seed and verdict, where the cell is made of several (the nemesis runs each
+    /// backend × fault from several seeds; `status` is the worst of them). Empty for a
+    /// scripted fault's one run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runs: Vec<FaultRun>,
+}
+
+/// One run of a backend × fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultRun {
+    /// The seed that replays it.
+    pub seed: u64,
+    /// Its verdict.
+    pub status: Status,
+}
+
+impl FaultRecord {
+    /// How many of its runs share its (worst) status, and how many runs there were: `(2, 3)`
+    /// for one ok run and two violated; `None` for a scripted fault's one run.
+    pub fn tally(&self) -> Option<(usize, usize)> {
+        (!self.runs.is_empty())
+            .then(|| (self.runs.iter().filter(|run| run.status == self.status).count(), self.runs.len()))
+    }
 }
 
 impl FaultsDocument {
-    /// Adds `record`, replacing an earlier result for the same backend and fault.
+    /// Adds `record`, replacing an earlier result for the same backend and fault — or, where
+    /// both are made of seeded runs, joining them into one cell: every seed's latest run, the
+    /// cell's status the worst of them.
     pub fn record(&mut self, record: FaultRecord) {
-        self.results.retain(|old| !(old.backend == record.backend && old.fault == record.fault));
-        self.results.push(record);
+        let same = |old: &FaultRecord| old.backend == record.backend && old.fault == record.fault;
+        let Some(position) = self.results.iter().position(same) else {
+            self.results.push(record);
+            return;
+        };
+        let old = self.results.remove(position);
+        if record.runs.is_empty() || old.runs.is_empty() {
+            self.results.push(record);
+            return;
+        }
+        let mut runs: Vec<FaultRun> =
+            old.runs.iter().filter(|run| record.runs.iter().all(|new| new.seed != run.seed)).copied().collect();
+        runs.extend(record.runs.iter().copied());
+        let worst = runs.iter().map(|run| run.status).max().expect("runs on both sides");
+        let mut joined = if record.status == worst || old.status != worst { record } else { old };
+        joined.runs = runs;
+        self.results.push(joined);
     }
 
     /// Adds `record` to the document at `path` (a new one where there is none, or where the

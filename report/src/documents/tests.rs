@@ -113,6 +113,7 @@ fn a_faults_document_round_trips_and_keeps_one_result_per_backend_and_fault() {
         evidence: None,
         predicted_by: (status == Status::Predicted).then(|| "survives_server_restart: false".to_owned()),
         notes: Vec::new(),
+        runs: Vec::new(),
     };
     let dir = std::env::temp_dir().join(format!("lockcheck-faults-doc-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -125,6 +126,38 @@ fn a_faults_document_round_trips_and_keeps_one_result_per_backend_and_fault() {
     assert_eq!(document.results[1].status, Status::Predicted);
     assert_eq!(round_trip(&document), document);
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn seeded_runs_of_one_cell_join_into_one_record_whose_status_is_the_worst() {
+    use crate::documents::FaultRun;
+    let run = |seed, status, evidence: &str| FaultRecord {
+        backend: "nats".to_owned(),
+        fault: "nemesis: server paused past the TTL".to_owned(),
+        status,
+        property: (status == Status::Violated).then_some(Property::MutualExclusion),
+        evidence: Some(evidence.to_owned()),
+        predicted_by: None,
+        notes: Vec::new(),
+        runs: vec![FaultRun { seed, status }],
+    };
+    let mut document = FaultsDocument::default();
+    document.record(run(1, Status::Passed, "first"));
+    document.record(run(2, Status::Violated, "second"));
+    document.record(run(3, Status::Passed, "third"));
+    assert_eq!(document.results.len(), 1);
+    let cell = &document.results[0];
+    assert_eq!((cell.status, cell.evidence.as_deref()), (Status::Violated, Some("second")));
+    assert_eq!(cell.tally(), Some((1, 3)));
+    // Seed 2 run again, now ok: the cell is ok, with three runs still.
+    document.record(run(2, Status::Passed, "again"));
+    let cell = &document.results[0];
+    assert_eq!((cell.status, cell.tally()), (Status::Passed, Some((3, 3))));
+    // A scripted fault's record (no runs) replaces, as before.
+    let mut scripted = run(9, Status::Predicted, "scripted");
+    scripted.runs.clear();
+    document.record(scripted);
+    assert_eq!((document.results[0].status, document.results[0].tally()), (Status::Predicted, None));
 }
 
 #[test]

@@ -6,8 +6,9 @@ use std::path::Path;
 use super::charts::format_rate;
 use super::inputs::Figure;
 use super::{Report, check_matrix, fault_matrix, format_ns, status_word};
-use crate::documents::{ModelDocument, SelftestDocument};
+use crate::documents::{FaultRecord, FaultsDocument, ModelDocument, SelftestDocument};
 use crate::results::{Kind, Role};
+use lockcheck_model::spec::Status;
 
 /// A target from the issues, as a ratio to the floor of the same run.
 struct Target {
@@ -333,7 +334,7 @@ pub(crate) fn readme(report: &Report) -> String {
             let _ = writeln!(o, "|---|{}", "---|".repeat(columns.len()));
             for (r, row) in rows.iter().enumerate() {
                 let cells: Vec<&str> =
-                    (0..columns.len()).map(|c| cells.get(&(r, c)).map_or("–", |s| status_word(*s))).collect();
+                    (0..columns.len()).map(|c| cells.get(&(r, c)).map_or("–", |(_, text)| text.as_str())).collect();
                 let _ = writeln!(o, "| {} | {} |", escape(row), cells.join(" | "));
             }
             let _ = writeln!(o);
@@ -386,13 +387,17 @@ pub(crate) fn readme(report: &Report) -> String {
             let _ = writeln!(o, "|---|{}", "---|".repeat(columns.len()));
             for (r, row) in rows.iter().enumerate() {
                 let cells: Vec<&str> =
-                    (0..columns.len()).map(|c| cells.get(&(r, c)).map_or("–", |s| status_word(*s))).collect();
+                    (0..columns.len()).map(|c| cells.get(&(r, c)).map_or("–", |(_, text)| text.as_str())).collect();
                 let _ = writeln!(o, "| {} | {} |", escape(row), cells.join(" | "));
             }
             let _ = writeln!(
                 o,
-                "\n`predicted`: a violation the backend's declared capabilities predict (e.g. lock loss on a restart without persistence).\n"
+                "\n`predicted`: a violation the backend's declared capabilities predict (e.g. lock loss on a restart without persistence). \
+                 `2/3`: two of the cell's three seeded runs had its status (the worst of them).\n"
             );
+            if let Some(document) = report.faults.document() {
+                fault_findings(o, document);
+            }
         }
         None => {
             let _ = writeln!(o, "_No fault results: {}._\n", super::shown(&report.options.faults));
@@ -529,4 +534,37 @@ mod tests {
             "{table}"
         );
     }
+}
+
+/// Every fault cell that is not plainly ok, named: the property, the claim that predicts it or
+/// why it is unknown, and the seeds that replay it.
+fn fault_findings(o: &mut String, document: &FaultsDocument) {
+    let mut findings: Vec<&FaultRecord> =
+        document.results.iter().filter(|record| record.status != Status::Passed).collect();
+    if findings.is_empty() {
+        return;
+    }
+    findings.sort_by(|a, b| (&a.backend, &a.fault).cmp(&(&b.backend, &b.fault)));
+    for record in findings {
+        let mut line =
+            format!("- **{} × {}**: {}", escape(&record.backend), escape(&record.fault), status_word(record.status));
+        if let Some(property) = record.property {
+            line.push_str(&format!(" — {property}"));
+        }
+        if let Some(claim) = &record.predicted_by {
+            line.push_str(&format!(", predicted by `{claim}`"));
+        }
+        let seeds: Vec<String> =
+            record.runs.iter().filter(|run| run.status == record.status).map(|run| run.seed.to_string()).collect();
+        if !seeds.is_empty() {
+            line.push_str(&format!("; seeds {}", seeds.join(", ")));
+        }
+        if record.property.is_none()
+            && let Some(why) = &record.evidence
+        {
+            line.push_str(&format!(": {}", escape(why.lines().next().unwrap_or_default())));
+        }
+        let _ = writeln!(o, "{line}");
+    }
+    let _ = writeln!(o);
 }

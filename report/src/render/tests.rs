@@ -50,7 +50,7 @@ fn the_check_fixture_renders_as_a_backend_by_property_table() {
     assert!(readme.contains("| memory | VIOLATED | ok | not claimed | not run |"), "{readme}");
     assert!(readme.contains("| redis | ok | UNKNOWN | predicted | – |"), "{readme}");
     let (_, _, cells) = check_matrix(&loaded::<CheckDocument>("check.json")).unwrap();
-    assert_eq!(cells[&(0, 0)], Status::Violated);
+    assert_eq!(cells[&(0, 0)].0, Status::Violated);
 }
 
 #[test]
@@ -83,9 +83,18 @@ fn the_model_fixture_renders_one_row_per_system() {
 #[test]
 fn the_faults_fixture_renders_as_a_backend_by_fault_table() {
     let readme = readme_of_fixtures("check.json");
-    assert!(readme.contains("| backend | client crashed | server restarted without persistence |"), "{readme}");
-    assert!(readme.contains("| nats | ok | – |"), "{readme}");
-    assert!(readme.contains("| redis | ok | predicted |"), "{readme}");
+    assert!(
+        readme.contains(
+            "| backend | client crashed | nemesis: server paused past the TTL | server restarted without persistence |"
+        ),
+        "{readme}"
+    );
+    assert!(readme.contains("| redis | ok | – | predicted |"), "{readme}");
+    // A cell of seeded runs says how many had its (worst) status, and the findings name it.
+    assert!(readme.contains("| nats | ok | VIOLATED 1/3 | – |"), "{readme}");
+    assert!(readme.contains("- **nats × nemesis: server paused past the TTL**: VIOLATED — P1"), "{readme}");
+    assert!(readme.contains("; seeds 19"), "{readme}");
+    assert!(readme.contains("predicted by `survives_server_restart: false`"), "{readme}");
 }
 
 #[test]
@@ -119,6 +128,7 @@ fn the_fault_matrix_does_not_depend_on_the_order_faults_were_recorded_in() {
         evidence: None,
         predicted_by: None,
         notes: Vec::new(),
+        runs: Vec::new(),
     };
     let recorded = vec![
         record("redis", "server restarted", Status::Passed),
@@ -134,6 +144,6 @@ fn the_fault_matrix_does_not_depend_on_the_order_faults_were_recorded_in() {
     let (rows, columns, cells) = forward;
     assert_eq!(rows, ["nats", "redis", "redis+quorum"]);
     assert_eq!(columns, ["client crashed", "one instance killed", "server restarted"]);
-    assert_eq!(cells.get(&(0, 2)).copied(), Some(Status::Predicted));
+    assert_eq!(cells.get(&(0, 2)).map(|cell| cell.0), Some(Status::Predicted));
     assert_eq!(cells.len(), 4);
 }
