@@ -218,6 +218,7 @@ impl FaultReport {
             evidence,
             predicted_by,
             notes: self.notes.clone(),
+            counterexample: None,
             runs: Vec::new(),
         }
     }

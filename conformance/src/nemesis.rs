@@ -401,6 +401,12 @@ impl NemesisOutcome {
             }
             NemesisVerdict::Ok => (None, None, None),
         };
+        let counterexample = match &self.verdict {
+            NemesisVerdict::Predicted { counterexample, .. } | NemesisVerdict::Violated { counterexample } => {
+                Some(counterexample.as_ref().clone())
+            }
+            _ => None,
+        };
         let mut notes = vec![
             format!("seed {} (target {})", self.seed, self.target),
             format!("schedule: {}", self.schedule),
@@ -415,6 +421,7 @@ impl NemesisOutcome {
             evidence,
             predicted_by,
             notes,
+            counterexample,
             runs: vec![FaultRun { seed: self.seed, status: self.status() }],
         }
     }

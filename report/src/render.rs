@@ -232,6 +232,15 @@ pub fn render(options: &RenderOptions) -> Result<Rendered, ReportError> {
     if counterexamples.is_empty() {
         missing.push("counterexample timeline: no counterexample history in the check or selftest results".to_owned());
     }
+    for (i, (context, counterexample)) in fault_counterexamples(faults.document()).into_iter().enumerate() {
+        let Some((title, ops, holdings)) = timeline_of(&context, counterexample) else { continue };
+        let height = charts::TimelineLayout::new(&ops, &holdings, 1200).pixel_height().max(360);
+        let (svg, png) = both!(out, format!("fault-timeline-{}", i + 1), (1200, height), |a| charts::timeline(
+            a, &title, &ops, &holdings
+        ))?;
+        pictures.entry("fault-timeline").or_default().push((title.clone(), png.clone()));
+        rendered.files.extend([svg, png]);
+    }
 
     let report = Report { options: options.clone(), bench, figures, pictures, check, selftest, model, faults, missing };
     let readme = out.join("README.md");
@@ -407,6 +416,25 @@ fn counterexamples<'a>(
         document.mutants.iter().filter_map(|m| Some((format!("mutant {}", m.mutant), m.counterexample.as_ref()?)))
     });
     found.chain(caught).collect()
+}
+
+/// The fault runs' counterexamples worth a picture: one per backend × fault, unexplained
+/// violations first, at most eight.
+fn fault_counterexamples(faults: Option<&FaultsDocument>) -> Vec<(String, &Counterexample)> {
+    let mut records: Vec<&FaultRecord> =
+        faults.into_iter().flat_map(|document| &document.results).filter(|r| r.counterexample.is_some()).collect();
+    records.sort_by(|a, b| (b.status, &a.backend, &a.fault).cmp(&(a.status, &b.backend, &b.fault)));
+    records
+        .into_iter()
+        .take(8)
+        .filter_map(|record| {
+            let seeds: Vec<String> =
+                record.runs.iter().filter(|run| run.status == record.status).map(|run| run.seed.to_string()).collect();
+            let seeds = if seeds.is_empty() { String::new() } else { format!(", seed {}", seeds.join(", ")) };
+            let context = format!("{} × {}{seeds}", record.backend, record.fault);
+            Some((context, record.counterexample.as_ref()?))
+        })
+        .collect()
 }
 
 /// A counterexample's operations and holding intervals, in ms.

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use lockcheck_history::Counterexample;
 use lockcheck_model::spec::{Property, Status};
 use serde::{Deserialize, Serialize};
 
@@ -43,6 +44,10 @@ pub struct FaultRecord {
     /// What the run observed on the way.
     #[serde(default)]
     pub notes: Vec<String>,
+    /// The history that shows the violation, shrunk by its checker (nemesis runs; a scripted
+    /// fault tells its story in `evidence`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counterexample: Option<Counterexample>,
     /// Each run's seed and verdict, where the cell is made of several (the nemesis runs each
     /// backend × fault from several seeds; `status` is the worst of them). Empty for a
     /// scripted fault's one run.

@@ -113,6 +113,7 @@ fn a_faults_document_round_trips_and_keeps_one_result_per_backend_and_fault() {
         evidence: None,
         predicted_by: (status == Status::Predicted).then(|| "survives_server_restart: false".to_owned()),
         notes: Vec::new(),
+        counterexample: None,
         runs: Vec::new(),
     };
     let dir = std::env::temp_dir().join(format!("lockcheck-faults-doc-{}", std::process::id()));
@@ -139,6 +140,7 @@ fn seeded_runs_of_one_cell_join_into_one_record_whose_status_is_the_worst() {
         evidence: Some(evidence.to_owned()),
         predicted_by: None,
         notes: Vec::new(),
+        counterexample: None,
         runs: vec![FaultRun { seed, status }],
     };
     let mut document = FaultsDocument::default();

@@ -417,6 +417,19 @@ pub(crate) fn readme(report: &Report) -> String {
         }
     }
 
+    if let Some(timelines) = report.pictures.get("fault-timeline") {
+        let _ = writeln!(o, "## Fault timelines\n");
+        let _ = writeln!(
+            o,
+            "The history each fault run's checker shrank its violation to, drawn as above: the fault's footprint is in the \
+             operations it left undecided (faded).\n"
+        );
+        for (title, png) in timelines {
+            let _ = writeln!(o, "### {}\n", escape(title));
+            picture(o, report, png, title);
+        }
+    }
+
     if !report.missing.is_empty() {
         let _ = writeln!(o, "## Missing inputs\n");
         for m in &report.missing {

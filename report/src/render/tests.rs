@@ -98,6 +98,17 @@ fn the_faults_fixture_renders_as_a_backend_by_fault_table() {
 }
 
 #[test]
+fn a_fault_runs_counterexample_becomes_a_timeline_named_by_its_cell_and_seed() {
+    let faults = loaded::<FaultsDocument>("faults.json");
+    let found = fault_counterexamples(Some(&faults));
+    assert_eq!(found.len(), 1, "only the nemesis record carries a history");
+    assert_eq!(found[0].0, "nats × nemesis: server paused past the TTL, seed 19");
+    let (title, ops, _) = timeline_of(&found[0].0, found[0].1).expect("a timeline");
+    assert!(title.contains("(nats × nemesis: server paused past the TTL, seed 19)"), "{title}");
+    assert_eq!(ops.len(), 4);
+}
+
+#[test]
 fn the_counterexample_of_the_check_fixture_becomes_a_timeline() {
     let check = loaded::<CheckDocument>("check.json");
     let found = counterexamples(Some(&check), None);
@@ -128,6 +139,7 @@ fn the_fault_matrix_does_not_depend_on_the_order_faults_were_recorded_in() {
         evidence: None,
         predicted_by: None,
         notes: Vec::new(),
+        counterexample: None,
         runs: Vec::new(),
     };
     let recorded = vec![
