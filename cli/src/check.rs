@@ -344,7 +344,15 @@ mod tests {
             prompt in any_duration(), arrival_gap in any_duration(), cleanup in proptest::option::of(any_duration()),
             factor in proptest::prop_oneof![0.0..200.0f64, proptest::num::f64::ANY],
         ) {
-            let timing = Timing { base_ttl, tolerance, early_tolerance: early, prompt, arrival_gap, cancel_cleanup: cleanup };
+            let timing = Timing {
+                base_ttl,
+                tolerance,
+                early_tolerance: early,
+                prompt,
+                arrival_gap,
+                cancel_cleanup: cleanup,
+                outage: None,
+            };
             if let Ok(scaled) = checked_timing(timing, factor) {
                 proptest::prop_assert!(scaled.base_ttl <= std::time::Duration::from_secs(86_400));
             }

@@ -523,11 +523,11 @@ pub async fn run_nemesis(
         .filter(|op| matches!(op.outcome, crate::history::Outcome::Indeterminate { .. }))
         .count();
     let judged = through_outages(timing, &schedule);
-    if judged.tolerance > timing.tolerance {
+    if let Some(outage) = judged.outage {
         outcome.notes.push(format!(
-            "a lease may be seen held up to {} ms past its end: the server could not expire it during a {} ms outage",
-            judged.tolerance.as_millis(),
-            (judged.tolerance - timing.tolerance).as_millis()
+            "a lease may be seen held up to {} ms past its end: the server could not end it during a {} ms outage",
+            judged.late_tolerance().as_millis(),
+            outage.as_millis()
         ));
     }
     let (verdict, also) = judge(&history, fault, &capabilities, &judged, config.checker_budget, probe);
@@ -660,21 +660,15 @@ async fn probe(
     Probe::Granted
 }
 
-/// The time scales a run's history is judged with: the late side widened by the schedule's
-/// longest outage. While a server is frozen, cut off or down it cannot end a lease or clean up
-/// after a cancelled acquire, and once back it may take its usual slack to catch up: a lease
-/// seen held late, or a cancelled acquire's grant given back late, only delays the next holder
-/// (the spec's late side). The early side — a lease seen ended before its end, which lets a
-/// second holder in — keeps its bound: no fault excuses that.
+/// The time scales a run's history is judged with: with the schedule's longest outage
+/// ([`Timing::outage`]). While a server is frozen, cut off or down it cannot end a lease or
+/// clean up after a cancelled acquire, and once back it may take its usual slack to catch up:
+/// a lease seen held late, or a cancelled acquire's grant given back late, only delays the
+/// next holder (the spec's late side). Nothing widens the early side or a holder's belief,
+/// which guard against two holders: no fault excuses those.
 fn through_outages(timing: Timing, schedule: &Schedule) -> Timing {
     let outage = schedule.windows.iter().filter(|window| window.fault.is_outage()).map(|window| window.hold).max();
-    let Some(outage) = outage else { return timing };
-    Timing {
-        tolerance: timing.tolerance + outage,
-        early_tolerance: Some(timing.early_tolerance()),
-        cancel_cleanup: Some(timing.cancel_cleanup_bound() + outage),
-        ..timing
-    }
+    Timing { outage, ..timing }
 }
 
 /// The fault a window amounts to once healed, for what the claims predict: the nemesis starts
@@ -846,6 +840,12 @@ mod tests {
         assert_eq!(verdict.status(), Status::Predicted, "{verdict}");
         let (verdict, _) = judge(&history, Fault::ServerPausedPastTtl, &claims, &timing, budget, Probe::Granted);
         assert_eq!(verdict.status(), Status::Violated, "{verdict}");
+        // An outage widens the late side only: two live holders are still two live holders.
+        let through_outage = Timing { outage: Some(Duration::from_secs(30)), ..timing };
+        let (verdict, _) =
+            judge(&history, Fault::ServerPausedPastTtl, &claims, &through_outage, budget, Probe::Granted);
+        let NemesisVerdict::Violated { counterexample } = &verdict else { panic!("{verdict}") };
+        assert_eq!(counterexample.property, Property::MutualExclusion);
         claims.survives_server_restart = true;
         let (verdict, _) = judge(&history, restart, &claims, &timing, budget, Probe::Granted);
         assert_eq!(verdict.status(), Status::Violated, "{verdict}");

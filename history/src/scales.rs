@@ -33,6 +33,13 @@ pub struct Timing {
     /// waiter queued until its wait bound and then grants it a whole lease (the trait's
     /// weaker promise: "any such grant ends with its TTL") sets the bound it can keep.
     pub cancel_cleanup: Option<Duration>,
+    /// The longest time the backend was out of service during the run (frozen, cut off,
+    /// down), if a fault took it out: it could not end a lease or clean up a cancelled
+    /// acquire's grant meanwhile, and may take its usual slack to catch up. The late side
+    /// ([`Timing::late_tolerance`]) and the clean-up bound grow by it; the early side, and a
+    /// holder's belief (the exclusion checker), which guard against two holders, do not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outage: Option<Duration>,
 }
 
 impl Timing {
@@ -49,6 +56,7 @@ impl Timing {
             prompt: Duration::from_millis(100),
             arrival_gap: Duration::from_millis(5),
             cancel_cleanup: None,
+            outage: None,
         }
     }
 
@@ -63,6 +71,7 @@ impl Timing {
             prompt: Duration::from_millis(250),
             arrival_gap: Duration::from_millis(30),
             cancel_cleanup: None,
+            outage: None,
         }
     }
 
@@ -76,6 +85,7 @@ impl Timing {
             prompt: Duration::from_millis(500),
             arrival_gap: Duration::from_millis(50),
             cancel_cleanup: None,
+            outage: None,
         }
     }
 
@@ -83,7 +93,13 @@ impl Timing {
     /// [`Timing::cancel_cleanup`], else one clean-up request (a release, a closed connection):
     /// as prompt as the tolerance, and never later than a hand-off.
     pub fn cancel_cleanup_bound(&self) -> Duration {
-        self.cancel_cleanup.unwrap_or(self.tolerance.min(self.prompt))
+        self.cancel_cleanup.unwrap_or(self.tolerance.min(self.prompt)) + self.outage.unwrap_or_default()
+    }
+
+    /// How far past its end a lease may still be seen held: [`Timing::tolerance`], plus the
+    /// [`Timing::outage`] during which the backend could not end it.
+    pub fn late_tolerance(&self) -> Duration {
+        self.tolerance + self.outage.unwrap_or_default()
     }
 
     /// How far before its end a lease may be seen ended ([`Timing::early_tolerance`]), never
@@ -116,6 +132,7 @@ impl Timing {
             prompt: self.prompt.mul_f64(factor),
             arrival_gap: self.arrival_gap.mul_f64(factor),
             cancel_cleanup: self.cancel_cleanup.map(|d| d.mul_f64(factor)),
+            outage: self.outage,
         }
     }
 

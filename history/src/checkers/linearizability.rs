@@ -646,7 +646,7 @@ impl Reference {
     /// What a backend with these time scales and claims is checked against.
     pub fn for_backend(scales: &Timing, capabilities: &Capabilities) -> Self {
         Reference {
-            initial: LockSpec::with_tolerance(scales.tolerance.as_micros() as u64)
+            initial: LockSpec::with_tolerance(scales.late_tolerance().as_micros() as u64)
                 .with_early_tolerance(scales.early_tolerance().as_micros() as u64)
                 .with_fencing_claimed(capabilities.fencing),
             cancel_cleanup: scales.cancel_cleanup_bound().as_micros() as u64,
