@@ -75,6 +75,7 @@ impl ProcessService {
         let binary = find_binary(&self.spec.binary).map_err(|e| self.start_error(e))?;
         let mut child = Command::new(&binary)
             .args((self.spec.args)(self.host_port))
+            .envs(self.spec.env.iter().map(|(name, value)| (name, value)))
             .current_dir(&self.dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

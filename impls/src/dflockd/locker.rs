@@ -389,6 +389,10 @@ impl Locker for DflockdLocker {
             .with_semaphores(newest)
             .with_push_wakeups(true)
             .with_session_bound(self.config.session_bound)
+            // Every dflockd server we know times leases by a monotonic clock: the Python 0.5
+            // server by `time.monotonic()`, `lockcheck serve` by tokio's `Instant`, the Go
+            // server by `time.Time`'s monotonic reading. A wall-clock step does not end them.
+            .with_expiry_by_monotonic_clock(true)
     }
 
     async fn try_acquire(&self, request: &LeaseRequest) -> Result<Option<Lease>, LockError> {
