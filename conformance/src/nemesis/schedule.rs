@@ -39,8 +39,10 @@ pub struct Schedule {
 
 impl Schedule {
     /// The windows of `fault` over a workload of `duration` on a target of `instances`, from
-    /// `seed`. Pauses and partitions outlast the longest lease the workload asks for (twice
-    /// the base), so leases end inside them; kills are short outages. Quiet gaps of about a
+    /// `seed`. Pauses, partitions and a fast-running clock outlast the longest lease the
+    /// workload asks for (twice the base), so leases end inside them; kills are short outages,
+    /// and a clock's step happens at the window's start (its hold is only the gap before the
+    /// next). Quiet gaps of about a
     /// lease separate the windows, so the workload also runs between faults. There is always
     /// at least one window, even if it ends after `duration`.
     pub fn new(seed: u64, fault: Fault, instances: usize, duration: Duration, timing: &Timing) -> Schedule {
@@ -51,7 +53,10 @@ impl Schedule {
         let mut at = base.mul_f64(rng.random_range(0.3..0.8));
         loop {
             let hold = match fault {
-                Fault::ServerPausedPastTtl | Fault::NetworkPartition | Fault::NodePartitioned => {
+                Fault::ServerPausedPastTtl
+                | Fault::NetworkPartition
+                | Fault::NodePartitioned
+                | Fault::ServerClockSkewed => {
                     base.mul_f64(rng.random_range(2.2..3.0))
                 }
                 Fault::OneInstanceKilled => base.mul_f64(rng.random_range(1.0..3.0)),
