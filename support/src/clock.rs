@@ -87,8 +87,9 @@ pub fn fakeable(binary: &str) -> Result<(), String> {
             path.display()
         )
     };
-    // Every Go binary since Go 1.13 carries its build information behind this magic.
-    if bytes.windows(14).any(|window| window == b"\xff Go buildinf:") {
+    // Every Go binary since Go 1.13 carries its build information in this section (looking
+    // for the section, not its magic bytes, which any program that mentions them contains).
+    if elf_section_names(&bytes).is_some_and(|names| names.iter().any(|name| name == ".go.buildinfo")) {
         return Err(why("a Go program (its runtime reads the clock through the vDSO, not libc)"));
     }
     match elf_has_interpreter(&bytes) {
@@ -116,6 +117,34 @@ fn elf_has_interpreter(bytes: &[u8]) -> Option<bool> {
         interpreter |= kind == PT_INTERP;
     }
     Some(interpreter)
+}
+
+/// The section names of a 64-bit little-endian ELF file; `None` if it is not one, or its
+/// section table is malformed.
+fn elf_section_names(bytes: &[u8]) -> Option<Vec<String>> {
+    if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" || bytes[4] != 2 || bytes[5] != 1 {
+        return None;
+    }
+    let u16_at = |at: usize| bytes.get(at..at + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u32_at = |at: usize| bytes.get(at..at + 4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")));
+    let u64_at = |at: usize| bytes.get(at..at + 8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
+    let shoff = usize::try_from(u64_at(0x28)?).ok()?;
+    let shentsize = usize::from(u16_at(0x3a)?);
+    let shnum = usize::from(u16_at(0x3c)?);
+    let shstrndx = usize::from(u16_at(0x3e)?);
+    let header = |i: usize| shoff.checked_add(i.checked_mul(shentsize)?);
+    let strtab = header(shstrndx)?;
+    let strtab_offset = usize::try_from(u64_at(strtab + 0x18)?).ok()?;
+    let strtab_size = usize::try_from(u64_at(strtab + 0x20)?).ok()?;
+    let names = bytes.get(strtab_offset..strtab_offset.checked_add(strtab_size)?)?;
+    (0..shnum)
+        .map(|i| {
+            let name = usize::try_from(u32_at(header(i)?)?).ok()?;
+            let rest = names.get(name..)?;
+            let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+            Some(String::from_utf8_lossy(&rest[..end]).into_owned())
+        })
+        .collect()
 }
 
 /// The offset and its motion, shared with the skew thread.
@@ -308,5 +337,10 @@ mod tests {
         let shell = std::fs::read("/bin/sh").unwrap();
         assert_eq!(elf_has_interpreter(&shell), Some(true));
         assert!(fakeable("sh").is_ok());
+        let names = elf_section_names(&shell).unwrap();
+        assert!(names.iter().any(|name| name == ".text"), "{names:?}");
+        // This test binary mentions Go's build-info magic and is no Go program.
+        let me = std::env::current_exe().unwrap();
+        assert!(fakeable(&me.display().to_string()).is_ok());
     }
 }
