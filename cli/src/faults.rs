@@ -18,8 +18,8 @@ use lockcheck_conformance::nemesis::{
 };
 use lockcheck_conformance::{Backend, Status, Timing};
 use lockcheck_report::documents::{Document, FaultsDocument};
-use lockcheck_support::{ServiceError, ServiceSpec};
 use lockcheck_support::redis::RedisOptions;
+use lockcheck_support::{ServiceError, ServiceSpec};
 
 /// A backend the command can start servers for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -136,10 +136,12 @@ impl BackendKind {
                 BackendKind::Redis => {
                     let spec = lockcheck_support::redis::spec(&RedisOptions::default());
                     let target = ClockTarget::start(&spec, Timing::networked().base_ttl, false).await?;
-                    let target = target.context("the server could not be started and LOCKCHECK_SERVICES=skip allows skipping")?;
+                    let target = target
+                        .context("the server could not be started and LOCKCHECK_SERVICES=skip allows skipping")?;
                     let backend = {
                         let service = target.service().lock().await;
-                        RedisBackend::on(RedisMode::Single, std::slice::from_ref(&*service), 1).with_config(redis_config())
+                        RedisBackend::on(RedisMode::Single, std::slice::from_ref(&*service), 1)
+                            .with_config(redis_config())
                     };
                     (Box::new(backend), Box::new(target))
                 }
@@ -151,13 +153,14 @@ impl BackendKind {
                 }
                 BackendKind::DflockdPython | BackendKind::LockcheckServe => {
                     let spec = match self {
-                        BackendKind::DflockdPython => {
-                            lockcheck_support::dflockd::python_spec(&lockcheck_support::dflockd::PythonDflockdOptions::default())
-                        }
+                        BackendKind::DflockdPython => lockcheck_support::dflockd::python_spec(
+                            &lockcheck_support::dflockd::PythonDflockdOptions::default(),
+                        ),
                         _ => serve_spec(false)?,
                     };
                     let target = ClockTarget::start(&spec, Timing::whole_seconds().base_ttl, false).await?;
-                    let target = target.context("the server could not be started and LOCKCHECK_SERVICES=skip allows skipping")?;
+                    let target = target
+                        .context("the server could not be started and LOCKCHECK_SERVICES=skip allows skipping")?;
                     let address = target.service().lock().await.address().to_string();
                     (Box::new(self.dflockd(address, false)), Box::new(target))
                 }

@@ -65,10 +65,13 @@ pub fn libfaketime() -> Result<PathBuf, String> {
 /// glibc's malloc shim, preloaded first so that a jemalloc server can start under libfaketime.
 fn glibc_malloc() -> Option<PathBuf> {
     let arch = std::env::consts::ARCH;
-    [format!("/lib/{arch}-linux-gnu/libc_malloc_debug.so.0"), format!("/usr/lib/{arch}-linux-gnu/libc_malloc_debug.so.0")]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|path| path.is_file())
+    [
+        format!("/lib/{arch}-linux-gnu/libc_malloc_debug.so.0"),
+        format!("/usr/lib/{arch}-linux-gnu/libc_malloc_debug.so.0"),
+    ]
+    .into_iter()
+    .map(PathBuf::from)
+    .find(|path| path.is_file())
 }
 
 /// Whether libfaketime can move the clock `binary` reads: `Err` says why not (a Go program, a
@@ -245,7 +248,10 @@ impl FakeClock {
     /// [`FakeClock::unskew`]: a thread rewrites the offset every few milliseconds.
     pub fn skew(&mut self, rate: f64) -> std::io::Result<()> {
         if !(rate.is_finite() && rate > 1.0) {
-            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("a skew rate of {rate} is not > 1")));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("a skew rate of {rate} is not > 1"),
+            ));
         }
         self.unskew();
         let offset = self.offset.clone();

@@ -4,8 +4,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use lockcheck_support::clock::{FakeClock, fakeable, start_with_fake_clock};
 use lockcheck_support::Policy;
+use lockcheck_support::clock::{FakeClock, fakeable, start_with_fake_clock};
 use lockcheck_support::redis::{RedisOptions, spec};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader as AsyncBufReader};
 use tokio::net::TcpStream;
@@ -40,7 +40,8 @@ async fn redis_command(stream: &mut AsyncBufReader<TcpStream>, command: &str) ->
 #[tokio::test]
 async fn a_forward_jump_expires_a_redis_key_early() {
     let Some(clock) = fake_clock() else { return };
-    let Some(server) = start_with_fake_clock(&spec(&RedisOptions::default()), &clock).await.expect("redis on a fake clock")
+    let Some(server) =
+        start_with_fake_clock(&spec(&RedisOptions::default()), &clock).await.expect("redis on a fake clock")
     else {
         return;
     };

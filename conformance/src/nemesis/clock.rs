@@ -57,7 +57,8 @@ impl ClockTarget {
         base_lease: Duration,
         persistent: bool,
     ) -> Result<Option<ClockTarget>, ServiceError> {
-        let target = |service| if persistent { ServiceTarget::persistent(service) } else { ServiceTarget::new(service) };
+        let target =
+            |service| if persistent { ServiceTarget::persistent(service) } else { ServiceTarget::new(service) };
         if let Err(why) = fakeable(spec.binary_name()) {
             let Some(service) = provision(spec).await? else { return Ok(None) };
             return Ok(Some(ClockTarget { inner: target(service), clock: Err(why), base_lease }));
