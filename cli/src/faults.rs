@@ -14,7 +14,7 @@ use lockcheck_conformance::backends::nats::NatsBackend;
 use lockcheck_conformance::backends::redis::{RedisBackend, RedisMode};
 use lockcheck_conformance::faults::Fault;
 use lockcheck_conformance::nemesis::{
-    ClockTarget, FaultTarget, InstancesTarget, NemesisConfig, NemesisOutcome, ServiceTarget, run_nemesis,
+    ClockTarget, ClusterTarget, FaultTarget, InstancesTarget, NemesisConfig, NemesisOutcome, ServiceTarget, run_nemesis,
 };
 use lockcheck_conformance::{Backend, Status, Timing};
 use lockcheck_report::documents::{Document, FaultsDocument};
@@ -34,6 +34,8 @@ pub enum BackendKind {
     DflockdPython,
     /// `lockcheck serve`, the reference dflockd server: this executable as a process.
     LockcheckServe,
+    /// A three-node NATS JetStream cluster (Docker), an R3 bucket.
+    NatsCluster,
 }
 
 /// A fault, by its command-line name.
@@ -55,6 +57,10 @@ pub enum FaultName {
     ClockJump,
     /// The server's wall clock running fast for a while (a process on libfaketime).
     ClockSkew,
+    /// The cluster's stream leader killed and started again.
+    LeaderKilled,
+    /// The cluster's stream leader cut off from the other nodes and the clients (Docker).
+    LeaderPartitioned,
 }
 
 impl FaultName {
@@ -68,6 +74,8 @@ impl FaultName {
             FaultName::Partition => Fault::NetworkPartition,
             FaultName::ClockJump => Fault::ServerClockJumpedForward,
             FaultName::ClockSkew => Fault::ServerClockSkewed,
+            FaultName::LeaderKilled => Fault::LeaderKilled,
+            FaultName::LeaderPartitioned => Fault::NodePartitioned,
         }
     }
 }
@@ -80,6 +88,7 @@ impl BackendKind {
             BackendKind::Nats => "nats",
             BackendKind::DflockdPython => "dflockd-python",
             BackendKind::LockcheckServe => "lockcheck-serve",
+            BackendKind::NatsCluster => "nats-cluster",
         }
     }
 
@@ -114,6 +123,7 @@ impl BackendKind {
             BackendKind::Nats => &[Pause, Restart, RestartPersistent, Partition, ClockJump, ClockSkew],
             BackendKind::DflockdPython => &[Pause, Restart, Partition, ClockJump, ClockSkew],
             BackendKind::LockcheckServe => &[Pause, Restart, RestartPersistent, ClockJump, ClockSkew],
+            BackendKind::NatsCluster => &[LeaderKilled, LeaderPartitioned],
         }
     }
 
@@ -164,7 +174,9 @@ impl BackendKind {
                     let address = target.service().lock().await.address().to_string();
                     (Box::new(self.dflockd(address, false)), Box::new(target))
                 }
-                BackendKind::RedisQuorum => anyhow::bail!("no clock faults for {}", self.name()),
+                BackendKind::RedisQuorum | BackendKind::NatsCluster => {
+                    anyhow::bail!("no clock faults for {}", self.name())
+                }
             });
         }
         Ok(match self {
@@ -195,6 +207,15 @@ impl BackendKind {
                 let server = started(lockcheck_support::dflockd::python_dflockd(&options).await)?;
                 let config = lockcheck_impls::dflockd::DflockdLockerConfig::new([server.address().to_string()]);
                 (Box::new(DflockdBackend::new(config)), Box::new(ServiceTarget::new(server)))
+            }
+            BackendKind::NatsCluster => {
+                let cluster = lockcheck_support::nats::NatsCluster::provision().await?;
+                let cluster =
+                    cluster.context("the cluster could not be started and LOCKCHECK_SERVICES=skip allows skipping")?;
+                let bucket = "nemesis";
+                lockcheck_conformance::backends::nats::cluster_locker(&cluster, bucket).await?;
+                let backend = NatsBackend::on_cluster(&cluster, bucket);
+                (Box::new(backend), Box::new(ClusterTarget::new(cluster, bucket)))
             }
             BackendKind::LockcheckServe => {
                 let server = started(lockcheck_support::provision(&serve_spec(persistent)?).await)?;
@@ -272,6 +293,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             BackendKind::Nats,
             BackendKind::DflockdPython,
             BackendKind::LockcheckServe,
+            BackendKind::NatsCluster,
         ]
     } else {
         args.backends.clone()

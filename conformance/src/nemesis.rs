@@ -64,10 +64,14 @@
 //! empty).
 
 mod clock;
+#[cfg(feature = "nats")]
+mod cluster;
 mod lockers;
 mod schedule;
 
 pub use clock::{CLOCK_FAULTS, ClockTarget};
+#[cfg(feature = "nats")]
+pub use cluster::ClusterTarget;
 pub use lockers::{GuessingBackend, PessimistBackend};
 pub use schedule::{Schedule, Window};
 
