@@ -118,6 +118,17 @@ mod tests {
     }
 
     #[test]
+    fn a_fast_clock_outlasts_every_lease_and_a_step_is_brief() {
+        let timing = Timing::networked();
+        for seed in 0..20 {
+            let skew = Schedule::new(seed, Fault::ServerClockSkewed, 1, Duration::from_secs(4), &timing);
+            assert!(skew.windows.iter().all(|window| window.hold > timing.base_ttl * 2), "{skew}");
+            let jump = Schedule::new(seed, Fault::ServerClockJumpedForward, 1, Duration::from_secs(4), &timing);
+            assert!(jump.windows.iter().all(|window| window.hold < timing.base_ttl), "{jump}");
+        }
+    }
+
+    #[test]
     fn a_run_too_short_for_a_window_still_gets_one() {
         let schedule = Schedule::new(1, Fault::ServerPausedPastTtl, 1, Duration::ZERO, &Timing::networked());
         assert_eq!(schedule.windows.len(), 1);
