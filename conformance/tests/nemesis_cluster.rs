@@ -59,11 +59,14 @@ async fn killing_the_stream_leader_again_and_again_is_ok() {
 ///   throughout the wait", and only the indeterminate try-acquire could have held it — and then
 ///   another client was granted the key while that lease would still run. The NATS locker
 ///   reports `TimedOut` when its wait runs out with a create still unanswered
-///   (`impls/src/nats/acquire.rs`, the `select!` on the deadline), though the cluster never
-///   said the key was held: the answer looks like it should be unavailable or indeterminate.
+///   (`impls/src/nats/acquire.rs`, the `select!`s on the deadline), though the cluster never
+///   said the key was held; the API's `LockError::TimedOutLocally` ("ran out of its wait while
+///   its request was still with the backend") is the answer for that case. The create's guard
+///   removes a late grant only when the answer arrives, which in a leaderless cluster can take
+///   the JetStream request time-out — longer than the NATS backend's clean-up bound (500 ms).
 /// * **P7**: after the heal (the stream settled), an acquire cancelled at 6977 ms still held
-///   the key at 7728 ms, past its 500 ms clean-up bound: the create's clean-up guard waits for
-///   an answer that came late, or something else holds the key.
+///   the key at 7728 ms, past its 500 ms clean-up bound: likely the same guard, given its
+///   answer late (the same mechanism as above, seen from the other side).
 ///
 /// Run with `--ignored --nocapture`; the runs print the shrunk counterexamples.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
