@@ -52,7 +52,8 @@ pub enum Fault {
     NodePartitioned,
     /// The server's wall clock (`CLOCK_REALTIME`) steps forward by a few leases, as an NTP
     /// step or a VM resumed with a stale clock does; its monotonic clock does not move. A step
-    /// is not an outage: healing leaves the clock where it is (see [`clock`](crate::clock)).
+    /// is not an outage: healing leaves the clock where it is (see
+    /// [`ClockTarget`](crate::nemesis::ClockTarget)).
     ServerClockJumpedForward,
     /// The server's wall clock runs fast (×1.5 to ×3) for a while; its monotonic clock does
     /// not. Healing stops the skew and leaves the clock where it got to.
