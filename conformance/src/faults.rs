@@ -55,7 +55,7 @@ pub enum Fault {
     /// is not an outage: healing leaves the clock where it is (see
     /// [`ClockTarget`](crate::nemesis::ClockTarget)).
     ServerClockJumpedForward,
-    /// The server's wall clock runs fast (×1.5 to ×3) for a while; its monotonic clock does
+    /// The server's wall clock runs fast (×2.5 in `ClockTarget`) for a while; its monotonic clock does
     /// not. Healing stops the skew and leaves the clock where it got to.
     ServerClockSkewed,
 }
