@@ -29,6 +29,9 @@
 //!   set-up allocates). glibc's `libc_malloc_debug.so.0`, preloaded before libfaketime, routes
 //!   `malloc` to glibc's allocator and breaks the cycle; how a server allocates does not
 //!   change how it reads the clock.
+//! - Every process makes `/dev/shm/faketime_shm_<pid>` and `sem.faketime_sem_<pid>` and
+//!   removes them only when it exits cleanly; the process runtime removes them after a kill
+//!   ([`ServiceSpec::leaves_behind`]).
 //! - With `FAKETIME_DONT_FAKE_MONOTONIC=1`, an absolute `clock_nanosleep` on the monotonic
 //!   clock fails with `EINVAL` (Python's `time.sleep`). The servers here wait in
 //!   `epoll_wait` with relative timeouts and are unaffected.
@@ -288,7 +291,9 @@ impl ServiceSpec {
     /// [`start_with_fake_clock`]).
     pub fn fake_clock(mut self, clock: &FakeClock) -> Self {
         self.env.extend(clock.env());
-        self
+        // libfaketime makes a shared-memory segment and a semaphore per process and removes
+        // them only at a clean exit; a server killed by a fault or at the end never has one.
+        self.leaves_behind("/dev/shm/faketime_shm_{pid}").leaves_behind("/dev/shm/sem.faketime_sem_{pid}")
     }
 }
 

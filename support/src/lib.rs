@@ -134,6 +134,7 @@ pub struct ServiceSpec {
     pub(crate) network: Option<String>,
     pub(crate) startup_timeout: Duration,
     pub(crate) env: Vec<(String, String)>,
+    pub(crate) leaves_behind: Vec<String>,
 }
 
 impl fmt::Debug for ServiceSpec {
@@ -165,6 +166,7 @@ impl ServiceSpec {
             network: None,
             startup_timeout: Duration::from_secs(30),
             env: Vec::new(),
+            leaves_behind: Vec::new(),
         }
     }
 
@@ -204,6 +206,13 @@ impl ServiceSpec {
     /// container runs with its image's environment).
     pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.env.push((name.into(), value.into()));
+        self
+    }
+
+    /// A file the server process leaves behind when it is killed (`{pid}` stands for its
+    /// process id), removed by the process runtime once the process is killed.
+    pub fn leaves_behind(mut self, path: impl Into<String>) -> Self {
+        self.leaves_behind.push(path.into());
         self
     }
 

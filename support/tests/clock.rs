@@ -10,6 +10,10 @@ use lockcheck_support::redis::{RedisOptions, spec};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader as AsyncBufReader};
 use tokio::net::TcpStream;
 
+/// One test at a time: both start programs on libfaketime, whose shared-memory files the
+/// Redis test counts.
+static TURNS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A fake clock; without libfaketime a loud failure, unless `LOCKCHECK_SERVICES=skip`.
 fn fake_clock() -> Option<FakeClock> {
     match FakeClock::new() {
@@ -39,24 +43,42 @@ async fn redis_command(stream: &mut AsyncBufReader<TcpStream>, command: &str) ->
 /// Redis expires keys by its wall clock: a step of two lease lengths ends a `PX` lease at once.
 #[tokio::test]
 async fn a_forward_jump_expires_a_redis_key_early() {
+    let _turn = TURNS.lock().await;
     let Some(clock) = fake_clock() else { return };
     let Some(server) =
         start_with_fake_clock(&spec(&RedisOptions::default()), &clock).await.expect("redis on a fake clock")
     else {
         return;
     };
+    let before = faketime_segments();
     let mut redis = AsyncBufReader::new(TcpStream::connect(server.address()).await.unwrap());
     assert_eq!(redis_command(&mut redis, "SET lease holder PX 60000").await, "+OK");
     assert_eq!(redis_command(&mut redis, "EXISTS lease").await, ":1");
     clock.jump(Duration::from_secs(120)).unwrap();
     assert_eq!(redis_command(&mut redis, "EXISTS lease").await, ":0", "the step ended the lease");
     assert_eq!(redis_command(&mut redis, "SET lease other NX PX 60000").await, "+OK", "and another is granted it");
+    drop(server);
+    let left: Vec<String> = faketime_segments().into_iter().filter(|name| !before.contains(name)).collect();
+    let ours: Vec<String> = before.into_iter().filter(|name| !faketime_segments().contains(name)).collect();
+    assert!(left.is_empty(), "libfaketime's shared memory outlived the server: {left:?}");
+    assert_eq!(ours.len(), 2, "the server's segment and semaphore were removed with it");
+}
+
+/// libfaketime's shared-memory files in `/dev/shm`.
+fn faketime_segments() -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir("/dev/shm") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .filter(|name| name.contains("faketime_"))
+        .collect()
 }
 
 /// The claim behind "not checked" for NATS, verified: the same settings that move `date` a
 /// year ahead leave the time the NATS server logs alone.
 #[test]
 fn libfaketime_moves_a_libc_program_but_not_the_nats_server() {
+    let _turn = TURNS.blocking_lock();
     let Some(clock) = fake_clock() else { return };
     let real = year_of_date(&[]);
     clock.jump(Duration::from_secs(400 * 86_400)).unwrap();
