@@ -14,12 +14,12 @@ use lockcheck_conformance::backends::nats::NatsBackend;
 use lockcheck_conformance::backends::redis::{RedisBackend, RedisMode};
 use lockcheck_conformance::faults::Fault;
 use lockcheck_conformance::nemesis::{
-    FaultTarget, InstancesTarget, NemesisConfig, NemesisOutcome, ServiceTarget, run_nemesis,
+    ClockTarget, ClusterTarget, FaultTarget, InstancesTarget, NemesisConfig, NemesisOutcome, ServiceTarget, run_nemesis,
 };
-use lockcheck_conformance::{Backend, Status};
+use lockcheck_conformance::{Backend, Status, Timing};
 use lockcheck_report::documents::{Document, FaultsDocument};
-use lockcheck_support::ServiceError;
 use lockcheck_support::redis::RedisOptions;
+use lockcheck_support::{ServiceError, ServiceSpec};
 use tokio::signal::unix::SignalKind;
 
 /// A backend the command can start servers for.
@@ -33,6 +33,10 @@ pub enum BackendKind {
     Nats,
     /// The Python dflockd server (a process).
     DflockdPython,
+    /// `lockcheck serve`, the reference dflockd server: this executable as a process.
+    LockcheckServe,
+    /// A three-node NATS JetStream cluster (Docker), an R3 bucket.
+    NatsCluster,
 }
 
 /// A fault, by its command-line name.
@@ -50,6 +54,14 @@ pub enum FaultName {
     InstanceRestarted,
     /// The server cut off from its clients (Docker only).
     Partition,
+    /// The server's wall clock stepped forward by a few leases (a process on libfaketime).
+    ClockJump,
+    /// The server's wall clock running fast for a while (a process on libfaketime).
+    ClockSkew,
+    /// The cluster's stream leader killed and started again.
+    LeaderKilled,
+    /// The cluster's stream leader cut off from the other nodes and the clients (Docker).
+    LeaderPartitioned,
 }
 
 impl FaultName {
@@ -61,6 +73,10 @@ impl FaultName {
             FaultName::InstanceKilled => Fault::OneInstanceKilled,
             FaultName::InstanceRestarted => Fault::OneInstanceRestarted,
             FaultName::Partition => Fault::NetworkPartition,
+            FaultName::ClockJump => Fault::ServerClockJumpedForward,
+            FaultName::ClockSkew => Fault::ServerClockSkewed,
+            FaultName::LeaderKilled => Fault::LeaderKilled,
+            FaultName::LeaderPartitioned => Fault::NodePartitioned,
         }
     }
 }
@@ -72,6 +88,29 @@ impl BackendKind {
             BackendKind::RedisQuorum => "redis-quorum",
             BackendKind::Nats => "nats",
             BackendKind::DflockdPython => "dflockd-python",
+            BackendKind::LockcheckServe => "lockcheck-serve",
+            BackendKind::NatsCluster => "nats-cluster",
+        }
+    }
+
+    /// The fault a run of `name` injects. `lockcheck serve` persists its fencing counter's
+    /// ceiling, never its leases: its "restart with persistence" is a restart that loses every
+    /// lease (as declared) but must keep fencing tokens increasing, which its client then
+    /// claims.
+    fn fault_of(self, name: FaultName) -> Fault {
+        match (self, name) {
+            (BackendKind::LockcheckServe, FaultName::RestartPersistent) => Fault::ServerRestartedWithoutPersistence,
+            _ => name.fault(),
+        }
+    }
+
+    /// What a run of `name` on this backend is, for the table.
+    fn label(self, name: FaultName) -> String {
+        match (self, name) {
+            (BackendKind::LockcheckServe, FaultName::RestartPersistent) => {
+                format!("{} (fence ceiling persisted)", self.fault_of(name))
+            }
+            _ => name.fault().name().to_owned(),
         }
     }
 
@@ -79,10 +118,13 @@ impl BackendKind {
     fn faults(self) -> &'static [FaultName] {
         use FaultName::*;
         match self {
-            BackendKind::Redis => &[Pause, Restart, RestartPersistent, Partition],
+            BackendKind::Redis => &[Pause, Restart, RestartPersistent, Partition, ClockJump, ClockSkew],
             BackendKind::RedisQuorum => &[InstanceKilled, InstanceRestarted],
-            BackendKind::Nats => &[Pause, Restart, RestartPersistent, Partition],
-            BackendKind::DflockdPython => &[Pause, Restart, Partition],
+            // Its clock faults are not checked (a Go program), and say so.
+            BackendKind::Nats => &[Pause, Restart, RestartPersistent, Partition, ClockJump, ClockSkew],
+            BackendKind::DflockdPython => &[Pause, Restart, Partition, ClockJump, ClockSkew],
+            BackendKind::LockcheckServe => &[Pause, Restart, RestartPersistent, ClockJump, ClockSkew],
+            BackendKind::NatsCluster => &[LeaderKilled, LeaderPartitioned],
         }
     }
 
@@ -93,6 +135,51 @@ impl BackendKind {
             service?.context("the server could not be started and LOCKCHECK_SERVICES=skip allows skipping")
         }
         let persistent = fault == FaultName::RestartPersistent;
+        let clock = matches!(fault, FaultName::ClockJump | FaultName::ClockSkew);
+        // A server on a fake clock (libfaketime), or where its clock cannot be faked, started
+        // as usual with its clock faults not checked.
+        async fn on_a_clock(spec: &ServiceSpec, base: Duration) -> anyhow::Result<Box<dyn FaultTarget>> {
+            let target = ClockTarget::start(spec, base, false).await?;
+            Ok(Box::new(target.context("the server could not be started and LOCKCHECK_SERVICES=skip allows skipping")?))
+        }
+        if clock {
+            return Ok(match self {
+                BackendKind::Redis => {
+                    let spec = lockcheck_support::redis::spec(&RedisOptions::default());
+                    let target = ClockTarget::start(&spec, Timing::networked().base_ttl, false).await?;
+                    let target = target
+                        .context("the server could not be started and LOCKCHECK_SERVICES=skip allows skipping")?;
+                    let backend = {
+                        let service = target.service().lock().await;
+                        RedisBackend::on(RedisMode::Single, std::slice::from_ref(&*service), 1)
+                            .with_config(redis_config())
+                    };
+                    (Box::new(backend), Box::new(target))
+                }
+                BackendKind::Nats => {
+                    let target = on_a_clock(&lockcheck_support::nats::spec(), Timing::whole_seconds().base_ttl).await?;
+                    // The clock faults are not checked here: no workload runs, no address is needed.
+                    let backend = NatsBackend::new("127.0.0.1:1", lockcheck_impls::nats::BucketConfig::new("nemesis"));
+                    (Box::new(backend), target)
+                }
+                BackendKind::DflockdPython | BackendKind::LockcheckServe => {
+                    let spec = match self {
+                        BackendKind::DflockdPython => lockcheck_support::dflockd::python_spec(
+                            &lockcheck_support::dflockd::PythonDflockdOptions::default(),
+                        ),
+                        _ => serve_spec(false)?,
+                    };
+                    let target = ClockTarget::start(&spec, Timing::whole_seconds().base_ttl, false).await?;
+                    let target = target
+                        .context("the server could not be started and LOCKCHECK_SERVICES=skip allows skipping")?;
+                    let address = target.service().lock().await.address().to_string();
+                    (Box::new(self.dflockd(address, false)), Box::new(target))
+                }
+                BackendKind::RedisQuorum | BackendKind::NatsCluster => {
+                    anyhow::bail!("no clock faults for {}", self.name())
+                }
+            });
+        }
         Ok(match self {
             BackendKind::Redis => {
                 let options = RedisOptions { append_only: persistent, ..RedisOptions::default() };
@@ -122,8 +209,43 @@ impl BackendKind {
                 let config = lockcheck_impls::dflockd::DflockdLockerConfig::new([server.address().to_string()]);
                 (Box::new(DflockdBackend::new(config)), Box::new(ServiceTarget::new(server)))
             }
+            BackendKind::NatsCluster => {
+                let cluster = lockcheck_support::nats::NatsCluster::provision().await?;
+                let cluster =
+                    cluster.context("the cluster could not be started and LOCKCHECK_SERVICES=skip allows skipping")?;
+                let bucket = "nemesis";
+                lockcheck_conformance::backends::nats::cluster_locker(&cluster, bucket).await?;
+                let backend = NatsBackend::on_cluster(&cluster, bucket);
+                (Box::new(backend), Box::new(ClusterTarget::new(cluster, bucket)))
+            }
+            BackendKind::LockcheckServe => {
+                let server = started(lockcheck_support::provision(&serve_spec(persistent)?).await)?;
+                let backend = self.dflockd(server.address().to_string(), persistent);
+                // Leases do not survive its restart, with or without the fence file.
+                (Box::new(backend), Box::new(ServiceTarget::new(server)))
+            }
         })
     }
+
+    /// The dflockd client on `address`; `lockcheck serve` is named apart from the Python
+    /// server (its own row of the fault matrix), and with `fences_persisted` claims fencing
+    /// across restarts.
+    fn dflockd(self, address: String, fences_persisted: bool) -> DflockdBackend {
+        let mut config = lockcheck_impls::dflockd::DflockdLockerConfig::new([address.clone()]);
+        config.fences_persisted = fences_persisted;
+        let backend = DflockdBackend::new(config);
+        match (self, fences_persisted) {
+            (BackendKind::LockcheckServe, false) => backend.named(format!("lockcheck-serve://{address}")),
+            (BackendKind::LockcheckServe, true) => backend.named(format!("lockcheck-serve+fences://{address}")),
+            _ => backend,
+        }
+    }
+}
+
+/// `lockcheck serve` as a process: this executable.
+fn serve_spec(persist_fences: bool) -> anyhow::Result<ServiceSpec> {
+    let exe = std::env::current_exe().context("the lockcheck executable, to run `lockcheck serve`")?;
+    Ok(lockcheck_support::dflockd::lockcheck_serve_spec(exe.display().to_string(), persist_fences))
 }
 
 /// The Redis lockers' settings under faults: an answer within 300 ms, or indeterminate, so a
@@ -166,7 +288,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         None => crate::seed_from_env()?.unwrap_or_else(rand::random),
     };
     let backends = if args.backends.is_empty() {
-        vec![BackendKind::Redis, BackendKind::RedisQuorum, BackendKind::Nats, BackendKind::DflockdPython]
+        vec![
+            BackendKind::Redis,
+            BackendKind::RedisQuorum,
+            BackendKind::Nats,
+            BackendKind::DflockdPython,
+            BackendKind::LockcheckServe,
+            BackendKind::NatsCluster,
+        ]
     } else {
         args.backends.clone()
     };
@@ -205,7 +334,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 anyhow::Ok(tokio::select! {
                     biased;
                     _ = interrupt.recv() => None,
-                    outcome = run_nemesis(locker.as_ref(), target.as_ref(), fault.fault(), &config) => Some(outcome),
+                    outcome = run_nemesis(locker.as_ref(), target.as_ref(), backend.fault_of(fault), &config) => {
+                        Some(outcome)
+                    }
                 })
             });
             let outcome = outcome.with_context(|| format!("{} × {}", backend.name(), fault.fault()))?;
@@ -279,7 +410,7 @@ fn print_table(rows: &[(BackendKind, FaultName, Vec<NemesisOutcome>)]) {
     println!("{:<16} {:<64} runs", "backend", "fault");
     for (backend, fault, outcomes) in rows {
         let runs: Vec<&str> = outcomes.iter().map(verdict).collect();
-        println!("{:<16} {:<64} {}", backend.name(), fault.fault().name(), runs.join(" "));
+        println!("{:<16} {:<64} {}", backend.name(), backend.label(*fault), runs.join(" "));
     }
 }
 

@@ -50,6 +50,14 @@ pub enum Fault {
     LeaderKilled,
     /// One node of a cluster, the leader, is cut off from the others and from its clients.
     NodePartitioned,
+    /// The server's wall clock (`CLOCK_REALTIME`) steps forward by a few leases, as an NTP
+    /// step or a VM resumed with a stale clock does; its monotonic clock does not move. A step
+    /// is not an outage: healing leaves the clock where it is (see
+    /// [`ClockTarget`](crate::nemesis::ClockTarget)).
+    ServerClockJumpedForward,
+    /// The server's wall clock runs fast (×2.5 in `ClockTarget`) for a while; its monotonic clock does
+    /// not. Healing stops the skew and leaves the clock where it got to.
+    ServerClockSkewed,
 }
 
 impl Fault {
@@ -66,6 +74,8 @@ impl Fault {
             Fault::ClientCrashedWhileHolding => "client crashed while holding",
             Fault::LeaderKilled => "leader killed",
             Fault::NodePartitioned => "leader partitioned away from the cluster",
+            Fault::ServerClockJumpedForward => "server wall clock jumped forward",
+            Fault::ServerClockSkewed => "server wall clock running fast",
         }
     }
 
@@ -82,7 +92,11 @@ impl Fault {
             | Fault::NetworkPartition
             | Fault::LeaderKilled
             | Fault::NodePartitioned => true,
-            Fault::ClientPausedPastLease | Fault::ClientCrashedWhileHolding => false,
+            // A clock fault leaves the server serving: nothing it owes falls due late.
+            Fault::ClientPausedPastLease
+            | Fault::ClientCrashedWhileHolding
+            | Fault::ServerClockJumpedForward
+            | Fault::ServerClockSkewed => false,
         }
     }
 
@@ -91,10 +105,18 @@ impl Fault {
     ///
     /// A restart that loses the server's state — the whole server, or one instance of a
     /// multi-instance lock coming back empty — forgets leases: another client may be granted
-    /// a held key, and a holder's release or refresh finds its lease gone.
+    /// a held key, and a holder's release or refresh finds its lease gone. A server whose
+    /// leases are timed by its wall clock ends them early when that clock jumps or runs fast,
+    /// with the same consequences.
     pub fn predicted_by(self, property: Property, capabilities: Capabilities) -> Option<&'static str> {
         let restart = matches!(self, Fault::ServerRestartedWithoutPersistence | Fault::OneInstanceRestarted);
+        let clock = matches!(self, Fault::ServerClockJumpedForward | Fault::ServerClockSkewed);
         match property {
+            Property::MutualExclusion | Property::Expiry | Property::Ownership
+                if clock && !capabilities.expiry_by_monotonic_clock =>
+            {
+                Some("expiry_by_monotonic_clock: false")
+            }
             Property::MutualExclusion | Property::Expiry | Property::Ownership
                 if restart && !capabilities.survives_server_restart =>
             {
@@ -306,6 +328,21 @@ mod tests {
         let outcome = FaultOutcome::judge(Fault::NetworkPartition, claims, broken());
         assert!(outcome.is_violation(), "{outcome}");
         assert_eq!(FaultOutcome::judge(Fault::NetworkPartition, claims, None), FaultOutcome::Safe);
+    }
+
+    #[test]
+    fn clock_violations_are_predicted_only_without_a_monotonic_clock() {
+        let claims = Capabilities::all_in_process().with_expiry_by_monotonic_clock(false);
+        for fault in [Fault::ServerClockJumpedForward, Fault::ServerClockSkewed] {
+            for property in [Property::MutualExclusion, Property::Expiry, Property::Ownership] {
+                assert_eq!(fault.predicted_by(property, claims), Some("expiry_by_monotonic_clock: false"));
+            }
+            assert_eq!(fault.predicted_by(Property::Fencing, claims), None);
+            assert_eq!(fault.predicted_by(Property::BoundedWait, claims), None);
+            let claimed = claims.with_expiry_by_monotonic_clock(true);
+            assert_eq!(fault.predicted_by(Property::MutualExclusion, claimed), None);
+        }
+        assert_eq!(Fault::ServerPausedPastTtl.predicted_by(Property::MutualExclusion, claims), None);
     }
 
     #[test]

@@ -364,6 +364,7 @@
 //! | `semaphores` | [`Claim::Semaphores`]: `semaphore_admits_limit`, `semaphore_waiters` (acquires queued on a full semaphore, each release admits one); the random workload adds a semaphore of limit 2 next to its lock | no limit above 1 is ever requested |
 //! | `push_wakeups` | [`Claim::PushWakeups`]: `hand_off_is_pushed` (the median hand-off is a few median round trips, not half a polling period). The hand-off bound ([`Timing::prompt`]) is checked either way, so a polling backend sets `prompt` above its poll interval | P5's push check not claimed |
 //! | `session_bound` | [`Claim::SessionBound`]: `session_cut_under_holder` (a live holder's session is cut through [`Backend::cut_sessions`]; the lease freed under it shows as a *predicted* P1, its stale write must bounce off a fenced resource); the history records a crashed holder's session end, after which the spec lets the lease end at any moment. Without the claim, a lease freed when its client's connection closes is a lease ended before its TTL: P1 | a crashed holder's early release is a violation |
+//! | `expiry_by_monotonic_clock` | nothing in the suite; the nemesis's clock faults (a server's wall clock stepped forward, or running fast) count a mutual-exclusion, expiry or ownership violation as *predicted* when it is `false` | — |
 //!
 //! # Timing: the time scales, and when to change them
 //!

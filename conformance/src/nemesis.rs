@@ -63,9 +63,15 @@
 //! the same for the instances of a multi-instance lock (one instance killed, or restarted
 //! empty).
 
+mod clock;
+#[cfg(feature = "nats")]
+mod cluster;
 mod lockers;
 mod schedule;
 
+pub use clock::{CLOCK_FAULTS, ClockTarget};
+#[cfg(feature = "nats")]
+pub use cluster::ClusterTarget;
 pub use lockers::{GuessingBackend, PessimistBackend};
 pub use schedule::{Schedule, Window};
 
@@ -195,6 +201,9 @@ impl FaultTarget for ServiceTarget {
     }
 
     fn impossible(&self, fault: Fault) -> Option<String> {
+        if CLOCK_FAULTS.contains(&fault) {
+            return Some("a clock fault needs the server started on a fake clock (ClockTarget)".to_owned());
+        }
         (fault == Fault::NetworkPartition && self.runtime != Runtime::Docker)
             .then(|| format!("a network partition needs the docker runtime; this server runs as a {}", self.runtime))
     }

@@ -239,6 +239,9 @@ impl Locker for NatsLocker {
             .with_semaphores(false)
             .with_push_wakeups(true)
             .with_session_bound(false)
+            // JetStream ages a message by comparing its stored wall-clock timestamp with
+            // `time.Now().UnixNano()`: a forward step of the server's clock expires it early.
+            .with_expiry_by_monotonic_clock(false)
     }
 
     async fn try_acquire(&self, request: &LeaseRequest) -> Result<Option<Lease>, LockError> {

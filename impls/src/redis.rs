@@ -457,6 +457,9 @@ const fn redis_capabilities(fencing: bool, push_wakeups: bool) -> Capabilities {
         .with_semaphores(false)
         .with_push_wakeups(push_wakeups)
         .with_session_bound(false)
+        // Redis expires a `PX` key by its wall clock (`mstime()`): a forward step of the
+        // server's clock ends a held lease early.
+        .with_expiry_by_monotonic_clock(false)
 }
 
 #[async_trait]

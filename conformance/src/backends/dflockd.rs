@@ -174,6 +174,13 @@ impl DflockdBackend {
         backend
     }
 
+    /// The same backend reported under another name (its row in the fault matrix is the
+    /// name's scheme: `lockcheck-serve://…`).
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
     /// The same backend checked with other time bounds.
     pub fn with_timing(mut self, timing: Timing) -> Self {
         self.timing = timing;

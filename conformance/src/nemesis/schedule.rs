@@ -39,8 +39,10 @@ pub struct Schedule {
 
 impl Schedule {
     /// The windows of `fault` over a workload of `duration` on a target of `instances`, from
-    /// `seed`. Pauses and partitions outlast the longest lease the workload asks for (twice
-    /// the base), so leases end inside them; kills are short outages. Quiet gaps of about a
+    /// `seed`. Pauses, partitions and a fast-running clock outlast the longest lease the
+    /// workload asks for (twice the base), so leases end inside them; kills are short outages,
+    /// and a clock's step happens at the window's start (its hold is only the gap before the
+    /// next). Quiet gaps of about a
     /// lease separate the windows, so the workload also runs between faults. There is always
     /// at least one window, even if it ends after `duration`.
     pub fn new(seed: u64, fault: Fault, instances: usize, duration: Duration, timing: &Timing) -> Schedule {
@@ -51,9 +53,10 @@ impl Schedule {
         let mut at = base.mul_f64(rng.random_range(0.3..0.8));
         loop {
             let hold = match fault {
-                Fault::ServerPausedPastTtl | Fault::NetworkPartition | Fault::NodePartitioned => {
-                    base.mul_f64(rng.random_range(2.2..3.0))
-                }
+                Fault::ServerPausedPastTtl
+                | Fault::NetworkPartition
+                | Fault::NodePartitioned
+                | Fault::ServerClockSkewed => base.mul_f64(rng.random_range(2.2..3.0)),
                 Fault::OneInstanceKilled => base.mul_f64(rng.random_range(1.0..3.0)),
                 _ => base.mul_f64(rng.random_range(0.1..0.5)),
             };
@@ -111,6 +114,17 @@ mod tests {
             }
             assert!(schedule.windows.iter().all(|window| window.hold > timing.base_ttl * 2), "{schedule}");
             assert!(schedule.span() <= Duration::from_secs(4) || schedule.windows.len() == 1, "{schedule}");
+        }
+    }
+
+    #[test]
+    fn a_fast_clock_outlasts_every_lease_and_a_step_is_brief() {
+        let timing = Timing::networked();
+        for seed in 0..20 {
+            let skew = Schedule::new(seed, Fault::ServerClockSkewed, 1, Duration::from_secs(4), &timing);
+            assert!(skew.windows.iter().all(|window| window.hold > timing.base_ttl * 2), "{skew}");
+            let jump = Schedule::new(seed, Fault::ServerClockJumpedForward, 1, Duration::from_secs(4), &timing);
+            assert!(jump.windows.iter().all(|window| window.hold < timing.base_ttl), "{jump}");
         }
     }
 

@@ -72,6 +72,11 @@ pub struct DflockdLockerConfig {
     /// default, `--auto-release-on-disconnect`). The client cannot see the server's setting;
     /// this is what [`Capabilities::session_bound`] claims. Default `true`.
     pub session_bound: bool,
+    /// Whether the servers persist their fencing counter's ceiling (`lockcheck serve
+    /// --fence-state-file`), so tokens stay monotonic across a restart whatever the clock
+    /// does. The client cannot see it; this is what [`Capabilities::fencing_survives_restart`]
+    /// claims. Default `false`.
+    pub fences_persisted: bool,
 }
 
 impl std::fmt::Debug for DflockdLockerConfig {
@@ -95,6 +100,7 @@ impl DflockdLockerConfig {
             shard: crc32_shard,
             kind: None,
             session_bound: true,
+            fences_persisted: false,
         }
     }
 
@@ -381,14 +387,19 @@ impl Locker for DflockdLocker {
         let newest = self.kind == ServerKind::Fencing;
         Capabilities::none()
             .with_fencing(newest)
-            // The client cannot see whether the server persists its fence ceiling.
-            .with_fencing_survives_restart(false)
+            // The client cannot see whether the server persists its fence ceiling: its
+            // configuration says.
+            .with_fencing_survives_restart(newest && self.config.fences_persisted)
             .with_fifo(true)
             .with_server_side_expiry(true)
             .with_survives_server_restart(false)
             .with_semaphores(newest)
             .with_push_wakeups(true)
             .with_session_bound(self.config.session_bound)
+            // Every dflockd server we know times leases by a monotonic clock: the Python 0.5
+            // server by `time.monotonic()`, `lockcheck serve` by tokio's `Instant`, the Go
+            // server by `time.Time`'s monotonic reading. A wall-clock step does not end them.
+            .with_expiry_by_monotonic_clock(true)
     }
 
     async fn try_acquire(&self, request: &LeaseRequest) -> Result<Option<Lease>, LockError> {

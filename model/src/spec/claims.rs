@@ -40,6 +40,13 @@ pub struct Capabilities {
     /// holder whose session is cut loses its lease while it still believes it holds it, which
     /// only fencing makes safe.
     pub session_bound: bool,
+    /// Leases are timed by a monotonic clock: a step or a skew of the server's wall clock
+    /// (an NTP step, a VM resumed with a stale clock, a fast-running realtime clock) does not
+    /// end them. A TTL lock whose expiry reads the wall clock (Redis `PX`, JetStream message
+    /// ages) loses a held lease when the server's clock jumps forward, and another client is
+    /// granted it — the case of Kleppmann's Redlock critique (2016). A monotonic clock does
+    /// not defend against an oscillator that runs fast, which moves both clocks alike.
+    pub expiry_by_monotonic_clock: bool,
 }
 
 macro_rules! capability_setters {
@@ -65,6 +72,7 @@ impl Capabilities {
             semaphores: false,
             push_wakeups: false,
             session_bound: false,
+            expiry_by_monotonic_clock: false,
         }
     }
 
@@ -79,6 +87,7 @@ impl Capabilities {
             semaphores: true,
             push_wakeups: true,
             session_bound: false,
+            expiry_by_monotonic_clock: true,
         }
     }
 
@@ -99,5 +108,7 @@ impl Capabilities {
         with_push_wakeups => push_wakeups;
         /// Claims (or not) [`Capabilities::session_bound`].
         with_session_bound => session_bound;
+        /// Claims (or not) [`Capabilities::expiry_by_monotonic_clock`].
+        with_expiry_by_monotonic_clock => expiry_by_monotonic_clock;
     }
 }

@@ -122,6 +122,9 @@ impl SuiteReport {
         if capabilities.fencing_survives_restart {
             unchecked.push("fencing survives restart (checked by the fault runs, not by `check`)");
         }
+        if capabilities.expiry_by_monotonic_clock {
+            unchecked.push("expiry by a monotonic clock (checked by the clock-fault runs, not by `check`)");
+        }
         unchecked
     }
 
