@@ -3,6 +3,7 @@
 //! lock server and renders reports.
 
 mod check;
+mod driver;
 mod faults;
 mod model;
 mod report;
@@ -35,6 +36,10 @@ enum Command {
     Serve(serve::Args),
     /// Render reports/ from the latest benchmark, check and model results.
     Report(report::Args),
+    /// Serve a backend URL over the driver protocol on stdin/stdout (the nemesis's client
+    /// process).
+    #[command(hide = true)]
+    Driver(driver::Args),
 }
 
 /// `LOCKCHECK_SEED`, checked: a seed that does not parse is an error, never a silent random
@@ -64,6 +69,7 @@ fn main() -> ExitCode {
         Command::Model(args) => model::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Report(args) => report::run(args),
+        Command::Driver(args) => driver::run(args),
     };
     match outcome {
         Ok(code) => code,

@@ -7,6 +7,7 @@
 //! | `nats://host:port[?bucket=B]` | NATS JetStream KV | `nats` |
 //! | `dflockd://host:port[,host2...][?auth=SECRET]` | dflockd protocol | `dflockd` |
 //! | `dflockd-embedded` | lockcheck's reference dflockd server, started in-process | `dflockd` |
+//! | `exec:COMMAND ARGS…` | a driver process per client, speaking the driver protocol (`docs/driver-protocol.md`) | `services` |
 //!
 //! The lockers' schemes are parsed by the lock API ([`lockcheck_impls::parse`]), so their
 //! syntax lives in one place; this module adds what only the harness knows: `dflockd-embedded`
@@ -20,9 +21,15 @@
 //! own wait bound. `dflockd://` URLs also take `session=bound|ttl`: whether the servers free a
 //! connection's leases when it closes (the default, `bound`) or only at release or expiry
 //! (`ttl`, for a server run without auto-release on disconnect).
+//!
+//! An `exec:` URL is a command line, split at whitespace, taken as it is: it has no parameters
+//! of its own (a `?` belongs to the command's arguments), and is judged with networked time
+//! scales ([`exec::ExecBackend::with_timing`] sets others).
 
 #[cfg(feature = "dflockd")]
 pub mod dflockd;
+#[cfg(feature = "services")]
+pub mod exec;
 #[cfg(feature = "nats")]
 pub mod nats;
 #[cfg(feature = "redis")]
@@ -71,6 +78,8 @@ pub fn known_schemes() -> Vec<&'static str> {
     schemes.push("nats");
     #[cfg(feature = "dflockd")]
     schemes.extend(["dflockd", "dflockd-embedded"]);
+    #[cfg(feature = "services")]
+    schemes.push("exec");
     schemes
 }
 
@@ -86,6 +95,10 @@ pub fn default_urls() -> Vec<&'static str> {
 
 /// The backend a URL names.
 pub fn from_url(url: &str) -> Result<Box<dyn Backend>, BadBackendUrl> {
+    // A command line, not a URL: its `?` and `cleanup=` are the command's.
+    if url.starts_with("exec:") {
+        return exec_url(url);
+    }
     let (rest, cleanup) = take_cleanup(url)?;
     let backend = from_url_without_cleanup(url, &rest)?;
     Ok(match cleanup {
@@ -95,6 +108,19 @@ pub fn from_url(url: &str) -> Result<Box<dyn Backend>, BadBackendUrl> {
         }
         None => backend,
     })
+}
+
+fn exec_url(url: &str) -> Result<Box<dyn Backend>, BadBackendUrl> {
+    #[cfg(feature = "services")]
+    {
+        exec::ExecBackend::from_url(url)
+            .map(|backend| Box::new(backend) as Box<dyn Backend>)
+            .map_err(|reason| BadBackendUrl::Malformed { url: url.to_owned(), reason })
+    }
+    #[cfg(not(feature = "services"))]
+    {
+        not_built_in(url, "services")
+    }
 }
 
 /// The URL without its `cleanup=` parameter, and that parameter's duration.
@@ -146,6 +172,9 @@ impl Backend for Retimed {
     }
     async fn cut_sessions(&self) -> bool {
         self.inner.cut_sessions().await
+    }
+    fn url(&self) -> Option<String> {
+        self.inner.url()
     }
 }
 
