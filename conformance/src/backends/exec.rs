@@ -341,7 +341,8 @@ impl ExecLocker {
         match waited {
             Ok(Ok(outcome)) => Ok(outcome),
             Ok(Err(_)) => {
-                self.shared.stderr_read().await;
+                // A driver that broke its protocol is not trusted with anything more.
+                let _ = lock(&self.child).start_kill();
                 let reason = self.shared.broken().unwrap_or_else(|| "the driver went away".into());
                 Err(self.unknown(operation, format!("no reply to request {id}: {reason}")))
             }
@@ -426,15 +427,17 @@ impl Drop for InFlight<'_> {
 
 /// Reads replies until the driver's stdout ends or says something that is not a reply.
 async fn read_replies(mut stdout: tokio::io::Lines<BufReader<ChildStdout>>, shared: Arc<Shared>) {
-    let reason = loop {
+    let (reason, exited) = loop {
         let line = match stdout.next_line().await {
             Ok(Some(line)) => line,
-            Ok(None) => break "it exited (or closed its stdout)".to_owned(),
-            Err(error) => break format!("its stdout could not be read: {error}"),
+            Ok(None) => break ("it exited (or closed its stdout)".to_owned(), true),
+            Err(error) => break (format!("its stdout could not be read: {error}"), true),
         };
         let reply = match serde_json::from_str::<Reply>(&line) {
             Ok(reply) => reply,
-            Err(error) => break format!("it wrote a line that is not a reply ({error}): {}", quote(&line)),
+            Err(error) => {
+                break (format!("it wrote a line that is not a reply ({error}): {}", quote(&line)), false);
+            }
         };
         let waiting = lock(&shared.pending).remove(&reply.id);
         match (waiting, reply.result) {
@@ -449,7 +452,13 @@ async fn read_replies(mut stdout: tokio::io::Lines<BufReader<ChildStdout>>, shar
             _ => {}
         }
     };
-    shared.stderr_read().await;
+    if exited {
+        shared.stderr_read().await;
+    } else {
+        // A driver that is still running has its stderr open: what it has written by now is
+        // given a moment to be read, no more.
+        let _ = tokio::time::timeout(Duration::from_millis(50), shared.stderr_read()).await;
+    }
     shared.break_with(reason);
 }
 
