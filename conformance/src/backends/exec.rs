@@ -119,8 +119,9 @@ impl Backend for ExecBackend {
 
 /// What a request's waiter is, in the table of requests in flight.
 enum Waiting {
-    /// A caller waits for the reply.
-    Caller(oneshot::Sender<Outcome>),
+    /// A caller waits for the reply (of an acquire of `key` and `limit`, for the grant to be
+    /// given back if the caller is gone by the time it arrives).
+    Caller(oneshot::Sender<Outcome>, Option<(String, u32)>),
     /// The caller of this acquire gave up: a grant that comes back is released.
     Abandoned { key: String, limit: u32 },
     /// Nobody waits (a cancel, the release of an abandoned grant).
@@ -334,9 +335,9 @@ impl ExecLocker {
             _ => None,
         };
         let (reply, replied) = oneshot::channel();
-        let id = self.shared.send(op, Waiting::Caller(reply));
-        let mut in_flight = InFlight { shared: &self.shared, id, acquire, cancel: self.serves("cancel") };
-        let waited = tokio::time::timeout(bound + self.margin, replied).await;
+        let id = self.shared.send(op, Waiting::Caller(reply, acquire.clone()));
+        let mut in_flight = InFlight { shared: &self.shared, id, acquire, cancel: self.serves("cancel"), replied };
+        let waited = tokio::time::timeout(bound + self.margin, &mut in_flight.replied).await;
         in_flight.acquire = None;
         match waited {
             Ok(Ok(outcome)) => Ok(outcome),
@@ -401,6 +402,7 @@ struct InFlight<'a> {
     id: u64,
     acquire: Option<(String, u32)>,
     cancel: bool,
+    replied: oneshot::Receiver<Outcome>,
 }
 
 impl Drop for InFlight<'_> {
@@ -409,6 +411,11 @@ impl Drop for InFlight<'_> {
             lock(&self.shared.pending).remove(&self.id);
             return;
         };
+        // The grant may have arrived after the caller's last look: it is given back here.
+        if let Ok(Outcome::Ok(Done { lease: Some(lease), .. })) = self.replied.try_recv() {
+            self.shared.send(Op::Release { key, lease, limit }, Waiting::Nobody);
+            return;
+        }
         let still_pending = {
             let mut pending = lock(&self.shared.pending);
             match pending.get_mut(&self.id) {
@@ -441,8 +448,14 @@ async fn read_replies(mut stdout: tokio::io::Lines<BufReader<ChildStdout>>, shar
         };
         let waiting = lock(&shared.pending).remove(&reply.id);
         match (waiting, reply.result) {
-            (Some(Waiting::Caller(caller)), result) => {
-                let _ = caller.send(result);
+            (Some(Waiting::Caller(caller, acquire)), result) => {
+                // The caller left between the reader's look and this send: its grant is given
+                // back here (the caller's side covers the other order).
+                if let (Err(Outcome::Ok(Done { lease: Some(lease), .. })), Some((key, limit))) =
+                    (caller.send(result), acquire)
+                {
+                    shared.send(Op::Release { key, lease, limit }, Waiting::Nobody);
+                }
             }
             // A grant nobody waits for any more: given back at once (cancel safety).
             (Some(Waiting::Abandoned { key, limit }), Outcome::Ok(Done { lease: Some(lease), .. })) => {
