@@ -75,6 +75,11 @@ impl Fault {
     /// A restart that loses the server's state — the whole server, or one instance of a
     /// multi-instance lock coming back empty — forgets leases: another client may be granted
     /// a held key, and a holder's release or refresh finds its lease gone.
+    ///
+    /// A holder stopped past its lease writes when it wakes, as if it still held the key:
+    /// without fencing tokens the resource cannot tell its write is stale. A holder killed
+    /// while it holds leaves the key to the backend: without server-side expiry or leases bound
+    /// to its session, nothing ever frees it.
     pub fn predicted_by(self, property: Property, capabilities: Capabilities) -> Option<&'static str> {
         let restart = matches!(self, Fault::ServerRestartedWithoutPersistence | Fault::OneInstanceRestarted);
         match property {
@@ -85,6 +90,16 @@ impl Fault {
             }
             Property::Fencing | Property::ResourceSafety if restart && !capabilities.fencing_survives_restart => {
                 Some("fencing_survives_restart: false")
+            }
+            Property::ResourceSafety if self == Fault::ClientPausedPastLease && !capabilities.fencing => {
+                Some("fencing: false")
+            }
+            Property::Expiry | Property::CrashSafety | Property::NoLostWakeup
+                if self == Fault::ClientCrashedWhileHolding
+                    && !capabilities.server_side_expiry
+                    && !capabilities.session_bound =>
+            {
+                Some("server_side_expiry: false")
             }
             _ => None,
         }
@@ -287,6 +302,20 @@ mod tests {
         let outcome = FaultOutcome::judge(Fault::NetworkPartition, claims, broken());
         assert!(outcome.is_violation(), "{outcome}");
         assert_eq!(FaultOutcome::judge(Fault::NetworkPartition, claims, None), FaultOutcome::Safe);
+    }
+
+    #[test]
+    fn client_faults_are_predicted_by_the_claims_that_would_have_prevented_them() {
+        let stale = || Some((Property::ResourceSafety, "a stale write got through".to_owned()));
+        let mut claims = Capabilities::none().with_server_side_expiry(true);
+        let outcome = FaultOutcome::judge(Fault::ClientPausedPastLease, claims, stale());
+        assert_eq!(outcome.status(), Status::Predicted, "{outcome}");
+        claims.fencing = true;
+        assert!(FaultOutcome::judge(Fault::ClientPausedPastLease, claims, stale()).is_violation());
+        let stuck = || Some((Property::Expiry, "never freed".to_owned()));
+        assert!(FaultOutcome::judge(Fault::ClientCrashedWhileHolding, claims, stuck()).is_violation());
+        let outcome = FaultOutcome::judge(Fault::ClientCrashedWhileHolding, Capabilities::none(), stuck());
+        assert_eq!(outcome.status(), Status::Predicted, "{outcome}");
     }
 
     #[test]

@@ -412,6 +412,9 @@ impl Drop for InFlight<'_> {
             return;
         };
         // The grant may have arrived after the caller's last look: it is given back here.
+        // Closed first, so that from now on the reader's send fails and it gives a grant back
+        // itself: one of the two always sees it.
+        self.replied.close();
         if let Ok(Outcome::Ok(Done { lease: Some(lease), .. })) = self.replied.try_recv() {
             self.shared.send(Op::Release { key, lease, limit }, Waiting::Nobody);
             return;

@@ -51,7 +51,10 @@ impl Schedule {
         let mut at = base.mul_f64(rng.random_range(0.3..0.8));
         loop {
             let hold = match fault {
-                Fault::ServerPausedPastTtl | Fault::NetworkPartition | Fault::NodePartitioned => {
+                Fault::ServerPausedPastTtl
+                | Fault::NetworkPartition
+                | Fault::NodePartitioned
+                | Fault::ClientPausedPastLease => {
                     base.mul_f64(rng.random_range(2.2..3.0))
                 }
                 Fault::OneInstanceKilled => base.mul_f64(rng.random_range(1.0..3.0)),
