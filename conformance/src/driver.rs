@@ -137,7 +137,7 @@ where
         hello["capabilities"]["teleportation"] = true.into();
     }
     let _ = replies.send(hello.to_string());
-    let driver = Arc::new(Driver { locker, flaw, first_fences: Mutex::default() });
+    let driver = Arc::new(Driver { locker, flaw, first_fences: Mutex::default(), leases: Mutex::default() });
     let cancels: Arc<Mutex<HashMap<u64, oneshot::Sender<()>>>> = Arc::default();
     let mut lines = BufReader::new(input).lines();
     let mut served = 0u64;
@@ -203,6 +203,10 @@ struct Driver {
     locker: Arc<dyn Locker>,
     flaw: Option<Flaw>,
     first_fences: Mutex<HashMap<String, u64>>,
+    /// The leases this driver granted, by name: a backend whose remaining TTL is the holder's
+    /// own reckoning (dflockd has no command for it) needs the grant's instant and duration,
+    /// which a name does not carry.
+    leases: Mutex<HashMap<String, Lease>>,
 }
 
 impl Driver {
@@ -226,24 +230,29 @@ impl Driver {
                     Err(error) => failure(error),
                 }
             }
-            Op::Release { key, lease, limit } => match self.locker.release(&named(&key, &lease, limit, 1)).await {
-                Ok(true) => Outcome::Ok(Done::default()),
-                Ok(false) => Outcome::NotHeld,
-                Err(error) => failure(error),
-            },
-            Op::Refresh { key, lease, limit, ttl_ms } => {
+            Op::Release { key, lease: name, limit } => {
+                match self.locker.release(&self.lease(&key, &name, limit, 1)).await {
+                    Ok(held) => {
+                        self.leases.lock().unwrap_or_else(|p| p.into_inner()).remove(&name);
+                        if held { Outcome::Ok(Done::default()) } else { Outcome::NotHeld }
+                    }
+                    Err(error) => failure(error),
+                }
+            }
+            Op::Refresh { key, lease: name, limit, ttl_ms } => {
                 let ttl = Duration::from_millis(ttl_ms);
-                match self.locker.refresh(&named(&key, &lease, limit, ttl_ms), ttl).await {
-                    Ok(Some(renewed)) => Outcome::Ok(Done {
-                        ttl_ms: (renewed.ttl() != ttl).then(|| renewed.ttl().as_millis() as u64),
-                        ..Done::default()
-                    }),
+                match self.locker.refresh(&self.lease(&key, &name, limit, ttl_ms), ttl).await {
+                    Ok(Some(renewed)) => {
+                        let granted = renewed.ttl();
+                        self.leases.lock().unwrap_or_else(|p| p.into_inner()).insert(name, renewed);
+                        Outcome::Ok(Done { ttl_ms: (granted != ttl).then(|| granted.as_millis() as u64), ..Done::default() })
+                    }
                     Ok(None) => Outcome::NotHeld,
                     Err(error) => failure(error),
                 }
             }
-            Op::RemainingTtl { key, lease, limit } => {
-                match self.locker.remaining_ttl(&named(&key, &lease, limit, 1)).await {
+            Op::RemainingTtl { key, lease: name, limit } => {
+                match self.locker.remaining_ttl(&self.lease(&key, &name, limit, 1)).await {
                     Ok(Some(left)) => {
                         Outcome::Ok(Done { remaining_ms: Some(left.as_millis() as u64), ..Done::default() })
                     }
@@ -255,13 +264,21 @@ impl Driver {
         }
     }
 
+    /// The lease `name` stands for: as granted here, or as its name describes it.
+    fn lease(&self, key: &str, name: &str, limit: u32, ttl_ms: u64) -> Lease {
+        let known = self.leases.lock().unwrap_or_else(|p| p.into_inner()).get(name).cloned();
+        known.filter(|lease| lease.key() == key).unwrap_or_else(|| named(key, name, limit, ttl_ms))
+    }
+
     fn granted(&self, lease: &Lease) -> Outcome {
+        let name = self.name(lease.owner(), lease.fence().0, lease.limit());
+        self.leases.lock().unwrap_or_else(|p| p.into_inner()).insert(name.clone(), lease.clone());
         let mut fence = lease.fence().0;
         if self.flaw == Some(Flaw::StaleFence) {
             fence = *self.first_fences.lock().unwrap_or_else(|p| p.into_inner()).entry(lease.key().to_owned()).or_insert(fence);
         }
         Outcome::Ok(Done {
-            lease: Some(self.name(lease.owner(), lease.fence().0, lease.limit())),
+            lease: Some(name),
             fence: Some(fence),
             ttl_ms: Some(lease.ttl().as_millis() as u64),
             elapsed_us: Some(lease.acquired_at().elapsed().as_micros() as u64),
