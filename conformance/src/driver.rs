@@ -245,7 +245,10 @@ impl Driver {
                     Ok(Some(renewed)) => {
                         let granted = renewed.ttl();
                         self.leases.lock().unwrap_or_else(|p| p.into_inner()).insert(name, renewed);
-                        Outcome::Ok(Done { ttl_ms: (granted != ttl).then(|| granted.as_millis() as u64), ..Done::default() })
+                        Outcome::Ok(Done {
+                            ttl_ms: (granted != ttl).then_some(granted.as_millis() as u64),
+                            ..Done::default()
+                        })
                     }
                     Ok(None) => Outcome::NotHeld,
                     Err(error) => failure(error),
@@ -275,7 +278,12 @@ impl Driver {
         self.leases.lock().unwrap_or_else(|p| p.into_inner()).insert(name.clone(), lease.clone());
         let mut fence = lease.fence().0;
         if self.flaw == Some(Flaw::StaleFence) {
-            fence = *self.first_fences.lock().unwrap_or_else(|p| p.into_inner()).entry(lease.key().to_owned()).or_insert(fence);
+            fence = *self
+                .first_fences
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(lease.key().to_owned())
+                .or_insert(fence);
         }
         Outcome::Ok(Done {
             lease: Some(name),

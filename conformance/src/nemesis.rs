@@ -870,13 +870,15 @@ mod tests {
         let restart = Fault::ServerRestartedWithoutPersistence;
         let (verdict, _) = judge(&history, restart, &claims, &timing, budget, Probe::Granted, Vec::new());
         assert_eq!(verdict.status(), Status::Predicted, "{verdict}");
-        let (verdict, _) = judge(&history, Fault::ServerPausedPastTtl, &claims, &timing, budget, Probe::Granted, Vec::new());
+        let (verdict, _) =
+            judge(&history, Fault::ServerPausedPastTtl, &claims, &timing, budget, Probe::Granted, Vec::new());
         assert_eq!(verdict.status(), Status::Violated, "{verdict}");
         claims.survives_server_restart = true;
         let (verdict, _) = judge(&history, restart, &claims, &timing, budget, Probe::Granted, Vec::new());
         assert_eq!(verdict.status(), Status::Violated, "{verdict}");
         claims.survives_server_restart = false;
-        let (verdict, _) = judge(&history, Fault::OneInstanceKilled, &claims, &timing, budget, Probe::Granted, Vec::new());
+        let (verdict, _) =
+            judge(&history, Fault::OneInstanceKilled, &claims, &timing, budget, Probe::Granted, Vec::new());
         assert_eq!(verdict.status(), Status::Predicted, "a killed instance comes back empty: {verdict}");
         claims.survives_server_restart = true;
         let stuck = Probe::Stuck { key: "k".into(), waited: Duration::from_secs(1) };

@@ -378,7 +378,9 @@ impl From<LockError> for Stop {
         match error {
             // An operation the backend does not offer (a driver that serves no
             // `remaining_ttl`) leaves the check's claim untested, not failed.
-            LockError::Unsupported { operation } => Stop::NotChecked(format!("the backend does not support {operation}")),
+            LockError::Unsupported { operation } => {
+                Stop::NotChecked(format!("the backend does not support {operation}"))
+            }
             error => Stop::Error(format!("backend error: {error}")),
         }
     }

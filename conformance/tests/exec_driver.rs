@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use lockcheck_conformance::backends::exec::ExecBackend;
 use lockcheck_conformance::{
-    Backend, LeaseRequest, LockError, Locker, Property, Served, Status, SuiteConfig, conformance_suite,
-    run_check, run_suite, suite::check_info,
+    Backend, LeaseRequest, LockError, Locker, Property, Served, Status, SuiteConfig, conformance_suite, run_check,
+    run_suite, suite::check_info,
 };
 use lockcheck_support::Service;
 use lockcheck_support::redis::{RedisOptions, redis, url};
@@ -154,8 +154,8 @@ async fn hostile_drivers_give_unknown_outcomes_with_their_stderr_and_leave_no_pr
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operation_a_driver_does_not_serve_is_not_checked() {
     let Some(server) = redis_server().await else { return };
-    let script = include_str!("../../drivers/python/minimal_redis.py")
-        .replace(r#""remaining_ttl", "cancel"]"#, r#""cancel"]"#);
+    let script =
+        include_str!("../../drivers/python/minimal_redis.py").replace(r#""remaining_ttl", "cancel"]"#, r#""cancel"]"#);
     let backend = ExecBackend::new(vec![python(), "-c".into(), script, url(&server, 1)]).unwrap();
     let locker = backend.spawn().await.expect("hello");
     let lease = locker.try_acquire(&LeaseRequest::lock("k", Duration::from_secs(1))).await.unwrap().unwrap();

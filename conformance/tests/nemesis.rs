@@ -7,10 +7,10 @@
 use std::time::Duration;
 
 use lockcheck_conformance::backends::dflockd::DflockdBackend;
+use lockcheck_conformance::backends::exec::ExecBackend;
 use lockcheck_conformance::backends::nats::NatsBackend;
 use lockcheck_conformance::backends::redis::{RedisBackend, RedisMode};
 use lockcheck_conformance::faults::Fault;
-use lockcheck_conformance::backends::exec::ExecBackend;
 use lockcheck_conformance::nemesis::{
     GuessingBackend, HolderTarget, InstancesTarget, NemesisConfig, NemesisOutcome, NemesisVerdict, PessimistBackend,
     Schedule, ServiceTarget, run_nemesis,
@@ -315,8 +315,12 @@ async fn a_holder_paused_without_fencing_is_a_predicted_violation() {
     let Some((_, server)) = redis_single(&RedisOptions::default()).await else { return };
     let venv = std::env::var("LOCKCHECK_VENV").expect("LOCKCHECK_VENV (scripts/env.sh)");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../drivers/python/minimal_redis.py");
-    let python = ExecBackend::new(vec![format!("{venv}/bin/python"), script.to_owned(), lockcheck_support::redis::url(&server, 1)])
-        .expect("a command");
+    let python = ExecBackend::new(vec![
+        format!("{venv}/bin/python"),
+        script.to_owned(),
+        lockcheck_support::redis::url(&server, 1),
+    ])
+    .expect("a command");
     let outcome =
         client_fault(&python, HolderTarget::new(python.clone()), Fault::ClientPausedPastLease, seed(23)).await;
     show_only(&outcome);

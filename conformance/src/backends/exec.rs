@@ -24,9 +24,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use lockcheck_history::Timing;
-use lockcheck_impls::{
-    Capabilities, FencingToken, Lease, LeaseRequest, LockError, Locker, OwnerToken, validate_wait,
-};
+use lockcheck_impls::{Capabilities, FencingToken, Lease, LeaseRequest, LockError, Locker, OwnerToken, validate_wait};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdout, Command};
 use tokio::sync::{mpsc, oneshot};
@@ -357,7 +355,10 @@ impl ExecLocker {
     }
 
     fn unknown(&self, operation: &'static str, reason: String) -> LockError {
-        LockError::indeterminate(operation, format!("driver {}: {reason}; {}", self.describe, self.shared.stderr_tail()))
+        LockError::indeterminate(
+            operation,
+            format!("driver {}: {reason}; {}", self.describe, self.shared.stderr_tail()),
+        )
     }
 
     /// The lease a grant's reply describes; `sent` is when its request went out.
@@ -370,7 +371,9 @@ impl ExecLocker {
             (Some(fence), _) => fence,
             (None, false) => 0,
             (None, true) => {
-                return Err(self.unknown(operation, "a grant without a `fence` from a driver that claims fencing".into()));
+                return Err(
+                    self.unknown(operation, "a grant without a `fence` from a driver that claims fencing".into())
+                );
             }
         };
         // The driver's own estimate of the grant instant, never before the request was sent
@@ -499,7 +502,8 @@ impl Locker for ExecLocker {
 
     async fn try_acquire(&self, request: &LeaseRequest) -> Result<Option<Lease>, LockError> {
         request.validate()?;
-        let op = Op::TryAcquire { key: request.key().to_owned(), ttl_ms: millis(request.ttl()), limit: request.limit() };
+        let op =
+            Op::TryAcquire { key: request.key().to_owned(), ttl_ms: millis(request.ttl()), limit: request.limit() };
         let sent = Instant::now();
         match self.call(op, Duration::ZERO).await? {
             Outcome::Ok(done) => self.granted(request, done, sent).map(Some),

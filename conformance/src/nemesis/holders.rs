@@ -125,7 +125,9 @@ impl FaultTarget for HolderTarget {
         let paused = lock(&self.control.paused).take();
         self.control.healed.notify_waiters();
         match paused {
-            Some(driver) => driver.signal("CONT").await.map_err(|message| FaultError::Service(client_fault(fault, message))),
+            Some(driver) => {
+                driver.signal("CONT").await.map_err(|message| FaultError::Service(client_fault(fault, message)))
+            }
             None => Ok(()),
         }
     }
@@ -224,7 +226,8 @@ impl HolderTarget {
             resource.write(&client, &lease);
             let _ = client.release(&lease).await;
         }
-        (!errors.is_empty()).then(|| format!("the holder replaced {} drivers (last: {})", errors.len(), errors[errors.len() - 1]))
+        (!errors.is_empty())
+            .then(|| format!("the holder replaced {} drivers (last: {})", errors.len(), errors[errors.len() - 1]))
     }
 }
 
@@ -274,7 +277,8 @@ impl Resource {
         let recorder: &Recorder = writer.recorder();
         let at = recorder.now();
         let granted = granted_at(recorder, lease).unwrap_or(at);
-        let accepted = self.fenced.as_ref().is_none_or(|fenced| fenced.write(writer.client_id(), lease.key(), lease.fence().0));
+        let accepted =
+            self.fenced.as_ref().is_none_or(|fenced| fenced.write(writer.client_id(), lease.key(), lease.fence().0));
         lock(&self.writes).push(WriteAt { client: writer.client_id(), granted, at, fence: lease.fence().0, accepted });
     }
 }
@@ -302,15 +306,25 @@ fn judge_writes(writes: &[WriteAt], operations: &[crate::history::Operation], ke
         let summary = match (write.accepted, newer(write)) {
             (true, Some(other)) => format!(
                 "client {} wrote with token {} at {}ms, accepted, although client {} had been granted the key after it (at {}ms) and written with token {} at {}ms: a stale write got through",
-                write.client, write.fence, ms(write.at), other.client, ms(other.granted), other.fence, ms(other.at)
+                write.client,
+                write.fence,
+                ms(write.at),
+                other.client,
+                ms(other.granted),
+                other.fence,
+                ms(other.at)
             ),
             (false, None) => format!(
                 "client {}, the newest holder (granted at {}ms), wrote with token {} at {}ms and was refused: an earlier grant carried a larger token",
-                write.client, ms(write.granted), write.fence, ms(write.at)
+                write.client,
+                ms(write.granted),
+                write.fence,
+                ms(write.at)
             ),
             _ => continue,
         };
-        let from = writes.iter().map(|w| w.granted).filter(|g| *g <= write.granted).max().unwrap_or(0).min(write.granted);
+        let from =
+            writes.iter().map(|w| w.granted).filter(|g| *g <= write.granted).max().unwrap_or(0).min(write.granted);
         let shown = operations
             .iter()
             .filter(|op| op.key == key && op.returned.is_none_or(|returned| returned >= from) && op.invoked <= write.at)

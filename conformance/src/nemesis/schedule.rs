@@ -54,9 +54,7 @@ impl Schedule {
                 Fault::ServerPausedPastTtl
                 | Fault::NetworkPartition
                 | Fault::NodePartitioned
-                | Fault::ClientPausedPastLease => {
-                    base.mul_f64(rng.random_range(2.2..3.0))
-                }
+                | Fault::ClientPausedPastLease => base.mul_f64(rng.random_range(2.2..3.0)),
                 Fault::OneInstanceKilled => base.mul_f64(rng.random_range(1.0..3.0)),
                 _ => base.mul_f64(rng.random_range(0.1..0.5)),
             };
