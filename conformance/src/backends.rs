@@ -282,6 +282,8 @@ mod tests {
         malformed.extend(["nats://", "nats://a:1?colour=red"]);
         #[cfg(feature = "dflockd")]
         malformed.extend(["dflockd-embedded?x=1", "dflockd-embedded://h:1"]);
+        #[cfg(feature = "services")]
+        malformed.extend(["exec:", "exec:   "]);
         for url in malformed {
             let error = from_url(url).err().unwrap_or_else(|| panic!("{url} was accepted"));
             assert!(matches!(error, BadBackendUrl::Malformed { .. }), "{url}: {error}");
@@ -294,5 +296,13 @@ mod tests {
         let error = from_url("zookeeper://localhost:2181").err().expect("unknown scheme");
         assert!(matches!(error, BadBackendUrl::UnknownScheme { .. }));
         assert!(error.to_string().contains("memory"), "{error}");
+    }
+
+    #[cfg(feature = "services")]
+    #[test]
+    fn an_exec_url_is_a_command_line_taken_as_it_is() {
+        let backend = from_url("exec:python3 driver.py redis://h:1/0?cleanup=2s").expect("a command line");
+        assert_eq!(backend.name(), "exec:python3 driver.py redis://h:1/0?cleanup=2s");
+        assert_eq!(backend.timing(), crate::Timing::networked());
     }
 }
