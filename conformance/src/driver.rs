@@ -32,8 +32,8 @@ use protocol::{Done, HELLO, Hello, OPERATIONS, Op, Outcome, PROTOCOL_VERSION, Re
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Flaw {
-    /// Broken: a try-acquire or acquire that was not granted is reported granted (a lease
-    /// nobody holds at the backend).
+    /// Broken: a try-acquire that was not granted, or an acquire that would have to wait, is
+    /// reported granted at once (a lease nobody holds at the backend).
     DoubleGrant,
     /// Broken: every grant of a key reports the first fencing token this driver saw for it.
     StaleFence,
@@ -214,9 +214,15 @@ impl Driver {
         match op {
             Op::Acquire { key, ttl_ms, wait_ms, limit } => {
                 let request = lease_request(key, ttl_ms, limit);
+                if self.flaw == Some(Flaw::DoubleGrant) {
+                    return match self.locker.try_acquire(&request).await {
+                        Ok(Some(lease)) => self.granted(&lease),
+                        Ok(None) => self.forged(&request),
+                        Err(error) => failure(error),
+                    };
+                }
                 match self.locker.acquire(&request, Duration::from_millis(wait_ms)).await {
                     Ok(lease) => self.granted(&lease),
-                    Err(error) if error.is_timeout() && self.flaw == Some(Flaw::DoubleGrant) => self.forged(&request),
                     Err(error) if error.is_timeout() => Outcome::TimedOut,
                     Err(error) => failure(error),
                 }

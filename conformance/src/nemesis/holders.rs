@@ -47,8 +47,11 @@ struct Order {
 #[derive(Default)]
 struct Control {
     armed: Mutex<Option<Order>>,
-    /// The holder's driver while it is stopped.
-    paused: Mutex<Option<Arc<ExecLocker>>>,
+    /// The holder's driver while it is stopped, and since when.
+    paused: Mutex<Option<(Arc<ExecLocker>, Instant)>>,
+    /// The shortest pause that outlasts the holder's lease: the schedule's windows are longer,
+    /// but the injection waits for a grant and may eat into its window.
+    min_pause: Mutex<Duration>,
     healed: Notify,
 }
 
@@ -120,12 +123,15 @@ impl FaultTarget for HolderTarget {
         outcome.map_err(|message| FaultError::Service(client_fault(fault, message)))
     }
 
-    /// Resumes a stopped holder; lets a killed one's successor start.
+    /// Resumes a stopped holder, once its lease has surely ended; lets a killed one's
+    /// successor start.
     async fn heal(&self, fault: Fault, _instance: usize) -> Result<(), FaultError> {
         let paused = lock(&self.control.paused).take();
         self.control.healed.notify_waiters();
         match paused {
-            Some(driver) => {
+            Some((driver, since)) => {
+                let min_pause = *lock(&self.control.min_pause);
+                tokio::time::sleep_until(since + min_pause).await;
                 driver.signal("CONT").await.map_err(|message| FaultError::Service(client_fault(fault, message)))
             }
             None => Ok(()),
@@ -134,6 +140,7 @@ impl FaultTarget for HolderTarget {
 
     async fn run_clients(&self, run: TargetRun<'_>) -> TargetClients {
         let request = LeaseRequest::lock(format!("{}-fenced", run.namespace), run.timing.base_ttl);
+        *lock(&self.control.min_pause) = run.timing.base_ttl * 2 + run.timing.tolerance;
         let resource = Resource::new(run.capabilities.fencing);
         let contender = async {
             let locker = match run.backend.connect().await {
@@ -215,7 +222,7 @@ impl HolderTarget {
                 Some(Order { done, .. }) => {
                     let stopped = driver.signal("STOP").await;
                     if stopped.is_ok() {
-                        *lock(&self.control.paused) = Some(driver.clone());
+                        *lock(&self.control.paused) = Some((driver.clone(), Instant::now()));
                     }
                     let _ = done.send(stopped);
                 }
