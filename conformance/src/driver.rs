@@ -38,9 +38,8 @@ pub enum Flaw {
     /// Broken: every grant of a key reports the first fencing token this driver saw for it.
     StaleFence,
     /// Correct but unusual: lease names that are not owner tokens, replies in whatever order
-    /// they finish (each delayed a few random milliseconds), no `cancel` (a cancelled acquire
-    /// runs out its wait in the driver, and a grant that comes back is released by lockcheck),
-    /// and a hello with fields this lockcheck does not know.
+    /// they finish (each delayed a few random milliseconds), and a hello with fields this
+    /// lockcheck does not know.
     Unusual,
     /// Hostile: exits on the n-th request (counting from 1) without replying.
     CrashOn(u64),
@@ -119,11 +118,7 @@ where
         }
         Ok::<_, std::io::Error>(())
     });
-    let operations = OPERATIONS
-        .iter()
-        .filter(|op| !(flaw == Some(Flaw::Unusual) && **op == "cancel"))
-        .map(|op| (*op).to_owned())
-        .collect();
+    let operations = OPERATIONS.iter().map(|op| (*op).to_owned()).collect();
     let hello = Hello {
         hello: HELLO.to_owned(),
         protocol: PROTOCOL_VERSION,

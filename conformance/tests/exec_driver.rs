@@ -46,7 +46,8 @@ fn exec_over_redis(flaw: Option<&'static str>) -> Option<Served<ExecBackend>> {
 conformance_suite!(rust_driver_over_redis, exec_over_redis(None));
 
 /// The checks that exercise what an unusual driver does differently: lease names that are not
-/// tokens (a stranger's release), replies out of order, cancellation without `cancel`.
+/// tokens (a stranger's release), replies out of order (a cancel overtaking its acquire's
+/// grant).
 const UNUSUAL: [&str; 7] = [
     "release_by_non_holder_is_noop",
     "cancelled_acquire_leaves_nothing",
