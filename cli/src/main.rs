@@ -95,6 +95,17 @@ mod tests {
     }
 
     #[test]
+    fn the_driver_subcommand_parses_its_flaw_and_stays_out_of_the_help() {
+        let cli =
+            Cli::try_parse_from(["lockcheck", "driver", "redis://h:1/0", "--flaw", "crash-on=3"]).expect("parses");
+        assert!(matches!(cli.command, Command::Driver(_)));
+        assert!(Cli::try_parse_from(["lockcheck", "driver", "memory", "--flaw", "nice"]).is_err());
+        use clap::CommandFactory;
+        let help = Cli::command().render_help().to_string();
+        assert!(!help.contains("driver"), "{help}");
+    }
+
+    #[test]
     fn check_refuses_to_test_nothing() {
         let cli = Cli::try_parse_from(["lockcheck", "check", "--cases", "0"]).expect("the flags parse");
         let Command::Check(args) = cli.command else { panic!("parsed as check") };
