@@ -313,7 +313,11 @@ async fn a_holder_paused_past_its_lease_is_fenced_off_on_redis_and_the_reference
 async fn a_holder_paused_without_fencing_is_a_predicted_violation() {
     let _turn = TURNS.lock().await;
     let Some((_, server)) = redis_single(&RedisOptions::default()).await else { return };
-    let venv = std::env::var("LOCKCHECK_VENV").expect("LOCKCHECK_VENV (scripts/env.sh)");
+    // The project's Python, with redis-py (scripts/setup/python.sh; scripts/env.sh names it).
+    let venv = std::env::var("LOCKCHECK_VENV").unwrap_or_else(|_| {
+        let home = std::env::var("HOME").unwrap_or_default();
+        std::env::var("LOCKCHECK_HOME").map_or(format!("{home}/.cache/lockcheck/venv"), |home| format!("{home}/venv"))
+    });
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../drivers/python/minimal_redis.py");
     let python = ExecBackend::new(vec![
         format!("{venv}/bin/python"),
