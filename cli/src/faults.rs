@@ -14,9 +14,10 @@ use lockcheck_conformance::backends::nats::NatsBackend;
 use lockcheck_conformance::backends::redis::{RedisBackend, RedisMode};
 use lockcheck_conformance::faults::Fault;
 use lockcheck_conformance::nemesis::{
-    ClockTarget, ClusterTarget, FaultTarget, InstancesTarget, NemesisConfig, NemesisOutcome, ServiceTarget, run_nemesis,
+    ClockTarget, ClusterTarget, FaultTarget, HolderTarget, InstancesTarget, NemesisConfig, NemesisOutcome,
+    ServiceTarget, run_nemesis,
 };
-use lockcheck_conformance::{Backend, Status, Timing};
+use lockcheck_conformance::{Backend, Served, Status, Timing};
 use lockcheck_report::documents::{Document, FaultsDocument};
 use lockcheck_support::redis::RedisOptions;
 use lockcheck_support::{ServiceError, ServiceSpec};
@@ -62,7 +63,16 @@ pub enum FaultName {
     LeaderKilled,
     /// The cluster's stream leader cut off from the other nodes and the clients (Docker).
     LeaderPartitioned,
+    /// A holder, a client process of its own, stopped past its lease and resumed; it writes
+    /// to a fenced resource when it wakes.
+    HolderPaused,
+    /// A holder, a client process of its own, killed while it holds.
+    ClientKilled,
 }
+
+/// The faults of a client process (this binary's hidden `driver` subcommand over the
+/// backend's URL): they apply to every backend, all of which other processes can reach.
+const CLIENT_FAULTS: [FaultName; 2] = [FaultName::HolderPaused, FaultName::ClientKilled];
 
 impl FaultName {
     fn fault(self) -> Fault {
@@ -77,6 +87,8 @@ impl FaultName {
             FaultName::ClockSkew => Fault::ServerClockSkewed,
             FaultName::LeaderKilled => Fault::LeaderKilled,
             FaultName::LeaderPartitioned => Fault::NodePartitioned,
+            FaultName::HolderPaused => Fault::ClientPausedPastLease,
+            FaultName::ClientKilled => Fault::ClientCrashedWhileHolding,
         }
     }
 }
@@ -128,9 +140,27 @@ impl BackendKind {
         }
     }
 
-    /// Starts fresh servers for one run of `fault`: the backend and the fault target, which
-    /// owns the servers (removed when it is dropped).
+    /// Every fault that applies: the servers' and the client process's.
+    fn applicable(self) -> Vec<FaultName> {
+        self.faults().iter().copied().chain(CLIENT_FAULTS).collect()
+    }
+
+    /// Starts fresh servers for one run of `fault`: the backend and the fault target, one of
+    /// which owns the servers (removed when it is dropped). A client fault's target is a holder
+    /// process: this binary's `driver` subcommand over the backend's URL.
     async fn start(self, fault: FaultName) -> anyhow::Result<(Box<dyn Backend>, Box<dyn FaultTarget>)> {
+        let (backend, servers) = self.start_servers(fault).await?;
+        if !CLIENT_FAULTS.contains(&fault) {
+            return Ok((backend, servers));
+        }
+        let program = vec![std::env::current_exe()?.display().to_string(), "driver".to_owned()];
+        let holder = HolderTarget::for_backend(program, backend.as_ref())
+            .with_context(|| format!("{} has no URL a holder process could reach it by", backend.name()))?;
+        Ok((Box::new(Served::new(backend, servers)), Box::new(holder)))
+    }
+
+    /// Starts fresh servers: the backend, and the servers' fault target (which owns them).
+    async fn start_servers(self, fault: FaultName) -> anyhow::Result<(Box<dyn Backend>, Box<dyn FaultTarget>)> {
         fn started<T>(service: Result<Option<T>, ServiceError>) -> anyhow::Result<T> {
             service?.context("the server could not be started and LOCKCHECK_SERVICES=skip allows skipping")
         }
@@ -302,9 +332,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut plan = Vec::new();
     for backend in backends {
         let faults: Vec<FaultName> = if args.faults.is_empty() {
-            backend.faults().to_vec()
+            backend.applicable()
         } else {
-            args.faults.iter().copied().filter(|fault| backend.faults().contains(fault)).collect()
+            args.faults.iter().copied().filter(|fault| backend.applicable().contains(fault)).collect()
         };
         plan.extend(faults.into_iter().map(|fault| (backend, fault)));
     }
@@ -441,6 +471,7 @@ mod tests {
     fn every_backend_has_faults_and_names_map_to_distinct_faults() {
         for backend in BackendKind::value_variants() {
             assert!(!backend.faults().is_empty(), "{}", backend.name());
+            assert!(CLIENT_FAULTS.iter().all(|fault| backend.applicable().contains(fault)), "{}", backend.name());
         }
         let faults: std::collections::HashSet<Fault> =
             FaultName::value_variants().iter().map(|name| name.fault()).collect();

@@ -3,6 +3,7 @@
 //! lock server and renders reports.
 
 mod check;
+mod driver;
 mod faults;
 mod model;
 mod report;
@@ -35,6 +36,10 @@ enum Command {
     Serve(serve::Args),
     /// Render reports/ from the latest benchmark, check and model results.
     Report(report::Args),
+    /// Serve a backend URL over the driver protocol on stdin/stdout (the nemesis's client
+    /// process).
+    #[command(hide = true)]
+    Driver(driver::Args),
 }
 
 /// `LOCKCHECK_SEED`, checked: a seed that does not parse is an error, never a silent random
@@ -64,6 +69,7 @@ fn main() -> ExitCode {
         Command::Model(args) => model::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Report(args) => report::run(args),
+        Command::Driver(args) => driver::run(args),
     };
     match outcome {
         Ok(code) => code,
@@ -86,6 +92,17 @@ mod tests {
             let error = parse_seed(Ok(bad.into())).expect_err(bad);
             assert!(error.to_string().contains("not a seed"), "{bad}: {error}");
         }
+    }
+
+    #[test]
+    fn the_driver_subcommand_parses_its_flaw_and_stays_out_of_the_help() {
+        let cli =
+            Cli::try_parse_from(["lockcheck", "driver", "redis://h:1/0", "--flaw", "crash-on=3"]).expect("parses");
+        assert!(matches!(cli.command, Command::Driver(_)));
+        assert!(Cli::try_parse_from(["lockcheck", "driver", "memory", "--flaw", "nice"]).is_err());
+        use clap::CommandFactory;
+        let help = Cli::command().render_help().to_string();
+        assert!(!help.contains("driver"), "{help}");
     }
 
     #[test]

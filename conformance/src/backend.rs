@@ -57,6 +57,13 @@ pub trait Backend: Send + Sync {
     async fn cut_sessions(&self) -> bool {
         false
     }
+
+    /// A URL by which a process of its own reaches the same service (`redis://…`): how the
+    /// nemesis starts a client as a driver process it can pause or kill. `None` (the default)
+    /// for a backend that lives in this process only, such as the memory locker.
+    fn url(&self) -> Option<String> {
+        None
+    }
 }
 
 macro_rules! forward_backend {
@@ -74,6 +81,9 @@ macro_rules! forward_backend {
             }
             async fn cut_sessions(&self) -> bool {
                 (**self).cut_sessions().await
+            }
+            fn url(&self) -> Option<String> {
+                (**self).url()
             }
         }
     )*};
@@ -162,6 +172,9 @@ impl<B: Backend> Backend for Served<B> {
     }
     async fn cut_sessions(&self) -> bool {
         self.backend.cut_sessions().await
+    }
+    fn url(&self) -> Option<String> {
+        self.backend.url()
     }
 }
 

@@ -7,6 +7,7 @@
 //! | `nats://host:port[?bucket=B]` | NATS JetStream KV | `nats` |
 //! | `dflockd://host:port[,host2...][?auth=SECRET]` | dflockd protocol | `dflockd` |
 //! | `dflockd-embedded` | lockcheck's reference dflockd server, started in-process | `dflockd` |
+//! | `exec:COMMAND ARGS…` | a driver process per client, speaking the driver protocol (`docs/driver-protocol.md`) | `services` |
 //!
 //! The lockers' schemes are parsed by the lock API ([`lockcheck_impls::parse`]), so their
 //! syntax lives in one place; this module adds what only the harness knows: `dflockd-embedded`
@@ -20,9 +21,15 @@
 //! own wait bound. `dflockd://` URLs also take `session=bound|ttl`: whether the servers free a
 //! connection's leases when it closes (the default, `bound`) or only at release or expiry
 //! (`ttl`, for a server run without auto-release on disconnect).
+//!
+//! An `exec:` URL is a command line, split at whitespace, taken as it is: it has no parameters
+//! of its own (a `?` belongs to the command's arguments), and is judged with networked time
+//! scales ([`exec::ExecBackend::with_timing`] sets others).
 
 #[cfg(feature = "dflockd")]
 pub mod dflockd;
+#[cfg(feature = "services")]
+pub mod exec;
 #[cfg(feature = "nats")]
 pub mod nats;
 #[cfg(feature = "redis")]
@@ -71,6 +78,8 @@ pub fn known_schemes() -> Vec<&'static str> {
     schemes.push("nats");
     #[cfg(feature = "dflockd")]
     schemes.extend(["dflockd", "dflockd-embedded"]);
+    #[cfg(feature = "services")]
+    schemes.push("exec");
     schemes
 }
 
@@ -86,6 +95,10 @@ pub fn default_urls() -> Vec<&'static str> {
 
 /// The backend a URL names.
 pub fn from_url(url: &str) -> Result<Box<dyn Backend>, BadBackendUrl> {
+    // A command line, not a URL: its `?` and `cleanup=` are the command's.
+    if url.starts_with("exec:") {
+        return exec_url(url);
+    }
     let (rest, cleanup) = take_cleanup(url)?;
     let backend = from_url_without_cleanup(url, &rest)?;
     Ok(match cleanup {
@@ -95,6 +108,19 @@ pub fn from_url(url: &str) -> Result<Box<dyn Backend>, BadBackendUrl> {
         }
         None => backend,
     })
+}
+
+fn exec_url(url: &str) -> Result<Box<dyn Backend>, BadBackendUrl> {
+    #[cfg(feature = "services")]
+    {
+        exec::ExecBackend::from_url(url)
+            .map(|backend| Box::new(backend) as Box<dyn Backend>)
+            .map_err(|reason| BadBackendUrl::Malformed { url: url.to_owned(), reason })
+    }
+    #[cfg(not(feature = "services"))]
+    {
+        not_built_in(url, "services")
+    }
 }
 
 /// The URL without its `cleanup=` parameter, and that parameter's duration.
@@ -146,6 +172,9 @@ impl Backend for Retimed {
     }
     async fn cut_sessions(&self) -> bool {
         self.inner.cut_sessions().await
+    }
+    fn url(&self) -> Option<String> {
+        self.inner.url()
     }
 }
 
@@ -253,6 +282,8 @@ mod tests {
         malformed.extend(["nats://", "nats://a:1?colour=red"]);
         #[cfg(feature = "dflockd")]
         malformed.extend(["dflockd-embedded?x=1", "dflockd-embedded://h:1"]);
+        #[cfg(feature = "services")]
+        malformed.extend(["exec:", "exec:   "]);
         for url in malformed {
             let error = from_url(url).err().unwrap_or_else(|| panic!("{url} was accepted"));
             assert!(matches!(error, BadBackendUrl::Malformed { .. }), "{url}: {error}");
@@ -265,5 +296,13 @@ mod tests {
         let error = from_url("zookeeper://localhost:2181").err().expect("unknown scheme");
         assert!(matches!(error, BadBackendUrl::UnknownScheme { .. }));
         assert!(error.to_string().contains("memory"), "{error}");
+    }
+
+    #[cfg(feature = "services")]
+    #[test]
+    fn an_exec_url_is_a_command_line_taken_as_it_is() {
+        let backend = from_url("exec:python3 driver.py redis://h:1/0?cleanup=2s").expect("a command line");
+        assert_eq!(backend.name(), "exec:python3 driver.py redis://h:1/0?cleanup=2s");
+        assert_eq!(backend.timing(), crate::Timing::networked());
     }
 }

@@ -108,6 +108,11 @@ impl Fault {
     /// a held key, and a holder's release or refresh finds its lease gone. A server whose
     /// leases are timed by its wall clock ends them early when that clock jumps or runs fast,
     /// with the same consequences.
+    ///
+    /// A holder stopped past its lease writes when it wakes, as if it still held the key:
+    /// without fencing tokens the resource cannot tell its write is stale. A holder killed
+    /// while it holds leaves the key to the backend: without server-side expiry or leases bound
+    /// to its session, nothing ever frees it.
     pub fn predicted_by(self, property: Property, capabilities: Capabilities) -> Option<&'static str> {
         let restart = matches!(self, Fault::ServerRestartedWithoutPersistence | Fault::OneInstanceRestarted);
         let clock = matches!(self, Fault::ServerClockJumpedForward | Fault::ServerClockSkewed);
@@ -124,6 +129,16 @@ impl Fault {
             }
             Property::Fencing | Property::ResourceSafety if restart && !capabilities.fencing_survives_restart => {
                 Some("fencing_survives_restart: false")
+            }
+            Property::ResourceSafety if self == Fault::ClientPausedPastLease && !capabilities.fencing => {
+                Some("fencing: false")
+            }
+            Property::Expiry | Property::CrashSafety | Property::NoLostWakeup
+                if self == Fault::ClientCrashedWhileHolding
+                    && !capabilities.server_side_expiry
+                    && !capabilities.session_bound =>
+            {
+                Some("server_side_expiry: false")
             }
             _ => None,
         }
@@ -343,6 +358,20 @@ mod tests {
             assert_eq!(fault.predicted_by(Property::MutualExclusion, claimed), None);
         }
         assert_eq!(Fault::ServerPausedPastTtl.predicted_by(Property::MutualExclusion, claims), None);
+    }
+
+    #[test]
+    fn client_faults_are_predicted_by_the_claims_that_would_have_prevented_them() {
+        let stale = || Some((Property::ResourceSafety, "a stale write got through".to_owned()));
+        let mut claims = Capabilities::none().with_server_side_expiry(true);
+        let outcome = FaultOutcome::judge(Fault::ClientPausedPastLease, claims, stale());
+        assert_eq!(outcome.status(), Status::Predicted, "{outcome}");
+        claims.fencing = true;
+        assert!(FaultOutcome::judge(Fault::ClientPausedPastLease, claims, stale()).is_violation());
+        let stuck = || Some((Property::Expiry, "never freed".to_owned()));
+        assert!(FaultOutcome::judge(Fault::ClientCrashedWhileHolding, claims, stuck()).is_violation());
+        let outcome = FaultOutcome::judge(Fault::ClientCrashedWhileHolding, Capabilities::none(), stuck());
+        assert_eq!(outcome.status(), Status::Predicted, "{outcome}");
     }
 
     #[test]

@@ -7,6 +7,11 @@
 //! property the rule protects, sometimes one next to it — so the reasons are also a key to
 //! reading a failure.
 //!
+//! A client that is not written in Rust joins without any of this: a driver program speaking
+//! JSON lines on stdin/stdout (`docs/driver-protocol.md` in the repository) is checked with
+//! `lockcheck check --backend "exec:COMMAND ARGS…"`, one driver process per client. The rules
+//! below hold for it all the same.
+//!
 //! # 1. Dependencies
 //!
 //! In the crate that holds your backend's tests:

@@ -19,6 +19,8 @@
 //!   a seeded schedule during the random workload with the whole history judged.
 //! - [`backends`]: backend URLs (`memory`, `redis://…`, …) to [`Backend`]s, and each real
 //!   backend as the suite sees it (behind its feature).
+//! - `driver` (with `services`): the driver protocol that brings a locker in another process
+//!   (any language) to the suite through `exec:` URLs, and a driver for every URL lockcheck knows.
 //! - [`guide`]: writing a backend of your own, and every rule the checks rely on.
 //!
 //! # Plugging in a backend
@@ -83,6 +85,8 @@ pub mod mutants;
 pub mod peers;
 pub mod suite;
 
+#[cfg(feature = "services")]
+pub mod driver;
 #[cfg(feature = "services")]
 pub mod faults;
 #[cfg(feature = "services")]

@@ -61,17 +61,22 @@
 //!
 //! [`ServiceTarget`] is that, for every fault a [`Service`] offers, and [`InstancesTarget`]
 //! the same for the instances of a multi-instance lock (one instance killed, or restarted
-//! empty).
+//! empty). [`HolderTarget`] faults a client instead of a server: a holder running as a driver
+//! process of its own, stopped past its lease or killed while it holds; a target with clients
+//! of its own runs them beside the workload ([`FaultTarget::run_clients`]) and adds their
+//! verdicts to the run's.
 
 mod clock;
 #[cfg(feature = "nats")]
 mod cluster;
+mod holders;
 mod lockers;
 mod schedule;
 
 pub use clock::{CLOCK_FAULTS, ClockTarget};
 #[cfg(feature = "nats")]
 pub use cluster::ClusterTarget;
+pub use holders::HolderTarget;
 pub use lockers::{GuessingBackend, PessimistBackend};
 pub use schedule::{Schedule, Window};
 
@@ -125,6 +130,45 @@ pub trait FaultTarget: Send + Sync {
 
     /// Ends `fault` on `instance` and waits until the service answers again.
     async fn heal(&self, fault: Fault, instance: usize) -> Result<(), FaultError>;
+
+    /// Runs clients of the target's own beside the workload until `run.end` (a holder in a
+    /// process the target pauses or kills), recording into `run.recorder`, and returns what
+    /// they found: verdicts the history checkers cannot reach (a protected resource's writes),
+    /// notes, and keys the liveness probe must also get. None by default.
+    async fn run_clients(&self, _run: TargetRun<'_>) -> TargetClients {
+        TargetClients::default()
+    }
+}
+
+/// What a target's own clients run with ([`FaultTarget::run_clients`]).
+#[non_exhaustive]
+pub struct TargetRun<'a> {
+    /// The backend under test.
+    pub backend: &'a dyn Backend,
+    /// The run's recorder.
+    pub recorder: &'a Arc<Recorder>,
+    /// A prefix for the clients' keys, unique to the run.
+    pub namespace: &'a str,
+    /// The run's time scales.
+    pub timing: Timing,
+    /// The backend's claims.
+    pub capabilities: Capabilities,
+    /// When the clients stop.
+    pub end: Instant,
+    /// The first client number the target's clients may use (numbers above it are theirs).
+    pub first_client: u32,
+}
+
+/// What a target's own clients found.
+#[derive(Default)]
+#[non_exhaustive]
+pub struct TargetClients {
+    /// Verdicts beside the history checkers'.
+    pub verdicts: Vec<(Property, Verdict)>,
+    /// What the clients observed.
+    pub notes: Vec<String>,
+    /// The requests whose keys the liveness probe must also get.
+    pub requests: Vec<LeaseRequest>,
 }
 
 /// The Service operations a fault is made of: the injection and its heal.
@@ -513,8 +557,21 @@ pub async fn run_nemesis(
         let plan = ClientPlan { backend, recorder: &recorder, requests: &requests, timing, seed: config.seed };
         plan.run(client, config.clients, end)
     }));
-    let (injected, client_notes) = tokio::join!(nemesis, clients);
+    let own = target.run_clients(TargetRun {
+        backend,
+        recorder: &recorder,
+        namespace: &namespace,
+        timing,
+        capabilities,
+        end,
+        // Far above the workload's clients (one number per connection) and below the probe's.
+        first_client: 1 << 30,
+    });
+    let (injected, client_notes, own) = tokio::join!(nemesis, clients, own);
     outcome.notes.extend(client_notes.into_iter().flatten());
+    outcome.notes.extend(own.notes);
+    let mut requests = requests;
+    requests.extend(own.requests);
     if let Err(reason) = injected {
         outcome.verdict = NemesisVerdict::Unknown { reason };
         outcome.notes.push(format!("history of {} operations not judged", recorder.history().operations.len()));
@@ -539,7 +596,7 @@ pub async fn run_nemesis(
             outage.as_millis()
         ));
     }
-    let (verdict, also) = judge(&history, fault, &capabilities, &judged, config.checker_budget, probe);
+    let (verdict, also) = judge(&history, fault, &capabilities, &judged, config.checker_budget, probe, own.verdicts);
     outcome.verdict = verdict;
     outcome.notes.extend(also);
     if matches!(outcome.verdict, NemesisVerdict::Violated { .. } | NemesisVerdict::Unknown { .. }) {
@@ -700,6 +757,7 @@ fn judge(
     timing: &Timing,
     budget: Duration,
     probe: Probe,
+    beside: Vec<(Property, Verdict)>,
 ) -> (NemesisVerdict, Vec<String>) {
     let timing = checked_with(*timing);
     let mut violated = None;
@@ -708,6 +766,7 @@ fn judge(
     let mut seen = BTreeSet::new();
     let mut also = Vec::new();
     let mut verdicts = check_recorded(history, &timing, capabilities, budget);
+    verdicts.extend(beside);
     if let Probe::Stuck { key, waited } = &probe {
         let operations: Vec<_> = history.operations.iter().filter(|op| &op.key == key).cloned().collect();
         let summary = format!(
@@ -845,9 +904,10 @@ mod tests {
         let budget = Duration::from_secs(5);
         claims.survives_server_restart = false;
         let restart = Fault::ServerRestartedWithoutPersistence;
-        let (verdict, _) = judge(&history, restart, &claims, &timing, budget, Probe::Granted);
+        let (verdict, _) = judge(&history, restart, &claims, &timing, budget, Probe::Granted, Vec::new());
         assert_eq!(verdict.status(), Status::Predicted, "{verdict}");
-        let (verdict, _) = judge(&history, Fault::ServerPausedPastTtl, &claims, &timing, budget, Probe::Granted);
+        let (verdict, _) =
+            judge(&history, Fault::ServerPausedPastTtl, &claims, &timing, budget, Probe::Granted, Vec::new());
         assert_eq!(verdict.status(), Status::Violated, "{verdict}");
         // An outage widens the late side only: two live holders are still two live holders.
         let through_outage = Timing { outage: Some(Duration::from_secs(30)), ..timing };
@@ -856,15 +916,16 @@ mod tests {
         let NemesisVerdict::Violated { counterexample } = &verdict else { panic!("{verdict}") };
         assert_eq!(counterexample.property, Property::MutualExclusion);
         claims.survives_server_restart = true;
-        let (verdict, _) = judge(&history, restart, &claims, &timing, budget, Probe::Granted);
+        let (verdict, _) = judge(&history, restart, &claims, &timing, budget, Probe::Granted, Vec::new());
         assert_eq!(verdict.status(), Status::Violated, "{verdict}");
         claims.survives_server_restart = false;
-        let (verdict, _) = judge(&history, Fault::OneInstanceKilled, &claims, &timing, budget, Probe::Granted);
+        let (verdict, _) =
+            judge(&history, Fault::OneInstanceKilled, &claims, &timing, budget, Probe::Granted, Vec::new());
         assert_eq!(verdict.status(), Status::Predicted, "a killed instance comes back empty: {verdict}");
         claims.survives_server_restart = true;
         let stuck = Probe::Stuck { key: "k".into(), waited: Duration::from_secs(1) };
         let alone = History { operations: vec![grant(0, 1, 0)] };
-        let (verdict, _) = judge(&alone, Fault::ServerPausedPastTtl, &claims, &timing, budget, stuck);
+        let (verdict, _) = judge(&alone, Fault::ServerPausedPastTtl, &claims, &timing, budget, stuck, Vec::new());
         let NemesisVerdict::Violated { counterexample } = verdict else { panic!("a stuck key is a violation") };
         assert_eq!(counterexample.property, Property::Expiry);
     }

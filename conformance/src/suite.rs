@@ -375,7 +375,14 @@ pub(crate) enum Stop {
 
 impl From<LockError> for Stop {
     fn from(error: LockError) -> Self {
-        Stop::Error(format!("backend error: {error}"))
+        match error {
+            // An operation the backend does not offer (a driver that serves no
+            // `remaining_ttl`) leaves the check's claim untested, not failed.
+            LockError::Unsupported { operation } => {
+                Stop::NotChecked(format!("the backend does not support {operation}"))
+            }
+            error => Stop::Error(format!("backend error: {error}")),
+        }
     }
 }
 

@@ -7,14 +7,15 @@
 use std::time::Duration;
 
 use lockcheck_conformance::backends::dflockd::DflockdBackend;
+use lockcheck_conformance::backends::exec::ExecBackend;
 use lockcheck_conformance::backends::nats::NatsBackend;
 use lockcheck_conformance::backends::redis::{RedisBackend, RedisMode};
 use lockcheck_conformance::faults::Fault;
 use lockcheck_conformance::nemesis::{
-    GuessingBackend, InstancesTarget, NemesisConfig, NemesisOutcome, NemesisVerdict, PessimistBackend, Schedule,
-    ServiceTarget, run_nemesis,
+    GuessingBackend, HolderTarget, InstancesTarget, NemesisConfig, NemesisOutcome, NemesisVerdict, PessimistBackend,
+    Schedule, ServiceTarget, run_nemesis,
 };
-use lockcheck_conformance::{Property, Status, SuiteConfig, Timing, run_check, suite::check_info};
+use lockcheck_conformance::{Backend, Property, Status, SuiteConfig, Timing, run_check, suite::check_info};
 use lockcheck_impls::dflockd::DflockdLockerConfig;
 use lockcheck_impls::redis::RedisConfig;
 use lockcheck_support::Service;
@@ -250,6 +251,147 @@ async fn nats_paused_past_the_lease_is_ok() {
     let backend = NatsBackend::on(&server, lockcheck_impls::nats::BucketConfig::new("nemesis"));
     let target = ServiceTarget::new(server);
     assert_ok(&run_nemesis(&backend, &target, Fault::ServerPausedPastTtl, &config(seed(18), 6)).await);
+}
+
+/// The Rust driver (`lockcheck-driver`, with `flaw`) over `backend`'s URL as the holder
+/// process the client faults stop or kill.
+fn holder(backend: &dyn Backend, flaw: Option<&str>) -> HolderTarget {
+    let mut program = vec![env!("CARGO_BIN_EXE_lockcheck-driver").to_owned()];
+    if let Some(flaw) = flaw {
+        program.extend(["--flaw".to_owned(), flaw.to_owned()]);
+    }
+    HolderTarget::for_backend(program, backend).expect("a backend other processes can reach")
+}
+
+/// Runs `fault` through `target` on `backend`, and checks that every holder process the run
+/// started is gone with the target.
+async fn client_fault(backend: &dyn Backend, target: HolderTarget, fault: Fault, seed: u64) -> NemesisOutcome {
+    let outcome = run_nemesis(backend, &target, fault, &config(seed, 4)).await;
+    let started = target.pids();
+    assert!(!started.is_empty(), "the holder runs as a process: {outcome}");
+    if fault == Fault::ClientCrashedWhileHolding && outcome.status() == Status::Passed {
+        assert!(started.len() > 1, "each kill is followed by a fresh holder process: {outcome}");
+    }
+    drop(target);
+    // The kill on drop is delivered at once, the exit a moment later: awaited, within a bound.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let left = || children().into_iter().filter(|pid| started.contains(pid)).count();
+    while left() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(left(), 0, "no holder process outlives its run: {outcome}");
+    outcome
+}
+
+/// How many writes the resource refused, from the run's notes (a stale writer refused is the
+/// pause's footprint on a fenced backend).
+fn refused(outcome: &NemesisOutcome) -> usize {
+    let note = outcome.notes.iter().find(|note| note.contains("writes to the")).expect("the resource's note");
+    let (_, refused) = note.rsplit_once(", ").expect("`N writes …, M refused`");
+    refused.trim_end_matches(" refused").parse().expect("a count")
+}
+
+/// A holder process stopped (`SIGSTOP`) right after a grant, past its lease, then resumed: its
+/// lease ends, the contender takes the key and writes, and the holder's write when it wakes
+/// carries a stale token, which the fenced resource refuses. Redis single and the reference
+/// dflockd server both claim fencing: ok, and no holder process left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_paused_past_its_lease_is_fenced_off_on_redis_and_the_reference_server() {
+    let _turn = TURNS.lock().await;
+    let Some((backend, server)) = redis_single(&RedisOptions::default()).await else { return };
+    let outcome = client_fault(&backend, holder(&backend, None), Fault::ClientPausedPastLease, seed(21)).await;
+    assert_ok(&outcome);
+    assert!(refused(&outcome) > 0, "the woken holder's stale write was refused: {outcome}");
+    drop(server);
+    let reference = DflockdBackend::embedded().expect("the reference server");
+    let outcome = client_fault(&reference, holder(&reference, None), Fault::ClientPausedPastLease, seed(22)).await;
+    assert_ok(&outcome);
+    assert!(refused(&outcome) > 0, "the woken holder's stale write was refused: {outcome}");
+}
+
+/// redis-py's Lock (drivers/python/minimal_redis.py) claims no fencing: its holder's write
+/// after the pause gets through, which its claims predict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_paused_without_fencing_is_a_predicted_violation() {
+    let _turn = TURNS.lock().await;
+    let Some((_, server)) = redis_single(&RedisOptions::default()).await else { return };
+    // The project's Python, with redis-py (scripts/setup/python.sh; scripts/env.sh names it).
+    let venv = std::env::var("LOCKCHECK_VENV").unwrap_or_else(|_| {
+        let home = std::env::var("HOME").unwrap_or_default();
+        std::env::var("LOCKCHECK_HOME").map_or(format!("{home}/.cache/lockcheck/venv"), |home| format!("{home}/venv"))
+    });
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../drivers/python/minimal_redis.py");
+    let python = ExecBackend::new(vec![
+        format!("{venv}/bin/python"),
+        script.to_owned(),
+        lockcheck_support::redis::url(&server, 1),
+    ])
+    .expect("a command");
+    let outcome =
+        client_fault(&python, HolderTarget::new(python.clone()), Fault::ClientPausedPastLease, seed(23)).await;
+    show_only(&outcome);
+    match &outcome.verdict {
+        NemesisVerdict::Predicted { predicted_by, counterexample } => {
+            assert_eq!(predicted_by, "fencing: false", "{outcome}");
+            assert_eq!(counterexample.property, Property::ResourceSafety, "{outcome}");
+        }
+        other => panic!("a stale write gets through without fencing, as declared: {other}\n{outcome}"),
+    }
+}
+
+/// Proves the paused-holder fault both ways: a holder whose driver reports stale fencing
+/// tokens is caught; one whose driver is unusual but correct passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_fence_holder_is_caught_and_an_unusual_holder_passes() {
+    let _turn = TURNS.lock().await;
+    let Some((backend, _server)) = redis_single(&RedisOptions::default()).await else { return };
+    let target = holder(&backend, Some("stale-fence"));
+    let caught = client_fault(&backend, target, Fault::ClientPausedPastLease, seed(24)).await;
+    show_only(&caught);
+    match &caught.verdict {
+        NemesisVerdict::Violated { counterexample } => {
+            assert!(matches!(counterexample.property, Property::ResourceSafety | Property::Fencing), "{caught}")
+        }
+        other => panic!("the stale-fence holder must be caught: {other}\n{caught}"),
+    }
+    let target = holder(&backend, Some("unusual"));
+    let passed = client_fault(&backend, target, Fault::ClientPausedPastLease, seed(24)).await;
+    show_only(&passed);
+    assert!(matches!(passed.verdict, NemesisVerdict::Ok), "{passed}");
+}
+
+/// A holder process killed (`SIGKILL`) right after a grant: nothing is released, and the key
+/// must go to others within the lease (Redis: server-side expiry) or at once (the Python
+/// dflockd server frees a closed connection's leases); a fresh holder process follows each
+/// kill. Both ok, with no process left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_killed_while_holding_frees_the_key_on_redis_and_dflockd() {
+    let _turn = TURNS.lock().await;
+    let Some((backend, _server)) = redis_single(&RedisOptions::default()).await else { return };
+    let outcome = client_fault(&backend, holder(&backend, None), Fault::ClientCrashedWhileHolding, seed(25)).await;
+    assert_ok(&outcome);
+    let Some(server) = python_dflockd(&PythonDflockdOptions::default()).await.expect("the Python dflockd") else {
+        return;
+    };
+    let backend = DflockdBackend::python(server);
+    let outcome = client_fault(&backend, holder(&backend, None), Fault::ClientCrashedWhileHolding, seed(26)).await;
+    assert_ok(&outcome);
+}
+
+/// Proves the killed-holder fault both ways: a holder whose driver reports grants it never got
+/// is caught; an unusual but correct one passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_double_granting_holder_is_caught_when_killed_and_an_unusual_holder_passes() {
+    let _turn = TURNS.lock().await;
+    let Some((backend, _server)) = redis_single(&RedisOptions::default()).await else { return };
+    let target = holder(&backend, Some("double-grant"));
+    let caught = client_fault(&backend, target, Fault::ClientCrashedWhileHolding, seed(27)).await;
+    show_only(&caught);
+    assert_eq!(caught.status(), Status::Violated, "the double-granting holder must be caught:\n{caught}");
+    let target = holder(&backend, Some("unusual"));
+    let passed = client_fault(&backend, target, Fault::ClientCrashedWhileHolding, seed(27)).await;
+    show_only(&passed);
+    assert!(matches!(passed.verdict, NemesisVerdict::Ok), "{passed}");
 }
 
 /// This process's child processes that are still running (a zombie not yet reaped is gone).

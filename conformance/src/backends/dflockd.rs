@@ -229,6 +229,19 @@ impl Backend for DflockdBackend {
         self.timing
     }
 
+    /// The servers, the session binding and the secret; not a TLS client's settings.
+    fn url(&self) -> Option<String> {
+        if self.config.connect.tls.is_some() {
+            return None;
+        }
+        let mut params = Vec::new();
+        if let Some(secret) = &self.config.auth_token {
+            params.push(format!("auth={secret}"));
+        }
+        params.push(format!("session={}", if self.config.session_bound { "bound" } else { "ttl" }));
+        Some(format!("dflockd://{}?{}", self.config.servers.join(","), params.join("&")))
+    }
+
     /// The embedded server's clients connect through a proxy, which cuts them all.
     async fn cut_sessions(&self) -> bool {
         match &self.owned {

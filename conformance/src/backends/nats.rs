@@ -80,6 +80,17 @@ impl crate::Backend for NatsBackend {
     fn timing(&self) -> crate::Timing {
         crate::Timing::whole_seconds()
     }
+
+    /// The hosts and the bucket with its settings (a marker TTL is the default's).
+    fn url(&self) -> Option<String> {
+        let bucket = &self.bucket;
+        let storage = if bucket.memory_storage { "memory" } else { "file" };
+        let offers = if bucket.offers { "on" } else { "off" };
+        Some(format!(
+            "nats://{}?bucket={}&replicas={}&storage={storage}&offers={offers}",
+            self.hosts, bucket.name, bucket.replicas
+        ))
+    }
 }
 
 #[cfg(test)]

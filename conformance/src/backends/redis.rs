@@ -66,6 +66,25 @@ impl crate::Backend for RedisBackend {
     fn timing(&self) -> crate::Timing {
         crate::Timing::networked()
     }
+
+    /// The servers and database (the locker settings are the defaults of a new process).
+    fn url(&self) -> Option<String> {
+        if self.target.mode == RedisMode::Single {
+            return self.target.urls.first().cloned();
+        }
+        let mut db = "0";
+        let hosts: Vec<&str> = self
+            .target
+            .urls
+            .iter()
+            .map(|url| {
+                let (host, rest) = url.trim_start_matches("redis://").split_once('/').unwrap_or((url, "0"));
+                db = rest;
+                host
+            })
+            .collect();
+        Some(format!("{}://{}/{db}", self.target.mode.scheme(), hosts.join(",")))
+    }
 }
 
 #[cfg(test)]
@@ -86,5 +105,10 @@ mod tests {
         assert_eq!(quorum.target.urls.len(), 3);
         assert!(RedisBackend::from_url("redis+all://").is_err());
         assert!(RedisBackend::from_url("redis+all://a/x").is_err());
+        use crate::Backend;
+        for url in ["redis://127.0.0.1:6379/1", "redis+all://a:1,b:6379/2", "redis+quorum://a:1,b:2,c:3/0"] {
+            let backend = RedisBackend::from_url(url).unwrap();
+            assert_eq!(RedisBackend::from_url(&backend.url().unwrap()).unwrap().target, backend.target, "{url}");
+        }
     }
 }

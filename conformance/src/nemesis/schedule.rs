@@ -56,7 +56,8 @@ impl Schedule {
                 Fault::ServerPausedPastTtl
                 | Fault::NetworkPartition
                 | Fault::NodePartitioned
-                | Fault::ServerClockSkewed => base.mul_f64(rng.random_range(2.2..3.0)),
+                | Fault::ServerClockSkewed
+                | Fault::ClientPausedPastLease => base.mul_f64(rng.random_range(2.2..3.0)),
                 Fault::OneInstanceKilled => base.mul_f64(rng.random_range(1.0..3.0)),
                 _ => base.mul_f64(rng.random_range(0.1..0.5)),
             };
