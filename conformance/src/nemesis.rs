@@ -912,7 +912,7 @@ mod tests {
         // An outage widens the late side only: two live holders are still two live holders.
         let through_outage = Timing { outage: Some(Duration::from_secs(30)), ..timing };
         let (verdict, _) =
-            judge(&history, Fault::ServerPausedPastTtl, &claims, &through_outage, budget, Probe::Granted);
+            judge(&history, Fault::ServerPausedPastTtl, &claims, &through_outage, budget, Probe::Granted, Vec::new());
         let NemesisVerdict::Violated { counterexample } = &verdict else { panic!("{verdict}") };
         assert_eq!(counterexample.property, Property::MutualExclusion);
         claims.survives_server_restart = true;

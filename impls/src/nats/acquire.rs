@@ -175,6 +175,10 @@ impl Inner {
         let started = Instant::now();
         let deadline = started + wait;
         let timed_out = || LockError::TimedOut { waited: started.elapsed() };
+        // The wait ran out with a create on the wire: the server may still store it (a frozen
+        // or leaderless server answers late). Its guard removes such a grant when the answer
+        // comes; to the history it is a time-out given up locally, not a refusal.
+        let given_up = || LockError::TimedOutLocally { waited: started.elapsed() };
         let inner = self;
         let encoded = encode_key(request.key());
         // Most acquires find the key free: try before joining the waiters — unless the key
@@ -182,7 +186,7 @@ impl Inner {
         if !inner.is_contended(&encoded) {
             let first = tokio::select! {
                 attempt = inner.create(request, Expect::Guess, None) => attempt?,
-                () = sleep_until(deadline) => return Err(timed_out()),
+                () = sleep_until(deadline) => return Err(given_up()),
             };
             if let Attempt::Granted(lease) = first {
                 return Ok(lease);
@@ -217,7 +221,7 @@ impl Inner {
                 Some(attempt) => attempt,
                 None => {
                     waiting.give_up().await;
-                    return Err(timed_out());
+                    return Err(given_up());
                 }
             };
             match attempt {
