@@ -350,7 +350,11 @@ async fn acquire_honours_its_wait_bound() {
         let started = Instant::now();
         let outcome = locker.acquire(&request, wait).await;
         let took = started.elapsed();
-        assert!(matches!(outcome, Err(LockError::TimedOut { .. })), "{outcome:?}");
+        // A zero wait may run out with the first create still on the wire: given up locally.
+        assert!(outcome.as_ref().is_err_and(LockError::is_timeout), "{outcome:?}");
+        if !wait.is_zero() {
+            assert!(matches!(outcome, Err(LockError::TimedOut { .. })), "found held, then waited: {outcome:?}");
+        }
         assert!(took >= wait && took < wait + Duration::from_millis(250), "wait {wait:?} took {took:?}");
     }
 }
