@@ -394,21 +394,9 @@ async fn a_double_granting_holder_is_caught_when_killed_and_an_unusual_holder_pa
     assert!(matches!(passed.verdict, NemesisVerdict::Ok), "{passed}");
 }
 
-/// This process's child processes that are still running (a zombie not yet reaped is gone).
+/// This process's child processes that are still running.
 fn children() -> Vec<u32> {
-    let me = std::process::id().to_string();
-    let Ok(processes) = std::fs::read_dir("/proc") else { return Vec::new() };
-    processes
-        .flatten()
-        .filter_map(|process| {
-            let pid = process.file_name().to_str()?.parse().ok()?;
-            let stat = std::fs::read_to_string(process.path().join("stat")).ok()?;
-            // `pid (comm) state ppid …`; the command may hold spaces and parentheses.
-            let (_, rest) = stat.rsplit_once(')')?;
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            (fields.len() > 1 && fields[0] != "Z" && fields[1] == me).then_some(pid)
-        })
-        .collect()
+    lockcheck_support::orphans::live_children(std::process::id())
 }
 
 /// The ids of containers (running or not) matching `id`.

@@ -25,13 +25,32 @@ pub(crate) fn owner() -> String {
     format!("{pid}-{}", start_time(pid).unwrap_or(0))
 }
 
+/// The fields of `/proc/PID/stat` after the command name (field 3 on: state, parent pid, …).
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses: count after its end.
+    Some(stat[stat.rfind(')')? + 1..].split_whitespace().map(str::to_owned).collect())
+}
+
 /// A process's start time (clock ticks since boot, `/proc/PID/stat` field 22), which tells a
 /// reused pid from the original.
 fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may contain spaces and parentheses: count after its end.
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    after_name.split_whitespace().nth(19)?.parse().ok()
+    stat_fields(pid)?.get(19)?.parse().ok()
+}
+
+/// The child processes of `pid` that are still running (a zombie not yet reaped is gone):
+/// what a test looks at to show a run left no process behind.
+pub fn live_children(pid: u32) -> Vec<u32> {
+    let Ok(processes) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let parent = pid.to_string();
+    processes
+        .flatten()
+        .filter_map(|process| {
+            let child = process.file_name().to_str()?.parse().ok()?;
+            let fields = stat_fields(child)?;
+            (fields.len() > 1 && fields[0] != "Z" && fields[1] == parent).then_some(child)
+        })
+        .collect()
 }
 
 /// Whether the owner a label names is still running.
@@ -154,6 +173,15 @@ mod tests {
         // Above the kernel's pid limit (2^22): no such process.
         assert!(!is_running("4194305-5"));
         assert!(!is_running("garbage"));
+    }
+
+    #[test]
+    fn a_spawned_child_is_live_until_it_is_reaped() {
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().expect("sleep runs");
+        assert!(live_children(std::process::id()).contains(&child.id()));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(!live_children(std::process::id()).contains(&child.id()));
     }
 
     #[test]
