@@ -51,7 +51,15 @@ pub fn catalogued(name: &str) -> Option<Property> {
 
 /// Model properties that check none of P1–P10, each with the reason. Every property a model
 /// registers is either [`catalogued`] or listed here.
-pub const MODEL_ONLY: &[(&str, &str)] = &[];
+pub const MODEL_ONLY: &[(&str, &str)] = &[(
+    ONE_WAKEUP_PER_RELEASE,
+    "an efficiency property, not one of P1-P10: a release that wakes every waiter (the thundering herd) is \
+     safe and live, but costs each waiter a round trip and the server a read per waiter",
+)];
+
+/// "A removal wakes at most one waiter that still has its place in line" (no thundering herd).
+/// Registered only by the queue recipes that watch keys (`etcd_queue`, `zk_queue`).
+pub const ONE_WAKEUP_PER_RELEASE: &str = "one wake-up per release (no thundering herd)";
 
 /// Which optional properties a system claims.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -253,7 +261,9 @@ fn fifo<A: Algorithm>(model: &LockModel<A>, state: &LockState<A>) -> bool {
                 crashed
                     || waiter.phase != Phase::Acquiring
                     || cx.setup.key_of(w) != cx.setup.key_of(h)
-                    || alg.fifo_ticket(&waiter.proto).is_none_or(|arrived| arrived > granted)
+                    || alg.fifo_ticket(&waiter.proto).is_none_or(|arrived| {
+                        arrived > granted || !servers(cx, state).all(|s| alg.in_line(s, waiter.token, arrived))
+                    })
             })
         },
     )
