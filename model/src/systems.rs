@@ -16,7 +16,9 @@
 //! their way to them at once, a partial-order reduction
 //! ([`symmetry::with_clients_caught_up`]).
 //! The runs are bounded where they could go on forever — one server restart per run,
-//! pauses strike holders only ([`Faults::pauses`]), a bound on Redlock's split-vote rounds
+//! pauses strike holders only ([`Faults::pauses`]), a bound on the leases and sessions that run
+//! out in the queue recipes, whose waiters queue again after losing theirs
+//! ([`etcd_queue::LEASE_EXPIRIES`]), a bound on Redlock's split-vote rounds
 //! where its fencing counters are modelled (the `within_bounds` of [`multi::MultiInstance`]).
 //! Redlock's instances are interchangeable too, and are permuted like the clients.
 //!
@@ -324,7 +326,7 @@ const ETCD_QUEUE_DOC: &str = "etcd's lock recipe (concurrency.Mutex, etcd 3.5): 
     client with the lowest create revision holds; every other client watches only the key just below its own and \
     reads again when it is deleted; once nothing is below, it reads its own key and, if its lease ran out while it \
     waited (the key is gone), queues again with a new lease. Release deletes the key; a lease that runs out \
-    deletes it on the server. Checked with clients that crash, waiters whose leases run out (at most two \
+    deletes it on the server. Checked with clients that crash, waiters whose leases run out (at most three \
     expiries per run; a holder's lease outlives its critical section, the timing assumption) and a resource \
     that checks revisions. Source: etcd client/v3/concurrency/mutex.go.";
 
@@ -348,7 +350,7 @@ const ZK_QUEUE_DOC: &str = "ZooKeeper's lock recipe: each client creates an ephe
     still there and lowest. A session that expires (the client crashed, or was paused or cut off past the \
     session timeout) loses its node and its watches; the client learns Expired on reconnect, or as the error of \
     a request, and queues again in a new session. Checked with clients that crash and waiters whose sessions \
-    expire (at most two per run) and a fenced resource. Source: the ZooKeeper recipes, Curator's LockInternals, \
+    expire (at most three per run) and a fenced resource. Source: the ZooKeeper recipes, Curator's LockInternals, \
     kazoo's Lock.";
 
 const ZK_EXPIRED_SESSION_DOC: &str = "The ZooKeeper recipe with a client that does not notice its session \

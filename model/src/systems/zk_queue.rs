@@ -227,11 +227,7 @@ impl Algorithm for ZkQueue {
                     out.cancel_timer(Timer::Session(key, node.token));
                 }
             }
-            Msg::Created(..)
-            | Msg::CreatedLowest(..)
-            | Msg::Lowest(_)
-            | Msg::NodeDeleted(_)
-            | Msg::Expired(..) => {}
+            Msg::Created(..) | Msg::CreatedLowest(..) | Msg::Lowest(_) | Msg::NodeDeleted(_) | Msg::Expired(..) => {}
         }
     }
 
