@@ -29,7 +29,9 @@ pub const FENCING: &str = "fencing tokens never reused";
 pub const NO_LOST_WAKEUP: &str = "no lost wake-up (eventual grant)";
 /// "When a run ends, nobody waits behind a crashed holder." (P9)
 pub const CRASH_LIVENESS: &str = "crash liveness (a crashed holder's lock frees)";
-/// "A client never holds the lock while one that arrived before it still waits." (P8)
+/// "A client never holds the lock while one that arrived before it still waits" — with its
+/// place in line still there ([`Algorithm::in_line`]: a waiter whose lease ran out has left the
+/// line until it queues again). (P8)
 pub const FIFO: &str = "FIFO (granted in arrival order)";
 
 /// The property of P1–P10 a model property checks, by the model property's name: how a
