@@ -196,10 +196,10 @@ const QUEUE: Claims = Claims { fencing: true, fifo: true };
 
 /// The etcd recipes. The herd and the stale grant need a third client (two waiters behind one
 /// holder): they are checked with at least three, and their outcomes say so.
-fn etcd_queue(options: &Options, watch: Watch, check_own_key: bool) -> LockModel<EtcdQueue> {
+fn etcd_queue(options: &Options, watch: Watch, check_own_key: bool, faults: Faults) -> LockModel<EtcdQueue> {
     let clients = if watch == Watch::Predecessor && check_own_key { options.clients } else { options.clients.max(3) };
     let options = Options { clients, ..*options };
-    build(EtcdQueue { watch, check_own_key }, setup(&options, 1, CLIENT_CRASH, Some(Fencing::Checked)), QUEUE).property(
+    build(EtcdQueue { watch, check_own_key }, setup(&options, 1, faults, Some(Fencing::Checked)), QUEUE).property(
         Expectation::Always,
         ONE_WAKEUP_PER_RELEASE,
         etcd_queue::one_wakeup_per_release,
@@ -344,6 +344,13 @@ const ETCD_STALE_DOC: &str = "The etcd recipe without the check of the waiter's 
     hold. The revision fences the stale one: a resource that checks revisions rejects its writes. It takes three \
     clients: checked with at least three.";
 
+const ETCD_PAUSE_DOC: &str = "The correct etcd recipe with a holder that pauses past its lease (a GC pause, a \
+    stopped VM; Kleppmann 2016): the server deletes its key, the next waiter holds, and the paused client wakes \
+    up still believing it holds. No lock survives that without fencing: two clients believe they hold. The \
+    create revision is the fencing token, and the resource, which checks it, rejects the paused holder's late \
+    writes, so it never accepts interleaved critical sections (the session-bound lease of DESIGN.md: a \
+    violation its claims predict, with fencing as the remedy).";
+
 const ZK_QUEUE_DOC: &str = "ZooKeeper's lock recipe: each client creates an ephemeral sequential node in its \
     session; the lowest sequence number holds (the number is the fencing token); every other client watches the \
     node just below its own and, on its deletion, lists the children again, holding only if its own node is \
@@ -408,13 +415,17 @@ pub const SYSTEMS: &[System] = &[
     system!("dflockd", "FIFO lease server, two-phase enqueue/wait, disconnect release (correct)", DFLOCKD_DOC,
         correct: true, expected: &[], dflockd),
     system!("etcd-queue", "etcd revision queue, each waiter watches its predecessor, own key checked (correct)",
-        ETCD_QUEUE_DOC, correct: true, expected: &[], |o: &Options| etcd_queue(o, Watch::Predecessor, true)),
+        ETCD_QUEUE_DOC, correct: true, expected: &[], |o: &Options| etcd_queue(o, Watch::Predecessor, true, CLIENT_CRASH)),
     system!("etcd-queue-herd", "etcd revision queue, every waiter watches the lowest key (safe and live; flawed \
         only in efficiency: a release wakes every waiter; checked with at least 3 clients)", ETCD_HERD_DOC,
-        correct: false, expected: &[ONE_WAKEUP_PER_RELEASE], |o: &Options| etcd_queue(o, Watch::Lowest, true)),
+        correct: false, expected: &[ONE_WAKEUP_PER_RELEASE], |o: &Options| etcd_queue(o, Watch::Lowest, true, CLIENT_CRASH)),
     system!("etcd-queue-stale-grant", "etcd revision queue trusting a grant observed after its lease expired \
         (flawed: two holders, Jepsen's etcd 3.4.3 finding; checked with at least 3 clients)", ETCD_STALE_DOC,
-        correct: false, expected: &[MUTUAL_EXCLUSION], |o: &Options| etcd_queue(o, Watch::Predecessor, false)),
+        correct: false, expected: &[MUTUAL_EXCLUSION], |o: &Options| etcd_queue(o, Watch::Predecessor, false, CLIENT_CRASH)),
+    system!("etcd-queue-pause", "etcd revision queue, a holder pauses past its lease, resource checks revisions \
+        (flawed: two believed holders; the resource rejects the paused one)", ETCD_PAUSE_DOC, correct: false,
+        expected: &[MUTUAL_EXCLUSION],
+        |o: &Options| etcd_queue(o, Watch::Predecessor, true, Faults { pauses: true, ..CLIENT_CRASH })),
     system!("zk-queue", "ZooKeeper ephemeral sequential nodes, watch the predecessor, re-list on events, \
         sessions expire while waiting (correct)", ZK_QUEUE_DOC, correct: true, expected: &[],
         |o: &Options| zk_queue(o, true)),

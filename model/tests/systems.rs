@@ -31,6 +31,8 @@ const ZK_QUEUE_3: usize = 57357;
 const ETCD_QUEUE_HERD_3: usize = 25252;
 const ETCD_QUEUE_STALE_GRANT_3: usize = 12786;
 const ZK_QUEUE_EXPIRED_SESSION_3: usize = 18468;
+const ETCD_QUEUE_PAUSE_2: usize = 1611;
+const ETCD_QUEUE_PAUSE_3: usize = 54836;
 
 /// Checks one system with 2 clients and asserts its verdicts and, where given, its pinned
 /// unique state count.
@@ -209,6 +211,16 @@ fn etcd_trusting_a_grant_after_the_lease_expired_grants_twice() {
     );
 }
 
+/// A holder paused past its lease: the server deletes its key and the next waiter holds, so
+/// two clients believe they hold (a pause no lock survives); the revision is the fencing
+/// token, and the resource that checks it rejects the paused holder (the verdicts pinned say
+/// every other property holds, resource exclusion and fencing included).
+#[test]
+fn etcd_holder_paused_past_its_lease_is_fenced_by_the_revision() {
+    pin("etcd-queue-pause", Some(ETCD_QUEUE_PAUSE_2));
+    pin_with("etcd-queue-pause", 3, &[MUTUAL_EXCLUSION], Some(ETCD_QUEUE_PAUSE_3));
+}
+
 #[test]
 fn zookeeper_ephemeral_sequential_queue_is_correct() {
     pin("zk-queue", Some(ZK_QUEUE_2));
@@ -332,6 +344,7 @@ fn reductions_keep_every_verdict() {
         "etcd-queue",
         "etcd-queue-herd",
         "etcd-queue-stale-grant",
+        "etcd-queue-pause",
         "zk-queue",
         "zk-queue-expired-session",
     ] {
