@@ -16,7 +16,9 @@
 //! their way to them at once, a partial-order reduction
 //! ([`symmetry::with_clients_caught_up`]).
 //! The runs are bounded where they could go on forever — one server restart per run,
-//! pauses strike holders only ([`Faults::pauses`]), a bound on Redlock's split-vote rounds
+//! pauses strike holders only ([`Faults::pauses`]), a bound on the leases and sessions that run
+//! out in the queue recipes, whose waiters queue again after losing theirs
+//! ([`etcd_queue::LEASE_EXPIRIES`]), a bound on Redlock's split-vote rounds
 //! where its fencing counters are modelled (the `within_bounds` of [`multi::MultiInstance`]).
 //! Redlock's instances are interchangeable too, and are permuted like the clients.
 //!
@@ -37,6 +39,7 @@ mod actor;
 pub mod bus;
 mod check;
 pub mod dflockd;
+pub mod etcd_queue;
 pub mod kv_offer;
 pub mod kv_watch;
 mod lease_table;
@@ -45,6 +48,7 @@ pub mod properties;
 pub mod redis_single;
 mod resource;
 pub mod symmetry;
+pub mod zk_queue;
 
 pub use actor::{
     Algorithm, ClientState, Event, Faults, Fence, Fencing, Key, LockActor, Me, NodeState, Outbox, Phase, Role, Setup,
@@ -57,11 +61,16 @@ pub use resource::{ResourceState, Write};
 
 use bus::Bus;
 use dflockd::Dflockd;
+use etcd_queue::{EtcdQueue, Watch};
 use kv_offer::KvOffer;
 use kv_watch::KvWatch;
 use multi::{Combine, MultiInstance};
-use properties::{CRASH_LIVENESS, FENCING, MUTUAL_EXCLUSION, NO_LOST_WAKEUP, OWNERSHIP, RESOURCE_EXCLUSION};
+use properties::{
+    CRASH_LIVENESS, FENCING, MUTUAL_EXCLUSION, NO_LOST_WAKEUP, ONE_WAKEUP_PER_RELEASE, OWNERSHIP, RESOURCE_EXCLUSION,
+};
 use redis_single::SingleServer;
+use stateright::Expectation;
+use zk_queue::ZkQueue;
 
 /// The knobs a user turns: how many clients and keys.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -181,6 +190,34 @@ fn dflockd(options: &Options) -> LockModel<Dflockd> {
     build(Dflockd, setup(options, 1, CLIENT_CRASH, Some(Fencing::Checked)), Claims { fencing: true, fifo: true })
 }
 
+/// The queue recipes claim fencing (the create revision, the sequence number) and FIFO, and
+/// are checked for the thundering herd too ([`ONE_WAKEUP_PER_RELEASE`]).
+const QUEUE: Claims = Claims { fencing: true, fifo: true };
+
+/// The etcd recipes. The herd and the stale grant need a third client (two waiters behind one
+/// holder): they are checked with at least three, and their outcomes say so.
+fn etcd_queue(options: &Options, watch: Watch, check_own_key: bool, faults: Faults) -> LockModel<EtcdQueue> {
+    let clients = if watch == Watch::Predecessor && check_own_key { options.clients } else { options.clients.max(3) };
+    let options = Options { clients, ..*options };
+    build(EtcdQueue { watch, check_own_key }, setup(&options, 1, faults, Some(Fencing::Checked)), QUEUE).property(
+        Expectation::Always,
+        ONE_WAKEUP_PER_RELEASE,
+        etcd_queue::one_wakeup_per_release,
+    )
+}
+
+/// The ZooKeeper recipes; the flawed one's double grant needs a third client, as the etcd
+/// stale grant does.
+fn zk_queue(options: &Options, notices_expiry: bool) -> LockModel<ZkQueue> {
+    let clients = if notices_expiry { options.clients } else { options.clients.max(3) };
+    let options = Options { clients, ..*options };
+    build(ZkQueue { notices_expiry }, setup(&options, 1, CLIENT_CRASH, Some(Fencing::Checked)), QUEUE).property(
+        Expectation::Always,
+        ONE_WAKEUP_PER_RELEASE,
+        zk_queue::one_wakeup_per_release,
+    )
+}
+
 fn single_server(options: &Options, release: redis_single::Release, server_ttl: bool) -> LockModel<SingleServer> {
     build(SingleServer { release, server_ttl }, setup(options, 1, CLIENT_CRASH, Some(Fencing::Checked)), FENCED)
 }
@@ -284,6 +321,53 @@ const DFLOCKD_DOC: &str = "A FIFO lease server in the dflockd design: per key a 
     client's connection drops, the server releases what it held and removes it from the queues. Source: the \
     dflockd protocol (reference/dflockd-protocol.md) and the reference server in impls.";
 
+const ETCD_QUEUE_DOC: &str = "etcd's lock recipe (concurrency.Mutex, etcd 3.5): each client puts a key under the \
+    lock's prefix bound to its lease; the key's create revision is its place in line and its fencing token; the \
+    client with the lowest create revision holds; every other client watches only the key just below its own and \
+    reads again when it is deleted; once nothing is below, it reads its own key and, if its lease ran out while it \
+    waited (the key is gone), queues again with a new lease. Release deletes the key; a lease that runs out \
+    deletes it on the server. Checked with clients that crash, waiters whose leases run out (at most three \
+    expiries per run; a holder's lease outlives its critical section, the timing assumption) and a resource \
+    that checks revisions. Source: etcd client/v3/concurrency/mutex.go.";
+
+const ETCD_HERD_DOC: &str = "The etcd recipe with every waiter watching the lowest key (the owner's) instead of \
+    its predecessor. Who holds is decided as before (nothing below, own key alive), so exclusion, fencing, FIFO \
+    and liveness hold; but every release wakes every waiter, each of which reads the prefix again and most of \
+    which go back to sleep: the thundering herd, seen by the model-only property 'one wake-up per release' (a \
+    removal wakes at most one waiter that still has its key). It takes two waiters: checked with at least three \
+    clients.";
+
+const ETCD_STALE_DOC: &str = "The etcd recipe without the check of the waiter's own key (etcd's Lock before 3.5, \
+    or a check served by a stale read): a waiter believes it holds as soon as nothing is left below its key. The \
+    finding Jepsen reported on etcd 3.4.3: a waiter's lease runs out while it waits (paused, cut off), its key \
+    is deleted, the waiter behind it moves up to the holder, and when the holder releases both believe they \
+    hold. The revision fences the stale one: a resource that checks revisions rejects its writes. It takes three \
+    clients: checked with at least three.";
+
+const ETCD_PAUSE_DOC: &str = "The correct etcd recipe with a holder that pauses past its lease (a GC pause, a \
+    stopped VM; Kleppmann 2016): the server deletes its key, the next waiter holds, and the paused client wakes \
+    up still believing it holds. No lock survives that without fencing: two clients believe they hold. The \
+    create revision is the fencing token, and the resource, which checks it, rejects the paused holder's late \
+    writes, so it never accepts interleaved critical sections (the session-bound lease of DESIGN.md: a \
+    violation its claims predict, with fencing as the remedy).";
+
+const ZK_QUEUE_DOC: &str = "ZooKeeper's lock recipe: each client creates an ephemeral sequential node in its \
+    session; the lowest sequence number holds (the number is the fencing token); every other client watches the \
+    node just below its own and, on its deletion, lists the children again, holding only if its own node is \
+    still there and lowest. A session that expires (the client crashed, or was paused or cut off past the \
+    session timeout) loses its node and its watches; the client learns Expired on reconnect, or as the error of \
+    a request, and queues again in a new session. Checked with clients that crash and waiters whose sessions \
+    expire (at most three per run) and a fenced resource. Source: the ZooKeeper recipes, Curator's LockInternals, \
+    kazoo's Lock.";
+
+const ZK_EXPIRED_SESSION_DOC: &str = "The ZooKeeper recipe with a client that does not notice its session \
+    expired (its handle re-opens a session on its own, as wrappers that hide Expired do) and, on a watch event, \
+    holds if no child is below its number, without checking that its node is among them. It acts on a watch \
+    event after its session expired: the event was sent before the expiry and read after it (a paused client \
+    finds it in its socket buffer), its node is gone, the waiter behind it has moved up, and both believe they \
+    hold; the sequence number fences the stale one. Without an event on its way it waits forever instead: its \
+    watch died with its session. The double grant takes three clients: checked with at least three.";
+
 /// Every registered system.
 pub const SYSTEMS: &[System] = &[
     system!("redis-single", "SET NX PX + token-checked release (correct)", REDIS_SINGLE_DOC, correct: true, expected: &[],
@@ -330,6 +414,25 @@ pub const SYSTEMS: &[System] = &[
         |o: &Options| multi(o, Combine::Majority, PAUSES, Some(Fencing::Checked))),
     system!("dflockd", "FIFO lease server, two-phase enqueue/wait, disconnect release (correct)", DFLOCKD_DOC,
         correct: true, expected: &[], dflockd),
+    system!("etcd-queue", "etcd revision queue, each waiter watches its predecessor, own key checked (correct)",
+        ETCD_QUEUE_DOC, correct: true, expected: &[], |o: &Options| etcd_queue(o, Watch::Predecessor, true, CLIENT_CRASH)),
+    system!("etcd-queue-herd", "etcd revision queue, every waiter watches the lowest key (safe and live; flawed \
+        only in efficiency: a release wakes every waiter; checked with at least 3 clients)", ETCD_HERD_DOC,
+        correct: false, expected: &[ONE_WAKEUP_PER_RELEASE], |o: &Options| etcd_queue(o, Watch::Lowest, true, CLIENT_CRASH)),
+    system!("etcd-queue-stale-grant", "etcd revision queue trusting a grant observed after its lease expired \
+        (flawed: two holders, Jepsen's etcd 3.4.3 finding; checked with at least 3 clients)", ETCD_STALE_DOC,
+        correct: false, expected: &[MUTUAL_EXCLUSION], |o: &Options| etcd_queue(o, Watch::Predecessor, false, CLIENT_CRASH)),
+    system!("etcd-queue-pause", "etcd revision queue, a holder pauses past its lease, resource checks revisions \
+        (flawed: two believed holders; the resource rejects the paused one)", ETCD_PAUSE_DOC, correct: false,
+        expected: &[MUTUAL_EXCLUSION],
+        |o: &Options| etcd_queue(o, Watch::Predecessor, true, Faults { pauses: true, ..CLIENT_CRASH })),
+    system!("zk-queue", "ZooKeeper ephemeral sequential nodes, watch the predecessor, re-list on events, \
+        sessions expire while waiting (correct)", ZK_QUEUE_DOC, correct: true, expected: &[],
+        |o: &Options| zk_queue(o, true)),
+    system!("zk-queue-expired-session", "ZooKeeper recipe whose client does not notice its session expired \
+        (flawed: acts on a watch event after the expiry, two holders; or waits forever on a watch that died with \
+        the session; checked with at least 3 clients)", ZK_EXPIRED_SESSION_DOC, correct: false,
+        expected: &[MUTUAL_EXCLUSION, NO_LOST_WAKEUP], |o: &Options| zk_queue(o, false)),
 ];
 
 /// The registered system called `name`.

@@ -9,8 +9,8 @@
 //! full search agree. The 3-client pins show the reduction at work where
 //! it pays most, and record what 3 clients find that 2 do not.
 
-use lockcheck_model::systems::properties::FENCING;
-use lockcheck_model::systems::{self, CheckOptions, Options, Verdict};
+use lockcheck_model::systems::properties::{FENCING, MUTUAL_EXCLUSION, NO_LOST_WAKEUP, ONE_WAKEUP_PER_RELEASE};
+use lockcheck_model::systems::{self, CheckOptions, Options, Outcome, Verdict};
 
 // The multi-instance counts are of states in which no acquiring client has a server's
 // message waiting for it (clients take their replies at once: `with_clients_caught_up`).
@@ -22,11 +22,41 @@ const MULTI_ALL_RESTART_2: usize = 578;
 const MULTI_ALL_RESTART_3: usize = 4835;
 const REDLOCK_PAUSE_2: usize = 4565;
 const REDLOCK_PAUSE_FENCED_2: usize = 23838;
+const ETCD_QUEUE_2: usize = 652;
+const ETCD_QUEUE_3: usize = 13007;
+const ZK_QUEUE_2: usize = 1496;
+const ZK_QUEUE_3: usize = 57357;
+// The herd, the stale grant and the expired ZooKeeper session are checked with 3 clients
+// whatever is asked: each needs two waiters behind one holder.
+const ETCD_QUEUE_HERD_3: usize = 25252;
+const ETCD_QUEUE_STALE_GRANT_3: usize = 12786;
+const ZK_QUEUE_EXPIRED_SESSION_3: usize = 18468;
+const ETCD_QUEUE_PAUSE_2: usize = 1611;
+const ETCD_QUEUE_PAUSE_3: usize = 54836;
 
 /// Checks one system with 2 clients and asserts its verdicts and, where given, its pinned
 /// unique state count.
-fn pin(name: &str, unique_states: Option<usize>) {
-    pin_with(name, 2, system_expected(name), unique_states);
+fn pin(name: &str, unique_states: Option<usize>) -> Outcome {
+    pin_with(name, 2, system_expected(name), unique_states)
+}
+
+/// The counterexample of `property` in `outcome`.
+fn trace<'a>(outcome: &'a Outcome, property: &str) -> &'a [String] {
+    match outcome.verdict(property) {
+        Some(Verdict::Violated { trace }) => trace,
+        verdict => panic!("{}: \"{property}\" is not violated: {verdict:?}", outcome.system),
+    }
+}
+
+/// Whether some client in `trace` takes a message containing `cause` from the server and then
+/// (at that step or later) believes it holds the lock: the grant the message led it to.
+fn believes_it_holds_after(trace: &[String], cause: &str) -> bool {
+    trace.iter().enumerate().any(|(step, line)| {
+        let Some(client) = line.split("server → ").nth(1).and_then(|rest| rest.split(':').next()) else {
+            return false;
+        };
+        line.contains(cause) && trace[step..].iter().any(|later| later.contains(&format!("{client} BELIEVES IT HOLDS")))
+    })
 }
 
 fn system_expected(name: &str) -> &'static [&'static str] {
@@ -35,8 +65,8 @@ fn system_expected(name: &str) -> &'static [&'static str] {
 
 /// Checks one system with `clients` clients exhaustively: exactly `expected` are violated,
 /// each with a counterexample, the rest hold on a completed search; and the unique state
-/// count is `unique_states`, where given.
-fn pin_with(name: &str, clients: usize, expected: &[&str], unique_states: Option<usize>) {
+/// count is `unique_states`, where given. Returns the outcome, for a test that says more.
+fn pin_with(name: &str, clients: usize, expected: &[&str], unique_states: Option<usize>) -> Outcome {
     let system = systems::find(name).unwrap_or_else(|| panic!("{name} is not registered"));
     let outcome = system.check(&Options { clients, keys: 1 }, &CheckOptions::default(), &mut |_| {});
     assert!(outcome.complete, "{name}: the exhaustive search did not finish: {outcome:#?}");
@@ -59,6 +89,7 @@ fn pin_with(name: &str, clients: usize, expected: &[&str], unique_states: Option
     if let Some(unique_states) = unique_states {
         assert_eq!(outcome.unique_states, unique_states, "{name}: the state space changed");
     }
+    outcome
 }
 
 /// For a flawed system too large to exhaust: searches until every expected violation has a
@@ -134,6 +165,86 @@ fn lockers_syncing_over_a_bus_grant_twice() {
 #[test]
 fn dflockd_fifo_lease_server_is_correct() {
     pin("dflockd", Some(740));
+}
+
+/// etcd's revision queue (3.5's `Lock`, which checks its own key once nothing is below it):
+/// exclusion, revision fencing, FIFO, no lost wake-up, crash liveness, and one wake-up per
+/// release, with waiters whose leases run out.
+#[test]
+fn etcd_revision_queue_is_correct() {
+    pin("etcd-queue", Some(ETCD_QUEUE_2));
+}
+
+#[test]
+fn three_clients_etcd_revision_queue_is_correct() {
+    pin_with("etcd-queue", 3, &[], Some(ETCD_QUEUE_3));
+}
+
+/// Every waiter watching the lowest key is as safe and as live as watching the predecessor:
+/// with 3 clients the two recipes agree on every property but the herd, which only the
+/// predecessor recipe keeps (two waiters behind one holder are both woken by its removal).
+#[test]
+fn etcd_herd_wakes_every_waiter_and_is_otherwise_as_correct() {
+    let herd = pin("etcd-queue-herd", Some(ETCD_QUEUE_HERD_3));
+    assert_eq!(herd.clients, 3, "the herd needs two waiters");
+    assert_eq!(herd.violated(), [ONE_WAKEUP_PER_RELEASE]);
+    let predecessor = pin_with("etcd-queue", 3, &[], Some(ETCD_QUEUE_3));
+    let names = |o: &Outcome| o.properties.iter().map(|p| p.name.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&herd), names(&predecessor), "both are checked against the same properties");
+    for (h, p) in herd.properties.iter().zip(&predecessor.properties) {
+        let differs = h.name == ONE_WAKEUP_PER_RELEASE;
+        assert_eq!(h.verdict.status() != p.verdict.status(), differs, "\"{}\": {h:?} / {p:?}", h.name);
+    }
+}
+
+/// Jepsen's etcd 3.4.3 finding: a waiter whose lease ran out while it waited takes "nothing
+/// below my key" as the grant although its key is gone, while the waiter behind it has moved
+/// up. The revision fences it: the resource, which checks revisions, rejects its writes.
+#[test]
+fn etcd_trusting_a_grant_after_the_lease_expired_grants_twice() {
+    let outcome = pin("etcd-queue-stale-grant", Some(ETCD_QUEUE_STALE_GRANT_3));
+    let trace = trace(&outcome, MUTUAL_EXCLUSION);
+    assert!(
+        believes_it_holds_after(trace, "NothingBelow(0, false)"),
+        "the double grant comes from a grant read after the waiter's key was gone:\n{}",
+        trace.join("\n")
+    );
+}
+
+/// A holder paused past its lease: the server deletes its key and the next waiter holds, so
+/// two clients believe they hold (a pause no lock survives); the revision is the fencing
+/// token, and the resource that checks it rejects the paused holder (the verdicts pinned say
+/// every other property holds, resource exclusion and fencing included).
+#[test]
+fn etcd_holder_paused_past_its_lease_is_fenced_by_the_revision() {
+    pin("etcd-queue-pause", Some(ETCD_QUEUE_PAUSE_2));
+    pin_with("etcd-queue-pause", 3, &[MUTUAL_EXCLUSION], Some(ETCD_QUEUE_PAUSE_3));
+}
+
+#[test]
+fn zookeeper_ephemeral_sequential_queue_is_correct() {
+    pin("zk-queue", Some(ZK_QUEUE_2));
+}
+
+#[test]
+fn three_clients_zookeeper_ephemeral_sequential_queue_is_correct() {
+    pin_with("zk-queue", 3, &[], Some(ZK_QUEUE_3));
+}
+
+/// A ZooKeeper client that does not notice its session expired acts on a watch event sent
+/// before the expiry: it holds without a node while the waiter behind it holds too. And one
+/// whose watch died with its session, with no event on its way, waits forever.
+#[test]
+fn zookeeper_client_blind_to_its_expired_session_grants_twice_or_waits_forever() {
+    let outcome = pin("zk-queue-expired-session", Some(ZK_QUEUE_EXPIRED_SESSION_3));
+    let double = trace(&outcome, MUTUAL_EXCLUSION);
+    assert!(
+        believes_it_holds_after(double, ": Expired("),
+        "a client believes it holds after it was told its session expired:\n{}",
+        double.join("\n")
+    );
+    let lost = trace(&outcome, NO_LOST_WAKEUP);
+    assert!(lost.iter().any(|l| l.contains(": Expired(")), "the waiter's session expired:\n{}", lost.join("\n"));
 }
 
 #[test]
@@ -230,6 +341,12 @@ fn reductions_keep_every_verdict() {
         "multi-all-restart",
         "redlock",
         "redlock-pause",
+        "etcd-queue",
+        "etcd-queue-herd",
+        "etcd-queue-stale-grant",
+        "etcd-queue-pause",
+        "zk-queue",
+        "zk-queue-expired-session",
     ] {
         let system = systems::find(name).expect("registered");
         let options = Options { clients: 2, keys: 1 };

@@ -474,6 +474,15 @@ pub trait Algorithm: Debug + Send + Sync + Sized + 'static {
         None
     }
 
+    /// Ghost: whether this server still keeps `token`'s place in line at `ticket`. A waiter
+    /// whose place is gone (an etcd key or a ZooKeeper node that its lease's or session's
+    /// expiry deleted) has left the queue until it queues again: FIFO speaks of the places
+    /// that exist, not of a ticket the waiter has not yet learnt is void.
+    fn in_line(&self, state: &Self::Server, token: Token, ticket: u32) -> bool {
+        let _ = (state, token, ticket);
+        true
+    }
+
     /// A waiter's periodic look at the key on its own, which covers a wake-up lost with a
     /// crashed waiter (one routed to it, or one it took and had not acted on when it
     /// crashed). Liveness counts it as pending only once a client has crashed while

@@ -29,7 +29,9 @@ pub const FENCING: &str = "fencing tokens never reused";
 pub const NO_LOST_WAKEUP: &str = "no lost wake-up (eventual grant)";
 /// "When a run ends, nobody waits behind a crashed holder." (P9)
 pub const CRASH_LIVENESS: &str = "crash liveness (a crashed holder's lock frees)";
-/// "A client never holds the lock while one that arrived before it still waits." (P8)
+/// "A client never holds the lock while one that arrived before it still waits" — with its
+/// place in line still there ([`Algorithm::in_line`]: a waiter whose lease ran out has left the
+/// line until it queues again). (P8)
 pub const FIFO: &str = "FIFO (granted in arrival order)";
 
 /// The property of P1–P10 a model property checks, by the model property's name: how a
@@ -51,7 +53,15 @@ pub fn catalogued(name: &str) -> Option<Property> {
 
 /// Model properties that check none of P1–P10, each with the reason. Every property a model
 /// registers is either [`catalogued`] or listed here.
-pub const MODEL_ONLY: &[(&str, &str)] = &[];
+pub const MODEL_ONLY: &[(&str, &str)] = &[(
+    ONE_WAKEUP_PER_RELEASE,
+    "an efficiency property, not one of P1-P10: a release that wakes every waiter (the thundering herd) is \
+     safe and live, but costs each waiter a round trip and the server a read per waiter",
+)];
+
+/// "A removal wakes at most one waiter that still has its place in line" (no thundering herd).
+/// Registered only by the queue recipes that watch keys (`etcd_queue`, `zk_queue`).
+pub const ONE_WAKEUP_PER_RELEASE: &str = "one wake-up per release (no thundering herd)";
 
 /// Which optional properties a system claims.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -253,7 +263,9 @@ fn fifo<A: Algorithm>(model: &LockModel<A>, state: &LockState<A>) -> bool {
                 crashed
                     || waiter.phase != Phase::Acquiring
                     || cx.setup.key_of(w) != cx.setup.key_of(h)
-                    || alg.fifo_ticket(&waiter.proto).is_none_or(|arrived| arrived > granted)
+                    || alg.fifo_ticket(&waiter.proto).is_none_or(|arrived| {
+                        arrived > granted || !servers(cx, state).all(|s| alg.in_line(s, waiter.token, arrived))
+                    })
             })
         },
     )
