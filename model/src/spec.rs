@@ -506,11 +506,15 @@ impl LockSpec {
             },
             (LockOp::Remaining { lease, .. }, LockRet::Remaining(Some(left))) => match self.position(*lease) {
                 // The lease ends at some instant `t + left` with `t` in the window; that must
-                // fall in its expiry interval, give or take the tolerance.
+                // fall in its expiry interval. The sides swap here: promising a holder time the
+                // lease no longer has is what lets it act after its lease ended, so only the
+                // early tolerance excuses an answer past the latest end; an answer that ends it
+                // sooner only makes the holder stop early (a client estimating its grant
+                // instant from below does that), and the late tolerance excuses it.
                 Some(at) => {
                     let (earliest, latest) = self.holders[at].expires_between;
-                    from.saturating_add(*left) <= latest.saturating_add(self.tolerance)
-                        && to.saturating_add(*left).saturating_add(self.early_tolerance) >= earliest
+                    from.saturating_add(*left) <= latest.saturating_add(self.early_tolerance)
+                        && to.saturating_add(*left).saturating_add(self.tolerance) >= earliest
                 }
                 None => false,
             },
@@ -842,6 +846,26 @@ mod tests {
         assert!(spec.step(&take(2, 1), Some(&LockRet::Granted { fence: 2 })));
         assert!(!spec.clone().step(&take(3, 2), Some(&LockRet::Granted { fence: 3 })));
         assert!(spec.step(&take(3, 2), Some(&LockRet::NotGranted)));
+    }
+
+    #[test]
+    fn a_remaining_ttl_may_undersell_a_lease_but_never_oversell_it() {
+        // Granted in [0, 5]: the lease ends in [TTL, TTL + 5]. Tolerances: 1 early, 100 late.
+        let granted = || {
+            let mut spec = LockSpec::with_tolerance(100).with_early_tolerance(1);
+            assert!(spec.step(&acquire(1, 0, 5), Some(&LockRet::Granted { fence: 1 })));
+            spec
+        };
+        let asked_at = |left: Micros| {
+            let remaining = LockOp::Remaining { lease: LeaseId(1), at: Window::at(1_000) };
+            granted().step(&remaining, Some(&LockRet::Remaining(Some(left))))
+        };
+        let exact = TTL - 1_000;
+        assert!(asked_at(exact) && asked_at(exact + 5));
+        // Promising the holder time its lease may not have: beyond the early tolerance, refused.
+        assert!(asked_at(exact + 6) && !asked_at(exact + 7));
+        // Ending it sooner only makes the holder stop early: within the late tolerance, fine.
+        assert!(asked_at(exact - 100) && !asked_at(exact - 101));
     }
 
     #[cfg(feature = "models")]
