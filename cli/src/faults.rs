@@ -30,6 +30,8 @@ pub enum BackendKind {
     Redis,
     /// Redlock over three Redis servers (`redis+quorum://`).
     RedisQuorum,
+    /// A lock held on every one of three Redis servers (`redis+all://`).
+    RedisAll,
     /// One NATS server, JetStream KV.
     Nats,
     /// The Python dflockd server (a process).
@@ -98,6 +100,7 @@ impl BackendKind {
         match self {
             BackendKind::Redis => "redis",
             BackendKind::RedisQuorum => "redis-quorum",
+            BackendKind::RedisAll => "redis-all",
             BackendKind::Nats => "nats",
             BackendKind::DflockdPython => "dflockd-python",
             BackendKind::LockcheckServe => "lockcheck-serve",
@@ -131,7 +134,7 @@ impl BackendKind {
         use FaultName::*;
         match self {
             BackendKind::Redis => &[Pause, Restart, RestartPersistent, Partition, ClockJump, ClockSkew],
-            BackendKind::RedisQuorum => &[InstanceKilled, InstanceRestarted],
+            BackendKind::RedisQuorum | BackendKind::RedisAll => &[InstanceKilled, InstanceRestarted],
             // Its clock faults are not checked (a Go program), and say so.
             BackendKind::Nats => &[Pause, Restart, RestartPersistent, Partition, ClockJump, ClockSkew],
             BackendKind::DflockdPython => &[Pause, Restart, Partition, ClockJump, ClockSkew],
@@ -205,7 +208,7 @@ impl BackendKind {
                     let address = target.service().lock().await.address().to_string();
                     (Box::new(self.dflockd(address, false)), Box::new(target))
                 }
-                BackendKind::RedisQuorum | BackendKind::NatsCluster => {
+                BackendKind::RedisQuorum | BackendKind::RedisAll | BackendKind::NatsCluster => {
                     anyhow::bail!("no clock faults for {}", self.name())
                 }
             });
@@ -219,9 +222,10 @@ impl BackendKind {
                 let target = if persistent { ServiceTarget::persistent(server) } else { ServiceTarget::new(server) };
                 (Box::new(backend), Box::new(target))
             }
-            BackendKind::RedisQuorum => {
+            BackendKind::RedisQuorum | BackendKind::RedisAll => {
                 let servers = started(lockcheck_support::redis::redis_many(&RedisOptions::default(), 3).await)?;
-                let backend = RedisBackend::on(RedisMode::Quorum, &servers, 1).with_config(redis_config());
+                let mode = if self == BackendKind::RedisAll { RedisMode::All } else { RedisMode::Quorum };
+                let backend = RedisBackend::on(mode, &servers, 1).with_config(redis_config());
                 (Box::new(backend), Box::new(InstancesTarget::new(servers)))
             }
             BackendKind::Nats => {
@@ -306,13 +310,22 @@ pub struct Args {
     /// Seconds of workload per run (longer when the schedule's one window needs it).
     #[arg(long, default_value_t = 4)]
     seconds: u64,
-    /// Write the results as a `lockcheck.faults` document to FILE.
+    /// Write the results as a `lockcheck.faults` document to FILE; where FILE already holds
+    /// one, each backend × fault run here joins its cell (runs of the same seed replaced).
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.runs > 0, "--runs 0 runs nothing: nothing tested is not a pass");
+    // The runs join the cells of a document already there (a rerun of one cell updates it
+    // in place); a file that is not a faults document is refused now, not after the runs.
+    let mut document = match &args.json {
+        Some(path) if path.exists() => FaultsDocument::read(path).with_context(|| {
+            format!("--json {}: not a faults document this build reads, so it is not overwritten", path.display())
+        })?,
+        _ => FaultsDocument::default(),
+    };
     let seed = match args.seed {
         Some(seed) => seed,
         None => crate::seed_from_env()?.unwrap_or_else(rand::random),
@@ -321,6 +334,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         vec![
             BackendKind::Redis,
             BackendKind::RedisQuorum,
+            BackendKind::RedisAll,
             BackendKind::Nats,
             BackendKind::DflockdPython,
             BackendKind::LockcheckServe,
@@ -402,7 +416,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     if let Some(path) = &args.json {
-        let mut document = FaultsDocument::default();
         for (_, _, outcomes) in &rows {
             document.record(combined(outcomes));
         }
@@ -457,6 +470,17 @@ mod tests {
 
     fn args(argv: &[&str]) -> Args {
         Cli::try_parse_from(std::iter::once("faults").chain(argv.iter().copied())).expect("the flags parse").args
+    }
+
+    #[test]
+    fn a_json_file_that_is_not_a_faults_document_is_refused_before_anything_runs_and_kept() {
+        let path = std::env::temp_dir().join(format!("lockcheck-faults-json-{}.json", std::process::id()));
+        std::fs::write(&path, "{\"kind\": \"lockcheck.check\", \"version\": 1}").unwrap();
+        let error = run(args(&["--backend", "redis", "--fault", "pause", "--json", path.to_str().unwrap()]))
+            .expect_err("refused");
+        assert!(format!("{error:#}").contains("not a faults document"), "{error:#}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"kind\": \"lockcheck.check\", \"version\": 1}");
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]
