@@ -10,6 +10,7 @@
 //! | `nats://host:port[,host:port…][?bucket=B&replicas=N&storage=memory\|file&offers=on\|off]` | `nats::NatsLocker` | `nats` |
 //! | `dflockd://host:port[,host:port…][?auth=SECRET&session=bound\|ttl]` | `dflockd::DflockdLocker` | `dflockd` |
 //! | `etcd://host:port[,host:port…][?prefix=P]` | `etcd::EtcdLocker` (the revision queue) | `etcd` |
+//! | `postgres://user[:password]@host:port/db` | `postgres::PostgresLocker` | `postgres` |
 //! | `etcd+lockservice://host:port[,host:port…][?prefix=P]` | `etcd::EtcdLocker` (etcd's lock service) | `etcd` |
 //!
 //! [`parse`] checks a URL without connecting: a malformed URL, an unknown scheme or a
@@ -46,6 +47,14 @@ pub enum LockerUrl {
     /// `etcd://` or `etcd+lockservice://`.
     #[cfg(feature = "etcd")]
     Etcd(crate::etcd::EtcdConfig),
+    /// `postgres://` (or `postgresql://`).
+    #[cfg(feature = "postgres")]
+    Postgres {
+        /// The URL as given (it may carry a password).
+        url: String,
+        /// The URL without its password.
+        shown: String,
+    },
 }
 
 impl std::fmt::Debug for LockerUrl {
@@ -63,12 +72,14 @@ impl std::fmt::Debug for LockerUrl {
             LockerUrl::Dflockd(config) => f.debug_struct("Dflockd").field("servers", &config.servers).finish(),
             #[cfg(feature = "etcd")]
             LockerUrl::Etcd(config) => f.debug_tuple("Etcd").field(config).finish(),
+            #[cfg(feature = "postgres")]
+            LockerUrl::Postgres { shown, .. } => f.debug_tuple("Postgres").field(shown).finish(),
         }
     }
 }
 
 /// Every scheme, and the feature its locker needs (`None`: always built).
-const SCHEMES: [(&str, Option<&str>); 8] = [
+const SCHEMES: [(&str, Option<&str>); 10] = [
     ("memory", None),
     ("redis", Some("redis")),
     ("redis+all", Some("redis")),
@@ -77,6 +88,8 @@ const SCHEMES: [(&str, Option<&str>); 8] = [
     ("dflockd", Some("dflockd")),
     ("etcd", Some("etcd")),
     ("etcd+lockservice", Some("etcd")),
+    ("postgres", Some("postgres")),
+    ("postgresql", Some("postgres")),
 ];
 
 /// The schemes this build serves.
@@ -92,6 +105,7 @@ fn feature_on(feature: &str) -> bool {
         "nats" => cfg!(feature = "nats"),
         "dflockd" => cfg!(feature = "dflockd"),
         "etcd" => cfg!(feature = "etcd"),
+        "postgres" => cfg!(feature = "postgres"),
         _ => false,
     }
 }
@@ -129,6 +143,9 @@ pub fn parse(url: &str) -> Result<LockerUrl, InvalidInput> {
         }
         #[cfg(feature = "etcd")]
         "etcd" | "etcd+lockservice" => crate::etcd::EtcdConfig::from_url(url).map(LockerUrl::Etcd),
+        #[cfg(feature = "postgres")]
+        "postgres" | "postgresql" => crate::postgres::parse_url(url)
+            .map(|(_, shown)| LockerUrl::Postgres { url: url.to_owned(), shown }),
         _ => unreachable!("every scheme of SCHEMES whose feature is on has an arm"),
     }
 }
@@ -148,6 +165,8 @@ impl LockerUrl {
             LockerUrl::Dflockd(config) => Arc::new(crate::dflockd::DflockdLocker::connect(config.clone()).await?),
             #[cfg(feature = "etcd")]
             LockerUrl::Etcd(config) => Arc::new(crate::etcd::EtcdLocker::connect(config.clone()).await?),
+            #[cfg(feature = "postgres")]
+            LockerUrl::Postgres { url, .. } => Arc::new(crate::postgres::PostgresLocker::connect(url).await?),
         })
     }
 }
@@ -257,6 +276,7 @@ mod tests {
             ("dflockd://a:1", "dflockd"),
             ("etcd://a:1", "etcd"),
             ("etcd+lockservice://a:1", "etcd"),
+            ("postgres://u@a:1/db", "postgres"),
         ] {
             if feature_on(feature) {
                 assert!(parse(url).is_ok(), "{url}");
