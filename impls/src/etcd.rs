@@ -55,8 +55,9 @@
 //!   (a put that keeps the key's create revision, so the fencing token is unchanged, checked by
 //!   that revision) and revokes the old one; asked for the same or a shorter one, it keeps the
 //!   lease and reports the TTL etcd renewed it with.
-//! * **Remaining TTL** is etcd's (`LeaseTimeToLive`, whole seconds, rounded down), refined by
-//!   the holder's own belief where the two agree.
+//! * **Remaining TTL** is etcd's (`LeaseTimeToLive`), which etcd rounds *down* to whole
+//!   seconds; the locker answers the top of that second (never above the granted TTL), so the
+//!   answer errs late by under a second, never early.
 //!
 //! # Ownership
 //!
@@ -353,7 +354,12 @@ impl Inner {
         let fence = lease.fence().0 as i64;
         let mut client = self.client.clone();
         let txn = Txn::new()
-            .when([Compare::create_revision(key.clone(), CompareOp::Equal, fence)])
+            // A missing key's create revision reads as 0: a forged lease with fence 0 must not
+            // match it (the suite's sequential model caught that), so the key must exist too.
+            .when([
+                Compare::version(key.clone(), CompareOp::Greater, 0),
+                Compare::create_revision(key.clone(), CompareOp::Equal, fence),
+            ])
             .and_then([TxnOp::get(key.clone(), None), TxnOp::delete(key, None)]);
         let answer = bounded("release", client.txn(txn)).await?;
         if !answer.succeeded() {
@@ -401,6 +407,7 @@ impl Inner {
         let value = Member { limit: lease.limit(), ttl: granted.ttl() }.to_string();
         let txn = Txn::new()
             .when([
+                Compare::version(key.clone(), CompareOp::Greater, 0),
                 Compare::create_revision(key.clone(), CompareOp::Equal, lease.fence().0 as i64),
                 Compare::lease(key.clone(), CompareOp::Equal, current),
             ])
@@ -426,10 +433,12 @@ impl Inner {
         if answer.ttl() < 0 {
             return Ok(None);
         }
-        // etcd rounds down to whole seconds: the truth is within a second above. The holder's
-        // own belief refines it where it falls in that second.
-        let floor = Duration::from_secs(answer.ttl() as u64);
-        Ok(Some(lease.locally_remaining().clamp(floor, floor + Duration::from_secs(1))))
+        // etcd answers whole seconds, rounded down: the truth is within the second above. A
+        // holder's own belief cannot refine it (the lease it passes may predate a refresh by
+        // another client), and a remaining TTL read short is a lease seen ending early, which
+        // the whole-second late tolerance does not excuse: answer the top of that second.
+        let ceiling = Duration::from_secs(answer.ttl() as u64 + 1).saturating_sub(Duration::from_millis(1));
+        Ok(Some(ceiling.min(Duration::from_secs(answer.granted_ttl().max(0) as u64))))
     }
 
     /// One keep-alive of `lease`: whether it was still alive (then etcd renewed it with the
