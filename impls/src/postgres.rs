@@ -225,12 +225,28 @@ pub fn parse_url(url: &str) -> Result<(tokio_postgres::Config, String), InvalidI
     Ok((config, shown))
 }
 
+/// An error and its causes (tokio-postgres says "error connecting to server" and keeps the
+/// reason, "connection refused", in its source).
+fn with_causes(error: &tokio_postgres::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(inner) = cause {
+        text.push_str(&format!(": {inner}"));
+        cause = inner.source();
+    }
+    text
+}
+
 fn unavailable(error: tokio_postgres::Error) -> LockError {
-    LockError::Unavailable { message: format!("postgres: {error}"), source: Some(Box::new(error)) }
+    LockError::Unavailable { message: format!("postgres: {}", with_causes(&error)), source: Some(Box::new(error)) }
 }
 
 fn indeterminate(operation: &'static str, error: tokio_postgres::Error) -> LockError {
-    LockError::Indeterminate { operation, message: format!("postgres: {error}"), source: Some(Box::new(error)) }
+    LockError::Indeterminate {
+        operation,
+        message: format!("postgres: {}", with_causes(&error)),
+        source: Some(Box::new(error)),
+    }
 }
 
 /// `request` with the request time-out.
@@ -296,13 +312,28 @@ impl PostgresLocker {
 async fn open(config: &tokio_postgres::Config) -> Result<Client, LockError> {
     let (client, connection) = tokio::time::timeout(REQUEST_TIMEOUT, config.connect(NoTls))
         .await
-        .map_err(|_| LockError::unavailable("postgres did not accept a connection in time"))?
-        .map_err(unavailable)?;
+        .map_err(|_| LockError::unavailable(format!("postgres at {} did not accept a connection in time", address(config))))?
+        .map_err(|error| LockError::Unavailable {
+            message: format!("postgres at {}: {}", address(config), with_causes(&error)),
+            source: Some(Box::new(error)),
+        })?;
     // The connection runs until its client is dropped (closing the session) or the server ends it.
     tokio::spawn(async move {
         let _ = connection.await;
     });
     Ok(client)
+}
+
+/// `host:port` of a configuration, for messages.
+fn address(config: &tokio_postgres::Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        #[cfg(unix)]
+        Some(tokio_postgres::config::Host::Unix(path)) => path.display().to_string(),
+        None => String::new(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!("{host}:{port}")
 }
 
 /// Cancels the statement a session is running when dropped, unless disarmed, and closes the
