@@ -10,9 +10,13 @@ use std::time::Duration;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use lockcheck_conformance::backends::dflockd::DflockdBackend;
+use lockcheck_conformance::backends::etcd::EtcdBackend;
+use lockcheck_conformance::backends::postgres::PostgresBackend;
+use lockcheck_conformance::faults::postgres::PostgresTarget;
 use lockcheck_conformance::backends::nats::NatsBackend;
 use lockcheck_conformance::backends::redis::{RedisBackend, RedisMode};
 use lockcheck_conformance::faults::Fault;
+use lockcheck_impls::etcd::EtcdMode;
 use lockcheck_conformance::nemesis::{
     FaultTarget, InstancesTarget, NemesisConfig, NemesisOutcome, ServiceTarget, run_nemesis,
 };
@@ -33,6 +37,10 @@ pub enum BackendKind {
     Nats,
     /// The Python dflockd server (a process).
     DflockdPython,
+    /// One etcd server, the revision-queue recipe (`etcd://`).
+    Etcd,
+    /// One Postgres server (a process), advisory locks (`postgres://`).
+    Postgres,
 }
 
 /// A fault, by its command-line name.
@@ -50,6 +58,8 @@ pub enum FaultName {
     InstanceRestarted,
     /// The server cut off from its clients (Docker only).
     Partition,
+    /// Every client session ended by the server, which stays up (Postgres).
+    SessionCut,
 }
 
 impl FaultName {
@@ -61,6 +71,7 @@ impl FaultName {
             FaultName::InstanceKilled => Fault::OneInstanceKilled,
             FaultName::InstanceRestarted => Fault::OneInstanceRestarted,
             FaultName::Partition => Fault::NetworkPartition,
+            FaultName::SessionCut => Fault::SessionsCut,
         }
     }
 }
@@ -72,6 +83,8 @@ impl BackendKind {
             BackendKind::RedisQuorum => "redis-quorum",
             BackendKind::Nats => "nats",
             BackendKind::DflockdPython => "dflockd-python",
+            BackendKind::Etcd => "etcd",
+            BackendKind::Postgres => "postgres",
         }
     }
 
@@ -83,6 +96,10 @@ impl BackendKind {
             BackendKind::RedisQuorum => &[InstanceKilled, InstanceRestarted],
             BackendKind::Nats => &[Pause, Restart, RestartPersistent, Partition],
             BackendKind::DflockdPython => &[Pause, Restart, Partition],
+            // Restart: the data directory lost with it (etcd promises nothing then).
+            BackendKind::Etcd => &[Pause, Restart, RestartPersistent, Partition],
+            // Restart: every session, and so every lock, ends; the fencing sequence survives.
+            BackendKind::Postgres => &[Pause, Restart, SessionCut],
         }
     }
 
@@ -121,6 +138,19 @@ impl BackendKind {
                 let server = started(lockcheck_support::dflockd::python_dflockd(&options).await)?;
                 let config = lockcheck_impls::dflockd::DflockdLockerConfig::new([server.address().to_string()]);
                 (Box::new(DflockdBackend::new(config)), Box::new(ServiceTarget::new(server)))
+            }
+            BackendKind::Etcd => {
+                let options = lockcheck_support::etcd::EtcdOptions { persistent: fault != FaultName::Restart };
+                let server = started(lockcheck_support::etcd::etcd(&options).await)?;
+                let backend = EtcdBackend::on(EtcdMode::Queue, std::slice::from_ref(&server));
+                let target = if options.persistent { ServiceTarget::persistent(server) } else { ServiceTarget::new(server) };
+                (Box::new(backend), Box::new(target))
+            }
+            BackendKind::Postgres => {
+                let server = started(lockcheck_support::postgres::postgres().await)?;
+                let url = lockcheck_support::postgres::url(&server);
+                let backend = PostgresBackend::new(url.clone()).map_err(anyhow::Error::msg)?;
+                (Box::new(backend), Box::new(PostgresTarget::new(server, url)))
             }
         })
     }
@@ -166,7 +196,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         None => crate::seed_from_env()?.unwrap_or_else(rand::random),
     };
     let backends = if args.backends.is_empty() {
-        vec![BackendKind::Redis, BackendKind::RedisQuorum, BackendKind::Nats, BackendKind::DflockdPython]
+        vec![
+            BackendKind::Redis,
+            BackendKind::RedisQuorum,
+            BackendKind::Nats,
+            BackendKind::DflockdPython,
+            BackendKind::Etcd,
+            BackendKind::Postgres,
+        ]
     } else {
         args.backends.clone()
     };

@@ -16,6 +16,8 @@
 
 #[cfg(feature = "nats")]
 pub mod nats;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
 
@@ -50,6 +52,10 @@ pub enum Fault {
     LeaderKilled,
     /// One node of a cluster, the leader, is cut off from the others and from its clients.
     NodePartitioned,
+    /// Every client session of the server is ended by the server (Postgres
+    /// `pg_terminate_backend`, a failover, a restarted pooler) while the server stays up: a
+    /// live holder's session-bound lease ends under it.
+    SessionsCut,
 }
 
 impl Fault {
@@ -66,6 +72,7 @@ impl Fault {
             Fault::ClientCrashedWhileHolding => "client crashed while holding",
             Fault::LeaderKilled => "leader killed",
             Fault::NodePartitioned => "leader partitioned away from the cluster",
+            Fault::SessionsCut => "client sessions cut by the server",
         }
     }
 
@@ -82,7 +89,7 @@ impl Fault {
             | Fault::NetworkPartition
             | Fault::LeaderKilled
             | Fault::NodePartitioned => true,
-            Fault::ClientPausedPastLease | Fault::ClientCrashedWhileHolding => false,
+            Fault::ClientPausedPastLease | Fault::ClientCrashedWhileHolding | Fault::SessionsCut => false,
         }
     }
 
@@ -94,7 +101,11 @@ impl Fault {
     /// a held key, and a holder's release or refresh finds its lease gone.
     pub fn predicted_by(self, property: Property, capabilities: Capabilities) -> Option<&'static str> {
         let restart = matches!(self, Fault::ServerRestartedWithoutPersistence | Fault::OneInstanceRestarted);
+        // A session-bound lease ends with its session: a live holder whose session is cut
+        // loses its lease while it still believes it holds it.
+        let cut = self == Fault::SessionsCut && capabilities.session_bound;
         match property {
+            Property::MutualExclusion | Property::Expiry if cut => Some("session_bound: true"),
             Property::MutualExclusion | Property::Expiry | Property::Ownership
                 if restart && !capabilities.survives_server_restart =>
             {

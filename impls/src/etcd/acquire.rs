@@ -15,9 +15,11 @@ use crate::cleanup::OnDrop;
 use crate::{LeaseRequest, LockError, OwnerToken};
 use crate::{Lease, validate_wait};
 
-/// The least time an acquire is given past its wait bound to finish the request in flight:
-/// one request's time-out. Past it, the acquire gives up locally.
-const LEAST_ATTEMPT: Duration = REQUEST_TIMEOUT;
+/// The least time an acquire is given past its wait bound to finish the request in flight
+/// (one round trip's allowance, so that a wait of zero still asks once). Past it, the acquire
+/// gives up locally and its entry is revoked in the background: a frozen server must not hold
+/// the caller past its bound (the nemesis caught 2 s of overrun with a request's time-out here).
+const LEAST_ATTEMPT: Duration = Duration::from_millis(100);
 
 /// One queue entry: the lease and the key bound to it.
 struct Entry {
