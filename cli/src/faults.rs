@@ -11,16 +11,16 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use lockcheck_conformance::backends::dflockd::DflockdBackend;
 use lockcheck_conformance::backends::etcd::EtcdBackend;
-use lockcheck_conformance::backends::postgres::PostgresBackend;
-use lockcheck_conformance::faults::postgres::PostgresTarget;
 use lockcheck_conformance::backends::nats::NatsBackend;
+use lockcheck_conformance::backends::postgres::PostgresBackend;
 use lockcheck_conformance::backends::redis::{RedisBackend, RedisMode};
 use lockcheck_conformance::faults::Fault;
-use lockcheck_impls::etcd::EtcdMode;
+use lockcheck_conformance::faults::postgres::PostgresTarget;
 use lockcheck_conformance::nemesis::{
     FaultTarget, InstancesTarget, NemesisConfig, NemesisOutcome, ServiceTarget, run_nemesis,
 };
 use lockcheck_conformance::{Backend, Status};
+use lockcheck_impls::etcd::EtcdMode;
 use lockcheck_report::documents::{Document, FaultsDocument};
 use lockcheck_support::ServiceError;
 use lockcheck_support::redis::RedisOptions;
@@ -143,7 +143,8 @@ impl BackendKind {
                 let options = lockcheck_support::etcd::EtcdOptions { persistent: fault != FaultName::Restart };
                 let server = started(lockcheck_support::etcd::etcd(&options).await)?;
                 let backend = EtcdBackend::on(EtcdMode::Queue, std::slice::from_ref(&server));
-                let target = if options.persistent { ServiceTarget::persistent(server) } else { ServiceTarget::new(server) };
+                let target =
+                    if options.persistent { ServiceTarget::persistent(server) } else { ServiceTarget::new(server) };
                 (Box::new(backend), Box::new(target))
             }
             BackendKind::Postgres => {

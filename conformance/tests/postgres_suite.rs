@@ -10,8 +10,9 @@ use lockcheck_conformance::{Served, SuiteConfig};
 use lockcheck_support::postgres::{postgres, url};
 
 fn single_server() -> Option<Served<PostgresBackend>> {
-    let server =
-        tokio::runtime::Handle::current().block_on(postgres()).expect("a Postgres server (scripts/setup/postgres.sh)")?;
+    let server = tokio::runtime::Handle::current()
+        .block_on(postgres())
+        .expect("a Postgres server (scripts/setup/postgres.sh)")?;
     let backend = PostgresBackend::new(url(&server)).expect("the fixture's URL parses");
     Some(Served::new(backend, server))
 }

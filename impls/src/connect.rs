@@ -144,8 +144,9 @@ pub fn parse(url: &str) -> Result<LockerUrl, InvalidInput> {
         #[cfg(feature = "etcd")]
         "etcd" | "etcd+lockservice" => crate::etcd::EtcdConfig::from_url(url).map(LockerUrl::Etcd),
         #[cfg(feature = "postgres")]
-        "postgres" | "postgresql" => crate::postgres::parse_url(url)
-            .map(|(_, shown)| LockerUrl::Postgres { url: url.to_owned(), shown }),
+        "postgres" | "postgresql" => {
+            crate::postgres::parse_url(url).map(|(_, shown)| LockerUrl::Postgres { url: url.to_owned(), shown })
+        }
         _ => unreachable!("every scheme of SCHEMES whose feature is on has an arm"),
     }
 }

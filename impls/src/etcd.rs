@@ -79,8 +79,7 @@ use etcd_client::{Client, Compare, CompareOp, ConnectOptions, PutOptions, Txn, T
 use tokio::time::Instant;
 
 use crate::{
-    Capabilities, FencingToken, InvalidInput, Lease, LeaseRequest, LockError, Locker, OwnerToken, Queued,
-    QueuedCount,
+    Capabilities, FencingToken, InvalidInput, Lease, LeaseRequest, LockError, Locker, OwnerToken, Queued, QueuedCount,
 };
 
 mod acquire;
@@ -398,11 +397,9 @@ impl Inner {
         let sent = Instant::now();
         let mut client = self.client.clone();
         let fresh = lease_id(OwnerToken::random());
-        let granted = bounded(
-            "refresh",
-            client.lease_grant(wanted, Some(etcd_client::LeaseGrantOptions::new().with_id(fresh))),
-        )
-        .await?;
+        let granted =
+            bounded("refresh", client.lease_grant(wanted, Some(etcd_client::LeaseGrantOptions::new().with_id(fresh))))
+                .await?;
         let key = self.member_key(lease.key(), lease_id(lease.owner()));
         let value = Member { limit: lease.limit(), ttl: granted.ttl() }.to_string();
         let txn = Txn::new()
@@ -448,9 +445,13 @@ impl Inner {
         // The client's keep-alive sends one request and reads its answer before it returns.
         match tokio::time::timeout(REQUEST_TIMEOUT, client.lease_keep_alive(lease)).await {
             Ok(Ok(_)) => Ok(true),
-            Ok(Err(etcd_client::Error::LeaseKeepAliveError(message))) if message.contains("lease not found") => Ok(false),
+            Ok(Err(etcd_client::Error::LeaseKeepAliveError(message))) if message.contains("lease not found") => {
+                Ok(false)
+            }
             Ok(Err(error)) => Err(indeterminate(operation, error)),
-            Err(_) => Err(LockError::indeterminate(operation, format!("etcd did not answer within {REQUEST_TIMEOUT:?}"))),
+            Err(_) => {
+                Err(LockError::indeterminate(operation, format!("etcd did not answer within {REQUEST_TIMEOUT:?}")))
+            }
         }
     }
 

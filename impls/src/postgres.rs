@@ -312,7 +312,9 @@ impl PostgresLocker {
 async fn open(config: &tokio_postgres::Config) -> Result<Client, LockError> {
     let (client, connection) = tokio::time::timeout(REQUEST_TIMEOUT, config.connect(NoTls))
         .await
-        .map_err(|_| LockError::unavailable(format!("postgres at {} did not accept a connection in time", address(config))))?
+        .map_err(|_| {
+            LockError::unavailable(format!("postgres at {} did not accept a connection in time", address(config)))
+        })?
         .map_err(|error| LockError::Unavailable {
             message: format!("postgres at {}: {}", address(config), with_causes(&error)),
             source: Some(Box::new(error)),
@@ -404,7 +406,12 @@ impl Inner {
         Lease::new(request.key(), owner, FencingToken(fence as u64), request.ttl(), at, 1)
     }
 
-    async fn try_once(&self, session: &Client, request: &LeaseRequest, owner: OwnerToken) -> Result<Attempt, LockError> {
+    async fn try_once(
+        &self,
+        session: &Client,
+        request: &LeaseRequest,
+        owner: OwnerToken,
+    ) -> Result<Attempt, LockError> {
         let row = bounded(
             "try-acquire",
             session.query_one(
@@ -463,8 +470,9 @@ impl Inner {
             let (id, owner_text, ttl) = (lock_id(request.key()), owner.to_string(), micros(request.ttl()));
             let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [&id, &owner_text, &ttl, &timeout_ms];
             let answer = {
-                let waiting =
-                    session.client().query_one("SELECT o_fence, o_waited_us FROM lockcheck_wait($1, $2, $3, $4)", &params);
+                let waiting = session
+                    .client()
+                    .query_one("SELECT o_fence, o_waited_us FROM lockcheck_wait($1, $2, $3, $4)", &params);
                 tokio::pin!(waiting);
                 // Until the holder's recorded expiry, then have it reaped (see "Expiry").
                 let mut reap_in = reap_after(attempt.holder_left);

@@ -20,7 +20,9 @@ use tokio::time::Instant;
 const LONG: Duration = Duration::from_secs(30);
 
 async fn locker(server: &Service, mode: EtcdMode) -> EtcdLocker {
-    EtcdLocker::connect(EtcdConfig::new(mode, vec![server.address().to_string()])).await.expect("the etcd locker connects")
+    EtcdLocker::connect(EtcdConfig::new(mode, vec![server.address().to_string()]))
+        .await
+        .expect("the etcd locker connects")
 }
 
 /// A server; `None` when the run allows skipping.
@@ -219,7 +221,12 @@ async fn a_server_without_persistence_restarts_empty() {
     server.restart().await.expect("etcd restarts");
     let b = locker(&server, EtcdMode::Queue).await;
     let after = b.try_acquire(&request).await.unwrap().expect("the lock is gone with the data");
-    assert!(after.fence() <= before.fence(), "the revision counter started again: {} then {}", before.fence(), after.fence());
+    assert!(
+        after.fence() <= before.fence(),
+        "the revision counter started again: {} then {}",
+        before.fence(),
+        after.fence()
+    );
     assert!(!a.release(&before).await.unwrap());
 }
 
@@ -230,7 +237,8 @@ async fn an_unreachable_cluster_is_unavailable_and_bad_input_is_refused() {
     assert!(refused.as_ref().is_err_and(LockError::is_unavailable), "{:?}", refused.err());
     let Some(server) = server("bad_input", &EtcdOptions::default()).await else { return };
     let a = locker(&server, EtcdMode::Queue).await;
-    for bad in [LeaseRequest::lock("", LONG), LeaseRequest::lock("a b", LONG), LeaseRequest::lock("k", Duration::ZERO)] {
+    for bad in [LeaseRequest::lock("", LONG), LeaseRequest::lock("a b", LONG), LeaseRequest::lock("k", Duration::ZERO)]
+    {
         assert!(a.try_acquire(&bad).await.is_err_and(|error| error.is_invalid_input()), "{bad:?}");
     }
     let lease = a.try_acquire(&LeaseRequest::lock("k", Duration::from_millis(1500))).await.unwrap().unwrap();

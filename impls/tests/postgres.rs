@@ -195,7 +195,11 @@ async fn acquire_honours_its_wait_bound_and_a_cancelled_wait_leaves_nothing() {
             .await
             .unwrap();
         let waiting: i64 = row.get(0);
-        let sessions = a.client().query_one("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'advisory'", &[]).await.unwrap();
+        let sessions = a
+            .client()
+            .query_one("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'advisory'", &[])
+            .await
+            .unwrap();
         if waiting == 1 && sessions.get::<_, i64>(0) == 1 {
             break;
         }
@@ -233,7 +237,8 @@ async fn unsupported_and_bad_input_are_refused_and_an_unreachable_server_is_unav
     assert!(!a.capabilities().semaphores && a.capabilities().session_bound && !a.capabilities().server_side_expiry);
     let semaphore = a.try_acquire(&LeaseRequest::semaphore("s", 2, LONG)).await;
     assert!(matches!(semaphore, Err(LockError::Unsupported { .. })), "{semaphore:?}");
-    for bad in [LeaseRequest::lock("", LONG), LeaseRequest::lock("a\nb", LONG), LeaseRequest::lock("k", Duration::ZERO)] {
+    for bad in [LeaseRequest::lock("", LONG), LeaseRequest::lock("a\nb", LONG), LeaseRequest::lock("k", Duration::ZERO)]
+    {
         assert!(a.try_acquire(&bad).await.is_err_and(|error| error.is_invalid_input()), "{bad:?}");
     }
 }

@@ -26,25 +26,34 @@ pub struct PostgresTarget {
 impl PostgresTarget {
     /// `service`, reached at `url` (see `lockcheck_support::postgres::url`).
     pub fn new(service: Service, url: String) -> Self {
-        PostgresTarget { name: format!("{} ({})", service.name(), service.runtime()), service: Mutex::new(service), url }
+        PostgresTarget {
+            name: format!("{} ({})", service.name(), service.runtime()),
+            service: Mutex::new(service),
+            url,
+        }
     }
 
     /// The postmaster and its children, by the data directory's `postmaster.pid` (read through
     /// a session while the server answers).
     async fn processes(&self) -> Result<Vec<u32>, FaultError> {
         let fail = |message: String| failed("finding the postgres processes", message);
-        let locker = lockcheck_impls::postgres::PostgresLocker::connect(&self.url).await.map_err(|e| fail(e.to_string()))?;
+        let locker =
+            lockcheck_impls::postgres::PostgresLocker::connect(&self.url).await.map_err(|e| fail(e.to_string()))?;
         let row = locker.client().query_one("SHOW data_directory", &[]).await.map_err(|e| fail(e.to_string()))?;
         let dir: String = row.get(0);
         drop(locker);
         let pid_file = std::fs::read_to_string(format!("{dir}/postmaster.pid")).map_err(|e| fail(e.to_string()))?;
-        let postmaster: u32 = pid_file.lines().next().and_then(|line| line.trim().parse().ok()).ok_or_else(|| fail("no pid".into()))?;
+        let postmaster: u32 =
+            pid_file.lines().next().and_then(|line| line.trim().parse().ok()).ok_or_else(|| fail("no pid".into()))?;
         let mut pids = vec![postmaster];
         for entry in std::fs::read_dir("/proc").map_err(|e| fail(e.to_string()))?.flatten() {
             let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else { continue };
             let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
             // `pid (comm) state ppid …`: the ppid follows the last ')'.
-            let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)).and_then(|p| p.parse::<u32>().ok());
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
             if ppid == Some(postmaster) {
                 pids.push(pid);
             }

@@ -90,10 +90,8 @@ impl Locker for TrustsPredecessorDeletion {
             return Ok(lease(revision));
         };
         let from = found.header().map_or(0, |header| header.revision()) + 1;
-        let mut watch = client
-            .watch(predecessor, Some(WatchOptions::new().with_start_revision(from)))
-            .await
-            .map_err(failed)?;
+        let mut watch =
+            client.watch(predecessor, Some(WatchOptions::new().with_start_revision(from))).await.map_err(failed)?;
         let deadline = started + wait;
         loop {
             tokio::select! {

@@ -12,8 +12,8 @@ use super::{
     EtcdMode, Inner, Member, REQUEST_TIMEOUT, bounded, fresh_owner, grant, indeterminate, lease_id, whole_seconds,
 };
 use crate::cleanup::OnDrop;
-use crate::{LeaseRequest, LockError, OwnerToken};
 use crate::{Lease, validate_wait};
+use crate::{LeaseRequest, LockError, OwnerToken};
 
 /// The least time an acquire is given past its wait bound to finish the request in flight
 /// (one round trip's allowance, so that a wait of zero still asks once). Past it, the acquire
@@ -61,14 +61,18 @@ impl Inner {
     /// Grants a lease for `request` and puts its key in the lock's queue; whether it is
     /// among the first `limit` (granted at once). A lease without a key holds nothing, so a
     /// failed grant is unavailability, not an unknown outcome.
-    async fn join(&self, request: &LeaseRequest) -> Result<(Entry, bool, Instant, OnDrop<impl Future<Output = ()> + Send + 'static>), LockError> {
+    async fn join(
+        &self,
+        request: &LeaseRequest,
+    ) -> Result<(Entry, bool, Instant, OnDrop<impl Future<Output = ()> + Send + 'static>), LockError> {
         let owner = fresh_owner();
         let lease = lease_id(owner);
         let mut client = self.client.clone();
         let sent = Instant::now();
         let granted = match tokio::time::timeout(
             REQUEST_TIMEOUT,
-            client.lease_grant(whole_seconds(request.ttl()), Some(etcd_client::LeaseGrantOptions::new().with_id(lease))),
+            client
+                .lease_grant(whole_seconds(request.ttl()), Some(etcd_client::LeaseGrantOptions::new().with_id(lease))),
         )
         .await
         {
@@ -99,7 +103,9 @@ impl Inner {
         let Some(TxnOpResponse::Get(ahead)) = answer.op_responses().into_iter().nth(1) else {
             return Err(LockError::Protocol("etcd's transaction answered without its range".to_owned()));
         };
-        if let Some(other) = ahead.kvs().iter().map(|kv| Member::parse(kv.value()).limit).find(|&limit| limit != request.limit()) {
+        if let Some(other) =
+            ahead.kvs().iter().map(|kv| Member::parse(kv.value()).limit).find(|&limit| limit != request.limit())
+        {
             drop(guard);
             return Err(LockError::LimitMismatch {
                 key: request.key().to_owned(),
@@ -140,7 +146,12 @@ impl Inner {
         }
     }
 
-    async fn acquire_until(&self, request: &LeaseRequest, started: Instant, deadline: Instant) -> Result<Lease, LockError> {
+    async fn acquire_until(
+        &self,
+        request: &LeaseRequest,
+        started: Instant,
+        deadline: Instant,
+    ) -> Result<Lease, LockError> {
         loop {
             let (entry, first, sent, guard) = self.join(request).await?;
             if first {
@@ -174,7 +185,12 @@ impl Inner {
     }
 
     /// The revision queue's wait: check, watch the predecessor, check again when it goes.
-    async fn wait_in_queue(&self, request: &LeaseRequest, entry: &Entry, deadline: Instant) -> Result<Waited, LockError> {
+    async fn wait_in_queue(
+        &self,
+        request: &LeaseRequest,
+        entry: &Entry,
+        deadline: Instant,
+    ) -> Result<Waited, LockError> {
         let dir = format!("{}/", self.lock_name(request.key()));
         let limit = i64::from(request.limit());
         loop {
