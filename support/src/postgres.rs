@@ -35,6 +35,18 @@ if [ ! -s "$dir/PG_VERSION" ]; then
   if [ "$(id -u)" = 0 ]; then chown postgres:postgres "$PWD" "$dir"; fi
   ( as_owner "$bin/initdb" -D "$dir" -U lockcheck --auth=trust -E UTF8 --no-sync --no-instructions ) >/dev/null
 fi
+# After a kill, the old server's backends notice their postmaster's death and exit within
+# moments; until the last one has detached from the shared memory, a new postmaster refuses to
+# start. Wait for that (bounded: 5 s), by the segment's attach count.
+if [ -f "$dir/postmaster.pid" ]; then
+  shmid="$(sed -n 7p "$dir/postmaster.pid" | awk '{print $2}')"
+  tries=0
+  while [ -n "$shmid" ] && [ "$tries" -lt 100 ] \
+    && awk -v id="$shmid" '$2 == id && $7 > 0 { found = 1 } END { exit !found }' /proc/sysvipc/shm 2>/dev/null; do
+    sleep 0.05
+    tries=$((tries + 1))
+  done
+fi
 as_owner "$bin/postgres" -D "$dir" -p "$port" -k "$dir" -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300
 "#;
 
