@@ -71,6 +71,9 @@ use crate::{Capabilities, FencingToken, InvalidInput, Lease, LeaseRequest, LockE
 /// How long one request may take before its outcome is unknown.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The least time an acquire is given past its wait bound to finish the request in flight.
+const LEAST_ATTEMPT: Duration = Duration::from_millis(100);
+
 /// Idle sessions a locker keeps for its next grants.
 const IDLE_SESSIONS: usize = 16;
 
@@ -452,6 +455,21 @@ impl Inner {
         Self::refuse_unsupported(request)?;
         let started = Instant::now();
         let deadline = started + wait;
+        // A frozen or unreachable server must not hold the caller past its bound (the nemesis
+        // caught 500 ms overruns while a new session waited for a paused postmaster): give up
+        // locally one round trip's allowance past it; the session is cancelled and closed.
+        match tokio::time::timeout_at(deadline + LEAST_ATTEMPT, self.acquire_until(request, started, deadline)).await {
+            Ok(result) => result,
+            Err(_) => Err(LockError::TimedOutLocally { waited: started.elapsed() }),
+        }
+    }
+
+    async fn acquire_until(
+        &self,
+        request: &LeaseRequest,
+        started: Instant,
+        deadline: Instant,
+    ) -> Result<Lease, LockError> {
         let session = Abandon::new(self.session().await?);
         let owner = OwnerToken::random();
         loop {
