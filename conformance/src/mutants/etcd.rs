@@ -31,6 +31,30 @@ pub struct TrustsPredecessorDeletion {
     locker: EtcdLocker,
 }
 
+/// Revokes a waiter's lease when its acquire is dropped or gives up (the correct locker's
+/// cancel safety, kept so that the mutant has its one flaw only).
+struct RevokeOnDrop {
+    client: Option<etcd_client::Client>,
+    lease: i64,
+}
+
+impl RevokeOnDrop {
+    fn disarm(mut self) {
+        self.client = None;
+    }
+}
+
+impl Drop for RevokeOnDrop {
+    fn drop(&mut self) {
+        if let (Some(mut client), Ok(runtime)) = (self.client.take(), tokio::runtime::Handle::try_current()) {
+            let lease = self.lease;
+            runtime.spawn(async move {
+                let _ = client.lease_revoke(lease).await;
+            });
+        }
+    }
+}
+
 fn failed(error: etcd_client::Error) -> LockError {
     LockError::indeterminate("acquire", error.to_string())
 }
@@ -74,6 +98,7 @@ impl Locker for TrustsPredecessorDeletion {
                 1,
             )
         };
+        let guard = RevokeOnDrop { client: Some(client.clone()), lease: id };
         let key = self.locker.lease_key(&lease(0));
         let value = format!("limit=1;ttl={}", granted.ttl());
         let put = client.put(key, value, Some(PutOptions::new().with_lease(id))).await.map_err(failed)?;
@@ -87,6 +112,7 @@ impl Locker for TrustsPredecessorDeletion {
             .with_keys_only();
         let found = client.get(dir, Some(ahead)).await.map_err(failed)?;
         let Some(predecessor) = found.kvs().first().map(|kv| kv.key().to_vec()) else {
+            guard.disarm();
             return Ok(lease(revision));
         };
         let from = found.header().map_or(0, |header| header.revision()) + 1;
@@ -98,14 +124,19 @@ impl Locker for TrustsPredecessorDeletion {
                 message = watch.message() => match message.map_err(failed)? {
                     // The flaw: the predecessor is gone, so this waiter "holds".
                     Some(answer) if answer.events().iter().any(|event| event.event_type() == EventType::Delete) => {
+                        guard.disarm();
                         return Ok(lease(revision));
                     }
                     Some(_) => {}
                     None => return Err(LockError::indeterminate("acquire", "the watch ended")),
                 },
                 () = tokio::time::sleep_until(deadline) => {
-                    let _ = client.lease_revoke(id).await;
-                    return Err(LockError::TimedOut { waited: started.elapsed() });
+                    let revoked = client.lease_revoke(id).await.is_ok();
+                    if revoked {
+                        guard.disarm();
+                        return Err(LockError::TimedOut { waited: started.elapsed() });
+                    }
+                    return Err(LockError::TimedOutLocally { waited: started.elapsed() });
                 }
             }
         }
