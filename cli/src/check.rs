@@ -18,7 +18,8 @@ pub struct Args {
     /// A backend URL; repeatable. Default: the embedded backends (`memory`, …). Schemes:
     /// memory, redis://host:port[/db], redis+all://h1,h2, redis+quorum://h1,h2,h3,
     /// nats://host:port[,host2...][?bucket=B&replicas=N&storage=memory|file&offers=on|off],
-    /// dflockd://host:port[,host2...].
+    /// dflockd://host:port[,host2...], etcd://host:port[,host2...][?prefix=P],
+    /// etcd+lockservice://host:port[,host2...], postgres://user@host:port/db.
     #[arg(long = "backend", value_name = "URL")]
     backends: Vec<String>,
     /// Seed of the randomized checks (default: random, printed; also `LOCKCHECK_SEED`).
@@ -316,6 +317,9 @@ mod tests {
             format!("redis://127.0.0.1:{port}"),
             format!("nats://127.0.0.1:{port}"),
             format!("dflockd://127.0.0.1:{port}"),
+            format!("etcd://127.0.0.1:{port}"),
+            format!("etcd+lockservice://127.0.0.1:{port}"),
+            format!("postgres://lockcheck@127.0.0.1:{port}/postgres"),
         ] {
             let backend = backends::from_url(&url).expect("a well-formed URL");
             let started = std::time::Instant::now();

@@ -10,14 +10,18 @@ use std::time::Duration;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use lockcheck_conformance::backends::dflockd::DflockdBackend;
+use lockcheck_conformance::backends::etcd::EtcdBackend;
 use lockcheck_conformance::backends::nats::NatsBackend;
+use lockcheck_conformance::backends::postgres::PostgresBackend;
 use lockcheck_conformance::backends::redis::{RedisBackend, RedisMode};
 use lockcheck_conformance::faults::Fault;
+use lockcheck_conformance::faults::postgres::PostgresTarget;
 use lockcheck_conformance::nemesis::{
     ClockTarget, ClusterTarget, FaultTarget, HolderTarget, InstancesTarget, NemesisConfig, NemesisOutcome,
     ServiceTarget, run_nemesis,
 };
 use lockcheck_conformance::{Backend, Served, Status, Timing};
+use lockcheck_impls::etcd::EtcdMode;
 use lockcheck_report::documents::{Document, FaultsDocument};
 use lockcheck_support::redis::RedisOptions;
 use lockcheck_support::{ServiceError, ServiceSpec};
@@ -40,6 +44,10 @@ pub enum BackendKind {
     LockcheckServe,
     /// A three-node NATS JetStream cluster (Docker), an R3 bucket.
     NatsCluster,
+    /// One etcd server, the revision-queue recipe (`etcd://`).
+    Etcd,
+    /// One Postgres server (a process), advisory locks (`postgres://`).
+    Postgres,
 }
 
 /// A fault, by its command-line name.
@@ -70,6 +78,8 @@ pub enum FaultName {
     HolderPaused,
     /// A holder, a client process of its own, killed while it holds.
     ClientKilled,
+    /// Every client session ended by the server, which stays up (Postgres).
+    SessionCut,
 }
 
 /// The faults of a client process (this binary's hidden `driver` subcommand over the
@@ -91,6 +101,7 @@ impl FaultName {
             FaultName::LeaderPartitioned => Fault::NodePartitioned,
             FaultName::HolderPaused => Fault::ClientPausedPastLease,
             FaultName::ClientKilled => Fault::ClientCrashedWhileHolding,
+            FaultName::SessionCut => Fault::SessionsCut,
         }
     }
 }
@@ -105,6 +116,8 @@ impl BackendKind {
             BackendKind::DflockdPython => "dflockd-python",
             BackendKind::LockcheckServe => "lockcheck-serve",
             BackendKind::NatsCluster => "nats-cluster",
+            BackendKind::Etcd => "etcd",
+            BackendKind::Postgres => "postgres",
         }
     }
 
@@ -140,6 +153,10 @@ impl BackendKind {
             BackendKind::DflockdPython => &[Pause, Restart, Partition, ClockJump, ClockSkew],
             BackendKind::LockcheckServe => &[Pause, Restart, RestartPersistent, ClockJump, ClockSkew],
             BackendKind::NatsCluster => &[LeaderKilled, LeaderPartitioned],
+            // Restart: the data directory lost with it (etcd promises nothing then).
+            BackendKind::Etcd => &[Pause, Restart, RestartPersistent, Partition],
+            // Restart: every session, and so every lock, ends; the fencing sequence survives.
+            BackendKind::Postgres => &[Pause, Restart, SessionCut],
         }
     }
 
@@ -208,7 +225,11 @@ impl BackendKind {
                     let address = target.service().lock().await.address().to_string();
                     (Box::new(self.dflockd(address, false)), Box::new(target))
                 }
-                BackendKind::RedisQuorum | BackendKind::RedisAll | BackendKind::NatsCluster => {
+                BackendKind::RedisQuorum
+                | BackendKind::RedisAll
+                | BackendKind::NatsCluster
+                | BackendKind::Etcd
+                | BackendKind::Postgres => {
                     anyhow::bail!("no clock faults for {}", self.name())
                 }
             });
@@ -257,6 +278,20 @@ impl BackendKind {
                 let backend = self.dflockd(server.address().to_string(), persistent);
                 // Leases do not survive its restart, with or without the fence file.
                 (Box::new(backend), Box::new(ServiceTarget::new(server)))
+            }
+            BackendKind::Etcd => {
+                let options = lockcheck_support::etcd::EtcdOptions { persistent: fault != FaultName::Restart };
+                let server = started(lockcheck_support::etcd::etcd(&options).await)?;
+                let backend = EtcdBackend::on(EtcdMode::Queue, std::slice::from_ref(&server));
+                let target =
+                    if options.persistent { ServiceTarget::persistent(server) } else { ServiceTarget::new(server) };
+                (Box::new(backend), Box::new(target))
+            }
+            BackendKind::Postgres => {
+                let server = started(lockcheck_support::postgres::postgres().await)?;
+                let url = lockcheck_support::postgres::url(&server);
+                let backend = PostgresBackend::new(url.clone()).map_err(anyhow::Error::msg)?;
+                (Box::new(backend), Box::new(PostgresTarget::new(server, url)))
             }
         })
     }
@@ -339,6 +374,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             BackendKind::DflockdPython,
             BackendKind::LockcheckServe,
             BackendKind::NatsCluster,
+            BackendKind::Etcd,
+            BackendKind::Postgres,
         ]
     } else {
         args.backends.clone()

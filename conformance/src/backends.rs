@@ -6,6 +6,8 @@
 //! | `redis://host:port[/db]`, `redis+all://h1,h2`, `redis+quorum://h1,h2,h3` | Redis | `redis` |
 //! | `nats://host:port[?bucket=B]` | NATS JetStream KV | `nats` |
 //! | `dflockd://host:port[,host2...][?auth=SECRET]` | dflockd protocol | `dflockd` |
+//! | `etcd://host:port[,host:port…]`, `etcd+lockservice://…` | etcd (revision queue, lock service) | `etcd` |
+//! | `postgres://user@host:port/db` | Postgres advisory locks | `postgres` |
 //! | `dflockd-embedded` | lockcheck's reference dflockd server, started in-process | `dflockd` |
 //! | `exec:COMMAND ARGS…` | a driver process per client, speaking the driver protocol (`docs/driver-protocol.md`) | `services` |
 //!
@@ -28,10 +30,14 @@
 
 #[cfg(feature = "dflockd")]
 pub mod dflockd;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 #[cfg(feature = "services")]
 pub mod exec;
 #[cfg(feature = "nats")]
 pub mod nats;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
 use lockcheck_impls::{InvalidInput, LockerUrl};
@@ -80,6 +86,10 @@ pub fn known_schemes() -> Vec<&'static str> {
     schemes.extend(["dflockd", "dflockd-embedded"]);
     #[cfg(feature = "services")]
     schemes.push("exec");
+    #[cfg(feature = "etcd")]
+    schemes.extend(["etcd", "etcd+lockservice"]);
+    #[cfg(feature = "postgres")]
+    schemes.extend(["postgres", "postgresql"]);
     schemes
 }
 
@@ -201,6 +211,10 @@ fn from_url_without_cleanup(original: &str, url: &str) -> Result<Box<dyn Backend
         LockerUrl::Nats { hosts, bucket } => Box::new(nats::NatsBackend::new(hosts, bucket)),
         #[cfg(feature = "dflockd")]
         LockerUrl::Dflockd(config) => Box::new(dflockd::DflockdBackend::new(config)),
+        #[cfg(feature = "etcd")]
+        LockerUrl::Etcd(config) => Box::new(etcd::EtcdBackend::new(config)),
+        #[cfg(feature = "postgres")]
+        LockerUrl::Postgres { .. } => Box::new(postgres::PostgresBackend::new(url).map_err(malformed)?),
         // The lock API was built with a backend feature this crate was not (another crate
         // of the build turned it on).
         #[allow(unreachable_patterns)]
@@ -219,6 +233,10 @@ fn feature_of(url: &LockerUrl) -> &'static str {
         LockerUrl::Nats { .. } => "nats",
         #[cfg(feature = "dflockd")]
         LockerUrl::Dflockd(_) => "dflockd",
+        #[cfg(feature = "etcd")]
+        LockerUrl::Etcd(_) => "etcd",
+        #[cfg(feature = "postgres")]
+        LockerUrl::Postgres { .. } => "postgres",
         _ => "a backend",
     }
 }

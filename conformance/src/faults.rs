@@ -16,6 +16,8 @@
 
 #[cfg(feature = "nats")]
 pub mod nats;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
 
@@ -58,6 +60,10 @@ pub enum Fault {
     /// The server's wall clock runs fast (×2.5 in `ClockTarget`) for a while; its monotonic clock does
     /// not. Healing stops the skew and leaves the clock where it got to.
     ServerClockSkewed,
+    /// Every client session of the server is ended by the server (Postgres
+    /// `pg_terminate_backend`, a failover, a restarted pooler) while the server stays up: a
+    /// live holder's session-bound lease ends under it.
+    SessionsCut,
 }
 
 impl Fault {
@@ -76,6 +82,7 @@ impl Fault {
             Fault::NodePartitioned => "leader partitioned away from the cluster",
             Fault::ServerClockJumpedForward => "server wall clock jumped forward",
             Fault::ServerClockSkewed => "server wall clock running fast",
+            Fault::SessionsCut => "client sessions cut by the server",
         }
     }
 
@@ -92,11 +99,13 @@ impl Fault {
             | Fault::NetworkPartition
             | Fault::LeaderKilled
             | Fault::NodePartitioned => true,
-            // A clock fault leaves the server serving: nothing it owes falls due late.
+            // A clock fault leaves the server serving: nothing it owes falls due late; nor
+            // does a cut session.
             Fault::ClientPausedPastLease
             | Fault::ClientCrashedWhileHolding
             | Fault::ServerClockJumpedForward
-            | Fault::ServerClockSkewed => false,
+            | Fault::ServerClockSkewed
+            | Fault::SessionsCut => false,
         }
     }
 
@@ -116,7 +125,11 @@ impl Fault {
     pub fn predicted_by(self, property: Property, capabilities: Capabilities) -> Option<&'static str> {
         let restart = matches!(self, Fault::ServerRestartedWithoutPersistence | Fault::OneInstanceRestarted);
         let clock = matches!(self, Fault::ServerClockJumpedForward | Fault::ServerClockSkewed);
+        // A session-bound lease ends with its session: a live holder whose session is cut
+        // loses its lease while it still believes it holds it.
+        let cut = self == Fault::SessionsCut && capabilities.session_bound;
         match property {
+            Property::MutualExclusion | Property::Expiry if cut => Some("session_bound: true"),
             Property::MutualExclusion | Property::Expiry | Property::Ownership
                 if clock && !capabilities.expiry_by_monotonic_clock =>
             {

