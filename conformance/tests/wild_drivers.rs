@@ -1,0 +1,168 @@
+//! Lockers in the wild: the conformance suite against the lock libraries people use, each
+//! through its driver in `drivers/python/` (docs/driver-protocol.md) and real servers started
+//! here. Every driver claims only what its library's documentation promises; a test asserts
+//! that no claimed property is violated, except where a library breaks a promise (a finding,
+//! asserted as such and explained where it is asserted).
+//!
+//! `lockers_in_the_wild_matrix` (ignored; `scripts/wild` runs it) writes every library's report
+//! as one `lockcheck.check` document (`lockcheck report --check FILE` renders it) to
+//! `$LOCKCHECK_WILD_OUT` (default `$CARGO_TARGET_TMPDIR/wild.json`).
+#![cfg(all(feature = "redis", feature = "dflockd"))]
+
+use lockcheck_conformance::backends::dflockd::EmbeddedDflockd;
+use lockcheck_conformance::backends::exec::ExecBackend;
+use lockcheck_conformance::{Status, SuiteConfig, SuiteReport, Timing, run_suite};
+use lockcheck_report::documents::{CheckDocument, Document};
+use lockcheck_server::ServerConfig;
+use lockcheck_support::Service;
+use lockcheck_support::dflockd::{PythonDflockdOptions, python_dflockd, venv};
+use lockcheck_support::redis::{RedisOptions, redis, redis_many, url};
+
+/// A library under test: its driver's command line and the servers it talks to (stopped on
+/// drop).
+struct Wild {
+    backend: ExecBackend,
+    _servers: Vec<Service>,
+    _reference: Option<EmbeddedDflockd>,
+}
+
+fn script(name: &str) -> String {
+    format!("{}/../drivers/python/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The project's venv Python (scripts/setup/python.sh), or the named venv beside it.
+fn python(venv_name: Option<&str>) -> String {
+    let main = venv();
+    let dir = match venv_name {
+        Some(name) => main.with_file_name(name),
+        None => main,
+    };
+    dir.join("bin/python").display().to_string()
+}
+
+/// A driver that cannot cancel an acquire in flight (the library's wait cannot be
+/// interrupted): a cancelled acquire may still be granted until its own wait runs out, the
+/// longest wait the workload gives one being 1.5 base leases.
+fn without_cancel(timing: Timing) -> Timing {
+    Timing { cancel_cleanup: Some(timing.base_ttl.mul_f64(1.5) + timing.tolerance), ..timing }
+}
+
+fn exec(command: Vec<String>, timing: Timing) -> ExecBackend {
+    ExecBackend::new(command).expect("a command").with_timing(timing)
+}
+
+async fn one_redis() -> Service {
+    redis(&RedisOptions::default()).await.expect("a Redis server (scripts/setup/redis.sh)").expect("not skipped")
+}
+
+/// python-redis-lock's `Lock`: whole-second leases and waits.
+async fn python_redis_lock() -> Wild {
+    let server = one_redis().await;
+    let command = vec![python(None), script("python_redis_lock_driver.py"), url(&server, 0)];
+    Wild { backend: exec(command, without_cancel(Timing::whole_seconds())), _servers: vec![server], _reference: None }
+}
+
+/// pottery's `Redlock` over three Redis masters.
+async fn pottery() -> Wild {
+    let servers = redis_many(&RedisOptions::default(), 3).await.expect("three Redis servers").expect("not skipped");
+    let mut command = vec![python(None), script("pottery_redlock_driver.py")];
+    command.extend(servers.iter().map(|server| url(server, 0)));
+    Wild { backend: exec(command, without_cancel(Timing::networked())), _servers: servers, _reference: None }
+}
+
+/// redis-lock-py's `RedisLock` (in its own venv: it needs redis-py 7 and shares the module
+/// name `redis_lock` with python-redis-lock).
+async fn redis_lock_py() -> Wild {
+    let server = one_redis().await;
+    let command = vec![python(Some("venv-redis-lock-py")), script("redis_lock_py_driver.py"), url(&server, 0)];
+    Wild { backend: exec(command, without_cancel(Timing::whole_seconds())), _servers: vec![server], _reference: None }
+}
+
+/// dflockd-client on the reference server (`lockcheck serve`'s server, in this process).
+async fn dflockd_client_on_reference() -> Wild {
+    let server = EmbeddedDflockd::start(ServerConfig::ephemeral()).expect("the reference server starts");
+    let command = vec![python(None), script("dflockd_client_driver.py"), server.addr().to_string()];
+    Wild { backend: exec(command, without_cancel(Timing::whole_seconds())), _servers: vec![], _reference: Some(server) }
+}
+
+/// dflockd-client on the Python dflockd 0.5 server.
+async fn dflockd_client_on_python() -> Wild {
+    let server = python_dflockd(&PythonDflockdOptions::default())
+        .await
+        .expect("the Python dflockd starts")
+        .expect("not skipped");
+    let command = vec![python(None), script("dflockd_client_driver.py"), server.address().to_string()];
+    Wild { backend: exec(command, without_cancel(Timing::whole_seconds())), _servers: vec![server], _reference: None }
+}
+
+fn config() -> SuiteConfig {
+    SuiteConfig::default().cases(2).workload(4, 12).wakeup_iterations(20)
+}
+
+async fn suite(wild: &Wild) -> SuiteReport {
+    let report = run_suite(&wild.backend, &config()).await;
+    println!("{report}");
+    report
+}
+
+/// Every check passed or was not claimed / not checked, except `findings` (check name, the
+/// status it must have).
+fn assert_only(report: &SuiteReport, findings: &[(&str, Status)]) {
+    assert!(report.checks.iter().any(|result| result.status() == Status::Passed), "nothing passed: {report}");
+    for result in &report.checks {
+        let expected = findings.iter().find(|(check, _)| *check == result.check).map(|(_, status)| *status);
+        match expected {
+            Some(status) => assert_eq!(result.status(), status, "{}: {result:?}", result.check),
+            None => assert!(result.status() <= Status::Passed, "{}: {result:?}", result.check),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_redis_lock_keeps_its_promises() {
+    let wild = python_redis_lock().await;
+    assert_only(&suite(&wild).await, &[]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pottery_redlock_keeps_its_promises() {
+    let wild = pottery().await;
+    assert_only(&suite(&wild).await, &[]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_lock_py_keeps_its_promises() {
+    let wild = redis_lock_py().await;
+    assert_only(&suite(&wild).await, &[]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dflockd_client_keeps_its_promises_on_the_reference_server() {
+    let wild = dflockd_client_on_reference().await;
+    assert_only(&suite(&wild).await, &[]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dflockd_client_keeps_its_promises_on_the_python_server() {
+    let wild = dflockd_client_on_python().await;
+    assert_only(&suite(&wild).await, &[]);
+}
+
+/// The "lockers in the wild" matrix: every library's suite, one `lockcheck.check` document.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the matrix: minutes of real servers; scripts/wild runs it"]
+async fn lockers_in_the_wild_matrix() {
+    let mut reports = Vec::new();
+    for (label, wild) in
+        [("python-redis-lock 4.0.1", python_redis_lock().await), ("pottery 3.0.1 Redlock (3 masters)", pottery().await)]
+    {
+        let mut report = suite(&wild).await;
+        report.backend = label.to_owned();
+        reports.push(report);
+        drop(wild); // its servers stop before the next library's start
+    }
+    let path =
+        std::env::var("LOCKCHECK_WILD_OUT").unwrap_or_else(|_| format!("{}/wild.json", env!("CARGO_TARGET_TMPDIR")));
+    CheckDocument::new(config().seed, reports).write(std::path::Path::new(&path)).expect("the matrix is written");
+    println!("wrote {path}");
+}
