@@ -215,9 +215,13 @@ async fn dflockd_client_fences_are_random_on_the_python_server() {
 #[ignore = "the matrix: minutes of real servers; scripts/wild runs it"]
 async fn lockers_in_the_wild_matrix() {
     let mut reports = Vec::new();
-    for (label, wild) in
-        [("python-redis-lock 4.0.1", python_redis_lock().await), ("pottery 3.0.1 Redlock (3 masters)", pottery().await)]
-    {
+    for (label, wild) in [
+        ("python-redis-lock 4.0.1", python_redis_lock().await),
+        ("pottery 3.0.1 Redlock (3 masters)", pottery().await),
+        ("redis-lock-py 1.3.0", redis_lock_py().await),
+        ("dflockd-client 2.1.1 on lockcheck serve", dflockd_client_on_reference().await),
+        ("dflockd-client 2.1.1 on dflockd 0.5 (Python)", dflockd_client_on_python().await),
+    ] {
         let mut report = suite(&wild).await;
         report.backend = label.to_owned();
         reports.push(report);
