@@ -829,6 +829,9 @@ async fn crashed_holder_frees_within_ttl(ctx: &mut Ctx<'_>) -> Result<Notes, Sto
     let ttl = ctx.timing.base_ttl;
     let request = LeaseRequest::lock(ctx.key("k"), ttl);
     let crashed_at;
+    // The survivor connects before the crash: a client that is slow to open (a driver
+    // process starting its interpreter) must not count as time the key was blocked.
+    let survivor = ctx.client().await?;
     {
         let doomed = ctx.client().await?;
         let lease = must_try(ctx, &doomed, &request, "the key was never locked").await?;
@@ -837,7 +840,6 @@ async fn crashed_holder_frees_within_ttl(ctx: &mut Ctx<'_>) -> Result<Notes, Sto
         // which a backend that binds leases to sessions may take as a release.
         doomed.session_ended(&[lease], true);
     }
-    let survivor = ctx.client().await?;
     // A grant later than this (counted from the crash, so the acquire's own bound is never
     // shorter) is a violation whatever happens next: waiting longer would only tell how much
     // longer, and would make catching a lock that never frees take four TTLs.

@@ -170,6 +170,10 @@ impl Plan {
 fn settled<T>(result: Result<T, LockError>) -> Result<Option<T>, Stop> {
     match result {
         Ok(value) => Ok(Some(value)),
+        // A request the backend does not serve (a driver without `remaining_ttl`, a library
+        // that refuses a wait longer than its lease) did nothing: the client carries on as
+        // after an unknown outcome, counting on nothing it asked for.
+        Err(LockError::Unsupported { .. }) => Ok(None),
         Err(error) if !error.definitely_not_applied() => Ok(None),
         Err(error) => Err(error.into()),
     }
