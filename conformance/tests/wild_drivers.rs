@@ -153,6 +153,7 @@ async fn python_redis_lock_keeps_its_promises() {
 /// (round 11 of 25): four `try_acquire(ttl 15000ms)` of one free key, 919.6–929.1 ms, all
 /// "not granted".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a finding that needs a race (a split vote): shown in each run so far, not certain in every one"]
 async fn pottery_redlock_keeps_its_promises_but_a_split_vote_grants_a_free_lock_to_nobody() {
     let wild = pottery().await;
     assert_only(&suite(&wild).await, &[("racing_try_acquires", Status::Violated)]);
@@ -167,6 +168,7 @@ async fn pottery_redlock_keeps_its_promises_but_a_split_vote_grants_a_free_lock_
 /// `acquire(wait 2000ms)` at 321.1 ms, the holder's release at 323.1–324.5 ms, the grant at
 /// 826.1 ms: 501.6 ms after the release, past the 500 ms bound.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a finding that needs a race (a release between SET NX and SUBSCRIBE): shown in each run so far, not certain in every one"]
 async fn redis_lock_py_loses_a_wake_up_released_before_its_subscribe() {
     let wild = redis_lock_py().await;
     assert_only(&suite(&wild).await, &[("no_lost_wakeup", Status::Violated)]);
