@@ -432,10 +432,11 @@ impl Inner {
         }
         // etcd answers whole seconds, rounded down: the truth is within the second above. A
         // holder's own belief cannot refine it (the lease it passes may predate a refresh by
-        // another client), and a remaining TTL read short is a lease seen ending early, which
-        // the whole-second late tolerance does not excuse: answer the top of that second.
-        let ceiling = Duration::from_secs(answer.ttl() as u64 + 1).saturating_sub(Duration::from_millis(1));
-        Ok(Some(ceiling.min(Duration::from_secs(answer.granted_ttl().max(0) as u64))))
+        // another client). Promising time the lease may not have is what lets a holder act
+        // after its lease ended, so answer the bottom of that second: at most a second short,
+        // which only makes the holder stop early.
+        let floor = Duration::from_secs(answer.ttl() as u64);
+        Ok(Some(floor.min(Duration::from_secs(answer.granted_ttl().max(0) as u64))))
     }
 
     /// One keep-alive of `lease`: whether it was still alive (then etcd renewed it with the

@@ -511,9 +511,11 @@ impl LockSpec {
                 // early tolerance excuses an answer past the latest end; an answer that ends it
                 // sooner only makes the holder stop early (a client estimating its grant
                 // instant from below does that), and the late tolerance excuses it.
+                // Zero left promises nothing, so it cannot oversell (a server whose expiry
+                // sweep lags answers it for a lease just past its end).
                 Some(at) => {
                     let (earliest, latest) = self.holders[at].expires_between;
-                    from.saturating_add(*left) <= latest.saturating_add(self.early_tolerance)
+                    (*left == 0 || from.saturating_add(*left) <= latest.saturating_add(self.early_tolerance))
                         && to.saturating_add(*left).saturating_add(self.tolerance) >= earliest
                 }
                 None => false,
@@ -866,6 +868,10 @@ mod tests {
         assert!(asked_at(exact + 6) && !asked_at(exact + 7));
         // Ending it sooner only makes the holder stop early: within the late tolerance, fine.
         assert!(asked_at(exact - 100) && !asked_at(exact - 101));
+        // Zero left, asked past the lease's latest end (a lagging expiry sweep): no promise.
+        let late = LockOp::Remaining { lease: LeaseId(1), at: Window::at(TTL + 50) };
+        assert!(granted().step(&late, Some(&LockRet::Remaining(Some(0)))));
+        assert!(!granted().step(&late, Some(&LockRet::Remaining(Some(10)))));
     }
 
     #[cfg(feature = "models")]
