@@ -526,29 +526,6 @@ fn utc(unix: u64) -> String {
     format!("{year:04}-{month:02}-{day:02} {:02}:{:02}", secs / 3600, secs % 3600 / 60)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn utc_dates() {
-        assert_eq!(utc(0), "1970-01-01 00:00");
-        assert_eq!(utc(1_795_919_241), "2026-11-29 02:27");
-    }
-
-    #[test]
-    fn model_outcomes_become_a_table() {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/model.json")).unwrap();
-        let document = <ModelDocument as crate::documents::Document>::from_json(&text).unwrap();
-        let table = model_table(&document);
-        assert!(table.contains("| redis-single | 2 | 321 | 59403 | 0.01 | exhaustive | none |"), "{table}");
-        assert!(
-            table.contains("| redis-del | 2 | 345 | 65379 | 0.01 | stopped at the expected violations | ownership (only its holder or its TTL frees a lease) |"),
-            "{table}"
-        );
-    }
-}
-
 /// Every fault cell that is not plainly ok, named: the property, the claim that predicts it or
 /// why it is unknown, and the seeds that replay it.
 fn fault_findings(o: &mut String, document: &FaultsDocument) {
@@ -580,4 +557,27 @@ fn fault_findings(o: &mut String, document: &FaultsDocument) {
         let _ = writeln!(o, "{line}");
     }
     let _ = writeln!(o);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc(0), "1970-01-01 00:00");
+        assert_eq!(utc(1_795_919_241), "2026-11-29 02:27");
+    }
+
+    #[test]
+    fn model_outcomes_become_a_table() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/model.json")).unwrap();
+        let document = <ModelDocument as crate::documents::Document>::from_json(&text).unwrap();
+        let table = model_table(&document);
+        assert!(table.contains("| redis-single | 2 | 321 | 59403 | 0.01 | exhaustive | none |"), "{table}");
+        assert!(
+            table.contains("| redis-del | 2 | 345 | 65379 | 0.01 | stopped at the expected violations | ownership (only its holder or its TTL frees a lease) |"),
+            "{table}"
+        );
+    }
 }
