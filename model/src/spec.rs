@@ -505,18 +505,26 @@ impl LockSpec {
                 None => false,
             },
             (LockOp::Remaining { lease, .. }, LockRet::Remaining(Some(left))) => match self.position(*lease) {
-                // The lease ends at some instant `t + left` with `t` in the window; that must
-                // fall in its expiry interval. The sides swap here: promising a holder time the
-                // lease no longer has is what lets it act after its lease ended, so only the
-                // early tolerance excuses an answer past the latest end; an answer that ends it
-                // sooner only makes the holder stop early (a client estimating its grant
-                // instant from below does that), and the late tolerance excuses it.
-                // Zero left promises nothing, so it cannot oversell (a server whose expiry
-                // sweep lags answers it for a lease just past its end).
+                // The answer says the lease ends at `t + left`, `t` in the window. Ending it
+                // sooner than the lease can only makes the holder stop early (a client
+                // estimating its grant instant from below does that): the late tolerance
+                // excuses it. Ending it later is a promise the backend must keep: within the
+                // late tolerance it may (a server rounding TTLs up to whole seconds holds
+                // leases that long), so the lease is then surely alive until the promised end,
+                // and a grant to another before it is a violation. Zero left promises nothing
+                // (a server whose expiry sweep lags answers it for a lease just past its end).
                 Some(at) => {
                     let (earliest, latest) = self.holders[at].expires_between;
-                    (*left == 0 || from.saturating_add(*left) <= latest.saturating_add(self.early_tolerance))
-                        && to.saturating_add(*left).saturating_add(self.tolerance) >= earliest
+                    let promised_end = from.saturating_add(*left);
+                    let undersold = to.saturating_add(*left).saturating_add(self.tolerance) < earliest;
+                    let beyond_any_end = *left > 0 && promised_end > latest.saturating_add(self.tolerance);
+                    if undersold || beyond_any_end {
+                        return false;
+                    }
+                    if *left > 0 {
+                        self.holders[at].expires_between.0 = earliest.max(promised_end);
+                    }
+                    true
                 }
                 None => false,
             },
@@ -851,27 +859,36 @@ mod tests {
     }
 
     #[test]
-    fn a_remaining_ttl_may_undersell_a_lease_but_never_oversell_it() {
+    fn a_remaining_ttl_may_undersell_a_lease_and_binds_it_to_what_it_promises() {
         // Granted in [0, 5]: the lease ends in [TTL, TTL + 5]. Tolerances: 1 early, 100 late.
         let granted = || {
             let mut spec = LockSpec::with_tolerance(100).with_early_tolerance(1);
             assert!(spec.step(&acquire(1, 0, 5), Some(&LockRet::Granted { fence: 1 })));
             spec
         };
-        let asked_at = |left: Micros| {
-            let remaining = LockOp::Remaining { lease: LeaseId(1), at: Window::at(1_000) };
-            granted().step(&remaining, Some(&LockRet::Remaining(Some(left))))
+        let remaining_at = |at: Micros| LockOp::Remaining { lease: LeaseId(1), at: Window::at(at) };
+        let answered = |at: Micros, left: Micros| {
+            let mut spec = granted();
+            spec.step(&remaining_at(at), Some(&LockRet::Remaining(Some(left)))).then_some(spec)
         };
         let exact = TTL - 1_000;
-        assert!(asked_at(exact) && asked_at(exact + 5));
-        // Promising the holder time its lease may not have: beyond the early tolerance, refused.
-        assert!(asked_at(exact + 6) && !asked_at(exact + 7));
+        assert!(answered(1_000, exact).is_some() && answered(1_000, exact + 5).is_some());
         // Ending it sooner only makes the holder stop early: within the late tolerance, fine.
-        assert!(asked_at(exact - 100) && !asked_at(exact - 101));
+        assert!(answered(1_000, exact - 100).is_some() && answered(1_000, exact - 101).is_none());
+        // Held later than asked (a TTL rounded up on the server): within the late tolerance,
+        // fine; past any end the lease may have, refused.
+        assert!(answered(1_000, exact + 105).is_some() && answered(1_000, exact + 106).is_none());
+        // A promise binds: another client cannot be granted the lock before the promised end.
+        let take = |at: Micros| LockOp::Acquire { lease: LeaseId(2), ttl: TTL, limit: 1, at: Window::at(at) };
+        let promised = answered(1_000, exact + 80).expect("within the late tolerance");
+        assert!(!promised.clone().step(&take(TTL + 50), Some(&LockRet::Granted { fence: 2 })));
+        assert!(promised.clone().step(&take(TTL + 80), Some(&LockRet::Granted { fence: 2 })));
+        // Without the promise, a grant in the late tolerance is allowed (the lease may have ended).
+        assert!(granted().step(&take(TTL + 50), Some(&LockRet::Granted { fence: 2 })));
         // Zero left, asked past the lease's latest end (a lagging expiry sweep): no promise.
-        let late = LockOp::Remaining { lease: LeaseId(1), at: Window::at(TTL + 50) };
-        assert!(granted().step(&late, Some(&LockRet::Remaining(Some(0)))));
-        assert!(!granted().step(&late, Some(&LockRet::Remaining(Some(10)))));
+        let zero = answered(TTL + 50, 0).expect("zero left promises nothing");
+        assert!(zero.clone().step(&take(TTL + 51), Some(&LockRet::Granted { fence: 2 })));
+        assert!(answered(TTL + 50, 55).is_some() && answered(TTL + 50, 56).is_none());
     }
 
     #[cfg(feature = "models")]
