@@ -44,7 +44,8 @@
 //!
 //! * `Nats-TTL` travels in **whole seconds**. A TTL that is not a whole number of seconds is
 //!   rounded *up* on the server ([`server_ttl`]); the lease keeps the TTL the caller asked
-//!   for, so the holder's belief ([`Lease::expires_at`]) never outlives the server's expiry.
+//!   for, so neither the holder's belief ([`Lease::expires_at`]) nor the remaining TTL the
+//!   locker reports outlives the server's expiry.
 //!   The price: a crashed holder's lock may stay held up to a second longer than asked.
 //! * `async-nats`'s `create_with_ttl` falls back to a plain `update` (without the TTL) when
 //!   the key holds a delete or purge tombstone — a lease that would never expire. This

@@ -44,20 +44,22 @@ pub fn decode_key(encoded: &str) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
-/// What a lease's entry holds: the owner token, the server TTL in seconds, and — for a lease
-/// a waiter took over from an offering holder — the revision of the lease it replaced.
+/// What a lease's entry holds: the owner token, the TTL the holder asked for in whole
+/// milliseconds (rounded down: what the lease promises, while the server keeps the entry for
+/// [`server_ttl`]), and — for a lease a waiter took over from an offering holder — the
+/// revision of the lease it replaced.
 pub(super) fn entry_value(owner: OwnerToken, ttl: Duration, taken_over: Option<u64>) -> String {
     match taken_over {
-        Some(revision) => format!("{owner} {} {revision}", server_ttl(ttl).as_secs()),
-        None => format!("{owner} {}", server_ttl(ttl).as_secs()),
+        Some(revision) => format!("{owner} {} {revision}", ttl.as_millis()),
+        None => format!("{owner} {}", ttl.as_millis()),
     }
 }
 
-/// The owner token and server TTL (seconds) of a lease's entry.
-pub(super) fn parse_entry(value: &[u8]) -> Option<(OwnerToken, u64)> {
+/// The owner token and the asked-for TTL of a lease's entry.
+pub(super) fn parse_entry(value: &[u8]) -> Option<(OwnerToken, Duration)> {
     let mut fields = std::str::from_utf8(value).ok()?.split(' ');
-    let (owner, secs) = (fields.next()?, fields.next()?);
-    Some((owner.parse().ok()?, secs.parse().ok()?))
+    let (owner, millis) = (fields.next()?, fields.next()?);
+    Some((owner.parse().ok()?, Duration::from_millis(millis.parse().ok()?)))
 }
 
 /// The revision of the lease an entry took over, if a waiter wrote it on an offer.

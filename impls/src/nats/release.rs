@@ -166,12 +166,15 @@ impl Inner {
     /// [`Locker::remaining_ttl`](crate::Locker::remaining_ttl): by the entry's TTL and the time it was stored.
     pub(super) async fn remaining_ttl(&self, lease: &Lease) -> Result<Option<Duration>, LockError> {
         let Some(entry) = self.held_revision("remaining TTL", lease).await? else { return Ok(None) };
-        let Some((_, ttl_secs)) = parse_entry(&entry.value) else { return Ok(None) };
-        // The server expires the entry `ttl_secs` after it stored it, by its own clock; this
-        // reads the client's wall clock, so it assumes the two are synchronized.
-        let expires = SystemTime::from(entry.created) + Duration::from_secs(ttl_secs);
+        let Some((_, ttl)) = parse_entry(&entry.value) else { return Ok(None) };
+        // The time left of the TTL the holder asked for, counted from when the server stored
+        // the entry, by the client's wall clock (so it assumes the two are synchronized). Not
+        // the server's own expiry: that is the TTL rounded up to whole seconds, and the server
+        // was seen to end an entry tens of milliseconds before it, so promising it would let a
+        // holder act past its lease.
+        let expires = SystemTime::from(entry.created) + ttl;
         let remaining = expires.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
-        Ok(Some(remaining.min(Duration::from_secs(ttl_secs))))
+        Ok(Some(remaining.min(ttl)))
     }
 }
 

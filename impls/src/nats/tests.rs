@@ -42,14 +42,14 @@ fn ttls_round_up_to_whole_seconds() {
 }
 
 #[test]
-fn entry_values_carry_owner_and_server_ttl() {
+fn entry_values_carry_owner_and_asked_ttl() {
     let owner = OwnerToken::random();
     let value = entry_value(owner, Duration::from_millis(2500), None);
-    assert_eq!(parse_entry(value.as_bytes()), Some((owner, 3)));
+    assert_eq!(parse_entry(value.as_bytes()), Some((owner, Duration::from_millis(2500))));
     assert_eq!(taken_over_in(value.as_bytes()), None);
     assert_eq!(parse_entry(b"not a lease"), None);
     // A waiter's take-over of an offered lease names the revision it replaced.
     let taken = entry_value(owner, Duration::from_secs(5), Some(42));
-    assert_eq!(parse_entry(taken.as_bytes()), Some((owner, 5)));
+    assert_eq!(parse_entry(taken.as_bytes()), Some((owner, Duration::from_secs(5))));
     assert_eq!(taken_over_in(taken.as_bytes()), Some(42));
 }
