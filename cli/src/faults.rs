@@ -349,6 +349,11 @@ pub struct Args {
     /// one, each backend × fault run here joins its cell (runs of the same seed replaced).
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Keep the whole history of every run that is violated or unknown in DIR, for
+    /// `lockcheck check --recheck` (default: `$LOCKCHECK_HISTORY_DIR`, else
+    /// `lockcheck-histories` in the temporary directory).
+    #[arg(long, value_name = "DIR")]
+    histories: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -390,6 +395,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         plan.extend(faults.into_iter().map(|fault| (backend, fault)));
     }
     anyhow::ensure!(!plan.is_empty(), "none of these faults applies to these backends: nothing tested is not a pass");
+    let histories = args
+        .histories
+        .clone()
+        .or_else(lockcheck_conformance::history::history_dir)
+        .unwrap_or_else(|| std::env::temp_dir().join("lockcheck-histories"));
     eprintln!("lockcheck faults: seed {seed} (rerun with --seed {seed})");
     let progress = ProgressBar::new(plan.len() as u64 * u64::from(args.runs));
     progress.set_style(
@@ -407,7 +417,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         for run in 0..args.runs {
             let run_seed = seed.wrapping_add(u64::from(run));
             progress.set_message(format!("{} × {} run {} (seed {run_seed})", backend.name(), fault.fault(), run + 1));
-            let config = NemesisConfig::new(run_seed, Duration::from_secs(args.seconds));
+            let config = NemesisConfig::new(run_seed, Duration::from_secs(args.seconds)).histories(histories.clone());
             let outcome = runtime.block_on(async {
                 let (locker, target) = backend.start(fault).await?;
                 // Ctrl-C drops the run here, inside the runtime: the servers' `Drop` removes

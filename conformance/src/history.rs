@@ -7,6 +7,7 @@
 //! re-exported here so that one import path serves.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,6 +17,30 @@ use lockcheck_model::spec::{LeaseId, Micros};
 use tokio::time::Instant;
 
 pub use lockcheck_history::{Call, History, ImpossibleHistory, KeptHistory, Operation, Outcome};
+
+/// Where histories the checkers did not pass are kept: `$LOCKCHECK_HISTORY_DIR`, if set.
+pub fn history_dir() -> Option<PathBuf> {
+    std::env::var_os("LOCKCHECK_HISTORY_DIR").map(PathBuf::from)
+}
+
+/// Writes a history the checkers did not pass, with the time scales and claims they checked
+/// it against, to `<dir>/<name>.json`, for `lockcheck check --recheck` and for reading, and
+/// says where on stderr. Best effort: the verdict is reported either way. The path, if
+/// written.
+pub fn keep_history(history: &KeptHistory, dir: &Path, name: &str) -> Option<PathBuf> {
+    let path = dir.join(format!("{name}.json"));
+    let written = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, history.to_json()));
+    match written {
+        Ok(()) => {
+            eprintln!("lockcheck: history kept in {}", path.display());
+            Some(path)
+        }
+        Err(error) => {
+            eprintln!("lockcheck: could not keep the history in {}: {error}", path.display());
+            None
+        }
+    }
+}
 
 fn micros(duration: Duration) -> Micros {
     duration.as_micros().min(u128::from(Micros::MAX)) as Micros

@@ -82,6 +82,7 @@ pub use schedule::{Schedule, Window};
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -99,7 +100,7 @@ use tokio::time::{Instant, sleep, sleep_until};
 
 use crate::backend::Backend;
 use crate::faults::{Fault, FaultError};
-use crate::history::{History, Recorder, RecordingLocker};
+use crate::history::{History, KeptHistory, Recorder, RecordingLocker};
 use crate::suite::workload::{Plan, checked_with};
 use crate::suite::{Stop, check_recorded};
 
@@ -319,12 +320,28 @@ pub struct NemesisConfig {
     pub timing: Option<Timing>,
     /// The linearizability checker's time budget: running out gives unknown.
     pub checker_budget: Duration,
+    /// Where the whole history of a run that is violated or unknown is kept (default
+    /// `$LOCKCHECK_HISTORY_DIR`; `None`: not kept).
+    pub histories: Option<PathBuf>,
 }
 
 impl NemesisConfig {
     /// A run of `duration` with `seed`: four clients, a 10 s checker budget.
     pub fn new(seed: u64, duration: Duration) -> Self {
-        NemesisConfig { seed, clients: 4, duration, timing: None, checker_budget: Duration::from_secs(10) }
+        NemesisConfig {
+            seed,
+            clients: 4,
+            duration,
+            timing: None,
+            checker_budget: Duration::from_secs(10),
+            histories: crate::history::history_dir(),
+        }
+    }
+
+    /// Keeps the whole history of a run that is violated or unknown in `dir`.
+    pub fn histories(mut self, dir: PathBuf) -> Self {
+        self.histories = Some(dir);
+        self
     }
 
     /// Sets the number of clients.
@@ -601,8 +618,26 @@ pub async fn run_nemesis(
     outcome.notes.extend(also);
     if matches!(outcome.verdict, NemesisVerdict::Violated { .. } | NemesisVerdict::Unknown { .. }) {
         outcome.notes.push(format!("replay with seed {}", config.seed));
+        // The whole history: the counterexample is shrunk, and a fault's finding may not
+        // come back on replay (the timing is the machine's).
+        let kept = KeptHistory { timing: Some(judged), capabilities: Some(capabilities), history };
+        let name = format!(
+            "nemesis-{}-{}-{}",
+            file_name_part(&target.name()),
+            file_name_part(&format!("{fault:?}")),
+            config.seed
+        );
+        let path = config.histories.as_deref().and_then(|dir| crate::history::keep_history(&kept, dir, &name));
+        if let Some(path) = path {
+            outcome.notes.push(format!("whole history in {} (lockcheck check --recheck FILE)", path.display()));
+        }
     }
     outcome
+}
+
+/// `text` with every character but ASCII letters, digits and `-` replaced by `-`.
+fn file_name_part(text: &str) -> String {
+    text.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }).collect()
 }
 
 /// Injects and heals each window of `schedule`, on time as far as the service allows (a

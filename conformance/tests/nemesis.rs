@@ -11,6 +11,7 @@ use lockcheck_conformance::backends::exec::ExecBackend;
 use lockcheck_conformance::backends::nats::NatsBackend;
 use lockcheck_conformance::backends::redis::{RedisBackend, RedisMode};
 use lockcheck_conformance::faults::Fault;
+use lockcheck_conformance::history::KeptHistory;
 use lockcheck_conformance::nemesis::{
     GuessingBackend, HolderTarget, InstancesTarget, NemesisConfig, NemesisOutcome, NemesisVerdict, PessimistBackend,
     Schedule, ServiceTarget, run_nemesis,
@@ -159,7 +160,8 @@ async fn a_mutant_only_faults_reveal_is_caught_and_a_pessimist_passes() {
     let target = ServiceTarget::new(server);
     // Only the verdict matters here, and an unexplained violation outranks a search out of
     // budget: the default budget.
-    let quick = NemesisConfig::new(seed(15), Duration::from_secs(4));
+    let histories = std::env::temp_dir().join(format!("lockcheck-nemesis-histories-{}", std::process::id()));
+    let quick = NemesisConfig::new(seed(15), Duration::from_secs(4)).histories(histories.clone());
     let caught = run_nemesis(&mutant, &target, Fault::ServerPausedPastTtl, &quick).await;
     show_only(&caught);
     assert_eq!(caught.status(), Status::Violated, "the nemesis must catch the mutant:\n{caught}");
@@ -169,6 +171,16 @@ async fn a_mutant_only_faults_reveal_is_caught_and_a_pessimist_passes() {
         }
         other => panic!("not a violation: {other:?}"),
     }
+    // The whole history is kept (the counterexample is shrunk), with the time scales it was
+    // judged with, and the outcome says where.
+    let kept: Vec<_> = std::fs::read_dir(&histories).expect("the histories folder").flatten().collect();
+    assert_eq!(kept.len(), 1, "one history kept: {kept:?}");
+    let text = std::fs::read_to_string(kept[0].path()).expect("readable");
+    let history = KeptHistory::from_json(&text).expect("a kept history");
+    assert_eq!(history.history.operations.len(), caught.operations, "the whole history");
+    assert!(history.timing.is_some() && history.capabilities.is_some());
+    assert!(caught.notes.iter().any(|note| note.contains(&*kept[0].path().to_string_lossy())), "{caught}");
+    std::fs::remove_dir_all(&histories).expect("removed");
     let pessimist = PessimistBackend::wrap(backend);
     // Every failure undecided multiplies the orders the linearizability search weighs: a
     // smaller run keeps it within budget.

@@ -46,7 +46,9 @@ pub(crate) async fn run(ctx: &mut Ctx<'_>) -> Result<Vec<String>, Stop> {
     }
     if !verdict.is_valid() {
         let kept = KeptHistory { timing: Some(timing), capabilities: Some(ctx.capabilities), history: history.clone() };
-        keep_history(&kept, ctx.config.seed);
+        if let Some(dir) = crate::history::history_dir() {
+            crate::history::keep_history(&kept, &dir, &format!("random_workload-{}", ctx.config.seed));
+        }
     }
     match verdict {
         Verdict::Valid => Ok(vec![format!(
@@ -71,20 +73,6 @@ pub(crate) async fn run(ctx: &mut Ctx<'_>) -> Result<Vec<String>, Stop> {
 /// --recheck` re-checks a workload's counterexample with the same.
 pub fn checked_with(timing: crate::Timing) -> crate::Timing {
     crate::Timing { arrival_gap: timing.arrival_gap + timing.prompt, ..timing }
-}
-
-/// Writes a history the checkers did not pass, with the time scales and claims they checked
-/// it against, to `$LOCKCHECK_HISTORY_DIR/random_workload-<seed>.json` (when set), for
-/// `lockcheck check --recheck` and for reading. Best effort: the verdict is reported either
-/// way.
-fn keep_history(history: &KeptHistory, seed: u64) {
-    let Some(dir) = std::env::var_os("LOCKCHECK_HISTORY_DIR") else { return };
-    let path = std::path::Path::new(&dir).join(format!("random_workload-{seed}.json"));
-    let written = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, history.to_json()));
-    match written {
-        Ok(()) => eprintln!("lockcheck: history kept in {}", path.display()),
-        Err(error) => eprintln!("lockcheck: could not keep the history in {}: {error}", path.display()),
-    }
 }
 
 /// One client's part of a case.
