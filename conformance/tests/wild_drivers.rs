@@ -19,6 +19,7 @@ use lockcheck_server::ServerConfig;
 use lockcheck_support::Service;
 use lockcheck_support::dflockd::{PythonDflockdOptions, python_dflockd, venv};
 use lockcheck_support::redis::{RedisOptions, redis, redis_many, url};
+use lockcheck_support::{postgres, zookeeper};
 
 /// A library under test: its driver's command line and the servers it talks to (stopped on
 /// drop).
@@ -113,6 +114,38 @@ async fn dflockd_client_on_python() -> Wild {
         _servers: vec![server],
         _reference: None,
     }
+}
+
+async fn one_zookeeper() -> Service {
+    zookeeper::zookeeper().await.expect("a ZooKeeper server (scripts/setup/zookeeper.sh)").expect("not skipped")
+}
+
+/// kazoo's `Lock` (`recipe` "lock") or `Semaphore` ("semaphore") on a standalone ZooKeeper.
+async fn kazoo(recipe: &str) -> Wild {
+    let server = one_zookeeper().await;
+    let command = vec![python(None), script("kazoo_driver.py"), recipe.to_owned(), zookeeper::hosts(&server)];
+    Wild { backend: exec(command, Timing::networked()), _servers: vec![server], _reference: None }
+}
+
+/// PALs on Postgres: advisory locks, whose wait cannot be cancelled.
+async fn pals() -> Wild {
+    let server = postgres::postgres().await.expect("a Postgres server (scripts/setup/postgres.sh)").expect("not skipped");
+    let command = vec![python(None), script("pals_driver.py"), postgres::url(&server)];
+    Wild { backend: exec(command, without_cancel(Timing::networked())), _servers: vec![server], _reference: None }
+}
+
+/// tooz's redis driver: whole-second leases (its `lock_timeout`), waits that poll every 0.1 s.
+async fn tooz_on_redis() -> Wild {
+    let server = one_redis().await;
+    let command = vec![python(None), script("tooz_driver.py"), format!("redis://{}", server.address())];
+    Wild { backend: exec(command, without_cancel(Timing::whole_seconds())), _servers: vec![server], _reference: None }
+}
+
+/// tooz's zookeeper driver (kazoo's `Lock` underneath).
+async fn tooz_on_zookeeper() -> Wild {
+    let server = one_zookeeper().await;
+    let command = vec![python(None), script("tooz_driver.py"), format!("zookeeper://{}", zookeeper::hosts(&server))];
+    Wild { backend: exec(command, without_cancel(Timing::networked())), _servers: vec![server], _reference: None }
 }
 
 fn config() -> SuiteConfig {
@@ -214,6 +247,36 @@ async fn dflockd_client_fences_are_random_on_the_python_server() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kazoo_lock_keeps_its_promises() {
+    let wild = kazoo("lock").await;
+    assert_only(&suite(&wild).await, &[]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kazoo_semaphore_keeps_its_promises() {
+    let wild = kazoo("semaphore").await;
+    assert_only(&suite(&wild).await, &[]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pals_keeps_its_promises() {
+    let wild = pals().await;
+    assert_only(&suite(&wild).await, &[]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tooz_keeps_its_promises_on_redis() {
+    let wild = tooz_on_redis().await;
+    assert_only(&suite(&wild).await, &[]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tooz_keeps_its_promises_on_zookeeper() {
+    let wild = tooz_on_zookeeper().await;
+    assert_only(&suite(&wild).await, &[]);
+}
+
 /// The "lockers in the wild" matrix: every library's suite, one `lockcheck.check` document.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "the matrix: minutes of real servers; scripts/wild runs it"]
@@ -225,6 +288,11 @@ async fn lockers_in_the_wild_matrix() {
         ("redis-lock-py 1.3.0", redis_lock_py().await),
         ("dflockd-client 2.1.1 on lockcheck serve", dflockd_client_on_reference().await),
         ("dflockd-client 2.1.1 on dflockd 0.5 (Python)", dflockd_client_on_python().await),
+        ("kazoo 2.11.0 Lock (ZooKeeper 3.8)", kazoo("lock").await),
+        ("kazoo 2.11.0 Semaphore (ZooKeeper 3.8)", kazoo("semaphore").await),
+        ("PALs 0.4.0 (Postgres 15)", pals().await),
+        ("tooz 9.1.0 on Redis", tooz_on_redis().await),
+        ("tooz 9.1.0 on ZooKeeper 3.8", tooz_on_zookeeper().await),
     ] {
         let mut report = suite(&wild).await;
         report.backend = label.to_owned();
