@@ -24,29 +24,25 @@ cannot interrupt).
 
 Each grant is a `Lock` of its own, with a connection of its own from the Locker's pool (an
 advisory lock belongs to the session that took it), kept until its release. Only that session
-can unlock it, and PALs offers no other way, so a lease is released only by the driver process
-that was granted it: a lease of another process is answered `unsupported` (the suite skips
-it), a name no driver gave (`pals-PID-N` is the form) `not_held`.
+can unlock it, so a release another driver process receives is forwarded to the process
+holding the lease, whose `Lock.release()` does it (`lockdriver.Holders`); a holder process that
+is gone took its sessions, and their locks, with it. A name no driver gave is `not_held`.
 """
 import os
 import re
 import sys
-import threading
 from importlib.metadata import version
 
 import pals
 import sqlalchemy as sa
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from lockdriver import NotHeld, serve  # noqa: E402
+from lockdriver import Holders, serve  # noqa: E402
 
 url = re.sub(r"^postgres(ql)?://", "postgresql+psycopg2://", sys.argv[1])
 # One connection per held lease: no pool limit (the default pool would block the 16th holder).
 locker = pals.Locker("lockcheck", create_engine_callable=lambda: sa.create_engine(url, max_overflow=-1))
-LEASE = re.compile(r"pals-(\d+)-(\d+)")
-held = {}  # lease -> its Lock
-held_lock = threading.Lock()
-granted = iter(range(1, 1 << 62))
+holders = Holders("pals", release_ends_with_process=True)
 
 
 def acquire(req, blocking):
@@ -60,23 +56,7 @@ def acquire(req, blocking):
     if not got:
         lock.release()  # gives the connection back (nothing is held: pg_advisory_unlock answers false)
         return ("timed_out" if blocking and req["wait_ms"] > 0 else "not_granted"), {}
-    with held_lock:
-        lease = f"pals-{os.getpid()}-{next(granted)}"
-        held[lease] = lock
-    return "ok", {"lease": lease}
-
-
-def release(req):
-    name = LEASE.fullmatch(req["lease"])
-    if name is None:
-        raise NotHeld()
-    if int(name.group(1)) != os.getpid():
-        return "unsupported", {"error": "PALs releases a lock only on the session that took it"}
-    with held_lock:
-        lock = held.pop(req["lease"], None)
-    if lock is None or not lock.release():
-        raise NotHeld()
-    return "ok", {}
+    return "ok", {"lease": holders.add(lock.release)}
 
 
 with locker.engine.connect() as connection:
@@ -87,7 +67,7 @@ serve(
     {
         "acquire": lambda req: acquire(req, True),
         "try_acquire": lambda req: acquire(req, False),
-        "release": release,
+        "release": lambda req: holders.release(req["lease"]),
     },
     indeterminate_errors=(sa.exc.OperationalError, sa.exc.InterfaceError),
 )

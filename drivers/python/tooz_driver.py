@@ -26,13 +26,12 @@ value and the call returns maximum after this number of seconds"), try_acquire
 and no cancel (its wait cannot be interrupted). tooz says "The behavior of releasing a lock
 which was not acquired in the first place is undefined (it can range from harmless to
 releasing some other users lock)", so a lease is released only through the `Lock` that was
-granted it, in the driver process that holds it: a lease of another process is answered
-`unsupported` (the suite skips it), a name no driver gave (`tooz-PID-N` is the form)
-`not_held`.
+granted it: a release another driver process receives is forwarded to the process holding the
+lease (`lockdriver.Holders`). A name no driver gave is `not_held`; a lease whose holder process
+is gone is `failed` (it may be held until it expires or its session ends).
 """
 import math
 import os
-import re
 import sys
 import threading
 from importlib.metadata import version
@@ -40,17 +39,14 @@ from importlib.metadata import version
 from tooz import coordination
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from lockdriver import NotHeld, serve  # noqa: E402
+from lockdriver import Holders, serve  # noqa: E402
 
 url = sys.argv[1]
 backend = url.split(":", 1)[0]
 member = f"lockcheck-{os.getpid()}".encode()
 coordinators = {}  # lock_timeout (s; None for zookeeper) -> a started coordinator
 coordinators_lock = threading.Lock()
-LEASE = re.compile(r"tooz-(\d+)-(\d+)")
-held = {}  # lease -> its Lock
-held_lock = threading.Lock()
-granted = iter(range(1, 1 << 62))
+holders = Holders("tooz", release_ends_with_process=False)
 
 
 def coordinator(seconds):
@@ -81,23 +77,8 @@ def acquire(req, blocking):
         raise
     if not got:
         return ("timed_out" if wait else "not_granted"), {}
-    with held_lock:
-        lease = f"tooz-{os.getpid()}-{next(granted)}"
-        held[lease] = lock
+    lease = holders.add(lock.release)
     return "ok", ({"lease": lease} if ttl is None else {"lease": lease, "ttl_ms": ttl * 1000})
-
-
-def release(req):
-    name = LEASE.fullmatch(req["lease"])
-    if name is None:
-        raise NotHeld()
-    if int(name.group(1)) != os.getpid():
-        return "unsupported", {"error": "tooz releases a lock only through the Lock that acquired it"}
-    with held_lock:
-        lock = held.pop(req["lease"], None)
-    if lock is None or not lock.release():
-        raise NotHeld()
-    return "ok", {}
 
 
 coordinator(1 if backend == "redis" else None)
@@ -107,7 +88,7 @@ serve(
     {
         "acquire": lambda req: acquire(req, True),
         "try_acquire": lambda req: acquire(req, False),
-        "release": release,
+        "release": lambda req: holders.release(req["lease"]),
     },
     indeterminate_errors=(coordination.ToozConnectionError,),
 )
