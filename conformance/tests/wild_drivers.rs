@@ -247,22 +247,50 @@ async fn dflockd_client_fences_are_random_on_the_python_server() {
     }
 }
 
+/// The checks that wait out a lease's TTL and then expect the key free.
+const PAST_TTL: [&str; 3] = ["ttl_expiry_frees_lock", "lease_lasts_its_ttl", "refresh_after_loss_reports_loss"];
+
+/// [`assert_only`] for a library whose locks have no TTL (held until released or until the
+/// holder's session ends, as its documentation says): lockcheck has no claim for "no TTL" (the
+/// protocol's acquire always asks for `ttl_ms`), so it judges every lease by the TTL asked for
+/// and reports a key still held past it as an expiry violation (P4). The three checks of
+/// [`PAST_TTL`] always do; the random workload does whenever a client happens to hold a lease
+/// past its TTL while another is refused or times out (P4, or P5 when the refused acquire was
+/// waiting), in most runs but not all. Neither is a finding about the library; every other
+/// check must pass.
+fn assert_only_without_ttl(report: &SuiteReport) {
+    assert!(report.checks.iter().any(|result| result.status() == Status::Passed), "nothing passed: {report}");
+    for result in &report.checks {
+        if PAST_TTL.iter().any(|check| *check == result.check) {
+            assert_eq!(result.properties.get(&Property::Expiry), Some(&Status::Violated), "{}: {result:?}", result.check);
+            assert_eq!(result.status(), Status::Violated, "{}: {result:?}", result.check);
+        } else if result.check == "random_workload" && result.status() == Status::Violated {
+            for (property, status) in &result.properties {
+                let past_ttl = matches!(property, Property::Expiry | Property::NoLostWakeup);
+                assert!(past_ttl || *status <= Status::Passed, "{}: {property:?} {result:?}", result.check);
+            }
+        } else {
+            assert!(result.status() <= Status::Passed, "{}: {result:?}", result.check);
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kazoo_lock_keeps_its_promises() {
     let wild = kazoo("lock").await;
-    assert_only(&suite(&wild).await, &[]);
+    assert_only_without_ttl(&suite(&wild).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kazoo_semaphore_keeps_its_promises() {
     let wild = kazoo("semaphore").await;
-    assert_only(&suite(&wild).await, &[]);
+    assert_only_without_ttl(&suite(&wild).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pals_keeps_its_promises() {
     let wild = pals().await;
-    assert_only(&suite(&wild).await, &[]);
+    assert_only_without_ttl(&suite(&wild).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -274,7 +302,7 @@ async fn tooz_keeps_its_promises_on_redis() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tooz_keeps_its_promises_on_zookeeper() {
     let wild = tooz_on_zookeeper().await;
-    assert_only(&suite(&wild).await, &[]);
+    assert_only_without_ttl(&suite(&wild).await);
 }
 
 /// The "lockers in the wild" matrix: every library's suite, one `lockcheck.check` document.
