@@ -129,7 +129,8 @@ async fn kazoo(recipe: &str) -> Wild {
 
 /// PALs on Postgres: advisory locks, whose wait cannot be cancelled.
 async fn pals() -> Wild {
-    let server = postgres::postgres().await.expect("a Postgres server (scripts/setup/postgres.sh)").expect("not skipped");
+    let server =
+        postgres::postgres().await.expect("a Postgres server (scripts/setup/postgres.sh)").expect("not skipped");
     let command = vec![python(None), script("pals_driver.py"), postgres::url(&server)];
     Wild { backend: exec(command, without_cancel(Timing::networked())), _servers: vec![server], _reference: None }
 }
@@ -262,7 +263,12 @@ fn assert_only_without_ttl(report: &SuiteReport) {
     assert!(report.checks.iter().any(|result| result.status() == Status::Passed), "nothing passed: {report}");
     for result in &report.checks {
         if PAST_TTL.iter().any(|check| *check == result.check) {
-            assert_eq!(result.properties.get(&Property::Expiry), Some(&Status::Violated), "{}: {result:?}", result.check);
+            assert_eq!(
+                result.properties.get(&Property::Expiry),
+                Some(&Status::Violated),
+                "{}: {result:?}",
+                result.check
+            );
             assert_eq!(result.status(), Status::Violated, "{}: {result:?}", result.check);
         } else if result.check == "random_workload" && result.status() == Status::Violated {
             for (property, status) in &result.properties {
