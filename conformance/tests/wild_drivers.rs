@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use lockcheck_conformance::backends::dflockd::EmbeddedDflockd;
 use lockcheck_conformance::backends::exec::ExecBackend;
-use lockcheck_conformance::{Property, Status, SuiteConfig, SuiteReport, Timing, run_suite};
+use lockcheck_conformance::{Backend, LeaseRequest, Property, Status, SuiteConfig, SuiteReport, Timing, run_suite};
 use lockcheck_report::documents::{CheckDocument, Document};
 use lockcheck_server::ServerConfig;
 use lockcheck_support::Service;
@@ -257,9 +257,10 @@ const PAST_TTL: [&str; 3] = ["ttl_expiry_frees_lock", "lease_lasts_its_ttl", "re
 /// and reports a key still held past it as an expiry violation (P4). The three checks of
 /// [`PAST_TTL`] always do; the random workload does whenever a client happens to hold a lease
 /// past its TTL while another is refused or times out (P4, or P5 when the refused acquire was
-/// waiting), in most runs but not all. Neither is a finding about the library; every other
-/// check must pass.
-fn assert_only_without_ttl(report: &SuiteReport) {
+/// waiting), in most runs but not all. Neither is a finding about the library. `workload_findings`:
+/// the properties a known finding of the library may also break in the random workload, when
+/// its race comes up there. Every other check must pass.
+fn assert_only_without_ttl(report: &SuiteReport, workload_findings: &[Property]) {
     assert!(report.checks.iter().any(|result| result.status() == Status::Passed), "nothing passed: {report}");
     for result in &report.checks {
         if PAST_TTL.iter().any(|check| *check == result.check) {
@@ -272,8 +273,9 @@ fn assert_only_without_ttl(report: &SuiteReport) {
             assert_eq!(result.status(), Status::Violated, "{}: {result:?}", result.check);
         } else if result.check == "random_workload" && result.status() == Status::Violated {
             for (property, status) in &result.properties {
-                let past_ttl = matches!(property, Property::Expiry | Property::NoLostWakeup);
-                assert!(past_ttl || *status <= Status::Passed, "{}: {property:?} {result:?}", result.check);
+                let explained = matches!(property, Property::Expiry | Property::NoLostWakeup)
+                    || workload_findings.contains(property);
+                assert!(explained || *status <= Status::Passed, "{}: {property:?} {result:?}", result.check);
             }
         } else {
             assert!(result.status() <= Status::Passed, "{}: {result:?}", result.check);
@@ -284,19 +286,64 @@ fn assert_only_without_ttl(report: &SuiteReport) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kazoo_lock_keeps_its_promises() {
     let wild = kazoo("lock").await;
-    assert_only_without_ttl(&suite(&wild).await);
+    assert_only_without_ttl(&suite(&wild).await, KAZOO_WAIT_RESTARTS);
+}
+
+/// kazoo's wait that restarts when the waiter ahead leaves (below) is a bounded-wait violation
+/// (P6) wherever the random workload meets it: kazoo's `Lock`, its `Semaphore` (which queues
+/// on a `Lock`) and tooz's zookeeper driver (kazoo's `Lock`).
+const KAZOO_WAIT_RESTARTS: &[Property] = &[Property::BoundedWait];
+
+/// Finding: kazoo's `Lock.acquire(timeout=T)` can block well past `T`. Its wait is
+/// `wake_event.wait(timeout)` once per predecessor: when the waiter ahead gives up (or is
+/// cancelled) and its node goes, the waiter wakes, finds the holder as its new predecessor and
+/// waits a whole `T` again. The docs promise the bound (":raises: LockTimeout if the lock
+/// wasn't acquired within `timeout` seconds.") and warn of nothing. Counterexample (kazoo
+/// 2.11.0 on ZooKeeper 3.8, directly in Python): a holder, W1 `acquire(timeout=1.0)`, W2
+/// `acquire(timeout=2.0)` 0.2 s later; W1 times out at 1.01 s, W2 at 2.82 s after it started.
+/// lockcheck's suite has no scenario with a waiter leaving from the middle of a queue (the
+/// random workload can meet one, and reports it as a bounded-wait violation, P6, when no
+/// expiry violation comes first), so this test builds one: W2 must be queued behind W1, which
+/// it orders by arrival time (a pause many round trips long), hence ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "orders two waiters by a pause between their requests (the exec backend cannot say when one is queued)"]
+async fn kazoo_lock_restarts_its_wait_when_the_waiter_ahead_leaves() {
+    let wild = kazoo("lock").await;
+    let (holder, first, second) = (
+        wild.backend.connect().await.expect("a client"),
+        wild.backend.connect().await.expect("a client"),
+        wild.backend.connect().await.expect("a client"),
+    );
+    let request = LeaseRequest::lock("restarted-wait", Duration::from_secs(60));
+    let held = holder.try_acquire(&request).await.expect("try_acquire").expect("the key is free");
+    let (first_wait, second_wait) = (Duration::from_secs(1), Duration::from_secs(2));
+    let ahead = tokio::spawn({
+        let (first, request) = (first.clone(), request.clone());
+        async move { first.acquire(&request, first_wait).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await; // W1 is queued first
+    let started = std::time::Instant::now();
+    let outcome = second.acquire(&request, second_wait).await;
+    let took = started.elapsed();
+    assert!(ahead.await.expect("W1 ran").is_err_and(|error| error.is_timeout()), "W1 times out");
+    assert!(outcome.is_err_and(|error| error.is_timeout()), "W2 times out: the key stays held");
+    holder.release(&held).await.expect("release");
+    println!("W2: a {second_wait:?} bound, returned after {took:?}");
+    // W1 left 0.7 s into W2's wait, and W2 waited its 2 s again from there.
+    let bound = second_wait + Timing::networked().prompt;
+    assert!(took > bound, "W2's acquire with a {second_wait:?} bound returned after {took:?}, within {bound:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kazoo_semaphore_keeps_its_promises() {
     let wild = kazoo("semaphore").await;
-    assert_only_without_ttl(&suite(&wild).await);
+    assert_only_without_ttl(&suite(&wild).await, KAZOO_WAIT_RESTARTS);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pals_keeps_its_promises() {
     let wild = pals().await;
-    assert_only_without_ttl(&suite(&wild).await);
+    assert_only_without_ttl(&suite(&wild).await, &[]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -308,7 +355,7 @@ async fn tooz_keeps_its_promises_on_redis() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tooz_keeps_its_promises_on_zookeeper() {
     let wild = tooz_on_zookeeper().await;
-    assert_only_without_ttl(&suite(&wild).await);
+    assert_only_without_ttl(&suite(&wild).await, KAZOO_WAIT_RESTARTS);
 }
 
 /// The "lockers in the wild" matrix: every library's suite, one `lockcheck.check` document.
