@@ -13,12 +13,13 @@ use std::time::Duration;
 
 use lockcheck_conformance::backends::dflockd::EmbeddedDflockd;
 use lockcheck_conformance::backends::exec::ExecBackend;
-use lockcheck_conformance::{Property, Status, SuiteConfig, SuiteReport, Timing, run_suite};
+use lockcheck_conformance::{Backend, LeaseRequest, Property, Status, SuiteConfig, SuiteReport, Timing, run_suite};
 use lockcheck_report::documents::{CheckDocument, Document};
 use lockcheck_server::ServerConfig;
 use lockcheck_support::Service;
 use lockcheck_support::dflockd::{PythonDflockdOptions, python_dflockd, venv};
 use lockcheck_support::redis::{RedisOptions, redis, redis_many, url};
+use lockcheck_support::{postgres, zookeeper};
 
 /// A library under test: its driver's command line and the servers it talks to (stopped on
 /// drop).
@@ -113,6 +114,39 @@ async fn dflockd_client_on_python() -> Wild {
         _servers: vec![server],
         _reference: None,
     }
+}
+
+async fn one_zookeeper() -> Service {
+    zookeeper::zookeeper().await.expect("a ZooKeeper server (scripts/setup/zookeeper.sh)").expect("not skipped")
+}
+
+/// kazoo's `Lock` (`recipe` "lock") or `Semaphore` ("semaphore") on a standalone ZooKeeper.
+async fn kazoo(recipe: &str) -> Wild {
+    let server = one_zookeeper().await;
+    let command = vec![python(None), script("kazoo_driver.py"), recipe.to_owned(), zookeeper::hosts(&server)];
+    Wild { backend: exec(command, Timing::networked()), _servers: vec![server], _reference: None }
+}
+
+/// PALs on Postgres: advisory locks, whose wait cannot be cancelled.
+async fn pals() -> Wild {
+    let server =
+        postgres::postgres().await.expect("a Postgres server (scripts/setup/postgres.sh)").expect("not skipped");
+    let command = vec![python(None), script("pals_driver.py"), postgres::url(&server)];
+    Wild { backend: exec(command, without_cancel(Timing::networked())), _servers: vec![server], _reference: None }
+}
+
+/// tooz's redis driver: whole-second leases (its `lock_timeout`), waits that poll every 0.1 s.
+async fn tooz_on_redis() -> Wild {
+    let server = one_redis().await;
+    let command = vec![python(None), script("tooz_driver.py"), format!("redis://{}", server.address())];
+    Wild { backend: exec(command, without_cancel(Timing::whole_seconds())), _servers: vec![server], _reference: None }
+}
+
+/// tooz's zookeeper driver (kazoo's `Lock` underneath).
+async fn tooz_on_zookeeper() -> Wild {
+    let server = one_zookeeper().await;
+    let command = vec![python(None), script("tooz_driver.py"), format!("zookeeper://{}", zookeeper::hosts(&server))];
+    Wild { backend: exec(command, without_cancel(Timing::networked())), _servers: vec![server], _reference: None }
 }
 
 fn config() -> SuiteConfig {
@@ -214,6 +248,132 @@ async fn dflockd_client_fences_are_random_on_the_python_server() {
     }
 }
 
+/// The checks that wait out a lease's TTL and then expect the key free.
+const PAST_TTL: [&str; 3] = ["ttl_expiry_frees_lock", "lease_lasts_its_ttl", "refresh_after_loss_reports_loss"];
+
+/// [`assert_only`] for a library whose locks have no TTL (held until released or until the
+/// holder's session ends, as its documentation says): lockcheck has no claim for "no TTL" (the
+/// protocol's acquire always asks for `ttl_ms`), so it judges every lease by the TTL asked for
+/// and reports a key still held past it as an expiry violation (P4). The three checks of
+/// [`PAST_TTL`] always do; the random workload does whenever a client happens to hold a lease
+/// past its TTL while another is refused or times out (P4, or P5 when the refused acquire was
+/// waiting), in most runs but not all. Neither is a finding about the library. `workload_findings`:
+/// the properties a known finding of the library may also break in the random workload, when
+/// its race comes up there. Every other check must pass.
+fn assert_only_without_ttl(report: &SuiteReport, workload_findings: &[Property]) {
+    assert!(report.checks.iter().any(|result| result.status() == Status::Passed), "nothing passed: {report}");
+    for result in &report.checks {
+        if PAST_TTL.iter().any(|check| *check == result.check) {
+            assert_eq!(
+                result.properties.get(&Property::Expiry),
+                Some(&Status::Violated),
+                "{}: {result:?}",
+                result.check
+            );
+            assert_eq!(result.status(), Status::Violated, "{}: {result:?}", result.check);
+        } else if result.check == "random_workload" && result.status() == Status::Violated {
+            for (property, status) in &result.properties {
+                let explained = matches!(property, Property::Expiry | Property::NoLostWakeup)
+                    || workload_findings.contains(property);
+                assert!(explained || *status <= Status::Passed, "{}: {property:?} {result:?}", result.check);
+            }
+        } else {
+            assert!(result.status() <= Status::Passed, "{}: {result:?}", result.check);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kazoo_lock_keeps_its_promises() {
+    let wild = kazoo("lock").await;
+    assert_only_without_ttl(&suite(&wild).await, KAZOO_WAIT_RESTARTS);
+}
+
+/// kazoo's wait that restarts when the waiter ahead leaves (below) is a bounded-wait violation
+/// (P6) wherever the random workload meets it: kazoo's `Lock`, its `Semaphore` (which queues
+/// on a `Lock`) and tooz's zookeeper driver (kazoo's `Lock`).
+const KAZOO_WAIT_RESTARTS: &[Property] = &[Property::BoundedWait];
+
+/// Finding: kazoo's `Lock.acquire(timeout=T)` can block well past `T`. Its wait is
+/// `wake_event.wait(timeout)` once per predecessor: when the waiter ahead gives up (or is
+/// cancelled) and its node goes, the waiter wakes, finds the holder as its new predecessor and
+/// waits a whole `T` again. The docs promise the bound (":raises: LockTimeout if the lock
+/// wasn't acquired within `timeout` seconds.") and warn of nothing. Counterexample (kazoo
+/// 2.11.0 on ZooKeeper 3.8, directly in Python): a holder, W1 `acquire(timeout=1.0)`, W2
+/// `acquire(timeout=2.0)` 0.2 s later; W1 times out at 1.01 s, W2 at 2.82 s after it started.
+/// lockcheck's suite has no scenario with a waiter leaving from the middle of a queue (the
+/// random workload can meet one, and reports it as a bounded-wait violation, P6, when no
+/// expiry violation comes first), so this test builds one: W2 must be queued behind W1, which
+/// it orders by arrival time (a pause many round trips long), hence ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "orders two waiters by a pause between their requests (the exec backend cannot say when one is queued)"]
+async fn kazoo_lock_restarts_its_wait_when_the_waiter_ahead_leaves() {
+    let wild = kazoo("lock").await;
+    let (holder, first, second) = (
+        wild.backend.connect().await.expect("a client"),
+        wild.backend.connect().await.expect("a client"),
+        wild.backend.connect().await.expect("a client"),
+    );
+    let request = LeaseRequest::lock("restarted-wait", Duration::from_secs(60));
+    let held = holder.try_acquire(&request).await.expect("try_acquire").expect("the key is free");
+    let (first_wait, second_wait) = (Duration::from_secs(1), Duration::from_secs(2));
+    let ahead = tokio::spawn({
+        let (first, request) = (first.clone(), request.clone());
+        async move { first.acquire(&request, first_wait).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await; // W1 is queued first
+    let started = std::time::Instant::now();
+    let outcome = second.acquire(&request, second_wait).await;
+    let took = started.elapsed();
+    assert!(ahead.await.expect("W1 ran").is_err_and(|error| error.is_timeout()), "W1 times out");
+    assert!(outcome.is_err_and(|error| error.is_timeout()), "W2 times out: the key stays held");
+    holder.release(&held).await.expect("release");
+    println!("W2: a {second_wait:?} bound, returned after {took:?}");
+    // W1 left 0.7 s into W2's wait, and W2 waited its 2 s again from there.
+    let bound = second_wait + Timing::networked().prompt;
+    assert!(took > bound, "W2's acquire with a {second_wait:?} bound returned after {took:?}, within {bound:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kazoo_semaphore_keeps_its_promises() {
+    let wild = kazoo("semaphore").await;
+    assert_only_without_ttl(&suite(&wild).await, KAZOO_WAIT_RESTARTS);
+}
+
+/// Open: 2 of 5 runs reported P1 in `random_workload` with the same shape: a driver process
+/// holds key A, releases a lease of key B, and at that moment another process is granted A
+/// (seed 2566851261192719588: client 2 held L26 of `c0-lock` from 1022.5 ms, released L34 of
+/// `c0-lock2` at 1251.0–1252.2 ms, client 3 was granted `c0-lock` at 1252.1–1262.3 ms; seed
+/// 6654674340097028203: client 4 held L47 of `c1-lock` from 2449.3 ms, released L42 of
+/// `c1-lock2` at 2528.0–2529.4 ms, client 5 was granted `c1-lock` by 2596.7 ms; neither history
+/// has a release of A). Postgres only grants a free advisory lock, so A's session had lost it:
+/// PALs' `Lock.release()` returns its connection to the pool, whose check-in runs
+/// `pg_advisory_unlock_all()`, which frees A only if A was taken on that same connection —
+/// two `Lock`s of one process on one session. In both processes acquires that lockcheck had
+/// given up on (PALs cannot cancel) were still waiting in the driver. Not reproduced outside
+/// the suite yet (the same operations in sequence, and a concurrent harness of 40 rounds, kept
+/// A held), so it is not known whether PALs, SQLAlchemy's pool or the driver shares the
+/// session: ignored until it is, not counted as a finding. A third run was unknown: the
+/// linearizability search of a 26-operation key ran out of budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "open: P1 in random_workload in 2 of 5 runs (a lease of another key released, a held lock lost), not yet explained"]
+async fn pals_keeps_its_promises() {
+    let wild = pals().await;
+    assert_only_without_ttl(&suite(&wild).await, &[]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tooz_keeps_its_promises_on_redis() {
+    let wild = tooz_on_redis().await;
+    assert_only(&suite(&wild).await, &[]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tooz_keeps_its_promises_on_zookeeper() {
+    let wild = tooz_on_zookeeper().await;
+    assert_only_without_ttl(&suite(&wild).await, KAZOO_WAIT_RESTARTS);
+}
+
 /// The "lockers in the wild" matrix: every library's suite, one `lockcheck.check` document.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "the matrix: minutes of real servers; scripts/wild runs it"]
@@ -225,6 +385,11 @@ async fn lockers_in_the_wild_matrix() {
         ("redis-lock-py 1.3.0", redis_lock_py().await),
         ("dflockd-client 2.1.1 on lockcheck serve", dflockd_client_on_reference().await),
         ("dflockd-client 2.1.1 on dflockd 0.5 (Python)", dflockd_client_on_python().await),
+        ("kazoo 2.11.0 Lock (ZooKeeper 3.8)", kazoo("lock").await),
+        ("kazoo 2.11.0 Semaphore (ZooKeeper 3.8)", kazoo("semaphore").await),
+        ("PALs 0.4.0 (Postgres 15)", pals().await),
+        ("tooz 9.1.0 on Redis", tooz_on_redis().await),
+        ("tooz 9.1.0 on ZooKeeper 3.8", tooz_on_zookeeper().await),
     ] {
         let mut report = suite(&wild).await;
         report.backend = label.to_owned();

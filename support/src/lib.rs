@@ -30,6 +30,7 @@
 //! | `LOCKCHECK_ETCD_SERVER` | the `etcd` binary for the process runtime (default: from `PATH`). |
 //! | `LOCKCHECK_POSTGRES_BIN` | the directory of Postgres's `initdb` and `postgres` for the process runtime (default `/usr/lib/postgresql/15/bin`). |
 //! | `LOCKCHECK_NATS_SERVER` | the `nats-server` binary for the process runtime (default: from `PATH`; needs NATS ≥ 2.11). |
+//! | `LOCKCHECK_ZOOKEEPER_CLASSPATH` | the class path of the ZooKeeper server for the process runtime (default: Debian's `zookeeper.jar` and slf4j's simple binding, installed by `scripts/setup/zookeeper.sh`). |
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -62,6 +63,7 @@ pub mod postgres;
 mod process;
 pub mod proxy;
 pub mod redis;
+pub mod zookeeper;
 
 use std::fmt;
 use std::net::SocketAddr;
