@@ -148,6 +148,8 @@ pub enum Claim {
     PushWakeups,
     /// Leases end with the client's session.
     SessionBound,
+    /// Leases end at their TTL (every backend but those that claim `no_ttl`).
+    Ttl,
 }
 
 impl Claim {
@@ -160,6 +162,7 @@ impl Claim {
             Claim::Semaphores => capabilities.semaphores,
             Claim::PushWakeups => capabilities.push_wakeups,
             Claim::SessionBound => capabilities.session_bound,
+            Claim::Ttl => !capabilities.no_ttl,
         }
     }
 
@@ -183,6 +186,7 @@ impl fmt::Display for Claim {
             Claim::Semaphores => "semaphores",
             Claim::PushWakeups => "push wake-ups",
             Claim::SessionBound => "session-bound leases",
+            Claim::Ttl => "leases that end at their TTL",
         })
     }
 }
@@ -226,14 +230,14 @@ pub const CHECKS: &[CheckInfo] = &[
     CheckInfo {
         name: "ttl_expiry_frees_lock",
         covers: &[Expiry],
-        requires: None,
+        requires: Some(Claim::Ttl),
         about: "an expired lease frees the key for try-acquire and for a waiter (Go: TestTTL_expiry)",
     },
     CheckInfo {
         name: "lease_lasts_its_ttl",
         covers: &[MutualExclusion, Expiry],
         requires: None,
-        about: "a lease is not handed to anyone else before its TTL runs out (probed every few ms across its end)",
+        about: "a lease is not handed to anyone else before its TTL runs out (probed every few ms across its end); without TTL, not before it is released",
     },
     CheckInfo {
         name: "acquire_honours_wait_bound",
@@ -262,19 +266,19 @@ pub const CHECKS: &[CheckInfo] = &[
     CheckInfo {
         name: "refresh_extends",
         covers: &[Expiry],
-        requires: None,
+        requires: Some(Claim::Ttl),
         about: "a refreshed lease outlives its original TTL",
     },
     CheckInfo {
         name: "refresh_after_loss_reports_loss",
         covers: &[Ownership],
-        requires: None,
+        requires: Some(Claim::Ttl),
         about: "refresh and release of an expired lease report the loss and do not touch the next holder",
     },
     CheckInfo {
         name: "remaining_ttl_counts_down",
         covers: &[Expiry],
-        requires: None,
+        requires: Some(Claim::Ttl),
         about: "remaining TTL is at most the TTL and decreases with time",
     },
     CheckInfo {

@@ -164,6 +164,13 @@ async fn an_operation_a_driver_does_not_serve_is_not_checked() {
     let result = run_check(&backend, check_info("remaining_ttl_counts_down").unwrap(), &SuiteConfig::default()).await;
     println!("{result:?}");
     assert_eq!(result.status(), Status::NotChecked, "{result:?}");
+    // A release not served ends a sequential case there: the steps generated after it count on
+    // the key it freed (they used to run on, and the check crashed).
+    let script = include_str!("../../drivers/python/minimal_redis.py").replace(r#""release", "#, "");
+    let backend = ExecBackend::new(vec![python(), "-c".into(), script, url(&server, 1)]).unwrap();
+    let result = run_check(&backend, check_info("sequential_model").unwrap(), &SuiteConfig::default().cases(8)).await;
+    println!("{result:?}");
+    assert_eq!(result.status(), Status::Passed, "{result:?}");
 }
 
 /// The minimal Python driver (drivers/python/minimal_redis.py: redis-py's Lock) passes every
@@ -186,6 +193,45 @@ async fn the_minimal_python_driver_passes_what_it_claims() {
         let result = report.checks.iter().find(|result| result.check == unclaimed).unwrap();
         assert_eq!(result.status(), Status::NotClaimed, "{unclaimed}: {result:?}");
     }
+}
+
+/// redis-py's Lock with no TTL (`timeout=None`: held until released), claiming `no_ttl`; or,
+/// `expiring`, a broken driver that claims it and still leases for the TTL asked.
+fn without_ttl_driver(server: &Service, expiring: bool) -> ExecBackend {
+    let mut script = include_str!("../../drivers/python/minimal_redis.py")
+        .replace(r#""capabilities": {"server_side_expiry": True}"#, r#""capabilities": {"no_ttl": True}"#)
+        .replace(r#""release", "refresh", "remaining_ttl", "cancel"]"#, r#""release", "cancel"]"#);
+    if !expiring {
+        script = script.replace("timeout=ttl_ms / 1000)", "timeout=None)");
+    }
+    ExecBackend::new(vec![python(), "-c".into(), script, url(server, 1)]).unwrap()
+}
+
+/// A lock without TTL (`no_ttl`) passes every check of what it claims: the checks that wait
+/// out a TTL are not claimed, the random workload's leases are judged held until released,
+/// and its lease is shown to outlast the TTL asked for. A driver that claims `no_ttl` but
+/// lets leases expire is caught handing a held lock to another client (P1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_without_ttl_passes_and_one_that_expires_anyway_is_caught() {
+    let Some(server) = redis_server().await else { return };
+    let correct = without_ttl_driver(&server, false);
+    let report = run_suite(&correct, &SuiteConfig::default().cases(2).wakeup_iterations(30)).await;
+    println!("{report}");
+    assert!(report.checks.iter().all(|result| result.status() <= Status::Passed), "{report}");
+    for check in
+        ["ttl_expiry_frees_lock", "refresh_extends", "refresh_after_loss_reports_loss", "remaining_ttl_counts_down"]
+    {
+        let result = report.checks.iter().find(|result| result.check == check).unwrap();
+        assert_eq!(result.status(), Status::NotClaimed, "{check}: {result:?}");
+    }
+    for check in ["lease_lasts_its_ttl", "random_workload", "next_holder_survives_old_ttl"] {
+        let result = report.checks.iter().find(|result| result.check == check).unwrap();
+        assert_eq!(result.status(), Status::Passed, "{check}: {result:?}");
+    }
+    let broken = without_ttl_driver(&server, true);
+    let caught = run_check(&broken, check_info("lease_lasts_its_ttl").unwrap(), &SuiteConfig::default()).await;
+    println!("{caught:?}");
+    assert_eq!(caught.properties.get(&Property::MutualExclusion), Some(&Status::Violated), "{caught:?}");
 }
 
 /// The project's Python (scripts/setup/python.sh), with redis-py.

@@ -13,11 +13,11 @@ Claims, each from the library's own documentation (`kazoo.recipe.lock`, 2.11.0):
   session; a Semaphore's lease node is ephemeral too).
 - semaphores (`semaphore` only): "max_leases: The maximum amount of leases available for the
   semaphore."
-Not claimed: server_side_expiry — a kazoo lock has no TTL ("Acquire the lock. By defaults
-blocks and waits forever."; nothing ends a held lock but its release or its session), so the
-request's `ttl_ms` is ignored and a lease is held until it is released. FIFO is not claimed
-either: the lock queues contenders by sequence number and each watches its predecessor, but
-kazoo's documentation promises no order of grants ("contenders(): Return an ordered list of the
+- no_ttl: a kazoo lock has no TTL ("Acquire the lock. By defaults blocks and waits forever.";
+  nothing ends a held lock but its release or its session), so the request's `ttl_ms` is
+  ignored and a lease is held until it is released.
+Not claimed: server_side_expiry (there is no expiry), and FIFO: the lock queues contenders by
+sequence number and each watches its predecessor, but kazoo's documentation promises no order of grants ("contenders(): Return an ordered list of the
 current contenders" is about the list). Nor fencing (the lock node's sequence number is not
 offered as a token), push wake-ups, or surviving a server restart.
 
@@ -120,7 +120,7 @@ def release(req):
 
 serve(
     f"kazoo {version('kazoo')} {'Lock' if mode == 'lock' else 'Semaphore'} (ZooKeeper {hosts})",
-    {"session_bound": True, "semaphores": mode == "semaphore"},
+    {"session_bound": True, "semaphores": mode == "semaphore", "no_ttl": True},
     {
         "acquire": lambda req: acquire(req, True),
         "try_acquire": lambda req: acquire(req, False),

@@ -12,10 +12,10 @@ Claims, each from the library's own documentation (README, 0.4.0):
   connection (a.k.a session) ends, even if the client disconnects ungracefully. So if a
   process crashes or otherwise disappears, PostgreSQL should notice and remove all locks held
   by that connection/session."
-Not claimed: server_side_expiry, and no TTL at all: "there is no faculty for expiring an
-advisory lock in PostgreSQL. If a client holds a lock and then sleeps/hangs for
-mins/hours/days, no other client will be able to get that lock until the client releases it."
-The request's `ttl_ms` is ignored. Nor FIFO, fencing, semaphores (the README promises none).
+- no_ttl: "there is no faculty for expiring an advisory lock in PostgreSQL. If a client holds
+  a lock and then sleeps/hangs for mins/hours/days, no other client will be able to get that
+  lock until the client releases it." The request's `ttl_ms` is ignored.
+Not claimed: server_side_expiry, FIFO, fencing, semaphores (the README promises none).
 
 Operations: acquire (`acquire(acquire_timeout=…)`, whole milliseconds, Postgres's
 `lock_timeout`), try_acquire (`acquire(blocking=False)`), release. No refresh or remaining_ttl
@@ -63,7 +63,7 @@ with locker.engine.connect() as connection:
     server = connection.execute(sa.text("show server_version")).scalar()
 serve(
     f"PALs {version('pals')} (SQLAlchemy {sa.__version__}, Postgres {server})",
-    {"session_bound": True},
+    {"session_bound": True, "no_ttl": True},
     {
         "acquire": lambda req: acquire(req, True),
         "try_acquire": lambda req: acquire(req, False),

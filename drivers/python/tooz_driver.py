@@ -18,7 +18,7 @@ The lease's time is the backend's:
   `lock_timeout` = ttl rounded up to a second (the reply says so). No heartbeat runs (it would
   keep every held lock alive: `heartbeat` re-acquires them).
 - zookeeper: kazoo's `Lock` (ephemeral sequential nodes): no TTL, held until released or the
-  session ends; the request's `ttl_ms` is ignored.
+  session ends; the request's `ttl_ms` is ignored, and the driver claims `no_ttl`.
 
 Operations: acquire (`acquire(blocking=SECONDS)`: "Otherwise, the value is used as a timeout
 value and the call returns maximum after this number of seconds"), try_acquire
@@ -84,7 +84,7 @@ def acquire(req, blocking):
 coordinator(1 if backend == "redis" else None)
 serve(
     f"tooz {version('tooz')} {backend} lock",
-    {},
+    {} if backend == "redis" else {"no_ttl": True},
     {
         "acquire": lambda req: acquire(req, True),
         "try_acquire": lambda req: acquire(req, False),

@@ -40,8 +40,7 @@ pub fn check_all(
     let linearizable = linearizability::check_history_against(history, &reference, budget);
     let linearizable_property = linearizable.counterexample().map_or(Property::MutualExclusion, |c| c.property);
     verdicts.push((linearizable_property, linearizable));
-    verdicts
-        .push((Property::MutualExclusion, exclusion::check_sessions(history, tolerance, capabilities.session_bound)));
+    verdicts.push((Property::MutualExclusion, exclusion::check_claims(history, tolerance, capabilities)));
     if capabilities.fencing {
         verdicts.push((Property::Fencing, fencing::check_order(history)));
     }

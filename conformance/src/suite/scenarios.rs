@@ -294,6 +294,9 @@ async fn acquire_honours_wait_bound(ctx: &mut Ctx<'_>) -> Result<Notes, Stop> {
 /// than the early tolerance is a second holder. Three leases, so one stalled probe does not
 /// hide an early end.
 async fn lease_lasts_its_ttl(ctx: &mut Ctx<'_>) -> Result<Notes, Stop> {
+    if ctx.capabilities.no_ttl {
+        return lease_lasts_until_released(ctx).await;
+    }
     let (a, b) = (ctx.client().await?, ctx.client().await?);
     let ttl = ctx.timing.boundary_ttl();
     let early = ctx.timing.early_tolerance();
@@ -451,6 +454,33 @@ async fn no_lost_wakeup(ctx: &mut Ctx<'_>) -> Result<Notes, Stop> {
         }
     }
     Ok(vec![format!("{} racing iterations", ctx.config.wakeup_iterations)])
+}
+
+/// [`lease_lasts_its_ttl`] for a lock without TTL (`no_ttl`): a lease outlasts the TTL asked
+/// for, and ends when it is released.
+async fn lease_lasts_until_released(ctx: &mut Ctx<'_>) -> Result<Notes, Stop> {
+    let (a, b) = (ctx.client().await?, ctx.client().await?);
+    let ttl = ctx.timing.boundary_ttl();
+    let request = LeaseRequest::lock(ctx.key("k"), ttl);
+    let held = must_try(ctx, &a, &request, "the key was never locked").await?;
+    sleep(ttl + ctx.timing.tolerance * 2).await;
+    if let Some(intruder) = b.try_acquire(&request).await? {
+        b.release(&intruder).await?;
+        return Err(ctx.violated_between(
+            Property::MutualExclusion,
+            format!(
+                "a lease of a lock without TTL was handed to another client, unreleased, past the {} asked for",
+                ms(ttl)
+            ),
+            &[&held, &intruder],
+        ));
+    }
+    if !a.release(&held).await? {
+        return Err(ctx.violated_as(Property::Ownership, "a lease of a lock without TTL was gone before its release"));
+    }
+    let next = must_try(ctx, &b, &request, "its holder released it").await?;
+    b.release(&next).await?;
+    Ok(vec![format!("a lock without TTL: its lease outlasted the {} asked for until released", ms(ttl))])
 }
 
 async fn next_holder_survives_old_ttl(ctx: &mut Ctx<'_>) -> Result<Notes, Stop> {

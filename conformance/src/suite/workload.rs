@@ -98,18 +98,27 @@ impl Plan {
                 30..=39 if !held.is_empty() => {
                     let at = rng.random_range(0..held.len());
                     let ttl = self.base.mul_f64(rng.random_range(0.5..2.0));
-                    match settled(locker.refresh(&held[at], ttl).await)? {
-                        Some(Some(renewed)) => held[at] = renewed,
-                        // Lost, or unknown: the client stops counting on it.
-                        Some(None) | None => {
-                            held.swap_remove(at);
-                        }
+                    match locker.refresh(&held[at], ttl).await {
+                        // Not served (a library without refresh): the lease is held as before.
+                        Err(LockError::Unsupported { .. }) => {}
+                        result => match settled(result)? {
+                            Some(Some(renewed)) => held[at] = renewed,
+                            // Lost, or unknown: the client stops counting on it.
+                            Some(None) | None => {
+                                held.swap_remove(at);
+                            }
+                        },
                     }
                 }
                 40..=47 if !held.is_empty() => {
                     let at = rng.random_range(0..held.len());
-                    if settled(locker.remaining_ttl(&held[at]).await)?.is_none_or(|left| left.is_none()) {
-                        held.swap_remove(at);
+                    match locker.remaining_ttl(&held[at]).await {
+                        Err(LockError::Unsupported { .. }) => {}
+                        result => {
+                            if settled(result)?.is_none_or(|left| left.is_none()) {
+                                held.swap_remove(at);
+                            }
+                        }
                     }
                 }
                 48..=69 => {

@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use lockcheck_model::spec::{LeaseId, Micros, Property};
+use lockcheck_model::spec::{Capabilities, LeaseId, Micros, Property};
 
 use super::{Counterexample, Verdict};
 use crate::history::{Call, History, Operation, Outcome};
@@ -29,7 +29,11 @@ struct Belief {
     cut: Option<Micros>,
 }
 
-fn beliefs(ops: &[&Operation], tolerance: Micros) -> Vec<Belief> {
+/// How long a holder believes a lease lasts when leases have no TTL: until it releases it.
+const UNTIL_RELEASED: Micros = 1 << 40;
+
+fn beliefs(ops: &[&Operation], tolerance: Micros, no_ttl: bool) -> Vec<Belief> {
+    let lease_ttl = |op: &Operation| if no_ttl { UNTIL_RELEASED } else { op.lease_ttl().unwrap_or_default() };
     let mut by_lease: HashMap<LeaseId, Vec<&Operation>> = HashMap::new();
     for op in ops {
         by_lease.entry(op.call.lease()).or_default().push(op);
@@ -40,7 +44,7 @@ fn beliefs(ops: &[&Operation], tolerance: Micros) -> Vec<Belief> {
             continue;
         };
         let (Outcome::Granted { acquired_at, .. }, Some(from)) = (&op.outcome, op.returned) else { continue };
-        let mut until = acquired_at.saturating_add(op.lease_ttl().unwrap_or_default());
+        let mut until = acquired_at.saturating_add(lease_ttl(op));
         let mut cut = None;
         for later in by_lease.get(lease).into_iter().flatten().filter(|later| !later.call.is_acquire()) {
             if later.invoked >= until {
@@ -48,7 +52,7 @@ fn beliefs(ops: &[&Operation], tolerance: Micros) -> Vec<Belief> {
             }
             match (&later.call, &later.outcome) {
                 (Call::Refresh { .. }, Outcome::Refreshed { held: true, .. }) => {
-                    until = later.invoked.saturating_add(later.lease_ttl().unwrap_or_default());
+                    until = later.invoked.saturating_add(lease_ttl(later));
                 }
                 (Call::RemainingTtl { .. }, Outcome::Remaining { left: Some(_) })
                 | (Call::Refresh { .. }, Outcome::Indeterminate { .. } | Outcome::Pending) => {}
@@ -70,14 +74,17 @@ fn beliefs(ops: &[&Operation], tolerance: Micros) -> Vec<Belief> {
 
 /// Checks every key of `history`: never more than `limit` overlapping beliefs.
 pub fn check(history: &History, tolerance: Micros) -> Verdict {
-    check_sessions(history, tolerance, false)
+    check_claims(history, tolerance, &Capabilities::none())
 }
 
-/// [`check`] for a backend that binds leases to sessions (`session_bound`) or not: an overlap
-/// with a holder whose session was cut under it is then a predicted violation.
-pub fn check_sessions(history: &History, tolerance: Micros, session_bound: bool) -> Verdict {
+/// [`check`] for a backend with these claims: where leases are bound to sessions
+/// (`session_bound`), an overlap with a holder whose session was cut under it is a predicted
+/// violation; where leases have no TTL (`no_ttl`), a holder believes it holds until it
+/// releases.
+pub fn check_claims(history: &History, tolerance: Micros, capabilities: &Capabilities) -> Verdict {
+    let session_bound = capabilities.session_bound;
     for (key, ops) in history.by_key() {
-        let beliefs = beliefs(&ops, tolerance);
+        let beliefs = beliefs(&ops, tolerance, capabilities.no_ttl);
         // Sweep: ends sort before starts at the same instant (a hand-off is not an overlap).
         let mut events: Vec<(Micros, u8, usize)> = Vec::new();
         for (i, belief) in beliefs.iter().enumerate() {

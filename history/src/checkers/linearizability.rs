@@ -634,13 +634,21 @@ pub struct Reference {
     /// Whether leases are bound to sessions: only then does a session's end
     /// ([`Call::SessionEnded`]) let the backend free a lease before its expiry.
     pub session_bound: bool,
+    /// Whether leases have no TTL ([`Capabilities::no_ttl`]): every lease is then judged as
+    /// one that never expires.
+    pub no_ttl: bool,
 }
 
 impl Reference {
     /// A free key with `tolerance` µs near lease boundaries, fencing claimed, and clean-up
     /// of cancelled acquires within the same tolerance.
     pub fn with_tolerance(tolerance: Micros) -> Self {
-        Reference { initial: LockSpec::with_tolerance(tolerance), cancel_cleanup: tolerance, session_bound: false }
+        Reference {
+            initial: LockSpec::with_tolerance(tolerance),
+            cancel_cleanup: tolerance,
+            session_bound: false,
+            no_ttl: false,
+        }
     }
 
     /// What a backend with these time scales and claims is checked against.
@@ -651,7 +659,13 @@ impl Reference {
                 .with_fencing_claimed(capabilities.fencing),
             cancel_cleanup: scales.cancel_cleanup_bound().as_micros() as u64,
             session_bound: capabilities.session_bound,
+            no_ttl: capabilities.no_ttl,
         }
+    }
+
+    /// The TTL a lease asked for `ttl` is judged with.
+    fn ttl(&self, ttl: Micros) -> Micros {
+        if self.no_ttl { NEVER } else { ttl }
     }
 
     /// The spec's entries of some operations of one key, and for each entry the position in
@@ -674,14 +688,17 @@ impl Reference {
                     // spec refuses it the grant).
                     let cleaned_up = cancelled.saturating_add(self.cancel_cleanup);
                     let at = Window::new(op.invoked, cleaned_up);
-                    let acquire = LockOp::CancelledAcquire { lease: *lease, ttl: *ttl, limit: *limit, at };
+                    let acquire = LockOp::CancelledAcquire { lease: *lease, ttl: self.ttl(*ttl), limit: *limit, at };
                     entries.push(Entry::unknown(acquire, op.invoked));
                     let withdraw = LockOp::Withdraw { lease: *lease, at: Window::new(cancelled, cleaned_up) };
                     entries.push(Entry::completed(withdraw, LockRet::Withdrawn, cancelled, cleaned_up));
                     origins.extend([position, position]);
                 }
                 _ => {
-                    let Some((spec_op, ret)) = op.to_spec() else { continue };
+                    let Some((mut spec_op, ret)) = op.to_spec() else { continue };
+                    if let LockOp::Acquire { ttl, .. } | LockOp::Refresh { ttl, .. } = &mut spec_op {
+                        *ttl = self.ttl(*ttl);
+                    }
                     entries.push(match (ret, op.returned) {
                         (Some(ret), Some(returned)) => Entry::completed(spec_op, ret, op.invoked, returned),
                         _ => Entry::unknown(spec_op, op.invoked),
@@ -1462,6 +1479,34 @@ mod tests {
         );
     }
 
+    /// A lock without TTL (`no_ttl`): a lease 1 s long by the TTL asked is still held at 5 s,
+    /// so a refusal then is right and a grant to another, unreleased, is a double grant; with
+    /// a TTL, the other way round. Both checkers that judge exclusion agree.
+    #[test]
+    fn a_lock_without_ttl_holds_its_lease_until_released() {
+        let history = |second: Outcome| History {
+            operations: vec![
+                op(0, try_acquire(1), 0, 1_000, granted(1)),
+                op(1, try_acquire(2), 5_000_000, 5_001_000, second),
+            ],
+        };
+        let scales = crate::Timing::networked();
+        let judged = |history: &History, capabilities: &Capabilities| {
+            crate::checkers::check_all(history, &scales, capabilities, Duration::from_secs(5))
+                .into_iter()
+                .filter(|(_, verdict)| !verdict.is_valid())
+                .map(|(property, _)| property)
+                .collect::<Vec<_>>()
+        };
+        let without_ttl = Capabilities::none().with_no_ttl(true);
+        let with_ttl = Capabilities::none();
+        assert_eq!(judged(&history(Outcome::NotGranted), &without_ttl), vec![]);
+        let double = judged(&history(granted(2)), &without_ttl);
+        assert_eq!(double, vec![Property::MutualExclusion, Property::MutualExclusion], "both checkers");
+        assert_eq!(judged(&history(granted(2)), &with_ttl), vec![]);
+        assert!(!judged(&history(Outcome::NotGranted), &with_ttl).is_empty(), "a lease past its TTL refused another");
+    }
+
     fn labelled(reference: &Reference, ops: Vec<Operation>) -> Counterexample {
         check_history_against(&History { operations: ops }, reference, Duration::from_secs(5))
             .counterexample()
@@ -1475,7 +1520,12 @@ mod tests {
     /// of "held" another grant contradicts).
     #[test]
     fn a_refusal_or_a_held_answer_is_pinned_on_the_cause_that_alone_explains_it() {
-        let reference = Reference { initial: LockSpec::with_tolerance(0), cancel_cleanup: 5_000, session_bound: false };
+        let reference = Reference {
+            initial: LockSpec::with_tolerance(0),
+            cancel_cleanup: 5_000,
+            session_bound: false,
+            no_ttl: false,
+        };
         let short = |lease| Call::TryAcquire { lease: LeaseId(lease), ttl: 50_000, limit: 1 };
         let waiting = |lease| Call::Acquire { lease: LeaseId(lease), ttl: 50_000, limit: 1, wait: 10_000 };
         // A waiter times out after the only lease expired: the expiry never happened.
@@ -1544,7 +1594,12 @@ mod tests {
 
     #[test]
     fn a_cancelled_acquire_may_hold_until_its_clean_up_is_due_and_not_after() {
-        let reference = Reference { initial: LockSpec::with_tolerance(0), cancel_cleanup: 5_000, session_bound: false };
+        let reference = Reference {
+            initial: LockSpec::with_tolerance(0),
+            cancel_cleanup: 5_000,
+            session_bound: false,
+            no_ttl: false,
+        };
         let budget = Duration::from_secs(5);
         // Refused while the clean-up may still be under way: the grant raced the cancellation.
         let during = check_history_against(&refused_after_a_cancellation(12_000), &reference, budget);

@@ -47,6 +47,13 @@ pub struct Capabilities {
     /// granted it — the case of Kleppmann's Redlock critique (2016). A monotonic clock does
     /// not defend against an oscillator that runs fast, which moves both clocks alike.
     pub expiry_by_monotonic_clock: bool,
+    /// Leases have no TTL: the TTL asked for is ignored, and a lease is held until it is
+    /// released (or, where leases are [session-bound](Capabilities::session_bound), until its
+    /// holder's session ends). A ZooKeeper lock recipe, a Postgres advisory lock. The checks
+    /// that wait out a TTL are then not claimed, and histories are judged with leases that
+    /// never expire. (A claim that takes a promise away: a backend that says nothing keeps its
+    /// TTLs.)
+    pub no_ttl: bool,
 }
 
 macro_rules! capability_setters {
@@ -73,6 +80,7 @@ impl Capabilities {
             push_wakeups: false,
             session_bound: false,
             expiry_by_monotonic_clock: false,
+            no_ttl: false,
         }
     }
 
@@ -88,6 +96,7 @@ impl Capabilities {
             push_wakeups: true,
             session_bound: false,
             expiry_by_monotonic_clock: true,
+            no_ttl: false,
         }
     }
 
@@ -110,5 +119,7 @@ impl Capabilities {
         with_session_bound => session_bound;
         /// Claims (or not) [`Capabilities::expiry_by_monotonic_clock`].
         with_expiry_by_monotonic_clock => expiry_by_monotonic_clock;
+        /// Claims (or not) [`Capabilities::no_ttl`].
+        with_no_ttl => no_ttl;
     }
 }
