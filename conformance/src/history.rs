@@ -29,7 +29,7 @@ pub fn history_dir() -> Option<PathBuf> {
 /// written.
 pub fn keep_history(history: &KeptHistory, dir: &Path, name: &str) -> Option<PathBuf> {
     let path = dir.join(format!("{name}.json"));
-    let written = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, history.to_json()));
+    let written = std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&path, history.to_json()));
     match written {
         Ok(()) => {
             eprintln!("lockcheck: history kept in {}", path.display());

@@ -85,6 +85,8 @@ pub(crate) struct Plan {
 impl Plan {
     pub(crate) async fn run(self, locker: RecordingLocker, mut rng: StdRng) -> Result<(), Stop> {
         let mut held: Vec<Lease> = Vec::new();
+        // Leases the client stopped counting on without a release: lost, or of unknown fate.
+        let mut forgotten: Vec<Lease> = Vec::new();
         for _ in 0..self.ops {
             let request = &self.requests[rng.random_range(0..self.requests.len())];
             let ttl = self.base.mul_f64(rng.random_range(0.5..2.0));
@@ -104,9 +106,7 @@ impl Plan {
                         result => match settled(result)? {
                             Some(Some(renewed)) => held[at] = renewed,
                             // Lost, or unknown: the client stops counting on it.
-                            Some(None) | None => {
-                                held.swap_remove(at);
-                            }
+                            Some(None) | None => forgotten.push(held.swap_remove(at)),
                         },
                     }
                 }
@@ -116,7 +116,7 @@ impl Plan {
                         Err(LockError::Unsupported { .. }) => {}
                         result => {
                             if settled(result)?.is_none_or(|left| left.is_none()) {
-                                held.swap_remove(at);
+                                forgotten.push(held.swap_remove(at));
                             }
                         }
                     }
@@ -154,6 +154,11 @@ impl Plan {
         }
         for lease in held {
             settled(locker.release(&lease).await)?;
+        }
+        // The client is dropped next, and its session ends with it: a backend that binds
+        // leases to sessions may free a forgotten lease from then on.
+        if !forgotten.is_empty() {
+            locker.session_ended(&forgotten, true);
         }
         Ok(())
     }
