@@ -121,10 +121,14 @@ async fn one_zookeeper() -> Service {
 }
 
 /// kazoo's `Lock` (`recipe` "lock") or `Semaphore` ("semaphore") on a standalone ZooKeeper.
+/// kazoo's `cancel()` only sets a flag and wakes the waiting thread, which then deletes its
+/// node: in a Python process, three thread hand-offs and a ZooKeeper round trip, which ran
+/// past the 50 ms clean-up bound of the networked scales by 2–14 ms in most runs. It is judged
+/// as a driver whose cancel is not prompt: a grant may be given back up to the longest wait.
 async fn kazoo(recipe: &str) -> Wild {
     let server = one_zookeeper().await;
     let command = vec![python(None), script("kazoo_driver.py"), recipe.to_owned(), zookeeper::hosts(&server)];
-    Wild { backend: exec(command, Timing::networked()), _servers: vec![server], _reference: None }
+    Wild { backend: exec(command, without_cancel(Timing::networked())), _servers: vec![server], _reference: None }
 }
 
 /// PALs on Postgres: advisory locks, whose wait cannot be cancelled.
@@ -153,7 +157,12 @@ fn config() -> SuiteConfig {
     SuiteConfig::default().cases(2).workload(4, 12).wakeup_iterations(30)
 }
 
+/// One suite at a time: each runs a Python driver process per client, and two suites at once
+/// on two cores starved them past the suite's time bounds (a refusal a few ms after a release).
+static TURNS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn suite(wild: &Wild) -> SuiteReport {
+    let _turn = TURNS.lock().await;
     let report = run_suite(&wild.backend, &config()).await;
     println!("{report}");
     report
@@ -292,6 +301,14 @@ async fn kazoo_lock_keeps_its_promises() {
 /// on a `Lock`) and tooz's zookeeper driver (kazoo's `Lock`).
 const KAZOO_WAIT_RESTARTS: &[Property] = &[Property::BoundedWait];
 
+/// The same finding through tooz, which cannot cancel an acquire: an acquire lockcheck gave
+/// up on runs on in the driver to its own wait, which kazoo's restart stretches, and a grant
+/// it then gets is given back after the clean-up bound of a whole wait. The key is then held
+/// by nobody lockcheck knows of, and the workload's next refusal of it is labelled by what was
+/// refused: a cancelled grant not given back (P7), a waiter not woken (P5), a wait overrun
+/// (P6). Safety (P1–P4) is still asserted on every run.
+const TOOZ_ON_KAZOO: &[Property] = &[Property::BoundedWait, Property::CancelSafety, Property::NoLostWakeup];
+
 /// Finding: kazoo's `Lock.acquire(timeout=T)` can block well past `T`. Its wait is
 /// `wake_event.wait(timeout)` once per predecessor: when the waiter ahead gives up (or is
 /// cancelled) and its node goes, the waiter wakes, finds the holder as its new predecessor and
@@ -364,7 +381,7 @@ async fn tooz_keeps_its_promises_on_redis() {
 async fn tooz_keeps_its_promises_on_zookeeper() {
     let wild = tooz_on_zookeeper().await;
     let report = suite(&wild).await;
-    assert_only_in_workload(&report, KAZOO_WAIT_RESTARTS);
+    assert_only_in_workload(&report, TOOZ_ON_KAZOO);
     assert_without_ttl(&report);
 }
 
