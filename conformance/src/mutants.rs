@@ -27,6 +27,9 @@ pub struct Mutant {
     pub failure_class: &'static str,
     /// The property a correct harness should report violated.
     pub expected_to_violate: Property,
+    /// Other properties the flaw also breaks, one of which a run may show first (a semaphore
+    /// admitting every waiter at once also grants them out of order): caught all the same.
+    pub also_violates: &'static [Property],
     /// The flawed backend.
     pub backend: Box<dyn Backend>,
 }
@@ -109,10 +112,13 @@ pub async fn hunt(mutant: &Mutant, config: &crate::SuiteConfig) -> MutantOutcome
                 .counterexamples
                 .iter()
                 .find(|c| c.property == mutant.expected_to_violate)
+                .or(result.counterexamples.iter().find(|c| mutant.also_violates.contains(&c.property)))
                 .or(result.counterexamples.first())
                 .cloned();
             hunt.caught_by = counterexample.as_ref().map(|c| c.property);
-            hunt.status = match hunt.caught_by == Some(mutant.expected_to_violate) {
+            let expected =
+                |property| property == mutant.expected_to_violate || mutant.also_violates.contains(&property);
+            hunt.status = match hunt.caught_by.is_some_and(expected) {
                 true => Hunt::Caught,
                 false => Hunt::CaughtOther,
             };

@@ -499,7 +499,18 @@ impl Backend for TwoNodes {
 
 fn flawed(flaw: Flaw, failure_class: &'static str, expected_to_violate: Property) -> Mutant {
     let locker = Arc::new(Flawed::new(flaw));
-    Mutant { name: flaw.name(), failure_class, expected_to_violate, backend: Box::new(SharedLocker::new(locker)) }
+    // Every waiter admitted at once is also admitted in whatever order the wake-ups ran, with
+    // fences of a stand-in key: when the releases that follow come quickly, the history proves
+    // the disorder (P8) though not the excess.
+    let also_violates: &'static [Property] =
+        if flaw == Flaw::SemaphoreAdmitsAllWaiters { &[Property::Fifo] } else { &[] };
+    Mutant {
+        name: flaw.name(),
+        failure_class,
+        expected_to_violate,
+        also_violates,
+        backend: Box::new(SharedLocker::new(locker)),
+    }
 }
 
 pub(super) fn mutants() -> Vec<Mutant> {
@@ -519,6 +530,7 @@ pub(super) fn mutants() -> Vec<Mutant> {
             name: "double-grant",
             failure_class: "two nodes coordinating without consensus both grant the same key",
             expected_to_violate: Property::MutualExclusion,
+            also_violates: &[],
             backend: Box::new(TwoNodes {
                 nodes: [Arc::new(MemoryLocker::new()), Arc::new(MemoryLocker::new())],
                 next: AtomicUsize::new(0),
@@ -689,6 +701,7 @@ fn session_mutant() -> Mutant {
         name: "frees-on-disconnect-unclaimed",
         failure_class: "a crashed client's leases are freed before their TTL by a backend that does not say its leases end with the session",
         expected_to_violate: Property::MutualExclusion,
+        also_violates: &[],
         backend: Box::new(Sessions {
             locker: Arc::new(MemoryLocker::new()),
             claims: Capabilities::all_in_process(),

@@ -191,6 +191,7 @@ pub fn mutants() -> Vec<Mutant> {
         name: "etcd-trusts-predecessor-deletion",
         failure_class: "Double grant: a revision-queue waiter takes its predecessor's deletion for a grant without looking whether it is now first.",
         expected_to_violate: Property::MutualExclusion,
+        also_violates: &[],
         backend: Box::new(FlawedBackend { name: "etcd-trusts-predecessor-deletion", server: OnceCell::new() }),
     }]
 }

@@ -145,6 +145,7 @@ pub fn mutants() -> Vec<Mutant> {
         name,
         failure_class,
         expected_to_violate,
+        also_violates: &[],
         backend: Box::new(FlawedBackend { name, flaw, server: OnceCell::new() }),
     };
     vec![

@@ -56,6 +56,7 @@ pub fn mutants() -> Vec<Mutant> {
         name,
         failure_class,
         expected_to_violate,
+        also_violates: &[],
         backend: Box::new(PortedBackend { name, port, server: OnceCell::new() }),
     };
     vec![
