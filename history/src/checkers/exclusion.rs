@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use lockcheck_model::spec::{Capabilities, LeaseId, Micros, Property};
 
+use super::linearizability::NEVER;
 use super::{Counterexample, Verdict};
 use crate::history::{Call, History, Operation, Outcome};
 
@@ -29,11 +30,8 @@ struct Belief {
     cut: Option<Micros>,
 }
 
-/// How long a holder believes a lease lasts when leases have no TTL: until it releases it.
-const UNTIL_RELEASED: Micros = 1 << 40;
-
 fn beliefs(ops: &[&Operation], tolerance: Micros, no_ttl: bool) -> Vec<Belief> {
-    let lease_ttl = |op: &Operation| if no_ttl { UNTIL_RELEASED } else { op.lease_ttl().unwrap_or_default() };
+    let lease_ttl = |op: &Operation| if no_ttl { NEVER } else { op.lease_ttl().unwrap_or_default() };
     let mut by_lease: HashMap<LeaseId, Vec<&Operation>> = HashMap::new();
     for op in ops {
         by_lease.entry(op.call.lease()).or_default().push(op);

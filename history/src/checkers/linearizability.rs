@@ -963,8 +963,9 @@ impl Reference {
     }
 }
 
-/// A lease duration no history outlives, for the hypothesis that a lease never expired.
-const NEVER: Micros = 1 << 40;
+/// A lease duration no history outlives: for the hypothesis that a lease never expired, and
+/// for the leases of a lock without TTL (here and in the exclusion checker).
+pub(super) const NEVER: Micros = 1 << 40;
 
 /// The entries (with the operation each comes from, `origins`) as known when the operation
 /// `blamed` returned, and the position of its entry among them; `None` if its outcome is
